@@ -1,0 +1,40 @@
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+
+/** Tuning of the Agent Service. */
+export class AgentConfig extends Context.Tag("@altan/agent/AgentConfig")<AgentConfig, {
+  /** Tool calls of one task that may run at once (independent plan steps, one LLM turn's calls). */
+  readonly maxParallelToolCalls: number
+  /** An idle session is passivated after this long; its state is already in the store. */
+  readonly sessionMaxIdleTime: Duration.Duration
+}>() {}
+
+export const defaults: AgentConfig["Type"] = {
+  maxParallelToolCalls: 8,
+  sessionMaxIdleTime: Duration.minutes(15)
+}
+
+export const layer = (options?: Partial<AgentConfig["Type"]>): Layer.Layer<AgentConfig> =>
+  Layer.succeed(AgentConfig, { ...defaults, ...options })
+
+/** `AGENT_MAX_PARALLEL_TOOL_CALLS`, `SESSION_MAX_IDLE_TIME` (e.g. `15 minutes`). */
+export const config: Config.Config<AgentConfig["Type"]> = Config.all({
+  maxParallelToolCalls: Config.integer("AGENT_MAX_PARALLEL_TOOL_CALLS").pipe(
+    Config.withDefault(defaults.maxParallelToolCalls),
+    Config.withDescription("Tool calls of one task that may run at once.")
+  ),
+  sessionMaxIdleTime: Config.duration("SESSION_MAX_IDLE_TIME").pipe(
+    Config.withDefault(defaults.sessionMaxIdleTime),
+    Config.withDescription("Idle time after which a session leaves memory.")
+  )
+})
+
+export const layerConfig: Layer.Layer<AgentConfig, import("effect/ConfigError").ConfigError> = Layer.effect(
+  AgentConfig,
+  Effect.gen(function*() {
+    return yield* config
+  })
+)

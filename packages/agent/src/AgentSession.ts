@@ -1,0 +1,406 @@
+import { AgentSession } from "@altan/domain/AgentSession"
+import { Connection } from "@altan/domain/Connection"
+import { Conflict, InvalidRequest, NotFound } from "@altan/domain/Errors"
+import { parseEntityId, type SessionId, type TaskId } from "@altan/domain/Ids"
+import type { Plan, Step, Task, TaskError } from "@altan/domain/Task"
+import { emptyUsage, isTerminal } from "@altan/domain/Task"
+import type { ToolSpec } from "@altan/domain/ToolDefinition"
+import { ToolWorker } from "@altan/domain/ToolWorker"
+import * as Entity from "@effect/cluster/Entity"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
+import * as Cause from "effect/Cause"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import { AgentConfig } from "./AgentConfig.js"
+import * as PlanGraph from "./Plan.js"
+import { type SessionState, SessionStore } from "./SessionStore.js"
+
+const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms).toISOString())
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] }
+
+/** Maps any failure of a cluster call or tool to what is recorded on a step. */
+const stepError = (error: unknown): TaskError => {
+  const e = error as { _tag?: string; code?: string; message?: string; details?: Record<string, unknown> }
+  switch (e._tag) {
+    case "ToolNotFound":
+    case "ToolInputInvalid":
+    case "ToolFailed": {
+      const extra = e._tag === "ToolFailed"
+        ? { retryable: (e as any).retryable, ...((e as any).status ? { status: (e as any).status } : {}) }
+        : e.details
+      return { code: e.code!, message: e.message!, ...(extra ? { details: extra } : {}) }
+    }
+    case "MailboxFull":
+    case "AlreadyProcessingMessage":
+    case "PersistenceError":
+      return { code: "unavailable", message: `the tool service could not take the call (${e._tag})` }
+    default:
+      return { code: "internal_error", message: String(e.message ?? error) }
+  }
+}
+
+/** A tool call's failure, carried to the steps that depend on it. */
+class StepFailed {
+  readonly _tag = "StepFailed"
+  constructor(readonly step: string) {}
+}
+
+/**
+ * `AgentSession[tenant/session]`: owns a session's tasks and context. Structured plans run as a
+ * DAG; every tool call goes through `Connection[tenant/provider]`.
+ */
+export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
+  const config = yield* AgentConfig
+  return AgentSession.toLayer(
+    Effect.gen(function*() {
+      const address = yield* Entity.CurrentAddress
+      const { key, tenantId } = parseEntityId(address.entityId)
+      const sessionId = key as SessionId
+      const store = yield* SessionStore
+      const connection = yield* Connection.client
+      const toolWorker = yield* ToolWorker.client
+      const self = (yield* AgentSession.client)(address.entityId)
+      const attributes = { "tenant.id": tenantId, "session.id": sessionId }
+
+      let state: Mutable<SessionState> = yield* store.load(tenantId, sessionId).pipe(
+        Effect.map(Option.getOrElse(() => ({
+          session_id: sessionId,
+          tasks: {},
+          task_ids: [],
+          messages: [],
+          variables: {},
+          updated_at: ""
+        })))
+      )
+      const exists = () => state.updated_at !== ""
+
+      // Saves are serialized and each writes the newest state, so a slow save never overwrites a newer one.
+      const saveLock = yield* Effect.makeSemaphore(1)
+      const persist = saveLock.withPermits(1)(Effect.suspend(() => store.save(tenantId, state)))
+
+      const finished = new Map<TaskId, Deferred.Deferred<void>>()
+      const finishedSignal = (taskId: TaskId) => {
+        let d = finished.get(taskId)
+        if (!d) {
+          d = Deferred.unsafeMake<void>(FiberId.none)
+          finished.set(taskId, d)
+        }
+        return d
+      }
+      const running = new Map<TaskId, Fiber.RuntimeFiber<unknown, unknown>>()
+
+      const getTask = (taskId: TaskId) =>
+        Option.fromNullable(state.tasks[taskId]).pipe(
+          Effect.mapError(() => new NotFound({ message: `task ${taskId} not found` }))
+        )
+
+      const updateTask = (taskId: TaskId, f: (task: Task) => Task) =>
+        Effect.gen(function*() {
+          const at = yield* now
+          const task = { ...f(state.tasks[taskId]!), updated_at: at }
+          state = { ...state, tasks: { ...state.tasks, [taskId]: task }, updated_at: at }
+          if (isTerminal(task.status)) {
+            yield* Deferred.succeed(finishedSignal(taskId), void 0)
+            finished.delete(taskId)
+          }
+          yield* persist
+          return task
+        })
+
+      const updateStep = (taskId: TaskId, stepId: string, f: (step: Step) => Step) =>
+        updateTask(taskId, (task) => ({ ...task, steps: task.steps.map((s) => (s.id === stepId ? f(s) : s)) }))
+
+      const describe = (tools: ReadonlyArray<string>) =>
+        Effect.forEach(
+          new Set(tools),
+          (tool) =>
+            toolWorker(`${tenantId}/${tool}`).Describe().pipe(
+              Effect.map((spec) => [tool, spec] as const),
+              Effect.catchTag("ToolNotFound", () => Effect.succeed([tool, undefined] as const))
+            ),
+          { concurrency: "unbounded" }
+        ).pipe(Effect.map((entries) => new Map(entries)))
+
+      /** Validates a plan against its structure and the tools it names; nothing runs before this. */
+      const checkPlan = (plan: Plan, allow: ReadonlyArray<string> | undefined) =>
+        Effect.gen(function*() {
+          const graph = yield* PlanGraph.validate(plan)
+          for (const [i, step] of plan.steps.entries()) {
+            if (allow && !allow.includes(step.tool)) {
+              return yield* new InvalidRequest({
+                code: "tool_not_allowed",
+                message: `step "${step.id}" uses ${step.tool}, which is not in the task's tools`,
+                details: { field: `input.steps.${i}.tool` }
+              })
+            }
+          }
+          const described = yield* describe(plan.steps.map((s) => s.tool)).pipe(
+            Effect.mapError((e) => new InvalidRequest({ code: "unavailable", message: `cannot look up tools: ${e._tag}` }))
+          )
+          for (const [i, step] of plan.steps.entries()) {
+            if (!described.get(step.tool)) {
+              return yield* new InvalidRequest({
+                code: "unknown_tool",
+                message: `step "${step.id}" uses unknown tool ${step.tool}`,
+                details: { field: `input.steps.${i}.tool` }
+              })
+            }
+          }
+          const specs = described as ReadonlyMap<string, ToolSpec>
+          yield* PlanGraph.checkRefPaths(graph, specs)
+          return { graph, specs }
+        })
+
+      const runStep = (
+        task: Task,
+        step: Plan["steps"][number],
+        spec: ToolSpec,
+        input: unknown,
+        limit: Effect.Semaphore
+      ) =>
+        limit.withPermits(1)(Effect.gen(function*() {
+          const startedMs = yield* Clock.currentTimeMillis
+          yield* updateStep(task.task_id, step.id, (s) => ({
+            ...s,
+            status: "running",
+            input,
+            attempts: s.attempts + 1,
+            started_at: new Date(startedMs).toISOString()
+          }))
+          const exit = yield* connection(`${tenantId}/${spec.provider}`).Invoke({
+            tool_id: step.tool,
+            input,
+            task_id: task.task_id,
+            step_id: step.id
+          }).pipe(Effect.exit)
+          const endMs = yield* Clock.currentTimeMillis
+          const timing = { finished_at: new Date(endMs).toISOString(), duration_ms: endMs - startedMs }
+          if (Exit.isSuccess(exit)) {
+            yield* updateStep(task.task_id, step.id, (s) => {
+              const { error: _, ...rest } = s
+              return { ...rest, ...timing, status: "succeeded", output: exit.value.output, cached: exit.value.cached }
+            })
+            return exit.value.output
+          }
+          if (Exit.isInterrupted(exit)) return yield* Effect.interrupt
+          const error = stepError(Cause.squash(exit.cause))
+          yield* updateStep(task.task_id, step.id, (s) => ({ ...s, ...timing, status: "failed", error }))
+          return yield* Effect.fail(new StepFailed(step.id))
+        })).pipe(Effect.withSpan("AgentSession.step", { attributes: { ...attributes, "step.id": step.id, "tool.id": step.tool } }))
+
+      /** Runs a plan's steps as soon as their dependencies are done, at most N tool calls at once. */
+      const executePlan = (task: Task, plan: Plan) =>
+        Effect.gen(function*() {
+          const { graph, specs } = yield* checkPlan(plan, task.tools)
+          const limit = yield* Effect.makeSemaphore(config.maxParallelToolCalls)
+          const done = new Map(plan.steps.map((s) => [s.id, Deferred.unsafeMake<unknown, StepFailed>(FiberId.none)]))
+          const outputs = new Map<string, unknown>()
+          yield* Effect.forEach(plan.steps, (step) =>
+            Effect.gen(function*() {
+              const previous = state.tasks[task.task_id]!.steps.find((s) => s.id === step.id)
+              if (previous?.status === "succeeded") {
+                // resumed after a restart: keep what already ran
+                outputs.set(step.id, previous.output)
+                return previous.output
+              }
+              const deps = graph.deps.get(step.id) ?? []
+              const failedDep = yield* Effect.forEach(deps, (d) => Deferred.await(done.get(d)!).pipe(Effect.either))
+                .pipe(Effect.map((results) => results.findIndex(Either.isLeft)))
+              if (failedDep >= 0) {
+                yield* updateStep(task.task_id, step.id, (s) => ({
+                  ...s,
+                  status: "skipped",
+                  error: { code: "dependency_failed", message: `step "${deps[failedDep]}" did not succeed` }
+                }))
+                return yield* Effect.fail(new StepFailed(step.id))
+              }
+              const input = PlanGraph.resolve(step.input, outputs)
+              if (Either.isLeft(input)) {
+                yield* updateStep(task.task_id, step.id, (s) => ({
+                  ...s,
+                  status: "failed",
+                  error: { code: "unresolved_ref", message: `$ref "${input.left.ref}": ${input.left.reason}` }
+                }))
+                return yield* Effect.fail(new StepFailed(step.id))
+              }
+              const output = yield* runStep(task, step, specs.get(step.tool)!, input.right, limit)
+              outputs.set(step.id, output)
+              return output
+            }).pipe(
+              Effect.exit,
+              Effect.flatMap((exit) => Deferred.done(done.get(step.id)!, exit))
+            ), { concurrency: "unbounded", discard: true })
+          const steps = state.tasks[task.task_id]!.steps
+          const failed = steps.filter((s) => s.status === "failed" || s.status === "skipped")
+          if (failed.length === 0) {
+            return yield* updateTask(task.task_id, (t) => ({
+              ...t,
+              status: "succeeded",
+              output: outputs.get(plan.steps[plan.steps.length - 1]!.id)
+            }))
+          }
+          const first = failed.find((s) => s.status === "failed") ?? failed[0]!
+          return yield* updateTask(task.task_id, (t) => ({
+            ...t,
+            status: "failed",
+            error: {
+              code: "step_failed",
+              message: `step "${first.id}" (${first.tool}) failed: ${first.error?.message ?? "unknown error"}`,
+              details: { failed_steps: failed.map((s) => s.id) }
+            }
+          }))
+        })
+
+      const execute = (taskId: TaskId) =>
+        Effect.gen(function*() {
+          const task = yield* updateTask(taskId, (t) => ({ ...t, status: "running" }))
+          if (typeof task.input === "string") {
+            return yield* updateTask(taskId, (t) => ({
+              ...t,
+              status: "failed",
+              error: { code: "llm_not_configured", message: "natural-language tasks need an LLM; none is configured" }
+            }))
+          }
+          return yield* executePlan(task, task.input as Plan).pipe(
+            Effect.catchTag("InvalidRequest", (e) =>
+              updateTask(taskId, (t) => ({
+                ...t,
+                status: "failed",
+                error: { code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) }
+              })))
+          )
+        }).pipe(
+          Effect.onInterrupt(() =>
+            updateTask(taskId, (t) =>
+              isTerminal(t.status) ? t : {
+                ...t,
+                status: "cancelled",
+                error: { code: "cancelled", message: "the task was cancelled" },
+                steps: t.steps.map((s) =>
+                  s.status === "running" || s.status === "pending" ? { ...s, status: "cancelled" as const } : s
+                )
+              }).pipe(Effect.ignore)
+          ),
+          Effect.withSpan("AgentSession.execute", { attributes: { ...attributes, "task.id": taskId } })
+        )
+
+      return AgentSession.of({
+        Submit: ({ payload }) =>
+          Effect.gen(function*() {
+            const { principal, request, task_id } = payload
+            const existing = state.tasks[task_id]
+            if (existing) return existing
+            if (principal.tenantId !== tenantId) {
+              return yield* new InvalidRequest({ message: "the principal does not belong to this session's tenant" })
+            }
+            if (typeof request.input === "string") {
+              return yield* new InvalidRequest({
+                code: "llm_not_configured",
+                message: "natural-language tasks need an LLM, and none is configured for this tenant; " +
+                  "send a structured plan ({\"steps\": [...]}) instead",
+                details: { field: "input" }
+              })
+            }
+            yield* checkPlan(request.input, request.tools)
+            const at = yield* now
+            const task: Task = {
+              task_id,
+              session_id: sessionId,
+              status: "queued",
+              input: request.input,
+              steps: request.input.steps.map((s) => ({ id: s.id, tool: s.tool, status: "pending", attempts: 0 })),
+              usage: emptyUsage,
+              ...(request.llm_id ? { llm_id: request.llm_id } : {}),
+              ...(request.tools ? { tools: request.tools } : {}),
+              ...(request.idempotency_key ? { idempotency_key: request.idempotency_key } : {}),
+              created_at: at,
+              updated_at: at
+            }
+            state = {
+              ...state,
+              tasks: { ...state.tasks, [task_id]: task },
+              task_ids: [...state.task_ids, task_id],
+              updated_at: at
+            }
+            yield* persist
+            // The run is a persisted message too: it is redelivered if this runner dies mid-task.
+            yield* self.Run({ task_id }, { discard: true }).pipe(
+              Effect.catchAll((e) =>
+                updateTask(task_id, (t) => ({
+                  ...t,
+                  status: "failed",
+                  error: { code: "unavailable", message: `could not schedule the task: ${e._tag}` }
+                }))
+              )
+            )
+            return task
+          }).pipe(Effect.withSpan("AgentSession.submit", { attributes: { ...attributes, "task.id": payload.task_id } })),
+
+        Run: ({ payload }) =>
+          Effect.gen(function*() {
+            const task = yield* getTask(payload.task_id)
+            if (isTerminal(task.status)) return task
+            const fiber = yield* Effect.fork(execute(payload.task_id))
+            running.set(payload.task_id, fiber)
+            yield* Fiber.await(fiber).pipe(Effect.ensuring(Effect.sync(() => running.delete(payload.task_id))))
+            return state.tasks[payload.task_id]!
+          }),
+
+        GetTask: ({ payload }) =>
+          Effect.gen(function*() {
+            const task = yield* getTask(payload.task_id)
+            if (isTerminal(task.status) || !payload.wait_ms) return task
+            yield* Deferred.await(finishedSignal(payload.task_id)).pipe(
+              Effect.timeoutOption(payload.wait_ms)
+            )
+            return state.tasks[payload.task_id]!
+          }),
+
+        Cancel: ({ payload }) =>
+          Effect.gen(function*() {
+            const task = yield* getTask(payload.task_id)
+            if (isTerminal(task.status)) {
+              return yield* new Conflict({
+                code: "task_finished",
+                message: `task ${payload.task_id} already ${task.status}`,
+                details: { status: task.status }
+              })
+            }
+            const fiber = running.get(payload.task_id)
+            if (fiber) return yield* Fiber.interrupt(fiber).pipe(Effect.as(state.tasks[payload.task_id]!))
+            return yield* updateTask(payload.task_id, (t) => ({
+              ...t,
+              status: "cancelled",
+              error: { code: "cancelled", message: "the task was cancelled" },
+              steps: t.steps.map((s) => (s.status === "pending" ? { ...s, status: "cancelled" as const } : s))
+            }))
+          }).pipe(Effect.withSpan("AgentSession.cancel", { attributes })),
+
+        GetSession: () =>
+          exists()
+            ? Effect.succeed({
+              session_id: sessionId,
+              task_ids: state.task_ids as ReadonlyArray<TaskId>,
+              message_count: state.messages.length,
+              updated_at: state.updated_at
+            })
+            : Effect.fail(new NotFound({ message: `session ${sessionId} not found` })),
+
+        Reset: () =>
+          Effect.gen(function*() {
+            if (!exists()) return
+            state = { ...state, messages: [], variables: {}, updated_at: yield* now }
+            yield* persist
+          })
+      })
+    }),
+    { concurrency: "unbounded", maxIdleTime: config.sessionMaxIdleTime }
+  )
+}))

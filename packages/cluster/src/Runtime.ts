@@ -1,0 +1,143 @@
+import * as AgentConfig from "@altan/agent/AgentConfig"
+import { AgentSessionLive } from "@altan/agent/AgentSession"
+import * as SessionStore from "@altan/agent/SessionStore"
+import * as Auth from "@altan/integrator/Auth"
+import { ConnectionLive } from "@altan/integrator/Connection"
+import { HttpLive } from "@altan/integrator/Http"
+import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
+import * as Readiness from "@altan/integrator/Readiness"
+import * as ToolRegistry from "@altan/tool/ToolRegistry"
+import { ToolWorkerLive } from "@altan/tool/ToolWorker"
+import * as MessageStorage from "@effect/cluster/MessageStorage"
+import * as RunnerAddress from "@effect/cluster/RunnerAddress"
+import * as RunnerHealth from "@effect/cluster/RunnerHealth"
+import * as Runners from "@effect/cluster/Runners"
+import * as RunnerStorage from "@effect/cluster/RunnerStorage"
+import * as Sharding from "@effect/cluster/Sharding"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as HttpServer from "@effect/platform/HttpServer"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import { createServer } from "node:http"
+import { layerConfig, type Role, RuntimeConfig, shardGroups } from "./RuntimeConfig.js"
+
+const shardingOptions = (config: RuntimeConfig["Type"]): Partial<ShardingConfig.ShardingConfig["Type"]> => ({
+  runnerAddress: Option.some(RunnerAddress.make(config.host, config.runnerPort)),
+  availableShardGroups: shardGroups,
+  assignedShardGroups: config.assignedShardGroups,
+  shardLockRefreshInterval: config.shardLockRefreshInterval,
+  shardLockExpiration: config.shardLockExpiration,
+  runnerHealthCheckInterval: "2 seconds",
+  refreshAssignmentsInterval: "1 second"
+})
+
+/**
+ * Cluster membership: PostgreSQL-backed runners talking over sockets when `DATABASE_URL` is set,
+ * otherwise one in-process runner with memory storage (the embedded default).
+ */
+export const ShardingLive: Layer.Layer<
+  Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage,
+  never,
+  RuntimeConfig
+> = Layer.unwrapEffect(Effect.gen(function*() {
+  const config = yield* RuntimeConfig
+  if (Option.isSome(config.databaseUrl)) {
+    return NodeClusterSocket.layer({
+      storage: "sql",
+      runnerHealth: config.runnerHealth,
+      shardingConfig: shardingOptions(config)
+    }).pipe(
+      Layer.provideMerge(PgClient.layer({ url: config.databaseUrl.value, onnotice: () => {} } as any)),
+      Layer.orDie
+    ) as Layer.Layer<Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage>
+  }
+  if (config.role !== "all") {
+    return Layer.die(new Error(`ROLE=${config.role} runs one service of a cluster and needs DATABASE_URL`))
+  }
+  return Sharding.layer.pipe(
+    Layer.provideMerge(Runners.layerNoop),
+    Layer.provideMerge(MessageStorage.layerMemory),
+    Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
+    Layer.provide(ShardingConfig.layerFromEnv(shardingOptions(config))),
+    Layer.orDie
+  ) as Layer.Layer<Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage>
+}))
+
+/** Agent Service: `AgentSession` entities. */
+export const AgentLive = AgentSessionLive.pipe(
+  Layer.provide(SessionStore.layerMemory),
+  Layer.provide(AgentConfig.layerConfig)
+)
+
+/** Tool Service: `ToolWorker` entities. */
+export const ToolLive = ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory()))
+
+/** What `/readyz` checks: the cluster's storage when there is one. */
+const ReadinessLive = Layer.effect(
+  Readiness.Readiness,
+  Effect.gen(function*() {
+    const sql = yield* Effect.serviceOption(SqlClient.SqlClient)
+    return {
+      checks: Option.isSome(sql)
+        ? [["cluster_storage", sql.value`SELECT 1`.pipe(Effect.asVoid, Effect.mapError((e) => e.message))] as const]
+        : [["cluster", Effect.void] as const]
+    }
+  })
+)
+
+/** Integrator Engine: `Connection` entities and the public HTTP API. */
+export const IntegratorLive = Layer.unwrapEffect(Effect.gen(function*() {
+  const config = yield* RuntimeConfig
+  const http = yield* IntegratorConfig.config
+  return Layer.mergeAll(
+    ConnectionLive,
+    HttpLive.pipe(
+      Layer.provide(ReadinessLive),
+      Layer.provide(Auth.layer),
+      Layer.provideMerge(NodeHttpServer.layer(createServer, { port: http.port, host: config.httpHost })),
+      Layer.provide(IntegratorConfig.layer(http))
+    )
+  )
+})).pipe(Layer.provideMerge(Auth.layerDevIssuer), Layer.provideMerge(Auth.layerConfig))
+
+const services: Record<Exclude<Role, "all">, Layer.Layer<never, any, any>> = {
+  agent: AgentLive,
+  tool: ToolLive,
+  integrator: IntegratorLive
+}
+
+/** Prints where the API listens and, with the generated development key, a ready admin token. */
+const Banner = Layer.effectDiscard(Effect.gen(function*() {
+  const server = yield* Effect.serviceOption(HttpServer.HttpServer)
+  if (Option.isNone(server)) return
+  const address = server.value.address
+  const url = address._tag === "TcpAddress"
+    ? `http://${address.hostname === "0.0.0.0" || address.hostname === "::" ? "localhost" : address.hostname}:${address.port}`
+    : address.path
+  const auth = yield* Auth.AuthConfig
+  yield* Effect.logInfo(`Altan API listening on ${url} (docs: ${url}/docs)`)
+  if (auth.keys._tag === "Dev") {
+    const issuer = yield* Auth.DevIssuer
+    const token = yield* issuer.issue({ tenant_id: "demo", sub: "admin", role: "admin" })
+    // The dev token goes to stdout on purpose: it is what `npm start` users copy into curl.
+    yield* Effect.sync(() =>
+      console.log(`\nDevelopment admin token for tenant "demo" (valid 30 days):\n\nexport TOKEN=${token}\n`)
+    )
+  }
+}))
+
+/** The services of this process's role on top of cluster membership. */
+export const RuntimeLive: Layer.Layer<never> = Layer.unwrapEffect(Effect.gen(function*() {
+  const config = yield* RuntimeConfig
+  const roles: ReadonlyArray<Exclude<Role, "all">> = config.role === "all" ? ["agent", "tool", "integrator"] : [config.role]
+  const withBanner = roles.includes("integrator")
+    ? Layer.provideMerge(Banner, services.integrator)
+    : Layer.empty
+  const others = roles.filter((r) => r !== "integrator").map((r) => services[r])
+  return Layer.mergeAll(withBanner, ...others).pipe(Layer.provide(ShardingLive)) as Layer.Layer<never, never, RuntimeConfig>
+})).pipe(Layer.provide(layerConfig), Layer.orDie)

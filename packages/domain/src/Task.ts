@@ -1,0 +1,139 @@
+import * as Schema from "effect/Schema"
+import { ErrorDetails } from "./Errors.js"
+import { SessionId, TaskId, ToolId } from "./Ids.js"
+
+/** A plan step id: referenced by `depends_on` and `{"$ref": "<step>.output.<path>"}`. */
+export const StepId = Schema.String.pipe(
+  Schema.pattern(/^[A-Za-z0-9_-]{1,64}$/, { message: () => "step id must be 1-64 letters, digits, _ or -" })
+)
+
+/** A JSON object of tool arguments; any value may be `{"$ref": "<step>.output.<path>"}`. */
+export const StepInput = Schema.Record({ key: Schema.String, value: Schema.Unknown })
+
+/** One step of a structured plan. */
+export const PlanStep = Schema.Struct({
+  id: StepId,
+  tool: ToolId,
+  input: Schema.optionalWith(StepInput, { default: () => ({}) }),
+  depends_on: Schema.optional(Schema.Array(StepId))
+})
+export type PlanStep = typeof PlanStep.Type
+
+/** A structured task: a DAG of tool calls that skips the LLM. */
+export const Plan = Schema.Struct({
+  steps: Schema.Array(PlanStep).pipe(Schema.minItems(1), Schema.maxItems(100))
+})
+export type Plan = typeof Plan.Type
+
+/** Natural-language text for the agent loop, or a structured plan. */
+export const TaskInput = Schema.Union(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(100_000)), Plan)
+export type TaskInput = typeof TaskInput.Type
+
+export const TaskMode = Schema.Literal("sync", "async")
+export type TaskMode = typeof TaskMode.Type
+
+/** Body of `POST /v1/tasks`. */
+export const TaskRequest = Schema.Struct({
+  session_id: Schema.optional(SessionId),
+  input: TaskInput,
+  llm_id: Schema.optional(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(128))),
+  tools: Schema.optional(Schema.Array(ToolId).pipe(Schema.maxItems(256))),
+  mode: Schema.optionalWith(TaskMode, { default: () => "sync" as const }),
+  timeout_ms: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 15 * 60_000)), { default: () => 30_000 }),
+  idempotency_key: Schema.optional(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(256)))
+})
+export type TaskRequest = typeof TaskRequest.Type
+
+export const TaskStatus = Schema.Literal("queued", "running", "succeeded", "failed", "cancelled")
+export type TaskStatus = typeof TaskStatus.Type
+
+export const isTerminal = (status: TaskStatus): boolean =>
+  status === "succeeded" || status === "failed" || status === "cancelled"
+
+export const StepStatus = Schema.Literal("pending", "running", "succeeded", "failed", "skipped", "cancelled")
+export type StepStatus = typeof StepStatus.Type
+
+/** What went wrong with a task or step, as recorded on it. */
+export const TaskError = Schema.Struct({
+  code: Schema.String,
+  message: Schema.String,
+  details: Schema.optional(ErrorDetails)
+})
+export type TaskError = typeof TaskError.Type
+
+/** One tool call of a task, with its outcome and timing. */
+export const Step = Schema.Struct({
+  id: Schema.String,
+  tool: Schema.String,
+  status: StepStatus,
+  input: Schema.optional(Schema.Unknown),
+  output: Schema.optional(Schema.Unknown),
+  error: Schema.optional(TaskError),
+  attempts: Schema.Int,
+  cached: Schema.optional(Schema.Boolean),
+  started_at: Schema.optional(Schema.String),
+  finished_at: Schema.optional(Schema.String),
+  duration_ms: Schema.optional(Schema.Number)
+})
+export type Step = typeof Step.Type
+
+export const Usage = Schema.Struct({
+  llm_calls: Schema.Int,
+  tool_calls: Schema.Int,
+  prompt_tokens: Schema.Int,
+  completion_tokens: Schema.Int
+})
+export type Usage = typeof Usage.Type
+
+export const emptyUsage: Usage = { llm_calls: 0, tool_calls: 0, prompt_tokens: 0, completion_tokens: 0 }
+
+/** A task as the API returns it. */
+export const Task = Schema.Struct({
+  task_id: TaskId,
+  session_id: SessionId,
+  status: TaskStatus,
+  input: TaskInput,
+  output: Schema.optional(Schema.Unknown),
+  error: Schema.optional(TaskError),
+  steps: Schema.Array(Step),
+  usage: Usage,
+  llm_id: Schema.optional(Schema.String),
+  tools: Schema.optional(Schema.Array(Schema.String)),
+  idempotency_key: Schema.optional(Schema.String),
+  created_at: Schema.String,
+  updated_at: Schema.String
+})
+export type Task = typeof Task.Type
+
+export const TaskEventType = Schema.Literal(
+  "task.queued",
+  "task.started",
+  "llm.completed",
+  "tool.started",
+  "tool.completed",
+  "tool.failed",
+  "task.succeeded",
+  "task.failed",
+  "task.cancelled"
+)
+export type TaskEventType = typeof TaskEventType.Type
+
+/** A progress event of a task; `id` orders events and resumes a stream (`Last-Event-ID`). */
+export const TaskEvent = Schema.Struct({
+  id: Schema.String,
+  type: TaskEventType,
+  task_id: TaskId,
+  at: Schema.String,
+  step_id: Schema.optional(Schema.String),
+  data: Schema.optional(Schema.Unknown)
+})
+export type TaskEvent = typeof TaskEvent.Type
+
+/** `GET /v1/sessions/{id}`. */
+export const SessionInfo = Schema.Struct({
+  session_id: SessionId,
+  task_ids: Schema.Array(TaskId),
+  message_count: Schema.Int,
+  updated_at: Schema.String
+})
+export type SessionInfo = typeof SessionInfo.Type

@@ -1,0 +1,75 @@
+import * as ClusterSchema from "@effect/cluster/ClusterSchema"
+import * as Entity from "@effect/cluster/Entity"
+import * as Rpc from "@effect/rpc/Rpc"
+import * as Schema from "effect/Schema"
+import { ErrorDetails } from "./Errors.js"
+import { ToolSpec } from "./ToolDefinition.js"
+
+/** The tool id is not a built-in nor one of the tenant's tools. */
+export class ToolNotFound extends Schema.TaggedError<ToolNotFound>()("ToolNotFound", {
+  tool_id: Schema.String
+}) {
+  get code() {
+    return "tool_not_found"
+  }
+  override get message() {
+    return `unknown tool: ${this.tool_id}`
+  }
+}
+
+/** The input does not match the tool's JSON Schema; nothing was sent anywhere. */
+export class ToolInputInvalid extends Schema.TaggedError<ToolInputInvalid>()("ToolInputInvalid", {
+  tool_id: Schema.String,
+  message: Schema.String,
+  details: Schema.optional(ErrorDetails)
+}) {
+  get code() {
+    return "invalid_tool_input"
+  }
+}
+
+/** The tool ran and failed; `retryable` says whether trying again may help (network, 5xx, 429). */
+export class ToolFailed extends Schema.TaggedError<ToolFailed>()("ToolFailed", {
+  tool_id: Schema.String,
+  message: Schema.String,
+  retryable: Schema.Boolean,
+  status: Schema.optional(Schema.Int),
+  body_excerpt: Schema.optional(Schema.String)
+}) {
+  get code() {
+    return "tool_failed"
+  }
+}
+
+export const ToolError = Schema.Union(ToolNotFound, ToolInputInvalid, ToolFailed)
+export type ToolError = typeof ToolError.Type
+
+/** A credential handed to the tool service with one call; the tool service never reads secret storage. */
+export const Credential = Schema.Struct({
+  header: Schema.String,
+  value: Schema.Redacted(Schema.String)
+})
+export type Credential = typeof Credential.Type
+
+export const ToolResult = Schema.Struct({
+  output: Schema.Unknown,
+  cached: Schema.optionalWith(Schema.Boolean, { default: () => false })
+})
+export type ToolResult = typeof ToolResult.Type
+
+/**
+ * Executes calls of one tool for one tenant. Entity id: `tenantId/toolId`.
+ */
+export const ToolWorker = Entity.make("ToolWorker", [
+  Rpc.make("Execute", {
+    payload: {
+      input: Schema.Unknown,
+      credential: Schema.optional(Credential),
+      task_id: Schema.optional(Schema.String),
+      step_id: Schema.optional(Schema.String)
+    },
+    success: ToolResult,
+    error: ToolError
+  }),
+  Rpc.make("Describe", { success: ToolSpec, error: ToolNotFound })
+]).annotate(ClusterSchema.ShardGroup, () => "tool")

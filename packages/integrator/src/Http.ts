@@ -1,0 +1,177 @@
+import { AgentSession } from "@altan/domain/AgentSession"
+import { Api } from "@altan/domain/Api"
+import { InvalidRequest, PayloadTooLarge, Unavailable } from "@altan/domain/Errors"
+import { type SessionId, sessionOfTask, type TaskId } from "@altan/domain/Ids"
+import { CurrentPrincipal } from "@altan/domain/Principal"
+import { isTerminal, Task } from "@altan/domain/Task"
+import type { AlreadyProcessingMessage, MailboxFull, PersistenceError } from "@effect/cluster/ClusterError"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import { HttpApiDecodeError } from "@effect/platform/HttpApiError"
+import * as HttpApiSwagger from "@effect/platform/HttpApiSwagger"
+import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
+import * as HttpServerError from "@effect/platform/HttpServerError"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import { createHash, randomBytes } from "node:crypto"
+import { AuthenticationLive } from "./Auth.js"
+import { IntegratorConfig } from "./IntegratorConfig.js"
+import * as Readiness from "./Readiness.js"
+
+const random = () => randomBytes(12).toString("base64url")
+const digest = (...parts: ReadonlyArray<string>) =>
+  createHash("sha256").update(parts.join("\u0000")).digest("base64url").slice(0, 24)
+
+/**
+ * Ids of a new task. With an idempotency key both are derived from it, so a repeat lands on the same
+ * persisted `Submit` and answers the task it created.
+ */
+export const taskIds = (tenantId: string, sessionId: string | undefined, key: string | undefined) => {
+  const session = sessionId ?? (key ? `k${digest(tenantId, key)}` : `ses_${random()}`)
+  const task = key ? `${session}.k${digest(tenantId, session, key)}` : `${session}.${random()}`
+  return { sessionId: session as SessionId, taskId: task as TaskId }
+}
+
+/** Cluster delivery failures are the runtime's, not the caller's: 503. */
+type ClusterError = MailboxFull | AlreadyProcessingMessage | PersistenceError
+const isClusterError = (e: { readonly _tag: string }): boolean =>
+  e._tag === "MailboxFull" || e._tag === "AlreadyProcessingMessage" || e._tag === "PersistenceError"
+
+const orUnavailable = <A, E extends { readonly _tag: string }, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, Exclude<E, ClusterError> | Unavailable, R> =>
+  Effect.catchIf(effect, isClusterError, (e) =>
+    Effect.fail(
+      new Unavailable({ message: `the agent service could not take the request (${e._tag}); retry later` })
+    )) as any
+
+const encodeTask = HttpServerResponse.schemaJson(Task)
+
+const TasksLive = HttpApiBuilder.group(Api, "tasks", (handlers) =>
+  Effect.gen(function*() {
+    const sessions = yield* AgentSession.client
+    return handlers
+      .handle("create", ({ payload }) =>
+        Effect.gen(function*() {
+          const principal = yield* CurrentPrincipal
+          const { sessionId, taskId } = taskIds(principal.tenantId, payload.session_id, payload.idempotency_key)
+          const session = sessions(`${principal.tenantId}/${sessionId}`)
+          const accepted = yield* session.Submit({ task_id: taskId, request: payload, principal })
+          const task = payload.mode === "sync" && !isTerminal(accepted.status)
+            ? yield* session.GetTask({ task_id: taskId, wait_ms: payload.timeout_ms })
+            : accepted
+          if (isTerminal(task.status)) return task
+          return yield* Effect.orDie(encodeTask(task, { status: 202 }))
+        }).pipe(orUnavailable))
+      .handle("get", ({ path }) =>
+        Effect.gen(function*() {
+          const principal = yield* CurrentPrincipal
+          return yield* sessions(`${principal.tenantId}/${sessionOfTask(path.task_id)}`).GetTask({ task_id: path.task_id })
+        }).pipe(orUnavailable))
+      .handle("cancel", ({ path }) =>
+        Effect.gen(function*() {
+          const principal = yield* CurrentPrincipal
+          return yield* sessions(`${principal.tenantId}/${sessionOfTask(path.task_id)}`).Cancel({ task_id: path.task_id })
+        }).pipe(orUnavailable))
+  }))
+
+const SessionsLive = HttpApiBuilder.group(Api, "sessions", (handlers) =>
+  Effect.gen(function*() {
+    const sessions = yield* AgentSession.client
+    return handlers
+      .handle("get", ({ path }) =>
+        Effect.flatMap(CurrentPrincipal, (principal) =>
+          sessions(`${principal.tenantId}/${path.session_id}`).GetSession()).pipe(orUnavailable))
+      .handle("reset", ({ path }) =>
+        Effect.flatMap(CurrentPrincipal, (principal) =>
+          sessions(`${principal.tenantId}/${path.session_id}`).Reset()).pipe(orUnavailable))
+  }))
+
+const HealthLive = HttpApiBuilder.group(Api, "health", (handlers) =>
+  handlers
+    .handle("healthz", () => Effect.succeed({ status: "ok" as const }))
+    .handle("readyz", () =>
+      Effect.gen(function*() {
+        const results = yield* Readiness.run
+        const checks = Object.fromEntries(results)
+        if (results.every(([, r]) => r === "ok")) return { status: "ok" as const, checks }
+        return yield* new Unavailable({ message: "not ready", details: { checks } })
+      })))
+
+const fieldOf = (path: ReadonlyArray<PropertyKey>) => path.map(String).join(".")
+
+/**
+ * Turns what the framework raises before a handler runs (undecodable bodies, bad path params,
+ * bodies over the limit) into the API's own errors, so every answer has the same envelope.
+ */
+const ErrorEnvelope = HttpApiBuilder.middleware((app) =>
+  Effect.catchAllCause(app, (cause) => {
+    const error = Cause.failureOption(cause)
+    if (Option.isNone(error)) return Effect.failCause(cause)
+    const e = error.value as unknown
+    if (e instanceof HttpApiDecodeError) {
+      const issues = e.issues.map((i) => ({ field: fieldOf(i.path), message: i.message }))
+      const first = issues[0]
+      return Effect.fail(
+        new InvalidRequest({
+          message: first ? `${first.field || "body"}: ${first.message}` : e.message,
+          details: { field: first?.field ?? "", issues }
+        })
+      ) as any
+    }
+    if (HttpServerError.isServerError(e) && e._tag === "RequestError") {
+      if (e.cause instanceof Error && e.cause.message === "maxBytes exceeded") {
+        return Effect.fail(new PayloadTooLarge({ message: "the request body is over the size limit" })) as any
+      }
+      return Effect.fail(new InvalidRequest({ message: "the request body is not valid JSON", details: { field: "body" } })) as any
+    }
+    return Effect.failCause(cause)
+  })
+)
+
+const wwwAuthenticate = `Bearer realm="altan", error="invalid_token"`
+
+/**
+ * The outermost layer of every request: body limit (413 before anything is read), the
+ * `WWW-Authenticate` challenge on 401, and JSON 404s for unknown routes.
+ */
+const edge = (maxBodyBytes: number) => (app: Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, any>) =>
+  Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const length = Number(request.headers["content-length"] ?? 0)
+    if (length > maxBodyBytes) {
+      return HttpServerResponse.unsafeJson(
+        { error: { code: "payload_too_large", message: `the request body is over ${maxBodyBytes} bytes` } },
+        { status: 413, headers: { connection: "close" } }
+      )
+    }
+    const response = yield* app.pipe(
+      HttpServerRequest.withMaxBodySize(Option.some(maxBodyBytes)),
+      Effect.catchIf(
+        (e): e is HttpServerError.RouteNotFound => HttpServerError.isServerError(e) && e._tag === "RouteNotFound",
+        () =>
+          Effect.succeed(HttpServerResponse.unsafeJson(
+            { error: { code: "not_found", message: `no route for ${request.method} ${request.url.split("?")[0]}` } },
+            { status: 404 }
+          ))
+      )
+    )
+    return response.status === 401 ? HttpServerResponse.setHeader(response, "www-authenticate", wwwAuthenticate) : response
+  })
+
+/** The public API, its docs and its OpenAPI document, served on the configured `HttpServer`. */
+export const HttpLive = Layer.unwrapEffect(Effect.gen(function*() {
+  const config = yield* IntegratorConfig
+  return HttpApiBuilder.serve((app) => HttpMiddleware.xForwardedHeaders(edge(config.maxBodyBytes)(app)) as any).pipe(
+    Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),
+    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
+    Layer.provide(ErrorEnvelope),
+    Layer.provide(HttpApiBuilder.api(Api)),
+    Layer.provide([TasksLive, SessionsLive, HealthLive]),
+    Layer.provide(AuthenticationLive)
+  )
+}))
+

@@ -1,0 +1,33 @@
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+
+/** The public HTTP edge. */
+export class IntegratorConfig extends Context.Tag("@altan/integrator/IntegratorConfig")<IntegratorConfig, {
+  /** `PORT`: where the public API listens. */
+  readonly port: number
+  /** `MAX_BODY_BYTES`: larger request bodies are refused with 413. */
+  readonly maxBodyBytes: number
+}>() {}
+
+export const defaults: IntegratorConfig["Type"] = { port: 8080, maxBodyBytes: 1024 * 1024 }
+
+export const layer = (options?: Partial<IntegratorConfig["Type"]>): Layer.Layer<IntegratorConfig> =>
+  Layer.succeed(IntegratorConfig, { ...defaults, ...options })
+
+export const config: Config.Config<IntegratorConfig["Type"]> = Config.all({
+  port: Config.port("PORT").pipe(Config.withDefault(defaults.port), Config.withDescription("HTTP port of the API.")),
+  maxBodyBytes: Config.integer("MAX_BODY_BYTES").pipe(
+    Config.withDefault(defaults.maxBodyBytes),
+    Config.withDescription("Largest accepted request body, in bytes.")
+  )
+})
+
+export const layerConfig: Layer.Layer<IntegratorConfig, ConfigError.ConfigError> = Layer.effect(
+  IntegratorConfig,
+  Effect.gen(function*() {
+    return yield* config
+  })
+)

@@ -1,0 +1,5 @@
+export * as Auth from "./Auth.js"
+export { ConnectionLive } from "./Connection.js"
+export { HttpLive, taskIds } from "./Http.js"
+export * as IntegratorConfig from "./IntegratorConfig.js"
+export * as Readiness from "./Readiness.js"

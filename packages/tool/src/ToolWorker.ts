@@ -1,0 +1,30 @@
+import * as Entity from "@effect/cluster/Entity"
+import { parseEntityId } from "@altan/domain/Ids"
+import { ToolWorker } from "@altan/domain/ToolWorker"
+import * as Effect from "effect/Effect"
+import { ToolRegistry } from "./ToolRegistry.js"
+
+/** `ToolWorker[tenant/tool]`: validates the input against the tool's schema, then runs it. */
+export const ToolWorkerLive = ToolWorker.toLayer(
+  Effect.gen(function*() {
+    const address = yield* Entity.CurrentAddress
+    const { key: toolId, tenantId } = parseEntityId(address.entityId)
+    const registry = yield* ToolRegistry
+    const attributes = { "tenant.id": tenantId, "tool.id": toolId }
+    return ToolWorker.of({
+      Execute: ({ payload }) =>
+        Effect.gen(function*() {
+          const tool = yield* registry.get(tenantId, toolId)
+          const input = yield* tool.decode(payload.input)
+          const output = yield* tool.run(input, { tenantId, credential: payload.credential })
+          return { output, cached: false }
+        }).pipe(Effect.withSpan("ToolWorker.execute", { attributes })),
+      Describe: () =>
+        registry.get(tenantId, toolId).pipe(
+          Effect.map((tool) => tool.spec),
+          Effect.withSpan("ToolWorker.describe", { attributes })
+        )
+    })
+  }),
+  { concurrency: "unbounded", maxIdleTime: "5 minutes" }
+)

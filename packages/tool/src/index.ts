@@ -1,0 +1,3 @@
+export * as Tool from "./Tool.js"
+export * as ToolRegistry from "./ToolRegistry.js"
+export { ToolWorkerLive } from "./ToolWorker.js"
