@@ -374,7 +374,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               })
             }
             const fiber = running.get(payload.task_id)
-            if (fiber) return yield* Fiber.interrupt(fiber).pipe(Effect.as(state.tasks[payload.task_id]!))
+            if (fiber) return yield* Fiber.interrupt(fiber).pipe(Effect.map(() => state.tasks[payload.task_id]!))
             return yield* updateTask(payload.task_id, (t) => ({
               ...t,
               status: "cancelled",

@@ -59,14 +59,19 @@ export const ShardingLive: Layer.Layer<
   if (config.role !== "all") {
     return Layer.die(new Error(`ROLE=${config.role} runs one service of a cluster and needs DATABASE_URL`))
   }
-  return Sharding.layer.pipe(
+  return ShardingMemory(shardingOptions(config))
+}))
+
+/** One in-process runner hosting every shard group, with memory storage (persisted messages included). */
+export const ShardingMemory = (
+  options?: Partial<ShardingConfig.ShardingConfig["Type"]>
+): Layer.Layer<Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage> =>
+  Sharding.layer.pipe(
     Layer.provideMerge(Runners.layerNoop),
     Layer.provideMerge(MessageStorage.layerMemory),
     Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
-    Layer.provide(ShardingConfig.layerFromEnv(shardingOptions(config))),
-    Layer.orDie
-  ) as Layer.Layer<Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage>
-}))
+    Layer.provide(ShardingConfig.layer({ availableShardGroups: shardGroups, assignedShardGroups: shardGroups, ...options }))
+  )
 
 /** Agent Service: `AgentSession` entities. */
 export const AgentLive = AgentSessionLive.pipe(

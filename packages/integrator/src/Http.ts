@@ -1,11 +1,14 @@
 import { AgentSession } from "@altan/domain/AgentSession"
 import { Api } from "@altan/domain/Api"
-import { InvalidRequest, PayloadTooLarge, Unavailable } from "@altan/domain/Errors"
+import { InvalidRequest, Unavailable } from "@altan/domain/Errors"
 import { type SessionId, sessionOfTask, type TaskId } from "@altan/domain/Ids"
 import { CurrentPrincipal } from "@altan/domain/Principal"
 import { isTerminal, Task } from "@altan/domain/Task"
 import type { AlreadyProcessingMessage, MailboxFull, PersistenceError } from "@effect/cluster/ClusterError"
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpApp from "@effect/platform/HttpApp"
+import * as HttpMethod from "@effect/platform/HttpMethod"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { HttpApiDecodeError } from "@effect/platform/HttpApiError"
 import * as HttpApiSwagger from "@effect/platform/HttpApiSwagger"
 import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
@@ -17,6 +20,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { createHash, randomBytes } from "node:crypto"
+import type { Readable } from "node:stream"
 import { AuthenticationLive } from "./Auth.js"
 import { IntegratorConfig } from "./IntegratorConfig.js"
 import * as Readiness from "./Readiness.js"
@@ -104,17 +108,20 @@ const HealthLive = HttpApiBuilder.group(Api, "health", (handlers) =>
 const fieldOf = (path: ReadonlyArray<PropertyKey>) => path.map(String).join(".")
 
 /**
- * Turns what the framework raises before a handler runs (undecodable bodies, bad path params,
- * bodies over the limit) into the API's own errors, so every answer has the same envelope.
+ * Turns what the framework raises before a handler runs (undecodable bodies, bad path params)
+ * into the API's own errors, so every answer has the same envelope.
  */
 const ErrorEnvelope = HttpApiBuilder.middleware((app) =>
   Effect.catchAllCause(app, (cause) => {
-    const error = Cause.failureOption(cause)
-    if (Option.isNone(error)) return Effect.failCause(cause)
-    const e = error.value as unknown
+    // A body that cannot be read arrives as a defect (the framework reads it with orDie).
+    const e: unknown = Option.getOrUndefined(Option.orElse(Cause.failureOption(cause), () => Cause.dieOption(cause)))
     if (e instanceof HttpApiDecodeError) {
       const issues = e.issues.map((i) => ({ field: fieldOf(i.path), message: i.message }))
-      const first = issues[0]
+      // For a union (text OR plan) the deepest issue is the one that says what is wrong.
+      const first = issues.reduce<typeof issues[number] | undefined>(
+        (deepest, i) => (!deepest || i.field.split(".").length > deepest.field.split(".").length ? i : deepest),
+        undefined
+      )
       return Effect.fail(
         new InvalidRequest({
           message: first ? `${first.field || "body"}: ${first.message}` : e.message,
@@ -123,9 +130,6 @@ const ErrorEnvelope = HttpApiBuilder.middleware((app) =>
       ) as any
     }
     if (HttpServerError.isServerError(e) && e._tag === "RequestError") {
-      if (e.cause instanceof Error && e.cause.message === "maxBytes exceeded") {
-        return Effect.fail(new PayloadTooLarge({ message: "the request body is over the size limit" })) as any
-      }
       return Effect.fail(new InvalidRequest({ message: "the request body is not valid JSON", details: { field: "body" } })) as any
     }
     return Effect.failCause(cause)
@@ -134,32 +138,88 @@ const ErrorEnvelope = HttpApiBuilder.middleware((app) =>
 
 const wwwAuthenticate = `Bearer realm="altan", error="invalid_token"`
 
+/** Last touches on every response: the `WWW-Authenticate` challenge on 401, JSON bodies on bare 404s. */
+const finishResponse = (request: HttpServerRequest.HttpServerRequest, response: HttpServerResponse.HttpServerResponse) => {
+  if (response.status === 401) return Effect.succeed(HttpServerResponse.setHeader(response, "www-authenticate", wwwAuthenticate))
+  // the rest of an oversized body is not worth reading: close the connection after answering
+  if (response.status === 413) return Effect.succeed(HttpServerResponse.setHeader(response, "connection", "close"))
+  if (response.status === 404 && response.body._tag === "Empty") {
+    return Effect.succeed(HttpServerResponse.unsafeJson(
+      { error: { code: "not_found", message: `no route for ${request.method} ${request.url.split("?")[0]}` } },
+      { status: 404 }
+    ))
+  }
+  return Effect.succeed(response)
+}
+
+const tooLarge = (maxBodyBytes: number) =>
+  HttpServerResponse.unsafeJson(
+    { error: { code: "payload_too_large", message: `the request body is over ${maxBodyBytes} bytes` } },
+    { status: 413 }
+  )
+
+/** Reads a body of unknown length up to `limit` bytes; `undefined` once it goes over (the rest is left unread). */
+const readLimited = (source: Readable, limit: number) =>
+  Effect.async<Buffer | undefined, Error>((resume) => {
+    const chunks: Array<Buffer> = []
+    let size = 0
+    const done = () => {
+      source.off("data", onData).off("end", onEnd).off("error", onError)
+    }
+    const onData = (chunk: Buffer) => {
+      size += chunk.length
+      if (size > limit) {
+        done()
+        source.pause()
+        resume(Effect.succeed(undefined))
+      } else chunks.push(chunk)
+    }
+    const onEnd = () => {
+      done()
+      resume(Effect.succeed(Buffer.concat(chunks)))
+    }
+    const onError = (error: Error) => {
+      done()
+      resume(Effect.fail(error))
+    }
+    source.on("data", onData).on("end", onEnd).on("error", onError)
+  })
+
+/** The same request with its body already read (so the framework never reads the socket again). */
+const withBody = (request: HttpServerRequest.HttpServerRequest, body: Buffer): HttpServerRequest.HttpServerRequest => {
+  const text = body.toString("utf8")
+  return Object.create(request, {
+    text: { get: () => Effect.succeed(text) },
+    arrayBuffer: { get: () => Effect.succeed(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength)) },
+    json: {
+      get: () =>
+        Effect.try({
+          try: () => (text === "" ? null : JSON.parse(text) as unknown),
+          catch: (cause) => new HttpServerError.RequestError({ request, reason: "Decode", cause })
+        })
+    }
+  })
+}
+
 /**
- * The outermost layer of every request: body limit (413 before anything is read), the
- * `WWW-Authenticate` challenge on 401, and JSON 404s for unknown routes.
+ * The outermost layer of every request: the body limit. A declared length over it is refused before
+ * anything is read; a chunked body is read here, up to the limit, and refused as soon as it passes it.
  */
 const edge = (maxBodyBytes: number) => (app: Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, any>) =>
   Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
-    const length = Number(request.headers["content-length"] ?? 0)
-    if (length > maxBodyBytes) {
-      return HttpServerResponse.unsafeJson(
-        { error: { code: "payload_too_large", message: `the request body is over ${maxBodyBytes} bytes` } },
-        { status: 413, headers: { connection: "close" } }
-      )
+    yield* HttpApp.appendPreResponseHandler(finishResponse)
+    const declared = request.headers["content-length"]
+    if (declared !== undefined) {
+      if (Number(declared) > maxBodyBytes) return tooLarge(maxBodyBytes)
+      return yield* app
     }
-    const response = yield* app.pipe(
-      HttpServerRequest.withMaxBodySize(Option.some(maxBodyBytes)),
-      Effect.catchIf(
-        (e): e is HttpServerError.RouteNotFound => HttpServerError.isServerError(e) && e._tag === "RouteNotFound",
-        () =>
-          Effect.succeed(HttpServerResponse.unsafeJson(
-            { error: { code: "not_found", message: `no route for ${request.method} ${request.url.split("?")[0]}` } },
-            { status: 404 }
-          ))
-      )
+    if (!HttpMethod.hasBody(request.method) || request.headers["transfer-encoding"] === undefined) return yield* app
+    const body = yield* readLimited(NodeHttpServerRequest.toIncomingMessage(request), maxBodyBytes).pipe(
+      Effect.mapError((cause) => new HttpServerError.RequestError({ request, reason: "Transport", cause }))
     )
-    return response.status === 401 ? HttpServerResponse.setHeader(response, "www-authenticate", wwwAuthenticate) : response
+    if (body === undefined) return tooLarge(maxBodyBytes)
+    return yield* Effect.provideService(app, HttpServerRequest.HttpServerRequest, withBody(request, body))
   })
 
 /** The public API, its docs and its OpenAPI document, served on the configured `HttpServer`. */

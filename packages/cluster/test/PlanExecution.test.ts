@@ -1,0 +1,196 @@
+import { AgentSession } from "@altan/domain/AgentSession"
+import type { TaskId } from "@altan/domain/Ids"
+import { Principal } from "@altan/domain/Principal"
+import type { TaskRequest } from "@altan/domain/Task"
+import { describe, expect, layer } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
+import { clusterLayer, makeProbes } from "./fixtures.js"
+
+const probes = makeProbes()
+const principal = new Principal({ tenantId: "t1", userId: "u1", role: "member" } as any)
+let n = 0
+
+const submit = (input: unknown, extra: Partial<TaskRequest> = {}) =>
+  Effect.gen(function*() {
+    probes.reset()
+    const session = `s${++n}`
+    const client = (yield* AgentSession.client)(`t1/${session}`)
+    const task_id = `${session}.task` as TaskId
+    const request = Schema.decodeUnknownSync(AgentSession.protocol.requests.get("Submit")!.payloadSchema.fields.request)({
+      input,
+      ...extra
+    }) as TaskRequest
+    const accepted = yield* client.Submit({ task_id, request, principal }).pipe(Effect.either)
+    if (accepted._tag === "Left") return { rejected: accepted.left, task: undefined }
+    const task = yield* client.GetTask({ task_id, wait_ms: 10_000 })
+    return { rejected: undefined, task }
+  })
+
+layer(clusterLayer(probes), { excludeTestServices: true })("structured plans", (it) => {
+  it.effect("runs independent steps concurrently and feeds outputs to dependants", () =>
+    Effect.gen(function*() {
+      const { task } = yield* submit({
+        steps: [
+          { id: "a", tool: "probe.barrier", input: { label: "A" } },
+          { id: "b", tool: "probe.barrier", input: { label: "B" } },
+          { id: "c", tool: "probe.echo", input: { value: { from_a: { $ref: "a.output.label" }, from_b: { $ref: "b.output" } } } }
+        ]
+      })
+      expect(task!.status).toBe("succeeded")
+      expect(probes.maxInFlight()).toBe(2)
+      const [a, b, c] = task!.steps
+      expect(a!.output).toEqual({ label: "A", concurrent: 2 })
+      expect(b!.output).toEqual({ label: "B", concurrent: 2 })
+      expect(c!.input).toEqual({ value: { from_a: "A", from_b: { label: "B", concurrent: 2 } } })
+      expect(task!.output).toEqual({ value: { from_a: "A", from_b: { label: "B", concurrent: 2 } }, nested: { list: [1, 2, 3] } })
+      for (const s of task!.steps) {
+        expect(s.status).toBe("succeeded")
+        expect(s.attempts).toBe(1)
+        expect(Date.parse(s.finished_at!)).toBeGreaterThanOrEqual(Date.parse(s.started_at!))
+      }
+      // c ran only after both of its inputs existed
+      expect(Date.parse(c!.started_at!)).toBeGreaterThanOrEqual(Date.parse(a!.finished_at!))
+    }))
+
+  it.effect("a step waits for the steps it depends_on", () =>
+    Effect.gen(function*() {
+      const { task } = yield* submit({
+        steps: [
+          { id: "b", tool: "probe.echo", input: { value: "B" }, depends_on: ["a"] },
+          { id: "a", tool: "probe.echo", input: { value: "A" } }
+        ]
+      })
+      expect(task!.status).toBe("succeeded")
+      expect(probes.calls.map((c) => c.input)).toEqual([{ value: "A" }, { value: "B" }])
+      expect(Date.parse(task!.steps[0]!.started_at!)).toBeGreaterThanOrEqual(Date.parse(task!.steps[1]!.finished_at!))
+    }))
+
+  it.effect("rejects a $ref to a missing step before any tool runs", () =>
+    Effect.gen(function*() {
+      const { rejected } = yield* submit({
+        steps: [
+          { id: "a", tool: "probe.echo", input: { value: 1 } },
+          { id: "b", tool: "probe.echo", input: { value: { $ref: "nope.output.x" } } }
+        ]
+      })
+      expect(rejected).toMatchObject({ _tag: "InvalidRequest", code: "invalid_plan" })
+      expect((rejected as any).message).toContain("unknown step \"nope\"")
+      expect((rejected as any).details.field).toBe("input.steps.1.input.value")
+      expect(probes.calls).toEqual([])
+    }))
+
+  it.effect("rejects a $ref to a path the tool's output cannot have before any tool runs", () =>
+    Effect.gen(function*() {
+      const { rejected } = yield* submit({
+        steps: [
+          { id: "a", tool: "probe.echo", input: { value: 1 } },
+          { id: "b", tool: "probe.echo", input: { value: { $ref: "a.output.nested.lst" } } }
+        ]
+      })
+      expect(rejected).toMatchObject({ _tag: "InvalidRequest", code: "invalid_plan" })
+      expect((rejected as any).message).toContain("\"lst\"")
+      expect((rejected as any).message).toContain("list")
+      expect(probes.calls).toEqual([])
+    }))
+
+  it.effect("fails a step whose $ref is missing from the actual output, without calling its tool", () =>
+    Effect.gen(function*() {
+      const { task } = yield* submit({
+        steps: [
+          { id: "a", tool: "probe.echo", input: { value: { x: 1 } } },
+          { id: "b", tool: "probe.echo", input: { value: { $ref: "a.output.value.y" } } }
+        ]
+      })
+      expect(task!.status).toBe("failed")
+      expect(task!.steps[1]).toMatchObject({ status: "failed", error: { code: "unresolved_ref" } })
+      expect(probes.calls.map((c) => c.tool)).toEqual(["probe.echo"])
+    }))
+
+  it.effect("rejects a cycle in depends_on", () =>
+    Effect.gen(function*() {
+      const { rejected } = yield* submit({
+        steps: [
+          { id: "a", tool: "probe.echo", input: { value: 1 }, depends_on: ["c"] },
+          { id: "b", tool: "probe.echo", input: { value: { $ref: "a.output" } } },
+          { id: "c", tool: "probe.echo", input: { value: 1 }, depends_on: ["b"] }
+        ]
+      })
+      expect(rejected).toMatchObject({ _tag: "InvalidRequest", code: "invalid_plan" })
+      expect((rejected as any).message).toMatch(/cycle: (a -> c -> b -> a|a -> b -> c -> a|c -> b -> a -> c)/)
+      expect(probes.calls).toEqual([])
+    }))
+
+  it.effect("rejects unknown tools and tools outside the task's allowlist before any tool runs", () =>
+    Effect.gen(function*() {
+      const unknown = yield* submit({ steps: [{ id: "a", tool: "probe.echo", input: { value: 1 } }, { id: "b", tool: "nope.tool" }] })
+      expect(unknown.rejected).toMatchObject({ code: "unknown_tool", details: { field: "input.steps.1.tool" } })
+      const disallowed = yield* submit(
+        { steps: [{ id: "a", tool: "probe.echo", input: { value: 1 } }, { id: "b", tool: "probe.fail" }] },
+        { tools: ["probe.echo"] as any }
+      )
+      expect(disallowed.rejected).toMatchObject({ code: "tool_not_allowed", details: { field: "input.steps.1.tool" } })
+      expect(probes.calls).toEqual([])
+    }))
+
+  it.effect("a failing step fails its dependants and leaves the other steps' results", () =>
+    Effect.gen(function*() {
+      const { task } = yield* submit({
+        steps: [
+          { id: "bad", tool: "probe.fail" },
+          { id: "after_bad", tool: "probe.echo", input: { value: { $ref: "bad.output" } } },
+          { id: "later", tool: "probe.echo", input: { value: 1 }, depends_on: ["after_bad"] },
+          { id: "good", tool: "probe.echo", input: { value: "ok" } }
+        ]
+      })
+      expect(task!.status).toBe("failed")
+      expect(task!.error).toMatchObject({ code: "step_failed", details: { failed_steps: ["bad", "after_bad", "later"] } })
+      expect(task!.error!.message).toContain("upstream said no")
+      const byId = Object.fromEntries(task!.steps.map((s) => [s.id, s]))
+      expect(byId.bad).toMatchObject({ status: "failed", error: { code: "tool_failed", details: { retryable: false, status: 400 } } })
+      expect(byId.after_bad).toMatchObject({ status: "skipped", error: { code: "dependency_failed" } })
+      expect(byId.later).toMatchObject({ status: "skipped", error: { code: "dependency_failed" } })
+      expect(byId.good).toMatchObject({ status: "succeeded", output: { value: "ok" } })
+      expect(probes.calls.map((c) => c.tool).sort()).toEqual(["probe.echo", "probe.fail"])
+    }))
+
+  it.effect("a tool input that violates the tool's schema fails the step with the field named", () =>
+    Effect.gen(function*() {
+      const { task } = yield* submit({ steps: [{ id: "a", tool: "probe.echo", input: { valeu: 1 } }] })
+      expect(task!.steps[0]).toMatchObject({ status: "failed", error: { code: "invalid_tool_input" } })
+      expect(probes.calls).toEqual([])
+    }))
+
+  it.effect("cancels a running task: running steps are interrupted, and a second cancel is a conflict", () =>
+    Effect.gen(function*() {
+      probes.reset()
+      const client = (yield* AgentSession.client)("t1/cancel")
+      const task_id = "cancel.t1" as TaskId
+      yield* client.Submit({
+        task_id,
+        request: { input: { steps: [{ id: "h", tool: "probe.hang", input: {} }] }, mode: "async", timeout_ms: 1000 } as any,
+        principal
+      })
+      // wait until the hanging tool is really running
+      while (!probes.calls.some((c) => c.tool === "probe.hang")) yield* Effect.sleep("10 millis")
+      const cancelled = yield* client.Cancel({ task_id })
+      expect(cancelled.status).toBe("cancelled")
+      expect(cancelled.steps[0]!.status).toBe("cancelled")
+      const again = yield* client.Cancel({ task_id }).pipe(Effect.flip)
+      expect(again).toMatchObject({ _tag: "Conflict", code: "task_finished" })
+    }))
+
+  it.effect("a repeated Submit with the same task id answers the same task without running it again", () =>
+    Effect.gen(function*() {
+      probes.reset()
+      const client = (yield* AgentSession.client)("t1/idem")
+      const task_id = "idem.once" as TaskId
+      const request = { input: { steps: [{ id: "a", tool: "probe.echo", input: { value: 1 } }] }, mode: "sync", timeout_ms: 1000 } as any
+      const first = yield* client.Submit({ task_id, request, principal })
+      yield* client.GetTask({ task_id, wait_ms: 5000 })
+      const second = yield* client.Submit({ task_id, request, principal })
+      expect(second.task_id).toBe(first.task_id)
+      expect(second.created_at).toBe(first.created_at)
+      expect(probes.calls.length).toBe(1)
+    }))
+})

@@ -1,0 +1,18 @@
+import type { TenantId } from "@altan/domain/Ids"
+import type { ToolFailed, ToolInputInvalid } from "@altan/domain/ToolWorker"
+import * as Effect from "effect/Effect"
+import type { Tool } from "../src/Tool.js"
+
+const ctx = { tenantId: "t1" as TenantId }
+
+/** Decodes then runs, as the tool service does. */
+export const call = (tool: Tool, input: unknown): Effect.Effect<any, ToolInputInvalid | ToolFailed> =>
+  Effect.flatMap(tool.decode(input), (decoded) => tool.run(decoded, ctx))
+
+/** The failure of a call, which must fail. */
+export const failure = (tool: Tool, input: unknown) =>
+  Effect.flip(call(tool, input))
+
+/** The decode failure of an input, which must be rejected. */
+export const decodeFailure = (tool: Tool, input: unknown) =>
+  Effect.flip(tool.decode(input))
