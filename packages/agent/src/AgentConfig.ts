@@ -1,4 +1,5 @@
 import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -32,7 +33,7 @@ export const config: Config.Config<AgentConfig["Type"]> = Config.all({
   )
 })
 
-export const layerConfig: Layer.Layer<AgentConfig, import("effect/ConfigError").ConfigError> = Layer.effect(
+export const layerConfig: Layer.Layer<AgentConfig, ConfigError.ConfigError> = Layer.effect(
   AgentConfig,
   Effect.gen(function*() {
     return yield* config

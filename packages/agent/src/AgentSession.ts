@@ -7,6 +7,7 @@ import { emptyUsage, isTerminal } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import { ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -14,7 +15,6 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
-import * as Cause from "effect/Cause"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { AgentConfig } from "./AgentConfig.js"
@@ -142,7 +142,9 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             }
           }
           const described = yield* describe(plan.steps.map((s) => s.tool)).pipe(
-            Effect.mapError((e) => new InvalidRequest({ code: "unavailable", message: `cannot look up tools: ${e._tag}` }))
+            Effect.mapError((e) =>
+              new InvalidRequest({ code: "unavailable", message: `cannot look up tools: ${e._tag}` })
+            )
           )
           for (const [i, step] of plan.steps.entries()) {
             if (!described.get(step.tool)) {
@@ -167,12 +169,20 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
       ) =>
         limit.withPermits(1)(Effect.gen(function*() {
           const startedMs = yield* Clock.currentTimeMillis
-          yield* updateStep(task.task_id, step.id, (s) => ({
-            ...s,
-            status: "running",
-            input,
-            attempts: s.attempts + 1,
-            started_at: new Date(startedMs).toISOString()
+          yield* updateTask(task.task_id, (t) => ({
+            ...t,
+            usage: { ...t.usage, tool_calls: t.usage.tool_calls + 1 },
+            steps: t.steps.map((s) =>
+              s.id === step.id
+                ? {
+                  ...s,
+                  status: "running",
+                  input,
+                  attempts: s.attempts + 1,
+                  started_at: new Date(startedMs).toISOString()
+                }
+                : s
+            )
           }))
           const exit = yield* connection(`${tenantId}/${spec.provider}`).Invoke({
             tool_id: step.tool,
@@ -193,7 +203,11 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           const error = stepError(Cause.squash(exit.cause))
           yield* updateStep(task.task_id, step.id, (s) => ({ ...s, ...timing, status: "failed", error }))
           return yield* Effect.fail(new StepFailed(step.id))
-        })).pipe(Effect.withSpan("AgentSession.step", { attributes: { ...attributes, "step.id": step.id, "tool.id": step.tool } }))
+        })).pipe(
+          Effect.withSpan("AgentSession.step", {
+            attributes: { ...attributes, "step.id": step.id, "tool.id": step.tool }
+          })
+        )
 
       /** Runs a plan's steps as soon as their dependencies are done, at most N tool calls at once. */
       const executePlan = (task: Task, plan: Plan) =>
@@ -341,7 +355,9 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               )
             )
             return task
-          }).pipe(Effect.withSpan("AgentSession.submit", { attributes: { ...attributes, "task.id": payload.task_id } })),
+          }).pipe(
+            Effect.withSpan("AgentSession.submit", { attributes: { ...attributes, "task.id": payload.task_id } })
+          ),
 
         Run: ({ payload }) =>
           Effect.gen(function*() {

@@ -18,8 +18,8 @@ import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpServer from "@effect/platform/HttpServer"
-import * as SqlClient from "@effect/sql/SqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -70,7 +70,9 @@ export const ShardingMemory = (
     Layer.provideMerge(Runners.layerNoop),
     Layer.provideMerge(MessageStorage.layerMemory),
     Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
-    Layer.provide(ShardingConfig.layer({ availableShardGroups: shardGroups, assignedShardGroups: shardGroups, ...options }))
+    Layer.provide(
+      ShardingConfig.layer({ availableShardGroups: shardGroups, assignedShardGroups: shardGroups, ...options })
+    )
   )
 
 /** Agent Service: `AgentSession` entities. */
@@ -122,7 +124,9 @@ const Banner = Layer.effectDiscard(Effect.gen(function*() {
   if (Option.isNone(server)) return
   const address = server.value.address
   const url = address._tag === "TcpAddress"
-    ? `http://${address.hostname === "0.0.0.0" || address.hostname === "::" ? "localhost" : address.hostname}:${address.port}`
+    ? `http://${
+      address.hostname === "0.0.0.0" || address.hostname === "::" ? "localhost" : address.hostname
+    }:${address.port}`
     : address.path
   const auth = yield* Auth.AuthConfig
   yield* Effect.logInfo(`Altan API listening on ${url} (docs: ${url}/docs)`)
@@ -139,10 +143,16 @@ const Banner = Layer.effectDiscard(Effect.gen(function*() {
 /** The services of this process's role on top of cluster membership. */
 export const RuntimeLive: Layer.Layer<never> = Layer.unwrapEffect(Effect.gen(function*() {
   const config = yield* RuntimeConfig
-  const roles: ReadonlyArray<Exclude<Role, "all">> = config.role === "all" ? ["agent", "tool", "integrator"] : [config.role]
+  const roles: ReadonlyArray<Exclude<Role, "all">> = config.role === "all"
+    ? ["agent", "tool", "integrator"]
+    : [config.role]
   const withBanner = roles.includes("integrator")
     ? Layer.provideMerge(Banner, services.integrator)
     : Layer.empty
   const others = roles.filter((r) => r !== "integrator").map((r) => services[r])
-  return Layer.mergeAll(withBanner, ...others).pipe(Layer.provide(ShardingLive)) as Layer.Layer<never, never, RuntimeConfig>
+  return Layer.mergeAll(withBanner, ...others).pipe(Layer.provide(ShardingLive)) as Layer.Layer<
+    never,
+    never,
+    RuntimeConfig
+  >
 })).pipe(Layer.provide(layerConfig), Layer.orDie)

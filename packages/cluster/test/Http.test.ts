@@ -21,7 +21,10 @@ let base = ""
 let scope: Scope.CloseableScope
 let keys: { privateKey: jose.CryptoKey; publicKey: jose.CryptoKey; publicPem: string }
 
-const sign = (claims: Record<string, unknown>, opts: { iss?: string; aud?: string; exp?: number | string; key?: jose.CryptoKey } = {}) =>
+const sign = (
+  claims: Record<string, unknown>,
+  opts: { iss?: string; aud?: string; exp?: number | string; key?: jose.CryptoKey } = {}
+) =>
   new jose.SignJWT({ sub: "user-1", ...claims })
     .setProtectedHeader({ alg: "ES256" })
     .setIssuer(opts.iss ?? issuer)
@@ -38,7 +41,11 @@ const api = (path: string, init: RequestInit & { token?: string | null; json?: u
   const token = init.token === undefined ? tokenA : init.token
   if (token !== null) headers.set("authorization", `Bearer ${token}`)
   if (init.json !== undefined) headers.set("content-type", "application/json")
-  return fetch(`${base}${path}`, { ...init, headers, ...(init.json !== undefined ? { body: JSON.stringify(init.json) } : {}) })
+  return fetch(`${base}${path}`, {
+    ...init,
+    headers,
+    ...(init.json !== undefined ? { body: JSON.stringify(init.json) } : {})
+  })
 }
 
 const email = "From: Ada <ada@example.com>\r\nTo: bob@example.com\r\nSubject: Launch review\r\n" +
@@ -50,7 +57,10 @@ const twoSteps = {
     {
       id: "note",
       tool: "text.template",
-      input: { template: "{{subject}} on {{date}}", variables: { subject: { $ref: "parse.output.subject" }, date: { $ref: "parse.output.date" } } }
+      input: {
+        template: "{{subject}} on {{date}}",
+        variables: { subject: { $ref: "parse.output.subject" }, date: { $ref: "parse.output.date" } }
+      }
     }
   ]
 }
@@ -148,8 +158,10 @@ describe("authentication", () => {
   it("401 for garbage", () => expect401("not.a.jwt"))
   it("401 for an expired token", async () =>
     expect401(await sign({ tenant_id: "tenant-a" }, { exp: Math.floor(Date.now() / 1000) - 120 }), /expired/))
-  it("401 for the wrong issuer", async () => expect401(await sign({ tenant_id: "tenant-a" }, { iss: "https://evil.test" }), /iss/))
-  it("401 for the wrong audience", async () => expect401(await sign({ tenant_id: "tenant-a" }, { aud: "someone-else" }), /aud/))
+  it("401 for the wrong issuer", async () =>
+    expect401(await sign({ tenant_id: "tenant-a" }, { iss: "https://evil.test" }), /iss/))
+  it("401 for the wrong audience", async () =>
+    expect401(await sign({ tenant_id: "tenant-a" }, { aud: "someone-else" }), /aud/))
   it("401 for a token signed by another key", async () => {
     const other = await jose.generateKeyPair("ES256")
     await expect401(await sign({ tenant_id: "tenant-a" }, { key: other.privateKey }), /signature/)
@@ -157,7 +169,11 @@ describe("authentication", () => {
   it("401 for alg: none", async () => {
     const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString("base64url")
     const now = Math.floor(Date.now() / 1000)
-    await expect401(`${enc({ alg: "none", typ: "JWT" })}.${enc({ tenant_id: "tenant-a", sub: "x", iss: issuer, aud: audience, exp: now + 600 })}.`)
+    await expect401(
+      `${enc({ alg: "none", typ: "JWT" })}.${
+        enc({ tenant_id: "tenant-a", sub: "x", iss: issuer, aud: audience, exp: now + 600 })
+      }.`
+    )
   })
   it("401 for HS256 signed with the public key as the secret", async () => {
     const token = await new jose.SignJWT({ tenant_id: "tenant-a", sub: "x" })
@@ -191,7 +207,10 @@ describe("bad input", () => {
   })
 
   it("400 naming the deepest field inside a plan", async () => {
-    const res = await api("/v1/tasks", { method: "POST", json: { input: { steps: [{ id: "bad id", tool: "email.parse" }] } } })
+    const res = await api("/v1/tasks", {
+      method: "POST",
+      json: { input: { steps: [{ id: "bad id", tool: "email.parse" }] } }
+    })
     expect(res.status).toBe(400)
     expect((await res.json()).error.details.field).toBe("input.steps.0.id")
   })
@@ -205,7 +224,15 @@ describe("bad input", () => {
   it("400 for a plan with a cycle, before anything runs", async () => {
     const res = await api("/v1/tasks", {
       method: "POST",
-      json: { input: { steps: [{ id: "a", tool: "email.parse", depends_on: ["b"] }, { id: "b", tool: "email.parse", depends_on: ["a"] }] } }
+      json: {
+        input: {
+          steps: [{ id: "a", tool: "email.parse", depends_on: ["b"] }, {
+            id: "b",
+            tool: "email.parse",
+            depends_on: ["a"]
+          }]
+        }
+      }
     })
     expect(res.status).toBe(400)
     expect((await res.json()).error).toMatchObject({ code: "invalid_plan" })
@@ -226,12 +253,19 @@ describe("bad input", () => {
         port,
         method: "POST",
         path: "/v1/tasks",
-        headers: { authorization: `Bearer ${tokenA}`, "content-type": "application/json", "transfer-encoding": "chunked" }
+        headers: {
+          authorization: `Bearer ${tokenA}`,
+          "content-type": "application/json",
+          "transfer-encoding": "chunked"
+        }
       }, (res) => {
         res.resume()
         resolve(res.statusCode!)
       })
-      req.on("error", (e) => (e as NodeJS.ErrnoException).code === "ECONNRESET" || e.message.includes("EPIPE") ? undefined : reject(e))
+      req.on(
+        "error",
+        (e) => (e as NodeJS.ErrnoException).code === "ECONNRESET" || e.message.includes("EPIPE") ? undefined : reject(e)
+      )
       req.write(`{"input": "`)
       const chunk = "x".repeat(16 * 1024)
       let sent = 0
@@ -278,11 +312,13 @@ describe("bad input", () => {
 describe("tenant isolation", () => {
   it("tenant B gets 404 for tenant A's task, its cancel and its session", async () => {
     const task = await (await api("/v1/tasks", { method: "POST", json: { input: twoSteps, mode: "async" } })).json()
-    for (const [path, method] of [
-      [`/v1/tasks/${task.task_id}`, "GET"],
-      [`/v1/tasks/${task.task_id}/cancel`, "POST"],
-      [`/v1/sessions/${task.session_id}`, "GET"]
-    ] as const) {
+    for (
+      const [path, method] of [
+        [`/v1/tasks/${task.task_id}`, "GET"],
+        [`/v1/tasks/${task.task_id}/cancel`, "POST"],
+        [`/v1/sessions/${task.session_id}`, "GET"]
+      ] as const
+    ) {
       const res = await api(path, { method, token: tokenB })
       expect(res.status, `${method} ${path}`).toBe(404)
       expect((await res.json()).error.code).toBe("not_found")
@@ -292,8 +328,13 @@ describe("tenant isolation", () => {
   })
 
   it("a session id chosen by tenant B never reaches tenant A's session", async () => {
-    const a = await (await api("/v1/tasks", { method: "POST", json: { input: twoSteps, session_id: "shared-name" } })).json()
-    const b = await (await api("/v1/tasks", { method: "POST", json: { input: twoSteps, session_id: "shared-name" }, token: tokenB })).json()
+    const a = await (await api("/v1/tasks", { method: "POST", json: { input: twoSteps, session_id: "shared-name" } }))
+      .json()
+    const b = await (await api("/v1/tasks", {
+      method: "POST",
+      json: { input: twoSteps, session_id: "shared-name" },
+      token: tokenB
+    })).json()
     const sessionA = await (await api("/v1/sessions/shared-name")).json()
     const sessionB = await (await api("/v1/sessions/shared-name", { token: tokenB })).json()
     expect(sessionA.task_ids).toEqual([a.task_id])

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import * as jose from "jose"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { createServer } from "node:net"
 import { fileURLToPath } from "node:url"
-import * as jose from "jose"
 import pg from "pg"
 
 /**
@@ -30,7 +30,12 @@ let base = ""
 let token = ""
 
 const start = (role: string, env: Record<string, string>) => {
-  const child = spawn(process.execPath, ["--conditions=@altan/source", "--import", "tsx", "packages/cluster/src/main.ts"], {
+  const child = spawn(process.execPath, [
+    "--conditions=@altan/source",
+    "--import",
+    "tsx",
+    "packages/cluster/src/main.ts"
+  ], {
     cwd: root,
     env: { ...process.env, ...env, ROLE: role, LOG_LEVEL: "info" },
     stdio: ["ignore", "pipe", "pipe"]
@@ -41,7 +46,8 @@ const start = (role: string, env: Record<string, string>) => {
   processes.push({ role, child, output })
 }
 
-const dump = () => processes.map((p) => `--- ${p.role} (exit ${p.child.exitCode})\n${p.output.join("").slice(-3000)}`).join("\n")
+const dump = () =>
+  processes.map((p) => `--- ${p.role} (exit ${p.child.exitCode})\n${p.output.join("").slice(-3000)}`).join("\n")
 
 beforeAll(async () => {
   const admin = new pg.Client({ connectionString: adminUrl })
@@ -116,7 +122,11 @@ describe("three runners on PostgreSQL", () => {
     const plan = {
       steps: [
         { id: "parse", tool: "email.parse", input: { raw: "From: a@example.com\r\nSubject: Cross-runner\r\n\r\nhi" } },
-        { id: "render", tool: "text.template", input: { template: "re: {{s}}", variables: { s: { $ref: "parse.output.subject" } } } }
+        {
+          id: "render",
+          tool: "text.template",
+          input: { template: "re: {{s}}", variables: { s: { $ref: "parse.output.subject" } } }
+        }
       ]
     }
     const submitted = await until("task accepted", 60_000, async () => {
@@ -128,7 +138,9 @@ describe("three runners on PostgreSQL", () => {
       return res.status === 200 || res.status === 202 ? await res.json() : undefined
     })
     const task = await until("task finished", 60_000, async () => {
-      const res = await fetch(`${base}/v1/tasks/${submitted.task_id}`, { headers: { authorization: `Bearer ${token}` } })
+      const res = await fetch(`${base}/v1/tasks/${submitted.task_id}`, {
+        headers: { authorization: `Bearer ${token}` }
+      })
       const body = res.status === 200 ? await res.json() : undefined
       return body && ["succeeded", "failed", "cancelled"].includes(body.status) ? body : undefined
     })

@@ -1,8 +1,8 @@
 import { AgentSession } from "@altan/domain/AgentSession"
 import type { TaskId } from "@altan/domain/Ids"
 import { Principal } from "@altan/domain/Principal"
-import type { TaskRequest } from "@altan/domain/Task"
-import { describe, expect, layer } from "@effect/vitest"
+import { type TaskRequest, TaskRequest as TaskRequestSchema } from "@altan/domain/Task"
+import { expect, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import { clusterLayer, makeProbes } from "./fixtures.js"
@@ -17,10 +17,7 @@ const submit = (input: unknown, extra: Partial<TaskRequest> = {}) =>
     const session = `s${++n}`
     const client = (yield* AgentSession.client)(`t1/${session}`)
     const task_id = `${session}.task` as TaskId
-    const request = Schema.decodeUnknownSync(AgentSession.protocol.requests.get("Submit")!.payloadSchema.fields.request)({
-      input,
-      ...extra
-    }) as TaskRequest
+    const request = Schema.decodeUnknownSync(TaskRequestSchema)({ input, ...extra })
     const accepted = yield* client.Submit({ task_id, request, principal }).pipe(Effect.either)
     if (accepted._tag === "Left") return { rejected: accepted.left, task: undefined }
     const task = yield* client.GetTask({ task_id, wait_ms: 10_000 })
@@ -34,16 +31,24 @@ layer(clusterLayer(probes), { excludeTestServices: true })("structured plans", (
         steps: [
           { id: "a", tool: "probe.barrier", input: { label: "A" } },
           { id: "b", tool: "probe.barrier", input: { label: "B" } },
-          { id: "c", tool: "probe.echo", input: { value: { from_a: { $ref: "a.output.label" }, from_b: { $ref: "b.output" } } } }
+          {
+            id: "c",
+            tool: "probe.echo",
+            input: { value: { from_a: { $ref: "a.output.label" }, from_b: { $ref: "b.output" } } }
+          }
         ]
       })
       expect(task!.status).toBe("succeeded")
       expect(probes.maxInFlight()).toBe(2)
+      expect(task!.usage.tool_calls).toBe(3)
       const [a, b, c] = task!.steps
       expect(a!.output).toEqual({ label: "A", concurrent: 2 })
       expect(b!.output).toEqual({ label: "B", concurrent: 2 })
       expect(c!.input).toEqual({ value: { from_a: "A", from_b: { label: "B", concurrent: 2 } } })
-      expect(task!.output).toEqual({ value: { from_a: "A", from_b: { label: "B", concurrent: 2 } }, nested: { list: [1, 2, 3] } })
+      expect(task!.output).toEqual({
+        value: { from_a: "A", from_b: { label: "B", concurrent: 2 } },
+        nested: { list: [1, 2, 3] }
+      })
       for (const s of task!.steps) {
         expect(s.status).toBe("succeeded")
         expect(s.attempts).toBe(1)
@@ -123,7 +128,9 @@ layer(clusterLayer(probes), { excludeTestServices: true })("structured plans", (
 
   it.effect("rejects unknown tools and tools outside the task's allowlist before any tool runs", () =>
     Effect.gen(function*() {
-      const unknown = yield* submit({ steps: [{ id: "a", tool: "probe.echo", input: { value: 1 } }, { id: "b", tool: "nope.tool" }] })
+      const unknown = yield* submit({
+        steps: [{ id: "a", tool: "probe.echo", input: { value: 1 } }, { id: "b", tool: "nope.tool" }]
+      })
       expect(unknown.rejected).toMatchObject({ code: "unknown_tool", details: { field: "input.steps.1.tool" } })
       const disallowed = yield* submit(
         { steps: [{ id: "a", tool: "probe.echo", input: { value: 1 } }, { id: "b", tool: "probe.fail" }] },
@@ -144,10 +151,16 @@ layer(clusterLayer(probes), { excludeTestServices: true })("structured plans", (
         ]
       })
       expect(task!.status).toBe("failed")
-      expect(task!.error).toMatchObject({ code: "step_failed", details: { failed_steps: ["bad", "after_bad", "later"] } })
+      expect(task!.error).toMatchObject({
+        code: "step_failed",
+        details: { failed_steps: ["bad", "after_bad", "later"] }
+      })
       expect(task!.error!.message).toContain("upstream said no")
       const byId = Object.fromEntries(task!.steps.map((s) => [s.id, s]))
-      expect(byId.bad).toMatchObject({ status: "failed", error: { code: "tool_failed", details: { retryable: false, status: 400 } } })
+      expect(byId.bad).toMatchObject({
+        status: "failed",
+        error: { code: "tool_failed", details: { retryable: false, status: 400 } }
+      })
       expect(byId.after_bad).toMatchObject({ status: "skipped", error: { code: "dependency_failed" } })
       expect(byId.later).toMatchObject({ status: "skipped", error: { code: "dependency_failed" } })
       expect(byId.good).toMatchObject({ status: "succeeded", output: { value: "ok" } })
@@ -168,7 +181,11 @@ layer(clusterLayer(probes), { excludeTestServices: true })("structured plans", (
       const task_id = "cancel.t1" as TaskId
       yield* client.Submit({
         task_id,
-        request: { input: { steps: [{ id: "h", tool: "probe.hang", input: {} }] }, mode: "async", timeout_ms: 1000 } as any,
+        request: {
+          input: { steps: [{ id: "h", tool: "probe.hang", input: {} }] },
+          mode: "async",
+          timeout_ms: 1000
+        } as any,
         principal
       })
       // wait until the hanging tool is really running
@@ -185,7 +202,11 @@ layer(clusterLayer(probes), { excludeTestServices: true })("structured plans", (
       probes.reset()
       const client = (yield* AgentSession.client)("t1/idem")
       const task_id = "idem.once" as TaskId
-      const request = { input: { steps: [{ id: "a", tool: "probe.echo", input: { value: 1 } }] }, mode: "sync", timeout_ms: 1000 } as any
+      const request = {
+        input: { steps: [{ id: "a", tool: "probe.echo", input: { value: 1 } }] },
+        mode: "sync",
+        timeout_ms: 1000
+      } as any
       const first = yield* client.Submit({ task_id, request, principal })
       yield* client.GetTask({ task_id, wait_ms: 5000 })
       const second = yield* client.Submit({ task_id, request, principal })

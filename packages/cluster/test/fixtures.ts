@@ -1,11 +1,11 @@
 import * as AgentConfig from "@altan/agent/AgentConfig"
 import { AgentSessionLive } from "@altan/agent/AgentSession"
 import * as SessionStore from "@altan/agent/SessionStore"
+import { ToolFailed } from "@altan/domain/ToolWorker"
 import { ConnectionLive } from "@altan/integrator/Connection"
 import * as Tool from "@altan/tool/Tool"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
-import { ToolFailed } from "@altan/domain/ToolWorker"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -45,10 +45,11 @@ export const makeProbes = () => {
     description: "Answers its input.",
     input: Schema.Struct({ value: Schema.Unknown }),
     output: Schema.Struct({ value: Schema.Unknown, nested: Schema.Struct({ list: Schema.Array(Schema.Number) }) }),
-    run: ({ value }) => Effect.sync(() => {
-      calls.push({ tool: "probe.echo", input: { value } })
-      return { value, nested: { list: [1, 2, 3] } }
-    })
+    run: ({ value }) =>
+      Effect.sync(() => {
+        calls.push({ tool: "probe.echo", input: { value } })
+        return { value, nested: { list: [1, 2, 3] } }
+      })
   })
   const fail = Tool.make({
     id: "probe.fail",
@@ -59,7 +60,9 @@ export const makeProbes = () => {
     run: () =>
       Effect.suspend(() => {
         calls.push({ tool: "probe.fail", input: {} })
-        return Effect.fail(new ToolFailed({ tool_id: "probe.fail", message: "upstream said no", retryable: false, status: 400 }))
+        return Effect.fail(
+          new ToolFailed({ tool_id: "probe.fail", message: "upstream said no", retryable: false, status: 400 })
+        )
       })
   })
   const hang = Tool.make({
@@ -68,10 +71,11 @@ export const makeProbes = () => {
     description: "Never answers.",
     input: Schema.Struct({}),
     output: Schema.Struct({}),
-    run: () => Effect.suspend(() => {
-      calls.push({ tool: "probe.hang", input: {} })
-      return Effect.never
-    })
+    run: () =>
+      Effect.suspend(() => {
+        calls.push({ tool: "probe.hang", input: {} })
+        return Effect.never
+      })
   })
   return {
     tools: [barrier, echo, fail, hang],

@@ -30,7 +30,9 @@ export class NotFound extends Schema.TaggedError<NotFound>()("NotFound", fields(
 /** 409: the object is not in a state that allows this. */
 export class Conflict extends Schema.TaggedError<Conflict>()("Conflict", fields("conflict")) {}
 /** 413: the request body is over the limit. */
-export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()("PayloadTooLarge", fields("payload_too_large")) {}
+export class PayloadTooLarge
+  extends Schema.TaggedError<PayloadTooLarge>()("PayloadTooLarge", fields("payload_too_large"))
+{}
 /** 503: the runtime cannot take the request right now (cluster mailbox full, storage down). */
 export class Unavailable extends Schema.TaggedError<Unavailable>()("Unavailable", fields("unavailable")) {}
 

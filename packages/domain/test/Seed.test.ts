@@ -89,7 +89,11 @@ describe("TaskRequest", () => {
       input: {
         steps: [
           { id: "parse", tool: "email.parse", input: { raw: "From: a@b.c" } },
-          { id: "note", tool: "text.template", input: { template: "{{s}}", variables: { s: { $ref: "parse.output.subject" } } } }
+          {
+            id: "note",
+            tool: "text.template",
+            input: { template: "{{s}}", variables: { s: { $ref: "parse.output.subject" } } }
+          }
         ]
       },
       mode: "async"

@@ -1,8 +1,9 @@
+import { Authentication } from "@altan/domain/Api"
 import { Unauthorized } from "@altan/domain/Errors"
 import { TenantId, UserId } from "@altan/domain/Ids"
 import { Principal, Role } from "@altan/domain/Principal"
-import { Authentication } from "@altan/domain/Api"
 import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -40,7 +41,7 @@ const parsePublicKey = (text: string): KeyObject =>
  * `AUTH_JWKS_URL` or `AUTH_PUBLIC_KEY` (PEM or JWK), with `AUTH_ISSUER` and `AUTH_AUDIENCE` required
  * alongside. With none of them set, the process runs with a generated development key.
  */
-export const layerConfig: Layer.Layer<AuthConfig, import("effect/ConfigError").ConfigError> = Layer.effect(
+export const layerConfig: Layer.Layer<AuthConfig, ConfigError.ConfigError> = Layer.effect(
   AuthConfig,
   Effect.gen(function*() {
     const jwks = yield* Config.option(Config.url("AUTH_JWKS_URL"))
@@ -64,7 +65,10 @@ export const layerConfig: Layer.Layer<AuthConfig, import("effect/ConfigError").C
 /** The development signing key of the embedded default; it exists only when no real key is configured. */
 export class DevIssuer extends Context.Tag("@altan/integrator/DevIssuer")<DevIssuer, {
   readonly publicKey: jose.CryptoKey
-  readonly issue: (claims: { tenant_id: string; sub: string; role?: "admin" | "member" }, ttl?: string) => Effect.Effect<string>
+  readonly issue: (
+    claims: { tenant_id: string; sub: string; role?: "admin" | "member" },
+    ttl?: string
+  ) => Effect.Effect<string>
 }>() {}
 
 export const layerDevIssuer: Layer.Layer<DevIssuer, never, AuthConfig> = Layer.effect(
@@ -108,7 +112,10 @@ const describe = (error: unknown): string => {
   if (error instanceof jose.errors.JOSEAlgNotAllowed) return "the token's algorithm is not accepted"
   if (error instanceof jose.errors.JWSSignatureVerificationFailed) return "the token's signature does not verify"
   if (error instanceof jose.errors.JWKSNoMatchingKey) return "no key matches the token's kid"
-  if (error instanceof jose.errors.JWKSTimeout || error instanceof jose.errors.JOSEError && error.code === "ERR_JWKS_INVALID") {
+  if (
+    error instanceof jose.errors.JWKSTimeout ||
+    error instanceof jose.errors.JOSEError && error.code === "ERR_JWKS_INVALID"
+  ) {
     return "the key set could not be fetched"
   }
   return "the token is malformed or not signed by a trusted key"
@@ -155,7 +162,11 @@ export const layer: Layer.Layer<TokenVerifier, never, AuthConfig | DevIssuer> = 
   Effect.gen(function*() {
     const config = yield* AuthConfig
     const key = config.keys._tag === "Jwks"
-      ? jose.createRemoteJWKSet(config.keys.url, { cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000, timeoutDuration: 5_000 })
+      ? jose.createRemoteJWKSet(config.keys.url, {
+        cooldownDuration: 30_000,
+        cacheMaxAge: 10 * 60_000,
+        timeoutDuration: 5_000
+      })
       : config.keys._tag === "PublicKey"
       ? config.keys.key
       : (yield* DevIssuer).publicKey

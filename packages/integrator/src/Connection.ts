@@ -30,7 +30,7 @@ export const ConnectionLive = Connection.toLayer(
               })
           ),
           Effect.withSpan("Connection.invoke", {
-            attributes: { "tenant.id": tenantId, "provider": provider, "tool.id": payload.tool_id }
+            attributes: { "tenant.id": tenantId, provider, "tool.id": payload.tool_id }
           })
         )
     })

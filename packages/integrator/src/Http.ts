@@ -5,12 +5,12 @@ import { type SessionId, sessionOfTask, type TaskId } from "@altan/domain/Ids"
 import { CurrentPrincipal } from "@altan/domain/Principal"
 import { isTerminal, Task } from "@altan/domain/Task"
 import type { AlreadyProcessingMessage, MailboxFull, PersistenceError } from "@effect/cluster/ClusterError"
-import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
-import * as HttpApp from "@effect/platform/HttpApp"
-import * as HttpMethod from "@effect/platform/HttpMethod"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import { HttpApiDecodeError } from "@effect/platform/HttpApiError"
 import * as HttpApiSwagger from "@effect/platform/HttpApiSwagger"
+import * as HttpApp from "@effect/platform/HttpApp"
+import * as HttpMethod from "@effect/platform/HttpMethod"
 import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import * as HttpServerError from "@effect/platform/HttpServerError"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
@@ -73,12 +73,16 @@ const TasksLive = HttpApiBuilder.group(Api, "tasks", (handlers) =>
       .handle("get", ({ path }) =>
         Effect.gen(function*() {
           const principal = yield* CurrentPrincipal
-          return yield* sessions(`${principal.tenantId}/${sessionOfTask(path.task_id)}`).GetTask({ task_id: path.task_id })
+          return yield* sessions(`${principal.tenantId}/${sessionOfTask(path.task_id)}`).GetTask({
+            task_id: path.task_id
+          })
         }).pipe(orUnavailable))
       .handle("cancel", ({ path }) =>
         Effect.gen(function*() {
           const principal = yield* CurrentPrincipal
-          return yield* sessions(`${principal.tenantId}/${sessionOfTask(path.task_id)}`).Cancel({ task_id: path.task_id })
+          return yield* sessions(`${principal.tenantId}/${sessionOfTask(path.task_id)}`).Cancel({
+            task_id: path.task_id
+          })
         }).pipe(orUnavailable))
   }))
 
@@ -130,7 +134,9 @@ const ErrorEnvelope = HttpApiBuilder.middleware((app) =>
       ) as any
     }
     if (HttpServerError.isServerError(e) && e._tag === "RequestError") {
-      return Effect.fail(new InvalidRequest({ message: "the request body is not valid JSON", details: { field: "body" } })) as any
+      return Effect.fail(
+        new InvalidRequest({ message: "the request body is not valid JSON", details: { field: "body" } })
+      ) as any
     }
     return Effect.failCause(cause)
   })
@@ -139,8 +145,13 @@ const ErrorEnvelope = HttpApiBuilder.middleware((app) =>
 const wwwAuthenticate = `Bearer realm="altan", error="invalid_token"`
 
 /** Last touches on every response: the `WWW-Authenticate` challenge on 401, JSON bodies on bare 404s. */
-const finishResponse = (request: HttpServerRequest.HttpServerRequest, response: HttpServerResponse.HttpServerResponse) => {
-  if (response.status === 401) return Effect.succeed(HttpServerResponse.setHeader(response, "www-authenticate", wwwAuthenticate))
+const finishResponse = (
+  request: HttpServerRequest.HttpServerRequest,
+  response: HttpServerResponse.HttpServerResponse
+) => {
+  if (response.status === 401) {
+    return Effect.succeed(HttpServerResponse.setHeader(response, "www-authenticate", wwwAuthenticate))
+  }
   // the rest of an oversized body is not worth reading: close the connection after answering
   if (response.status === 413) return Effect.succeed(HttpServerResponse.setHeader(response, "connection", "close"))
   if (response.status === 404 && response.body._tag === "Empty") {
@@ -234,4 +245,3 @@ export const HttpLive = Layer.unwrapEffect(Effect.gen(function*() {
     Layer.provide(AuthenticationLive)
   )
 }))
-

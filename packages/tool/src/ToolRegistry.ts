@@ -22,7 +22,9 @@ export const builtins: ReadonlyArray<Tool> = [EmailParse, JsonExtract, TextTempl
  * A registry held in memory. `extra` adds process-wide tools beside the built-ins (tests use it
  * to register probe tools).
  */
-export const layerMemory = (options?: { readonly extra?: ReadonlyArray<Tool> | undefined }): Layer.Layer<ToolRegistry> =>
+export const layerMemory = (
+  options?: { readonly extra?: ReadonlyArray<Tool> | undefined }
+): Layer.Layer<ToolRegistry> =>
   Layer.sync(ToolRegistry, () => {
     const all = [...builtins, ...(options?.extra ?? [])]
     const byId = new Map(all.map((t) => [t.spec.tool_id as string, t]))

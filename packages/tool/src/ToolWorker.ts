@@ -1,6 +1,6 @@
-import * as Entity from "@effect/cluster/Entity"
 import { parseEntityId } from "@altan/domain/Ids"
 import { ToolWorker } from "@altan/domain/ToolWorker"
+import * as Entity from "@effect/cluster/Entity"
 import * as Effect from "effect/Effect"
 import { ToolRegistry } from "./ToolRegistry.js"
 

@@ -93,7 +93,9 @@ describe("email.parse", () => {
         ""
       )
       const out = yield* call(EmailParse, { raw })
-      expect(out.body).toBe("Invoice\n\nTotal: 12 € & more\nDue soon\n\n- One\n- Two\n\nPay now (https://example.com/pay)")
+      expect(out.body).toBe(
+        "Invoice\n\nTotal: 12 € & more\nDue soon\n\n- One\n- Two\n\nPay now (https://example.com/pay)"
+      )
       expect(out.from_name).toBe("Billing")
     }))
 

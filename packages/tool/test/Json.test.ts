@@ -60,7 +60,9 @@ describe("json.extract", () => {
       )
 
       const throughScalar = yield* failure(JsonExtract, { json: doc, path: "order.id.length" })
-      expect(throughScalar.message).toBe("path order.id.length not found (order.id is a string, not an object or array)")
+      expect(throughScalar.message).toBe(
+        "path order.id.length not found (order.id is a string, not an object or array)"
+      )
 
       const keyOnArray = yield* failure(JsonExtract, { json: doc, path: "tags.first" })
       expect(keyOnArray.message).toContain("tags is an array of 3 items; use an index like tags[0]")

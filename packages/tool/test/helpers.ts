@@ -10,9 +10,7 @@ export const call = (tool: Tool, input: unknown): Effect.Effect<any, ToolInputIn
   Effect.flatMap(tool.decode(input), (decoded) => tool.run(decoded, ctx))
 
 /** The failure of a call, which must fail. */
-export const failure = (tool: Tool, input: unknown) =>
-  Effect.flip(call(tool, input))
+export const failure = (tool: Tool, input: unknown) => Effect.flip(call(tool, input))
 
 /** The decode failure of an input, which must be rejected. */
-export const decodeFailure = (tool: Tool, input: unknown) =>
-  Effect.flip(tool.decode(input))
+export const decodeFailure = (tool: Tool, input: unknown) => Effect.flip(tool.decode(input))

@@ -21,7 +21,9 @@ export const JsonExtractInput = Schema.Struct({
       "\"a[\\\"key with.dots\\\"]\", optionally prefixed by \"$.\"; \"$\" or \"\" is the whole document."
   }),
   default: Schema.optionalWith(
-    Schema.Unknown.annotations({ description: "Returned (with found: false) instead of failing when the path is missing." }),
+    Schema.Unknown.annotations({
+      description: "Returned (with found: false) instead of failing when the path is missing."
+    }),
     { exact: true }
   )
 })
@@ -96,7 +98,11 @@ export const parsePath = (path: string): Either.Either<Array<Segment>, string> =
 }
 
 /** Follows the path through own properties only; the error says where and why it stopped. */
-export const extract = (root: unknown, segments: ReadonlyArray<Segment>, path: string): Either.Either<unknown, string> => {
+export const extract = (
+  root: unknown,
+  segments: ReadonlyArray<Segment>,
+  path: string
+): Either.Either<unknown, string> => {
   let current = root
   for (let n = 0; n < segments.length; n++) {
     const segment = segments[n]!
@@ -109,7 +115,9 @@ export const extract = (root: unknown, segments: ReadonlyArray<Segment>, path: s
         ? Number(segment.key)
         : undefined
       if (index === undefined) {
-        return missing(`${at} is an array of ${current.length} items; use an index like ${render(segments.slice(0, n))}[0]`)
+        return missing(
+          `${at} is an array of ${current.length} items; use an index like ${render(segments.slice(0, n))}[0]`
+        )
       }
       const resolved = index < 0 ? current.length + index : index
       if (resolved < 0 || resolved >= current.length) {
