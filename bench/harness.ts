@@ -1,0 +1,100 @@
+import * as AgentConfig from "@altan/agent/AgentConfig"
+import { AgentSessionLive } from "@altan/agent/AgentSession"
+import * as SessionStore from "@altan/agent/SessionStore"
+import * as Auth from "@altan/integrator/Auth"
+import { ConnectionLive } from "@altan/integrator/Connection"
+import { HttpLive } from "@altan/integrator/Http"
+import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
+import * as Readiness from "@altan/integrator/Readiness"
+import * as ToolRegistry from "@altan/tool/ToolRegistry"
+import { ToolWorkerLive } from "@altan/tool/ToolWorker"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as HttpServer from "@effect/platform/HttpServer"
+import type * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
+import { createServer } from "node:http"
+import { ShardingMemory } from "../packages/cluster/src/Runtime.js"
+
+/** The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port. */
+export const startRuntime = async () => {
+  const layer = HttpLive.pipe(
+    Layer.provide(Readiness.layer([["cluster", Effect.void]])),
+    Layer.provide(Auth.layer),
+    Layer.provideMerge(Auth.layerDevIssuer),
+    Layer.provide(Layer.succeed(Auth.AuthConfig, { keys: { _tag: "Dev" }, issuer: Auth.devIssuer, audience: Auth.devAudience })),
+    Layer.provide(IntegratorConfig.layer()),
+    Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })),
+    Layer.provideMerge(Layer.mergeAll(
+      AgentSessionLive.pipe(Layer.provide(SessionStore.layerMemory), Layer.provide(AgentConfig.layer())),
+      ConnectionLive,
+      ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory()))
+    )),
+    Layer.provideMerge(ShardingMemory())
+  )
+  const scope = Effect.runSync(Scope.make())
+  const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
+  const address = (context.unsafeMap.get(HttpServer.HttpServer.key) as HttpServer.HttpServer).address as HttpServer.TcpAddress
+  const issuer = context.unsafeMap.get(Auth.DevIssuer.key) as Context.Tag.Service<typeof Auth.DevIssuer>
+  const token = await Effect.runPromise(issuer.issue({ tenant_id: "bench", sub: "bench", role: "admin" }))
+  return {
+    base: `http://127.0.0.1:${address.port}`,
+    token,
+    /** Runs an effect that needs the runtime's services (entity clients). */
+    run: <A, E>(effect: Effect.Effect<A, E, any>) => Effect.runPromise(Effect.provide(effect, context as any) as Effect.Effect<A, E>),
+    stop: () => Effect.runPromise(Scope.close(scope, Exit.void))
+  }
+}
+
+export interface Result {
+  readonly name: string
+  readonly concurrency: number
+  readonly count: number
+  readonly perSecond: number
+  readonly p50: number
+  readonly p99: number
+}
+
+/** Calls `op` from `concurrency` loops for `seconds` (after a short warm-up) and reports throughput and latency. */
+export const measure = async (
+  name: string,
+  concurrency: number,
+  op: () => Promise<void>,
+  options: { seconds?: number; warmup?: number; maxCount?: number } = {}
+): Promise<Result> => {
+  const { maxCount = 200_000, seconds = 3, warmup = 200 } = options
+  for (let i = 0; i < warmup; i++) await op()
+  const latencies: Array<number> = []
+  const deadline = performance.now() + seconds * 1000
+  const started = performance.now()
+  const worker = async () => {
+    while (performance.now() < deadline && latencies.length < maxCount) {
+      const t = performance.now()
+      await op()
+      latencies.push(performance.now() - t)
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, worker))
+  const elapsed = (performance.now() - started) / 1000
+  latencies.sort((a, b) => a - b)
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!
+  return { name, concurrency, count: latencies.length, perSecond: latencies.length / elapsed, p50: at(0.5), p99: at(0.99) }
+}
+
+export const print = (results: ReadonlyArray<Result>, baseline?: (r: Result) => Result | undefined) => {
+  const rows = results.map((r) => {
+    const b = baseline?.(r)
+    return {
+      scenario: r.name,
+      "in flight": r.concurrency,
+      requests: r.count,
+      "per s": Math.round(r.perSecond),
+      "p50 ms": r.p50.toFixed(2),
+      "p99 ms": r.p99.toFixed(2),
+      "vs baseline": b && b !== r ? `${(r.perSecond / b.perSecond * 100).toFixed(0)}% thr, +${(r.p50 - b.p50).toFixed(2)} ms p50` : ""
+    }
+  })
+  console.table(rows)
+}
