@@ -24,7 +24,9 @@ export const startRuntime = async () => {
     Layer.provide(Readiness.layer([["cluster", Effect.void]])),
     Layer.provide(Auth.layer),
     Layer.provideMerge(Auth.layerDevIssuer),
-    Layer.provide(Layer.succeed(Auth.AuthConfig, { keys: { _tag: "Dev" }, issuer: Auth.devIssuer, audience: Auth.devAudience })),
+    Layer.provide(
+      Layer.succeed(Auth.AuthConfig, { keys: { _tag: "Dev" }, issuer: Auth.devIssuer, audience: Auth.devAudience })
+    ),
     Layer.provide(IntegratorConfig.layer()),
     Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })),
     Layer.provideMerge(Layer.mergeAll(
@@ -36,14 +38,16 @@ export const startRuntime = async () => {
   )
   const scope = Effect.runSync(Scope.make())
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
-  const address = (context.unsafeMap.get(HttpServer.HttpServer.key) as HttpServer.HttpServer).address as HttpServer.TcpAddress
+  const address = (context.unsafeMap.get(HttpServer.HttpServer.key) as HttpServer.HttpServer)
+    .address as HttpServer.TcpAddress
   const issuer = context.unsafeMap.get(Auth.DevIssuer.key) as Context.Tag.Service<typeof Auth.DevIssuer>
   const token = await Effect.runPromise(issuer.issue({ tenant_id: "bench", sub: "bench", role: "admin" }))
   return {
     base: `http://127.0.0.1:${address.port}`,
     token,
     /** Runs an effect that needs the runtime's services (entity clients). */
-    run: <A, E>(effect: Effect.Effect<A, E, any>) => Effect.runPromise(Effect.provide(effect, context as any) as Effect.Effect<A, E>),
+    run: <A, E>(effect: Effect.Effect<A, E, any>) =>
+      Effect.runPromise(Effect.provide(effect, context as any) as Effect.Effect<A, E>),
     stop: () => Effect.runPromise(Scope.close(scope, Exit.void))
   }
 }
@@ -80,7 +84,14 @@ export const measure = async (
   const elapsed = (performance.now() - started) / 1000
   latencies.sort((a, b) => a - b)
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!
-  return { name, concurrency, count: latencies.length, perSecond: latencies.length / elapsed, p50: at(0.5), p99: at(0.99) }
+  return {
+    name,
+    concurrency,
+    count: latencies.length,
+    perSecond: latencies.length / elapsed,
+    p50: at(0.5),
+    p99: at(0.99)
+  }
 }
 
 export const print = (results: ReadonlyArray<Result>, baseline?: (r: Result) => Result | undefined) => {
@@ -93,7 +104,9 @@ export const print = (results: ReadonlyArray<Result>, baseline?: (r: Result) => 
       "per s": Math.round(r.perSecond),
       "p50 ms": r.p50.toFixed(2),
       "p99 ms": r.p99.toFixed(2),
-      "vs baseline": b && b !== r ? `${(r.perSecond / b.perSecond * 100).toFixed(0)}% thr, +${(r.p50 - b.p50).toFixed(2)} ms p50` : ""
+      "vs baseline": b && b !== r
+        ? `${(r.perSecond / b.perSecond * 100).toFixed(0)}% thr, +${(r.p50 - b.p50).toFixed(2)} ms p50`
+        : ""
     }
   })
   console.table(rows)

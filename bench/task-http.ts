@@ -40,6 +40,12 @@ for (const concurrency of [1, 32]) {
   results.push(await measure("task: 1 tool step, sync", concurrency, task(oneStep)))
   results.push(await measure("task: 2 dependent steps, sync", concurrency, task(twoSteps)))
 }
-print(results, (r) => r.name.startsWith("task") ? results.find((b) => b.concurrency === r.concurrency && b.name.startsWith("http")) : undefined)
+print(
+  results,
+  (r) =>
+    r.name.startsWith("task")
+      ? results.find((b) => b.concurrency === r.concurrency && b.name.startsWith("http"))
+      : undefined
+)
 await runtime.stop()
 process.exit(0)

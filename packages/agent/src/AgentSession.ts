@@ -210,9 +210,14 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
         )
 
       /** Runs a plan's steps as soon as their dependencies are done, at most N tool calls at once. */
+      /** Plans checked by `Submit`, handed to `Run`; after a restart `Run` checks the plan again. */
+      const checked = new Map<TaskId, Effect.Effect.Success<ReturnType<typeof checkPlan>>>()
+
       const executePlan = (task: Task, plan: Plan) =>
         Effect.gen(function*() {
-          const { graph, specs } = yield* checkPlan(plan, task.tools)
+          const previous = checked.get(task.task_id)
+          checked.delete(task.task_id)
+          const { graph, specs } = previous ?? (yield* checkPlan(plan, task.tools))
           const limit = yield* Effect.makeSemaphore(config.maxParallelToolCalls)
           const done = new Map(plan.steps.map((s) => [s.id, Deferred.unsafeMake<unknown, StepFailed>(FiberId.none)]))
           const outputs = new Map<string, unknown>()
@@ -322,7 +327,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 details: { field: "input" }
               })
             }
-            yield* checkPlan(request.input, request.tools)
+            const plan = yield* checkPlan(request.input, request.tools)
             const at = yield* now
             const task: Task = {
               task_id,
@@ -344,6 +349,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               updated_at: at
             }
             yield* persist
+            checked.set(task_id, plan)
             // The run is a persisted message too: it is redelivered if this runner dies mid-task.
             yield* self.Run({ task_id }, { discard: true }).pipe(
               Effect.catchAll((e) =>

@@ -25,14 +25,14 @@ export class SessionStore extends Context.Tag("@altan/agent/SessionStore")<Sessi
 
 const key = (tenantId: TenantId, sessionId: string) => `${tenantId}/${sessionId}`
 
-/** In-process storage: the embedded default and unit tests. State is copied in and out like a remote store. */
+/**
+ * In-process storage: the embedded default and unit tests. The agent replaces state objects rather
+ * than mutating them, so holding the reference is as good as a copy.
+ */
 export const layerMemory: Layer.Layer<SessionStore> = Layer.sync(SessionStore, () => {
-  const sessions = new Map<string, string>()
-  const encode = Schema.encodeSync(Schema.parseJson(SessionState))
-  const decode = Schema.decodeSync(Schema.parseJson(SessionState))
+  const sessions = new Map<string, SessionState>()
   return {
-    load: (tenantId, sessionId) =>
-      Effect.sync(() => Option.map(Option.fromNullable(sessions.get(key(tenantId, sessionId))), decode)),
-    save: (tenantId, state) => Effect.sync(() => void sessions.set(key(tenantId, state.session_id), encode(state)))
+    load: (tenantId, sessionId) => Effect.sync(() => Option.fromNullable(sessions.get(key(tenantId, sessionId)))),
+    save: (tenantId, state) => Effect.sync(() => void sessions.set(key(tenantId, state.session_id), state))
   }
 })

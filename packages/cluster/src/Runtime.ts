@@ -15,14 +15,18 @@ import * as Runners from "@effect/cluster/Runners"
 import * as RunnerStorage from "@effect/cluster/RunnerStorage"
 import * as Sharding from "@effect/cluster/Sharding"
 import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
+import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
 import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import { createServer } from "node:http"
 import { layerConfig, type Role, RuntimeConfig, shardGroups } from "./RuntimeConfig.js"
 
@@ -35,6 +39,29 @@ const shardingOptions = (config: RuntimeConfig["Type"]): Partial<ShardingConfig.
   runnerHealthCheckInterval: "2 seconds",
   refreshAssignmentsInterval: "1 second"
 })
+
+/**
+ * Creates the cluster's tables before the runner starts. Runners starting together race for the
+ * migration lock and the losers' storage layers die; retrying here, with jitter, lets them find the
+ * tables the winner created.
+ */
+const migrate = (
+  options: Partial<ShardingConfig.ShardingConfig["Type"]>
+): Layer.Layer<never, never, SqlClient.SqlClient> =>
+  Layer.effectDiscard(
+    Layer.build(
+      Layer.merge(SqlMessageStorage.layer, SqlRunnerStorage.layer).pipe(Layer.provide(ShardingConfig.layer(options)))
+    ).pipe(
+      Effect.scoped,
+      Effect.sandbox,
+      Effect.tapError((cause) =>
+        Effect.logWarning(`cluster storage migration failed; retrying: ${Cause.pretty(cause)}`)
+      ),
+      Effect.retry(Schedule.exponential("100 millis").pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(10)))),
+      Effect.unsandbox,
+      Effect.orDie
+    )
+  )
 
 /**
  * Cluster membership: PostgreSQL-backed runners talking over sockets when `DATABASE_URL` is set,
@@ -52,6 +79,7 @@ export const ShardingLive: Layer.Layer<
       runnerHealth: config.runnerHealth,
       shardingConfig: shardingOptions(config)
     }).pipe(
+      Layer.provide(migrate(shardingOptions(config))),
       Layer.provideMerge(PgClient.layer({ url: config.databaseUrl.value, onnotice: () => {} } as any)),
       Layer.orDie
     ) as Layer.Layer<Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage>
@@ -59,7 +87,8 @@ export const ShardingLive: Layer.Layer<
   if (config.role !== "all") {
     return Layer.die(new Error(`ROLE=${config.role} runs one service of a cluster and needs DATABASE_URL`))
   }
-  return ShardingMemory(shardingOptions(config))
+  // One process: no message ever leaves it, so skip simulating the wire (tests keep it on).
+  return ShardingMemory({ ...shardingOptions(config), simulateRemoteSerialization: false })
 }))
 
 /** One in-process runner hosting every shard group, with memory storage (persisted messages included). */

@@ -116,7 +116,7 @@ const until = async <A>(what: string, deadlineMs: number, attempt: () => Promise
 describe("three runners on PostgreSQL", () => {
   it("runs a structured task across the integrator, agent and tool runners", async () => {
     await until("integrator ready", 60_000, async () => {
-      const res = await fetch(`${base}/readyz`)
+      const res = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(5_000) })
       return res.status === 200 ? await res.json() : undefined
     })
     const plan = {
@@ -133,7 +133,8 @@ describe("three runners on PostgreSQL", () => {
       const res = await fetch(`${base}/v1/tasks`, {
         method: "POST",
         headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-        body: JSON.stringify({ input: plan, idempotency_key: "cross-runner-1", timeout_ms: 20_000 })
+        body: JSON.stringify({ input: plan, idempotency_key: "cross-runner-1", timeout_ms: 20_000 }),
+        signal: AbortSignal.timeout(40_000)
       })
       return res.status === 200 || res.status === 202 ? await res.json() : undefined
     })

@@ -16,6 +16,7 @@ import * as HttpServerError from "@effect/platform/HttpServerError"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -44,13 +45,27 @@ type ClusterError = MailboxFull | AlreadyProcessingMessage | PersistenceError
 const isClusterError = (e: { readonly _tag: string }): boolean =>
   e._tag === "MailboxFull" || e._tag === "AlreadyProcessingMessage" || e._tag === "PersistenceError"
 
+/** How long the edge waits for the agent service beyond any wait the request itself asked for. */
+const callTimeout = Duration.seconds(15)
+
+/**
+ * Bounds a call into the cluster: while no runner owns the session's shard, the cluster retries
+ * delivery indefinitely, and the caller gets a 503 rather than a hung request.
+ */
 const orUnavailable = <A, E extends { readonly _tag: string }, R>(
-  effect: Effect.Effect<A, E, R>
+  effect: Effect.Effect<A, E, R>,
+  extraWait: Duration.DurationInput = 0
 ): Effect.Effect<A, Exclude<E, ClusterError> | Unavailable, R> =>
-  Effect.catchIf(effect, isClusterError, (e) =>
-    Effect.fail(
-      new Unavailable({ message: `the agent service could not take the request (${e._tag}); retry later` })
-    )) as any
+  effect.pipe(
+    Effect.catchIf(isClusterError, (e) =>
+      Effect.fail(
+        new Unavailable({ message: `the agent service could not take the request (${e._tag}); retry later` })
+      )),
+    Effect.timeoutFail({
+      duration: Duration.sum(callTimeout, extraWait),
+      onTimeout: () => new Unavailable({ message: "the agent service did not answer in time; retry later" })
+    })
+  ) as any
 
 const encodeTask = HttpServerResponse.schemaJson(Task)
 
@@ -63,13 +78,27 @@ const TasksLive = HttpApiBuilder.group(Api, "tasks", (handlers) =>
           const principal = yield* CurrentPrincipal
           const { sessionId, taskId } = taskIds(principal.tenantId, payload.session_id, payload.idempotency_key)
           const session = sessions(`${principal.tenantId}/${sessionId}`)
-          const accepted = yield* session.Submit({ task_id: taskId, request: payload, principal })
+          // The submit is persisted: if it times out here it may still run once delivered.
+          const accepted = yield* orUnavailable(session.Submit({ task_id: taskId, request: payload, principal })).pipe(
+            Effect.mapError((e) =>
+              e._tag === "Unavailable"
+                ? new Unavailable({
+                  message:
+                    `${e.message}; the task may still run: read it by its id, or repeat with the same idempotency_key`,
+                  details: { task_id: taskId, session_id: sessionId }
+                })
+                : e
+            )
+          )
           const task = payload.mode === "sync" && !isTerminal(accepted.status)
-            ? yield* session.GetTask({ task_id: taskId, wait_ms: payload.timeout_ms })
+            ? yield* orUnavailable(
+              session.GetTask({ task_id: taskId, wait_ms: payload.timeout_ms }),
+              payload.timeout_ms
+            )
             : accepted
           if (isTerminal(task.status)) return task
           return yield* Effect.orDie(encodeTask(task, { status: 202 }))
-        }).pipe(orUnavailable))
+        }))
       .handle("get", ({ path }) =>
         Effect.gen(function*() {
           const principal = yield* CurrentPrincipal
