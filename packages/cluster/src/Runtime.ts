@@ -28,6 +28,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import { createServer } from "node:http"
+import * as MessageRetention from "./MessageRetention.js"
 import { layerConfig, type Role, RuntimeConfig, shardGroups } from "./RuntimeConfig.js"
 
 const shardingOptions = (config: RuntimeConfig["Type"]): Partial<ShardingConfig.ShardingConfig["Type"]> => ({
@@ -80,6 +81,7 @@ export const ShardingLive: Layer.Layer<
       shardingConfig: shardingOptions(config)
     }).pipe(
       Layer.provide(migrate(shardingOptions(config))),
+      Layer.merge(MessageRetention.layerSql(config.messageRetention)),
       Layer.provideMerge(PgClient.layer({ url: config.databaseUrl.value, onnotice: () => {} } as any)),
       Layer.orDie
     ) as Layer.Layer<Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage>
@@ -88,13 +90,15 @@ export const ShardingLive: Layer.Layer<
     return Layer.die(new Error(`ROLE=${config.role} runs one service of a cluster and needs DATABASE_URL`))
   }
   // One process: no message ever leaves it, so skip simulating the wire (tests keep it on).
-  return ShardingMemory({ ...shardingOptions(config), simulateRemoteSerialization: false })
+  return MessageRetention.layerMemory(config.messageRetention).pipe(
+    Layer.provideMerge(ShardingMemory({ ...shardingOptions(config), simulateRemoteSerialization: false }))
+  )
 }))
 
 /** One in-process runner hosting every shard group, with memory storage (persisted messages included). */
 export const ShardingMemory = (
   options?: Partial<ShardingConfig.ShardingConfig["Type"]>
-): Layer.Layer<Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage> =>
+): Layer.Layer<Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage | MessageStorage.MemoryDriver> =>
   Sharding.layer.pipe(
     Layer.provideMerge(Runners.layerNoop),
     Layer.provideMerge(MessageStorage.layerMemory),

@@ -34,6 +34,8 @@ export class RuntimeConfig extends Context.Tag("@altan/cluster/RuntimeConfig")<R
   /** Cluster timing; identical in every process, or clients keep routing to dead runners. */
   readonly shardLockRefreshInterval: Duration.Duration
   readonly shardLockExpiration: Duration.Duration
+  /** `MESSAGE_RETENTION`: processed persisted messages are deleted after this long. */
+  readonly messageRetention: Duration.Duration
 }>() {}
 
 export const groupsOf = (role: Role): ReadonlyArray<string> => role === "all" ? shardGroups : [role]
@@ -52,7 +54,8 @@ export const load: Effect.Effect<RuntimeConfig["Type"], ConfigError.ConfigError>
     shardLockRefreshInterval: yield* Config.duration("SHARD_LOCK_REFRESH_INTERVAL").pipe(
       Config.withDefault(Duration.seconds(2))
     ),
-    shardLockExpiration: yield* Config.duration("SHARD_LOCK_EXPIRATION").pipe(Config.withDefault(Duration.seconds(6)))
+    shardLockExpiration: yield* Config.duration("SHARD_LOCK_EXPIRATION").pipe(Config.withDefault(Duration.seconds(6))),
+    messageRetention: yield* Config.duration("MESSAGE_RETENTION").pipe(Config.withDefault(Duration.hours(1)))
   }
 })
 

@@ -1,10 +1,14 @@
+import * as PgClient from "@effect/sql-pg/PgClient"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Redacted from "effect/Redacted"
 import * as jose from "jose"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { createServer } from "node:net"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
+import { pruneSql } from "../src/MessageRetention.js"
 
 /**
  * The three services as three OS processes on loopback, sharing one PostgreSQL database as cluster
@@ -148,11 +152,36 @@ describe("three runners on PostgreSQL", () => {
     expect(task.status, JSON.stringify(task)).toBe("succeeded")
     expect(task.output).toEqual({ text: "re: Cross-runner" })
 
-    // every runner registered itself in the shared storage, and the shards of each group are held
+    // every runner registered itself in the shared storage
     const client = new pg.Client({ connectionString: new URL(`/${database}`, adminUrl).toString() })
     await client.connect()
     const runners = await client.query("SELECT address FROM cluster_runners")
     await client.end()
     expect(runners.rowCount).toBe(3)
+
+    // retention: processed messages and their replies go, the rest stays
+    const db = new URL(`/${database}`, adminUrl).toString()
+    const counts = async () => {
+      const c = new pg.Client({ connectionString: db })
+      await c.connect()
+      const { rows } = await c.query(
+        "SELECT (SELECT count(*) FROM cluster_messages WHERE processed) AS processed, " +
+          "(SELECT count(*) FROM cluster_messages WHERE NOT processed) AS pending, (SELECT count(*) FROM cluster_replies) AS replies"
+      )
+      await c.end()
+      return {
+        processed: Number(rows[0].processed),
+        pending: Number(rows[0].pending),
+        replies: Number(rows[0].replies)
+      }
+    }
+    const before = await counts()
+    expect(before.processed).toBeGreaterThanOrEqual(2) // the Submit and the Run
+    const pruned = await Effect.runPromise(
+      pruneSql({ before: Date.now() + 1000 }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(db) })))
+    )
+    expect(pruned).toBe(before.processed)
+    const after = await counts()
+    expect(after).toEqual({ processed: 0, pending: before.pending, replies: 0 })
   }, 180_000)
 })
