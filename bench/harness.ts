@@ -34,7 +34,8 @@ export const startRuntime = async () => {
       ConnectionLive,
       ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory()))
     )),
-    Layer.provideMerge(ShardingMemory())
+    // as `npm start` runs: one process, no simulated wire
+    Layer.provideMerge(ShardingMemory({ simulateRemoteSerialization: false }))
   )
   const scope = Effect.runSync(Scope.make())
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))

@@ -58,15 +58,17 @@ class StepFailed {
  */
 export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
   const config = yield* AgentConfig
+  // Clients are built once for all sessions, not per activation.
+  const connection = yield* Connection.client
+  const toolWorker = yield* ToolWorker.client
+  const sessions = yield* AgentSession.client
   return AgentSession.toLayer(
     Effect.gen(function*() {
       const address = yield* Entity.CurrentAddress
       const { key, tenantId } = parseEntityId(address.entityId)
       const sessionId = key as SessionId
       const store = yield* SessionStore
-      const connection = yield* Connection.client
-      const toolWorker = yield* ToolWorker.client
-      const self = (yield* AgentSession.client)(address.entityId)
+      const self = sessions(address.entityId)
       const attributes = { "tenant.id": tenantId, "session.id": sessionId }
 
       let state: Mutable<SessionState> = yield* store.load(tenantId, sessionId).pipe(
