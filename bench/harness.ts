@@ -16,7 +16,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import { createServer } from "node:http"
-import { ShardingMemory } from "../packages/cluster/src/Runtime.js"
+import { GatewayLive, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
 
 /** The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port. */
 export const startRuntime = async () => {
@@ -31,9 +31,10 @@ export const startRuntime = async () => {
     Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })),
     Layer.provideMerge(Layer.mergeAll(
       AgentSessionLive.pipe(Layer.provide(SessionStore.layerMemory), Layer.provide(AgentConfig.layer())),
-      ConnectionLive,
+      ConnectionLive.pipe(Layer.provide(GatewayLive)),
       ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory()))
     )),
+    Layer.provideMerge(IntegratorStores),
     // as `npm start` runs: one process, no simulated wire
     Layer.provideMerge(ShardingMemory({ simulateRemoteSerialization: false }))
   )

@@ -11,11 +11,23 @@ export class AgentConfig extends Context.Tag("@altan/agent/AgentConfig")<AgentCo
   readonly maxParallelToolCalls: number
   /** An idle session is passivated after this long; its state is already in the store. */
   readonly sessionMaxIdleTime: Duration.Duration
+  /** LLM turns a natural-language task may take unless it says otherwise. */
+  readonly maxSteps: number
+  /** Tokens (prompt + completion) a task may spend before it stops. */
+  readonly taskTokenBudget: number
+  /** Characters of session history sent to the model; older turns are dropped first. */
+  readonly historyBudgetChars: number
+  /** Characters of one tool result given back to the model. */
+  readonly maxToolResultChars: number
 }>() {}
 
 export const defaults: AgentConfig["Type"] = {
   maxParallelToolCalls: 8,
-  sessionMaxIdleTime: Duration.minutes(15)
+  sessionMaxIdleTime: Duration.minutes(15),
+  maxSteps: 10,
+  taskTokenBudget: 200_000,
+  historyBudgetChars: 100_000,
+  maxToolResultChars: 16_000
 }
 
 export const layer = (options?: Partial<AgentConfig["Type"]>): Layer.Layer<AgentConfig> =>
@@ -30,6 +42,14 @@ export const config: Config.Config<AgentConfig["Type"]> = Config.all({
   sessionMaxIdleTime: Config.duration("SESSION_MAX_IDLE_TIME").pipe(
     Config.withDefault(defaults.sessionMaxIdleTime),
     Config.withDescription("Idle time after which a session leaves memory.")
+  ),
+  maxSteps: Config.integer("AGENT_MAX_STEPS").pipe(Config.withDefault(defaults.maxSteps)),
+  taskTokenBudget: Config.integer("AGENT_TASK_TOKEN_BUDGET").pipe(Config.withDefault(defaults.taskTokenBudget)),
+  historyBudgetChars: Config.integer("AGENT_HISTORY_BUDGET_CHARS").pipe(
+    Config.withDefault(defaults.historyBudgetChars)
+  ),
+  maxToolResultChars: Config.integer("AGENT_MAX_TOOL_RESULT_CHARS").pipe(
+    Config.withDefault(defaults.maxToolResultChars)
   )
 })
 

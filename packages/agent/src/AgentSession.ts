@@ -1,11 +1,12 @@
 import { AgentSession } from "@altan/domain/AgentSession"
-import { Connection } from "@altan/domain/Connection"
+import { Connection, llmProvider } from "@altan/domain/Connection"
 import { Conflict, InvalidRequest, NotFound } from "@altan/domain/Errors"
 import { parseEntityId, type SessionId, type TaskId } from "@altan/domain/Ids"
-import type { Plan, Step, Task, TaskError } from "@altan/domain/Task"
+import type { ChatMessage } from "@altan/domain/Llm"
+import type { Plan, Step, Task, TaskError, Turn } from "@altan/domain/Task"
 import { emptyUsage, isTerminal } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
-import { ToolWorker } from "@altan/domain/ToolWorker"
+import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -18,6 +19,7 @@ import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { AgentConfig } from "./AgentConfig.js"
+import { systemPrompt, toolResult, trimHistory } from "./Conversation.js"
 import * as PlanGraph from "./Plan.js"
 import { type SessionState, SessionStore } from "./SessionStore.js"
 
@@ -279,24 +281,158 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           }))
         })
 
+      const failTask = (taskId: TaskId, error: TaskError) =>
+        updateTask(taskId, (t) => ({ ...t, status: "failed", error }))
+
+      const recordTurn = (taskId: TaskId, turn: Omit<Turn, "finished_at">) =>
+        Effect.flatMap(now, (at) =>
+          updateTask(taskId, (t) => ({
+            ...t,
+            usage: {
+              ...t.usage,
+              llm_calls: t.usage.llm_calls + turn.attempts.length,
+              prompt_tokens: t.usage.prompt_tokens + turn.prompt_tokens,
+              completion_tokens: t.usage.completion_tokens + turn.completion_tokens
+            },
+            turns: [...(t.turns ?? []), { ...turn, finished_at: at }]
+          })))
+
+      /**
+       * The agent loop: an LLM turn, the turn's tool calls in parallel, their results back to the
+       * model, until it answers without calling tools, runs out of turns or spends its token budget.
+       */
+      const executeConversation = (task: Task) =>
+        Effect.gen(function*() {
+          const llms = task.llms ?? []
+          const maxSteps = task.max_steps ?? config.maxSteps
+          const catalog = yield* toolWorker(catalogId(tenantId)).List().pipe(
+            Effect.mapError((e) =>
+              new InvalidRequest({ code: "unavailable", message: `cannot list the tools (${e._tag})` })
+            )
+          )
+          const allowed = task.tools ? catalog.filter((t) => task.tools!.includes(t.tool_id)) : catalog
+          const byId = new Map(allowed.map((t) => [t.tool_id as string, t]))
+          const known = new Set(catalog.map((t) => t.tool_id as string))
+          const functions = allowed.map((t) => ({
+            name: t.tool_id,
+            description: t.description,
+            parameters: t.input_schema
+          }))
+          const history = trimHistory(state.messages as ReadonlyArray<ChatMessage>, config.historyBudgetChars)
+          const transcript: Array<ChatMessage> = [{ role: "user", content: task.input as string }]
+          const limit = yield* Effect.makeSemaphore(config.maxParallelToolCalls)
+
+          for (let turn = 1; turn <= maxSteps; turn++) {
+            const spent = state.tasks[task.task_id]!.usage
+            if (spent.prompt_tokens + spent.completion_tokens >= config.taskTokenBudget) {
+              return yield* failTask(task.task_id, {
+                code: "token_budget",
+                message: `the task spent its budget of ${config.taskTokenBudget} tokens`
+              })
+            }
+            const result = yield* connection(`${tenantId}/${llmProvider(llms[0]!)}`).Complete({
+              messages: [systemPrompt(allowed), ...history, ...transcript],
+              tools: functions,
+              fallbacks: llms.slice(1),
+              task_id: task.task_id
+            }).pipe(Effect.either)
+            if (Either.isLeft(result)) {
+              const e = result.left
+              if ("attempts" in e) {
+                yield* recordTurn(task.task_id, {
+                  llm_id: llms[0]!,
+                  attempts: e.attempts,
+                  tool_calls: [],
+                  prompt_tokens: 0,
+                  completion_tokens: 0
+                })
+              }
+              return yield* failTask(
+                task.task_id,
+                "code" in e
+                  ? { code: e.code, message: e.message }
+                  : { code: "unavailable", message: `the LLM gateway could not take the call (${e._tag})` }
+              )
+            }
+            const completion = result.right
+            yield* recordTurn(task.task_id, {
+              llm_id: completion.llm_id,
+              attempts: completion.attempts,
+              tool_calls: completion.tool_calls.map((c) => c.name),
+              ...completion.usage
+            })
+            transcript.push(
+              completion.tool_calls.length > 0
+                ? { role: "assistant", content: completion.content, tool_calls: completion.tool_calls }
+                : { role: "assistant", content: completion.content }
+            )
+            if (completion.tool_calls.length === 0) {
+              // the exchange becomes part of the session's context for its next tasks
+              state = { ...state, messages: [...state.messages, ...transcript] }
+              return yield* updateTask(
+                task.task_id,
+                (t) => ({ ...t, status: "succeeded", output: completion.content ?? "" })
+              )
+            }
+            const calls = completion.tool_calls.map((call, i) => ({ call, id: `${turn}.${i + 1}` }))
+            yield* updateTask(task.task_id, (t) => ({
+              ...t,
+              steps: [
+                ...t.steps,
+                ...calls.map(({ call, id }) => ({
+                  id,
+                  tool: call.name,
+                  status: "pending" as const,
+                  input: call.arguments,
+                  attempts: 0
+                }))
+              ]
+            }))
+            const results = yield* Effect.forEach(calls, ({ call, id }) => {
+              const spec = byId.get(call.name)
+              if (!spec) {
+                // never executed: the model learns why and may try something else
+                const error = known.has(call.name)
+                  ? { code: "tool_not_allowed", message: `${call.name} is not allowed for this task` }
+                  : { code: "unknown_tool", message: `there is no tool named ${call.name}` }
+                return updateStep(task.task_id, id, (s) => ({ ...s, status: "failed", error })).pipe(
+                  Effect.as({ error })
+                )
+              }
+              return runStep(task, { id, tool: spec.tool_id, input: {} }, spec, call.arguments, limit).pipe(
+                Effect.map((output): unknown => ({ output })),
+                Effect.catchTag(
+                  "StepFailed",
+                  () => Effect.sync(() => ({ error: state.tasks[task.task_id]!.steps.find((s) => s.id === id)?.error }))
+                )
+              )
+            }, { concurrency: "unbounded" })
+            calls.forEach(({ call }, i) =>
+              transcript.push({
+                role: "tool",
+                tool_call_id: call.id,
+                content: toolResult(results[i], config.maxToolResultChars)
+              })
+            )
+          }
+          return yield* failTask(task.task_id, {
+            code: "max_steps",
+            message: `no final answer after ${maxSteps} LLM turns`
+          })
+        })
+
       const execute = (taskId: TaskId) =>
         Effect.gen(function*() {
           const task = yield* updateTask(taskId, (t) => ({ ...t, status: "running" }))
-          if (typeof task.input === "string") {
-            return yield* updateTask(taskId, (t) => ({
-              ...t,
-              status: "failed",
-              error: { code: "llm_not_configured", message: "natural-language tasks need an LLM; none is configured" }
-            }))
-          }
-          return yield* executePlan(task, task.input as Plan).pipe(
-            Effect.catchTag("InvalidRequest", (e) =>
-              updateTask(taskId, (t) => ({
-                ...t,
-                status: "failed",
-                error: { code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) }
-              })))
-          )
+          return yield* (typeof task.input === "string" ? executeConversation(task) : executePlan(task, task.input))
+            .pipe(
+              Effect.catchTag("InvalidRequest", (e) =>
+                updateTask(taskId, (t) => ({
+                  ...t,
+                  status: "failed",
+                  error: { code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) }
+                })))
+            )
         }).pipe(
           Effect.onInterrupt(() =>
             updateTask(taskId, (t) =>
@@ -321,7 +457,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             if (principal.tenantId !== tenantId) {
               return yield* new InvalidRequest({ message: "the principal does not belong to this session's tenant" })
             }
-            if (typeof request.input === "string") {
+            if (typeof request.input === "string" && payload.llms.length === 0) {
               return yield* new InvalidRequest({
                 code: "llm_not_configured",
                 message: "natural-language tasks need an LLM, and none is configured for this tenant; " +
@@ -329,16 +465,19 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 details: { field: "input" }
               })
             }
-            const plan = yield* checkPlan(request.input, request.tools)
+            const plan = typeof request.input === "string" ? undefined : yield* checkPlan(request.input, request.tools)
             const at = yield* now
             const task: Task = {
               task_id,
               session_id: sessionId,
               status: "queued",
               input: request.input,
-              steps: request.input.steps.map((s) => ({ id: s.id, tool: s.tool, status: "pending", attempts: 0 })),
+              steps: typeof request.input === "string"
+                ? []
+                : request.input.steps.map((s) => ({ id: s.id, tool: s.tool, status: "pending", attempts: 0 })),
               usage: emptyUsage,
-              ...(request.llm_id ? { llm_id: request.llm_id } : {}),
+              ...(payload.llms.length > 0 ? { llm_id: payload.llms[0]!, llms: payload.llms } : {}),
+              ...(request.max_steps ? { max_steps: request.max_steps } : {}),
               ...(request.tools ? { tools: request.tools } : {}),
               ...(request.idempotency_key ? { idempotency_key: request.idempotency_key } : {}),
               created_at: at,
@@ -351,7 +490,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               updated_at: at
             }
             yield* persist
-            checked.set(task_id, plan)
+            if (plan) checked.set(task_id, plan)
             // The run is a persisted message too: it is redelivered if this runner dies mid-task.
             yield* self.Run({ task_id }, { discard: true }).pipe(
               Effect.catchAll((e) =>

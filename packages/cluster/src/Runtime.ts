@@ -5,7 +5,10 @@ import * as Auth from "@altan/integrator/Auth"
 import { ConnectionLive } from "@altan/integrator/Connection"
 import { HttpLive } from "@altan/integrator/Http"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
+import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
+import * as SecretStore from "@altan/integrator/SecretStore"
+import * as TenantConfig from "@altan/integrator/TenantConfig"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
 import * as MessageStorage from "@effect/cluster/MessageStorage"
@@ -130,6 +133,12 @@ const ReadinessLive = Layer.effect(
   })
 )
 
+/** The integrator's tenant configuration and secrets, shared by the HTTP edge and the connections. */
+export const IntegratorStores = Layer.mergeAll(TenantConfig.layerMemory, SecretStore.layerMemory)
+
+/** The LLM gateway over the integrator's stores. */
+export const GatewayLive = LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfig))
+
 /** Integrator Engine: `Connection` entities and the public HTTP API. */
 export const IntegratorLive = Layer.unwrapEffect(Effect.gen(function*() {
   const config = yield* RuntimeConfig
@@ -142,7 +151,7 @@ export const IntegratorLive = Layer.unwrapEffect(Effect.gen(function*() {
       Layer.provideMerge(NodeHttpServer.layer(createServer, { port: http.port, host: config.httpHost })),
       Layer.provide(IntegratorConfig.layer(http))
     )
-  )
+  ).pipe(Layer.provide(GatewayLive), Layer.provide(IntegratorStores))
 })).pipe(Layer.provideMerge(Auth.layerDevIssuer), Layer.provideMerge(Auth.layerConfig))
 
 const services: Record<Exclude<Role, "all">, Layer.Layer<never, any, any>> = {

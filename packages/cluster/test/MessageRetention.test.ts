@@ -24,11 +24,11 @@ layer(clusterLayer(probes), { excludeTestServices: true })("message retention (m
       const sessions = yield* AgentSession.client
       // a task that never finishes: its Run message stays unprocessed
       const hanging = sessions("t1/hang")
-      yield* hanging.Submit({ task_id: "hang.1" as TaskId, request: plan("probe.hang"), principal })
+      yield* hanging.Submit({ task_id: "hang.1" as TaskId, request: plan("probe.hang"), principal, llms: [] })
       while (!probes.calls.some((c) => c.tool === "probe.hang")) yield* Effect.sleep("5 millis")
       for (let i = 0; i < 20; i++) {
         const s = sessions(`t1/r${i}`)
-        yield* s.Submit({ task_id: `r${i}.t` as TaskId, request: plan("probe.echo"), principal })
+        yield* s.Submit({ task_id: `r${i}.t` as TaskId, request: plan("probe.echo"), principal, llms: [] })
         yield* s.GetTask({ task_id: `r${i}.t` as TaskId, wait_ms: 5000 })
       }
       const before = driver.journal.length
@@ -46,13 +46,14 @@ layer(clusterLayer(probes), { excludeTestServices: true })("message retention (m
       const again = yield* sessions("t1/r3").Submit({
         task_id: "r3.t" as TaskId,
         request: plan("probe.echo"),
-        principal
+        principal,
+        llms: []
       })
       expect(again.status).toBe("succeeded")
       expect(probes.calls.length).toBe(callsBefore)
       // new work flows through the pruned storage, and the hanging task can still be cancelled
       const fresh = sessions("t1/fresh")
-      yield* fresh.Submit({ task_id: "fresh.t" as TaskId, request: plan("probe.echo"), principal })
+      yield* fresh.Submit({ task_id: "fresh.t" as TaskId, request: plan("probe.echo"), principal, llms: [] })
       expect((yield* fresh.GetTask({ task_id: "fresh.t" as TaskId, wait_ms: 5000 })).status).toBe("succeeded")
       expect((yield* hanging.Cancel({ task_id: "hang.1" as TaskId })).status).toBe("cancelled")
     }))

@@ -18,7 +18,7 @@ const submit = (input: unknown, extra: Partial<TaskRequest> = {}) =>
     const client = (yield* AgentSession.client)(`t1/${session}`)
     const task_id = `${session}.task` as TaskId
     const request = Schema.decodeUnknownSync(TaskRequestSchema)({ input, ...extra })
-    const accepted = yield* client.Submit({ task_id, request, principal }).pipe(Effect.either)
+    const accepted = yield* client.Submit({ task_id, request, principal, llms: [] }).pipe(Effect.either)
     if (accepted._tag === "Left") return { rejected: accepted.left, task: undefined }
     const task = yield* client.GetTask({ task_id, wait_ms: 10_000 })
     return { rejected: undefined, task }
@@ -186,7 +186,8 @@ layer(clusterLayer(probes), { excludeTestServices: true })("structured plans", (
           mode: "async",
           timeout_ms: 1000
         } as any,
-        principal
+        principal,
+        llms: []
       })
       // wait until the hanging tool is really running
       while (!probes.calls.some((c) => c.tool === "probe.hang")) yield* Effect.sleep("10 millis")
@@ -207,9 +208,9 @@ layer(clusterLayer(probes), { excludeTestServices: true })("structured plans", (
         mode: "sync",
         timeout_ms: 1000
       } as any
-      const first = yield* client.Submit({ task_id, request, principal })
+      const first = yield* client.Submit({ task_id, request, principal, llms: [] })
       yield* client.GetTask({ task_id, wait_ms: 5000 })
-      const second = yield* client.Submit({ task_id, request, principal })
+      const second = yield* client.Submit({ task_id, request, principal, llms: [] })
       expect(second.task_id).toBe(first.task_id)
       expect(second.created_at).toBe(first.created_at)
       expect(probes.calls.length).toBe(1)

@@ -3,6 +3,7 @@ import { AgentSessionLive } from "@altan/agent/AgentSession"
 import * as SessionStore from "@altan/agent/SessionStore"
 import { ToolFailed } from "@altan/domain/ToolWorker"
 import { ConnectionLive } from "@altan/integrator/Connection"
+import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Tool from "@altan/tool/Tool"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
@@ -10,7 +11,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
-import { ShardingMemory } from "../src/Runtime.js"
+import { IntegratorStores, ShardingMemory } from "../src/Runtime.js"
 
 /**
  * Probe tools registered beside the built-ins. They run inside the real ToolWorker, reached through
@@ -90,10 +91,19 @@ export const makeProbes = () => {
   }
 }
 
-/** All three services' entities on one in-memory runner, with the probes registered. */
-export const clusterLayer = (probes: ReturnType<typeof makeProbes>) =>
+/**
+ * All three services' entities on one in-memory runner, with the probes registered. The integrator's
+ * stores are part of the output, so an HTTP edge built on top shares them with the connections.
+ */
+export const clusterLayer = (
+  probes: ReturnType<typeof makeProbes>,
+  options: {
+    readonly agent?: Partial<AgentConfig.AgentConfig["Type"]>
+    readonly llm?: Partial<LlmGateway.LlmGatewayConfig["Type"]>
+  } = {}
+) =>
   Layer.mergeAll(
-    AgentSessionLive.pipe(Layer.provide(SessionStore.layerMemory), Layer.provide(AgentConfig.layer())),
-    ConnectionLive,
+    AgentSessionLive.pipe(Layer.provide(SessionStore.layerMemory), Layer.provide(AgentConfig.layer(options.agent))),
+    ConnectionLive.pipe(Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue(options.llm))))),
     ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory({ extra: probes.tools })))
-  ).pipe(Layer.provideMerge(ShardingMemory()))
+  ).pipe(Layer.provideMerge(IntegratorStores), Layer.provideMerge(ShardingMemory()))

@@ -18,7 +18,13 @@ export const SubmitError = Schema.Union(InvalidRequest, Conflict)
  */
 export const AgentSession = Entity.make("AgentSession", [
   Rpc.make("Submit", {
-    payload: { task_id: TaskId, request: TaskRequest, principal: Principal },
+    payload: {
+      task_id: TaskId,
+      request: TaskRequest,
+      principal: Principal,
+      /** The LLMs to use, in order: the task's or tenant's default, then the tenant's fallbacks. */
+      llms: Schema.Array(Schema.String)
+    },
     success: Task,
     error: SubmitError,
     primaryKey: (p) => p.task_id

@@ -16,7 +16,10 @@ import {
   UnavailableHttp
 } from "./Errors.js"
 import { SessionId, TaskId } from "./Ids.js"
+import { LlmConfig, LlmId } from "./LlmConfig.js"
 import { CurrentPrincipal } from "./Principal.js"
+import { SecretName } from "./Secret.js"
+import { Settings } from "./Settings.js"
 import { SessionInfo, Task, TaskRequest } from "./Task.js"
 
 /** Verifies `Authorization: Bearer <JWT>` and provides the caller's `Principal`. */
@@ -53,6 +56,38 @@ export class SessionsGroup extends HttpApiGroup.make("sessions")
   .middleware(Authentication)
 {}
 
+const llmId = HttpApiSchema.param("llm_id", LlmId)
+const secretName = HttpApiSchema.param("name", SecretName)
+
+/** Tenant LLMs, as the seed writes them. Admin only. */
+export class LlmsGroup extends HttpApiGroup.make("llms")
+  .add(HttpApiEndpoint.put("put")`/v1/llms/${llmId}`.setPayload(LlmConfig).addSuccess(LlmConfig))
+  .add(HttpApiEndpoint.get("get")`/v1/llms/${llmId}`.addSuccess(LlmConfig))
+  .add(HttpApiEndpoint.get("list", "/v1/llms").addSuccess(Schema.Array(LlmConfig)))
+  .add(HttpApiEndpoint.del("delete")`/v1/llms/${llmId}`.addSuccess(HttpApiSchema.NoContent))
+  .addError(NotFoundHttp)
+  .middleware(Authentication)
+{}
+
+/** Tenant settings: default and fallback LLMs, egress allowlist, provider base URLs. Admin only. */
+export class SettingsGroup extends HttpApiGroup.make("settings")
+  .add(HttpApiEndpoint.put("put", "/v1/settings").setPayload(Settings).addSuccess(Settings))
+  .add(HttpApiEndpoint.get("get", "/v1/settings").addSuccess(Settings))
+  .middleware(Authentication)
+{}
+
+/** Write-only secrets, referred to by name from LLM configs and connections. Admin only. */
+export class SecretsGroup extends HttpApiGroup.make("secrets")
+  .add(
+    HttpApiEndpoint.put("put")`/v1/secrets/${secretName}`
+      .setPayload(Schema.Struct({ value: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(16_384)) }))
+      .addSuccess(HttpApiSchema.NoContent)
+  )
+  .add(HttpApiEndpoint.del("delete")`/v1/secrets/${secretName}`.addSuccess(HttpApiSchema.NoContent))
+  .addError(NotFoundHttp)
+  .middleware(Authentication)
+{}
+
 export const Health = Schema.Struct({ status: Schema.Literal("ok") })
 export const Readiness = Schema.Struct({
   status: Schema.Literal("ok"),
@@ -69,6 +104,9 @@ export class HealthGroup extends HttpApiGroup.make("health")
 export class Api extends HttpApi.make("altan")
   .add(TasksGroup)
   .add(SessionsGroup)
+  .add(LlmsGroup)
+  .add(SettingsGroup)
+  .add(SecretsGroup)
   .add(HealthGroup)
   .addError(InvalidRequestHttp)
   .addError(ForbiddenHttp)

@@ -2,6 +2,7 @@ import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
+import { ChatMessage, Completion, FunctionTool, LlmError } from "./Llm.js"
 import { ToolError, ToolResult } from "./ToolWorker.js"
 
 /**
@@ -18,5 +19,22 @@ export const Connection = Entity.make("Connection", [
     },
     success: ToolResult,
     error: ToolError
+  }),
+  /**
+   * One LLM turn, sent to `Connection[tenant/llm:<llm_id>]`. On persistent failure the connection
+   * hands the turn to the next of `fallbacks`, in order.
+   */
+  Rpc.make("Complete", {
+    payload: {
+      messages: Schema.Array(ChatMessage),
+      tools: Schema.Array(FunctionTool),
+      fallbacks: Schema.Array(Schema.String),
+      task_id: Schema.optional(Schema.String)
+    },
+    success: Completion,
+    error: LlmError
   })
 ]).annotate(ClusterSchema.ShardGroup, () => "integrator")
+
+/** The provider name of an LLM's connection. */
+export const llmProvider = (llmId: string) => `llm:${llmId}`

@@ -1,6 +1,7 @@
 import * as Schema from "effect/Schema"
 import { ErrorDetails } from "./Errors.js"
 import { SessionId, TaskId, ToolId } from "./Ids.js"
+import { LlmAttempt } from "./Llm.js"
 
 /** A plan step id: referenced by `depends_on` and `{"$ref": "<step>.output.<path>"}`. */
 export const StepId = Schema.String.pipe(
@@ -40,7 +41,8 @@ export const TaskRequest = Schema.Struct({
   tools: Schema.optional(Schema.Array(ToolId).pipe(Schema.maxItems(256))),
   mode: Schema.optionalWith(TaskMode, { default: () => "sync" as const }),
   timeout_ms: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 15 * 60_000)), { default: () => 30_000 }),
-  idempotency_key: Schema.optional(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(256)))
+  idempotency_key: Schema.optional(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(256))),
+  max_steps: Schema.optional(Schema.Int.pipe(Schema.between(1, 50)))
 })
 export type TaskRequest = typeof TaskRequest.Type
 
@@ -87,6 +89,17 @@ export type Usage = typeof Usage.Type
 
 export const emptyUsage: Usage = { llm_calls: 0, tool_calls: 0, prompt_tokens: 0, completion_tokens: 0 }
 
+/** One LLM turn of a natural-language task: which model answered, after which attempts, asking for which tools. */
+export const Turn = Schema.Struct({
+  llm_id: Schema.String,
+  attempts: Schema.Array(LlmAttempt),
+  tool_calls: Schema.Array(Schema.String),
+  prompt_tokens: Schema.Int,
+  completion_tokens: Schema.Int,
+  finished_at: Schema.String
+})
+export type Turn = typeof Turn.Type
+
 /** A task as the API returns it. */
 export const Task = Schema.Struct({
   task_id: TaskId,
@@ -96,8 +109,12 @@ export const Task = Schema.Struct({
   output: Schema.optional(Schema.Unknown),
   error: Schema.optional(TaskError),
   steps: Schema.Array(Step),
+  turns: Schema.optional(Schema.Array(Turn)),
   usage: Usage,
   llm_id: Schema.optional(Schema.String),
+  /** The LLMs this task may use, in order (natural-language tasks). */
+  llms: Schema.optional(Schema.Array(Schema.String)),
+  max_steps: Schema.optional(Schema.Int),
   tools: Schema.optional(Schema.Array(Schema.String)),
   idempotency_key: Schema.optional(Schema.String),
   created_at: Schema.String,

@@ -71,5 +71,10 @@ export const ToolWorker = Entity.make("ToolWorker", [
     success: ToolResult,
     error: ToolError
   }),
-  Rpc.make("Describe", { success: ToolSpec, error: ToolNotFound })
+  Rpc.make("Describe", { success: ToolSpec, error: ToolNotFound }),
+  /** Every tool of the tenant; sent to `ToolWorker[tenant/_catalog]`. */
+  Rpc.make("List", { success: Schema.Array(ToolSpec) })
 ]).annotate(ClusterSchema.ShardGroup, () => "tool")
+
+/** The entity that answers `List` for a tenant (not a tool id: those cannot start with `_`). */
+export const catalogId = (tenantId: string) => `${tenantId}/_catalog`

@@ -1,40 +1,89 @@
-import { Connection } from "@altan/domain/Connection"
+import { Connection, llmProvider } from "@altan/domain/Connection"
 import { parseEntityId } from "@altan/domain/Ids"
+import { LlmBadResponse, LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
 import { ToolFailed, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
+import { LlmGateway } from "./LlmGateway.js"
 
 /**
- * `Connection[tenant/provider]`: the tenant's relationship with one upstream. For now it forwards
- * each call to `ToolWorker[tenant/tool]`; credentials, budgets and retries live here as they land.
+ * `Connection[tenant/provider]`: the tenant's relationship with one upstream. Tool calls go on to
+ * `ToolWorker[tenant/tool]`; an LLM connection (`llm:<id>`) answers turns through the gateway and,
+ * when its LLM keeps failing, hands the turn to the next fallback's connection.
  */
-export const ConnectionLive = Layer.unwrapEffect(Effect.map(ToolWorker.client, (toolWorker) =>
-  Connection.toLayer(
+export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
+  const toolWorker = yield* ToolWorker.client
+  const connections = yield* Connection.client
+  const gateway = yield* LlmGateway
+  return Connection.toLayer(
     Effect.gen(function*() {
       const address = yield* Entity.CurrentAddress
       const { key: provider, tenantId } = parseEntityId(address.entityId)
       return Connection.of({
-        Invoke: ({ payload }) =>
-          toolWorker(`${tenantId}/${payload.tool_id}`).Execute({
+        Invoke: ({ payload }) => {
+          const toolUnavailable = (e: { readonly _tag: string }) =>
+            Effect.fail(
+              new ToolFailed({
+                tool_id: payload.tool_id,
+                message: `the tool service could not take the call (${e._tag})`,
+                retryable: true
+              })
+            )
+          return toolWorker(`${tenantId}/${payload.tool_id}`).Execute({
             input: payload.input,
             ...(payload.task_id ? { task_id: payload.task_id } : {}),
             ...(payload.step_id ? { step_id: payload.step_id } : {})
           }).pipe(
-            Effect.catchIf(
-              (e) => e._tag === "MailboxFull" || e._tag === "AlreadyProcessingMessage" || e._tag === "PersistenceError",
-              (e) =>
-                new ToolFailed({
-                  tool_id: payload.tool_id,
-                  message: `the tool service could not take the call (${e._tag})`,
-                  retryable: true
-                })
-            ),
+            Effect.catchTags({
+              MailboxFull: toolUnavailable,
+              AlreadyProcessingMessage: toolUnavailable,
+              PersistenceError: toolUnavailable
+            }),
             Effect.withSpan("Connection.invoke", {
               attributes: { "tenant.id": tenantId, provider, "tool.id": payload.tool_id }
             })
           )
+        },
+
+        Complete: ({ payload }) =>
+          Effect.gen(function*() {
+            if (!provider.startsWith("llm:")) {
+              return yield* new LlmNotConfigured({ message: `${provider} is not an LLM connection` })
+            }
+            const first = yield* Effect.either(gateway.complete(tenantId, provider.slice(4), payload))
+            const [next, ...rest] = payload.fallbacks
+            if (Either.isRight(first)) return first.right
+            const failed = first.left
+            if (next === undefined || failed._tag === "LlmNotConfigured") return yield* failed
+            const unreachable = (e: { readonly _tag: string }) =>
+              Effect.fail(
+                new LlmUnavailable({ message: `fallback ${next} could not be reached (${e._tag})`, attempts: [] })
+              )
+            const fallback = yield* Effect.either(
+              connections(`${tenantId}/${llmProvider(next)}`).Complete({ ...payload, fallbacks: rest }).pipe(
+                Effect.catchTags({
+                  MailboxFull: unreachable,
+                  AlreadyProcessingMessage: unreachable,
+                  PersistenceError: unreachable
+                })
+              )
+            )
+            if (Either.isRight(fallback)) {
+              return { ...fallback.right, attempts: [...failed.attempts, ...fallback.right.attempts] }
+            }
+            const f = fallback.left
+            if (f._tag === "LlmNotConfigured") {
+              return yield* f
+            }
+            const attempts = [...failed.attempts, ...f.attempts]
+            return yield* (f._tag === "LlmUnavailable"
+              ? new LlmUnavailable({ message: f.message, attempts })
+              : new LlmBadResponse({ message: f.message, attempts }))
+          }).pipe(Effect.withSpan("Connection.complete", { attributes: { "tenant.id": tenantId, provider } }))
       })
     }),
     { concurrency: "unbounded", maxIdleTime: "15 minutes" }
-  )))
+  )
+}))

@@ -1,9 +1,9 @@
 import { AgentSession } from "@altan/domain/AgentSession"
 import { Api } from "@altan/domain/Api"
-import { InvalidRequest, Unavailable } from "@altan/domain/Errors"
+import { Forbidden, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
 import { type SessionId, sessionOfTask, type TaskId } from "@altan/domain/Ids"
-import { CurrentPrincipal } from "@altan/domain/Principal"
-import { isTerminal, Task } from "@altan/domain/Task"
+import { CurrentPrincipal, type Principal } from "@altan/domain/Principal"
+import { isTerminal, Task, type TaskRequest } from "@altan/domain/Task"
 import type { AlreadyProcessingMessage, MailboxFull, PersistenceError } from "@effect/cluster/ClusterError"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
@@ -20,11 +20,14 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import { createHash, randomBytes } from "node:crypto"
 import type { Readable } from "node:stream"
 import { AuthenticationLive } from "./Auth.js"
 import { IntegratorConfig } from "./IntegratorConfig.js"
 import * as Readiness from "./Readiness.js"
+import { SecretStore } from "./SecretStore.js"
+import { TenantConfig } from "./TenantConfig.js"
 
 const random = () => randomBytes(12).toString("base64url")
 const digest = (...parts: ReadonlyArray<string>) =>
@@ -69,27 +72,67 @@ const orUnavailable = <A, E extends { readonly _tag: string }, R>(
 
 const encodeTask = HttpServerResponse.schemaJson(Task)
 
+/** Configuration routes are for the tenant's admins. */
+const requireAdmin = Effect.flatMap(CurrentPrincipal, (principal) =>
+  principal.role === "admin"
+    ? Effect.succeed(principal)
+    : Effect.fail(new Forbidden({ message: "this route needs the admin role" })))
+
+/**
+ * The LLMs a natural-language task will use, in order: the task's `llm_id` or the tenant's
+ * `default_llm`, then the configured `fallback_llms`. Resolved here, where tenant configuration lives.
+ */
+const resolveLlms = (config: TenantConfig["Type"], principal: Principal, request: TaskRequest) =>
+  Effect.gen(function*() {
+    if (typeof request.input !== "string") return []
+    const settings = yield* config.getSettings(principal.tenantId)
+    const primary = request.llm_id ?? settings.default_llm
+    if (!primary) {
+      return yield* new InvalidRequest({
+        code: "llm_not_configured",
+        message: "natural-language tasks need an LLM: configure one (PUT /v1/llms/{llm_id}) and set default_llm " +
+          "(PUT /v1/settings), or pass llm_id",
+        details: { field: "input" }
+      })
+    }
+    if (Option.isNone(yield* config.getLlm(principal.tenantId, primary))) {
+      return yield* new InvalidRequest({
+        code: "unknown_llm",
+        message: `no LLM "${primary}" is configured for this tenant`,
+        details: { field: request.llm_id ? "llm_id" : "settings.default_llm" }
+      })
+    }
+    const fallbacks: Array<string> = []
+    for (const id of settings.fallback_llms) {
+      if (id !== primary && Option.isSome(yield* config.getLlm(principal.tenantId, id))) fallbacks.push(id)
+    }
+    return [primary, ...fallbacks]
+  })
+
 const TasksLive = HttpApiBuilder.group(Api, "tasks", (handlers) =>
   Effect.gen(function*() {
     const sessions = yield* AgentSession.client
+    const config = yield* TenantConfig
     return handlers
       .handle("create", ({ payload }) =>
         Effect.gen(function*() {
           const principal = yield* CurrentPrincipal
           const { sessionId, taskId } = taskIds(principal.tenantId, payload.session_id, payload.idempotency_key)
           const session = sessions(`${principal.tenantId}/${sessionId}`)
+          const llms = yield* resolveLlms(config, principal, payload)
           // The submit is persisted: if it times out here it may still run once delivered.
-          const accepted = yield* orUnavailable(session.Submit({ task_id: taskId, request: payload, principal })).pipe(
-            Effect.mapError((e) =>
-              e._tag === "Unavailable"
-                ? new Unavailable({
-                  message:
-                    `${e.message}; the task may still run: read it by its id, or repeat with the same idempotency_key`,
-                  details: { task_id: taskId, session_id: sessionId }
-                })
-                : e
+          const accepted = yield* orUnavailable(session.Submit({ task_id: taskId, request: payload, principal, llms }))
+            .pipe(
+              Effect.mapError((e) =>
+                e._tag === "Unavailable"
+                  ? new Unavailable({
+                    message:
+                      `${e.message}; the task may still run: read it by its id, or repeat with the same idempotency_key`,
+                    details: { task_id: taskId, session_id: sessionId }
+                  })
+                  : e
+              )
             )
-          )
           const task = payload.mode === "sync" && !isTerminal(accepted.status)
             ? yield* orUnavailable(
               session.GetTask({ task_id: taskId, wait_ms: payload.timeout_ms }),
@@ -125,6 +168,85 @@ const SessionsLive = HttpApiBuilder.group(Api, "sessions", (handlers) =>
       .handle("reset", ({ path }) =>
         Effect.flatMap(CurrentPrincipal, (principal) =>
           sessions(`${principal.tenantId}/${path.session_id}`).Reset()).pipe(orUnavailable))
+  }))
+
+const LlmsLive = HttpApiBuilder.group(Api, "llms", (handlers) =>
+  Effect.gen(function*() {
+    const config = yield* TenantConfig
+    const notFound = (llmId: string) => new NotFound({ message: `no LLM "${llmId}"` })
+    return handlers
+      .handle("put", ({ path, payload }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          if (payload.llm_id !== path.llm_id) {
+            return yield* new InvalidRequest({
+              message: `the body's llm_id "${payload.llm_id}" differs from the path's "${path.llm_id}"`,
+              details: { field: "llm_id" }
+            })
+          }
+          yield* config.putLlm(tenantId, payload)
+          return payload
+        }))
+      .handle("get", ({ path }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          return yield* Effect.flatMap(
+            config.getLlm(tenantId, path.llm_id),
+            Option.match({
+              onNone: () => Effect.fail(notFound(path.llm_id)),
+              onSome: Effect.succeed
+            })
+          )
+        }))
+      .handle("list", () => Effect.flatMap(requireAdmin, ({ tenantId }) => config.listLlms(tenantId)))
+      .handle("delete", ({ path }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          if (!(yield* config.deleteLlm(tenantId, path.llm_id))) return yield* notFound(path.llm_id)
+        }))
+  }))
+
+const SettingsLive = HttpApiBuilder.group(Api, "settings", (handlers) =>
+  Effect.gen(function*() {
+    const config = yield* TenantConfig
+    return handlers
+      .handle("put", ({ payload }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          for (
+            const [field, id] of [
+              ["default_llm", payload.default_llm],
+              ...payload.fallback_llms.map((id, i) => [`fallback_llms.${i}`, id] as const)
+            ] as const
+          ) {
+            if (id !== undefined && Option.isNone(yield* config.getLlm(tenantId, id))) {
+              return yield* new InvalidRequest({
+                code: "unknown_llm",
+                message: `no LLM "${id}" is configured`,
+                details: { field }
+              })
+            }
+          }
+          yield* config.putSettings(tenantId, payload)
+          return payload
+        }))
+      .handle("get", () => Effect.flatMap(requireAdmin, ({ tenantId }) => config.getSettings(tenantId)))
+  }))
+
+const SecretsLive = HttpApiBuilder.group(Api, "secrets", (handlers) =>
+  Effect.gen(function*() {
+    const secrets = yield* SecretStore
+    return handlers
+      .handle("put", ({ path, payload }) =>
+        Effect.flatMap(requireAdmin, ({ tenantId }) =>
+          secrets.put(tenantId, path.name, Redacted.make(payload.value))))
+      .handle("delete", ({ path }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          if (!(yield* secrets.delete(tenantId, path.name))) {
+            return yield* new NotFound({ message: `no secret "${path.name}"` })
+          }
+        }))
   }))
 
 const HealthLive = HttpApiBuilder.group(Api, "health", (handlers) =>
@@ -270,7 +392,7 @@ export const HttpLive = Layer.unwrapEffect(Effect.gen(function*() {
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(ErrorEnvelope),
     Layer.provide(HttpApiBuilder.api(Api)),
-    Layer.provide([TasksLive, SessionsLive, HealthLive]),
+    Layer.provide([TasksLive, SessionsLive, LlmsLive, SettingsLive, SecretsLive, HealthLive]),
     Layer.provide(AuthenticationLive)
   )
 }))

@@ -23,6 +23,12 @@ export const ToolWorkerLive = ToolWorker.toLayer(
         registry.get(tenantId, toolId).pipe(
           Effect.map((tool) => tool.spec),
           Effect.withSpan("ToolWorker.describe", { attributes })
+        ),
+      // answered by `ToolWorker[tenant/_catalog]`; any entity of the tenant would give the same list
+      List: () =>
+        registry.list(tenantId).pipe(
+          Effect.map((tools) => tools.map((tool) => tool.spec)),
+          Effect.withSpan("ToolWorker.list", { attributes })
         )
     })
   }),

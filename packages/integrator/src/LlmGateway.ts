@@ -1,0 +1,324 @@
+import type { TenantId } from "@altan/domain/Ids"
+import {
+  type ChatMessage,
+  type Completion,
+  type FunctionTool,
+  type LlmAttempt,
+  LlmBadResponse,
+  LlmNotConfigured,
+  LlmUnavailable,
+  type ToolCall
+} from "@altan/domain/Llm"
+import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Random from "effect/Random"
+import * as Redacted from "effect/Redacted"
+import OpenAI from "openai"
+import { SecretStore } from "./SecretStore.js"
+import { TenantConfig } from "./TenantConfig.js"
+
+/** Tuning of LLM calls. */
+export class LlmGatewayConfig extends Context.Tag("@altan/integrator/LlmGatewayConfig")<LlmGatewayConfig, {
+  /** One request's time limit (`LLM_TIMEOUT`). */
+  readonly timeout: Duration.Duration
+  /** Tries per LLM before its fallbacks take over (`LLM_MAX_ATTEMPTS`). */
+  readonly maxAttempts: number
+  /** First backoff delay; doubled per retry, with full jitter. */
+  readonly baseDelay: Duration.Duration
+  /** The longest `Retry-After` honoured; longer waits move on to the fallbacks. */
+  readonly maxRetryAfter: Duration.Duration
+  /** Largest accepted response body (`LLM_MAX_RESPONSE_BYTES`). */
+  readonly maxResponseBytes: number
+}>() {}
+
+export const defaults: LlmGatewayConfig["Type"] = {
+  timeout: Duration.seconds(60),
+  maxAttempts: 3,
+  baseDelay: Duration.millis(250),
+  maxRetryAfter: Duration.seconds(20),
+  maxResponseBytes: 2 * 1024 * 1024
+}
+
+export const layerConfigValue = (options?: Partial<LlmGatewayConfig["Type"]>): Layer.Layer<LlmGatewayConfig> =>
+  Layer.succeed(LlmGatewayConfig, { ...defaults, ...options })
+
+export const layerConfig = Layer.effect(
+  LlmGatewayConfig,
+  Effect.gen(function*() {
+    return {
+      ...defaults,
+      timeout: yield* Config.duration("LLM_TIMEOUT").pipe(Config.withDefault(defaults.timeout)),
+      maxAttempts: yield* Config.integer("LLM_MAX_ATTEMPTS").pipe(Config.withDefault(defaults.maxAttempts)),
+      maxResponseBytes: yield* Config.integer("LLM_MAX_RESPONSE_BYTES").pipe(
+        Config.withDefault(defaults.maxResponseBytes)
+      )
+    }
+  })
+)
+
+/** OpenAI function names allow `[A-Za-z0-9_-]`; tool ids use `.`, never `-`, so the mapping is reversible. */
+export const functionName = (toolId: string) => toolId.replace(/\./g, "-")
+export const toolIdOf = (name: string) => name.replace(/-/g, ".")
+
+/** `https://host/v1/chat/completions` -> `https://host/v1`: the SDK appends the path itself. */
+export const baseUrlOf = (endpoint: string) => endpoint.replace(/\/+$/, "").replace(/\/chat\/completions$/, "")
+
+class ResponseTooLarge extends Error {}
+
+/** `fetch` that refuses bodies over `limit` bytes instead of buffering them. */
+const boundedFetch = (limit: number): typeof fetch => async (input, init) => {
+  const response = await fetch(input, init)
+  if (!response.body) return response
+  const reader = response.body.getReader()
+  const chunks: Array<Uint8Array> = []
+  let size = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    size += value.byteLength
+    if (size > limit) {
+      await reader.cancel()
+      throw new ResponseTooLarge(`the LLM's response is over ${limit} bytes`)
+    }
+    chunks.push(value)
+  }
+  return new Response(Buffer.concat(chunks), {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers
+  })
+}
+
+type Failure =
+  | { readonly _tag: "Transient"; readonly message: string; readonly retryAfter: Option.Option<Duration.Duration> }
+  | { readonly _tag: "Permanent"; readonly message: string }
+  | { readonly _tag: "BadResponse"; readonly message: string }
+
+const retryAfterOf = (headers: Headers | undefined): Option.Option<Duration.Duration> => {
+  const value = headers?.get("retry-after-ms") ?? headers?.get("retry-after")
+  if (!value) return Option.none()
+  if (headers?.get("retry-after-ms")) return Option.some(Duration.millis(Number(value)))
+  const seconds = Number(value)
+  if (Number.isFinite(seconds)) return Option.some(Duration.seconds(seconds))
+  const at = Date.parse(value)
+  return Number.isFinite(at) ? Option.some(Duration.millis(Math.max(0, at - Date.now()))) : Option.none()
+}
+
+const classify = (error: unknown): Failure => {
+  if (error instanceof OpenAI.APIConnectionTimeoutError) {
+    return { _tag: "Transient", message: "timed out", retryAfter: Option.none() }
+  }
+  if (error instanceof OpenAI.APIConnectionError) {
+    if (error.cause instanceof ResponseTooLarge) return { _tag: "BadResponse", message: error.cause.message }
+    return { _tag: "Transient", message: "could not connect", retryAfter: Option.none() }
+  }
+  if (error instanceof OpenAI.APIError) {
+    const status = error.status ?? 0
+    if (status === 429 || status >= 500 || status === 408) {
+      return { _tag: "Transient", message: `HTTP ${status}`, retryAfter: retryAfterOf(error.headers) }
+    }
+    return { _tag: "Permanent", message: `HTTP ${status}: ${error.message.slice(0, 200)}` }
+  }
+  if (error instanceof ResponseTooLarge) return { _tag: "BadResponse", message: error.message }
+  if (error instanceof SyntaxError) return { _tag: "BadResponse", message: "the response is not JSON" }
+  return {
+    _tag: "Transient",
+    message: error instanceof Error ? error.message.slice(0, 200) : "failed",
+    retryAfter: Option.none()
+  }
+}
+
+const toOpenAi = (message: ChatMessage): OpenAI.Chat.Completions.ChatCompletionMessageParam => {
+  switch (message.role) {
+    case "assistant":
+      return {
+        role: "assistant",
+        content: message.content,
+        ...(message.tool_calls && message.tool_calls.length > 0
+          ? {
+            tool_calls: message.tool_calls.map((c) => ({
+              id: c.id,
+              type: "function" as const,
+              function: { name: functionName(c.name), arguments: JSON.stringify(c.arguments) }
+            }))
+          }
+          : {})
+      }
+    case "tool":
+      return { role: "tool", tool_call_id: message.tool_call_id, content: message.content }
+    default:
+      return { role: message.role, content: message.content }
+  }
+}
+
+/** Parses the model's tool calls; the names of the ones whose arguments are not a JSON object. */
+const parseToolCalls = (
+  calls: ReadonlyArray<OpenAI.Chat.Completions.ChatCompletionMessageToolCall> | undefined
+): Either.Either<ReadonlyArray<ToolCall>, ReadonlyArray<string>> => {
+  const parsed: Array<ToolCall> = []
+  const bad: Array<string> = []
+  for (const call of calls ?? []) {
+    if (call.type !== "function") continue
+    try {
+      const args = call.function.arguments.trim() === "" ? {} : JSON.parse(call.function.arguments)
+      if (typeof args !== "object" || args === null || Array.isArray(args)) throw new Error("not an object")
+      parsed.push({ id: call.id, name: toolIdOf(call.function.name), arguments: args })
+    } catch {
+      bad.push(call.function.name)
+    }
+  }
+  return bad.length > 0 ? Either.left(bad) : Either.right(parsed)
+}
+
+/** Calls a tenant's OpenAI-compatible chat-completions endpoint with its own credentials. */
+export class LlmGateway extends Context.Tag("@altan/integrator/LlmGateway")<LlmGateway, {
+  readonly complete: (
+    tenantId: TenantId,
+    llmId: string,
+    request: { readonly messages: ReadonlyArray<ChatMessage>; readonly tools: ReadonlyArray<FunctionTool> }
+  ) => Effect.Effect<Completion, LlmUnavailable | LlmBadResponse | LlmNotConfigured>
+}>() {}
+
+export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | LlmGatewayConfig> = Layer.effect(
+  LlmGateway,
+  Effect.gen(function*() {
+    const configs = yield* TenantConfig
+    const secrets = yield* SecretStore
+    const tuning = yield* LlmGatewayConfig
+    const fetchBounded = boundedFetch(tuning.maxResponseBytes)
+
+    const complete: LlmGateway["Type"]["complete"] = (tenantId, llmId, request) =>
+      Effect.gen(function*() {
+        const config = yield* configs.getLlm(tenantId, llmId).pipe(
+          Effect.flatMap(Option.match({
+            onNone: () =>
+              Effect.fail(new LlmNotConfigured({ message: `no LLM "${llmId}" is configured for this tenant` })),
+            onSome: Effect.succeed
+          }))
+        )
+        const apiKey = config.auth.type === "api_key"
+          ? yield* secrets.get(tenantId, config.auth.key).pipe(
+            Effect.flatMap(Option.match({
+              onNone: () =>
+                Effect.fail(
+                  new LlmNotConfigured({
+                    message: `the secret "${(config.auth as { key: string }).key}" of LLM "${llmId}" is not set`
+                  })
+                ),
+              onSome: Effect.succeed
+            }))
+          )
+          : undefined
+        const client = new OpenAI({
+          apiKey: apiKey ? Redacted.value(apiKey) : "unused",
+          baseURL: baseUrlOf(config.endpoint),
+          timeout: Duration.toMillis(tuning.timeout),
+          maxRetries: 0,
+          fetch: fetchBounded
+        })
+        const { max_tokens, ...parameters } = (config.parameters ?? {}) as Record<string, unknown>
+        const tools = request.tools.map((t) => ({
+          type: "function" as const,
+          function: { name: functionName(t.name), description: t.description, parameters: t.parameters }
+        }))
+        const attempts: Array<LlmAttempt> = []
+        const usage = { prompt_tokens: 0, completion_tokens: 0 }
+
+        const call = (messages: ReadonlyArray<ChatMessage>) =>
+          Effect.tryPromise({
+            try: (signal) =>
+              client.chat.completions.create({
+                ...parameters,
+                ...(max_tokens !== undefined ? { max_tokens: max_tokens as number } : {}),
+                model: config.model ?? config.llm_id,
+                messages: messages.map(toOpenAi),
+                ...(tools.length > 0 ? { tools } : {})
+              } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, { signal }),
+            catch: classify
+          })
+
+        /** Calls until an answer, retrying transient failures with full-jitter backoff and Retry-After. */
+        const answer = (messages: ReadonlyArray<ChatMessage>) =>
+          Effect.gen(function*() {
+            for (let attempt = 1;; attempt++) {
+              const started = yield* Clock.currentTimeMillis
+              const result = yield* Effect.either(call(messages))
+              const duration_ms = (yield* Clock.currentTimeMillis) - started
+              if (Either.isRight(result)) {
+                attempts.push({ llm_id: llmId, outcome: "ok", duration_ms })
+                return result.right
+              }
+              const failure = result.left
+              const last = attempt >= tuning.maxAttempts || failure._tag !== "Transient"
+              attempts.push({ llm_id: llmId, outcome: last ? "failed" : "retry", error: failure.message, duration_ms })
+              if (failure._tag === "BadResponse") {
+                return yield* new LlmBadResponse({ message: failure.message, attempts })
+              }
+              if (last) {
+                return yield* new LlmUnavailable({
+                  message: `LLM "${llmId}" failed after ${attempt} attempt(s): ${failure.message}`,
+                  attempts
+                })
+              }
+              const backoff = Duration.toMillis(tuning.baseDelay) * 2 ** (attempt - 1)
+              const jittered = Duration.millis(Math.floor((yield* Random.next) * backoff))
+              const wait: Duration.Duration = Option.getOrElse(failure.retryAfter, () => jittered)
+              if (Duration.greaterThan(wait, tuning.maxRetryAfter)) {
+                return yield* new LlmUnavailable({
+                  message: `LLM "${llmId}" asked to wait ${Duration.format(wait)}; moving on`,
+                  attempts
+                })
+              }
+              yield* Effect.sleep(wait)
+            }
+          })
+
+        const toCompletion = (response: OpenAI.Chat.Completions.ChatCompletion) => {
+          usage.prompt_tokens += response.usage?.prompt_tokens ?? 0
+          usage.completion_tokens += response.usage?.completion_tokens ?? 0
+          return response.choices?.[0]?.message
+        }
+
+        let message = toCompletion(yield* answer(request.messages))
+        if (!message) return yield* new LlmBadResponse({ message: "the response has no choices", attempts })
+        let calls = parseToolCalls(message.tool_calls)
+        if (Either.isLeft(calls)) {
+          // One repair round trip: tell the model what was wrong and ask again.
+          attempts[attempts.length - 1] = { ...attempts[attempts.length - 1]!, outcome: "bad_response" }
+          const repair: ChatMessage = {
+            role: "user",
+            content:
+              `The arguments of your call(s) to ${calls.left.map(toIdentity).join(", ")} were not a valid JSON ` +
+              `object. Answer again; tool call arguments must be one JSON object matching the tool's schema.`
+          }
+          message = toCompletion(yield* answer([...request.messages, repair]))
+          if (!message) return yield* new LlmBadResponse({ message: "the response has no choices", attempts })
+          calls = parseToolCalls(message.tool_calls)
+          if (Either.isLeft(calls)) {
+            return yield* new LlmBadResponse({
+              message: `the model sent invalid JSON arguments for ${calls.left.map(toIdentity).join(", ")} twice`,
+              attempts
+            })
+          }
+          attempts[attempts.length - 1] = { ...attempts[attempts.length - 1]!, outcome: "repaired" }
+        }
+        return {
+          llm_id: llmId,
+          content: typeof message.content === "string" ? message.content : null,
+          tool_calls: calls.right,
+          usage,
+          attempts
+        }
+      }).pipe(Effect.withSpan("LlmGateway.complete", { attributes: { "tenant.id": tenantId, "llm.id": llmId } }))
+
+    return { complete }
+  })
+)
+
+const toIdentity = (name: string) => toolIdOf(name)
