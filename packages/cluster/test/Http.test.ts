@@ -1,37 +1,13 @@
-import * as Auth from "@altan/integrator/Auth"
-import { HttpLive } from "@altan/integrator/Http"
-import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
-import * as Readiness from "@altan/integrator/Readiness"
-import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import * as HttpServer from "@effect/platform/HttpServer"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Layer from "effect/Layer"
-import * as Scope from "effect/Scope"
 import * as jose from "jose"
-import { createServer, request } from "node:http"
-import { clusterLayer, makeProbes } from "./fixtures.js"
+import { request } from "node:http"
+import { audience, issuer, makeProbes, startEdge } from "./fixtures.js"
 
-const issuer = "https://idp.test"
-const audience = "altan-test"
 const maxBodyBytes = 64 * 1024
 
 let base = ""
-let scope: Scope.CloseableScope
-let keys: { privateKey: jose.CryptoKey; publicKey: jose.CryptoKey; publicPem: string }
-
-const sign = (
-  claims: Record<string, unknown>,
-  opts: { iss?: string; aud?: string; exp?: number | string; key?: jose.CryptoKey } = {}
-) =>
-  new jose.SignJWT({ sub: "user-1", ...claims })
-    .setProtectedHeader({ alg: "ES256" })
-    .setIssuer(opts.iss ?? issuer)
-    .setAudience(opts.aud ?? audience)
-    .setIssuedAt()
-    .setExpirationTime(opts.exp ?? "10m")
-    .sign(opts.key ?? keys.privateKey)
+let edge: Awaited<ReturnType<typeof startEdge>>
+const sign = (...args: Parameters<typeof edge.sign>) => edge.sign(...args)
 
 let tokenA = ""
 let tokenB = ""
@@ -66,31 +42,13 @@ const twoSteps = {
 }
 
 beforeAll(async () => {
-  const pair = await jose.generateKeyPair("ES256", { extractable: true })
-  keys = { ...pair, publicPem: await jose.exportSPKI(pair.publicKey) }
+  edge = await startEdge(makeProbes(), { maxBodyBytes })
+  base = edge.base
   tokenA = await sign({ tenant_id: "tenant-a", role: "member" })
   tokenB = await sign({ tenant_id: "tenant-b", role: "admin" })
-  const authConfig = Layer.succeed(Auth.AuthConfig, {
-    keys: { _tag: "PublicKey", key: (await import("node:crypto")).createPublicKey(keys.publicPem) },
-    issuer,
-    audience
-  })
-  const layer = HttpLive.pipe(
-    Layer.provide(Readiness.layer([["cluster", Effect.void]])),
-    Layer.provide(Auth.layer),
-    Layer.provide(Auth.layerDevIssuer),
-    Layer.provide(authConfig),
-    Layer.provide(IntegratorConfig.layer({ maxBodyBytes })),
-    Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })),
-    Layer.provide(clusterLayer(makeProbes()))
-  )
-  scope = Effect.runSync(Scope.make())
-  const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
-  const address = (context.unsafeMap.get(HttpServer.HttpServer.key) as HttpServer.HttpServer).address
-  base = `http://127.0.0.1:${(address as HttpServer.TcpAddress).port}`
 })
 
-afterAll(() => Effect.runPromise(Scope.close(scope, Exit.void)))
+afterAll(() => edge.close())
 
 describe("tasks over HTTP", () => {
   it("runs a two-step plan synchronously: 200 with both steps' outputs", async () => {
@@ -181,7 +139,7 @@ describe("authentication", () => {
       .setIssuer(issuer)
       .setAudience(audience)
       .setExpirationTime("10m")
-      .sign(new TextEncoder().encode(keys.publicPem))
+      .sign(new TextEncoder().encode(edge.publicPem))
     await expect401(token, /algorithm/)
   })
   it("401 for a token without tenant_id", async () => expect401(await sign({}), /tenant_id/))

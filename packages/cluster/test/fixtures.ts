@@ -2,15 +2,27 @@ import * as AgentConfig from "@altan/agent/AgentConfig"
 import { AgentSessionLive } from "@altan/agent/AgentSession"
 import * as SessionStore from "@altan/agent/SessionStore"
 import { ToolFailed } from "@altan/domain/ToolWorker"
+import * as Auth from "@altan/integrator/Auth"
 import { ConnectionLive } from "@altan/integrator/Connection"
+import { HttpLive } from "@altan/integrator/Http"
+import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
+import * as Readiness from "@altan/integrator/Readiness"
 import * as Tool from "@altan/tool/Tool"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as HttpServer from "@effect/platform/HttpServer"
+import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as jose from "jose"
+import { createPublicKey } from "node:crypto"
+import { createServer } from "node:http"
 import { IntegratorStores, ShardingMemory } from "../src/Runtime.js"
 
 /**
@@ -107,3 +119,52 @@ export const clusterLayer = (
     ConnectionLive.pipe(Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue(options.llm))))),
     ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory({ extra: probes.tools })))
   ).pipe(Layer.provideMerge(IntegratorStores), Layer.provideMerge(ShardingMemory()))
+
+export const issuer = "https://idp.test"
+export const audience = "altan-test"
+
+/**
+ * The public HTTP API on a free loopback port over `clusterLayer`, verifying tokens signed by a key
+ * made for the run; `sign` mints tokens with any claims.
+ */
+export const startEdge = async (
+  probes: ReturnType<typeof makeProbes>,
+  options: Parameters<typeof clusterLayer>[1] & { readonly maxBodyBytes?: number } = {}
+) => {
+  const pair = await jose.generateKeyPair("ES256", { extractable: true })
+  const publicPem = await jose.exportSPKI(pair.publicKey)
+  const authConfig = Layer.succeed(Auth.AuthConfig, {
+    keys: { _tag: "PublicKey", key: createPublicKey(publicPem) },
+    issuer,
+    audience
+  })
+  const layer = HttpLive.pipe(
+    Layer.provide(Readiness.layer([["cluster", Effect.void]])),
+    Layer.provide(Auth.layer),
+    Layer.provide(Auth.layerDevIssuer),
+    Layer.provide(authConfig),
+    Layer.provide(IntegratorConfig.layer(options.maxBodyBytes ? { maxBodyBytes: options.maxBodyBytes } : {})),
+    Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })),
+    Layer.provideMerge(clusterLayer(probes, options))
+  )
+  const scope = Effect.runSync(Scope.make())
+  const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
+  const address = Context.get(context, HttpServer.HttpServer).address as HttpServer.TcpAddress
+  const sign = (
+    claims: Record<string, unknown>,
+    opts: { iss?: string; aud?: string; exp?: number | string; key?: jose.CryptoKey } = {}
+  ) =>
+    new jose.SignJWT({ sub: "user-1", ...claims })
+      .setProtectedHeader({ alg: "ES256" })
+      .setIssuer(opts.iss ?? issuer)
+      .setAudience(opts.aud ?? audience)
+      .setIssuedAt()
+      .setExpirationTime(opts.exp ?? "10m")
+      .sign(opts.key ?? pair.privateKey)
+  return {
+    base: `http://127.0.0.1:${address.port}`,
+    publicPem,
+    sign,
+    close: () => Effect.runPromise(Scope.close(scope, Exit.void))
+  }
+}
