@@ -1,0 +1,162 @@
+import type { TenantId } from "@altan/domain/Ids"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import * as Runtime from "effect/Runtime"
+import type * as Scope from "effect/Scope"
+import { Redis as IORedis } from "ioredis"
+
+/** A Redis command or connection failed; `message` never contains credentials. */
+export class RedisError extends Data.TaggedError("RedisError")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+/** A connected Redis client, shared by the stores of a process. */
+export class Redis extends Context.Tag("@altan/agent/Redis")<Redis, {
+  /** The shared connection; never use it for blocking commands (`XREAD BLOCK`), they stall every other caller. */
+  readonly client: IORedis
+  /**
+   * A new connection with the same options, for blocking commands. It is closed with `disconnect` when the
+   * scope closes: a `QUIT` would queue behind the blocked command.
+   */
+  readonly duplicate: Effect.Effect<IORedis, RedisError, Scope.Scope>
+}>() {}
+
+/** Options of `layer`. */
+export interface Options {
+  /** `redis://[[user]:password@]host[:port][/db]` or `rediss://...` for TLS. */
+  readonly url: string
+  /** Shown by `CLIENT LIST`; duplicated connections carry it too. */
+  readonly connectionName?: string
+}
+
+/** Runs a command; failures become `RedisError`s naming the operation. */
+export const attempt = <A>(operation: string, f: () => Promise<A>): Effect.Effect<A, RedisError> =>
+  Effect.tryPromise({
+    try: f,
+    catch: (cause) => new RedisError({ message: `${operation}: ${errorMessage(cause)}`, cause })
+  })
+
+const errorMessage = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
+
+/** `scheme://host:port` of a URL, without credentials, for messages. */
+const describe = (url: string) => {
+  try {
+    const u = new URL(url)
+    return `${u.protocol}//${u.host}`
+  } catch {
+    return "<invalid url>"
+  }
+}
+
+/**
+ * Connects `client` (created with `lazyConnect`) within the scope. ioredis keeps reconnecting after a failed
+ * first connect and reports the cause only as an `error` event, so both are handled here.
+ */
+const connect = (
+  client: IORedis,
+  where: string,
+  close: (client: IORedis) => Effect.Effect<void>
+): Effect.Effect<IORedis, RedisError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.gen(function*() {
+      const runtime = yield* Effect.runtime<never>()
+      let ready = false
+      let firstError: unknown
+      // Without a listener ioredis prints every reconnect failure to stderr.
+      client.on("error", (error) => {
+        if (!ready) firstError ??= error
+        else Runtime.runFork(runtime)(Effect.logWarning(`redis ${where}: ${errorMessage(error)}`))
+      })
+      yield* Effect.tryPromise({
+        try: () => client.connect(),
+        catch: (cause) => {
+          client.disconnect()
+          return new RedisError({
+            message: `cannot connect to redis at ${where}: ${errorMessage(firstError ?? cause)}`,
+            cause: firstError ?? cause
+          })
+        }
+      })
+      ready = true
+      return client
+    }),
+    close
+  )
+
+const quit = (client: IORedis) =>
+  attempt("QUIT", () => client.quit()).pipe(
+    Effect.timeout("1 second"),
+    Effect.ignore,
+    Effect.ensuring(Effect.sync(() => client.disconnect()))
+  )
+
+const disconnect = (client: IORedis) => Effect.sync(() => client.disconnect())
+
+/** Builds the service; the connection is closed (`QUIT`) when the scope closes. */
+export const make = (options: Options): Effect.Effect<Redis["Type"], RedisError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const where = describe(options.url)
+    if (!/^rediss?:\/\//.test(options.url) || where === "<invalid url>") {
+      return yield* new RedisError({ message: `the redis url must be redis://host:port or rediss://..., got ${where}` })
+    }
+    const client = new IORedis(options.url, {
+      lazyConnect: true,
+      // Fail commands fast while the server is away instead of queueing them for ~20 reconnects.
+      maxRetriesPerRequest: 2,
+      connectTimeout: 5_000,
+      ...(options.connectionName ? { connectionName: options.connectionName } : {})
+    })
+    yield* connect(client, where, quit)
+    return {
+      client,
+      duplicate: Effect.suspend(() => connect(client.duplicate(), where, disconnect))
+    }
+  })
+
+/** A Redis connection for the layer's lifetime; a server that cannot be reached fails the layer. */
+export const layer = (options: Options): Layer.Layer<Redis, RedisError> => Layer.scoped(Redis, make(options))
+
+/** `REDIS_URL` (secret: it may carry a password). */
+export const config: Config.Config<Redacted.Redacted> = Config.redacted("REDIS_URL").pipe(
+  Config.withDescription("Redis connection URL, redis://[[user]:password@]host:port[/db].")
+)
+
+export const layerConfig: Layer.Layer<Redis, ConfigError.ConfigError | RedisError> = Layer.scoped(
+  Redis,
+  Effect.gen(function*() {
+    const url = yield* config
+    return yield* make({ url: Redacted.value(url) })
+  })
+)
+
+/** Readiness check: fails with a short reason when Redis does not answer `PING`. */
+export const ping: Effect.Effect<void, string, Redis> = Effect.flatMap(
+  Redis,
+  ({ client }) =>
+    attempt("PING", () => client.ping()).pipe(
+      Effect.asVoid,
+      Effect.mapError((e) => e.message)
+    )
+)
+
+/**
+ * The Redis Cluster hash tag of a session: every key of a session (state, task index, event logs) carries it,
+ * so the keys of one session live in one slot and a `MULTI` over them stays valid on a cluster.
+ */
+export const sessionTag = (tenantId: TenantId, sessionId: string): string => `{${tenantId}/${sessionId}}`
+
+/** Checks a key prefix: a `{` or `}` in it would become the hash tag instead of the session's. */
+export const checkPrefix = (prefix: string): Effect.Effect<string> =>
+  /^[^{}\s]+$/.test(prefix)
+    ? Effect.succeed(prefix)
+    : Effect.dieMessage(`redis key prefix must be non-empty, without braces or spaces: "${prefix}"`)
+
+/** A TTL in whole milliseconds for `PX` / `PEXPIRE`: at least 1, since 0 would delete the key. */
+export const ttlMillis = (ttl: Duration.DurationInput): number => Math.max(1, Math.round(Duration.toMillis(ttl)))

@@ -1,0 +1,51 @@
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import { Redis as IORedis } from "ioredis"
+import { randomUUID } from "node:crypto"
+import * as Redis from "../src/Redis.js"
+
+/** The Redis the tests run against; `REDIS_URL` overrides the local default. */
+export const url = process.env.REDIS_URL ?? "redis://127.0.0.1:6379"
+
+/** A key prefix (and connection name) of its own per test file run, so concurrent runs never collide. */
+export const uniquePrefix = (): string => `altan-test-${randomUUID().slice(0, 12)}`
+
+/** A new connection each time the layer is built (`Effect.provide` builds it anew). */
+export const redisLayer = (connectionName?: string): Layer.Layer<Redis.Redis, Redis.RedisError> =>
+  Redis.layer({ url, ...(connectionName ? { connectionName } : {}) })
+
+/** Runs `f` with a connection of its own, outside any layer under test. */
+export const withClient = <A>(f: (client: IORedis) => Promise<A>): Effect.Effect<A> =>
+  Effect.acquireUseRelease(
+    Effect.promise(async () => {
+      const client = new IORedis(url, { lazyConnect: true, maxRetriesPerRequest: 2 })
+      await client.connect()
+      return client
+    }),
+    (client) => Effect.promise(() => f(client)),
+    (client) => Effect.promise(() => client.quit())
+  ).pipe(Effect.scoped)
+
+/** Deletes every key under `prefix` (SCAN + DEL). */
+export const deleteKeys = (prefix: string): Effect.Effect<number> =>
+  withClient(async (client) => {
+    let cursor = "0"
+    let deleted = 0
+    do {
+      const [next, keys] = await client.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000)
+      cursor = next
+      if (keys.length > 0) deleted += await client.del(...keys)
+    } while (cursor !== "0")
+    return deleted
+  })
+
+/** Cleans the prefix's keys when the test file's layer is torn down. */
+export const cleanup = (prefix: string): Layer.Layer<never> =>
+  Layer.scopedDiscard(Effect.addFinalizer(() => deleteKeys(prefix)))
+
+/** How many connections carry this name (`CLIENT LIST`). */
+export const connections = (name: string): Effect.Effect<number> =>
+  withClient(async (client) => {
+    const list = (await client.client("LIST")) as string
+    return list.split("\n").filter((line) => line.includes(` name=${name} `)).length
+  })
