@@ -8,6 +8,7 @@ import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
+import type * as Sharding from "@effect/cluster/Sharding"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpServer from "@effect/platform/HttpServer"
 import type * as Context from "effect/Context"
@@ -19,7 +20,7 @@ import { createServer } from "node:http"
 import { GatewayLive, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
 
 /** The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port. */
-export const startRuntime = async () => {
+export const startRuntime = async (options: { readonly extra?: Layer.Layer<never, never, Sharding.Sharding> } = {}) => {
   const layer = HttpLive.pipe(
     Layer.provide(Readiness.layer([["cluster", Effect.void]])),
     Layer.provide(Auth.layer),
@@ -30,6 +31,7 @@ export const startRuntime = async () => {
     Layer.provide(IntegratorConfig.layer()),
     Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })),
     Layer.provideMerge(Layer.mergeAll(
+      options.extra ?? Layer.empty,
       AgentSessionLive.pipe(Layer.provide(SessionStore.layerMemory), Layer.provide(AgentConfig.layer())),
       ConnectionLive.pipe(Layer.provide(GatewayLive)),
       ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory()))

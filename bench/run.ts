@@ -11,7 +11,13 @@ const benches = readdirSync(dir).filter((f) =>
 )
 for (const file of benches) {
   console.log(`\n## bench/${file}  (node ${process.version})\n`)
-  const { status } = spawnSync(process.execPath, ["--conditions=@altan/source", "--import", "tsx", `${dir}${file}`], {
+  const { status } = spawnSync(process.execPath, [
+    "--expose-gc",
+    "--conditions=@altan/source",
+    "--import",
+    "tsx",
+    `${dir}${file}`
+  ], {
     stdio: "inherit"
   })
   if (status !== 0) process.exit(status ?? 1)
