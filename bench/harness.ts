@@ -1,6 +1,5 @@
 import * as AgentConfig from "@altan/agent/AgentConfig"
 import { AgentSessionLive } from "@altan/agent/AgentSession"
-import * as SessionStore from "@altan/agent/SessionStore"
 import * as Auth from "@altan/integrator/Auth"
 import { ConnectionLive } from "@altan/integrator/Connection"
 import { HttpLive } from "@altan/integrator/Http"
@@ -15,9 +14,10 @@ import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import { createServer } from "node:http"
-import { GatewayLive, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
+import { AgentStores, GatewayLive, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
 
 /** The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port. */
 export const startRuntime = async (options: { readonly extra?: Layer.Layer<never, never, Sharding.Sharding> } = {}) => {
@@ -32,7 +32,7 @@ export const startRuntime = async (options: { readonly extra?: Layer.Layer<never
     Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })),
     Layer.provideMerge(Layer.mergeAll(
       options.extra ?? Layer.empty,
-      AgentSessionLive.pipe(Layer.provide(SessionStore.layerMemory), Layer.provide(AgentConfig.layer())),
+      AgentSessionLive.pipe(Layer.provide(AgentStores(Option.none())), Layer.provide(AgentConfig.layer())),
       ConnectionLive.pipe(Layer.provide(GatewayLive)),
       ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory()))
     )),

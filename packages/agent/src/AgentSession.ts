@@ -3,7 +3,7 @@ import { Connection, llmProvider } from "@altan/domain/Connection"
 import { Conflict, InvalidRequest, NotFound } from "@altan/domain/Errors"
 import { parseEntityId, type SessionId, type TaskId } from "@altan/domain/Ids"
 import type { ChatMessage } from "@altan/domain/Llm"
-import type { Plan, Step, Task, TaskError, Turn } from "@altan/domain/Task"
+import type { Plan, Step, Task, TaskError, TaskEventType, Turn } from "@altan/domain/Task"
 import { emptyUsage, isTerminal } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
@@ -18,8 +18,10 @@ import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
 import { AgentConfig } from "./AgentConfig.js"
 import { systemPrompt, toolResult, trimHistory } from "./Conversation.js"
+import { EventLog } from "./EventLog.js"
 import * as PlanGraph from "./Plan.js"
 import { type SessionState, SessionStore } from "./SessionStore.js"
 
@@ -70,6 +72,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const { key, tenantId } = parseEntityId(address.entityId)
       const sessionId = key as SessionId
       const store = yield* SessionStore
+      const events = yield* EventLog
       const self = sessions(address.entityId)
       const attributes = { "tenant.id": tenantId, "session.id": sessionId }
 
@@ -108,15 +111,22 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const updateTask = (taskId: TaskId, f: (task: Task) => Task) =>
         Effect.gen(function*() {
           const at = yield* now
-          const task = { ...f(state.tasks[taskId]!), updated_at: at }
+          const previous = state.tasks[taskId]!
+          const task = { ...f(previous), updated_at: at }
           state = { ...state, tasks: { ...state.tasks, [taskId]: task }, updated_at: at }
-          if (isTerminal(task.status)) {
+          yield* persist
+          if (isTerminal(task.status) && !isTerminal(previous.status)) {
+            yield* emit(taskId, `task.${task.status}` as TaskEventType, {
+              data: task.status === "succeeded" ? { output: task.output } : { error: task.error }
+            })
             yield* Deferred.succeed(finishedSignal(taskId), void 0)
             finished.delete(taskId)
           }
-          yield* persist
           return task
         })
+
+      const emit = (taskId: TaskId, type: TaskEventType, extra: { step_id?: string; data?: unknown } = {}) =>
+        Effect.flatMap(now, (at) => events.append(tenantId, taskId, { type, task_id: taskId, at, ...extra }))
 
       const updateStep = (taskId: TaskId, stepId: string, f: (step: Step) => Step) =>
         updateTask(taskId, (task) => ({ ...task, steps: task.steps.map((s) => (s.id === stepId ? f(s) : s)) }))
@@ -188,6 +198,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 : s
             )
           }))
+          yield* emit(task.task_id, "tool.started", { step_id: step.id, data: { tool: step.tool } })
           const exit = yield* connection(`${tenantId}/${spec.provider}`).Invoke({
             tool_id: step.tool,
             input,
@@ -201,11 +212,13 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               const { error: _, ...rest } = s
               return { ...rest, ...timing, status: "succeeded", output: exit.value.output, cached: exit.value.cached }
             })
+            yield* emit(task.task_id, "tool.completed", { step_id: step.id, data: { tool: step.tool, ...timing } })
             return exit.value.output
           }
           if (Exit.isInterrupted(exit)) return yield* Effect.interrupt
           const error = stepError(Cause.squash(exit.cause))
           yield* updateStep(task.task_id, step.id, (s) => ({ ...s, ...timing, status: "failed", error }))
+          yield* emit(task.task_id, "tool.failed", { step_id: step.id, data: { tool: step.tool, error } })
           return yield* Effect.fail(new StepFailed(step.id))
         })).pipe(
           Effect.withSpan("AgentSession.step", {
@@ -295,7 +308,11 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               completion_tokens: t.usage.completion_tokens + turn.completion_tokens
             },
             turns: [...(t.turns ?? []), { ...turn, finished_at: at }]
-          })))
+          })).pipe(
+            Effect.zipLeft(emit(taskId, "llm.completed", {
+              data: { llm_id: turn.llm_id, tool_calls: turn.tool_calls, attempts: turn.attempts.length }
+            }))
+          ))
 
       /**
        * The agent loop: an LLM turn, the turn's tool calls in parallel, their results back to the
@@ -424,6 +441,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const execute = (taskId: TaskId) =>
         Effect.gen(function*() {
           const task = yield* updateTask(taskId, (t) => ({ ...t, status: "running" }))
+          yield* emit(taskId, "task.started")
           return yield* (typeof task.input === "string" ? executeConversation(task) : executePlan(task, task.input))
             .pipe(
               Effect.catchTag("InvalidRequest", (e) =>
@@ -490,6 +508,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               updated_at: at
             }
             yield* persist
+            yield* emit(task_id, "task.queued")
             if (plan) checked.set(task_id, plan)
             // The run is a persisted message too: it is redelivered if this runner dies mid-task.
             yield* self.Run({ task_id }, { discard: true }).pipe(
@@ -525,6 +544,12 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             )
             return state.tasks[payload.task_id]!
           }),
+
+        Events: ({ payload }) =>
+          getTask(payload.task_id).pipe(
+            Effect.map(() => events.follow(tenantId, payload.task_id, payload.after)),
+            Stream.unwrap
+          ),
 
         Cancel: ({ payload }) =>
           Effect.gen(function*() {

@@ -1,5 +1,7 @@
 import * as AgentConfig from "@altan/agent/AgentConfig"
 import { AgentSessionLive } from "@altan/agent/AgentSession"
+import * as EventLog from "@altan/agent/EventLog"
+import * as Redis from "@altan/agent/Redis"
 import * as SessionStore from "@altan/agent/SessionStore"
 import * as Auth from "@altan/integrator/Auth"
 import { ConnectionLive } from "@altan/integrator/Connection"
@@ -29,6 +31,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import { createServer } from "node:http"
 import * as MessageRetention from "./MessageRetention.js"
@@ -111,25 +114,49 @@ export const ShardingMemory = (
     )
   )
 
+/** Where sessions and event logs live: Redis when `REDIS_URL` is set, else process memory. */
+export const AgentStores = (redisUrl: Option.Option<Redacted.Redacted>, prefix = "altan") =>
+  Option.match(redisUrl, {
+    onNone: () => Layer.mergeAll(SessionStore.layerMemory, EventLog.layerMemory()),
+    onSome: (url) =>
+      Layer.mergeAll(SessionStore.layerRedis({ prefix }), EventLog.layerRedis({ prefix })).pipe(
+        Layer.provide(Redis.layer({ url: Redacted.value(url), connectionName: "altan-agent" })),
+        Layer.orDie
+      )
+  })
+
 /** Agent Service: `AgentSession` entities. */
-export const AgentLive = AgentSessionLive.pipe(
-  Layer.provide(SessionStore.layerMemory),
-  Layer.provide(AgentConfig.layerConfig)
-)
+export const AgentLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
+  AgentSessionLive.pipe(
+    Layer.provide(AgentStores(config.redisUrl)),
+    Layer.provide(AgentConfig.layerConfig)
+  )))
 
 /** Tool Service: `ToolWorker` entities. */
 export const ToolLive = ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory()))
 
-/** What `/readyz` checks: the cluster's storage when there is one. */
-const ReadinessLive = Layer.effect(
+/** What `/readyz` checks: the cluster's storage when there is one, and Redis when configured. */
+const ReadinessLive = Layer.scoped(
   Readiness.Readiness,
   Effect.gen(function*() {
+    const config = yield* RuntimeConfig
     const sql = yield* Effect.serviceOption(SqlClient.SqlClient)
-    return {
-      checks: Option.isSome(sql)
-        ? [["cluster_storage", sql.value`SELECT 1`.pipe(Effect.asVoid, Effect.mapError((e) => e.message))] as const]
-        : [["cluster", Effect.void] as const]
+    const checks: Array<readonly [string, Effect.Effect<void, string>]> = Option.isSome(sql)
+      ? [["cluster_storage", sql.value`SELECT 1`.pipe(Effect.asVoid, Effect.mapError((e) => e.message))]]
+      : [["cluster", Effect.void]]
+    if (Option.isSome(config.redisUrl)) {
+      const redis = yield* Redis.make({ url: Redacted.value(config.redisUrl.value), connectionName: "altan-readiness" })
+        .pipe(
+          Effect.either
+        )
+      checks.push([
+        "redis",
+        redis._tag === "Right"
+          ? Effect.provideService(Redis.ping, Redis.Redis, redis.right)
+          : Effect.fail(redis.left.message)
+      ])
     }
+    return { checks }
   })
 )
 

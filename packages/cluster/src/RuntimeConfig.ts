@@ -29,6 +29,8 @@ export class RuntimeConfig extends Context.Tag("@altan/cluster/RuntimeConfig")<R
   readonly httpHost: string
   /** `DATABASE_URL`: PostgreSQL for cluster storage; unset means a single in-memory runner. */
   readonly databaseUrl: Option.Option<Redacted.Redacted>
+  /** `REDIS_URL`: sessions, task records and event logs; unset keeps them in process memory. */
+  readonly redisUrl: Option.Option<Redacted.Redacted>
   /** `RUNNER_HEALTH`: `ping` other runners, or ask the Kubernetes API (`k8s`). */
   readonly runnerHealth: "ping" | "k8s"
   /** Cluster timing; identical in every process, or clients keep routing to dead runners. */
@@ -50,6 +52,7 @@ export const load: Effect.Effect<RuntimeConfig["Type"], ConfigError.ConfigError>
     runnerPort: yield* Config.port("RUNNER_PORT").pipe(Config.withDefault(34431)),
     httpHost: yield* Config.string("HTTP_HOST").pipe(Config.withDefault("0.0.0.0")),
     databaseUrl: yield* Config.option(Config.redacted("DATABASE_URL")),
+    redisUrl: yield* Config.option(Config.redacted("REDIS_URL")),
     runnerHealth: yield* Config.literal("ping", "k8s")("RUNNER_HEALTH").pipe(Config.withDefault("ping" as const)),
     shardLockRefreshInterval: yield* Config.duration("SHARD_LOCK_REFRESH_INTERVAL").pipe(
       Config.withDefault(Duration.seconds(2))

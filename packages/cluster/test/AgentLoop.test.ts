@@ -37,7 +37,12 @@ beforeAll(async () => {
   primary = await startFakeOpenAi()
   backup = await startFakeOpenAi()
   edge = await startEdge(probes, {
-    llm: { timeout: Duration.millis(600), maxAttempts: 3, baseDelay: Duration.millis(20), maxResponseBytes: 1024 * 1024 }
+    llm: {
+      timeout: Duration.millis(600),
+      maxAttempts: 3,
+      baseDelay: Duration.millis(20),
+      maxResponseBytes: 1024 * 1024
+    }
   })
   admin = await edge.sign({ tenant_id: "acme", role: "admin" })
   for (const [name, value] of [["primary_key", "sk-primary-secret"], ["backup_key", "sk-backup-secret"]]) {

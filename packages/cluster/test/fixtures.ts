@@ -1,6 +1,5 @@
 import * as AgentConfig from "@altan/agent/AgentConfig"
 import { AgentSessionLive } from "@altan/agent/AgentSession"
-import * as SessionStore from "@altan/agent/SessionStore"
 import { ToolFailed } from "@altan/domain/ToolWorker"
 import * as Auth from "@altan/integrator/Auth"
 import { ConnectionLive } from "@altan/integrator/Connection"
@@ -18,12 +17,14 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as jose from "jose"
 import { createPublicKey } from "node:crypto"
 import { createServer } from "node:http"
-import { IntegratorStores, ShardingMemory } from "../src/Runtime.js"
+import { AgentStores, IntegratorStores, ShardingMemory } from "../src/Runtime.js"
 
 /**
  * Probe tools registered beside the built-ins. They run inside the real ToolWorker, reached through
@@ -112,10 +113,19 @@ export const clusterLayer = (
   options: {
     readonly agent?: Partial<AgentConfig.AgentConfig["Type"]>
     readonly llm?: Partial<LlmGateway.LlmGatewayConfig["Type"]>
+    /** Keep sessions and events in this Redis, under `prefix`; memory otherwise. */
+    readonly redis?: { readonly url: string; readonly prefix: string }
   } = {}
 ) =>
   Layer.mergeAll(
-    AgentSessionLive.pipe(Layer.provide(SessionStore.layerMemory), Layer.provide(AgentConfig.layer(options.agent))),
+    AgentSessionLive.pipe(
+      Layer.provide(
+        options.redis
+          ? AgentStores(Option.some(Redacted.make(options.redis.url)), options.redis.prefix)
+          : AgentStores(Option.none())
+      ),
+      Layer.provide(AgentConfig.layer(options.agent))
+    ),
     ConnectionLive.pipe(Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue(options.llm))))),
     ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory({ extra: probes.tools })))
   ).pipe(Layer.provideMerge(IntegratorStores), Layer.provideMerge(ShardingMemory()))

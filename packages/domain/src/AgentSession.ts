@@ -5,7 +5,7 @@ import * as Schema from "effect/Schema"
 import { Conflict, InvalidRequest, NotFound } from "./Errors.js"
 import { TaskId } from "./Ids.js"
 import { Principal } from "./Principal.js"
-import { SessionInfo, Task, TaskRequest } from "./Task.js"
+import { SessionInfo, Task, TaskEvent, TaskRequest } from "./Task.js"
 
 /** The task cannot run as asked: a bad plan, an unknown tool, no LLM configured. */
 export const SubmitError = Schema.Union(InvalidRequest, Conflict)
@@ -41,6 +41,13 @@ export const AgentSession = Entity.make("AgentSession", [
     payload: { task_id: TaskId, wait_ms: Schema.optional(Schema.Int) },
     success: Task,
     error: NotFound
+  }),
+  /** The task's events after `after` (a `Last-Event-ID`), then live ones; ends after the terminal event. */
+  Rpc.make("Events", {
+    payload: { task_id: TaskId, after: Schema.optional(Schema.String) },
+    success: TaskEvent,
+    error: NotFound,
+    stream: true
   }),
   Rpc.make("Cancel", { payload: { task_id: TaskId }, success: Task, error: Schema.Union(NotFound, Conflict) }),
   Rpc.make("GetSession", { success: SessionInfo, error: NotFound }),

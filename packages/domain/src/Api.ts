@@ -43,6 +43,16 @@ export class TasksGroup extends HttpApiGroup.make("tasks")
   )
   .add(HttpApiEndpoint.get("get")`/v1/tasks/${taskId}`.addSuccess(Task))
   .add(HttpApiEndpoint.post("cancel")`/v1/tasks/${taskId}/cancel`.addSuccess(Task))
+  .add(
+    HttpApiEndpoint.get("events")`/v1/tasks/${taskId}/events`
+      .setHeaders(Schema.Struct({ "last-event-id": Schema.optional(Schema.String) }))
+      .addSuccess(HttpApiSchema.Text({ contentType: "text/event-stream" }))
+      .annotate(
+        OpenApi.Description,
+        "Server-sent events of the task; every event has an id, a reconnect with Last-Event-ID resumes after it, " +
+          "and the stream ends after the terminal event."
+      )
+  )
   .addError(NotFoundHttp)
   .addError(ConflictHttp)
   .middleware(Authentication)

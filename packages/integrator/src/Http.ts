@@ -21,6 +21,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import type { Readable } from "node:stream"
 import { AuthenticationLive } from "./Auth.js"
@@ -149,6 +150,33 @@ const TasksLive = HttpApiBuilder.group(Api, "tasks", (handlers) =>
             task_id: path.task_id
           })
         }).pipe(orUnavailable))
+      .handle("events", ({ headers, path }) =>
+        Effect.gen(function*() {
+          const principal = yield* CurrentPrincipal
+          const session = sessions(`${principal.tenantId}/${sessionOfTask(path.task_id)}`)
+          // the task must exist before the stream starts, so a wrong id is a 404, not an empty stream
+          yield* orUnavailable(session.GetTask({ task_id: path.task_id }))
+          const events = session.Events({
+            task_id: path.task_id,
+            ...(headers["last-event-id"] ? { after: headers["last-event-id"] } : {})
+          }).pipe(
+            Stream.map((e) => `id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`),
+            // comments keep idle connections open through proxies; they stop with the events
+            Stream.merge(Stream.tick("15 seconds").pipe(Stream.map(() => ": keep-alive\n\n")), {
+              haltStrategy: "left"
+            }),
+            Stream.catchAll((e) =>
+              Stream.make(
+                `event: error\ndata: ${JSON.stringify({ error: { code: "unavailable", message: e._tag } })}\n\n`
+              )
+            ),
+            Stream.encodeText
+          )
+          return HttpServerResponse.stream(events, {
+            contentType: "text/event-stream",
+            headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
+          })
+        }))
       .handle("cancel", ({ path }) =>
         Effect.gen(function*() {
           const principal = yield* CurrentPrincipal
