@@ -74,7 +74,11 @@ afterAll(async () => {
   await backup.close()
 })
 
-beforeEach(() => probes.reset())
+beforeEach(() => {
+  probes.reset()
+  primary.script({ kind: "answer", content: "unscripted" })
+  backup.script({ kind: "answer", content: "unscripted" })
+})
 
 describe("agent loop", () => {
   it("answers directly, with the tenant's key, its parameters and the tools' JSON Schemas", async () => {
@@ -201,6 +205,14 @@ describe("agent loop", () => {
     expect(task).toMatchObject({ status: "failed", error: { code: "llm_unavailable" } })
     expect(primary.received).toHaveLength(1) // a 401 is not retried
     expect(JSON.stringify(task)).not.toContain("sk-primary-secret")
+  })
+
+  it("uses the task's llm_id over the tenant's default", async () => {
+    backup.script({ kind: "answer", content: "Backup speaking." })
+    const task = await run("Who answers?", { llm_id: "backup" })
+    expect(task).toMatchObject({ status: "succeeded", output: "Backup speaking.", llm_id: "backup" })
+    expect(primary.received).toHaveLength(0)
+    expect(backup.received).toHaveLength(1)
   })
 
   it("refuses an unknown llm_id with 400", async () => {
