@@ -4,7 +4,9 @@ import * as Auth from "@altan/integrator/Auth"
 import { ConnectionLive } from "@altan/integrator/Connection"
 import { HttpLive } from "@altan/integrator/Http"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
+import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
+import * as Egress from "@altan/tool/Egress"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
 import type * as Sharding from "@effect/cluster/Sharding"
@@ -17,7 +19,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import { createServer } from "node:http"
-import { AgentStores, GatewayLive, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
+import { AgentStores, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
 
 /** The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port. */
 export const startRuntime = async (options: { readonly extra?: Layer.Layer<never, never, Sharding.Sharding> } = {}) => {
@@ -33,7 +35,12 @@ export const startRuntime = async (options: { readonly extra?: Layer.Layer<never
     Layer.provideMerge(Layer.mergeAll(
       options.extra ?? Layer.empty,
       AgentSessionLive.pipe(Layer.provide(AgentStores(Option.none())), Layer.provide(AgentConfig.layer())),
-      ConnectionLive.pipe(Layer.provide(GatewayLive)),
+      ConnectionLive.pipe(Layer.provide(LlmGateway.layer.pipe(
+        Layer.provide(LlmGateway.layerConfigValue()),
+        Layer.provide(
+          Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
+        )
+      ))),
       ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory()))
     )),
     Layer.provideMerge(IntegratorStores),

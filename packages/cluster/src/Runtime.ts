@@ -11,6 +11,7 @@ import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as SecretStore from "@altan/integrator/SecretStore"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
+import * as ToolEgress from "@altan/tool/Egress"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
 import * as MessageStorage from "@effect/cluster/MessageStorage"
@@ -163,8 +164,11 @@ const ReadinessLive = Layer.scoped(
 /** The integrator's tenant configuration and secrets, shared by the HTTP edge and the connections. */
 export const IntegratorStores = Layer.mergeAll(TenantConfig.layerMemory, SecretStore.layerMemory)
 
-/** The LLM gateway over the integrator's stores. */
-export const GatewayLive = LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfig))
+/** The one guarded HTTP client for outbound calls (`EGRESS_*` settings). */
+export const EgressLive = ToolEgress.layer.pipe(Layer.provide(ToolEgress.EgressConfig.layerConfig), Layer.orDie)
+
+/** The LLM gateway over the integrator's stores, calling out through the egress guard. */
+export const GatewayLive = LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfig), Layer.provide(EgressLive))
 
 /** Integrator Engine: `Connection` entities and the public HTTP API. */
 export const IntegratorLive = Layer.unwrapEffect(Effect.gen(function*() {

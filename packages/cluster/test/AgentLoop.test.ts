@@ -215,6 +215,22 @@ describe("agent loop", () => {
     expect(backup.received).toHaveLength(1)
   })
 
+  it("never lets an LLM endpoint reach a private or metadata address", async () => {
+    for (
+      const [id, endpoint] of [
+        ["metadata", "http://169.254.169.254/latest/v1/chat/completions"],
+        ["internal", "http://10.1.2.3/v1/chat/completions"],
+        ["google", "http://metadata.google.internal/v1/chat/completions"]
+      ]
+    ) {
+      expect((await call("PUT", `/v1/llms/${id}`, { llm_id: id, endpoint, auth: { type: "none" } })).status).toBe(200)
+      const task = await run("Hi", { llm_id: id })
+      expect(task, id).toMatchObject({ status: "failed", error: { code: "llm_unavailable" } })
+      expect(task.error.message).toContain("egress_denied")
+      expect(task.turns[0].attempts).toHaveLength(1) // refused, not retried
+    }
+  })
+
   it("refuses an unknown llm_id with 400", async () => {
     const res = await call("POST", "/v1/tasks", { input: "Hi", llm_id: "gpt-9" })
     expect(res.status).toBe(400)
@@ -250,7 +266,7 @@ describe("agent loop", () => {
     const started = Date.now()
     const task = await run("Talk a lot")
     expect(task).toMatchObject({ status: "failed", error: { code: "llm_bad_response" } })
-    expect(task.error.message).toContain("over 1048576 bytes")
+    expect(task.error.message).toContain("more than 1048576 bytes")
     expect(Date.now() - started).toBeLessThan(5_000)
   })
 

@@ -7,6 +7,7 @@ import { HttpLive } from "@altan/integrator/Http"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
+import * as Egress from "@altan/tool/Egress"
 import * as Tool from "@altan/tool/Tool"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
@@ -113,6 +114,8 @@ export const clusterLayer = (
   options: {
     readonly agent?: Partial<AgentConfig.AgentConfig["Type"]>
     readonly llm?: Partial<LlmGateway.LlmGatewayConfig["Type"]>
+    /** Operator egress allowlist (`EGRESS_ALLOW_HOSTS`); loopback by default, for the fakes. */
+    readonly egressAllow?: ReadonlyArray<string>
     /** Keep sessions and events in this Redis, under `prefix`; memory otherwise. */
     readonly redis?: { readonly url: string; readonly prefix: string }
   } = {}
@@ -126,7 +129,15 @@ export const clusterLayer = (
       ),
       Layer.provide(AgentConfig.layer(options.agent))
     ),
-    ConnectionLive.pipe(Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue(options.llm))))),
+    ConnectionLive.pipe(Layer.provide(LlmGateway.layer.pipe(
+      Layer.provide(LlmGateway.layerConfigValue(options.llm)),
+      // loopback fakes are reachable only because the operator allowlist says so, as in production
+      Layer.provide(
+        Egress.layer.pipe(
+          Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: options.egressAllow ?? ["127.0.0.1"] }))
+        )
+      )
+    ))),
     ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory({ extra: probes.tools })))
   ).pipe(Layer.provideMerge(IntegratorStores), Layer.provideMerge(ShardingMemory()))
 

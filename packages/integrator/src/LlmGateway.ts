@@ -1,3 +1,4 @@
+import { Egress, EgressDenied, EgressFailed, type EgressMethod } from "@altan/domain/Egress"
 import type { TenantId } from "@altan/domain/Ids"
 import {
   type ChatMessage,
@@ -9,12 +10,14 @@ import {
   LlmUnavailable,
   type ToolCall
 } from "@altan/domain/Llm"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
@@ -69,31 +72,35 @@ export const toolIdOf = (name: string) => name.replace(/-/g, ".")
 /** `https://host/v1/chat/completions` -> `https://host/v1`: the SDK appends the path itself. */
 export const baseUrlOf = (endpoint: string) => endpoint.replace(/\/+$/, "").replace(/\/chat\/completions$/, "")
 
-class ResponseTooLarge extends Error {}
-
-/** `fetch` that refuses bodies over `limit` bytes instead of buffering them. */
-const boundedFetch = (limit: number): typeof fetch => async (input, init) => {
-  const response = await fetch(input, init)
-  if (!response.body) return response
-  const reader = response.body.getReader()
-  const chunks: Array<Uint8Array> = []
-  let size = 0
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) break
-    size += value.byteLength
-    if (size > limit) {
-      await reader.cancel()
-      throw new ResponseTooLarge(`the LLM's response is over ${limit} bytes`)
-    }
-    chunks.push(value)
+/**
+ * `fetch` for the SDK over the egress guard: an LLM endpoint may be any public host the tenant
+ * configured, never a private or metadata address (unless the operator allowed it), and its answer is
+ * read up to `maxBytes` only.
+ */
+const egressFetch =
+  (egress: Egress["Type"], maxBytes: number, timeoutMs: number): typeof fetch => async (input, init) => {
+    const url = typeof input === "string" ? input : input instanceof URL ? input.href : input.url
+    const headers: Record<string, string> = {}
+    new Headers(init?.headers).forEach((value, name) => {
+      headers[name] = value
+    })
+    const body = typeof init?.body === "string" || init?.body instanceof Uint8Array ? init.body : undefined
+    const exit = await Effect.runPromiseExit(
+      egress.request({
+        url,
+        method: (init?.method ?? "GET").toUpperCase() as EgressMethod,
+        headers,
+        ...(body !== undefined ? { body } : {}),
+        allowHosts: "any-public",
+        maxBytes,
+        timeoutMs
+      }),
+      init?.signal ? { signal: init.signal } : undefined
+    )
+    if (Exit.isFailure(exit)) throw Cause.squash(exit.cause)
+    const { body: bytes, headers: responseHeaders, status } = exit.value
+    return new Response(status === 204 || status === 304 ? null : bytes, { status, headers: responseHeaders })
   }
-  return new Response(Buffer.concat(chunks), {
-    status: response.status,
-    statusText: response.statusText,
-    headers: response.headers
-  })
-}
 
 type Failure =
   | { readonly _tag: "Transient"; readonly message: string; readonly retryAfter: Option.Option<Duration.Duration> }
@@ -115,7 +122,12 @@ const classify = (error: unknown): Failure => {
     return { _tag: "Transient", message: "timed out", retryAfter: Option.none() }
   }
   if (error instanceof OpenAI.APIConnectionError) {
-    if (error.cause instanceof ResponseTooLarge) return { _tag: "BadResponse", message: error.cause.message }
+    const cause = error.cause
+    if (cause instanceof EgressDenied) return { _tag: "Permanent", message: `egress_denied: ${cause.message}` }
+    if (cause instanceof EgressFailed && cause.reason === "timeout") {
+      return { _tag: "Transient", message: "timed out", retryAfter: Option.none() }
+    }
+    if (cause instanceof EgressFailed && !cause.retryable) return { _tag: "BadResponse", message: cause.message }
     return { _tag: "Transient", message: "could not connect", retryAfter: Option.none() }
   }
   if (error instanceof OpenAI.APIError) {
@@ -125,7 +137,6 @@ const classify = (error: unknown): Failure => {
     }
     return { _tag: "Permanent", message: `HTTP ${status}: ${error.message.slice(0, 200)}` }
   }
-  if (error instanceof ResponseTooLarge) return { _tag: "BadResponse", message: error.message }
   if (error instanceof SyntaxError) return { _tag: "BadResponse", message: "the response is not JSON" }
   return {
     _tag: "Transient",
@@ -185,140 +196,147 @@ export class LlmGateway extends Context.Tag("@altan/integrator/LlmGateway")<LlmG
   ) => Effect.Effect<Completion, LlmUnavailable | LlmBadResponse | LlmNotConfigured>
 }>() {}
 
-export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | LlmGatewayConfig> = Layer.effect(
-  LlmGateway,
-  Effect.gen(function*() {
-    const configs = yield* TenantConfig
-    const secrets = yield* SecretStore
-    const tuning = yield* LlmGatewayConfig
-    const fetchBounded = boundedFetch(tuning.maxResponseBytes)
+export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | LlmGatewayConfig | Egress> = Layer
+  .effect(
+    LlmGateway,
+    Effect.gen(function*() {
+      const configs = yield* TenantConfig
+      const secrets = yield* SecretStore
+      const tuning = yield* LlmGatewayConfig
+      const fetchGuarded = egressFetch(yield* Egress, tuning.maxResponseBytes, Duration.toMillis(tuning.timeout))
 
-    const complete: LlmGateway["Type"]["complete"] = (tenantId, llmId, request) =>
-      Effect.gen(function*() {
-        const config = yield* configs.getLlm(tenantId, llmId).pipe(
-          Effect.flatMap(Option.match({
-            onNone: () =>
-              Effect.fail(new LlmNotConfigured({ message: `no LLM "${llmId}" is configured for this tenant` })),
-            onSome: Effect.succeed
-          }))
-        )
-        const apiKey = config.auth.type === "api_key"
-          ? yield* secrets.get(tenantId, config.auth.key).pipe(
+      const complete: LlmGateway["Type"]["complete"] = (tenantId, llmId, request) =>
+        Effect.gen(function*() {
+          const config = yield* configs.getLlm(tenantId, llmId).pipe(
             Effect.flatMap(Option.match({
               onNone: () =>
-                Effect.fail(
-                  new LlmNotConfigured({
-                    message: `the secret "${(config.auth as { key: string }).key}" of LLM "${llmId}" is not set`
-                  })
-                ),
+                Effect.fail(new LlmNotConfigured({ message: `no LLM "${llmId}" is configured for this tenant` })),
               onSome: Effect.succeed
             }))
           )
-          : undefined
-        const client = new OpenAI({
-          apiKey: apiKey ? Redacted.value(apiKey) : "unused",
-          baseURL: baseUrlOf(config.endpoint),
-          timeout: Duration.toMillis(tuning.timeout),
-          maxRetries: 0,
-          fetch: fetchBounded
-        })
-        const { max_tokens, ...parameters } = (config.parameters ?? {}) as Record<string, unknown>
-        const tools = request.tools.map((t) => ({
-          type: "function" as const,
-          function: { name: functionName(t.name), description: t.description, parameters: t.parameters }
-        }))
-        const attempts: Array<LlmAttempt> = []
-        const usage = { prompt_tokens: 0, completion_tokens: 0 }
-
-        const call = (messages: ReadonlyArray<ChatMessage>) =>
-          Effect.tryPromise({
-            try: (signal) =>
-              client.chat.completions.create({
-                ...parameters,
-                ...(max_tokens !== undefined ? { max_tokens: max_tokens as number } : {}),
-                model: config.model ?? config.llm_id,
-                messages: messages.map(toOpenAi),
-                ...(tools.length > 0 ? { tools } : {})
-              } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, { signal }),
-            catch: classify
+          const apiKey = config.auth.type === "api_key"
+            ? yield* secrets.get(tenantId, config.auth.key).pipe(
+              Effect.flatMap(Option.match({
+                onNone: () =>
+                  Effect.fail(
+                    new LlmNotConfigured({
+                      message: `the secret "${(config.auth as { key: string }).key}" of LLM "${llmId}" is not set`
+                    })
+                  ),
+                onSome: Effect.succeed
+              }))
+            )
+            : undefined
+          const client = new OpenAI({
+            apiKey: apiKey ? Redacted.value(apiKey) : "unused",
+            baseURL: baseUrlOf(config.endpoint),
+            // the guard enforces the time limit; the SDK's own is a backstop
+            timeout: Duration.toMillis(tuning.timeout) + 1_000,
+            maxRetries: 0,
+            fetch: fetchGuarded
           })
+          const { max_tokens, ...parameters } = (config.parameters ?? {}) as Record<string, unknown>
+          const tools = request.tools.map((t) => ({
+            type: "function" as const,
+            function: { name: functionName(t.name), description: t.description, parameters: t.parameters }
+          }))
+          const attempts: Array<LlmAttempt> = []
+          const usage = { prompt_tokens: 0, completion_tokens: 0 }
 
-        /** Calls until an answer, retrying transient failures with full-jitter backoff and Retry-After. */
-        const answer = (messages: ReadonlyArray<ChatMessage>) =>
-          Effect.gen(function*() {
-            for (let attempt = 1;; attempt++) {
-              const started = yield* Clock.currentTimeMillis
-              const result = yield* Effect.either(call(messages))
-              const duration_ms = (yield* Clock.currentTimeMillis) - started
-              if (Either.isRight(result)) {
-                attempts.push({ llm_id: llmId, outcome: "ok", duration_ms })
-                return result.right
-              }
-              const failure = result.left
-              const last = attempt >= tuning.maxAttempts || failure._tag !== "Transient"
-              attempts.push({ llm_id: llmId, outcome: last ? "failed" : "retry", error: failure.message, duration_ms })
-              if (failure._tag === "BadResponse") {
-                return yield* new LlmBadResponse({ message: failure.message, attempts })
-              }
-              if (last) {
-                return yield* new LlmUnavailable({
-                  message: `LLM "${llmId}" failed after ${attempt} attempt(s): ${failure.message}`,
-                  attempts
-                })
-              }
-              const backoff = Duration.toMillis(tuning.baseDelay) * 2 ** (attempt - 1)
-              const jittered = Duration.millis(Math.floor((yield* Random.next) * backoff))
-              const wait: Duration.Duration = Option.getOrElse(failure.retryAfter, () => jittered)
-              if (Duration.greaterThan(wait, tuning.maxRetryAfter)) {
-                return yield* new LlmUnavailable({
-                  message: `LLM "${llmId}" asked to wait ${Duration.format(wait)}; moving on`,
-                  attempts
-                })
-              }
-              yield* Effect.sleep(wait)
-            }
-          })
-
-        const toCompletion = (response: OpenAI.Chat.Completions.ChatCompletion) => {
-          usage.prompt_tokens += response.usage?.prompt_tokens ?? 0
-          usage.completion_tokens += response.usage?.completion_tokens ?? 0
-          return response.choices?.[0]?.message
-        }
-
-        let message = toCompletion(yield* answer(request.messages))
-        if (!message) return yield* new LlmBadResponse({ message: "the response has no choices", attempts })
-        let calls = parseToolCalls(message.tool_calls)
-        if (Either.isLeft(calls)) {
-          // One repair round trip: tell the model what was wrong and ask again.
-          attempts[attempts.length - 1] = { ...attempts[attempts.length - 1]!, outcome: "bad_response" }
-          const repair: ChatMessage = {
-            role: "user",
-            content:
-              `The arguments of your call(s) to ${calls.left.map(toIdentity).join(", ")} were not a valid JSON ` +
-              `object. Answer again; tool call arguments must be one JSON object matching the tool's schema.`
-          }
-          message = toCompletion(yield* answer([...request.messages, repair]))
-          if (!message) return yield* new LlmBadResponse({ message: "the response has no choices", attempts })
-          calls = parseToolCalls(message.tool_calls)
-          if (Either.isLeft(calls)) {
-            return yield* new LlmBadResponse({
-              message: `the model sent invalid JSON arguments for ${calls.left.map(toIdentity).join(", ")} twice`,
-              attempts
+          const call = (messages: ReadonlyArray<ChatMessage>) =>
+            Effect.tryPromise({
+              try: (signal) =>
+                client.chat.completions.create({
+                  ...parameters,
+                  ...(max_tokens !== undefined ? { max_tokens: max_tokens as number } : {}),
+                  model: config.model ?? config.llm_id,
+                  messages: messages.map(toOpenAi),
+                  ...(tools.length > 0 ? { tools } : {})
+                } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, { signal }),
+              catch: classify
             })
-          }
-          attempts[attempts.length - 1] = { ...attempts[attempts.length - 1]!, outcome: "repaired" }
-        }
-        return {
-          llm_id: llmId,
-          content: typeof message.content === "string" ? message.content : null,
-          tool_calls: calls.right,
-          usage,
-          attempts
-        }
-      }).pipe(Effect.withSpan("LlmGateway.complete", { attributes: { "tenant.id": tenantId, "llm.id": llmId } }))
 
-    return { complete }
-  })
-)
+          /** Calls until an answer, retrying transient failures with full-jitter backoff and Retry-After. */
+          const answer = (messages: ReadonlyArray<ChatMessage>) =>
+            Effect.gen(function*() {
+              for (let attempt = 1;; attempt++) {
+                const started = yield* Clock.currentTimeMillis
+                const result = yield* Effect.either(call(messages))
+                const duration_ms = (yield* Clock.currentTimeMillis) - started
+                if (Either.isRight(result)) {
+                  attempts.push({ llm_id: llmId, outcome: "ok", duration_ms })
+                  return result.right
+                }
+                const failure = result.left
+                const last = attempt >= tuning.maxAttempts || failure._tag !== "Transient"
+                attempts.push({
+                  llm_id: llmId,
+                  outcome: last ? "failed" : "retry",
+                  error: failure.message,
+                  duration_ms
+                })
+                if (failure._tag === "BadResponse") {
+                  return yield* new LlmBadResponse({ message: failure.message, attempts })
+                }
+                if (last) {
+                  return yield* new LlmUnavailable({
+                    message: `LLM "${llmId}" failed after ${attempt} attempt(s): ${failure.message}`,
+                    attempts
+                  })
+                }
+                const backoff = Duration.toMillis(tuning.baseDelay) * 2 ** (attempt - 1)
+                const jittered = Duration.millis(Math.floor((yield* Random.next) * backoff))
+                const wait: Duration.Duration = Option.getOrElse(failure.retryAfter, () => jittered)
+                if (Duration.greaterThan(wait, tuning.maxRetryAfter)) {
+                  return yield* new LlmUnavailable({
+                    message: `LLM "${llmId}" asked to wait ${Duration.format(wait)}; moving on`,
+                    attempts
+                  })
+                }
+                yield* Effect.sleep(wait)
+              }
+            })
+
+          const toCompletion = (response: OpenAI.Chat.Completions.ChatCompletion) => {
+            usage.prompt_tokens += response.usage?.prompt_tokens ?? 0
+            usage.completion_tokens += response.usage?.completion_tokens ?? 0
+            return response.choices?.[0]?.message
+          }
+
+          let message = toCompletion(yield* answer(request.messages))
+          if (!message) return yield* new LlmBadResponse({ message: "the response has no choices", attempts })
+          let calls = parseToolCalls(message.tool_calls)
+          if (Either.isLeft(calls)) {
+            // One repair round trip: tell the model what was wrong and ask again.
+            attempts[attempts.length - 1] = { ...attempts[attempts.length - 1]!, outcome: "bad_response" }
+            const repair: ChatMessage = {
+              role: "user",
+              content:
+                `The arguments of your call(s) to ${calls.left.map(toIdentity).join(", ")} were not a valid JSON ` +
+                `object. Answer again; tool call arguments must be one JSON object matching the tool's schema.`
+            }
+            message = toCompletion(yield* answer([...request.messages, repair]))
+            if (!message) return yield* new LlmBadResponse({ message: "the response has no choices", attempts })
+            calls = parseToolCalls(message.tool_calls)
+            if (Either.isLeft(calls)) {
+              return yield* new LlmBadResponse({
+                message: `the model sent invalid JSON arguments for ${calls.left.map(toIdentity).join(", ")} twice`,
+                attempts
+              })
+            }
+            attempts[attempts.length - 1] = { ...attempts[attempts.length - 1]!, outcome: "repaired" }
+          }
+          return {
+            llm_id: llmId,
+            content: typeof message.content === "string" ? message.content : null,
+            tool_calls: calls.right,
+            usage,
+            attempts
+          }
+        }).pipe(Effect.withSpan("LlmGateway.complete", { attributes: { "tenant.id": tenantId, "llm.id": llmId } }))
+
+      return { complete }
+    })
+  )
 
 const toIdentity = (name: string) => toolIdOf(name)
