@@ -41,7 +41,12 @@ export const startRuntime = async (options: { readonly extra?: Layer.Layer<never
           Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
         )
       ))),
-      ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory()))
+      ToolWorkerLive.pipe(
+        Layer.provide(ToolRegistry.layerMemory()),
+        Layer.provide(
+          Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
+        )
+      )
     )),
     Layer.provideMerge(IntegratorStores),
     // as `npm start` runs: one process, no simulated wire

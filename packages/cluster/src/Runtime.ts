@@ -133,8 +133,11 @@ export const AgentLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =
     Layer.provide(AgentConfig.layerConfig)
   )))
 
+/** The one guarded HTTP client for outbound calls (`EGRESS_*` settings). */
+export const EgressLive = ToolEgress.layer.pipe(Layer.provide(ToolEgress.EgressConfig.layerConfig), Layer.orDie)
+
 /** Tool Service: `ToolWorker` entities. */
-export const ToolLive = ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory()))
+export const ToolLive = ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory()), Layer.provide(EgressLive))
 
 /** What `/readyz` checks: the cluster's storage when there is one, and Redis when configured. */
 const ReadinessLive = Layer.scoped(
@@ -163,9 +166,6 @@ const ReadinessLive = Layer.scoped(
 
 /** The integrator's tenant configuration and secrets, shared by the HTTP edge and the connections. */
 export const IntegratorStores = Layer.mergeAll(TenantConfig.layerMemory, SecretStore.layerMemory)
-
-/** The one guarded HTTP client for outbound calls (`EGRESS_*` settings). */
-export const EgressLive = ToolEgress.layer.pipe(Layer.provide(ToolEgress.EgressConfig.layerConfig), Layer.orDie)
 
 /** The LLM gateway over the integrator's stores, calling out through the egress guard. */
 export const GatewayLive = LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfig), Layer.provide(EgressLive))

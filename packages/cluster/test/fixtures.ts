@@ -138,7 +138,14 @@ export const clusterLayer = (
         )
       )
     ))),
-    ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory({ extra: probes.tools })))
+    ToolWorkerLive.pipe(
+      Layer.provide(ToolRegistry.layerMemory({ extra: probes.tools })),
+      Layer.provide(
+        Egress.layer.pipe(
+          Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: options.egressAllow ?? ["127.0.0.1"] }))
+        )
+      )
+    )
   ).pipe(Layer.provideMerge(IntegratorStores), Layer.provideMerge(ShardingMemory()))
 
 export const issuer = "https://idp.test"

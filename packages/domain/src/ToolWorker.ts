@@ -65,6 +65,10 @@ export const ToolWorker = Entity.make("ToolWorker", [
     payload: {
       input: Schema.Unknown,
       credential: Schema.optional(Credential),
+      /** The tenant's egress allowlist (settings), beside which a tool may reach only its vendor's hosts. */
+      egress_allowlist: Schema.optional(Schema.Array(Schema.String)),
+      /** The tenant's base URL per provider (settings `providers`). */
+      base_urls: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })),
       task_id: Schema.optional(Schema.String),
       step_id: Schema.optional(Schema.String)
     },

@@ -7,6 +7,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import { LlmGateway } from "./LlmGateway.js"
+import { TenantConfig } from "./TenantConfig.js"
 
 /**
  * `Connection[tenant/provider]`: the tenant's relationship with one upstream. Tool calls go on to
@@ -17,6 +18,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
   const toolWorker = yield* ToolWorker.client
   const connections = yield* Connection.client
   const gateway = yield* LlmGateway
+  const config = yield* TenantConfig
   return Connection.toLayer(
     Effect.gen(function*() {
       const address = yield* Entity.CurrentAddress
@@ -31,11 +33,19 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 retryable: true
               })
             )
-          return toolWorker(`${tenantId}/${payload.tool_id}`).Execute({
-            input: payload.input,
-            ...(payload.task_id ? { task_id: payload.task_id } : {}),
-            ...(payload.step_id ? { step_id: payload.step_id } : {})
-          }).pipe(
+          return Effect.flatMap(
+            config.getSettings(tenantId),
+            (settings) =>
+              toolWorker(`${tenantId}/${payload.tool_id}`).Execute({
+                input: payload.input,
+                egress_allowlist: settings.egress_allowlist,
+                base_urls: Object.fromEntries(
+                  Object.entries(settings.providers).flatMap(([p, v]) => (v.base_url ? [[p, v.base_url]] : []))
+                ),
+                ...(payload.task_id ? { task_id: payload.task_id } : {}),
+                ...(payload.step_id ? { step_id: payload.step_id } : {})
+              })
+          ).pipe(
             Effect.catchTags({
               MailboxFull: toolUnavailable,
               AlreadyProcessingMessage: toolUnavailable,

@@ -1,21 +1,70 @@
+import type { EgressDenied, EgressFailed, EgressRequest, EgressResponse } from "@altan/domain/Egress"
 import type { TenantId } from "@altan/domain/Ids"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import type { Credential, ToolFailed } from "@altan/domain/ToolWorker"
+import { ToolFailed as ToolFailedError } from "@altan/domain/ToolWorker"
 import { ToolInputInvalid } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
 import * as JSONSchema from "effect/JSONSchema"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 
+/** An outbound request as a tool makes it: the allowlist is the tool service's business, not the tool's. */
+export type ToolHttpRequest = Omit<EgressRequest, "allowHosts">
+
 /** What a tool run gets besides its input. */
 export interface ToolContext {
   readonly tenantId: TenantId
+  /** The tenant's credential for the tool's provider, handed over by the integrator with this call. */
   readonly credential?: Credential | undefined
+  /**
+   * The guarded HTTP client, bound to what this tenant may reach (its egress allowlist plus the
+   * tool's vendor hosts and configured base URLs).
+   */
+  readonly http: (request: ToolHttpRequest) => Effect.Effect<EgressResponse, EgressDenied | EgressFailed>
+  /** The tenant's base URL override for a provider (settings `providers`), e.g. a Salesforce instance URL. */
+  readonly baseUrl: (provider: string) => string | undefined
+}
+
+/** An outbound failure as a tool failure: denied calls are not retryable, network and timeouts are. */
+export const httpFailed = (toolId: string) => (error: EgressDenied | EgressFailed): ToolFailed =>
+  new ToolFailedError({
+    tool_id: toolId,
+    message: error._tag === "EgressDenied" ? `egress_denied: ${error.message}` : error.message,
+    retryable: error._tag === "EgressFailed" && error.retryable
+  })
+
+/**
+ * A vendor's HTTP answer as the tool's result: JSON bodies parsed (text otherwise); non-2xx answers
+ * become `ToolFailed` with the status, a body excerpt and whether a retry may help (5xx, 429).
+ */
+export const checkStatus = (toolId: string, response: EgressResponse): Effect.Effect<unknown, ToolFailed> => {
+  const text = new TextDecoder().decode(response.body)
+  let body: unknown = text
+  if ((response.headers["content-type"] ?? "").includes("json") || /^\s*[[{]/.test(text)) {
+    try {
+      body = text === "" ? null : JSON.parse(text)
+    } catch {
+      body = text
+    }
+  }
+  if (response.status >= 200 && response.status < 300) return Effect.succeed(body)
+  return Effect.fail(
+    new ToolFailedError({
+      tool_id: toolId,
+      message: `${toolId}: the upstream answered HTTP ${response.status}`,
+      retryable: response.status >= 500 || response.status === 429,
+      status: response.status,
+      body_excerpt: text.slice(0, 500)
+    })
+  )
 }
 
 /** A tool the tool service can run: its advertised spec, input validation and implementation. */
 export interface Tool {
   readonly spec: ToolSpec
+  /** Hosts the tool may always reach (its vendor's API), beside the tenant's allowlist. */
+  readonly hosts: ReadonlyArray<string>
   /** Validates the raw input against the tool's schema; nothing runs before this succeeds. */
   readonly decode: (input: unknown) => Effect.Effect<unknown, ToolInputInvalid>
   readonly run: (input: unknown, ctx: ToolContext) => Effect.Effect<unknown, ToolFailed>
@@ -49,11 +98,13 @@ export const make = <I, II, O, OI>(options: {
   readonly sideEffect?: boolean
   readonly cacheable?: boolean
   readonly idempotent?: boolean
+  readonly hosts?: ReadonlyArray<string>
   readonly run: (input: I, ctx: ToolContext) => Effect.Effect<O, ToolFailed>
 }): Tool => {
   const decodeInput = Schema.decodeUnknown(options.input, { errors: "all", onExcessProperty: "error" })
   const encodeOutput = Schema.encode(options.output)
   return {
+    hosts: options.hosts ?? [],
     spec: {
       tool_id: options.id as ToolSpec["tool_id"],
       name: options.name,

@@ -1,8 +1,12 @@
+import { Egress } from "@altan/domain/Egress"
 import { parseEntityId } from "@altan/domain/Ids"
 import { ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Effect from "effect/Effect"
 import { ToolRegistry } from "./ToolRegistry.js"
+
+/** `host[:port]` of a configured base URL: the tenant chose it, so its tools may reach it. */
+const hostOf = (url: string) => new URL(url).host
 
 /** `ToolWorker[tenant/tool]`: validates the input against the tool's schema, then runs it. */
 export const ToolWorkerLive = ToolWorker.toLayer(
@@ -10,13 +14,25 @@ export const ToolWorkerLive = ToolWorker.toLayer(
     const address = yield* Entity.CurrentAddress
     const { key: toolId, tenantId } = parseEntityId(address.entityId)
     const registry = yield* ToolRegistry
+    const egress = yield* Egress
     const attributes = { "tenant.id": tenantId, "tool.id": toolId }
     return ToolWorker.of({
       Execute: ({ payload }) =>
         Effect.gen(function*() {
           const tool = yield* registry.get(tenantId, toolId)
           const input = yield* tool.decode(payload.input)
-          const output = yield* tool.run(input, { tenantId, credential: payload.credential })
+          const baseUrls = payload.base_urls ?? {}
+          const allowHosts = [
+            ...(payload.egress_allowlist ?? []),
+            ...tool.hosts,
+            ...Object.values(baseUrls).map(hostOf)
+          ]
+          const output = yield* tool.run(input, {
+            tenantId,
+            credential: payload.credential,
+            http: (request) => egress.request({ ...request, allowHosts }),
+            baseUrl: (provider) => baseUrls[provider]
+          })
           return { output, cached: false }
         }).pipe(Effect.withSpan("ToolWorker.execute", { attributes })),
       Describe: () =>

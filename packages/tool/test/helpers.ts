@@ -1,9 +1,14 @@
 import type { TenantId } from "@altan/domain/Ids"
 import type { ToolFailed, ToolInputInvalid } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
-import type { Tool } from "../src/Tool.js"
+import type { Tool, ToolContext } from "../src/Tool.js"
 
-const ctx = { tenantId: "t1" as TenantId }
+// utility tools never go out: a call through this client is a bug the test must see
+const ctx: ToolContext = {
+  tenantId: "t1" as TenantId,
+  http: () => Effect.die(new Error("a utility tool made an HTTP call")),
+  baseUrl: () => undefined
+}
 
 /** Decodes then runs, as the tool service does. */
 export const call = (tool: Tool, input: unknown): Effect.Effect<any, ToolInputInvalid | ToolFailed> =>
