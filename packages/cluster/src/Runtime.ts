@@ -5,6 +5,7 @@ import * as Redis from "@altan/agent/Redis"
 import * as SessionStore from "@altan/agent/SessionStore"
 import * as Auth from "@altan/integrator/Auth"
 import { ConnectionLive } from "@altan/integrator/Connection"
+import * as ConnectionStore from "@altan/integrator/ConnectionStore"
 import { HttpLive } from "@altan/integrator/Http"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
@@ -165,7 +166,11 @@ const ReadinessLive = Layer.scoped(
 )
 
 /** The integrator's tenant configuration and secrets, shared by the HTTP edge and the connections. */
-export const IntegratorStores = Layer.mergeAll(TenantConfig.layerMemory, SecretStore.layerMemory)
+export const IntegratorStores = Layer.mergeAll(
+  TenantConfig.layerMemory,
+  SecretStore.layerMemory,
+  ConnectionStore.layerMemory
+)
 
 /** The LLM gateway over the integrator's stores, calling out through the egress guard. */
 export const GatewayLive = LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfig), Layer.provide(EgressLive))

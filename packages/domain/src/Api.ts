@@ -6,6 +6,7 @@ import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import * as HttpApiSecurity from "@effect/platform/HttpApiSecurity"
 import * as OpenApi from "@effect/platform/OpenApi"
 import * as Schema from "effect/Schema"
+import { ConnectionConfig, ConnectionInfo, ProviderName } from "./ConnectionConfig.js"
 import {
   ConflictHttp,
   ForbiddenHttp,
@@ -15,12 +16,14 @@ import {
   UnauthorizedHttp,
   UnavailableHttp
 } from "./Errors.js"
-import { SessionId, TaskId } from "./Ids.js"
+import { SessionId, TaskId, ToolId } from "./Ids.js"
 import { LlmConfig, LlmId } from "./LlmConfig.js"
 import { CurrentPrincipal } from "./Principal.js"
 import { SecretName } from "./Secret.js"
 import { Settings } from "./Settings.js"
 import { SessionInfo, Task, TaskRequest } from "./Task.js"
+import { ToolDefinition, ToolSpec } from "./ToolDefinition.js"
+import { ToolView } from "./ToolWorker.js"
 
 /** Verifies `Authorization: Bearer <JWT>` and provides the caller's `Principal`. */
 export class Authentication extends HttpApiMiddleware.Tag<Authentication>()("Authentication", {
@@ -98,6 +101,28 @@ export class SecretsGroup extends HttpApiGroup.make("secrets")
   .middleware(Authentication)
 {}
 
+const toolId = HttpApiSchema.param("tool_id", ToolId)
+const provider = HttpApiSchema.param("provider", ProviderName)
+
+/** Built-in and the tenant's own tools. Any role reads; admins write. */
+export class ToolsGroup extends HttpApiGroup.make("tools")
+  .add(HttpApiEndpoint.put("put")`/v1/tools/${toolId}`.setPayload(ToolDefinition).addSuccess(ToolSpec))
+  .add(HttpApiEndpoint.get("list", "/v1/tools").addSuccess(Schema.Array(ToolSpec)))
+  .add(HttpApiEndpoint.get("get")`/v1/tools/${toolId}`.addSuccess(ToolView))
+  .add(HttpApiEndpoint.del("delete")`/v1/tools/${toolId}`.addSuccess(HttpApiSchema.NoContent))
+  .addError(NotFoundHttp)
+  .middleware(Authentication)
+{}
+
+/** The tenant's connections to providers (API keys and tokens). Admin only. */
+export class ConnectionsGroup extends HttpApiGroup.make("connections")
+  .add(HttpApiEndpoint.put("put")`/v1/connections/${provider}`.setPayload(ConnectionConfig).addSuccess(ConnectionInfo))
+  .add(HttpApiEndpoint.get("list", "/v1/connections").addSuccess(Schema.Array(ConnectionInfo)))
+  .add(HttpApiEndpoint.del("delete")`/v1/connections/${provider}`.addSuccess(HttpApiSchema.NoContent))
+  .addError(NotFoundHttp)
+  .middleware(Authentication)
+{}
+
 export const Health = Schema.Struct({ status: Schema.Literal("ok") })
 export const Readiness = Schema.Struct({
   status: Schema.Literal("ok"),
@@ -117,6 +142,8 @@ export class Api extends HttpApi.make("altan")
   .add(LlmsGroup)
   .add(SettingsGroup)
   .add(SecretsGroup)
+  .add(ToolsGroup)
+  .add(ConnectionsGroup)
   .add(HealthGroup)
   .addError(InvalidRequestHttp)
   .addError(ForbiddenHttp)

@@ -2,8 +2,8 @@ import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
-import { ErrorDetails } from "./Errors.js"
-import { ToolSpec } from "./ToolDefinition.js"
+import { ErrorDetails, InvalidRequest } from "./Errors.js"
+import { ToolDefinition, ToolSpec } from "./ToolDefinition.js"
 
 /** The tool id is not a built-in nor one of the tenant's tools. */
 export class ToolNotFound extends Schema.TaggedError<ToolNotFound>()("ToolNotFound", {
@@ -51,6 +51,9 @@ export const Credential = Schema.Struct({
 })
 export type Credential = typeof Credential.Type
 
+/** A tool as `GET /v1/tools/{id}` shows it: its spec and, for a tenant's tool, the definition as written. */
+export const ToolView = Schema.Struct({ spec: ToolSpec, definition: Schema.optional(ToolDefinition) })
+
 export const ToolResult = Schema.Struct({
   output: Schema.Unknown,
   cached: Schema.optionalWith(Schema.Boolean, { default: () => false })
@@ -76,8 +79,11 @@ export const ToolWorker = Entity.make("ToolWorker", [
     error: ToolError
   }),
   Rpc.make("Describe", { success: ToolSpec, error: ToolNotFound }),
-  /** Every tool of the tenant; sent to `ToolWorker[tenant/_catalog]`. */
-  Rpc.make("List", { success: Schema.Array(ToolSpec) })
+  /** Every tool of the tenant; sent to `ToolWorker[tenant/_catalog]`, like the three below. */
+  Rpc.make("List", { success: Schema.Array(ToolSpec) }),
+  Rpc.make("PutTool", { payload: { definition: ToolDefinition }, success: ToolSpec, error: InvalidRequest }),
+  Rpc.make("GetTool", { payload: { tool_id: Schema.String }, success: ToolView, error: ToolNotFound }),
+  Rpc.make("DeleteTool", { payload: { tool_id: Schema.String }, error: ToolNotFound })
 ]).annotate(ClusterSchema.ShardGroup, () => "tool")
 
 /** The entity that answers `List` for a tenant (not a tool id: those cannot start with `_`). */

@@ -1,6 +1,7 @@
 export * as AgentSession from "./AgentSession.js"
 export * as Api from "./Api.js"
 export * as Connection from "./Connection.js"
+export * as ConnectionConfig from "./ConnectionConfig.js"
 export * as Egress from "./Egress.js"
 export * as Errors from "./Errors.js"
 export * as Ids from "./Ids.js"

@@ -1,12 +1,16 @@
 import { Connection, llmProvider } from "@altan/domain/Connection"
 import { parseEntityId } from "@altan/domain/Ids"
 import { LlmBadResponse, LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
-import { ToolFailed, ToolWorker } from "@altan/domain/ToolWorker"
+import { type Credential, ToolFailed, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import { ConnectionStore } from "./ConnectionStore.js"
 import { LlmGateway } from "./LlmGateway.js"
+import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
 
 /**
@@ -19,10 +23,20 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
   const connections = yield* Connection.client
   const gateway = yield* LlmGateway
   const config = yield* TenantConfig
+  const connections_ = yield* ConnectionStore
+  const secrets = yield* SecretStore
   return Connection.toLayer(
     Effect.gen(function*() {
       const address = yield* Entity.CurrentAddress
       const { key: provider, tenantId } = parseEntityId(address.entityId)
+      /** The credential of this connection, resolved from its secret for each call (never cached here). */
+      const credential = Effect.gen(function*() {
+        const connection = yield* connections_.get(tenantId, provider)
+        if (Option.isNone(connection) || connection.value.type !== "api_key") return Option.none<Credential>()
+        const { header, prefix, secret } = connection.value
+        const value = yield* secrets.get(tenantId, secret)
+        return Option.map(value, (v): Credential => ({ header, value: Redacted.make(prefix + Redacted.value(v)) }))
+      })
       return Connection.of({
         Invoke: ({ payload }) => {
           const toolUnavailable = (e: { readonly _tag: string }) =>
@@ -34,10 +48,11 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               })
             )
           return Effect.flatMap(
-            config.getSettings(tenantId),
-            (settings) =>
+            Effect.all([config.getSettings(tenantId), credential]),
+            ([settings, cred]) =>
               toolWorker(`${tenantId}/${payload.tool_id}`).Execute({
                 input: payload.input,
+                ...(Option.isSome(cred) ? { credential: cred.value } : {}),
                 egress_allowlist: settings.egress_allowlist,
                 base_urls: Object.fromEntries(
                   Object.entries(settings.providers).flatMap(([p, v]) => (v.base_url ? [[p, v.base_url]] : []))

@@ -4,6 +4,7 @@ import { Forbidden, InvalidRequest, NotFound, Unavailable } from "@altan/domain/
 import { type SessionId, sessionOfTask, type TaskId } from "@altan/domain/Ids"
 import { CurrentPrincipal, type Principal } from "@altan/domain/Principal"
 import { isTerminal, Task, type TaskRequest } from "@altan/domain/Task"
+import { catalogId, type ToolNotFound, ToolWorker } from "@altan/domain/ToolWorker"
 import type { AlreadyProcessingMessage, MailboxFull, PersistenceError } from "@effect/cluster/ClusterError"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
@@ -25,6 +26,7 @@ import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import type { Readable } from "node:stream"
 import { AuthenticationLive } from "./Auth.js"
+import { ConnectionStore } from "./ConnectionStore.js"
 import { IntegratorConfig } from "./IntegratorConfig.js"
 import * as Readiness from "./Readiness.js"
 import { SecretStore } from "./SecretStore.js"
@@ -277,6 +279,81 @@ const SecretsLive = HttpApiBuilder.group(Api, "secrets", (handlers) =>
         }))
   }))
 
+const ToolsLive = HttpApiBuilder.group(Api, "tools", (handlers) =>
+  Effect.gen(function*() {
+    const workers = yield* ToolWorker.client
+    const catalog = (tenantId: string) => workers(catalogId(tenantId))
+    const notFound = (e: ToolNotFound) => new NotFound({ message: `no tool ${e.tool_id}` })
+    return handlers
+      .handle("put", ({ path, payload }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          if (payload.tool_id !== path.tool_id) {
+            return yield* new InvalidRequest({
+              message: `the body's tool_id "${payload.tool_id}" differs from the path's "${path.tool_id}"`,
+              details: { field: "tool_id" }
+            })
+          }
+          return yield* orUnavailable(catalog(tenantId).PutTool({ definition: payload }))
+        }))
+      .handle("list", () => Effect.flatMap(CurrentPrincipal, ({ tenantId }) => orUnavailable(catalog(tenantId).List())))
+      .handle("get", ({ path }) =>
+        Effect.flatMap(CurrentPrincipal, ({ tenantId }) =>
+          orUnavailable(catalog(tenantId).GetTool({ tool_id: path.tool_id })).pipe(
+            Effect.catchTag("ToolNotFound", (e) =>
+              Effect.fail(notFound(e)))
+          )))
+      .handle("delete", ({ path }) =>
+        Effect.flatMap(requireAdmin, ({ tenantId }) =>
+          orUnavailable(catalog(tenantId).DeleteTool({ tool_id: path.tool_id })).pipe(
+            Effect.catchTag("ToolNotFound", (e) =>
+              Effect.fail(notFound(e)))
+          )))
+  }))
+
+const ConnectionsLive = HttpApiBuilder.group(Api, "connections", (handlers) =>
+  Effect.gen(function*() {
+    const connections = yield* ConnectionStore
+    return handlers
+      .handle("put", ({ path, payload }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          if (payload.type === "oauth2") {
+            return yield* new InvalidRequest({
+              code: "not_supported",
+              message: "OAuth2 connections are not available yet; use an api_key connection",
+              details: { field: "type" }
+            })
+          }
+          yield* connections.put(tenantId, path.provider, payload)
+          return {
+            provider: path.provider,
+            type: payload.type,
+            status: "connected" as const,
+            scopes: [],
+            expires_at: null
+          }
+        }))
+      .handle("list", () =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          return (yield* connections.list(tenantId)).map(([provider, c]) => ({
+            provider,
+            type: c.type,
+            status: "connected" as const,
+            scopes: c.type === "oauth2" ? c.scopes : [],
+            expires_at: null
+          }))
+        }))
+      .handle("delete", ({ path }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          if (!(yield* connections.remove(tenantId, path.provider))) {
+            return yield* new NotFound({ message: `no connection for ${path.provider}` })
+          }
+        }))
+  }))
+
 const HealthLive = HttpApiBuilder.group(Api, "health", (handlers) =>
   handlers
     .handle("healthz", () => Effect.succeed({ status: "ok" as const }))
@@ -420,7 +497,16 @@ export const HttpLive = Layer.unwrapEffect(Effect.gen(function*() {
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(ErrorEnvelope),
     Layer.provide(HttpApiBuilder.api(Api)),
-    Layer.provide([TasksLive, SessionsLive, LlmsLive, SettingsLive, SecretsLive, HealthLive]),
+    Layer.provide([
+      TasksLive,
+      SessionsLive,
+      LlmsLive,
+      SettingsLive,
+      SecretsLive,
+      ToolsLive,
+      ConnectionsLive,
+      HealthLive
+    ]),
     Layer.provide(AuthenticationLive)
   )
 }))

@@ -1,22 +1,37 @@
+import { InvalidRequest } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
+import type { ToolDefinition } from "@altan/domain/ToolDefinition"
 import { ToolNotFound } from "@altan/domain/ToolWorker"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import { DatetimeParse } from "./builtin/Datetime.js"
 import { EmailParse } from "./builtin/Email.js"
 import { JsonExtract } from "./builtin/Json.js"
 import { TextTemplate } from "./builtin/Text.js"
+import { fromDefinition } from "./CustomTool.js"
 import type { Tool } from "./Tool.js"
 
 /** The tools available to a tenant: the built-ins plus the tenant's own. */
 export class ToolRegistry extends Context.Tag("@altan/tool/ToolRegistry")<ToolRegistry, {
   readonly get: (tenantId: TenantId, toolId: string) => Effect.Effect<Tool, ToolNotFound>
   readonly list: (tenantId: TenantId) => Effect.Effect<ReadonlyArray<Tool>>
+  /** Adds or replaces one of the tenant's tools; a built-in id cannot be taken. */
+  readonly put: (tenantId: TenantId, definition: ToolDefinition) => Effect.Effect<Tool, InvalidRequest>
+  /** The tenant's definition of one of its tools, as it was written. */
+  readonly definition: (tenantId: TenantId, toolId: string) => Effect.Effect<Option.Option<ToolDefinition>>
+  readonly remove: (tenantId: TenantId, toolId: string) => Effect.Effect<boolean>
 }>() {}
 
-/** The built-in utility tools, available to every tenant. */
+/** The built-in tools, available to every tenant. */
 export const builtins: ReadonlyArray<Tool> = [EmailParse, JsonExtract, TextTemplate, DatetimeParse]
+
+/** Hosts of the built-in vendors: every tenant may reach them, from built-in and custom tools alike. */
+export const vendorHosts = (
+  tools: ReadonlyArray<Tool>
+): ReadonlyArray<string> => [...new Set(tools.flatMap((t) => t.hosts))]
 
 /**
  * A registry held in memory. `extra` adds process-wide tools beside the built-ins (tests use it
@@ -26,13 +41,40 @@ export const layerMemory = (
   options?: { readonly extra?: ReadonlyArray<Tool> | undefined }
 ): Layer.Layer<ToolRegistry> =>
   Layer.sync(ToolRegistry, () => {
-    const all = [...builtins, ...(options?.extra ?? [])]
-    const byId = new Map(all.map((t) => [t.spec.tool_id as string, t]))
+    const shared = [...builtins, ...(options?.extra ?? [])]
+    const sharedById = new Map(shared.map((t) => [t.spec.tool_id as string, t]))
+    const hosts = vendorHosts(shared)
+    const custom = new Map<TenantId, Map<string, { readonly definition: ToolDefinition; readonly tool: Tool }>>()
+    const of = (tenantId: TenantId) => {
+      let m = custom.get(tenantId)
+      if (!m) custom.set(tenantId, m = new Map())
+      return m
+    }
     return {
-      get: (_tenantId, toolId) => {
-        const tool = byId.get(toolId)
+      get: (tenantId, toolId) => {
+        const tool = sharedById.get(toolId) ?? custom.get(tenantId)?.get(toolId)?.tool
         return tool ? Effect.succeed(tool) : Effect.fail(new ToolNotFound({ tool_id: toolId }))
       },
-      list: () => Effect.succeed(all)
+      list: (tenantId) =>
+        Effect.sync(() => [...shared, ...[...(custom.get(tenantId)?.values() ?? [])].map((c) => c.tool)]),
+      put: (tenantId, definition) =>
+        Effect.suspend(() => {
+          if (sharedById.has(definition.tool_id)) {
+            return Effect.fail(
+              new InvalidRequest({
+                code: "invalid_tool",
+                message: `${definition.tool_id} is a built-in tool; choose another tool_id`,
+                details: { field: "tool_id" }
+              })
+            )
+          }
+          return Either.match(fromDefinition(definition, hosts), {
+            onLeft: Effect.fail,
+            onRight: (tool) => Effect.sync(() => (of(tenantId).set(definition.tool_id, { definition, tool }), tool))
+          })
+        }),
+      definition: (tenantId, toolId) =>
+        Effect.sync(() => Option.fromNullable(custom.get(tenantId)?.get(toolId)?.definition)),
+      remove: (tenantId, toolId) => Effect.sync(() => custom.get(tenantId)?.delete(toolId) ?? false)
     }
   })

@@ -1,8 +1,9 @@
 import { Egress } from "@altan/domain/Egress"
 import { parseEntityId } from "@altan/domain/Ids"
-import { ToolWorker } from "@altan/domain/ToolWorker"
+import { ToolNotFound, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import { ToolRegistry } from "./ToolRegistry.js"
 
 /** `host[:port]` of a configured base URL: the tenant chose it, so its tools may reach it. */
@@ -41,6 +42,24 @@ export const ToolWorkerLive = ToolWorker.toLayer(
           Effect.withSpan("ToolWorker.describe", { attributes })
         ),
       // answered by `ToolWorker[tenant/_catalog]`; any entity of the tenant would give the same list
+      PutTool: ({ payload }) =>
+        registry.put(tenantId, payload.definition).pipe(
+          Effect.map((tool) => tool.spec),
+          Effect.withSpan("ToolWorker.putTool", {
+            attributes: { ...attributes, "tool.id": payload.definition.tool_id }
+          })
+        ),
+      GetTool: ({ payload }) =>
+        Effect.all([registry.get(tenantId, payload.tool_id), registry.definition(tenantId, payload.tool_id)]).pipe(
+          Effect.map(([tool, definition]) =>
+            Option.isSome(definition) ? { spec: tool.spec, definition: definition.value } : { spec: tool.spec }
+          )
+        ),
+      DeleteTool: ({ payload }) =>
+        Effect.flatMap(
+          registry.remove(tenantId, payload.tool_id),
+          (removed) => removed ? Effect.void : Effect.fail(new ToolNotFound({ tool_id: payload.tool_id }))
+        ),
       List: () =>
         registry.list(tenantId).pipe(
           Effect.map((tools) => tools.map((tool) => tool.spec)),

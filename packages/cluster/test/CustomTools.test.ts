@@ -1,0 +1,176 @@
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { createServer, type Server } from "node:http"
+import { makeProbes, startEdge } from "./fixtures.js"
+
+/** The seed's custom tool, exactly as the seed writes it. */
+const slackNotify = {
+  tool_id: "slack_notify",
+  name: "Send Slack Notification",
+  description: "Sends a message to a Slack channel",
+  parameters: [{ name: "channel_id", type: "string" }, { name: "message", type: "string" }],
+  endpoint: "https://slack.com/api/chat.postMessage",
+  method: "POST",
+  auth: "oauth2"
+}
+
+/** A loopback stand-in for slack.com that records what reaches it. */
+const received: Array<{ method: string; path: string; authorization?: string | undefined; body: any }> = []
+let slack: Server
+let slackBase = ""
+let edge: Awaited<ReturnType<typeof startEdge>>
+let adminA = ""
+let memberA = ""
+let adminB = ""
+
+const call = async (method: string, path: string, token: string, body?: unknown) => {
+  const res = await fetch(`${edge.base}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body !== undefined ? { "content-type": "application/json" } : {})
+    },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {})
+  })
+  return { status: res.status, body: res.status === 204 ? undefined : await res.json() }
+}
+
+beforeAll(async () => {
+  slack = createServer((req, res) => {
+    const chunks: Array<Buffer> = []
+    req.on("data", (c) => chunks.push(c)).on("end", () => {
+      const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : undefined
+      received.push({ method: req.method!, path: req.url!, authorization: req.headers.authorization, body })
+      res.writeHead(200, { "content-type": "application/json" })
+      res.end(JSON.stringify({ ok: true, channel: body?.channel_id, ts: "1700000000.000100" }))
+    })
+  })
+  await new Promise<void>((r) => slack.listen(0, "127.0.0.1", r))
+  slackBase = `http://127.0.0.1:${(slack.address() as { port: number }).port}`
+  edge = await startEdge(makeProbes())
+  adminA = await edge.sign({ tenant_id: "tenant-a", role: "admin" })
+  memberA = await edge.sign({ tenant_id: "tenant-a", role: "member" })
+  adminB = await edge.sign({ tenant_id: "tenant-b", role: "admin" })
+  // tenant A: the seed's tool, a Slack token connection, and Slack pointed at the loopback stand-in
+  expect((await call("PUT", "/v1/secrets/slack_token", adminA, { value: "xoxb-tenant-a" })).status).toBe(204)
+  expect(
+    (await call("PUT", "/v1/connections/slack", adminA, { type: "api_key", secret: "slack_token", prefix: "Bearer " }))
+      .status
+  ).toBe(200)
+  expect((await call("PUT", "/v1/settings", adminA, { providers: { slack: { base_url: slackBase } } })).status).toBe(
+    200
+  )
+})
+
+afterAll(async () => {
+  await edge.close()
+  slack.closeAllConnections()
+  await new Promise((r) => slack.close(r))
+})
+
+describe("custom tools", () => {
+  it("accepts the seed's slack_notify as written and runs it in a task", async () => {
+    const put = await call("PUT", "/v1/tools/slack_notify", adminA, slackNotify)
+    expect(put.status).toBe(200)
+    expect(put.body).toMatchObject({
+      tool_id: "slack_notify",
+      provider: "slack",
+      builtin: false,
+      side_effect: true,
+      input_schema: {
+        type: "object",
+        properties: { channel_id: { type: "string" }, message: { type: "string" } },
+        required: ["channel_id", "message"]
+      }
+    })
+    received.length = 0
+    const task = await call("POST", "/v1/tasks", memberA, {
+      input: { steps: [{ id: "notify", tool: "slack_notify", input: { channel_id: "C42", message: "Deploy done" } }] }
+    })
+    expect(task.body.status, JSON.stringify(task.body)).toBe("succeeded")
+    expect(task.body.output).toEqual({ ok: true, channel: "C42", ts: "1700000000.000100" })
+    expect(received).toEqual([{
+      method: "POST",
+      path: "/api/chat.postMessage",
+      authorization: "Bearer xoxb-tenant-a",
+      body: { channel_id: "C42", message: "Deploy done" }
+    }])
+    expect(JSON.stringify(task.body)).not.toContain("xoxb-tenant-a")
+  })
+
+  it("lists and shows the tenant's tool beside the built-ins", async () => {
+    const list = await call("GET", "/v1/tools", memberA)
+    const ids = list.body.map((t: any) => t.tool_id)
+    expect(ids).toEqual(expect.arrayContaining(["email.parse", "slack_notify"]))
+    const one = await call("GET", "/v1/tools/slack_notify", memberA)
+    expect(one.body.definition).toMatchObject({ endpoint: slackNotify.endpoint, auth: "oauth2" })
+  })
+
+  it("checks inputs against the tool's schema before any request", async () => {
+    received.length = 0
+    const task = await call("POST", "/v1/tasks", memberA, {
+      input: { steps: [{ id: "n", tool: "slack_notify", input: { channel_id: 42 } }] }
+    })
+    expect(task.body.status).toBe("failed")
+    expect(task.body.steps[0].error.code).toBe("invalid_tool_input")
+    expect(received).toEqual([])
+  })
+
+  it.each([
+    ["a bad tool id", { tool_id: "Bad Id" }, "tool_id"],
+    ["an unsupported method", { method: "TRACE" }, "method"],
+    ["an unknown auth type", { auth: "kerberos" }, "auth"],
+    ["a non-http endpoint", { endpoint: "ftp://slack.com/x" }, "endpoint"],
+    [
+      "duplicate parameters",
+      { parameters: [{ name: "a", type: "string" }, { name: "a", type: "number" }] },
+      "parameters.1.name"
+    ],
+    ["a placeholder naming no parameter", { endpoint: "https://slack.com/api/{nope}" }, "endpoint"]
+  ])("refuses %s with the field named", async (_, change, field) => {
+    const body = { ...slackNotify, ...change }
+    const res = await call("PUT", `/v1/tools/${encodeURIComponent(body.tool_id)}`, adminA, body)
+    expect(res.status, JSON.stringify(res.body)).toBe(400)
+    expect(res.body.error.details.field).toBe(field)
+  })
+
+  it("refuses a tenant tool that would shadow a built-in", async () => {
+    const res = await call("PUT", "/v1/tools/email.parse", adminA, { ...slackNotify, tool_id: "email.parse" })
+    expect(res.status).toBe(400)
+    expect(res.body.error).toMatchObject({ code: "invalid_tool", details: { field: "tool_id" } })
+  })
+
+  it("lets only admins write", async () => {
+    expect((await call("PUT", "/v1/tools/slack_notify", memberA, slackNotify)).status).toBe(403)
+    expect((await call("DELETE", "/v1/tools/slack_notify", memberA)).status).toBe(403)
+  })
+
+  it("keeps tenants apart: B never sees, runs, reads or overwrites A's tool", async () => {
+    const list = await call("GET", "/v1/tools", adminB)
+    expect(list.body.map((t: any) => t.tool_id)).not.toContain("slack_notify")
+    expect((await call("GET", "/v1/tools/slack_notify", adminB)).status).toBe(404)
+    expect((await call("DELETE", "/v1/tools/slack_notify", adminB)).status).toBe(404)
+    const run = await call("POST", "/v1/tasks", adminB, {
+      input: { steps: [{ id: "n", tool: "slack_notify", input: { channel_id: "C1", message: "x" } }] }
+    })
+    expect(run.status).toBe(400)
+    expect(run.body.error.code).toBe("unknown_tool")
+    // B's own tool of the same id is B's alone
+    expect((await call("PUT", "/v1/tools/slack_notify", adminB, { ...slackNotify, name: "B's version" })).status).toBe(
+      200
+    )
+    expect((await call("GET", "/v1/tools/slack_notify", adminA)).body.spec.name).toBe("Send Slack Notification")
+    expect((await call("GET", "/v1/tools/slack_notify", adminB)).body.spec.name).toBe("B's version")
+    // B has no Slack connection: its run fails clearly, and nothing reaches Slack with A's token
+    received.length = 0
+    const bRun = await call("POST", "/v1/tasks", adminB, {
+      input: { steps: [{ id: "n", tool: "slack_notify", input: { channel_id: "C1", message: "x" } }] }
+    })
+    expect(bRun.body.steps[0].error.message).toContain("no slack connection")
+    expect(received).toEqual([])
+  })
+
+  it("deletes the tenant's tool", async () => {
+    expect((await call("DELETE", "/v1/tools/slack_notify", adminA)).status).toBe(204)
+    expect((await call("GET", "/v1/tools/slack_notify", adminA)).status).toBe(404)
+  })
+})

@@ -1,0 +1,45 @@
+import * as Schema from "effect/Schema"
+import { SecretName } from "./Secret.js"
+
+/** A provider name: a vendor (`slack`, `salesforce`) or an LLM connection (`llm:<id>`). */
+export const ProviderName = Schema.String.pipe(
+  Schema.pattern(/^[a-z][a-z0-9_-]{0,63}$/, {
+    message: () => "provider must be 1-64 lowercase letters, digits, _ or -"
+  })
+)
+
+/** An API key or custom token: the secret's value, after `prefix`, in `header`, on every call to the provider. */
+export const ApiKeyConnection = Schema.Struct({
+  type: Schema.Literal("api_key"),
+  secret: SecretName,
+  header: Schema.optionalWith(
+    Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9-]{1,64}$/, { message: () => "header must be an HTTP header name" })),
+    { default: () => "Authorization" }
+  ),
+  prefix: Schema.optionalWith(Schema.String.pipe(Schema.maxLength(64)), { default: () => "" })
+})
+
+/** The tenant's OAuth app for a provider (authorization code + PKCE). */
+export const OAuth2Connection = Schema.Struct({
+  type: Schema.Literal("oauth2"),
+  client_id: Schema.String,
+  client_secret_secret: SecretName,
+  authorize_url: Schema.String,
+  token_url: Schema.String,
+  revoke_url: Schema.optional(Schema.String),
+  scopes: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] })
+})
+
+/** Body of `PUT /v1/connections/{provider}`. */
+export const ConnectionConfig = Schema.Union(ApiKeyConnection, OAuth2Connection)
+export type ConnectionConfig = typeof ConnectionConfig.Type
+
+/** A connection as the API shows it: never a token or key. */
+export const ConnectionInfo = Schema.Struct({
+  provider: Schema.String,
+  type: Schema.Literal("api_key", "oauth2"),
+  status: Schema.Literal("connected", "needs_reauth", "pending"),
+  scopes: Schema.Array(Schema.String),
+  expires_at: Schema.NullOr(Schema.String)
+})
+export type ConnectionInfo = typeof ConnectionInfo.Type

@@ -1,0 +1,159 @@
+import { InvalidRequest } from "@altan/domain/Errors"
+import type { JsonSchema, ToolDefinition, ToolSpec } from "@altan/domain/ToolDefinition"
+import { ToolFailed, ToolInputInvalid } from "@altan/domain/ToolWorker"
+import { Ajv } from "ajv"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Redacted from "effect/Redacted"
+import { checkStatus, httpFailed, type Tool } from "./Tool.js"
+
+const ajv = new Ajv({ allErrors: true, strict: false, coerceTypes: false })
+
+const invalid = (message: string, field: string) =>
+  new InvalidRequest({ code: "invalid_tool", message, details: { field } })
+
+/** `{name}` placeholders of an endpoint. */
+const placeholders = (endpoint: string) => [...endpoint.matchAll(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g)].map((m) => m[1]!)
+
+/**
+ * The provider a custom tool belongs to, for its credential and budget: the explicit `provider`,
+ * else the name in the endpoint's host (`slack.com` -> `slack`, `eu12.my.salesforce.com` -> `salesforce`).
+ */
+export const providerOf = (definition: ToolDefinition): string => {
+  if (definition.provider) return definition.provider
+  const labels = new URL(definition.endpoint.replace(/\{[^}]*\}/g, "x")).hostname.split(".")
+  return (labels.length >= 2 ? labels[labels.length - 2] : labels[0])!.toLowerCase()
+}
+
+/** The seed's `parameters` list as a JSON Schema; a full JSON Schema object is taken as it is. */
+export const inputSchemaOf = (definition: ToolDefinition): JsonSchema => {
+  if (!Array.isArray(definition.parameters)) return definition.parameters as JsonSchema
+  const list = definition.parameters as ReadonlyArray<{
+    name: string
+    type: string
+    description?: string | undefined
+    required: boolean
+    enum?: ReadonlyArray<unknown> | undefined
+  }>
+  return {
+    type: "object",
+    properties: Object.fromEntries(list.map((p) => [p.name, {
+      type: p.type,
+      ...(p.description ? { description: p.description } : {}),
+      ...(p.enum ? { enum: p.enum } : {})
+    }])),
+    required: list.filter((p) => p.required).map((p) => p.name),
+    additionalProperties: false
+  }
+}
+
+/**
+ * Checks a tenant's tool definition beyond its shape (duplicate parameters, placeholders that name no
+ * parameter, a schema ajv cannot compile) and builds the runnable tool. Errors name the field.
+ */
+export const fromDefinition = (
+  definition: ToolDefinition,
+  vendorHosts: ReadonlyArray<string>
+): Either.Either<Tool, InvalidRequest> => {
+  if (Array.isArray(definition.parameters)) {
+    const seen = new Set<string>()
+    for (const [i, p] of (definition.parameters as ReadonlyArray<{ name: string }>).entries()) {
+      if (seen.has(p.name)) return Either.left(invalid(`duplicate parameter "${p.name}"`, `parameters.${i}.name`))
+      seen.add(p.name)
+    }
+  }
+  const schema = inputSchemaOf(definition)
+  if (schema.type !== undefined && schema.type !== "object") {
+    return Either.left(invalid("a tool's parameters must describe an object", "parameters"))
+  }
+  const declared = new Set(Object.keys((schema.properties as object | undefined) ?? {}))
+  for (const name of placeholders(definition.endpoint)) {
+    if (!declared.has(name)) {
+      return Either.left(invalid(`the endpoint's {${name}} is not one of the parameters`, "endpoint"))
+    }
+  }
+  let validate: ReturnType<typeof ajv.compile>
+  try {
+    validate = ajv.compile(schema)
+  } catch (e) {
+    return Either.left(invalid(`parameters is not a valid JSON Schema: ${(e as Error).message}`, "parameters"))
+  }
+  const id = definition.tool_id
+  const provider = providerOf(definition)
+  const method = definition.method
+  const spec: ToolSpec = {
+    tool_id: id,
+    name: definition.name,
+    description: definition.description,
+    provider,
+    builtin: false,
+    input_schema: schema,
+    side_effect: definition.side_effect ?? (method !== "GET"),
+    cacheable: definition.cacheable ?? false,
+    idempotent: definition.idempotent ?? (method === "GET" || method === "PUT" || method === "DELETE")
+  }
+  return Either.right({
+    spec,
+    hosts: vendorHosts,
+    decode: (input) =>
+      validate(input) ? Effect.succeed(input) : Effect.fail(
+        new ToolInputInvalid({
+          tool_id: id,
+          message: `invalid input for ${id}: ${ajv.errorsText(validate.errors, { dataVar: "input" })}`,
+          details: {
+            field: (validate.errors?.[0]?.instancePath ?? "").replace(/^\//, "").replace(/\//g, ".") ||
+              String(
+                validate.errors?.[0]?.params && "missingProperty" in validate.errors[0].params
+                  ? validate.errors[0].params.missingProperty
+                  : ""
+              ),
+            issues: (validate.errors ?? []).map((e) => ({ path: e.instancePath, message: e.message }))
+          }
+        })
+      ),
+    run: (input, ctx) =>
+      Effect.gen(function*() {
+        const args = { ...(input as Record<string, unknown>) }
+        const url = new URL(definition.endpoint.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+          const value = args[name]
+          delete args[name]
+          return encodeURIComponent(String(value ?? ""))
+        }))
+        // the tenant's base URL for the provider (a region, a sandbox) takes the endpoint's place
+        const base = ctx.baseUrl(provider)
+        if (base) {
+          const origin = new URL(base)
+          url.protocol = origin.protocol
+          url.host = origin.host
+        }
+        const headers: Record<string, string> = { accept: "application/json" }
+        if (definition.auth !== "none") {
+          if (!ctx.credential) {
+            return yield* new ToolFailed({
+              tool_id: id,
+              message: `no ${provider} connection for this tenant: connect it with PUT /v1/connections/${provider}`,
+              retryable: false
+            })
+          }
+          headers[ctx.credential.header.toLowerCase()] = Redacted.value(ctx.credential.value)
+        }
+        let body: string | undefined
+        if (method === "GET" || method === "DELETE") {
+          for (const [k, v] of Object.entries(args)) {
+            url.searchParams.set(k, typeof v === "string" ? v : JSON.stringify(v))
+          }
+        } else {
+          headers["content-type"] = "application/json"
+          body = JSON.stringify(args)
+        }
+        const response = yield* ctx.http({
+          url: url.href,
+          method,
+          headers,
+          ...(body !== undefined ? { body } : {}),
+          ...(definition.timeout_ms ? { timeoutMs: definition.timeout_ms } : {})
+        }).pipe(Effect.mapError(httpFailed(id)))
+        return yield* checkStatus(id, response)
+      }).pipe(Effect.withSpan("CustomTool.run", { attributes: { "tool.id": id, provider } }))
+  })
+}
