@@ -68,7 +68,9 @@ const run = <R>(prune: (now: number) => Effect.Effect<number, unknown, R>, reten
     Effect.flatMap((now) => prune(now - Duration.toMillis(retention))),
     Effect.tap((n) => n > 0 ? Effect.logDebug(`pruned ${n} processed cluster messages`) : Effect.void),
     Effect.catchAllCause((cause) => Effect.logWarning("pruning processed cluster messages failed", cause)),
-    Effect.repeat(every(retention)),
+    // first run one interval after start: by then the cluster's tables exist
+    Effect.schedule(every(retention)),
+    Effect.forever,
     Effect.forkScoped,
     Effect.asVoid
   )

@@ -37,11 +37,14 @@ import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import { createServer } from "node:http"
 import * as MessageRetention from "./MessageRetention.js"
-import { layerConfig, type Role, RuntimeConfig, shardGroups } from "./RuntimeConfig.js"
+import { layerConfig, type Role, RuntimeConfig, shardGroups, shardsPerGroup } from "./RuntimeConfig.js"
 
 const shardingOptions = (config: RuntimeConfig["Type"]): Partial<ShardingConfig.ShardingConfig["Type"]> => ({
   runnerAddress: Option.some(RunnerAddress.make(config.host, config.runnerPort)),
   availableShardGroups: shardGroups,
+  // SqlRunnerStorage acquires a runner's shards in one statement, and PostgreSQL allows at most 1664
+  // entries in it: 100 shards per group keeps even ROLE=all (8 groups) well under that.
+  shardsPerGroup,
   assignedShardGroups: config.assignedShardGroups,
   shardLockRefreshInterval: config.shardLockRefreshInterval,
   shardLockExpiration: config.shardLockExpiration,
@@ -112,7 +115,12 @@ export const ShardingMemory = (
     Layer.provideMerge(MessageStorage.layerMemory),
     Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
     Layer.provide(
-      ShardingConfig.layer({ availableShardGroups: shardGroups, assignedShardGroups: shardGroups, ...options })
+      ShardingConfig.layer({
+        availableShardGroups: shardGroups,
+        assignedShardGroups: shardGroups,
+        shardsPerGroup,
+        ...options
+      })
     )
   )
 

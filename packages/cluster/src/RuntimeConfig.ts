@@ -1,3 +1,4 @@
+import { toolShardGroups } from "@altan/domain/ToolWorker"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -11,7 +12,7 @@ export const roles = ["all", "agent", "tool", "integrator"] as const
 export type Role = typeof roles[number]
 
 /** The shard groups of the three services; every runner knows all of them. */
-export const shardGroups = ["agent", "integrator", "tool"] as const
+export const shardGroups: ReadonlyArray<string> = ["agent", "integrator", ...toolShardGroups]
 
 /**
  * How this process takes part in the cluster. Read once from the environment (see README's
@@ -40,7 +41,11 @@ export class RuntimeConfig extends Context.Tag("@altan/cluster/RuntimeConfig")<R
   readonly messageRetention: Duration.Duration
 }>() {}
 
-export const groupsOf = (role: Role): ReadonlyArray<string> => role === "all" ? shardGroups : [role]
+/** Shards per group; like the groups themselves, the same in every process of a cluster. */
+export const shardsPerGroup = 100
+
+export const groupsOf = (role: Role): ReadonlyArray<string> =>
+  role === "all" ? shardGroups : role === "tool" ? toolShardGroups : [role]
 
 export const load: Effect.Effect<RuntimeConfig["Type"], ConfigError.ConfigError> = Effect.gen(function*() {
   const role = yield* Config.literal(...roles)("ROLE").pipe(Config.withDefault("all" as const))

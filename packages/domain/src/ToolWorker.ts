@@ -60,6 +60,28 @@ export const ToolResult = Schema.Struct({
 })
 export type ToolResult = typeof ToolResult.Type
 
+/** Built-in tool namespaces by vendor; a vendor's tools share a shard group, so runners can be dedicated to it. */
+const vendorOfNamespace: Record<string, string> = {
+  slack: "slack",
+  hubspot: "hubspot",
+  salesforce: "salesforce",
+  google_calendar: "google",
+  gmail: "google",
+  teams: "microsoft",
+  outlook: "microsoft"
+}
+
+/** Every shard group of the Tool Service: `tool` (utility, custom, catalog) and one per built-in vendor. */
+export const toolShardGroups = ["tool", ...new Set(Object.values(vendorOfNamespace))].map((
+  v
+) => (v === "tool" ? v : `tool-${v}`))
+
+/** The shard group of a tool: `tool-<vendor>` for a built-in vendor's tools, `tool` for the rest. */
+export const toolShardGroup = (toolId: string): string => {
+  const vendor = vendorOfNamespace[toolId.slice(0, toolId.indexOf("."))]
+  return vendor ? `tool-${vendor}` : "tool"
+}
+
 /**
  * Executes calls of one tool for one tenant. Entity id: `tenantId/toolId`.
  */
@@ -84,7 +106,7 @@ export const ToolWorker = Entity.make("ToolWorker", [
   Rpc.make("PutTool", { payload: { definition: ToolDefinition }, success: ToolSpec, error: InvalidRequest }),
   Rpc.make("GetTool", { payload: { tool_id: Schema.String }, success: ToolView, error: ToolNotFound }),
   Rpc.make("DeleteTool", { payload: { tool_id: Schema.String }, error: ToolNotFound })
-]).annotate(ClusterSchema.ShardGroup, () => "tool")
+]).annotate(ClusterSchema.ShardGroup, (entityId) => toolShardGroup(entityId.slice(entityId.indexOf("/") + 1)))
 
 /** The entity that answers `List` for a tenant (not a tool id: those cannot start with `_`). */
 export const catalogId = (tenantId: string) => `${tenantId}/_catalog`

@@ -9,7 +9,13 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { DatetimeParse } from "./builtin/Datetime.js"
 import { EmailParse } from "./builtin/Email.js"
+import * as Google from "./builtin/Google.js"
+import * as HttpTools from "./builtin/Http.js"
+import * as HubSpot from "./builtin/HubSpot.js"
 import { JsonExtract } from "./builtin/Json.js"
+import * as Microsoft from "./builtin/Microsoft.js"
+import * as Salesforce from "./builtin/Salesforce.js"
+import * as Slack from "./builtin/Slack.js"
 import { TextTemplate } from "./builtin/Text.js"
 import { fromDefinition } from "./CustomTool.js"
 import type { Tool } from "./Tool.js"
@@ -26,7 +32,18 @@ export class ToolRegistry extends Context.Tag("@altan/tool/ToolRegistry")<ToolRe
 }>() {}
 
 /** The built-in tools, available to every tenant. */
-export const builtins: ReadonlyArray<Tool> = [EmailParse, JsonExtract, TextTemplate, DatetimeParse]
+export const builtins: ReadonlyArray<Tool> = [
+  EmailParse,
+  JsonExtract,
+  TextTemplate,
+  DatetimeParse,
+  ...HttpTools.tools,
+  ...Slack.tools,
+  ...HubSpot.tools,
+  ...Salesforce.tools,
+  ...Google.tools,
+  ...Microsoft.tools
+]
 
 /** Hosts of the built-in vendors: every tenant may reach them, from built-in and custom tools alike. */
 export const vendorHosts = (
