@@ -145,8 +145,17 @@ export const AgentLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =
 /** The one guarded HTTP client for outbound calls (`EGRESS_*` settings). */
 export const EgressLive = ToolEgress.layer.pipe(Layer.provide(ToolEgress.EgressConfig.layerConfig), Layer.orDie)
 
-/** Tool Service: `ToolWorker` entities. */
-export const ToolLive = ToolWorkerLive.pipe(Layer.provide(ToolRegistry.layerMemory()), Layer.provide(EgressLive))
+/** Tool Service: `ToolWorker` entities; tenant tools in Redis when `REDIS_URL` is set, so every tool runner sees them. */
+export const ToolLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
+  ToolWorkerLive.pipe(
+    Layer.provide(
+      Option.match(config.redisUrl, {
+        onNone: () => ToolRegistry.layerMemory(),
+        onSome: (url) => Layer.orDie(ToolRegistry.layerRedis({ url: Redacted.value(url) }))
+      })
+    ),
+    Layer.provide(EgressLive)
+  )))
 
 /** What `/readyz` checks: the cluster's storage when there is one, and Redis when configured. */
 const ReadinessLive = Layer.scoped(

@@ -1,12 +1,14 @@
 import { InvalidRequest } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
-import type { ToolDefinition } from "@altan/domain/ToolDefinition"
+import { type ToolDefinition, ToolDefinition as ToolDefinitionSchema } from "@altan/domain/ToolDefinition"
 import { ToolNotFound } from "@altan/domain/ToolWorker"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import { Redis as IORedis } from "ioredis"
 import { DatetimeParse } from "./builtin/Datetime.js"
 import { EmailParse } from "./builtin/Email.js"
 import * as Google from "./builtin/Google.js"
@@ -95,3 +97,87 @@ export const layerMemory = (
       remove: (tenantId, toolId) => Effect.sync(() => custom.get(tenantId)?.delete(toolId) ?? false)
     }
   })
+
+/**
+ * The tenant tools in Redis, so every tool runner sees them: one hash per tenant, the definition as
+ * written per tool. Compiled tools are kept per runner and rebuilt only when the stored definition
+ * changes, so a call costs one `HGET`.
+ */
+export const layerRedis = (options: {
+  readonly url: string
+  readonly prefix?: string
+  readonly extra?: ReadonlyArray<Tool> | undefined
+}): Layer.Layer<ToolRegistry, Error> =>
+  Layer.scoped(
+    ToolRegistry,
+    Effect.gen(function*() {
+      const client = yield* Effect.acquireRelease(
+        Effect.tryPromise({
+          try: async () => {
+            const c = new IORedis(options.url, {
+              lazyConnect: true,
+              maxRetriesPerRequest: 2,
+              connectionName: "altan-tools"
+            })
+            await c.connect()
+            return c
+          },
+          catch: (e) => new Error(`cannot connect to the tool registry's redis: ${(e as Error).message}`)
+        }),
+        (c) => Effect.promise(() => c.quit().catch(() => c.disconnect()))
+      )
+      const shared = [...builtins, ...(options.extra ?? [])]
+      const sharedById = new Map(shared.map((t) => [t.spec.tool_id as string, t]))
+      const hosts = vendorHosts(shared)
+      const prefix = options.prefix ?? "altan"
+      const key = (tenantId: TenantId) => `${prefix}:t:${tenantId}:tools`
+      const decode = Schema.decodeUnknownSync(Schema.parseJson(ToolDefinitionSchema))
+      const compiled = new Map<string, { readonly json: string; readonly tool: Tool }>()
+      const toolOf = (tenantId: TenantId, json: string): Tool => {
+        const cacheKey = `${tenantId}/${JSON.parse(json).tool_id}`
+        const hit = compiled.get(cacheKey)
+        if (hit && hit.json === json) return hit.tool
+        // stored definitions were validated on write; one that no longer compiles is a defect
+        const tool = Either.getOrThrow(fromDefinition(decode(json), hosts))
+        compiled.set(cacheKey, { json, tool })
+        return tool
+      }
+      const redis = <A>(f: () => Promise<A>) => Effect.orDie(Effect.tryPromise(f))
+      return {
+        get: (tenantId, toolId) => {
+          const builtin = sharedById.get(toolId)
+          if (builtin) return Effect.succeed(builtin)
+          return redis(() => client.hget(key(tenantId), toolId)).pipe(
+            Effect.flatMap((json) =>
+              json === null
+                ? Effect.fail(new ToolNotFound({ tool_id: toolId }))
+                : Effect.sync(() => toolOf(tenantId, json))
+            )
+          )
+        },
+        list: (tenantId) =>
+          redis(() => client.hvals(key(tenantId))).pipe(
+            Effect.map((values) => [...shared, ...values.map((json) => toolOf(tenantId, json))])
+          ),
+        put: (tenantId, definition) =>
+          Effect.gen(function*() {
+            if (sharedById.has(definition.tool_id)) {
+              return yield* new InvalidRequest({
+                code: "invalid_tool",
+                message: `${definition.tool_id} is a built-in tool; choose another tool_id`,
+                details: { field: "tool_id" }
+              })
+            }
+            const tool = yield* fromDefinition(definition, hosts)
+            const json = Schema.encodeSync(Schema.parseJson(ToolDefinitionSchema))(definition)
+            yield* redis(() => client.hset(key(tenantId), definition.tool_id, json))
+            return tool
+          }),
+        definition: (tenantId, toolId) =>
+          redis(() => client.hget(key(tenantId), toolId)).pipe(
+            Effect.map((json) => Option.map(Option.fromNullable(json), decode))
+          ),
+        remove: (tenantId, toolId) => redis(() => client.hdel(key(tenantId), toolId)).pipe(Effect.map((n) => n > 0))
+      }
+    })
+  )
