@@ -7,6 +7,7 @@ import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as Egress from "@altan/tool/Egress"
+import * as ToolCache from "@altan/tool/ToolCache"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
 import type * as Sharding from "@effect/cluster/Sharding"
@@ -43,6 +44,7 @@ export const startRuntime = async (options: { readonly extra?: Layer.Layer<never
       ))),
       ToolWorkerLive.pipe(
         Layer.provide(ToolRegistry.layerMemory()),
+        Layer.provide(ToolCache.layerMemory()),
         Layer.provide(
           Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
         )

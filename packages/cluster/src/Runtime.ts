@@ -13,6 +13,7 @@ import * as Readiness from "@altan/integrator/Readiness"
 import * as SecretStore from "@altan/integrator/SecretStore"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
 import * as ToolEgress from "@altan/tool/Egress"
+import * as ToolCache from "@altan/tool/ToolCache"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
 import * as MessageStorage from "@effect/cluster/MessageStorage"
@@ -150,8 +151,12 @@ export const ToolLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
   ToolWorkerLive.pipe(
     Layer.provide(
       Option.match(config.redisUrl, {
-        onNone: () => ToolRegistry.layerMemory(),
-        onSome: (url) => Layer.orDie(ToolRegistry.layerRedis({ url: Redacted.value(url) }))
+        onNone: () => Layer.merge(ToolRegistry.layerMemory(), ToolCache.layerMemory()),
+        onSome: (url) =>
+          Layer.orDie(Layer.merge(
+            ToolRegistry.layerRedis({ url: Redacted.value(url) }),
+            ToolCache.layerRedis({ url: Redacted.value(url) })
+          ))
       })
     ),
     Layer.provide(EgressLive)

@@ -169,6 +169,50 @@ describe("custom tools", () => {
     expect(received).toEqual([])
   })
 
+  it("serves a cacheable read from the cache, per tenant, and marks the hit", async () => {
+    const weather = {
+      tool_id: "weather",
+      name: "Weather",
+      description: "Current weather for a city",
+      parameters: [{ name: "city", type: "string" }],
+      endpoint: `${slackBase}/weather`,
+      method: "GET",
+      auth: "none",
+      cacheable: true
+    }
+    // the tool's host is the loopback stand-in: allowed for A and B by their egress allowlists
+    for (const token of [adminA, adminB]) {
+      const put = await call("PUT", "/v1/tools/weather", token, weather)
+      expect(put.body).toMatchObject({ provider: "custom", cacheable: true })
+    }
+    expect((await call("PUT", "/v1/settings", adminB, { egress_allowlist: [new URL(slackBase).host] })).status).toBe(
+      200
+    )
+    const plan = (city: string) => ({ input: { steps: [{ id: "w", tool: "weather", input: { city } }] } })
+    received.length = 0
+    const first = await call("POST", "/v1/tasks", adminA, plan("Lyon"))
+    const second = await call("POST", "/v1/tasks", adminA, plan("Lyon"))
+    expect(first.body.steps[0]).toMatchObject({ status: "succeeded", cached: false })
+    expect(second.body.steps[0]).toMatchObject({
+      status: "succeeded",
+      cached: true,
+      output: first.body.steps[0].output
+    })
+    expect(received.map((r) => r.path)).toEqual(["/weather?city=Lyon"])
+    // another input is another entry; another tenant never gets A's entry
+    await call("POST", "/v1/tasks", adminA, plan("Paris"))
+    const other = await call("POST", "/v1/tasks", adminB, plan("Lyon"))
+    expect(other.body.steps[0]).toMatchObject({ status: "succeeded", cached: false })
+    expect(received.map((r) => r.path)).toEqual(["/weather?city=Lyon", "/weather?city=Paris", "/weather?city=Lyon"])
+  })
+
+  it("never caches a tool with side effects", async () => {
+    const post = (await call("GET", "/v1/tools/slack_notify", adminA)).body
+    expect(post.spec.cacheable).toBe(false)
+    const res = await call("PUT", "/v1/tools/writer", adminA, { ...slackNotify, tool_id: "writer", cacheable: true })
+    expect(res.body.cacheable).toBe(false)
+  })
+
   it("deletes the tenant's tool", async () => {
     expect((await call("DELETE", "/v1/tools/slack_notify", adminA)).status).toBe(204)
     expect((await call("GET", "/v1/tools/slack_notify", adminA)).status).toBe(404)

@@ -9,6 +9,7 @@ import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as Egress from "@altan/tool/Egress"
 import * as Tool from "@altan/tool/Tool"
+import * as ToolCache from "@altan/tool/ToolCache"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
@@ -140,6 +141,7 @@ export const clusterLayer = (
     ))),
     ToolWorkerLive.pipe(
       Layer.provide(ToolRegistry.layerMemory({ extra: probes.tools })),
+      Layer.provide(ToolCache.layerMemory()),
       Layer.provide(
         Egress.layer.pipe(
           Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: options.egressAllow ?? ["127.0.0.1"] }))

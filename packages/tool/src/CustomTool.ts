@@ -5,6 +5,7 @@ import { Ajv } from "ajv"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Redacted from "effect/Redacted"
+import { isIP } from "node:net"
 import { checkStatus, httpFailed, type Tool } from "./Tool.js"
 
 const ajv = new Ajv({ allErrors: true, strict: false, coerceTypes: false })
@@ -21,7 +22,9 @@ const placeholders = (endpoint: string) => [...endpoint.matchAll(/\{([A-Za-z_][A
  */
 export const providerOf = (definition: ToolDefinition): string => {
   if (definition.provider) return definition.provider
-  const labels = new URL(definition.endpoint.replace(/\{[^}]*\}/g, "x")).hostname.split(".")
+  const host = new URL(definition.endpoint.replace(/\{[^}]*\}/g, "x")).hostname
+  if (isIP(host.replace(/^\[|\]$/g, "")) !== 0) return "custom"
+  const labels = host.split(".")
   return (labels.length >= 2 ? labels[labels.length - 2] : labels[0])!.toLowerCase()
 }
 
@@ -89,7 +92,8 @@ export const fromDefinition = (
     builtin: false,
     input_schema: schema,
     side_effect: definition.side_effect ?? (method !== "GET"),
-    cacheable: definition.cacheable ?? false,
+    // only reads without side effects are ever served from the cache
+    cacheable: (definition.cacheable ?? false) && method === "GET" && definition.side_effect !== true,
     idempotent: definition.idempotent ?? (method === "GET" || method === "PUT" || method === "DELETE")
   }
   return Either.right({

@@ -4,6 +4,7 @@ import { ToolNotFound, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import { cacheKey, ToolCache } from "./ToolCache.js"
 import { ToolRegistry } from "./ToolRegistry.js"
 
 /** `host[:port]` of a configured base URL: the tenant chose it, so its tools may reach it. */
@@ -16,6 +17,7 @@ export const ToolWorkerLive = ToolWorker.toLayer(
     const { key: toolId, tenantId } = parseEntityId(address.entityId)
     const registry = yield* ToolRegistry
     const egress = yield* Egress
+    const cache = yield* ToolCache
     const attributes = { "tenant.id": tenantId, "tool.id": toolId }
     return ToolWorker.of({
       Execute: ({ payload }) =>
@@ -28,12 +30,18 @@ export const ToolWorkerLive = ToolWorker.toLayer(
             ...tool.hosts,
             ...Object.values(baseUrls).map(hostOf)
           ]
+          const key = tool.spec.cacheable ? cacheKey(tenantId, toolId, input) : undefined
+          if (key) {
+            const hit = yield* cache.get(key)
+            if (Option.isSome(hit)) return { output: hit.value, cached: true }
+          }
           const output = yield* tool.run(input, {
             tenantId,
             credential: payload.credential,
             http: (request) => egress.request({ ...request, allowHosts }),
             baseUrl: (provider) => baseUrls[provider]
           })
+          if (key) yield* cache.set(key, output)
           return { output, cached: false }
         }).pipe(Effect.withSpan("ToolWorker.execute", { attributes })),
       Describe: () =>
