@@ -4,8 +4,8 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import { Redis as IORedis } from "ioredis"
 import { createHash } from "node:crypto"
+import { connect } from "./RedisClient.js"
 
 /** JSON with object keys sorted, so equal inputs give equal keys whatever their key order. */
 export const canonical = (value: unknown): string =>
@@ -57,21 +57,7 @@ export const layerRedis = (
   Layer.scoped(
     ToolCache,
     Effect.gen(function*() {
-      const client = yield* Effect.acquireRelease(
-        Effect.tryPromise({
-          try: async () => {
-            const c = new IORedis(options.url, {
-              lazyConnect: true,
-              maxRetriesPerRequest: 1,
-              connectionName: "altan-tool-cache"
-            })
-            await c.connect()
-            return c
-          },
-          catch: (e) => new Error(`cannot connect to the tool cache's redis: ${(e as Error).message}`)
-        }),
-        (c) => Effect.promise(() => c.quit().catch(() => c.disconnect()))
-      )
+      const client = yield* connect(options.url, "tool cache")
       const prefix = `${options.prefix ?? "altan"}:cache:`
       const ttl = Duration.toMillis(options.ttl ?? Duration.minutes(1))
       return {

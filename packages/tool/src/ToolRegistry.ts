@@ -8,7 +8,6 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
-import { Redis as IORedis } from "ioredis"
 import { DatetimeParse } from "./builtin/Datetime.js"
 import { EmailParse } from "./builtin/Email.js"
 import * as Google from "./builtin/Google.js"
@@ -20,6 +19,7 @@ import * as Salesforce from "./builtin/Salesforce.js"
 import * as Slack from "./builtin/Slack.js"
 import { TextTemplate } from "./builtin/Text.js"
 import { fromDefinition } from "./CustomTool.js"
+import { connect } from "./RedisClient.js"
 import type { Tool } from "./Tool.js"
 
 /** The tools available to a tenant: the built-ins plus the tenant's own. */
@@ -111,21 +111,7 @@ export const layerRedis = (options: {
   Layer.scoped(
     ToolRegistry,
     Effect.gen(function*() {
-      const client = yield* Effect.acquireRelease(
-        Effect.tryPromise({
-          try: async () => {
-            const c = new IORedis(options.url, {
-              lazyConnect: true,
-              maxRetriesPerRequest: 2,
-              connectionName: "altan-tools"
-            })
-            await c.connect()
-            return c
-          },
-          catch: (e) => new Error(`cannot connect to the tool registry's redis: ${(e as Error).message}`)
-        }),
-        (c) => Effect.promise(() => c.quit().catch(() => c.disconnect()))
-      )
+      const client = yield* connect(options.url, "tool registry")
       const shared = [...builtins, ...(options.extra ?? [])]
       const sharedById = new Map(shared.map((t) => [t.spec.tool_id as string, t]))
       const hosts = vendorHosts(shared)
