@@ -3,7 +3,7 @@ import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import { randomUUID } from "node:crypto"
 import * as Tool from "../Tool.js"
-import { baseUrlOf, decodeVendor, errorField, PathSegment, segment, vendorRequest } from "./Http.js"
+import { baseUrlOf, decodeVendor, errorField, PathSegment, segment, vendorRequest } from "./Vendor.js"
 
 const PROVIDER = "google"
 const CALENDAR_HOST = "www.googleapis.com"

@@ -1,98 +1,6 @@
-import { ToolFailed } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
-import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Tool from "../Tool.js"
-import { isRecord } from "./internal.js"
-
-// ---------------------------------------------------------------------------------------------------------------
-// Shared by the vendor tools (Google, Microsoft)
-
-/** A JSON call to a vendor API with the tenant's credential; what the vendor's error body says ends up in the error. */
-export const vendorRequest = (options: {
-  readonly toolId: string
-  readonly provider: string
-  readonly ctx: Tool.ToolContext
-  readonly url: string
-  readonly method: "GET" | "POST" | "PATCH" | "PUT" | "DELETE"
-  readonly json?: unknown
-  /** The vendor's explanation out of a parsed error body, if it has one. */
-  readonly errorMessage: (body: unknown) => string | undefined
-}): Effect.Effect<unknown, ToolFailed> =>
-  Effect.gen(function*() {
-    const { ctx, toolId } = options
-    const credential = ctx.credential
-    if (credential === undefined) {
-      return yield* new ToolFailed({
-        tool_id: toolId,
-        message:
-          `no ${options.provider} connection for this tenant: connect it with PUT /v1/connections/${options.provider}`,
-        retryable: false
-      })
-    }
-    const headers: Record<string, string> = {
-      accept: "application/json",
-      [credential.header]: Redacted.value(credential.value)
-    }
-    if (options.json !== undefined) headers["content-type"] = "application/json; charset=utf-8"
-    const response = yield* ctx.http({
-      url: options.url,
-      method: options.method,
-      headers,
-      ...(options.json !== undefined ? { body: JSON.stringify(options.json) } : {})
-    }).pipe(Effect.mapError(Tool.httpFailed(toolId)))
-    return yield* Tool.checkStatus(toolId, response).pipe(
-      Effect.mapError((error) => {
-        let detail: string | undefined
-        try {
-          detail = options.errorMessage(JSON.parse(new TextDecoder().decode(response.body)))
-        } catch {
-          detail = undefined
-        }
-        if (detail === undefined) return error
-        return new ToolFailed({
-          tool_id: error.tool_id,
-          message: `${error.message}: ${detail}`,
-          retryable: error.retryable,
-          ...(error.status !== undefined ? { status: error.status } : {}),
-          ...(error.body_excerpt !== undefined ? { body_excerpt: error.body_excerpt } : {})
-        })
-      })
-    )
-  })
-
-/** Decodes a vendor's success body leniently (unknown fields dropped); a body of another shape is a tool failure. */
-export const decodeVendor = <A, I>(toolId: string, schema: Schema.Schema<A, I>) => {
-  const decode = Schema.decodeUnknown(schema)
-  return (body: unknown): Effect.Effect<A, ToolFailed> =>
-    decode(body).pipe(
-      Effect.mapError((error) =>
-        new ToolFailed({
-          tool_id: toolId,
-          message: `${toolId}: the upstream answered with an unexpected body: ${error.message.slice(0, 300)}`,
-          retryable: false
-        })
-      )
-    )
-}
-
-/** The base URL of a provider without a trailing slash: the tenant's override, else the vendor's default. */
-export const baseUrlOf = (ctx: Tool.ToolContext, provider: string, fallback: string): string =>
-  (ctx.baseUrl(provider) ?? fallback).replace(/\/+$/, "")
-
-/**
- * One path segment, encoded so that an id cannot add segments (`/`, `?`, `#`). URL parsers resolve "." and ".."
- * even percent-encoded, so ids must also be `PathSegment`s, which refuse those two.
- */
-export const segment = (value: string): string => encodeURIComponent(value)
-
-/** A non-empty id that is safe as one path segment once encoded: not "." or "..". */
-export const PathSegment = Schema.NonEmptyTrimmedString.pipe(
-  Schema.filter((value) => value !== "." && value !== "..", {
-    message: () => "must not be \".\" or \"..\"",
-    jsonSchema: {}
-  })
-)
 
 // ---------------------------------------------------------------------------------------------------------------
 // http.request
@@ -241,7 +149,3 @@ export const WebhookNotify: Tool.Tool = Tool.make({
 
 /** The utility HTTP tools: no credential, only the tenant's egress allowlist. */
 export const tools: ReadonlyArray<Tool.Tool> = [HttpRequest, WebhookNotify]
-
-/** Reads `error.message` style bodies; exported for the vendor modules. */
-export const errorField = (body: unknown): Record<string, unknown> | undefined =>
-  isRecord(body) && isRecord(body.error) ? body.error : undefined

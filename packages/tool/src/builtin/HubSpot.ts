@@ -1,23 +1,14 @@
-import type { EgressMethod, EgressResponse } from "@altan/domain/Egress"
-import { ToolFailed } from "@altan/domain/ToolWorker"
+import type { EgressMethod } from "@altan/domain/Egress"
 import * as Effect from "effect/Effect"
-import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Tool from "../Tool.js"
 import { isRecord } from "./internal.js"
+import { answeredHttp, baseUrlOf, checkedSegment, colonDetail, decodeVendor, vendorCall } from "./Vendor.js"
 
 const PROVIDER = "hubspot"
 const DEFAULT_BASE_URL = "https://api.hubapi.com"
 /** The HubSpot API host. */
 export const HUBSPOT_HOSTS: ReadonlyArray<string> = ["api.hubapi.com"]
-
-const parseBody = (response: EgressResponse): unknown => {
-  try {
-    return JSON.parse(new TextDecoder().decode(response.body))
-  } catch {
-    return undefined
-  }
-}
 
 /** `CATEGORY: message` from HubSpot's `{ status: "error", message, category }` (or `errorType` on 429). */
 const describeError = (body: unknown): string | undefined => {
@@ -30,54 +21,17 @@ const describeError = (body: unknown): string | undefined => {
   return category === undefined ? body["message"] : `${category}: ${body["message"]}`
 }
 
-// "." and ".." survive encodeURIComponent and would be resolved by the URL parser, changing the endpoint.
-const pathSegment = (toolId: string, value: string): Effect.Effect<string, ToolFailed> =>
-  value === "" || value === "." || value === ".."
-    ? Effect.fail(
-      new ToolFailed({ tool_id: toolId, message: `${toolId}: invalid id ${JSON.stringify(value)}`, retryable: false })
-    )
-    : Effect.succeed(encodeURIComponent(value))
-
 /** One CRM API call with the tenant's credential; non-2xx answers fail with HubSpot's category and message. */
-const callHubSpot = (
-  toolId: string,
-  ctx: Tool.ToolContext,
-  method: EgressMethod,
-  path: string,
-  body: unknown
-): Effect.Effect<unknown, ToolFailed> =>
-  Effect.gen(function*() {
-    const credential = ctx.credential
-    if (credential === undefined) {
-      return yield* new ToolFailed({
-        tool_id: toolId,
-        message: `no ${PROVIDER} connection for this tenant: connect it with PUT /v1/connections/${PROVIDER}`,
-        retryable: false
-      })
-    }
-    const base = (ctx.baseUrl(PROVIDER) ?? DEFAULT_BASE_URL).replace(/\/+$/, "")
-    const response = yield* ctx.http({
-      url: `${base}${path}`,
-      method,
-      headers: {
-        [credential.header]: Redacted.value(credential.value),
-        "content-type": "application/json",
-        accept: "application/json"
-      },
-      body: JSON.stringify(body)
-    }).pipe(Effect.mapError(Tool.httpFailed(toolId)))
-    return yield* Tool.checkStatus(toolId, response).pipe(
-      Effect.mapError((error) => {
-        const detail = describeError(parseBody(response))
-        return new ToolFailed({
-          tool_id: toolId,
-          message: `${toolId}: HubSpot answered HTTP ${response.status}${detail === undefined ? "" : `: ${detail}`}`,
-          retryable: error.retryable,
-          status: response.status,
-          body_excerpt: error.body_excerpt
-        })
-      })
-    )
+const callHubSpot = (toolId: string, ctx: Tool.ToolContext, method: EgressMethod, path: string, body: unknown) =>
+  vendorCall({
+    toolId,
+    provider: PROVIDER,
+    ctx,
+    url: `${baseUrlOf(ctx, PROVIDER, DEFAULT_BASE_URL)}${path}`,
+    method,
+    json: body,
+    contentType: "application/json",
+    onError: answeredHttp("HubSpot", colonDetail(describeError))
   })
 
 /** A CRM object as HubSpot returns it (associations and other extras dropped). */
@@ -92,16 +46,7 @@ export const CrmObject = Schema.Struct({
 })
 export type CrmObject = typeof CrmObject.Type
 
-const shape = (toolId: string) => (answer: unknown) =>
-  Schema.decodeUnknown(CrmObject)(answer).pipe(
-    Effect.mapError((error) =>
-      new ToolFailed({
-        tool_id: toolId,
-        message: `${toolId}: unexpected HubSpot answer: ${error.message.slice(0, 300)}`,
-        retryable: false
-      })
-    )
-  )
+const shape = (toolId: string) => decodeVendor(toolId, CrmObject, "unexpected HubSpot answer")
 
 const PropertyName = Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9_]+$/))
 const PropertyValue = Schema.Union(Schema.String, Schema.Number, Schema.Boolean)
@@ -201,7 +146,7 @@ export const UpdateContact: Tool.Tool = Tool.make({
   output: CrmObject,
   run: (input, ctx) =>
     Effect.gen(function*() {
-      const id = yield* pathSegment("hubspot.update_contact", input.contactId)
+      const id = yield* checkedSegment("hubspot.update_contact", input.contactId)
       const query = input.idProperty === undefined ? "" : `?idProperty=${encodeURIComponent(input.idProperty)}`
       const answer = yield* callHubSpot(
         "hubspot.update_contact",

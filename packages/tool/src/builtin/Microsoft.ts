@@ -1,7 +1,7 @@
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as Tool from "../Tool.js"
-import { baseUrlOf, decodeVendor, errorField, PathSegment, segment, vendorRequest } from "./Http.js"
+import { baseUrlOf, decodeVendor, errorField, PathSegment, segment, vendorRequest } from "./Vendor.js"
 
 const PROVIDER = "microsoft"
 const GRAPH_HOST = "graph.microsoft.com"

@@ -1,23 +1,15 @@
-import type { EgressMethod, EgressResponse } from "@altan/domain/Egress"
+import type { EgressMethod } from "@altan/domain/Egress"
 import { ToolFailed } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
-import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Tool from "../Tool.js"
 import { isRecord } from "./internal.js"
+import { answeredHttp, baseUrlOf, checkedSegment, colonDetail, decodeVendor, vendorCall } from "./Vendor.js"
 
 const PROVIDER = "salesforce"
 const API = "/services/data/v60.0"
 /** Salesforce org instance hosts (My Domain and legacy pod hosts); the org's own URL comes from settings. */
 export const SALESFORCE_HOSTS: ReadonlyArray<string> = ["*.my.salesforce.com", "*.salesforce.com"]
-
-const parseBody = (response: EgressResponse): unknown => {
-  try {
-    return JSON.parse(new TextDecoder().decode(response.body))
-  } catch {
-    return undefined
-  }
-}
 
 /** `ERROR_CODE: message (fields: …)` for each entry of Salesforce's error array. */
 const describeErrors = (body: unknown): string | undefined => {
@@ -31,78 +23,36 @@ const describeErrors = (body: unknown): string | undefined => {
   return parts.length === 0 ? undefined : parts.join("; ")
 }
 
-// "." and ".." survive encodeURIComponent and would be resolved by the URL parser, changing the endpoint.
-const pathSegment = (toolId: string, value: string): Effect.Effect<string, ToolFailed> =>
-  value === "" || value === "." || value === ".."
-    ? Effect.fail(
-      new ToolFailed({ tool_id: toolId, message: `${toolId}: invalid id ${JSON.stringify(value)}`, retryable: false })
-    )
-    : Effect.succeed(encodeURIComponent(value))
-
 /**
  * One REST call against the org's instance URL (settings, never guessed) with the tenant's credential;
  * non-2xx answers fail with Salesforce's error codes and messages.
  */
-const callSalesforce = (
-  toolId: string,
-  ctx: Tool.ToolContext,
-  method: EgressMethod,
-  path: string,
-  body?: unknown
-): Effect.Effect<unknown, ToolFailed> =>
-  Effect.gen(function*() {
-    const credential = ctx.credential
-    if (credential === undefined) {
-      return yield* new ToolFailed({
-        tool_id: toolId,
-        message: `no ${PROVIDER} connection for this tenant: connect it with PUT /v1/connections/${PROVIDER}`,
-        retryable: false
-      })
-    }
-    const base = ctx.baseUrl(PROVIDER)?.replace(/\/+$/, "")
-    if (base === undefined || base === "") {
-      return yield* new ToolFailed({
-        tool_id: toolId,
-        message: `${toolId}: no Salesforce instance URL for this tenant: an admin must set ` +
-          "settings.providers.salesforce.base_url to the org's URL, e.g. https://yourorg.my.salesforce.com",
-        retryable: false
-      })
-    }
-    const headers: Record<string, string> = {
-      [credential.header]: Redacted.value(credential.value),
-      accept: "application/json"
-    }
-    if (body !== undefined) headers["content-type"] = "application/json"
-    const response = yield* ctx.http({
-      url: `${base}${path}`,
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body)
-    }).pipe(Effect.mapError(Tool.httpFailed(toolId)))
-    return yield* Tool.checkStatus(toolId, response).pipe(
-      Effect.mapError((error) => {
-        const detail = describeErrors(parseBody(response))
-        return new ToolFailed({
-          tool_id: toolId,
-          message: `${toolId}: Salesforce answered HTTP ${response.status}${detail === undefined ? "" : `: ${detail}`}`,
-          retryable: error.retryable,
-          status: response.status,
-          body_excerpt: error.body_excerpt
-        })
-      })
-    )
+const callSalesforce = (toolId: string, ctx: Tool.ToolContext, method: EgressMethod, path: string, body?: unknown) =>
+  vendorCall({
+    toolId,
+    provider: PROVIDER,
+    ctx,
+    url: Effect.suspend(() => {
+      const base = baseUrlOf(ctx, PROVIDER, "")
+      return base === ""
+        ? Effect.fail(
+          new ToolFailed({
+            tool_id: toolId,
+            message: `${toolId}: no Salesforce instance URL for this tenant: an admin must set ` +
+              "settings.providers.salesforce.base_url to the org's URL, e.g. https://yourorg.my.salesforce.com",
+            retryable: false
+          })
+        )
+        : Effect.succeed(`${base}${path}`)
+    }),
+    method,
+    ...(body !== undefined ? { json: body } : {}),
+    contentType: "application/json",
+    onError: answeredHttp("Salesforce", colonDetail(describeErrors))
   })
 
-const shape = <A, I>(toolId: string, schema: Schema.Schema<A, I>) => (answer: unknown) =>
-  Schema.decodeUnknown(schema)(answer).pipe(
-    Effect.mapError((error) =>
-      new ToolFailed({
-        tool_id: toolId,
-        message: `${toolId}: unexpected Salesforce answer: ${error.message.slice(0, 300)}`,
-        retryable: false
-      })
-    )
-  )
+const shape = <A, I>(toolId: string, schema: Schema.Schema<A, I>) =>
+  decodeVendor(toolId, schema, "unexpected Salesforce answer")
 
 const RecordId = Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$/))
 
@@ -208,7 +158,7 @@ export const UpdateLead: Tool.Tool = Tool.make({
   output: UpdateLeadOutput,
   run: (input, ctx) =>
     Effect.gen(function*() {
-      const id = yield* pathSegment("salesforce.update_lead", input.id)
+      const id = yield* checkedSegment("salesforce.update_lead", input.id)
       // Salesforce answers 204 No Content on success.
       yield* callSalesforce("salesforce.update_lead", ctx, "PATCH", `${API}/sobjects/Lead/${id}`, input.fields)
       return { id: input.id, updated: true }

@@ -1,10 +1,10 @@
 import type { EgressResponse } from "@altan/domain/Egress"
 import { ToolFailed } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
-import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Tool from "../Tool.js"
 import { isRecord } from "./internal.js"
+import { answeredHttp, baseUrlOf, decodeVendor, parseJson, vendorExchange } from "./Vendor.js"
 
 const PROVIDER = "slack"
 const DEFAULT_BASE_URL = "https://slack.com/api"
@@ -28,14 +28,6 @@ const HINTS: Readonly<Record<string, string>> = {
   account_inactive: "the Slack connection was revoked; reconnect it"
 }
 
-const parseBody = (response: EgressResponse): unknown => {
-  try {
-    return JSON.parse(new TextDecoder().decode(response.body))
-  } catch {
-    return undefined
-  }
-}
-
 /** The Slack error code and its detail (`needed` scope, hint), for a body `{ ok: false, error }`. */
 const describeError = (code: string, body: Record<string, unknown>): string => {
   const needed = typeof body["needed"] === "string" ? ` (needed scope: ${body["needed"]})` : ""
@@ -46,6 +38,17 @@ const describeError = (code: string, body: Record<string, unknown>): string => {
 const retryAfter = (response: EgressResponse): string => {
   const value = response.headers["retry-after"]
   return value !== undefined && /^\d+$/.test(value) ? `; retry after ${value} s` : ""
+}
+
+/** ` (<code>)` out of Slack's error body (`ratelimited` for a bare 429), then when to retry. */
+const slackDetail = (response: EgressResponse): string => {
+  const parsed = parseJson(response)
+  const code = isRecord(parsed) && typeof parsed["error"] === "string"
+    ? describeError(parsed["error"], parsed)
+    : response.status === 429
+    ? "ratelimited"
+    : undefined
+  return `${code === undefined ? "" : ` (${code})`}${retryAfter(response)}`
 }
 
 /**
@@ -59,51 +62,21 @@ const callSlack = (
   request: { readonly query: Record<string, string | undefined> } | { readonly body: Record<string, unknown> }
 ): Effect.Effect<Record<string, unknown>, ToolFailed> =>
   Effect.gen(function*() {
-    const credential = ctx.credential
-    if (credential === undefined) {
-      return yield* new ToolFailed({
-        tool_id: toolId,
-        message: `no ${PROVIDER} connection for this tenant: connect it with PUT /v1/connections/${PROVIDER}`,
-        retryable: false
-      })
-    }
-    const base = (ctx.baseUrl(PROVIDER) ?? DEFAULT_BASE_URL).replace(/\/+$/, "")
-    const headers: Record<string, string> = {
-      [credential.header]: Redacted.value(credential.value),
-      accept: "application/json"
-    }
-    let url = `${base}/${method}`
-    let body: string | undefined
+    let url = `${baseUrlOf(ctx, PROVIDER, DEFAULT_BASE_URL)}/${method}`
     if ("query" in request) {
       const params = new URLSearchParams()
       for (const [key, value] of Object.entries(request.query)) if (value !== undefined) params.set(key, value)
       url = `${url}?${params.toString()}`
-    } else {
-      headers["content-type"] = "application/json; charset=utf-8"
-      body = JSON.stringify(request.body)
     }
-    const response = yield* ctx.http({ url, method: "query" in request ? "GET" : "POST", headers, body }).pipe(
-      Effect.mapError(Tool.httpFailed(toolId))
-    )
-    const answer = yield* Tool.checkStatus(toolId, response).pipe(
-      Effect.mapError((error) => {
-        const parsed = parseBody(response)
-        const code = isRecord(parsed) && typeof parsed["error"] === "string"
-          ? describeError(parsed["error"], parsed)
-          : response.status === 429
-          ? "ratelimited"
-          : undefined
-        return new ToolFailed({
-          tool_id: toolId,
-          message: `${toolId}: Slack answered HTTP ${response.status}${code === undefined ? "" : ` (${code})`}${
-            retryAfter(response)
-          }`,
-          retryable: error.retryable,
-          status: response.status,
-          body_excerpt: error.body_excerpt
-        })
-      })
-    )
+    const { answer, response } = yield* vendorExchange({
+      toolId,
+      provider: PROVIDER,
+      ctx,
+      url,
+      method: "query" in request ? "GET" : "POST",
+      ...("body" in request ? { json: request.body } : {}),
+      onError: answeredHttp("Slack", slackDetail)
+    })
     if (!isRecord(answer)) {
       return yield* new ToolFailed({
         tool_id: toolId,
@@ -126,16 +99,8 @@ const callSlack = (
   })
 
 /** Decodes the interesting part of a Slack answer; extra fields are dropped. */
-const shape = <A, I>(toolId: string, schema: Schema.Schema<A, I>) => (answer: unknown) =>
-  Schema.decodeUnknown(schema)(answer).pipe(
-    Effect.mapError((error) =>
-      new ToolFailed({
-        tool_id: toolId,
-        message: `${toolId}: unexpected Slack answer: ${error.message.slice(0, 300)}`,
-        retryable: false
-      })
-    )
-  )
+const shape = <A, I>(toolId: string, schema: Schema.Schema<A, I>) =>
+  decodeVendor(toolId, schema, "unexpected Slack answer")
 
 const Channel = Schema.String.pipe(Schema.minLength(1)).annotations({
   description: "The channel ID (C…, G… or D…, preferred) or, for chat.postMessage only, a channel name like #general."
