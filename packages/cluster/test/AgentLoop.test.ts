@@ -14,17 +14,7 @@ let backup: Awaited<ReturnType<typeof startFakeOpenAi>>
 let edge: Awaited<ReturnType<typeof startEdge>>
 let admin = ""
 
-const call = async (method: string, path: string, body?: unknown, token = admin) => {
-  const res = await fetch(`${edge.base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body !== undefined ? { "content-type": "application/json" } : {})
-    },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {})
-  })
-  return { status: res.status, body: res.status === 204 ? undefined : await res.json() }
-}
+const call = (method: string, path: string, body?: unknown, token = admin) => edge.call(method, path, token, body)
 const run = async (input: string, extra: Record<string, unknown> = {}) => {
   const res = await call("POST", "/v1/tasks", { input, timeout_ms: 20_000, ...extra })
   expect([200, 202], JSON.stringify(res.body)).toContain(res.status)

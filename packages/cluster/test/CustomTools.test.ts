@@ -22,17 +22,7 @@ let adminA = ""
 let memberA = ""
 let adminB = ""
 
-const call = async (method: string, path: string, token: string, body?: unknown) => {
-  const res = await fetch(`${edge.base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body !== undefined ? { "content-type": "application/json" } : {})
-    },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {})
-  })
-  return { status: res.status, body: res.status === 204 ? undefined : await res.json() }
-}
+const call = (method: string, path: string, token: string, body?: unknown) => edge.call(method, path, token, body)
 
 beforeAll(async () => {
   slack = createServer((req, res) => {

@@ -22,23 +22,8 @@ const boot = async () => {
     agent: { sessionMaxIdleTime: Duration.seconds(1) }
   })
   const admin = await edge.sign({ tenant_id: "durable", role: "admin" })
-  const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
-    const res = await fetch(`${edge.base}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${admin}`,
-        ...(body !== undefined ? { "content-type": "application/json" } : {}),
-        ...headers
-      },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {})
-    })
-    const text = await res.text()
-    return {
-      status: res.status,
-      text,
-      body: res.headers.get("content-type")?.includes("json") ? JSON.parse(text) : undefined
-    }
-  }
+  const call = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
+    edge.call(method, path, admin, body, headers)
   // integrator configuration is in memory (its Redis layer is a later issue): set it on every boot
   await call("PUT", "/v1/secrets/k", { value: "sk-durable" })
   await call("PUT", "/v1/llms/m", { llm_id: "m", endpoint: fake.url, auth: { type: "api_key", key: "k" } })

@@ -191,8 +191,34 @@ export const startEdge = async (
       .setIssuedAt()
       .setExpirationTime(opts.exp ?? "10m")
       .sign(opts.key ?? pair.privateKey)
+  const base = `http://127.0.0.1:${address.port}`
+  /** One API call with a bearer token; the body parsed when there is one. */
+  const call = async (
+    method: string,
+    path: string,
+    token: string,
+    body?: unknown,
+    headers: Record<string, string> = {}
+  ) => {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${token}`,
+        ...(body !== undefined ? { "content-type": "application/json" } : {}),
+        ...headers
+      },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {})
+    })
+    const text = await res.text()
+    return {
+      status: res.status,
+      text,
+      body: res.headers.get("content-type")?.includes("json") ? JSON.parse(text) : undefined
+    }
+  }
   return {
-    base: `http://127.0.0.1:${address.port}`,
+    base,
+    call,
     publicPem,
     sign,
     close: () => Effect.runPromise(Scope.close(scope, Exit.void))

@@ -1,5 +1,5 @@
 import * as Schema from "effect/Schema"
-import { ErrorDetails } from "./Errors.js"
+import { ErrorBody } from "./Errors.js"
 import { SessionId, TaskId, ToolId } from "./Ids.js"
 import { LlmAttempt } from "./Llm.js"
 
@@ -55,12 +55,8 @@ export const isTerminal = (status: TaskStatus): boolean =>
 export const StepStatus = Schema.Literal("pending", "running", "succeeded", "failed", "skipped", "cancelled")
 export type StepStatus = typeof StepStatus.Type
 
-/** What went wrong with a task or step, as recorded on it. */
-export const TaskError = Schema.Struct({
-  code: Schema.String,
-  message: Schema.String,
-  details: Schema.optional(ErrorDetails)
-})
+/** What went wrong with a task or step, as recorded on it: the same shape as an API error. */
+export const TaskError = ErrorBody
 export type TaskError = typeof TaskError.Type
 
 /** One tool call of a task, with its outcome and timing. */

@@ -312,7 +312,7 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
             const repair: ChatMessage = {
               role: "user",
               content:
-                `The arguments of your call(s) to ${calls.left.map(toIdentity).join(", ")} were not a valid JSON ` +
+                `The arguments of your call(s) to ${calls.left.map(toolIdOf).join(", ")} were not a valid JSON ` +
                 `object. Answer again; tool call arguments must be one JSON object matching the tool's schema.`
             }
             message = toCompletion(yield* answer([...request.messages, repair]))
@@ -320,7 +320,7 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
             calls = parseToolCalls(message.tool_calls)
             if (Either.isLeft(calls)) {
               return yield* new LlmBadResponse({
-                message: `the model sent invalid JSON arguments for ${calls.left.map(toIdentity).join(", ")} twice`,
+                message: `the model sent invalid JSON arguments for ${calls.left.map(toolIdOf).join(", ")} twice`,
                 attempts
               })
             }
@@ -338,5 +338,3 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
       return { complete }
     })
   )
-
-const toIdentity = (name: string) => toolIdOf(name)
