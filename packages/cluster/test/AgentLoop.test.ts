@@ -91,6 +91,18 @@ describe("agent loop", () => {
     expect(messages.at(-1)).toEqual({ role: "user", content: "Say hello" })
   })
 
+  it("uses a rotated key on the next turn", async () => {
+    primary.script({ kind: "answer", content: "ok" })
+    await run("Before")
+    expect((await call("PUT", "/v1/secrets/primary_key", { value: "sk-rotated" })).status).toBe(204)
+    try {
+      await run("After")
+      expect(primary.received.map((r) => r.authorization)).toEqual(["Bearer sk-primary-secret", "Bearer sk-rotated"])
+    } finally {
+      await call("PUT", "/v1/secrets/primary_key", { value: "sk-primary-secret" })
+    }
+  })
+
   it("runs a turn's two tool calls in parallel and feeds their results back", async () => {
     primary.script(
       {

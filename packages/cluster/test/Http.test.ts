@@ -254,10 +254,10 @@ describe("bad input", () => {
     expect((await res.json()).status).toBe("succeeded")
   })
 
-  it("400 for a malformed task id", async () => {
-    const res = await api("/v1/tasks/..%2F..")
-    expect([400, 404]).toContain(res.status)
-    expect((await res.json()).error).toBeDefined()
+  it("400 naming task_id for a malformed task id", async () => {
+    const res = await api("/v1/tasks/not-a-task-id")
+    expect(res.status).toBe(400)
+    expect((await res.json()).error).toMatchObject({ code: "invalid_request", details: { field: "task_id" } })
   })
 
   it("JSON 404 for an unknown route", async () => {

@@ -205,6 +205,24 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
       const tuning = yield* LlmGatewayConfig
       const fetchGuarded = egressFetch(yield* Egress, tuning.maxResponseBytes, Duration.toMillis(tuning.timeout))
 
+      // One SDK client per tenant LLM, rebuilt only when its endpoint or key changes: not one per turn.
+      const clients = new Map<string, { readonly endpoint: string; readonly key: string; readonly client: OpenAI }>()
+      const clientFor = (id: string, endpoint: string, apiKey: Redacted.Redacted | undefined) => {
+        const key = apiKey ? Redacted.value(apiKey) : "unused"
+        const cached = clients.get(id)
+        if (cached && cached.endpoint === endpoint && cached.key === key) return cached.client
+        const client = new OpenAI({
+          apiKey: key,
+          baseURL: baseUrlOf(endpoint),
+          // the guard enforces the time limit; the SDK's own is a backstop
+          timeout: Duration.toMillis(tuning.timeout) + 1_000,
+          maxRetries: 0,
+          fetch: fetchGuarded
+        })
+        clients.set(id, { endpoint, key, client })
+        return client
+      }
+
       const complete: LlmGateway["Type"]["complete"] = (tenantId, llmId, request) =>
         Effect.gen(function*() {
           const config = yield* configs.getLlm(tenantId, llmId).pipe(
@@ -227,15 +245,7 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
               }))
             )
             : undefined
-          const client = new OpenAI({
-            apiKey: apiKey ? Redacted.value(apiKey) : "unused",
-            baseURL: baseUrlOf(config.endpoint),
-            // the guard enforces the time limit; the SDK's own is a backstop
-            timeout: Duration.toMillis(tuning.timeout) + 1_000,
-            maxRetries: 0,
-            fetch: fetchGuarded
-          })
-          const { max_tokens, ...parameters } = (config.parameters ?? {}) as Record<string, unknown>
+          const client = clientFor(`${tenantId}/${llmId}`, config.endpoint, apiKey)
           const tools = request.tools.map((t) => ({
             type: "function" as const,
             function: { name: functionName(t.name), description: t.description, parameters: t.parameters }
@@ -247,8 +257,7 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
             Effect.tryPromise({
               try: (signal) =>
                 client.chat.completions.create({
-                  ...parameters,
-                  ...(max_tokens !== undefined ? { max_tokens: max_tokens as number } : {}),
+                  ...config.parameters,
                   model: config.model ?? config.llm_id,
                   messages: messages.map(toOpenAi),
                   ...(tools.length > 0 ? { tools } : {})

@@ -442,8 +442,10 @@ const exchange = async (
     headers: options.headers,
     body: options.body ?? null,
     signal,
-    headersTimeout: options.timeoutMs,
-    bodyTimeout: options.timeoutMs
+    // undici's own timers tick coarsely (~0.5 s) and may fire early; the precise limit is the caller's
+    // Effect timeout, these are only backstops behind it
+    headersTimeout: options.timeoutMs + 1_000,
+    bodyTimeout: options.timeoutMs + 1_000
   })
   const headers = flatten(response.headers)
   if (isRedirect(response.statusCode) && headers["location"] !== undefined) {
