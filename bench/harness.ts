@@ -20,12 +20,17 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import { createServer } from "node:http"
-import { AgentStores, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
+import { AgentStores, clusterRoundTrip, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
 
 /** The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port. */
 export const startRuntime = async (options: { readonly extra?: Layer.Layer<never, never, Sharding.Sharding> } = {}) => {
   const layer = HttpLive.pipe(
-    Layer.provide(Readiness.layer([["cluster", Effect.void]])),
+    Layer.provide(
+      Layer.effect(
+        Readiness.Readiness,
+        Effect.map(clusterRoundTrip, (check) => ({ checks: [["cluster", check]] as const }))
+      )
+    ),
     Layer.provide(Auth.layer),
     Layer.provideMerge(Auth.layerDevIssuer),
     Layer.provide(

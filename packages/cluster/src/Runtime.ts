@@ -3,6 +3,7 @@ import { AgentSessionLive } from "@altan/agent/AgentSession"
 import * as EventLog from "@altan/agent/EventLog"
 import * as Redis from "@altan/agent/Redis"
 import * as SessionStore from "@altan/agent/SessionStore"
+import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Auth from "@altan/integrator/Auth"
 import { ConnectionLive } from "@altan/integrator/Connection"
 import * as ConnectionStore from "@altan/integrator/ConnectionStore"
@@ -162,6 +163,17 @@ export const ToolLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
     Layer.provide(EgressLive)
   )))
 
+/**
+ * A message through the cluster and back: the tool catalog of a reserved tenant id (`_` cannot
+ * start a real tenant's id), so readiness means entities are being delivered, not just that the process runs.
+ */
+export const clusterRoundTrip = Effect.map(ToolWorker.client, (workers) =>
+  workers(catalogId("_readiness")).List().pipe(
+    Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => ({ _tag: "no answer in 2 s" }) }),
+    Effect.asVoid,
+    Effect.mapError((e) => e._tag)
+  ))
+
 /** What `/readyz` checks: the cluster's storage when there is one, and Redis when configured. */
 const ReadinessLive = Layer.scoped(
   Readiness.Readiness,
@@ -170,7 +182,7 @@ const ReadinessLive = Layer.scoped(
     const sql = yield* Effect.serviceOption(SqlClient.SqlClient)
     const checks: Array<readonly [string, Effect.Effect<void, string>]> = Option.isSome(sql)
       ? [["cluster_storage", sql.value`SELECT 1`.pipe(Effect.asVoid, Effect.mapError((e) => e.message))]]
-      : [["cluster", Effect.void]]
+      : [["cluster", yield* clusterRoundTrip]]
     if (Option.isSome(config.redisUrl)) {
       const redis = yield* Redis.make({ url: Redacted.value(config.redisUrl.value), connectionName: "altan-readiness" })
         .pipe(

@@ -26,7 +26,7 @@ import * as Scope from "effect/Scope"
 import * as jose from "jose"
 import { createPublicKey } from "node:crypto"
 import { createServer } from "node:http"
-import { AgentStores, IntegratorStores, ShardingMemory } from "../src/Runtime.js"
+import { AgentStores, clusterRoundTrip, IntegratorStores, ShardingMemory } from "../src/Runtime.js"
 
 /**
  * Probe tools registered beside the built-ins. They run inside the real ToolWorker, reached through
@@ -169,7 +169,12 @@ export const startEdge = async (
     audience
   })
   const layer = HttpLive.pipe(
-    Layer.provide(Readiness.layer([["cluster", Effect.void]])),
+    Layer.provide(
+      Layer.effect(
+        Readiness.Readiness,
+        Effect.map(clusterRoundTrip, (check) => ({ checks: [["cluster", check]] as const }))
+      )
+    ),
     Layer.provide(Auth.layer),
     Layer.provide(Auth.layerDevIssuer),
     Layer.provide(authConfig),
