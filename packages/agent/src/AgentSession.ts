@@ -203,14 +203,23 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             tool_id: step.tool,
             input,
             task_id: task.task_id,
-            step_id: step.id
+            step_id: step.id,
+            ...(task.llms && task.llms.length > 0 ? { llms: task.llms } : {}),
+            ...(spec.fallback ? { fallback: spec.fallback } : {})
           }).pipe(Effect.exit)
           const endMs = yield* Clock.currentTimeMillis
           const timing = { finished_at: new Date(endMs).toISOString(), duration_ms: endMs - startedMs }
           if (Exit.isSuccess(exit)) {
             yield* updateStep(task.task_id, step.id, (s) => {
               const { error: _, ...rest } = s
-              return { ...rest, ...timing, status: "succeeded", output: exit.value.output, cached: exit.value.cached }
+              return {
+                ...rest,
+                ...timing,
+                status: "succeeded",
+                output: exit.value.output,
+                cached: exit.value.cached,
+                ...(exit.value.served_by ? { served_by: exit.value.served_by } : {})
+              }
             })
             yield* emit(task.task_id, "tool.completed", { step_id: step.id, data: { tool: step.tool, ...timing } })
             return exit.value.output

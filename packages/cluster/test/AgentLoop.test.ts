@@ -294,4 +294,74 @@ describe("agent loop", () => {
     expect(cancelled.body).toMatchObject({ status: "cancelled", steps: [{ tool: "probe.hang", status: "cancelled" }] })
     expect((await call("POST", `/v1/tasks/${task.task_id}/cancel`)).status).toBe(409)
   })
+
+  describe("text.generate", () => {
+    const generate = (input: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+      call("POST", "/v1/tasks", {
+        input: { steps: [{ id: "draft", tool: "text.generate", input }] },
+        timeout_ms: 20_000,
+        ...extra
+      })
+
+    it("writes text with the tenant's default LLM, through the integrator", async () => {
+      primary.script({ kind: "answer", content: "Dear Ada, your order shipped." })
+      const res = await generate({ prompt: "Tell Ada her order shipped.", instructions: "One sentence." })
+      expect(res.body.status, JSON.stringify(res.body)).toBe("succeeded")
+      expect(res.body.output).toEqual({
+        text: "Dear Ada, your order shipped.",
+        llm_id: "gpt-4",
+        prompt_tokens: 11,
+        completion_tokens: 7
+      })
+      const [request] = primary.received
+      expect(request!.authorization).toBe("Bearer sk-primary-secret")
+      expect(messagesOf(request!)).toEqual([
+        { role: "system", content: "One sentence." },
+        { role: "user", content: "Tell Ada her order shipped." }
+      ])
+      // a generation is not an agent turn: the model is offered no tools
+      expect(request!.body.tools).toBeUndefined()
+    })
+
+    it("uses the task's llm_id, and the tenant's fallback LLM when that one fails", async () => {
+      backup.script({ kind: "answer", content: "from backup" })
+      const chosen = await generate({ prompt: "hi" }, { llm_id: "backup" })
+      expect(chosen.body.output).toMatchObject({ text: "from backup", llm_id: "backup" })
+      expect(primary.received).toHaveLength(0)
+
+      expect((await call("PUT", "/v1/settings", { default_llm: "gpt-4", fallback_llms: ["backup"] })).status).toBe(200)
+      try {
+        primary.script({ kind: "status", status: 503 })
+        const res = await generate({ prompt: "hi" })
+        expect(res.body.status, JSON.stringify(res.body)).toBe("succeeded")
+        expect(res.body.output).toMatchObject({ text: "from backup", llm_id: "backup" })
+        expect(primary.received).toHaveLength(3)
+      } finally {
+        await call("PUT", "/v1/settings", { default_llm: "gpt-4" })
+      }
+    })
+
+    it("fails the step clearly when the tenant has no LLM, and when the LLM refuses", async () => {
+      const other = await edge.sign({ tenant_id: "no-llm-tenant", role: "admin" })
+      const res = await call("POST", "/v1/tasks", {
+        input: { steps: [{ id: "draft", tool: "text.generate", input: { prompt: "hi" } }] }
+      }, other)
+      expect(res.body.status).toBe("failed")
+      expect(res.body.steps[0].error).toMatchObject({ code: "tool_failed" })
+      expect(res.body.steps[0].error.message).toContain("default_llm")
+
+      primary.script({ kind: "status", status: 401, body: { error: { message: "bad key" } } })
+      const refused = await generate({ prompt: "hi" })
+      expect(refused.body.status).toBe("failed")
+      expect(refused.body.steps[0].error.code).toBe("tool_failed")
+      expect(JSON.stringify(refused.body)).not.toContain("sk-primary-secret")
+      expect(primary.received).toHaveLength(1)
+    })
+
+    it("refuses an unknown llm_id on a plan with 400", async () => {
+      const res = await generate({ prompt: "hi" }, { llm_id: "nope" })
+      expect(res.status).toBe(400)
+      expect(res.body.error).toMatchObject({ code: "unknown_llm", details: { field: "llm_id" } })
+    })
+  })
 })

@@ -208,3 +208,92 @@ describe("custom tools", () => {
     expect((await call("GET", "/v1/tools/slack_notify", adminA)).status).toBe(404)
   })
 })
+
+describe("fallback tools", () => {
+  /** A loopback upstream whose paths answer with the status they name: /status/503, /status/400, /status/200. */
+  let upstream: Server
+  let upstreamBase = ""
+  const hits: Array<string> = []
+  beforeAll(async () => {
+    upstream = createServer((req, res) => {
+      hits.push(req.url!)
+      const status = Number(/\/status\/(\d+)/.exec(req.url!)?.[1] ?? 200)
+      res.writeHead(status, { "content-type": "application/json" })
+      res.end(JSON.stringify({ from: req.url!.split("?")[0], status }))
+    })
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r))
+    upstreamBase = `http://127.0.0.1:${(upstream.address() as { port: number }).port}`
+  })
+  afterAll(async () => {
+    upstream.closeAllConnections()
+    await new Promise((r) => upstream.close(r))
+  })
+
+  const tool = (tool_id: string, path: string, fallback?: string) =>
+    call("PUT", `/v1/tools/${tool_id}`, adminA, {
+      tool_id,
+      name: tool_id,
+      parameters: [{ name: "q", type: "string" }],
+      endpoint: `${upstreamBase}${path}`,
+      method: "GET",
+      auth: "none",
+      ...(fallback ? { fallback } : {})
+    })
+  const runOne = (toolId: string) =>
+    call("POST", "/v1/tasks", memberA, { input: { steps: [{ id: "s", tool: toolId, input: { q: "x" } }] } })
+
+  it("answers from the fallback tool when the tool fails transiently, and says so on the step", async () => {
+    expect((await tool("crm_backup", "/status/200/backup")).status).toBe(200)
+    const put = await tool("crm_lookup", "/status/503/primary", "crm_backup")
+    expect(put.body.fallback).toBe("crm_backup")
+    hits.length = 0
+    const task = await runOne("crm_lookup")
+    expect(task.body.status, JSON.stringify(task.body)).toBe("succeeded")
+    expect(task.body.output).toEqual({ from: "/status/200/backup", status: 200 })
+    expect(task.body.steps[0]).toMatchObject({ tool: "crm_lookup", status: "succeeded", served_by: "crm_backup" })
+    expect(hits.map((h) => h.split("?")[0])).toEqual(["/status/503/primary", "/status/200/backup"])
+  })
+
+  it("does not fall back from a client error: the request itself is wrong", async () => {
+    expect((await tool("crm_strict", "/status/400/strict", "crm_backup")).status).toBe(200)
+    hits.length = 0
+    const task = await runOne("crm_strict")
+    expect(task.body.status).toBe("failed")
+    expect(task.body.steps[0].error).toMatchObject({ code: "tool_failed" })
+    expect(task.body.steps[0].error.message).toContain("HTTP 400")
+    expect(hits).toHaveLength(1)
+  })
+
+  it("ends a cycle of fallbacks after each tool was tried once", async () => {
+    expect((await tool("ping_a", "/status/502/a", "ping_b")).status).toBe(200)
+    expect((await tool("ping_b", "/status/503/b", "ping_a")).status).toBe(200)
+    hits.length = 0
+    const task = await runOne("ping_a")
+    expect(task.body.status).toBe("failed")
+    expect(hits.map((h) => h.split("?")[0])).toEqual(["/status/502/a", "/status/503/b"])
+  })
+
+  it("refuses a tool that is its own fallback, and keeps tenants' fallbacks apart", async () => {
+    const self = await tool("loop", "/status/200/loop", "loop")
+    expect(self.status).toBe(400)
+    expect(self.body.error.details.field).toBe("fallback")
+    // tenant B names A's backup as its fallback: B has no such tool, so B's failure stands
+    const put = await call("PUT", "/v1/tools/b_lookup", adminB, {
+      tool_id: "b_lookup",
+      name: "b",
+      parameters: [{ name: "q", type: "string" }],
+      endpoint: `${upstreamBase}/status/503/b-primary`,
+      method: "GET",
+      auth: "none",
+      fallback: "crm_backup"
+    })
+    expect(put.status).toBe(200)
+    hits.length = 0
+    const memberB = await edge.sign({ tenant_id: "tenant-b", role: "member" })
+    const task = await call("POST", "/v1/tasks", memberB, {
+      input: { steps: [{ id: "s", tool: "b_lookup", input: { q: "x" } }] }
+    })
+    expect(task.body.status).toBe("failed")
+    expect(hits.map((h) => h.split("?")[0])).toEqual(["/status/503/b-primary"])
+  })
+})

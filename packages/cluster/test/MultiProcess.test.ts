@@ -5,15 +5,17 @@ import * as Redacted from "effect/Redacted"
 import * as jose from "jose"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
+import { createServer as createHttpServer, type Server } from "node:http"
 import { createServer } from "node:net"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
 import { pruneSql } from "../src/MessageRetention.js"
 
 /**
- * The three services as three OS processes on loopback, sharing one PostgreSQL database as cluster
+ * The three services as OS processes on loopback, sharing one PostgreSQL database as cluster
  * storage: a task submitted over HTTP to the integrator runs on the agent runner, whose tool calls
- * go through the integrator's Connection entity to the tool runner.
+ * go through the integrator's Connection entity to a tool runner. The tool service runs as two
+ * runners: one for utility and tenant tools, one dedicated to Slack (`SHARD_GROUPS=tool-slack`).
  */
 const adminUrl = process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
 const root = fileURLToPath(new URL("../../..", import.meta.url))
@@ -32,6 +34,8 @@ const freePort = () =>
 const processes: Array<{ role: string; child: ChildProcess; output: Array<string> }> = []
 let base = ""
 let token = ""
+let slack: Server
+const slackReceived: Array<{ path: string; authorization: string | undefined; body: any }> = []
 
 const start = (role: string, env: Record<string, string>) => {
   const child = spawn(process.execPath, [
@@ -62,7 +66,19 @@ beforeAll(async () => {
   url.pathname = `/${database}`
 
   const { privateKey, publicKey } = await jose.generateKeyPair("ES256", { extractable: true })
-  token = await new jose.SignJWT({ tenant_id: "acme", sub: "ops" })
+  slack = createHttpServer((req, res) => {
+    const chunks: Array<Buffer> = []
+    req.on("data", (c) => chunks.push(c)).on("end", () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString() || "{}")
+      slackReceived.push({ path: req.url!, authorization: req.headers.authorization, body })
+      res.writeHead(200, { "content-type": "application/json" })
+      res.end(JSON.stringify({ ok: true, channel: body.channel, ts: "1700000000.000200" }))
+    })
+  })
+  await new Promise<void>((r) => slack.listen(0, "127.0.0.1", r))
+  const slackHost = `127.0.0.1:${(slack.address() as { port: number }).port}`
+
+  token = await new jose.SignJWT({ tenant_id: "acme", sub: "ops", role: "admin" })
     .setProtectedHeader({ alg: "ES256" })
     .setIssuer(issuer)
     .setAudience(audience)
@@ -76,11 +92,13 @@ beforeAll(async () => {
     HTTP_HOST: "127.0.0.1",
     AUTH_PUBLIC_KEY: await jose.exportSPKI(publicKey),
     AUTH_ISSUER: issuer,
-    AUTH_AUDIENCE: audience
+    AUTH_AUDIENCE: audience,
+    EGRESS_ALLOW_HOSTS: slackHost
   }
   start("integrator", { ...common, PORT: String(httpPort), RUNNER_PORT: String(await freePort()) })
   start("agent", { ...common, RUNNER_PORT: String(await freePort()) })
-  start("tool", { ...common, RUNNER_PORT: String(await freePort()) })
+  start("tool", { ...common, SHARD_GROUPS: "tool", RUNNER_PORT: String(await freePort()) })
+  start("tool", { ...common, SHARD_GROUPS: "tool-slack", RUNNER_PORT: String(await freePort()) })
 }, 60_000)
 
 afterAll(async () => {
@@ -99,6 +117,8 @@ afterAll(async () => {
   await admin.connect()
   await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)
   await admin.end()
+  slack.closeAllConnections()
+  await new Promise((r) => slack.close(r))
 }, 30_000)
 
 const until = async <A>(what: string, deadlineMs: number, attempt: () => Promise<A | undefined>): Promise<A> => {
@@ -157,7 +177,7 @@ describe("three runners on PostgreSQL", () => {
     await client.connect()
     const runners = await client.query("SELECT address FROM cluster_runners")
     await client.end()
-    expect(runners.rowCount).toBe(3)
+    expect(runners.rowCount).toBe(4)
 
     // retention: processed messages and their replies go, the rest stays
     const db = new URL(`/${database}`, adminUrl).toString()
@@ -184,4 +204,46 @@ describe("three runners on PostgreSQL", () => {
     const after = await counts()
     expect(after).toEqual({ processed: 0, pending: before.pending, replies: 0 })
   }, 180_000)
+
+  it("runs Slack calls on the Slack-only tool runner", async () => {
+    const api = (method: string, path: string, body?: unknown) =>
+      fetch(`${base}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) })
+      })
+    const slackUrl = `http://127.0.0.1:${(slack.address() as { port: number }).port}`
+    expect((await api("PUT", "/v1/secrets/slack_bot", { value: "xoxb-acme" })).status).toBe(204)
+    expect(
+      (await api("PUT", "/v1/connections/slack", { type: "api_key", secret: "slack_bot", prefix: "Bearer " })).status
+    )
+      .toBe(200)
+    expect((await api("PUT", "/v1/settings", { providers: { slack: { base_url: `${slackUrl}/api` } } })).status).toBe(
+      200
+    )
+
+    // the dedicated runner registered for the Slack group alone, and the other tool runner without it
+    const client = new pg.Client({ connectionString: new URL(`/${database}`, adminUrl).toString() })
+    await client.connect()
+    const { rows } = await client.query("SELECT runner FROM cluster_runners")
+    await client.end()
+    const groups = rows.map((r) => (JSON.parse(r.runner).groups as Array<string>).join(","))
+    expect(groups.filter((g) => g.includes("tool-slack"))).toEqual(["tool-slack"])
+    expect(groups).toContain("tool")
+
+    const res = await api("POST", "/v1/tasks", {
+      input: {
+        steps: [{ id: "post", tool: "slack.post_message", input: { channel: "C1", text: "from the Slack runner" } }]
+      },
+      timeout_ms: 20_000
+    })
+    const task = await res.json()
+    expect(task.status, JSON.stringify(task)).toBe("succeeded")
+    expect(task.output).toEqual({ channel: "C1", ts: "1700000000.000200" })
+    expect(slackReceived).toEqual([{
+      path: "/api/chat.postMessage",
+      authorization: "Bearer xoxb-acme",
+      body: { channel: "C1", text: "from the Slack runner" }
+    }])
+  }, 60_000)
 })

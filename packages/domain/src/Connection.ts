@@ -15,7 +15,13 @@ export const Connection = Entity.make("Connection", [
       tool_id: Schema.String,
       input: Schema.Unknown,
       task_id: Schema.optional(Schema.String),
-      step_id: Schema.optional(Schema.String)
+      step_id: Schema.optional(Schema.String),
+      /** The task's LLM chain, for tools that generate text; the tenant's default chain otherwise. */
+      llms: Schema.optional(Schema.Array(Schema.String)),
+      /** The tool's fallback (its spec's `fallback`), tried when the call fails transiently. */
+      fallback: Schema.optional(Schema.String),
+      /** Tools already tried for this call, so a cycle of fallbacks ends. */
+      tried: Schema.optional(Schema.Array(Schema.String))
     },
     success: ToolResult,
     error: ToolError

@@ -69,6 +69,8 @@ export const Step = Schema.Struct({
   error: Schema.optional(TaskError),
   attempts: Schema.Int,
   cached: Schema.optional(Schema.Boolean),
+  /** The fallback tool that answered for this step's tool. */
+  served_by: Schema.optional(Schema.String),
   started_at: Schema.optional(Schema.String),
   finished_at: Schema.optional(Schema.String),
   duration_ms: Schema.optional(Schema.Number)

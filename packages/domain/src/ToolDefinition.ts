@@ -51,6 +51,9 @@ export const ToolSpec = Schema.Struct({
   output_schema: Schema.optional(JsonSchema),
   side_effect: Schema.Boolean,
   cacheable: Schema.Boolean,
-  idempotent: Schema.Boolean
+  idempotent: Schema.Boolean,
+  /** The tool that answers instead when this one fails in a way a retry might fix (network, timeout, 5xx, 429). */
+  fallback: Schema.optional(ToolId),
+  timeout_ms: Schema.optional(Schema.Int)
 })
 export type ToolSpec = typeof ToolSpec.Type

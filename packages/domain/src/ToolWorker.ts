@@ -56,7 +56,9 @@ export const ToolView = Schema.Struct({ spec: ToolSpec, definition: Schema.optio
 
 export const ToolResult = Schema.Struct({
   output: Schema.Unknown,
-  cached: Schema.optionalWith(Schema.Boolean, { default: () => false })
+  cached: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /** The fallback tool that answered, when the called tool failed. */
+  served_by: Schema.optional(Schema.String)
 })
 export type ToolResult = typeof ToolResult.Type
 
@@ -94,6 +96,8 @@ export const ToolWorker = Entity.make("ToolWorker", [
       egress_allowlist: Schema.optional(Schema.Array(Schema.String)),
       /** The tenant's base URL per provider (settings `providers`). */
       base_urls: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })),
+      /** The LLMs a tool that generates text may use, in order (the task's chain, else the tenant's). */
+      llms: Schema.optional(Schema.Array(Schema.String)),
       task_id: Schema.optional(Schema.String),
       step_id: Schema.optional(Schema.String)
     },

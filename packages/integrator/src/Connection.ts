@@ -47,7 +47,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 retryable: true
               })
             )
-          return Effect.flatMap(
+          const call = Effect.flatMap(
             Effect.all([config.getSettings(tenantId), credential]),
             ([settings, cred]) =>
               toolWorker(`${tenantId}/${payload.tool_id}`).Execute({
@@ -57,6 +57,8 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 base_urls: Object.fromEntries(
                   Object.entries(settings.providers).flatMap(([p, v]) => (v.base_url ? [[p, v.base_url]] : []))
                 ),
+                llms: payload.llms ??
+                  (settings.default_llm ? [settings.default_llm, ...settings.fallback_llms] : []),
                 ...(payload.task_id ? { task_id: payload.task_id } : {}),
                 ...(payload.step_id ? { step_id: payload.step_id } : {})
               })
@@ -65,7 +67,30 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               MailboxFull: toolUnavailable,
               AlreadyProcessingMessage: toolUnavailable,
               PersistenceError: toolUnavailable
-            }),
+            })
+          )
+          const tried = [...(payload.tried ?? []), payload.tool_id]
+          const fallback = payload.fallback
+          return (fallback === undefined || tried.includes(fallback) ? call : call.pipe(
+            // the fallback answers only when a retry might have helped; a bad request stays the caller's to fix
+            Effect.catchIf((e) => e._tag === "ToolFailed" && e.retryable, (failed) =>
+              Effect.gen(function*() {
+                const spec = yield* toolWorker(`${tenantId}/${fallback}`).Describe().pipe(
+                  Effect.catchAll(() => Effect.fail(failed))
+                )
+                const result = yield* connections(`${tenantId}/${spec.provider}`).Invoke({
+                  ...payload,
+                  tool_id: fallback,
+                  tried,
+                  ...(spec.fallback ? { fallback: spec.fallback } : { fallback: undefined })
+                }).pipe(Effect.catchTags({
+                  MailboxFull: () => Effect.fail(failed),
+                  AlreadyProcessingMessage: () => Effect.fail(failed),
+                  PersistenceError: () => Effect.fail(failed)
+                }))
+                return { ...result, served_by: result.served_by ?? fallback }
+              }).pipe(Effect.withSpan("Connection.fallback", { attributes: { "tool.id": fallback } })))
+          )).pipe(
             Effect.withSpan("Connection.invoke", {
               attributes: { "tenant.id": tenantId, provider, "tool.id": payload.tool_id }
             })

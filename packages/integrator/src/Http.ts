@@ -87,7 +87,8 @@ const requireAdmin = Effect.flatMap(CurrentPrincipal, (principal) =>
  */
 const resolveLlms = (config: TenantConfig["Type"], principal: Principal, request: TaskRequest) =>
   Effect.gen(function*() {
-    if (typeof request.input !== "string") return []
+    // a plan needs an LLM only for its text.generate steps, which use the tenant's default unless llm_id says otherwise
+    if (typeof request.input !== "string" && request.llm_id === undefined) return []
     const settings = yield* config.getSettings(principal.tenantId)
     const primary = request.llm_id ?? settings.default_llm
     if (!primary) {

@@ -82,6 +82,7 @@ export const fromDefinition = (
     return Either.left(invalid(`parameters is not a valid JSON Schema: ${(e as Error).message}`, "parameters"))
   }
   const id = definition.tool_id
+  if (definition.fallback === id) return Either.left(invalid("a tool cannot be its own fallback", "fallback"))
   const provider = providerOf(definition)
   const method = definition.method
   const spec: ToolSpec = {
@@ -94,7 +95,9 @@ export const fromDefinition = (
     side_effect: definition.side_effect ?? (method !== "GET"),
     // only reads without side effects are ever served from the cache
     cacheable: (definition.cacheable ?? false) && method === "GET" && definition.side_effect !== true,
-    idempotent: definition.idempotent ?? (method === "GET" || method === "PUT" || method === "DELETE")
+    idempotent: definition.idempotent ?? (method === "GET" || method === "PUT" || method === "DELETE"),
+    ...(definition.fallback ? { fallback: definition.fallback } : {}),
+    ...(definition.timeout_ms ? { timeout_ms: definition.timeout_ms } : {})
   }
   return Either.right({
     spec,

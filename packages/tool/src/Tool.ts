@@ -1,5 +1,6 @@
 import type { EgressDenied, EgressFailed, EgressRequest, EgressResponse } from "@altan/domain/Egress"
 import type { TenantId } from "@altan/domain/Ids"
+import type { ChatMessage, Completion, LlmError, LlmNotConfigured } from "@altan/domain/Llm"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import type { Credential, ToolFailed } from "@altan/domain/ToolWorker"
 import { ToolFailed as ToolFailedError } from "@altan/domain/ToolWorker"
@@ -24,6 +25,11 @@ export interface ToolContext {
   readonly http: (request: ToolHttpRequest) => Effect.Effect<EgressResponse, EgressDenied | EgressFailed>
   /** The tenant's base URL override for a provider (settings `providers`), e.g. a Salesforce instance URL. */
   readonly baseUrl: (provider: string) => string | undefined
+  /**
+   * One completion from the tenant's LLMs (the task's chain, else the tenant's default and fallbacks),
+   * answered by the integrator's LLM connection, so the tenant's key never reaches the tool service.
+   */
+  readonly complete: (messages: ReadonlyArray<ChatMessage>) => Effect.Effect<Completion, LlmError | LlmNotConfigured>
 }
 
 /** An outbound failure as a tool failure: denied calls are not retryable, network and timeouts are. */

@@ -10,6 +10,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { DatetimeParse } from "./builtin/Datetime.js"
 import { EmailParse } from "./builtin/Email.js"
+import { TextGenerate } from "./builtin/Generate.js"
 import * as Google from "./builtin/Google.js"
 import * as HttpTools from "./builtin/Http.js"
 import * as HubSpot from "./builtin/HubSpot.js"
@@ -38,6 +39,7 @@ export const builtins: ReadonlyArray<Tool> = [
   EmailParse,
   JsonExtract,
   TextTemplate,
+  TextGenerate,
   DatetimeParse,
   ...HttpTools.tools,
   ...Slack.tools,

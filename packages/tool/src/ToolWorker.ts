@@ -1,8 +1,11 @@
+import { Connection, llmProvider } from "@altan/domain/Connection"
 import { Egress } from "@altan/domain/Egress"
 import { parseEntityId } from "@altan/domain/Ids"
+import { LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
 import { ToolNotFound, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { cacheKey, ToolCache } from "./ToolCache.js"
 import { ToolRegistry } from "./ToolRegistry.js"
@@ -11,69 +14,96 @@ import { ToolRegistry } from "./ToolRegistry.js"
 const hostOf = (url: string) => new URL(url).host
 
 /** `ToolWorker[tenant/tool]`: validates the input against the tool's schema, then runs it. */
-export const ToolWorkerLive = ToolWorker.toLayer(
-  Effect.gen(function*() {
-    const address = yield* Entity.CurrentAddress
-    const { key: toolId, tenantId } = parseEntityId(address.entityId)
-    const registry = yield* ToolRegistry
-    const egress = yield* Egress
-    const cache = yield* ToolCache
-    const attributes = { "tenant.id": tenantId, "tool.id": toolId }
-    return ToolWorker.of({
-      Execute: ({ payload }) =>
-        Effect.gen(function*() {
-          const tool = yield* registry.get(tenantId, toolId)
-          const input = yield* tool.decode(payload.input)
-          const baseUrls = payload.base_urls ?? {}
-          const allowHosts = [
-            ...(payload.egress_allowlist ?? []),
-            ...tool.hosts,
-            ...Object.values(baseUrls).map(hostOf)
-          ]
-          const key = tool.spec.cacheable ? cacheKey(tenantId, toolId, input) : undefined
-          if (key) {
-            const hit = yield* cache.get(key)
-            if (Option.isSome(hit)) return { output: hit.value, cached: true }
-          }
-          const output = yield* tool.run(input, {
-            tenantId,
-            credential: payload.credential,
-            http: (request) => egress.request({ ...request, allowHosts }),
-            baseUrl: (provider) => baseUrls[provider]
-          })
-          if (key) yield* cache.set(key, output)
-          return { output, cached: false }
-        }).pipe(Effect.withSpan("ToolWorker.execute", { attributes })),
-      Describe: () =>
-        registry.get(tenantId, toolId).pipe(
-          Effect.map((tool) => tool.spec),
-          Effect.withSpan("ToolWorker.describe", { attributes })
-        ),
-      // answered by `ToolWorker[tenant/_catalog]`; any entity of the tenant would give the same list
-      PutTool: ({ payload }) =>
-        registry.put(tenantId, payload.definition).pipe(
-          Effect.map((tool) => tool.spec),
-          Effect.withSpan("ToolWorker.putTool", {
-            attributes: { ...attributes, "tool.id": payload.definition.tool_id }
-          })
-        ),
-      GetTool: ({ payload }) =>
-        Effect.all([registry.get(tenantId, payload.tool_id), registry.definition(tenantId, payload.tool_id)]).pipe(
-          Effect.map(([tool, definition]) =>
-            Option.isSome(definition) ? { spec: tool.spec, definition: definition.value } : { spec: tool.spec }
+export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
+  const connections = yield* Connection.client
+  return ToolWorker.toLayer(
+    Effect.gen(function*() {
+      const address = yield* Entity.CurrentAddress
+      const { key: toolId, tenantId } = parseEntityId(address.entityId)
+      const registry = yield* ToolRegistry
+      const egress = yield* Egress
+      const cache = yield* ToolCache
+      const attributes = { "tenant.id": tenantId, "tool.id": toolId }
+      return ToolWorker.of({
+        Execute: ({ payload }) =>
+          Effect.gen(function*() {
+            const tool = yield* registry.get(tenantId, toolId)
+            const input = yield* tool.decode(payload.input)
+            const baseUrls = payload.base_urls ?? {}
+            const allowHosts = [
+              ...(payload.egress_allowlist ?? []),
+              ...tool.hosts,
+              ...Object.values(baseUrls).map(hostOf)
+            ]
+            const key = tool.spec.cacheable ? cacheKey(tenantId, toolId, input) : undefined
+            if (key) {
+              const hit = yield* cache.get(key)
+              if (Option.isSome(hit)) return { output: hit.value, cached: true }
+            }
+            const output = yield* tool.run(input, {
+              tenantId,
+              credential: payload.credential,
+              http: (request) => egress.request({ ...request, allowHosts }),
+              baseUrl: (provider) => baseUrls[provider],
+              complete: (messages) => {
+                const [first, ...fallbacks] = payload.llms ?? []
+                if (first === undefined) {
+                  return Effect.fail(
+                    new LlmNotConfigured({
+                      message: "the tenant has no LLM: set default_llm with PUT /v1/settings or llm_id on the task"
+                    })
+                  )
+                }
+                const unreachable = (e: { readonly _tag: string }) =>
+                  Effect.fail(
+                    new LlmUnavailable({ message: `the LLM connection could not be reached (${e._tag})`, attempts: [] })
+                  )
+                return connections(`${tenantId}/${llmProvider(first)}`).Complete({
+                  messages,
+                  tools: [],
+                  fallbacks,
+                  ...(payload.task_id ? { task_id: payload.task_id } : {})
+                }).pipe(Effect.catchTags({
+                  MailboxFull: unreachable,
+                  AlreadyProcessingMessage: unreachable,
+                  PersistenceError: unreachable
+                }))
+              }
+            })
+            if (key) yield* cache.set(key, output)
+            return { output, cached: false }
+          }).pipe(Effect.withSpan("ToolWorker.execute", { attributes })),
+        Describe: () =>
+          registry.get(tenantId, toolId).pipe(
+            Effect.map((tool) => tool.spec),
+            Effect.withSpan("ToolWorker.describe", { attributes })
+          ),
+        // answered by `ToolWorker[tenant/_catalog]`; any entity of the tenant would give the same list
+        PutTool: ({ payload }) =>
+          registry.put(tenantId, payload.definition).pipe(
+            Effect.map((tool) => tool.spec),
+            Effect.withSpan("ToolWorker.putTool", {
+              attributes: { ...attributes, "tool.id": payload.definition.tool_id }
+            })
+          ),
+        GetTool: ({ payload }) =>
+          Effect.all([registry.get(tenantId, payload.tool_id), registry.definition(tenantId, payload.tool_id)]).pipe(
+            Effect.map(([tool, definition]) =>
+              Option.isSome(definition) ? { spec: tool.spec, definition: definition.value } : { spec: tool.spec }
+            )
+          ),
+        DeleteTool: ({ payload }) =>
+          Effect.flatMap(
+            registry.remove(tenantId, payload.tool_id),
+            (removed) => removed ? Effect.void : Effect.fail(new ToolNotFound({ tool_id: payload.tool_id }))
+          ),
+        List: () =>
+          registry.list(tenantId).pipe(
+            Effect.map((tools) => tools.map((tool) => tool.spec)),
+            Effect.withSpan("ToolWorker.list", { attributes })
           )
-        ),
-      DeleteTool: ({ payload }) =>
-        Effect.flatMap(
-          registry.remove(tenantId, payload.tool_id),
-          (removed) => removed ? Effect.void : Effect.fail(new ToolNotFound({ tool_id: payload.tool_id }))
-        ),
-      List: () =>
-        registry.list(tenantId).pipe(
-          Effect.map((tools) => tools.map((tool) => tool.spec)),
-          Effect.withSpan("ToolWorker.list", { attributes })
-        )
-    })
-  }),
-  { concurrency: "unbounded", maxIdleTime: "5 minutes" }
-)
+      })
+    }),
+    { concurrency: "unbounded", maxIdleTime: "5 minutes" }
+  )
+}))

@@ -7,7 +7,8 @@ import type { Tool, ToolContext } from "../src/Tool.js"
 const ctx: ToolContext = {
   tenantId: "t1" as TenantId,
   http: () => Effect.die(new Error("a utility tool made an HTTP call")),
-  baseUrl: () => undefined
+  baseUrl: () => undefined,
+  complete: () => Effect.die(new Error("this tool asked for an LLM"))
 }
 
 /** Decodes then runs, as the tool service does. */

@@ -112,7 +112,8 @@ export const runTool = (
       tenantId: "t1" as TenantId,
       credential: "credential" in setup ? setup.credential : credential,
       http: (req) => guard.request({ ...req, allowHosts: ["127.0.0.1"] }),
-      baseUrl: () => setup.baseUrl
+      baseUrl: () => setup.baseUrl,
+      complete: () => Effect.die(new Error("this tool asked for an LLM"))
     }
     const decoded = yield* tool.decode(input)
     return yield* tool.run(decoded, ctx)
@@ -126,7 +127,8 @@ export const runUndecoded = (tool: Tool, input: unknown, setup: Setup): Effect.E
       tenantId: "t1" as TenantId,
       credential,
       http: (req) => guard.request({ ...req, allowHosts: ["127.0.0.1"] }),
-      baseUrl: () => setup.baseUrl
+      baseUrl: () => setup.baseUrl,
+      complete: () => Effect.die(new Error("this tool asked for an LLM"))
     })
   }).pipe(Effect.provide(egress))
 

@@ -125,7 +125,8 @@ export const withContext = <A, E>(
       ...(options.credential !== undefined ? { credential: options.credential } : {}),
       http: (req) =>
         egress.request({ ...req, allowHosts: [...(options.allowHosts ?? []), ...(options.tool?.hosts ?? [])] }),
-      baseUrl: () => options.baseUrl
+      baseUrl: () => options.baseUrl,
+      complete: () => Effect.die(new Error("this tool asked for an LLM"))
     }
     return yield* f(ctx)
   }).pipe(
