@@ -92,7 +92,8 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               }).pipe(Effect.withSpan("Connection.fallback", { attributes: { "tool.id": fallback } })))
           )).pipe(
             Effect.withSpan("Connection.invoke", {
-              attributes: { "tenant.id": tenantId, provider, "tool.id": payload.tool_id }
+              attributes: { "tenant.id": tenantId, provider, "tool.id": payload.tool_id },
+              captureStackTrace: false
             })
           )
         },

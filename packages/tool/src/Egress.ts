@@ -164,6 +164,16 @@ const parseHostRule = (entry: string): HostRule | undefined => {
   return { host: normalized, port, subdomains }
 }
 
+// Tenants' allowlists and vendor host lists repeat on every call; parse each entry once.
+const parsedRules = new Map<string, HostRule | undefined>()
+const cachedRule = (entry: string): HostRule | undefined => {
+  if (parsedRules.has(entry)) return parsedRules.get(entry)
+  const rule = parseHostRule(entry)
+  if (parsedRules.size >= 10_000) parsedRules.clear()
+  parsedRules.set(entry, rule)
+  return rule
+}
+
 const ruleMatches = (rule: HostRule, host: string, port: number) =>
   (rule.port === undefined || rule.port === port) &&
   (rule.subdomains ? host.endsWith(`.${rule.host}`) : host === rule.host)
@@ -259,9 +269,12 @@ interface Target {
 
 const defaultPort = (url: URL) => (url.port !== "" ? Number(url.port) : url.protocol === "https:" ? 443 : 80)
 
-const lookup = (host: string, url: URL) =>
+const lookup = (host: string, url: URL, deadline: Deadline) =>
   Effect.async<ReadonlyArray<dns.LookupAddress>, EgressFailed>((resume) => {
+    // dns.lookup cannot be cancelled; past the deadline its answer is ignored
+    const timer = setTimeout(() => resume(Effect.fail(deadline.failure())), deadline.remaining())
     dns.lookup(host, { all: true, verbatim: true }, (error, addresses) => {
+      clearTimeout(timer)
       if (error || addresses.length === 0) {
         resume(Effect.fail(
           new EgressFailed({
@@ -275,7 +288,17 @@ const lookup = (host: string, url: URL) =>
         resume(Effect.succeed(addresses))
       }
     })
+    return Effect.sync(() => clearTimeout(timer))
   })
+
+/**
+ * The total time limit of one request, redirects and DNS included. Plain timers, one per wait: racing an
+ * Effect timeout fiber cost more than the whole guarded request on loopback.
+ */
+interface Deadline {
+  readonly remaining: () => number
+  readonly failure: () => EgressFailed
+}
 
 /**
  * Every check of one hop, in an order that never touches the network for a refused URL: scheme, userinfo,
@@ -284,7 +307,8 @@ const lookup = (host: string, url: URL) =>
 const check = (
   raw: string | URL,
   allowHosts: ReadonlyArray<HostRule> | "any-public",
-  operator: ReadonlyArray<HostRule>
+  operator: ReadonlyArray<HostRule>,
+  deadline: Deadline
 ): Effect.Effect<Target, EgressDenied | EgressFailed> =>
   Effect.gen(function*() {
     let url: URL
@@ -313,7 +337,7 @@ const check = (
       }
     }
     const literal = host.startsWith("[") ? host.slice(1, -1) : net.isIPv4(host) ? host : undefined
-    const addresses = literal !== undefined ? [literal] : (yield* lookup(host, url)).map((a) => a.address)
+    const addresses = literal !== undefined ? [literal] : (yield* lookup(host, url, deadline)).map((a) => a.address)
     if (!operatorAllowed) {
       for (const address of addresses) {
         const problem = addressProblem(address)
@@ -328,6 +352,39 @@ const check = (
   })
 
 class TooLarge extends Error {}
+class TimedOut extends Error {}
+
+/**
+ * The promise as an Effect that aborts it through its signal when interrupted or once `ms` pass (then
+ * rejecting with `TimedOut`): one controller and one timer per hop.
+ */
+const abortable = <A, E>(
+  ms: number,
+  f: (signal: AbortSignal) => Promise<A>,
+  onError: (error: unknown) => E
+): Effect.Effect<A, E> =>
+  Effect.async<A, E>((resume) => {
+    const controller = new AbortController()
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      controller.abort()
+    }, ms)
+    f(controller.signal).then(
+      (value) => {
+        clearTimeout(timer)
+        resume(Effect.succeed(value))
+      },
+      (error) => {
+        clearTimeout(timer)
+        resume(Effect.fail(onError(timedOut ? new TimedOut() : error)))
+      }
+    )
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      controller.abort()
+    })
+  })
 class BadResponse extends Error {}
 
 // Caller headers that would change framing or the target; undici sets them itself.
@@ -381,11 +438,27 @@ const counter = (max: number) => {
   })
 }
 
+/** An unencoded body, read chunk by chunk and dropped as soon as it passes `max` (the common case, kept cheap). */
+const readPlain = async (body: Readable, max: number) => {
+  const chunks: Array<Buffer> = []
+  let total = 0
+  for await (const chunk of body) {
+    total += (chunk as Buffer).length
+    if (total > max) {
+      body.destroy()
+      throw new TooLarge()
+    }
+    chunks.push(chunk as Buffer)
+  }
+  return new Uint8Array(Buffer.concat(chunks, total))
+}
+
 /**
  * Streams the body through the decoders, failing as soon as either the wire bytes or the decoded bytes pass `max`;
  * backpressure keeps a decompression bomb from inflating more than a chunk ahead of the cap.
  */
 const readBody = async (body: Readable, encodings: ReadonlyArray<string>, max: number, signal: AbortSignal) => {
+  if (encodings.length === 0) return readPlain(body, max)
   let decoders: Array<Transform>
   try {
     decoders = encodings.slice().reverse().map(decoderFor)
@@ -482,7 +555,8 @@ const tlsRejections = new Set([
 ])
 
 /** Maps what a hop threw to a typed failure; never includes request headers or bodies. */
-const failureOf = (error: unknown, url: URL, maxBytes: number): EgressFailed => {
+const failureOf = (error: unknown, url: URL, maxBytes: number, deadline: Deadline): EgressFailed => {
+  if (error instanceof TimedOut) return deadline.failure()
   const where = { url: safeUrl(url) }
   if (error instanceof TooLarge) {
     return new EgressFailed({
@@ -593,11 +667,11 @@ export const make = (settings: EgressSettings) =>
       (pools) => Effect.promise(pools.destroyAll)
     )
 
-    const run = (req: EgressRequest, timeoutMs: number, maxBytes: number) =>
+    const run = (req: EgressRequest, timeoutMs: number, maxBytes: number, deadline: Deadline) =>
       Effect.gen(function*() {
         const allowHosts = req.allowHosts === "any-public"
           ? "any-public" as const
-          : req.allowHosts.flatMap((entry) => parseHostRule(entry) ?? [])
+          : req.allowHosts.flatMap((entry) => cachedRule(entry) ?? [])
         let method = req.method
         let body = req.body
         const headers: Record<string, string> = {}
@@ -608,14 +682,15 @@ export const make = (settings: EgressSettings) =>
         headers["accept-encoding"] ??= "gzip, deflate, br"
         let current: string | URL = req.url
         for (let redirects = 0;; redirects++) {
-          const target = yield* check(current, allowHosts, operator)
+          const target = yield* check(current, allowHosts, operator, deadline)
           const url = target.url
           const options = { method, headers, body, timeoutMs, maxBytes }
-          const hop = yield* Effect.tryPromise({
-            // Fetch and body read in one promise, so an interruption (timeout) aborts both via the signal.
-            try: (signal) => exchange(pools.get(url, target.address), url, options, signal),
-            catch: (error) => failureOf(error, url, maxBytes)
-          })
+          // fetch and body read in one promise, so a timeout or an interruption aborts both
+          const hop = yield* abortable(
+            deadline.remaining(),
+            (signal) => exchange(pools.get(url, target.address), url, options, signal),
+            (error) => failureOf(error, url, maxBytes, deadline)
+          )
           if (hop.location === undefined) {
             yield* Effect.annotateCurrentSpan("http.response.status_code", hop.status)
             return { status: hop.status, headers: hop.headers, body: hop.body, url: url.href } satisfies EgressResponse
@@ -659,18 +734,24 @@ export const make = (settings: EgressSettings) =>
         ? req.timeoutMs
         : Duration.toMillis(settings.totalTimeout)
       const maxBytes = req.maxBytes !== undefined && req.maxBytes > 0 ? req.maxBytes : settings.maxResponseBytes
-      return run(req, timeoutMs, maxBytes).pipe(
-        Effect.timeoutFail({
-          duration: Duration.millis(timeoutMs),
-          onTimeout: () =>
+      return Effect.suspend(() => {
+        const end = Date.now() + timeoutMs
+        const deadline: Deadline = {
+          remaining: () => Math.max(0, end - Date.now()),
+          failure: () =>
             new EgressFailed({
               reason: "timeout",
               retryable: true,
               message: `${hostOf(req.url)} did not answer within ${timeoutMs} ms`,
               url: safeUrl(req.url)
             })
-        }),
-        Effect.withSpan("Egress.request", { attributes: { "http.method": req.method, "url.host": hostOf(req.url) } })
+        }
+        return run(req, timeoutMs, maxBytes, deadline)
+      }).pipe(
+        Effect.withSpan("Egress.request", {
+          attributes: { "http.method": req.method, "url.host": hostOf(req.url) },
+          captureStackTrace: false
+        })
       )
     }
 

@@ -72,7 +72,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
             })
             if (key) yield* cache.set(key, output)
             return { output, cached: false }
-          }).pipe(Effect.withSpan("ToolWorker.execute", { attributes })),
+          }).pipe(Effect.withSpan("ToolWorker.execute", { attributes, captureStackTrace: false })),
         Describe: () =>
           registry.get(tenantId, toolId).pipe(
             Effect.map((tool) => tool.spec),
