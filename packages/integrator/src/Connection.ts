@@ -34,7 +34,9 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
         const connection = yield* connections_.get(tenantId, provider)
         if (Option.isNone(connection) || connection.value.type !== "api_key") return Option.none<Credential>()
         const { header, prefix, secret } = connection.value
-        const value = yield* secrets.get(tenantId, secret)
+        const value = yield* secrets.get(tenantId, secret).pipe(
+          Effect.mapError((e) => new ToolFailed({ tool_id: provider, message: e.message, retryable: true }))
+        )
         return Option.map(value, (v): Credential => ({ header, value: Redacted.make(prefix + Redacted.value(v)) }))
       })
       return Connection.of({

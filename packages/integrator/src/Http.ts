@@ -29,7 +29,7 @@ import { AuthenticationLive } from "./Auth.js"
 import { ConnectionStore } from "./ConnectionStore.js"
 import { IntegratorConfig } from "./IntegratorConfig.js"
 import * as Readiness from "./Readiness.js"
-import { SecretStore } from "./SecretStore.js"
+import { SecretStore, type SecretStoreError } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
 
 const random = () => randomBytes(12).toString("base64url")
@@ -264,17 +264,19 @@ const SettingsLive = HttpApiBuilder.group(Api, "settings", (handlers) =>
       .handle("get", () => Effect.flatMap(requireAdmin, ({ tenantId }) => config.getSettings(tenantId)))
   }))
 
+const secretsUnavailable = (e: SecretStoreError) => new Unavailable({ message: e.message })
+
 const SecretsLive = HttpApiBuilder.group(Api, "secrets", (handlers) =>
   Effect.gen(function*() {
     const secrets = yield* SecretStore
     return handlers
       .handle("put", ({ path, payload }) =>
         Effect.flatMap(requireAdmin, ({ tenantId }) =>
-          secrets.put(tenantId, path.name, Redacted.make(payload.value))))
+          secrets.put(tenantId, path.name, Redacted.make(payload.value)).pipe(Effect.mapError(secretsUnavailable))))
       .handle("delete", ({ path }) =>
         Effect.gen(function*() {
           const { tenantId } = yield* requireAdmin
-          if (!(yield* secrets.delete(tenantId, path.name))) {
+          if (!(yield* secrets.delete(tenantId, path.name).pipe(Effect.mapError(secretsUnavailable)))) {
             return yield* new NotFound({ message: `no secret "${path.name}"` })
           }
         }))

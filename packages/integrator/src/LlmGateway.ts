@@ -234,6 +234,7 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
           )
           const apiKey = config.auth.type === "api_key"
             ? yield* secrets.get(tenantId, config.auth.key).pipe(
+              Effect.mapError((e) => new LlmUnavailable({ message: e.message, attempts: [] })),
               Effect.flatMap(Option.match({
                 onNone: () =>
                   Effect.fail(
