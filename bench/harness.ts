@@ -41,12 +41,12 @@ export const startRuntime = async (options: { readonly extra?: Layer.Layer<never
     Layer.provideMerge(Layer.mergeAll(
       options.extra ?? Layer.empty,
       AgentSessionLive.pipe(Layer.provide(AgentStores(Option.none())), Layer.provide(AgentConfig.layer())),
-      ConnectionLive.pipe(Layer.provide(LlmGateway.layer.pipe(
-        Layer.provide(LlmGateway.layerConfigValue()),
+      ConnectionLive.pipe(
+        Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue()))),
         Layer.provide(
           Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
         )
-      ))),
+      ),
       ToolWorkerLive.pipe(
         Layer.provide(ToolRegistry.layerMemory()),
         Layer.provide(ToolCache.layerMemory()),

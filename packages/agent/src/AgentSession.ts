@@ -41,6 +41,8 @@ const stepError = (error: unknown): TaskError => {
         : e.details
       return { code: e.code!, message: e.message!, ...(extra ? { details: extra } : {}) }
     }
+    case "ConnectionNeedsReauth":
+      return { code: e.code!, message: e.message!, details: { provider: (e as any).provider } }
     case "MailboxFull":
     case "AlreadyProcessingMessage":
     case "PersistenceError":

@@ -10,6 +10,7 @@ import * as ConnectionStore from "@altan/integrator/ConnectionStore"
 import { HttpLive } from "@altan/integrator/Http"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
+import * as OAuth from "@altan/integrator/OAuth"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as SecretStore from "@altan/integrator/SecretStore"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
@@ -203,11 +204,52 @@ const ReadinessLive = Layer.scoped(
 export const IntegratorStores = Layer.mergeAll(
   TenantConfig.layerMemory,
   SecretStore.layerMemory,
-  ConnectionStore.layerMemory
+  ConnectionStore.layerMemory,
+  OAuth.layerMemory
 )
+
+/**
+ * The integrator's stores as configured: with `REDIS_URL`, tenant configuration, connections and OAuth2
+ * state live in Redis, so every integrator runner shares them; secrets follow `SECRETS_BACKEND`.
+ */
+export const IntegratorStoresLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
+  Layer.merge(
+    Option.match(config.redisUrl, {
+      onNone: () => Layer.mergeAll(TenantConfig.layerMemory, ConnectionStore.layerMemory, OAuth.layerMemory),
+      onSome: (url) =>
+        Layer.mergeAll(
+          TenantConfig.layerRedis({ url: Redacted.value(url) }),
+          ConnectionStore.layerRedis({ url: Redacted.value(url) }),
+          OAuth.layerRedis({ url: Redacted.value(url) })
+        )
+    }),
+    SecretStore.layerFromConfig(config.redisUrl)
+  ).pipe(Layer.orDie)))
 
 /** The LLM gateway over the integrator's stores, calling out through the egress guard. */
 export const GatewayLive = LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfig), Layer.provide(EgressLive))
+
+/**
+ * The edge's HTTP server. Requests Node refuses before any handler runs (headers over its 16 KiB
+ * limit, e.g. a 100 KiB token; malformed HTTP) still get the API's JSON error envelope.
+ */
+export const edgeServer = () => {
+  const server = createServer()
+  server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return socket.destroy()
+    const [status, code, message] = error.code === "HPE_HEADER_OVERFLOW"
+      ? [431, "headers_too_large", "the request headers (a token included) are over the 16 KiB limit"]
+      : [400, "bad_request", "malformed HTTP request"]
+    const body = JSON.stringify({ error: { code, message } })
+    socket.end(
+      `HTTP/1.1 ${status} ${status === 431 ? "Request Header Fields Too Large" : "Bad Request"}\r\n` +
+        `content-type: application/json\r\ncontent-length: ${
+          Buffer.byteLength(body)
+        }\r\nconnection: close\r\n\r\n${body}`
+    )
+  })
+  return server
+}
 
 /** Integrator Engine: `Connection` entities and the public HTTP API. */
 export const IntegratorLive = Layer.unwrapEffect(Effect.gen(function*() {
@@ -218,10 +260,10 @@ export const IntegratorLive = Layer.unwrapEffect(Effect.gen(function*() {
     HttpLive.pipe(
       Layer.provide(ReadinessLive),
       Layer.provide(Auth.layer),
-      Layer.provideMerge(NodeHttpServer.layer(createServer, { port: http.port, host: config.httpHost })),
+      Layer.provideMerge(NodeHttpServer.layer(edgeServer, { port: http.port, host: config.httpHost })),
       Layer.provide(IntegratorConfig.layer(http))
     )
-  ).pipe(Layer.provide(GatewayLive), Layer.provide(IntegratorStores))
+  ).pipe(Layer.provide(GatewayLive), Layer.provide(EgressLive), Layer.provide(IntegratorStoresLive))
 })).pipe(Layer.provideMerge(Auth.layerDevIssuer), Layer.provideMerge(Auth.layerConfig))
 
 const services: Record<Exclude<Role, "all">, Layer.Layer<never, any, any>> = {

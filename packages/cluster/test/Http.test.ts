@@ -144,6 +144,15 @@ describe("authentication", () => {
   })
   it("401 for a token without tenant_id", async () => expect401(await sign({}), /tenant_id/))
   it("401 for an oversized token", () => expect401("a".repeat(10_000), /too long/))
+  it("431 with the error envelope for a 100 KiB token, refused before any handler", async () => {
+    const res = await fetch(`${edge.base}/v1/tasks/x.y`, {
+      headers: { authorization: `Bearer ${"a".repeat(100 * 1024)}` }
+    })
+    expect(res.status).toBe(431)
+    expect(await res.json()).toEqual({
+      error: { code: "headers_too_large", message: expect.stringContaining("16 KiB") }
+    })
+  })
 })
 
 describe("bad input", () => {

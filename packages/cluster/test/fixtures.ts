@@ -25,8 +25,7 @@ import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as jose from "jose"
 import { createPublicKey } from "node:crypto"
-import { createServer } from "node:http"
-import { AgentStores, clusterRoundTrip, IntegratorStores, ShardingMemory } from "../src/Runtime.js"
+import { AgentStores, clusterRoundTrip, edgeServer, IntegratorStores, ShardingMemory } from "../src/Runtime.js"
 
 /**
  * Probe tools registered beside the built-ins. They run inside the real ToolWorker, reached through
@@ -130,15 +129,15 @@ export const clusterLayer = (
       ),
       Layer.provide(AgentConfig.layer(options.agent))
     ),
-    ConnectionLive.pipe(Layer.provide(LlmGateway.layer.pipe(
-      Layer.provide(LlmGateway.layerConfigValue(options.llm)),
+    ConnectionLive.pipe(
+      Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue(options.llm)))),
       // loopback fakes are reachable only because the operator allowlist says so, as in production
       Layer.provide(
         Egress.layer.pipe(
           Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: options.egressAllow ?? ["127.0.0.1"] }))
         )
       )
-    ))),
+    ),
     ToolWorkerLive.pipe(
       Layer.provide(ToolRegistry.layerMemory({ extra: probes.tools })),
       Layer.provide(ToolCache.layerMemory()),
@@ -179,7 +178,7 @@ export const startEdge = async (
     Layer.provide(Auth.layerDevIssuer),
     Layer.provide(authConfig),
     Layer.provide(IntegratorConfig.layer(options.maxBodyBytes ? { maxBodyBytes: options.maxBodyBytes } : {})),
-    Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })),
+    Layer.provideMerge(NodeHttpServer.layer(edgeServer, { port: 0, host: "127.0.0.1" })),
     Layer.provideMerge(clusterLayer(probes, options))
   )
   const scope = Effect.runSync(Scope.make())

@@ -6,7 +6,7 @@ import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import * as HttpApiSecurity from "@effect/platform/HttpApiSecurity"
 import * as OpenApi from "@effect/platform/OpenApi"
 import * as Schema from "effect/Schema"
-import { ConnectionConfig, ConnectionInfo, ProviderName } from "./ConnectionConfig.js"
+import { AuthorizeResponse, ConnectionConfig, ConnectionInfo, ProviderName } from "./ConnectionConfig.js"
 import {
   ConflictHttp,
   ForbiddenHttp,
@@ -14,7 +14,8 @@ import {
   NotFoundHttp,
   PayloadTooLargeHttp,
   UnauthorizedHttp,
-  UnavailableHttp
+  UnavailableHttp,
+  UpstreamFailedHttp
 } from "./Errors.js"
 import { SessionId, TaskId, ToolId } from "./Ids.js"
 import { LlmConfig, LlmId } from "./LlmConfig.js"
@@ -117,10 +118,35 @@ export class ToolsGroup extends HttpApiGroup.make("tools")
 /** The tenant's connections to providers (API keys and tokens). Admin only. */
 export class ConnectionsGroup extends HttpApiGroup.make("connections")
   .add(HttpApiEndpoint.put("put")`/v1/connections/${provider}`.setPayload(ConnectionConfig).addSuccess(ConnectionInfo))
+  .add(
+    HttpApiEndpoint.post("authorize")`/v1/connections/${provider}/authorize`.addSuccess(AuthorizeResponse).addError(
+      ConflictHttp
+    )
+  )
   .add(HttpApiEndpoint.get("list", "/v1/connections").addSuccess(Schema.Array(ConnectionInfo)))
   .add(HttpApiEndpoint.del("delete")`/v1/connections/${provider}`.addSuccess(HttpApiSchema.NoContent))
   .addError(NotFoundHttp)
+  .addError(UpstreamFailedHttp)
   .middleware(Authentication)
+{}
+
+/**
+ * The provider sends the tenant's user back here after consent. Unauthenticated: the single-use
+ * `state` (bound to tenant and provider, 10 minutes) is the only proof.
+ */
+export class OAuthGroup extends HttpApiGroup.make("oauth")
+  .add(
+    HttpApiEndpoint.get("callback", "/v1/oauth/callback")
+      .setUrlParams(Schema.Struct({
+        state: Schema.String.pipe(Schema.maxLength(512)),
+        code: Schema.optional(Schema.String.pipe(Schema.maxLength(4096))),
+        error: Schema.optional(Schema.String.pipe(Schema.maxLength(256))),
+        error_description: Schema.optional(Schema.String.pipe(Schema.maxLength(1024)))
+      }))
+      .addSuccess(ConnectionInfo)
+  )
+  .addError(NotFoundHttp)
+  .addError(UpstreamFailedHttp)
 {}
 
 export const Health = Schema.Struct({ status: Schema.Literal("ok") })
@@ -144,6 +170,7 @@ export class Api extends HttpApi.make("altan")
   .add(SecretsGroup)
   .add(ToolsGroup)
   .add(ConnectionsGroup)
+  .add(OAuthGroup)
   .add(HealthGroup)
   .addError(InvalidRequestHttp)
   .addError(ForbiddenHttp)

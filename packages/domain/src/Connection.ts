@@ -2,6 +2,8 @@ import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
+import { ConnectionInfo } from "./ConnectionConfig.js"
+import { NotFound, Unavailable, UpstreamFailed } from "./Errors.js"
 import { ChatMessage, Completion, FunctionTool, LlmError } from "./Llm.js"
 import { ToolError, ToolResult } from "./ToolWorker.js"
 
@@ -39,6 +41,20 @@ export const Connection = Entity.make("Connection", [
     },
     success: Completion,
     error: LlmError
+  }),
+  /**
+   * The end of an OAuth2 authorization: exchanges the code (with its PKCE verifier) at the tenant's
+   * token endpoint and keeps the tokens in the vault. Sent by the edge's callback.
+   */
+  Rpc.make("CompleteAuthorization", {
+    payload: { code: Schema.String, code_verifier: Schema.String, redirect_uri: Schema.String },
+    success: ConnectionInfo,
+    error: Schema.Union(NotFound, UpstreamFailed, Unavailable)
+  }),
+  /** Revokes the tokens at the provider (RFC 7009), then forgets them and the connection. */
+  Rpc.make("Disconnect", {
+    success: Schema.Boolean,
+    error: Schema.Union(UpstreamFailed, Unavailable)
   })
 ]).annotate(ClusterSchema.ShardGroup, () => "integrator")
 

@@ -1,4 +1,5 @@
 import * as Schema from "effect/Schema"
+import { HttpUrl } from "./LlmConfig.js"
 import { SecretName } from "./Secret.js"
 
 /** A provider name: a vendor (`slack`, `salesforce`) or an LLM connection (`llm:<id>`). */
@@ -22,13 +23,21 @@ export const ApiKeyConnection = Schema.Struct({
 /** The tenant's OAuth app for a provider (authorization code + PKCE). */
 export const OAuth2Connection = Schema.Struct({
   type: Schema.Literal("oauth2"),
-  client_id: Schema.String,
+  client_id: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(512)),
+  /** The name of the tenant secret holding the app's client secret. */
   client_secret_secret: SecretName,
-  authorize_url: Schema.String,
-  token_url: Schema.String,
-  revoke_url: Schema.optional(Schema.String),
-  scopes: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] })
+  authorize_url: HttpUrl,
+  token_url: HttpUrl,
+  /** RFC 7009 revocation endpoint; tokens are revoked there when the connection is deleted. */
+  revoke_url: Schema.optional(HttpUrl),
+  /** Scopes to request; empty: the minimum the provider's built-in tools need. */
+  scopes: Schema.optionalWith(Schema.Array(Schema.String.pipe(Schema.pattern(/^[\x21\x23-\x5b\x5d-\x7e]{1,256}$/))), {
+    default: () => []
+  }),
+  /** How the client authenticates at the token endpoint: form body (default) or HTTP Basic. */
+  client_auth: Schema.optionalWith(Schema.Literal("post", "basic"), { default: () => "post" as const })
 })
+export type OAuth2Connection = typeof OAuth2Connection.Type
 
 /** Body of `PUT /v1/connections/{provider}`. */
 export const ConnectionConfig = Schema.Union(ApiKeyConnection, OAuth2Connection)
@@ -43,3 +52,10 @@ export const ConnectionInfo = Schema.Struct({
   expires_at: Schema.NullOr(Schema.String)
 })
 export type ConnectionInfo = typeof ConnectionInfo.Type
+
+/** Answer of `POST /v1/connections/{provider}/authorize`: where to send the tenant's user. */
+export const AuthorizeResponse = Schema.Struct({
+  authorize_url: Schema.String,
+  /** When the `state` in the URL stops being accepted. */
+  expires_at: Schema.String
+})

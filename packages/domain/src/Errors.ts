@@ -36,6 +36,9 @@ export class PayloadTooLarge
 /** 503: the runtime cannot take the request right now (cluster mailbox full, storage down). */
 export class Unavailable extends Schema.TaggedError<Unavailable>()("Unavailable", fields("unavailable")) {}
 
+/** 502: an upstream (a provider's token endpoint, a vendor API) answered with an error or garbage. */
+export class UpstreamFailed extends Schema.TaggedError<UpstreamFailed>()("UpstreamFailed", fields("upstream_failed")) {}
+
 type WireError = { readonly code: string; readonly message: string; readonly details?: ErrorDetails | undefined }
 
 /**
@@ -63,3 +66,4 @@ export const NotFoundHttp = httpError(NotFound, 404)
 export const ConflictHttp = httpError(Conflict, 409)
 export const PayloadTooLargeHttp = httpError(PayloadTooLarge, 413)
 export const UnavailableHttp = httpError(Unavailable, 503)
+export const UpstreamFailedHttp = httpError(UpstreamFailed, 502)

@@ -41,7 +41,23 @@ export class ToolFailed extends Schema.TaggedError<ToolFailed>()("ToolFailed", {
   }
 }
 
-export const ToolError = Schema.Union(ToolNotFound, ToolInputInvalid, ToolFailed)
+/**
+ * The tenant's OAuth2 connection to the provider lost its grant (revoked, expired refresh token):
+ * an admin must connect it again (`POST /v1/connections/{provider}/authorize`).
+ */
+export class ConnectionNeedsReauth extends Schema.TaggedError<ConnectionNeedsReauth>()("ConnectionNeedsReauth", {
+  provider: Schema.String
+}) {
+  get code() {
+    return "connection_needs_reauth"
+  }
+  override get message() {
+    return `the ${this.provider} connection needs to be authorized again: ` +
+      `an admin must call POST /v1/connections/${this.provider}/authorize`
+  }
+}
+
+export const ToolError = Schema.Union(ToolNotFound, ToolInputInvalid, ToolFailed, ConnectionNeedsReauth)
 export type ToolError = typeof ToolError.Type
 
 /** A credential handed to the tool service with one call; the tool service never reads secret storage. */

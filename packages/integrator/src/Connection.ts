@@ -1,7 +1,10 @@
 import { Connection, llmProvider } from "@altan/domain/Connection"
-import { parseEntityId } from "@altan/domain/Ids"
+import type { OAuth2Connection } from "@altan/domain/ConnectionConfig"
+import { Egress } from "@altan/domain/Egress"
+import { NotFound, Unavailable, UpstreamFailed } from "@altan/domain/Errors"
+import { parseEntityId, type TenantId } from "@altan/domain/Ids"
 import { LlmBadResponse, LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
-import { type Credential, ToolFailed, ToolWorker } from "@altan/domain/ToolWorker"
+import { ConnectionNeedsReauth, type Credential, ToolFailed, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -10,6 +13,17 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import { ConnectionStore } from "./ConnectionStore.js"
 import { LlmGateway } from "./LlmGateway.js"
+import type { OAuthStatus } from "./OAuth.js"
+import {
+  decodeTokens,
+  encodeTokens,
+  isStale,
+  OAuthStore,
+  requestTokens,
+  revokeToken,
+  type Tokens,
+  tokensSecret
+} from "./OAuth.js"
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
 
@@ -25,20 +39,186 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
   const config = yield* TenantConfig
   const connections_ = yield* ConnectionStore
   const secrets = yield* SecretStore
+  const oauthStore = yield* OAuthStore
+  const egress = yield* Egress
+
+  const clientSecretOf = (tenantId: TenantId, provider: string, config: OAuth2Connection) =>
+    secrets.get(tenantId, config.client_secret_secret).pipe(
+      Effect.mapError((e) => new Unavailable({ message: e.message })),
+      Effect.flatMap(Option.match({
+        onNone: () =>
+          Effect.fail(
+            new UpstreamFailed({
+              message: `the client secret "${config.client_secret_secret}" of the ${provider} OAuth app is not set`
+            })
+          ),
+        onSome: Effect.succeed
+      }))
+    )
+
+  /**
+   * The OAuth2 tokens of one connection, owned by its actor: as the only holder cluster-wide, the
+   * actor refreshes once however many calls wait, and rotated refresh tokens never race.
+   */
+  const makeOAuthSession = (tenantId: TenantId, provider: string) => {
+    let tokens: Tokens | undefined
+    const lock = Effect.unsafeMakeSemaphore(1)
+    const statusOf = (t: Tokens): OAuthStatus => ({
+      status: "connected",
+      scopes: t.scopes,
+      expires_at: t.expires_at === undefined ? null : new Date(t.expires_at).toISOString()
+    })
+    const store = (t: Tokens) =>
+      secrets.put(tenantId, tokensSecret(provider), encodeTokens(t)).pipe(
+        Effect.mapError((e) => new Unavailable({ message: e.message })),
+        Effect.zipRight(oauthStore.putStatus(tenantId, provider, statusOf(t))),
+        Effect.tap(() => (tokens = t))
+      )
+    const load = Effect.gen(function*() {
+      if (tokens !== undefined) return Option.some(tokens)
+      const stored = yield* secrets.get(tenantId, tokensSecret(provider)).pipe(
+        Effect.mapError((e) => new Unavailable({ message: e.message }))
+      )
+      const decoded = Option.flatMap(stored, decodeTokens)
+      if (Option.isSome(decoded)) tokens = decoded.value
+      return decoded
+    })
+    const needsReauth = (description: string) =>
+      Effect.gen(function*() {
+        const status = yield* oauthStore.getStatus(tenantId, provider)
+        yield* oauthStore.putStatus(tenantId, provider, {
+          status: "needs_reauth",
+          scopes: Option.match(status, { onNone: () => [], onSome: (s) => s.scopes }),
+          expires_at: null
+        })
+        tokens = undefined
+        yield* secrets.delete(tenantId, tokensSecret(provider)).pipe(Effect.ignore)
+        yield* Effect.logWarning(`${provider} connection needs reauthorization: ${description}`).pipe(
+          Effect.annotateLogs({ "tenant.id": tenantId, provider })
+        )
+      })
+    const toolError = (e: UpstreamFailed | Unavailable) =>
+      new ToolFailed({ tool_id: provider, message: `${provider} credentials: ${e.message}`, retryable: true })
+
+    const refreshed = (config: OAuth2Connection, stale: Tokens) =>
+      Effect.gen(function*() {
+        if (stale.refresh_token === undefined) {
+          yield* needsReauth("the access token expired and the provider issued no refresh token")
+          return yield* new ConnectionNeedsReauth({ provider })
+        }
+        const secret = yield* clientSecretOf(tenantId, provider, config)
+        const next = yield* requestTokens(config, secret, {
+          grant_type: "refresh_token",
+          refresh_token: stale.refresh_token
+        }, stale).pipe(
+          Effect.provideService(Egress, egress),
+          Effect.catchTag("InvalidGrant", (e) =>
+            Effect.zipRight(needsReauth(e.description), Effect.fail(new ConnectionNeedsReauth({ provider }))))
+        )
+        yield* store(next)
+        return next
+      }).pipe(Effect.withSpan("Connection.refresh", { attributes: { "tenant.id": tenantId, provider } }))
+
+    return {
+      holdsToken: () => tokens !== undefined,
+      accessToken: (config: OAuth2Connection, force: boolean) =>
+        Effect.gen(function*() {
+          const fresh = (t: Tokens | undefined) => t !== undefined && !isStale(t, Date.now())
+          if (!force && fresh(tokens)) return tokens!
+          const seen = tokens
+          // one refresh at a time; whoever waited finds the new token and does not refresh again
+          return yield* lock.withPermits(1)(Effect.gen(function*() {
+            if (tokens !== undefined && tokens !== seen && fresh(tokens)) return tokens
+            const current = yield* load
+            if (Option.isNone(current)) {
+              const status = yield* oauthStore.getStatus(tenantId, provider)
+              if (Option.isSome(status) && status.value.status === "needs_reauth") {
+                return yield* new ConnectionNeedsReauth({ provider })
+              }
+              return yield* new ToolFailed({
+                tool_id: provider,
+                message: `the ${provider} connection is not authorized yet: ` +
+                  `an admin must call POST /v1/connections/${provider}/authorize`,
+                retryable: false
+              })
+            }
+            if (!force && fresh(current.value)) return current.value
+            if (force && current.value !== seen && fresh(current.value)) return current.value
+            return yield* refreshed(config, current.value)
+          }))
+        }).pipe(
+          Effect.catchTags({
+            UpstreamFailed: (e) => Effect.fail(toolError(e)),
+            Unavailable: (e) => Effect.fail(toolError(e))
+          }),
+          Effect.map((t) => Redacted.make(`${t.token_type === "bearer" ? "Bearer" : t.token_type} ${t.access_token}`))
+        ),
+      exchange: (config: OAuth2Connection, grant: { code: string; code_verifier: string; redirect_uri: string }) =>
+        lock.withPermits(1)(Effect.gen(function*() {
+          const secret = yield* clientSecretOf(tenantId, provider, config)
+          const next = yield* requestTokens(config, secret, {
+            grant_type: "authorization_code",
+            code: grant.code,
+            code_verifier: grant.code_verifier,
+            redirect_uri: grant.redirect_uri
+          }).pipe(
+            Effect.provideService(Egress, egress),
+            Effect.catchTag("InvalidGrant", (e) =>
+              Effect.fail(
+                new UpstreamFailed({ message: `the provider refused the authorization code: ${e.description}` })
+              ))
+          )
+          yield* store(next)
+          return next
+        })),
+      revoke: (config: OAuth2Connection) =>
+        lock.withPermits(1)(Effect.gen(function*() {
+          const current = yield* load
+          if (Option.isSome(current)) {
+            const secret = yield* clientSecretOf(tenantId, provider, config)
+            const t = current.value
+            // revoking the refresh token ends the grant (RFC 7009 2.1); the access token too, where supported
+            if (t.refresh_token !== undefined) {
+              yield* revokeToken(config, secret, t.refresh_token, "refresh_token").pipe(
+                Effect.provideService(Egress, egress)
+              )
+            }
+            yield* revokeToken(config, secret, t.access_token, "access_token").pipe(
+              Effect.provideService(Egress, egress)
+            )
+          }
+          tokens = undefined
+          yield* secrets.delete(tenantId, tokensSecret(provider)).pipe(
+            Effect.mapError((e) => new Unavailable({ message: e.message }))
+          )
+          yield* oauthStore.removeStatus(tenantId, provider)
+        }))
+    }
+  }
+
   return Connection.toLayer(
     Effect.gen(function*() {
       const address = yield* Entity.CurrentAddress
       const { key: provider, tenantId } = parseEntityId(address.entityId)
-      /** The credential of this connection, resolved from its secret for each call (never cached here). */
-      const credential = Effect.gen(function*() {
-        const connection = yield* connections_.get(tenantId, provider)
-        if (Option.isNone(connection) || connection.value.type !== "api_key") return Option.none<Credential>()
-        const { header, prefix, secret } = connection.value
-        const value = yield* secrets.get(tenantId, secret).pipe(
-          Effect.mapError((e) => new ToolFailed({ tool_id: provider, message: e.message, retryable: true }))
-        )
-        return Option.map(value, (v): Credential => ({ header, value: Redacted.make(prefix + Redacted.value(v)) }))
-      })
+      const oauth = makeOAuthSession(tenantId, provider)
+      /**
+       * The credential of this connection for one call: an API key read from its secret, or the OAuth2
+       * access token this actor holds (refreshed here, once, when it is about to expire).
+       */
+      const credential = (forceRefresh = false) =>
+        Effect.gen(function*() {
+          const connection = yield* connections_.get(tenantId, provider)
+          if (Option.isNone(connection)) return Option.none<Credential>()
+          if (connection.value.type === "oauth2") {
+            const token = yield* oauth.accessToken(connection.value, forceRefresh)
+            return Option.some<Credential>({ header: "Authorization", value: token })
+          }
+          const { header, prefix, secret } = connection.value
+          const value = yield* secrets.get(tenantId, secret).pipe(
+            Effect.mapError((e) => new ToolFailed({ tool_id: provider, message: e.message, retryable: true }))
+          )
+          return Option.map(value, (v): Credential => ({ header, value: Redacted.make(prefix + Redacted.value(v)) }))
+        })
       return Connection.of({
         Invoke: ({ payload }) => {
           const toolUnavailable = (e: { readonly _tag: string }) =>
@@ -49,27 +229,35 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 retryable: true
               })
             )
-          const call = Effect.flatMap(
-            Effect.all([config.getSettings(tenantId), credential]),
-            ([settings, cred]) =>
-              toolWorker(`${tenantId}/${payload.tool_id}`).Execute({
-                input: payload.input,
-                ...(Option.isSome(cred) ? { credential: cred.value } : {}),
-                egress_allowlist: settings.egress_allowlist,
-                base_urls: Object.fromEntries(
-                  Object.entries(settings.providers).flatMap(([p, v]) => (v.base_url ? [[p, v.base_url]] : []))
-                ),
-                llms: payload.llms ??
-                  (settings.default_llm ? [settings.default_llm, ...settings.fallback_llms] : []),
-                ...(payload.task_id ? { task_id: payload.task_id } : {}),
-                ...(payload.step_id ? { step_id: payload.step_id } : {})
+          const execute = (forceRefresh: boolean) =>
+            Effect.flatMap(
+              Effect.all([config.getSettings(tenantId), credential(forceRefresh)]),
+              ([settings, cred]) =>
+                toolWorker(`${tenantId}/${payload.tool_id}`).Execute({
+                  input: payload.input,
+                  ...(Option.isSome(cred) ? { credential: cred.value } : {}),
+                  egress_allowlist: settings.egress_allowlist,
+                  base_urls: Object.fromEntries(
+                    Object.entries(settings.providers).flatMap(([p, v]) => (v.base_url ? [[p, v.base_url]] : []))
+                  ),
+                  llms: payload.llms ??
+                    (settings.default_llm ? [settings.default_llm, ...settings.fallback_llms] : []),
+                  ...(payload.task_id ? { task_id: payload.task_id } : {}),
+                  ...(payload.step_id ? { step_id: payload.step_id } : {})
+                })
+            ).pipe(
+              Effect.catchTags({
+                MailboxFull: toolUnavailable,
+                AlreadyProcessingMessage: toolUnavailable,
+                PersistenceError: toolUnavailable
               })
-          ).pipe(
-            Effect.catchTags({
-              MailboxFull: toolUnavailable,
-              AlreadyProcessingMessage: toolUnavailable,
-              PersistenceError: toolUnavailable
-            })
+            )
+          // a 401 with an OAuth2 token: the provider dropped it early; refresh once and try again
+          const call = execute(false).pipe(
+            Effect.catchIf(
+              (e) => e._tag === "ToolFailed" && e.status === 401 && oauth.holdsToken(),
+              () => execute(true)
+            )
           )
           const tried = [...(payload.tried ?? []), payload.tool_id]
           const fallback = payload.fallback
@@ -93,12 +281,44 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 return { ...result, served_by: result.served_by ?? fallback }
               }).pipe(Effect.withSpan("Connection.fallback", { attributes: { "tool.id": fallback } })))
           )).pipe(
+            Effect.tapError((e) =>
+              Effect.logWarning(`tool call failed: ${e.message}`).pipe(
+                Effect.annotateLogs({ "tenant.id": tenantId, provider, "tool.id": payload.tool_id, error: e._tag })
+              )
+            ),
             Effect.withSpan("Connection.invoke", {
               attributes: { "tenant.id": tenantId, provider, "tool.id": payload.tool_id },
               captureStackTrace: false
             })
           )
         },
+
+        CompleteAuthorization: ({ payload }) =>
+          Effect.gen(function*() {
+            const connection = yield* connections_.get(tenantId, provider)
+            if (Option.isNone(connection) || connection.value.type !== "oauth2") {
+              return yield* new NotFound({ message: `no OAuth2 connection for ${provider}` })
+            }
+            const tokens = yield* oauth.exchange(connection.value, payload)
+            return {
+              provider,
+              type: "oauth2" as const,
+              status: "connected" as const,
+              scopes: tokens.scopes,
+              expires_at: tokens.expires_at === undefined ? null : new Date(tokens.expires_at).toISOString()
+            }
+          }).pipe(
+            Effect.withSpan("Connection.completeAuthorization", { attributes: { "tenant.id": tenantId, provider } })
+          ),
+
+        Disconnect: () =>
+          Effect.gen(function*() {
+            const connection = yield* connections_.get(tenantId, provider)
+            if (Option.isSome(connection) && connection.value.type === "oauth2") {
+              yield* oauth.revoke(connection.value)
+            }
+            return yield* connections_.remove(tenantId, provider)
+          }).pipe(Effect.withSpan("Connection.disconnect", { attributes: { "tenant.id": tenantId, provider } })),
 
         Complete: ({ payload }) =>
           Effect.gen(function*() {

@@ -1,11 +1,11 @@
-import { AgentSession } from "@altan/domain/AgentSession"
 import { Api } from "@altan/domain/Api"
-import { Forbidden, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
-import { type SessionId, sessionOfTask, type TaskId } from "@altan/domain/Ids"
-import { CurrentPrincipal, type Principal } from "@altan/domain/Principal"
-import { isTerminal, Task, type TaskRequest } from "@altan/domain/Task"
+import { Connection } from "@altan/domain/Connection"
+import type { ConnectionConfig, ConnectionInfo } from "@altan/domain/ConnectionConfig"
+import { Conflict, Forbidden, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
+import type { TenantId } from "@altan/domain/Ids"
+import { CurrentPrincipal } from "@altan/domain/Principal"
+import { isTerminal, Task } from "@altan/domain/Task"
 import { catalogId, type ToolNotFound, ToolWorker } from "@altan/domain/ToolWorker"
-import type { AlreadyProcessingMessage, MailboxFull, PersistenceError } from "@effect/cluster/ClusterError"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import { HttpApiDecodeError } from "@effect/platform/HttpApiError"
@@ -17,61 +17,21 @@ import * as HttpServerError from "@effect/platform/HttpServerError"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Cause from "effect/Cause"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
-import { createHash, randomBytes } from "node:crypto"
 import type { Readable } from "node:stream"
 import { AuthenticationLive } from "./Auth.js"
 import { ConnectionStore } from "./ConnectionStore.js"
 import { IntegratorConfig } from "./IntegratorConfig.js"
+import { authorizeUrl, OAuthStore, randomToken, scopesFor, stateTtlMs } from "./OAuth.js"
 import * as Readiness from "./Readiness.js"
+import { RpcLive } from "./Rpc.js"
 import { SecretStore, type SecretStoreError } from "./SecretStore.js"
+import { orUnavailable, Tasks } from "./Tasks.js"
 import { TenantConfig } from "./TenantConfig.js"
-
-const random = () => randomBytes(12).toString("base64url")
-const digest = (...parts: ReadonlyArray<string>) =>
-  createHash("sha256").update(parts.join("\u0000")).digest("base64url").slice(0, 24)
-
-/**
- * Ids of a new task. With an idempotency key both are derived from it, so a repeat lands on the same
- * persisted `Submit` and answers the task it created.
- */
-export const taskIds = (tenantId: string, sessionId: string | undefined, key: string | undefined) => {
-  const session = sessionId ?? (key ? `k${digest(tenantId, key)}` : `ses_${random()}`)
-  const task = key ? `${session}.k${digest(tenantId, session, key)}` : `${session}.${random()}`
-  return { sessionId: session as SessionId, taskId: task as TaskId }
-}
-
-/** Cluster delivery failures are the runtime's, not the caller's: 503. */
-type ClusterError = MailboxFull | AlreadyProcessingMessage | PersistenceError
-const isClusterError = (e: { readonly _tag: string }): boolean =>
-  e._tag === "MailboxFull" || e._tag === "AlreadyProcessingMessage" || e._tag === "PersistenceError"
-
-/** How long the edge waits for the agent service beyond any wait the request itself asked for. */
-const callTimeout = Duration.seconds(15)
-
-/**
- * Bounds a call into the cluster: while no runner owns the session's shard, the cluster retries
- * delivery indefinitely, and the caller gets a 503 rather than a hung request.
- */
-const orUnavailable = <A, E extends { readonly _tag: string }, R>(
-  effect: Effect.Effect<A, E, R>,
-  extraWait: Duration.DurationInput = 0
-): Effect.Effect<A, Exclude<E, ClusterError> | Unavailable, R> =>
-  effect.pipe(
-    Effect.catchIf(isClusterError, (e) =>
-      Effect.fail(
-        new Unavailable({ message: `the agent service could not take the request (${e._tag}); retry later` })
-      )),
-    Effect.timeoutFail({
-      duration: Duration.sum(callTimeout, extraWait),
-      onTimeout: () => new Unavailable({ message: "the agent service did not answer in time; retry later" })
-    })
-  ) as any
 
 const encodeTask = HttpServerResponse.schemaJson(Task)
 
@@ -81,97 +41,28 @@ const requireAdmin = Effect.flatMap(CurrentPrincipal, (principal) =>
     ? Effect.succeed(principal)
     : Effect.fail(new Forbidden({ message: "this route needs the admin role" })))
 
-/**
- * The LLMs a natural-language task will use, in order: the task's `llm_id` or the tenant's
- * `default_llm`, then the configured `fallback_llms`. Resolved here, where tenant configuration lives.
- */
-const resolveLlms = (config: TenantConfig["Type"], principal: Principal, request: TaskRequest) =>
-  Effect.gen(function*() {
-    // a plan needs an LLM only for its text.generate steps, which use the tenant's default unless llm_id says otherwise
-    if (typeof request.input !== "string" && request.llm_id === undefined) return []
-    const settings = yield* config.getSettings(principal.tenantId)
-    const primary = request.llm_id ?? settings.default_llm
-    if (!primary) {
-      return yield* new InvalidRequest({
-        code: "llm_not_configured",
-        message: "natural-language tasks need an LLM: configure one (PUT /v1/llms/{llm_id}) and set default_llm " +
-          "(PUT /v1/settings), or pass llm_id",
-        details: { field: "input" }
-      })
-    }
-    if (Option.isNone(yield* config.getLlm(principal.tenantId, primary))) {
-      return yield* new InvalidRequest({
-        code: "unknown_llm",
-        message: `no LLM "${primary}" is configured for this tenant`,
-        details: { field: request.llm_id ? "llm_id" : "settings.default_llm" }
-      })
-    }
-    const fallbacks: Array<string> = []
-    for (const id of settings.fallback_llms) {
-      if (id !== primary && Option.isSome(yield* config.getLlm(principal.tenantId, id))) fallbacks.push(id)
-    }
-    return [primary, ...fallbacks]
-  })
-
 const TasksLive = HttpApiBuilder.group(Api, "tasks", (handlers) =>
   Effect.gen(function*() {
-    const sessions = yield* AgentSession.client
-    const config = yield* TenantConfig
+    const tasks = yield* Tasks
     return handlers
       .handle("create", ({ payload }) =>
         Effect.gen(function*() {
-          const principal = yield* CurrentPrincipal
-          const { sessionId, taskId } = taskIds(principal.tenantId, payload.session_id, payload.idempotency_key)
-          const session = sessions(`${principal.tenantId}/${sessionId}`)
-          const llms = yield* resolveLlms(config, principal, payload)
-          // The submit is persisted: if it times out here it may still run once delivered.
-          const accepted = yield* orUnavailable(session.Submit({ task_id: taskId, request: payload, principal, llms }))
-            .pipe(
-              Effect.mapError((e) =>
-                e._tag === "Unavailable"
-                  ? new Unavailable({
-                    message:
-                      `${e.message}; the task may still run: read it by its id, or repeat with the same idempotency_key`,
-                    details: { task_id: taskId, session_id: sessionId }
-                  })
-                  : e
-              )
-            )
-          const task = payload.mode === "sync" && !isTerminal(accepted.status)
-            ? yield* orUnavailable(
-              session.GetTask({ task_id: taskId, wait_ms: payload.timeout_ms }),
-              payload.timeout_ms
-            )
-            : accepted
+          const task = yield* tasks.submit(yield* CurrentPrincipal, payload)
           if (isTerminal(task.status)) return task
           return yield* Effect.orDie(encodeTask(task, { status: 202 }))
         }))
-      .handle("get", ({ path }) =>
-        Effect.gen(function*() {
-          const principal = yield* CurrentPrincipal
-          return yield* sessions(`${principal.tenantId}/${sessionOfTask(path.task_id)}`).GetTask({
-            task_id: path.task_id
-          })
-        }).pipe(orUnavailable))
+      .handle("get", ({ path }) => Effect.flatMap(CurrentPrincipal, (principal) => tasks.get(principal, path.task_id)))
       .handle("events", ({ headers, path }) =>
         Effect.gen(function*() {
           const principal = yield* CurrentPrincipal
-          const session = sessions(`${principal.tenantId}/${sessionOfTask(path.task_id)}`)
-          // the task must exist before the stream starts, so a wrong id is a 404, not an empty stream
-          yield* orUnavailable(session.GetTask({ task_id: path.task_id }))
-          const events = session.Events({
-            task_id: path.task_id,
-            ...(headers["last-event-id"] ? { after: headers["last-event-id"] } : {})
-          }).pipe(
+          const events = (yield* tasks.events(principal, path.task_id, headers["last-event-id"])).pipe(
             Stream.map((e) => `id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`),
             // comments keep idle connections open through proxies; they stop with the events
             Stream.merge(Stream.tick("15 seconds").pipe(Stream.map(() => ": keep-alive\n\n")), {
               haltStrategy: "left"
             }),
             Stream.catchAll((e) =>
-              Stream.make(
-                `event: error\ndata: ${JSON.stringify({ error: { code: "unavailable", message: e._tag } })}\n\n`
-              )
+              Stream.make(`event: error\ndata: ${JSON.stringify({ error: { code: e.code, message: e.message } })}\n\n`)
             ),
             Stream.encodeText
           )
@@ -181,24 +72,18 @@ const TasksLive = HttpApiBuilder.group(Api, "tasks", (handlers) =>
           })
         }))
       .handle("cancel", ({ path }) =>
-        Effect.gen(function*() {
-          const principal = yield* CurrentPrincipal
-          return yield* sessions(`${principal.tenantId}/${sessionOfTask(path.task_id)}`).Cancel({
-            task_id: path.task_id
-          })
-        }).pipe(orUnavailable))
+        Effect.flatMap(CurrentPrincipal, (principal) => tasks.cancel(principal, path.task_id)))
   }))
 
 const SessionsLive = HttpApiBuilder.group(Api, "sessions", (handlers) =>
   Effect.gen(function*() {
-    const sessions = yield* AgentSession.client
+    const tasks = yield* Tasks
     return handlers
       .handle("get", ({ path }) =>
-        Effect.flatMap(CurrentPrincipal, (principal) =>
-          sessions(`${principal.tenantId}/${path.session_id}`).GetSession()).pipe(orUnavailable))
+        Effect.flatMap(CurrentPrincipal, (principal) => tasks.getSession(principal, path.session_id)))
       .handle("reset", ({ path }) =>
         Effect.flatMap(CurrentPrincipal, (principal) =>
-          sessions(`${principal.tenantId}/${path.session_id}`).Reset()).pipe(orUnavailable))
+          tasks.resetSession(principal, path.session_id)))
   }))
 
 const LlmsLive = HttpApiBuilder.group(Api, "llms", (handlers) =>
@@ -314,47 +199,126 @@ const ToolsLive = HttpApiBuilder.group(Api, "tools", (handlers) =>
           )))
   }))
 
+/** Where the provider sends the user back: `OAUTH_REDIRECT_URL`, else this edge's own callback URL. */
+const redirectUri = Effect.gen(function*() {
+  const config = yield* IntegratorConfig
+  if (Option.isSome(config.oauthRedirectUrl)) return config.oauthRedirectUrl.value
+  const request = yield* HttpServerRequest.HttpServerRequest
+  const host = request.headers["host"] ?? "localhost"
+  const proto = request.headers["x-forwarded-proto"] === "https" ? "https" : "http"
+  return `${proto}://${host}/v1/oauth/callback`
+})
+
 const ConnectionsLive = HttpApiBuilder.group(Api, "connections", (handlers) =>
   Effect.gen(function*() {
     const connections = yield* ConnectionStore
+    const oauth = yield* OAuthStore
+    const entities = yield* Connection.client
+    const infoOf = (tenantId: TenantId, provider: string, c: ConnectionConfig) =>
+      c.type === "api_key"
+        ? Effect.succeed<ConnectionInfo>({ provider, type: c.type, status: "connected", scopes: [], expires_at: null })
+        : Effect.map(oauth.getStatus(tenantId, provider), (status) => ({
+          provider,
+          type: c.type,
+          ...Option.getOrElse(status, () => ({ status: "pending" as const, scopes: [], expires_at: null }))
+        }))
     return handlers
       .handle("put", ({ path, payload }) =>
         Effect.gen(function*() {
           const { tenantId } = yield* requireAdmin
-          if (payload.type === "oauth2") {
-            return yield* new InvalidRequest({
-              code: "not_supported",
-              message: "OAuth2 connections are not available yet; use an api_key connection",
-              details: { field: "type" }
+          yield* connections.put(tenantId, path.provider, payload)
+          return yield* infoOf(tenantId, path.provider, payload)
+        }))
+      .handle("authorize", ({ path }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          const connection = yield* connections.get(tenantId, path.provider)
+          if (Option.isNone(connection)) {
+            return yield* new NotFound({ message: `no connection for ${path.provider}` })
+          }
+          if (connection.value.type !== "oauth2") {
+            return yield* new Conflict({
+              message: `the ${path.provider} connection is an ${connection.value.type} connection; ` +
+                "only oauth2 connections are authorized"
             })
           }
-          yield* connections.put(tenantId, path.provider, payload)
-          return {
+          const state = randomToken()
+          const codeVerifier = randomToken()
+          const redirect = yield* redirectUri
+          const expiresAt = Date.now() + stateTtlMs
+          yield* oauth.putPending(state, {
+            tenant_id: tenantId,
             provider: path.provider,
-            type: payload.type,
-            status: "connected" as const,
-            scopes: [],
-            expires_at: null
+            code_verifier: codeVerifier,
+            redirect_uri: redirect,
+            expires_at: expiresAt
+          })
+          return {
+            authorize_url: authorizeUrl(connection.value, scopesFor(path.provider, connection.value), {
+              state,
+              redirectUri: redirect,
+              codeVerifier
+            }),
+            expires_at: new Date(expiresAt).toISOString()
           }
         }))
       .handle("list", () =>
         Effect.gen(function*() {
           const { tenantId } = yield* requireAdmin
-          return (yield* connections.list(tenantId)).map(([provider, c]) => ({
-            provider,
-            type: c.type,
-            status: "connected" as const,
-            scopes: c.type === "oauth2" ? c.scopes : [],
-            expires_at: null
-          }))
+          return yield* Effect.forEach(
+            yield* connections.list(tenantId),
+            ([provider, c]) => infoOf(tenantId, provider, c)
+          )
         }))
       .handle("delete", ({ path }) =>
         Effect.gen(function*() {
           const { tenantId } = yield* requireAdmin
-          if (!(yield* connections.remove(tenantId, path.provider))) {
-            return yield* new NotFound({ message: `no connection for ${path.provider}` })
-          }
+          // the connection's actor revokes and forgets its tokens, so no call keeps using them
+          const removed = yield* orUnavailable(entities(`${tenantId}/${path.provider}`).Disconnect())
+          if (!removed) return yield* new NotFound({ message: `no connection for ${path.provider}` })
         }))
+  }))
+
+const OAuthLive = HttpApiBuilder.group(Api, "oauth", (handlers) =>
+  Effect.gen(function*() {
+    const oauth = yield* OAuthStore
+    const entities = yield* Connection.client
+    return handlers.handle("callback", ({ urlParams }) =>
+      Effect.gen(function*() {
+        // taken whatever happens next: a state is good for one callback
+        const pending = yield* oauth.takePending(urlParams.state)
+        if (Option.isNone(pending)) {
+          return yield* new InvalidRequest({
+            code: "invalid_state",
+            message:
+              "unknown, already used or expired state: start again with POST /v1/connections/{provider}/authorize",
+            details: { field: "state" }
+          })
+        }
+        const { code_verifier, provider, redirect_uri, tenant_id } = pending.value
+        if (urlParams.error !== undefined || urlParams.code === undefined) {
+          return yield* new InvalidRequest({
+            code: "authorization_denied",
+            message: `the ${provider} authorization was not granted: ${urlParams.error ?? "no code"}${
+              urlParams.error_description ? ` (${urlParams.error_description})` : ""
+            }`,
+            details: { provider }
+          })
+        }
+        return yield* orUnavailable(
+          entities(`${tenant_id}/${provider}`).CompleteAuthorization({
+            code: urlParams.code,
+            code_verifier,
+            redirect_uri
+          })
+        ).pipe(
+          Effect.catchTag(
+            "NotFound",
+            () =>
+              Effect.fail(new NotFound({ message: `the ${provider} connection was deleted during its authorization` }))
+          )
+        )
+      }).pipe(Effect.withSpan("Http.oauthCallback")))
   }))
 
 const HealthLive = HttpApiBuilder.group(Api, "health", (handlers) =>
@@ -508,8 +472,11 @@ export const HttpLive = Layer.unwrapEffect(Effect.gen(function*() {
       SecretsLive,
       ToolsLive,
       ConnectionsLive,
-      HealthLive
+      OAuthLive,
+      HealthLive,
+      RpcLive
     ]),
-    Layer.provide(AuthenticationLive)
+    Layer.provide(AuthenticationLive),
+    Layer.provide(Tasks.Default)
   )
 }))

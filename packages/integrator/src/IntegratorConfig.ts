@@ -3,6 +3,7 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 
 /** The public HTTP edge. */
 export class IntegratorConfig extends Context.Tag("@altan/integrator/IntegratorConfig")<IntegratorConfig, {
@@ -10,9 +11,18 @@ export class IntegratorConfig extends Context.Tag("@altan/integrator/IntegratorC
   readonly port: number
   /** `MAX_BODY_BYTES`: larger request bodies are refused with 413. */
   readonly maxBodyBytes: number
+  /**
+   * `OAUTH_REDIRECT_URL`: the public URL of `/v1/oauth/callback`, as registered with providers' OAuth
+   * apps. Unset: derived from the request (its `Host`, or `X-Forwarded-Host`/`-Proto` behind a proxy).
+   */
+  readonly oauthRedirectUrl: Option.Option<string>
 }>() {}
 
-export const defaults: IntegratorConfig["Type"] = { port: 8080, maxBodyBytes: 1024 * 1024 }
+export const defaults: IntegratorConfig["Type"] = {
+  port: 8080,
+  maxBodyBytes: 1024 * 1024,
+  oauthRedirectUrl: Option.none()
+}
 
 export const layer = (options?: Partial<IntegratorConfig["Type"]>): Layer.Layer<IntegratorConfig> =>
   Layer.succeed(IntegratorConfig, { ...defaults, ...options })
@@ -22,6 +32,10 @@ export const config: Config.Config<IntegratorConfig["Type"]> = Config.all({
   maxBodyBytes: Config.integer("MAX_BODY_BYTES").pipe(
     Config.withDefault(defaults.maxBodyBytes),
     Config.withDescription("Largest accepted request body, in bytes.")
+  ),
+  oauthRedirectUrl: Config.option(Config.url("OAUTH_REDIRECT_URL")).pipe(
+    Config.map(Option.map((url) => url.href)),
+    Config.withDescription("Public URL of /v1/oauth/callback.")
   )
 })
 

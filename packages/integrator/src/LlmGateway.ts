@@ -285,6 +285,8 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
                   error: failure.message,
                   duration_ms
                 })
+                yield* Effect.logWarning(`LLM call failed (${last ? "giving up" : "will retry"}): ${failure.message}`)
+                  .pipe(Effect.annotateLogs({ "tenant.id": tenantId, "llm.id": llmId, attempt }))
                 if (failure._tag === "BadResponse") {
                   return yield* new LlmBadResponse({ message: failure.message, attempts })
                 }

@@ -1,5 +1,7 @@
 export * as Auth from "./Auth.js"
 export { ConnectionLive } from "./Connection.js"
-export { HttpLive, taskIds } from "./Http.js"
+export { HttpLive } from "./Http.js"
 export * as IntegratorConfig from "./IntegratorConfig.js"
 export * as Readiness from "./Readiness.js"
+export { RpcLive } from "./Rpc.js"
+export { taskIds, Tasks } from "./Tasks.js"

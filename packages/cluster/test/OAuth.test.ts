@@ -1,0 +1,327 @@
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
+import Provider from "oidc-provider"
+import { makeProbes, startEdge } from "./fixtures.js"
+
+/**
+ * OAuth2 connections against a real OAuth2/OIDC server (`oidc-provider`) on loopback: authorization
+ * code + PKCE driven over HTTP, tokens used by a tenant tool, expiry and refresh with rotation,
+ * revocation, and `invalid_grant` once the grant is gone.
+ */
+const resource = "https://api.acme.test"
+const clientId = "altan-acme"
+const clientSecret = "acme-client-secret-4f2a9c"
+const accessTokenTtl = 3 // seconds
+
+let edge: Awaited<ReturnType<typeof startEdge>>
+let provider: any
+let idp: Server
+let issuer = ""
+let api: Server
+let apiBase = ""
+let admin = ""
+let member = ""
+let otherAdmin = ""
+/** Token-endpoint grants the provider answered, by grant type. */
+const grants: Array<string> = []
+/** Requests the protected API received: the bearer token and whether it was valid. */
+const apiCalls: Array<{ token: string; valid: boolean }> = []
+const revocations: Array<string> = []
+
+const call = (method: string, path: string, body?: unknown, token = admin) => edge.call(method, path, token, body)
+
+/** Follows redirects by hand with a cookie jar, as a browser would, until one leaves the provider. */
+const browse = async (start: string): Promise<string> => {
+  const jar = new Map<string, string>()
+  let url = start
+  for (let i = 0; i < 10; i++) {
+    const res = await fetch(url, {
+      redirect: "manual",
+      headers: { cookie: [...jar].map(([k, v]) => `${k}=${v}`).join("; ") }
+    })
+    for (const c of res.headers.getSetCookie()) {
+      const [pair] = c.split(";")
+      const eq = pair!.indexOf("=")
+      jar.set(pair!.slice(0, eq), pair!.slice(eq + 1))
+    }
+    const location = res.headers.get("location")
+    if (location === null) throw new Error(`no redirect from ${url}: ${res.status} ${await res.text()}`)
+    const next = new URL(location, url).href
+    if (!next.startsWith(issuer)) return next
+    url = next
+  }
+  throw new Error("too many redirects")
+}
+
+/** Connects the tenant's acme account: authorize, consent at the provider, callback. */
+const connect = async () => {
+  const authorize = await call("POST", "/v1/connections/acme/authorize")
+  expect(authorize.status, authorize.text).toBe(200)
+  const callback = await browse(authorize.body.authorize_url)
+  expect(callback.startsWith(`${edge.base}/v1/oauth/callback?`)).toBe(true)
+  const res = await fetch(callback)
+  return { status: res.status, body: await res.json() as any, callback }
+}
+
+const runTool = (token = member) =>
+  call("POST", "/v1/tasks", {
+    input: { steps: [{ id: "note", tool: "acme_note", input: { text: "hello" } }] },
+    timeout_ms: 20_000
+  }, token)
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+beforeAll(async () => {
+  edge = await startEdge(makeProbes())
+  admin = await edge.sign({ tenant_id: "tenant-oauth", role: "admin" })
+  member = await edge.sign({ tenant_id: "tenant-oauth", role: "member" })
+  otherAdmin = await edge.sign({ tenant_id: "tenant-other", role: "admin" })
+
+  idp = createServer()
+  await new Promise<void>((r) => idp.listen(0, "127.0.0.1", r))
+  issuer = `http://127.0.0.1:${(idp.address() as { port: number }).port}`
+  provider = new Provider(issuer, {
+    clients: [{
+      client_id: clientId,
+      client_secret: clientSecret,
+      redirect_uris: [`${edge.base}/v1/oauth/callback`],
+      grant_types: ["authorization_code", "refresh_token"],
+      response_types: ["code"],
+      token_endpoint_auth_method: "client_secret_post"
+    }],
+    // notes:write is the resource server's scope (below), not an OpenID one
+    scopes: ["openid", "offline_access"],
+    pkce: { required: () => true },
+    rotateRefreshToken: true,
+    issueRefreshToken: async () => true,
+    features: {
+      devInteractions: { enabled: false },
+      revocation: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => resource,
+        useGrantedResource: () => true,
+        getResourceServerInfo: () => ({
+          scope: "notes:write",
+          accessTokenFormat: "opaque",
+          accessTokenTTL: accessTokenTtl
+        })
+      }
+    },
+    ttl: {
+      AccessToken: accessTokenTtl,
+      AuthorizationCode: 60,
+      RefreshToken: 3600,
+      Grant: 3600,
+      Interaction: 600,
+      Session: 600
+    },
+    interactions: { url: (_ctx: unknown, interaction: { uid: string }) => `/interaction/${interaction.uid}` },
+    findAccount: (_ctx: unknown, sub: string) => ({ accountId: sub, claims: () => ({ sub }) }),
+    cookies: { keys: ["test-cookie-key"] }
+  })
+  provider.on("grant.success", (ctx: any) => grants.push(ctx.oidc.params.grant_type))
+  const callback = provider.callback()
+  // the user's consent, given at once: login as user-1 and grant what was asked
+  idp.on("request", async (req: IncomingMessage, res: ServerResponse) => {
+    if (req.url?.startsWith("/interaction/")) {
+      const details = await provider.interactionDetails(req, res)
+      const grant = new provider.Grant({ accountId: "user-1", clientId: details.params.client_id })
+      if (details.params.scope) {
+        grant.addOIDCScope(
+          String(details.params.scope).split(" ").filter((s: string) => s === "openid" || s === "offline_access").join(
+            " "
+          )
+        )
+      }
+      grant.addResourceScope(resource, "notes:write")
+      const grantId = await grant.save()
+      return provider.interactionFinished(req, res, { login: { accountId: "user-1" }, consent: { grantId } }, {
+        mergeWithLastSubmission: false
+      })
+    }
+    if (req.url === "/token/revocation" && req.method === "POST") revocations.push(req.url)
+    callback(req, res)
+  })
+
+  // the protected API the tenant's tool calls: it accepts only live access tokens of this provider
+  api = createServer(async (req, res) => {
+    const token = (req.headers.authorization ?? "").replace(/^Bearer /, "")
+    const found = await provider.AccessToken.find(token)
+    const valid = found !== undefined && !found.isExpired
+    apiCalls.push({ token, valid })
+    res.writeHead(valid ? 200 : 401, { "content-type": "application/json" })
+    res.end(JSON.stringify(valid ? { ok: true, sub: found.accountId } : { error: "invalid_token" }))
+  })
+  await new Promise<void>((r) => api.listen(0, "127.0.0.1", r))
+  apiBase = `http://127.0.0.1:${(api.address() as { port: number }).port}`
+
+  expect((await call("PUT", "/v1/secrets/acme_client_secret", { value: clientSecret })).status).toBe(204)
+  expect(
+    (await call("PUT", "/v1/tools/acme_note", {
+      tool_id: "acme_note",
+      name: "Write an Acme note",
+      parameters: [{ name: "text", type: "string" }],
+      endpoint: `${apiBase}/notes`,
+      method: "POST",
+      auth: "oauth2",
+      provider: "acme"
+    })).status
+  ).toBe(200)
+})
+
+afterAll(async () => {
+  await edge.close()
+  idp.closeAllConnections()
+  api.closeAllConnections()
+  await new Promise((r) => idp.close(r))
+  await new Promise((r) => api.close(r))
+})
+
+const app = () => ({
+  type: "oauth2",
+  client_id: clientId,
+  client_secret_secret: "acme_client_secret",
+  authorize_url: `${issuer}/auth`,
+  token_url: `${issuer}/token`,
+  revoke_url: `${issuer}/token/revocation`,
+  scopes: ["openid", "offline_access", "notes:write"]
+})
+
+describe("OAuth2 connections", () => {
+  it("connects through authorization code + PKCE and uses the token in a tool call", async () => {
+    const put = await call("PUT", "/v1/connections/acme", app())
+    expect(put.status, put.text).toBe(200)
+    expect(put.body).toMatchObject({ provider: "acme", type: "oauth2", status: "pending" })
+
+    const authorize = await call("POST", "/v1/connections/acme/authorize")
+    const url = new URL(authorize.body.authorize_url)
+    expect(url.origin + url.pathname).toBe(`${issuer}/auth`)
+    expect(url.searchParams.get("code_challenge_method")).toBe("S256")
+    expect(url.searchParams.get("code_challenge")).toMatch(/^[A-Za-z0-9_-]{43}$/)
+    expect(url.searchParams.get("client_id")).toBe(clientId)
+    expect(url.searchParams.get("scope")).toBe("openid offline_access notes:write")
+
+    const connected = await connect()
+    expect(connected.status, JSON.stringify(connected.body)).toBe(200)
+    expect(connected.body).toMatchObject({ provider: "acme", type: "oauth2", status: "connected" })
+    expect(grants.filter((g) => g === "authorization_code")).toHaveLength(1)
+
+    // the state was single-use: replaying the callback is refused and exchanges nothing
+    const replay = await fetch(connected.callback)
+    expect(replay.status).toBe(400)
+    expect((await replay.json() as any).error.code).toBe("invalid_state")
+    expect(grants.filter((g) => g === "authorization_code")).toHaveLength(1)
+
+    const listed = await call("GET", "/v1/connections")
+    expect(listed.body).toEqual([expect.objectContaining({ provider: "acme", status: "connected" })])
+    expect(listed.body[0].expires_at).not.toBeNull()
+    expect(listed.text).not.toContain(clientSecret)
+
+    apiCalls.length = 0
+    const task = await runTool()
+    expect(task.body.status, JSON.stringify(task.body)).toBe("succeeded")
+    expect(task.body.output).toEqual({ ok: true, sub: "user-1" })
+    expect(apiCalls).toHaveLength(1)
+    expect(apiCalls[0]!.valid).toBe(true)
+    // no token anywhere in what the API shows
+    expect(JSON.stringify(task.body)).not.toContain(apiCalls[0]!.token)
+    expect((await call("GET", "/v1/connections")).text).not.toContain(apiCalls[0]!.token)
+  })
+
+  it("refuses an unknown or tampered state, and a denied consent", async () => {
+    const bad = await fetch(`${edge.base}/v1/oauth/callback?state=forged&code=whatever`)
+    expect(bad.status).toBe(400)
+    expect((await bad.json() as any).error.code).toBe("invalid_state")
+
+    const authorize = await call("POST", "/v1/connections/acme/authorize")
+    const state = new URL(authorize.body.authorize_url).searchParams.get("state")!
+    const denied = await fetch(`${edge.base}/v1/oauth/callback?state=${state}&error=access_denied`)
+    expect(denied.status).toBe(400)
+    expect((await denied.json() as any).error.code).toBe("authorization_denied")
+  })
+
+  it("refreshes an expired token exactly once for 50 concurrent calls, keeping the rotated refresh token", async () => {
+    await sleep(accessTokenTtl * 1000 + 300)
+    grants.length = 0
+    apiCalls.length = 0
+    const tasks = await Promise.all(Array.from({ length: 50 }, () => runTool()))
+    for (const t of tasks) expect(t.body.status, JSON.stringify(t.body)).toBe("succeeded")
+    expect(grants).toEqual(["refresh_token"])
+    expect(new Set(apiCalls.map((c) => c.token)).size).toBe(1)
+    expect(apiCalls.every((c) => c.valid)).toBe(true)
+
+    // a second expiry: the refresh uses the rotated refresh token (reusing the old one would revoke the grant)
+    await sleep(accessTokenTtl * 1000 + 300)
+    const again = await runTool()
+    expect(again.body.status, JSON.stringify(again.body)).toBe("succeeded")
+    expect(grants).toEqual(["refresh_token", "refresh_token"])
+  })
+
+  it("keeps tenants apart: another tenant cannot authorize, list, use or delete the connection", async () => {
+    expect((await call("POST", "/v1/connections/acme/authorize", undefined, otherAdmin)).status).toBe(404)
+    expect((await call("GET", "/v1/connections", undefined, otherAdmin)).body).toEqual([])
+    expect((await call("DELETE", "/v1/connections/acme", undefined, otherAdmin)).status).toBe(404)
+    expect((await call("POST", "/v1/connections/acme/authorize", undefined, member)).status).toBe(403)
+    const otherMember = await edge.sign({ tenant_id: "tenant-other", role: "member" })
+    const task = await runTool(otherMember)
+    expect(task.status).toBe(400)
+    expect(task.body.error.code).toBe("unknown_tool")
+  })
+
+  it("refreshes once and retries when the API rejects a token that has not expired yet", async () => {
+    apiCalls.length = 0
+    expect((await runTool()).body.status).toBe("succeeded")
+    const live = await provider.AccessToken.find(apiCalls[0]!.token)
+    await live.destroy()
+    grants.length = 0
+    apiCalls.length = 0
+    const task = await runTool()
+    expect(task.body.status, JSON.stringify(task.body)).toBe("succeeded")
+    expect(grants).toEqual(["refresh_token"])
+    expect(apiCalls.map((c) => c.valid)).toEqual([false, true])
+  })
+
+  it("revokes at the provider on delete, after which the token is dead", async () => {
+    apiCalls.length = 0
+    expect((await runTool()).body.status).toBe("succeeded")
+    const token = apiCalls[0]!.token
+    revocations.length = 0
+    const removed = await call("DELETE", "/v1/connections/acme")
+    expect(removed.status, removed.text).toBe(204)
+    // RFC 7009, once for the refresh token and once for the access token
+    expect(revocations).toHaveLength(2)
+    expect(await provider.AccessToken.find(token)).toBeUndefined()
+    expect((await call("GET", "/v1/connections")).body).toEqual([])
+    const task = await runTool()
+    expect(task.body.status).toBe("failed")
+  })
+
+  it("marks the connection needs_reauth on invalid_grant and fails calls clearly", async () => {
+    expect((await call("PUT", "/v1/connections/acme", app())).status).toBe(200)
+    expect((await connect()).body.status).toBe("connected")
+    apiCalls.length = 0
+    expect((await runTool()).body.status).toBe("succeeded")
+    // the user revokes the app at the provider: the grant and all its tokens are gone
+    const found = await provider.AccessToken.find(apiCalls[0]!.token)
+    const grant = await provider.Grant.find(found.grantId)
+    await grant.destroy()
+    await provider.RefreshToken.adapter.revokeByGrantId(found.grantId)
+    await sleep(accessTokenTtl * 1000 + 300)
+
+    const calls = await Promise.all(Array.from({ length: 5 }, () => runTool()))
+    for (const task of calls) {
+      expect(task.body.status).toBe("failed")
+      expect(task.body.steps[0].error).toMatchObject({
+        code: "connection_needs_reauth",
+        details: { provider: "acme" }
+      })
+      expect(task.body.steps[0].error.message).toContain("acme")
+    }
+    const listed = await call("GET", "/v1/connections")
+    expect(listed.body).toEqual([expect.objectContaining({ provider: "acme", status: "needs_reauth" })])
+    // authorizing again restores it
+    expect((await connect()).body.status).toBe("connected")
+    expect((await runTool()).body.status).toBe("succeeded")
+  })
+})
