@@ -6,10 +6,28 @@ export const EgressHost = Schema.String.pipe(
   Schema.pattern(/^(\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?$/, { message: () => "egress host must be host or host:port" })
 )
 
-/** Per-provider overrides, e.g. a regional endpoint or a Salesforce instance URL. */
-export const ProviderSettings = Schema.Struct({
-  base_url: Schema.optional(HttpUrl)
+/** A token bucket: at most `requests` calls per `per_seconds` seconds (bursts up to `requests`). */
+export const RateLimit = Schema.Struct({
+  requests: Schema.Int.pipe(Schema.between(1, 1_000_000)),
+  per_seconds: Schema.Number.pipe(Schema.between(0.001, 86_400))
 })
+export type RateLimit = typeof RateLimit.Type
+
+/** Per-provider overrides, e.g. a regional endpoint or a Salesforce instance URL, and its call budget. */
+export const ProviderSettings = Schema.Struct({
+  base_url: Schema.optional(HttpUrl),
+  /** Replaces the built-in vendor's default budget for this tenant. */
+  rate_limit: Schema.optional(RateLimit),
+  /** The tenant's daily API allowance at this provider (e.g. Salesforce's 24-hour limit). */
+  daily_limit: Schema.optional(Schema.Int.pipe(Schema.between(1, 1_000_000_000)))
+})
+
+/** What the edge admits from one tenant (per integrator runner). */
+export const AdmissionSettings = Schema.Struct({
+  requests_per_second: Schema.optional(Schema.Number.pipe(Schema.between(0.1, 100_000))),
+  max_concurrent_tasks: Schema.optional(Schema.Int.pipe(Schema.between(1, 100_000)))
+})
+export type AdmissionSettings = typeof AdmissionSettings.Type
 
 /** A tenant's settings (`PUT /v1/settings`). */
 export const Settings = Schema.Struct({
@@ -18,7 +36,8 @@ export const Settings = Schema.Struct({
   egress_allowlist: Schema.optionalWith(Schema.Array(EgressHost).pipe(Schema.maxItems(256)), { default: () => [] }),
   providers: Schema.optionalWith(Schema.Record({ key: Schema.String, value: ProviderSettings }), {
     default: () => ({})
-  })
+  }),
+  admission: Schema.optional(AdmissionSettings)
 })
 export type Settings = typeof Settings.Type
 
