@@ -6,6 +6,7 @@ import { HttpLive } from "@altan/integrator/Http"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
+import * as Resilience from "@altan/integrator/Resilience"
 import * as Egress from "@altan/tool/Egress"
 import * as ToolCache from "@altan/tool/ToolCache"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
@@ -43,6 +44,7 @@ export const startRuntime = async (options: { readonly extra?: Layer.Layer<never
       AgentSessionLive.pipe(Layer.provide(AgentStores(Option.none())), Layer.provide(AgentConfig.layer())),
       ConnectionLive.pipe(
         Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue()))),
+        Layer.provide(Resilience.layer()),
         Layer.provide(
           Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
         )

@@ -37,12 +37,22 @@ const stepError = (error: unknown): TaskError => {
     case "ToolInputInvalid":
     case "ToolFailed": {
       const extra = e._tag === "ToolFailed"
-        ? { retryable: (e as any).retryable, ...((e as any).status ? { status: (e as any).status } : {}) }
+        ? {
+          retryable: (e as any).retryable,
+          ...((e as any).status ? { status: (e as any).status } : {}),
+          ...((e as any).retry_after_ms !== undefined ? { retry_after_ms: (e as any).retry_after_ms } : {})
+        }
         : e.details
       return { code: e.code!, message: e.message!, ...(extra ? { details: extra } : {}) }
     }
     case "ConnectionNeedsReauth":
       return { code: e.code!, message: e.message!, details: { provider: (e as any).provider } }
+    case "UpstreamUnavailable":
+      return {
+        code: e.code!,
+        message: e.message!,
+        details: { provider: (e as any).provider, retry_after_ms: (e as any).retry_after_ms }
+      }
     case "MailboxFull":
     case "AlreadyProcessingMessage":
     case "PersistenceError":
@@ -207,7 +217,16 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             task_id: task.task_id,
             step_id: step.id,
             ...(task.llms && task.llms.length > 0 ? { llms: task.llms } : {}),
-            ...(spec.fallback ? { fallback: spec.fallback } : {})
+            ...(spec.fallback ? { fallback: spec.fallback } : {}),
+            policy: {
+              idempotent: spec.idempotent,
+              idempotency_key: spec.idempotency_key ?? false,
+              ...(spec.max_attempts ? { max_attempts: spec.max_attempts } : {})
+            },
+            priority: task.mode === "async" ? "async" : "sync",
+            ...(task.mode === "sync" && task.timeout_ms !== undefined
+              ? { deadline: Date.parse(task.created_at) + task.timeout_ms }
+              : {})
           }).pipe(Effect.exit)
           const endMs = yield* Clock.currentTimeMillis
           const timing = { finished_at: new Date(endMs).toISOString(), duration_ms: endMs - startedMs }
@@ -220,6 +239,8 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 status: "succeeded",
                 output: exit.value.output,
                 cached: exit.value.cached,
+                ...(exit.value.attempts ? { attempts: exit.value.attempts } : {}),
+                ...(exit.value.last_error ? { last_error: exit.value.last_error } : {}),
                 ...(exit.value.served_by ? { served_by: exit.value.served_by } : {})
               }
             })
@@ -227,8 +248,16 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             return exit.value.output
           }
           if (Exit.isInterrupted(exit)) return yield* Effect.interrupt
-          const error = stepError(Cause.squash(exit.cause))
-          yield* updateStep(task.task_id, step.id, (s) => ({ ...s, ...timing, status: "failed", error }))
+          const failure = Cause.squash(exit.cause)
+          const error = stepError(failure)
+          const tries = (failure as { attempts?: number }).attempts
+          yield* updateStep(task.task_id, step.id, (s) => ({
+            ...s,
+            ...timing,
+            status: "failed",
+            error,
+            ...(tries ? { attempts: tries } : {})
+          }))
           yield* emit(task.task_id, "tool.failed", { step_id: step.id, data: { tool: step.tool, error } })
           return yield* Effect.fail(new StepFailed(step.id))
         })).pipe(
@@ -509,6 +538,8 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               ...(request.max_steps ? { max_steps: request.max_steps } : {}),
               ...(request.tools ? { tools: request.tools } : {}),
               ...(request.idempotency_key ? { idempotency_key: request.idempotency_key } : {}),
+              mode: request.mode,
+              timeout_ms: request.timeout_ms,
               created_at: at,
               updated_at: at
             }

@@ -12,6 +12,7 @@ import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as OAuth from "@altan/integrator/OAuth"
 import * as Readiness from "@altan/integrator/Readiness"
+import * as Resilience from "@altan/integrator/Resilience"
 import * as SecretStore from "@altan/integrator/SecretStore"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
 import * as ToolEgress from "@altan/tool/Egress"
@@ -263,7 +264,12 @@ export const IntegratorLive = Layer.unwrapEffect(Effect.gen(function*() {
       Layer.provideMerge(NodeHttpServer.layer(edgeServer, { port: http.port, host: config.httpHost })),
       Layer.provide(IntegratorConfig.layer(http))
     )
-  ).pipe(Layer.provide(GatewayLive), Layer.provide(EgressLive), Layer.provide(IntegratorStoresLive))
+  ).pipe(
+    Layer.provide(GatewayLive),
+    Layer.provide(EgressLive),
+    Layer.provide(Layer.orDie(Resilience.layerConfig)),
+    Layer.provide(IntegratorStoresLive)
+  )
 })).pipe(Layer.provideMerge(Auth.layerDevIssuer), Layer.provideMerge(Auth.layerConfig))
 
 const services: Record<Exclude<Role, "all">, Layer.Layer<never, any, any>> = {

@@ -251,7 +251,13 @@ describe("fallback tools", () => {
     expect(task.body.status, JSON.stringify(task.body)).toBe("succeeded")
     expect(task.body.output).toEqual({ from: "/status/200/backup", status: 200 })
     expect(task.body.steps[0]).toMatchObject({ tool: "crm_lookup", status: "succeeded", served_by: "crm_backup" })
-    expect(hits.map((h) => h.split("?")[0])).toEqual(["/status/503/primary", "/status/200/backup"])
+    // the tool's own attempts first (a GET may be repeated), then its fallback
+    expect(hits.map((h) => h.split("?")[0])).toEqual([
+      "/status/503/primary",
+      "/status/503/primary",
+      "/status/503/primary",
+      "/status/200/backup"
+    ])
   })
 
   it("does not fall back from a client error: the request itself is wrong", async () => {
@@ -270,7 +276,12 @@ describe("fallback tools", () => {
     hits.length = 0
     const task = await runOne("ping_a")
     expect(task.body.status).toBe("failed")
-    expect(hits.map((h) => h.split("?")[0])).toEqual(["/status/502/a", "/status/503/b"])
+    // both tools are the same provider's (this host): its breaker opens at the 5th consecutive failure
+    expect(hits.map((h) => h.split("?")[0])).toEqual([
+      ...Array(3).fill("/status/502/a"),
+      ...Array(2).fill("/status/503/b")
+    ])
+    expect(task.body.steps[0].error.code).toBe("upstream_unavailable")
   })
 
   it("refuses a tool that is its own fallback, and keeps tenants' fallbacks apart", async () => {
@@ -294,6 +305,6 @@ describe("fallback tools", () => {
       input: { steps: [{ id: "s", tool: "b_lookup", input: { q: "x" } }] }
     })
     expect(task.body.status).toBe("failed")
-    expect(hits.map((h) => h.split("?")[0])).toEqual(["/status/503/b-primary"])
+    expect(hits.map((h) => h.split("?")[0])).toEqual(Array(3).fill("/status/503/b-primary"))
   })
 })

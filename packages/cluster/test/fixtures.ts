@@ -7,6 +7,7 @@ import { HttpLive } from "@altan/integrator/Http"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
+import * as Resilience from "@altan/integrator/Resilience"
 import * as Egress from "@altan/tool/Egress"
 import * as Tool from "@altan/tool/Tool"
 import * as ToolCache from "@altan/tool/ToolCache"
@@ -16,6 +17,7 @@ import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -116,6 +118,8 @@ export const clusterLayer = (
     readonly llm?: Partial<LlmGateway.LlmGatewayConfig["Type"]>
     /** Operator egress allowlist (`EGRESS_ALLOW_HOSTS`); loopback by default, for the fakes. */
     readonly egressAllow?: ReadonlyArray<string>
+    /** Retry and circuit-breaker settings of the connections. */
+    readonly resilience?: Partial<Resilience.ResilienceConfig["Type"]>
     /** Keep sessions and events in this Redis, under `prefix`; memory otherwise. */
     readonly redis?: { readonly url: string; readonly prefix: string }
   } = {}
@@ -131,6 +135,8 @@ export const clusterLayer = (
     ),
     ConnectionLive.pipe(
       Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue(options.llm)))),
+      // fast backoff keeps retry tests quick; the policy is the production one
+      Layer.provide(Resilience.layer({ baseDelay: Duration.millis(20), ...options.resilience })),
       // loopback fakes are reachable only because the operator allowlist says so, as in production
       Layer.provide(
         Egress.layer.pipe(

@@ -23,7 +23,17 @@ export const Connection = Entity.make("Connection", [
       /** The tool's fallback (its spec's `fallback`), tried when the call fails transiently. */
       fallback: Schema.optional(Schema.String),
       /** Tools already tried for this call, so a cycle of fallbacks ends. */
-      tried: Schema.optional(Schema.Array(Schema.String))
+      tried: Schema.optional(Schema.Array(Schema.String)),
+      /** What the tool's spec says about retrying it. */
+      policy: Schema.optional(Schema.Struct({
+        idempotent: Schema.Boolean,
+        idempotency_key: Schema.Boolean,
+        max_attempts: Schema.optional(Schema.Int)
+      })),
+      /** `sync` calls go before `async` ones when the provider's budget is short. */
+      priority: Schema.optional(Schema.Literal("sync", "async")),
+      /** Epoch ms after which the caller no longer waits (a sync task's timeout). */
+      deadline: Schema.optional(Schema.Number)
     },
     success: ToolResult,
     error: ToolError

@@ -44,6 +44,8 @@ export class EgressDenied extends Schema.TaggedError<EgressDenied>()("EgressDeni
 
 /** Why an allowed call failed. */
 export const EgressFailureReason = Schema.Literal(
+  /** No connection could be made (refused, unreachable, DNS): the request was never sent. */
+  "connect",
   "timeout",
   "too_large",
   "network",

@@ -68,6 +68,8 @@ export const Step = Schema.Struct({
   output: Schema.optional(Schema.Unknown),
   error: Schema.optional(TaskError),
   attempts: Schema.Int,
+  /** The error of the last failed attempt, when the step was retried. */
+  last_error: Schema.optional(Schema.String),
   cached: Schema.optional(Schema.Boolean),
   /** The fallback tool that answered for this step's tool. */
   served_by: Schema.optional(Schema.String),
@@ -115,6 +117,9 @@ export const Task = Schema.Struct({
   max_steps: Schema.optional(Schema.Int),
   tools: Schema.optional(Schema.Array(Schema.String)),
   idempotency_key: Schema.optional(Schema.String),
+  /** `sync` tasks have a caller waiting until `timeout_ms`; their tool calls go first when budgets are short. */
+  mode: Schema.optional(TaskMode),
+  timeout_ms: Schema.optional(Schema.Int),
   created_at: Schema.String,
   updated_at: Schema.String
 })

@@ -34,6 +34,12 @@ export const ToolDefinition = Schema.Struct({
   provider: Schema.optional(Schema.String),
   fallback: Schema.optional(ToolId),
   timeout_ms: Schema.optional(Schema.Int.pipe(Schema.between(1, 300_000))),
+  /** Tries per call, retries of transient failures included (default: the operator's `TOOL_MAX_ATTEMPTS`). */
+  max_attempts: Schema.optional(Schema.Int.pipe(Schema.between(1, 10))),
+  /** A header the API deduplicates writes by (e.g. `Idempotency-Key`): a key stable across retries is sent in it. */
+  idempotency_header: Schema.optional(
+    Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9-]{1,64}$/, { message: () => "must be an HTTP header name" }))
+  ),
   side_effect: Schema.optional(Schema.Boolean),
   cacheable: Schema.optional(Schema.Boolean),
   idempotent: Schema.optional(Schema.Boolean)
@@ -54,6 +60,9 @@ export const ToolSpec = Schema.Struct({
   idempotent: Schema.Boolean,
   /** The tool that answers instead when this one fails in a way a retry might fix (network, timeout, 5xx, 429). */
   fallback: Schema.optional(ToolId),
-  timeout_ms: Schema.optional(Schema.Int)
+  timeout_ms: Schema.optional(Schema.Int),
+  max_attempts: Schema.optional(Schema.Int),
+  /** The tool sends an idempotency key the vendor deduplicates by, so a retried write applies once. */
+  idempotency_key: Schema.optional(Schema.Boolean)
 })
 export type ToolSpec = typeof ToolSpec.Type

@@ -34,7 +34,16 @@ export class ToolFailed extends Schema.TaggedError<ToolFailed>()("ToolFailed", {
   message: Schema.String,
   retryable: Schema.Boolean,
   status: Schema.optional(Schema.Int),
-  body_excerpt: Schema.optional(Schema.String)
+  body_excerpt: Schema.optional(Schema.String),
+  /** The upstream's `Retry-After` (or equivalent), in milliseconds. */
+  retry_after_ms: Schema.optional(Schema.Number),
+  /**
+   * The request certainly did not take effect upstream (no connection, or refused with 429), so even a
+   * call with side effects may be tried again.
+   */
+  not_applied: Schema.optional(Schema.Boolean),
+  /** Attempts made before giving up (set by the connection that retried). */
+  attempts: Schema.optional(Schema.Int)
 }) {
   get code() {
     return "tool_failed"
@@ -57,7 +66,24 @@ export class ConnectionNeedsReauth extends Schema.TaggedError<ConnectionNeedsRea
   }
 }
 
-export const ToolError = Schema.Union(ToolNotFound, ToolInputInvalid, ToolFailed, ConnectionNeedsReauth)
+/** The provider's circuit breaker is open after repeated failures: calls fail fast until a probe succeeds. */
+export class UpstreamUnavailable extends Schema.TaggedError<UpstreamUnavailable>()("UpstreamUnavailable", {
+  provider: Schema.String,
+  message: Schema.String,
+  retry_after_ms: Schema.Number
+}) {
+  get code() {
+    return "upstream_unavailable"
+  }
+}
+
+export const ToolError = Schema.Union(
+  ToolNotFound,
+  ToolInputInvalid,
+  ToolFailed,
+  ConnectionNeedsReauth,
+  UpstreamUnavailable
+)
 export type ToolError = typeof ToolError.Type
 
 /** A credential handed to the tool service with one call; the tool service never reads secret storage. */
@@ -73,6 +99,10 @@ export const ToolView = Schema.Struct({ spec: ToolSpec, definition: Schema.optio
 export const ToolResult = Schema.Struct({
   output: Schema.Unknown,
   cached: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /** Attempts it took (retries by the connection); 1 when the first succeeded. */
+  attempts: Schema.optional(Schema.Int),
+  /** The error of the last failed attempt, when an attempt failed before one succeeded. */
+  last_error: Schema.optional(Schema.String),
   /** The fallback tool that answered, when the called tool failed. */
   served_by: Schema.optional(Schema.String)
 })
@@ -114,6 +144,8 @@ export const ToolWorker = Entity.make("ToolWorker", [
       base_urls: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })),
       /** The LLMs a tool that generates text may use, in order (the task's chain, else the tenant's). */
       llms: Schema.optional(Schema.Array(Schema.String)),
+      /** Stable across every attempt of one step: vendors that take one deduplicate retried writes. */
+      idempotency_key: Schema.optional(Schema.String),
       task_id: Schema.optional(Schema.String),
       step_id: Schema.optional(Schema.String)
     },

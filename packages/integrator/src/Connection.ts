@@ -4,13 +4,24 @@ import { Egress } from "@altan/domain/Egress"
 import { NotFound, Unavailable, UpstreamFailed } from "@altan/domain/Errors"
 import { parseEntityId, type TenantId } from "@altan/domain/Ids"
 import { LlmBadResponse, LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
-import { ConnectionNeedsReauth, type Credential, ToolFailed, ToolWorker } from "@altan/domain/ToolWorker"
+import {
+  ConnectionNeedsReauth,
+  type Credential,
+  ToolFailed,
+  ToolWorker,
+  UpstreamUnavailable
+} from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import { createHash } from "node:crypto"
 import { ConnectionStore } from "./ConnectionStore.js"
 import { LlmGateway } from "./LlmGateway.js"
 import type { OAuthStatus } from "./OAuth.js"
@@ -24,6 +35,7 @@ import {
   type Tokens,
   tokensSecret
 } from "./OAuth.js"
+import { backoff, makeBreaker, ResilienceConfig } from "./Resilience.js"
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
 
@@ -40,6 +52,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
   const connections_ = yield* ConnectionStore
   const secrets = yield* SecretStore
   const oauthStore = yield* OAuthStore
+  const resilience = yield* ResilienceConfig
   const egress = yield* Egress
 
   const clientSecretOf = (tenantId: TenantId, provider: string, config: OAuth2Connection) =>
@@ -201,6 +214,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const address = yield* Entity.CurrentAddress
       const { key: provider, tenantId } = parseEntityId(address.entityId)
       const oauth = makeOAuthSession(tenantId, provider)
+      const breaker = makeBreaker(resilience)
       /**
        * The credential of this connection for one call: an API key read from its secret, or the OAuth2
        * access token this actor holds (refreshed here, once, when it is about to expire).
@@ -221,12 +235,20 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
         })
       return Connection.of({
         Invoke: ({ payload }) => {
+          // derived from the step, so every attempt and every redelivery of it sends the same key
+          const idempotencyKey = payload.task_id && payload.step_id
+            ? createHash("sha256").update(
+              `${tenantId}\u0000${payload.task_id}\u0000${payload.step_id}\u0000${payload.tool_id}`
+            )
+              .digest("base64url")
+            : undefined
           const toolUnavailable = (e: { readonly _tag: string }) =>
             Effect.fail(
               new ToolFailed({
                 tool_id: payload.tool_id,
                 message: `the tool service could not take the call (${e._tag})`,
-                retryable: true
+                retryable: true,
+                not_applied: true
               })
             )
           const execute = (forceRefresh: boolean) =>
@@ -243,7 +265,8 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                   llms: payload.llms ??
                     (settings.default_llm ? [settings.default_llm, ...settings.fallback_llms] : []),
                   ...(payload.task_id ? { task_id: payload.task_id } : {}),
-                  ...(payload.step_id ? { step_id: payload.step_id } : {})
+                  ...(payload.step_id ? { step_id: payload.step_id } : {}),
+                  ...(idempotencyKey ? { idempotency_key: idempotencyKey } : {})
                 })
             ).pipe(
               Effect.catchTags({
@@ -253,33 +276,102 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               })
             )
           // a 401 with an OAuth2 token: the provider dropped it early; refresh once and try again
-          const call = execute(false).pipe(
+          const once = execute(false).pipe(
             Effect.catchIf(
               (e) => e._tag === "ToolFailed" && e.status === 401 && oauth.holdsToken(),
               () => execute(true)
             )
           )
+          const policy = payload.policy ?? { idempotent: false, idempotency_key: false }
+          // a write is tried again only when that cannot apply it twice
+          const safeToRepeat = policy.idempotent || policy.idempotency_key
+          const maxAttempts = Math.max(1, policy.max_attempts ?? resilience.maxAttempts)
+          const maxRetryAfter = Duration.toMillis(resilience.maxRetryAfter)
+
+          /** Attempts until one succeeds or a retry cannot help; each attempt passes the breaker first. */
+          const call = Effect.gen(function*() {
+            let lastError: string | undefined
+            for (let attempt = 1;; attempt++) {
+              const admitted = yield* breaker.admit
+              if (!("ok" in admitted)) {
+                return yield* new UpstreamUnavailable({
+                  provider,
+                  message:
+                    `${provider} is failing: calls are paused for ${Math.ceil(admitted.retryAfterMs / 1000)} s ` +
+                    `after ${resilience.breakerThreshold} consecutive failures`,
+                  retry_after_ms: admitted.retryAfterMs
+                })
+              }
+              const exit = yield* Effect.exit(once)
+              if (Exit.isSuccess(exit)) {
+                yield* breaker.success
+                return { ...exit.value, attempts: attempt, ...(lastError ? { last_error: lastError } : {}) }
+              }
+              const error = Cause.failureOption(exit.cause)
+              if (Option.isNone(error)) {
+                yield* breaker.success
+                return yield* Effect.failCause(exit.cause)
+              }
+              const e = error.value
+              if (e._tag !== "ToolFailed") {
+                yield* breaker.success
+                return yield* Effect.fail(e)
+              }
+              // a client error means the upstream is up; only transient failures count against it
+              yield* (e.retryable ? breaker.failure : breaker.success)
+              lastError = e.message
+              const retry = e.retryable && attempt < maxAttempts && (safeToRepeat || e.not_applied === true)
+              const wait = retry ? yield* backoff(resilience, attempt, e.retry_after_ms) : 0
+              const now = yield* Clock.currentTimeMillis
+              if (
+                !retry || wait > maxRetryAfter || (payload.deadline !== undefined && now + wait > payload.deadline)
+              ) {
+                return yield* Effect.fail(
+                  new ToolFailed({
+                    tool_id: e.tool_id,
+                    message: e.message,
+                    retryable: e.retryable,
+                    ...(e.status !== undefined ? { status: e.status } : {}),
+                    ...(e.body_excerpt !== undefined ? { body_excerpt: e.body_excerpt } : {}),
+                    ...(e.retry_after_ms !== undefined ? { retry_after_ms: e.retry_after_ms } : {}),
+                    ...(e.not_applied !== undefined ? { not_applied: e.not_applied } : {}),
+                    attempts: attempt
+                  })
+                )
+              }
+              yield* Effect.annotateCurrentSpan("retries", attempt)
+              yield* Effect.sleep(Duration.millis(wait))
+            }
+          })
           const tried = [...(payload.tried ?? []), payload.tool_id]
           const fallback = payload.fallback
           return (fallback === undefined || tried.includes(fallback) ? call : call.pipe(
             // the fallback answers only when a retry might have helped; a bad request stays the caller's to fix
-            Effect.catchIf((e) => e._tag === "ToolFailed" && e.retryable, (failed) =>
-              Effect.gen(function*() {
-                const spec = yield* toolWorker(`${tenantId}/${fallback}`).Describe().pipe(
-                  Effect.catchAll(() => Effect.fail(failed))
-                )
-                const result = yield* connections(`${tenantId}/${spec.provider}`).Invoke({
-                  ...payload,
-                  tool_id: fallback,
-                  tried,
-                  ...(spec.fallback ? { fallback: spec.fallback } : { fallback: undefined })
-                }).pipe(Effect.catchTags({
-                  MailboxFull: () => Effect.fail(failed),
-                  AlreadyProcessingMessage: () => Effect.fail(failed),
-                  PersistenceError: () => Effect.fail(failed)
-                }))
-                return { ...result, served_by: result.served_by ?? fallback }
-              }).pipe(Effect.withSpan("Connection.fallback", { attributes: { "tool.id": fallback } })))
+            Effect.catchIf(
+              (e) => (e._tag === "ToolFailed" && e.retryable) || e._tag === "UpstreamUnavailable",
+              (failed) =>
+                Effect.gen(function*() {
+                  const spec = yield* toolWorker(`${tenantId}/${fallback}`).Describe().pipe(
+                    Effect.catchAll(() => Effect.fail(failed))
+                  )
+                  const result = yield* connections(`${tenantId}/${spec.provider}`).Invoke({
+                    ...payload,
+                    tool_id: fallback,
+                    tried,
+                    policy: {
+                      idempotent: spec.idempotent,
+                      idempotency_key: spec.idempotency_key ?? false,
+                      ...(spec.max_attempts ? { max_attempts: spec.max_attempts } : {})
+                    },
+                    ...(spec.fallback ? { fallback: spec.fallback } : { fallback: undefined })
+                  }).pipe(Effect.catchTags({
+                    MailboxFull: () => Effect.fail(failed),
+                    AlreadyProcessingMessage: () => Effect.fail(failed),
+                    PersistenceError: () => Effect.fail(failed)
+                  }))
+                  return { ...result, served_by: result.served_by ?? fallback }
+                }).pipe(Effect.withSpan("Connection.fallback", { attributes: { "tool.id": fallback } }))
+            )
           )).pipe(
             Effect.tapError((e) =>
               Effect.logWarning(`tool call failed: ${e.message}`).pipe(
@@ -325,7 +417,26 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
             if (!provider.startsWith("llm:")) {
               return yield* new LlmNotConfigured({ message: `${provider} is not an LLM connection` })
             }
-            const first = yield* Effect.either(gateway.complete(tenantId, provider.slice(4), payload))
+            const llmId = provider.slice(4)
+            const admitted = yield* breaker.admit
+            const first = "ok" in admitted
+              ? yield* Effect.either(gateway.complete(tenantId, llmId, payload)).pipe(
+                Effect.tap((r) =>
+                  Either.isRight(r) || r.left._tag === "LlmBadResponse"
+                    ? breaker.success
+                    : r.left._tag === "LlmUnavailable"
+                    ? breaker.failure
+                    : Effect.void
+                )
+              )
+              : Either.left(
+                new LlmUnavailable({
+                  message: `LLM "${llmId}" is failing: calls are paused for ${
+                    Math.ceil(admitted.retryAfterMs / 1000)
+                  } s`,
+                  attempts: [{ llm_id: llmId, outcome: "failed", error: "circuit open", duration_ms: 0 }]
+                })
+              )
             const [next, ...rest] = payload.fallbacks
             if (Either.isRight(first)) return first.right
             const failed = first.left

@@ -97,7 +97,9 @@ export const fromDefinition = (
     cacheable: (definition.cacheable ?? false) && method === "GET" && definition.side_effect !== true,
     idempotent: definition.idempotent ?? (method === "GET" || method === "PUT" || method === "DELETE"),
     ...(definition.fallback ? { fallback: definition.fallback } : {}),
-    ...(definition.timeout_ms ? { timeout_ms: definition.timeout_ms } : {})
+    ...(definition.timeout_ms ? { timeout_ms: definition.timeout_ms } : {}),
+    ...(definition.max_attempts ? { max_attempts: definition.max_attempts } : {}),
+    ...(definition.idempotency_header ? { idempotency_key: true } : {})
   }
   return Either.right({
     spec,
@@ -143,6 +145,9 @@ export const fromDefinition = (
             })
           }
           headers[ctx.credential.header.toLowerCase()] = Redacted.value(ctx.credential.value)
+        }
+        if (definition.idempotency_header && ctx.idempotencyKey) {
+          headers[definition.idempotency_header.toLowerCase()] = ctx.idempotencyKey
         }
         let body: string | undefined
         if (method === "GET" || method === "DELETE") {

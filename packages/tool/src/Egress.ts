@@ -278,7 +278,7 @@ const lookup = (host: string, url: URL, deadline: Deadline) =>
       if (error || addresses.length === 0) {
         resume(Effect.fail(
           new EgressFailed({
-            reason: "network",
+            reason: "connect",
             retryable: true,
             message: `${host} could not be resolved${error?.code ? ` (${error.code})` : ""}`,
             url: safeUrl(url)
@@ -545,6 +545,15 @@ const exchange = async (
   return { status: response.statusCode, headers, body, location: undefined }
 }
 
+// No connection was made, so nothing was sent: safe to try again whatever the request does.
+const notConnected = new Set([
+  "ECONNREFUSED",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EADDRNOTAVAIL",
+  "UND_ERR_CONNECT_TIMEOUT"
+])
+
 const tlsRejections = new Set([
   "CERT_HAS_EXPIRED",
   "DEPTH_ZERO_SELF_SIGNED_CERT",
@@ -575,7 +584,15 @@ const failureOf = (error: unknown, url: URL, maxBytes: number, deadline: Deadlin
     })
   }
   const code = typeof error === "object" && error !== null && "code" in error ? String(error.code) : undefined
-  if (code === "UND_ERR_CONNECT_TIMEOUT" || code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {
+  if (code !== undefined && notConnected.has(code)) {
+    return new EgressFailed({
+      reason: "connect",
+      retryable: true,
+      message: `${url.host} could not be reached (${code})`,
+      ...where
+    })
+  }
+  if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {
     return new EgressFailed({
       reason: "timeout",
       retryable: true,

@@ -30,6 +30,8 @@ export interface ToolContext {
    * answered by the integrator's LLM connection, so the tenant's key never reaches the tool service.
    */
   readonly complete: (messages: ReadonlyArray<ChatMessage>) => Effect.Effect<Completion, LlmError | LlmNotConfigured>
+  /** Stable across every attempt of one call: tools whose vendor deduplicates by a key send it. */
+  readonly idempotencyKey?: string | undefined
 }
 
 /** An outbound failure as a tool failure: denied calls are not retryable, network and timeouts are. */
@@ -37,8 +39,18 @@ export const httpFailed = (toolId: string) => (error: EgressDenied | EgressFaile
   new ToolFailedError({
     tool_id: toolId,
     message: error._tag === "EgressDenied" ? `egress_denied: ${error.message}` : error.message,
-    retryable: error._tag === "EgressFailed" && error.retryable
+    retryable: error._tag === "EgressFailed" && error.retryable,
+    ...(error._tag === "EgressFailed" && error.reason === "connect" ? { not_applied: true } : {})
   })
+
+/** `Retry-After` in milliseconds: delta-seconds or an HTTP date (RFC 9110 10.2.3). */
+export const retryAfterMs = (headers: Readonly<Record<string, string>>, now = Date.now()): number | undefined => {
+  const value = headers["retry-after"]?.trim()
+  if (value === undefined || value === "") return undefined
+  if (/^\d+(\.\d+)?$/.test(value)) return Math.round(Number(value) * 1000)
+  const date = Date.parse(value)
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
+}
 
 /**
  * A vendor's HTTP answer as the tool's result: JSON bodies parsed (text otherwise); non-2xx answers
@@ -55,13 +67,17 @@ export const checkStatus = (toolId: string, response: EgressResponse): Effect.Ef
     }
   }
   if (response.status >= 200 && response.status < 300) return Effect.succeed(body)
+  const retryAfter = retryAfterMs(response.headers)
   return Effect.fail(
     new ToolFailedError({
       tool_id: toolId,
       message: `${toolId}: the upstream answered HTTP ${response.status}`,
       retryable: response.status >= 500 || response.status === 429,
       status: response.status,
-      body_excerpt: text.slice(0, 500)
+      body_excerpt: text.slice(0, 500),
+      ...(retryAfter !== undefined ? { retry_after_ms: retryAfter } : {}),
+      // a 429 refuses the request before doing anything with it
+      ...(response.status === 429 ? { not_applied: true } : {})
     })
   )
 }
@@ -104,6 +120,8 @@ export const make = <I, II, O, OI>(options: {
   readonly sideEffect?: boolean
   readonly cacheable?: boolean
   readonly idempotent?: boolean
+  /** The tool sends `ctx.idempotencyKey` so the vendor applies a retried write once. */
+  readonly idempotencyKey?: boolean
   readonly hosts?: ReadonlyArray<string>
   readonly run: (input: I, ctx: ToolContext) => Effect.Effect<O, ToolFailed>
 }): Tool => {
@@ -121,7 +139,8 @@ export const make = <I, II, O, OI>(options: {
       output_schema: jsonSchemaOf(options.output),
       side_effect: options.sideEffect ?? false,
       cacheable: options.cacheable ?? false,
-      idempotent: options.idempotent ?? !(options.sideEffect ?? false)
+      idempotent: options.idempotent ?? !(options.sideEffect ?? false),
+      ...(options.idempotencyKey ? { idempotency_key: true } : {})
     },
     decode: (input) =>
       decodeInput(input).pipe(

@@ -45,6 +45,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
               credential: payload.credential,
               http: (request) => egress.request({ ...request, allowHosts }),
               baseUrl: (provider) => baseUrls[provider],
+              idempotencyKey: payload.idempotency_key,
               complete: (messages) => {
                 const [first, ...fallbacks] = payload.llms ?? []
                 if (first === undefined) {

@@ -486,14 +486,14 @@ describe("Egress", () => {
       expect(JSON.stringify(error)).not.toContain("s3cret")
     }))
 
-  it.live("reports a refused connection as a retryable network failure", () =>
+  it.live("reports a refused connection as a retryable failure to connect (nothing was sent)", () =>
     Effect.gen(function*() {
       const closed = http.createServer()
       yield* Effect.promise(() => new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve)))
       const port = (closed.address() as AddressInfo).port
       yield* Effect.promise(() => new Promise((resolve) => closed.close(resolve)))
       const error = yield* failure(get(`http://127.0.0.1:${port}/`, {}, { operatorAllowHosts: [`127.0.0.1:${port}`] }))
-      expect(error).toMatchObject({ _tag: "EgressFailed", reason: "network", retryable: true })
+      expect(error).toMatchObject({ _tag: "EgressFailed", reason: "connect", retryable: true })
       expect(error.message).toContain("ECONNREFUSED")
     }))
 

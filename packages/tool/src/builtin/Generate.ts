@@ -46,7 +46,8 @@ export const TextGenerate: Tool.Tool = Tool.make({
         new ToolFailed({
           tool_id: TOOL_ID,
           message: `${TOOL_ID}: ${error.message}`,
-          retryable: error._tag === "LlmUnavailable"
+          // the LLM connection already retried and tried the fallback LLMs; another round would repeat that
+          retryable: false
         })
       ),
       Effect.flatMap((completion) =>

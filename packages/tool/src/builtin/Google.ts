@@ -1,7 +1,7 @@
 import { ToolFailed } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
-import { randomUUID } from "node:crypto"
+import { createHash, randomUUID } from "node:crypto"
 import * as Tool from "../Tool.js"
 import { baseUrlOf, decodeVendor, errorField, PathSegment, segment, vendorRequest } from "./Vendor.js"
 
@@ -108,13 +108,19 @@ export const CalendarCreateEvent: Tool.Tool = Tool.make({
   input: CreateEventInput,
   output: Event,
   sideEffect: true,
+  idempotencyKey: true,
   hosts: [CALENDAR_HOST],
   run: (input, ctx) => {
     const id = "google_calendar.create_event"
     const base = baseUrlOf(ctx, PROVIDER, `https://${CALENDAR_HOST}`)
-    const url = new URL(`${base}/calendar/v3/calendars/${segment(input.calendarId ?? "primary")}/events`)
+    const events = `${base}/calendar/v3/calendars/${segment(input.calendarId ?? "primary")}/events`
+    const url = new URL(events)
     if (input.sendUpdates !== undefined) url.searchParams.set("sendUpdates", input.sendUpdates)
+    // A client-chosen event id makes the insert idempotent: a retry of an insert that did happen gets 409,
+    // and the event it made is read back instead of created twice.
+    const eventId = ctx.idempotencyKey === undefined ? undefined : calendarEventId(ctx.idempotencyKey)
     const event = {
+      ...(eventId !== undefined ? { id: eventId } : {}),
       summary: input.summary,
       ...(input.description !== undefined ? { description: input.description } : {}),
       ...(input.location !== undefined ? { location: input.location } : {}),
@@ -122,9 +128,24 @@ export const CalendarCreateEvent: Tool.Tool = Tool.make({
       end: toEventTime(input.end),
       ...(input.attendees !== undefined ? { attendees: input.attendees.map((a) => ({ email: a.email })) } : {})
     }
-    return google(id, ctx, url.href, "POST", event).pipe(Effect.flatMap(decodeVendor(id, Event)))
+    return google(id, ctx, url.href, "POST", event).pipe(
+      Effect.catchIf(
+        (e) => e.status === 409 && eventId !== undefined,
+        () => google(id, ctx, `${events}/${eventId}`, "GET")
+      ),
+      Effect.flatMap(decodeVendor(id, Event))
+    )
   }
 })
+
+/** An event id from an idempotency key: base32hex (`0-9a-v`), as Calendar requires of client-chosen ids. */
+const calendarEventId = (key: string) => {
+  const digits = "0123456789abcdefghijklmnopqrstuv"
+  const bytes = createHash("sha256").update(key).digest()
+  let out = ""
+  for (let i = 0; i < 26; i++) out += digits[bytes[i]! & 31]
+  return `altan${out}`
+}
 
 export const ListEventsInput = Schema.Struct({
   calendarId: optional(CalendarId),

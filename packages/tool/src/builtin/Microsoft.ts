@@ -116,10 +116,13 @@ export const OutlookCreateEvent: Tool.Tool = Tool.make({
   input: CreateOutlookEventInput,
   output: GraphEvent,
   sideEffect: true,
+  idempotencyKey: true,
   hosts: [GRAPH_HOST],
   run: (input, ctx) => {
     const id = "outlook.create_event"
     const event = {
+      // Graph's duplicate guard for event creation: the same transactionId is not created twice
+      ...(ctx.idempotencyKey !== undefined ? { transactionId: ctx.idempotencyKey } : {}),
       subject: input.subject,
       ...(input.body !== undefined ? { body: input.body } : {}),
       start: input.start,

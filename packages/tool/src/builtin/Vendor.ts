@@ -75,7 +75,9 @@ export const answeredHttp =
       message: `${error.tool_id}: ${vendor} answered HTTP ${response.status}${detail(response)}`,
       retryable: error.retryable,
       status: response.status,
-      body_excerpt: error.body_excerpt
+      body_excerpt: error.body_excerpt,
+      ...(error.retry_after_ms !== undefined ? { retry_after_ms: error.retry_after_ms } : {}),
+      ...(error.not_applied ? { not_applied: true } : {})
     })
 
 /** `: <explanation>` out of the vendor's JSON error body, or nothing. */

@@ -1,0 +1,71 @@
+/**
+ * Metric definitions shared by every service, so that an anomaly (a tenant's error rate, a provider's
+ * rate-limit waits, an audit sink that drops records) can be seen and alerted on. Only definitions live
+ * here: services update them, `packages/cluster` exports them (OpenTelemetry).
+ *
+ * Cardinality: `altan_audit_records_total` has no tenant tag (actions × outcomes, a few dozen series);
+ * `altan_calls_total` and `altan_rate_limit_wait_seconds` carry `tenant` and `provider`, one series per
+ * tenant, provider and outcome (times the buckets for the histogram), about as many as there are
+ * `Connection` entities. Per-tenant breakdowns of audited actions belong to the audit log itself.
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
+
+/** `altan_audit_records_total{action,outcome}`: audit records written, of every tenant. */
+export const auditRecords = Metric.counter("altan_audit_records_total", {
+  description: "Audit records, by action and outcome (all tenants).",
+  incremental: true
+})
+
+/** `altan_audit_sink_failures_total{sink}`: audit records a sink could not write (a gap in their chain). */
+export const auditSinkFailures = Metric.counter("altan_audit_sink_failures_total", {
+  description: "Audit records that could not be written, by sink; each leaves a gap in its hash chain.",
+  incremental: true
+})
+
+/**
+ * How a call to an upstream ended: `ok`; `failed` (network, timeout, 5xx, a refused request);
+ * `rate_limited` (the provider answered 429, or the tenant's budget refused the call).
+ */
+export type CallOutcome = "ok" | "failed" | "rate_limited"
+
+/** `altan_calls_total{tenant,provider,outcome}`: calls to third parties and LLMs. */
+export const calls = Metric.counter("altan_calls_total", {
+  description: "Calls to third-party APIs and LLMs, by tenant, provider and outcome.",
+  incremental: true
+})
+
+/** `altan_rate_limit_wait_seconds{tenant,provider}`: time a call waited for the tenant's rate budget. */
+export const rateLimitWaitSeconds = Metric.histogram(
+  "altan_rate_limit_wait_seconds",
+  MetricBoundaries.exponential({ start: 0.005, factor: 2, count: 14 }),
+  "Time calls waited for their tenant's rate budget with a provider, in seconds."
+)
+
+/**
+ * The call metrics of one tenant and provider (e.g. `callMetrics("acme", "slack")` in a `Connection`):
+ * `call(outcome)` counts one call, `rateLimitWait(duration)` records a wait for budget, and `track`
+ * counts the outcome of an effect (success `ok`, failure `failed`, or `classify(error)`).
+ */
+export const callMetrics = (tenant: string, provider: string) => {
+  const tags = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) =>
+    Metric.tagged(Metric.tagged(metric, "tenant", tenant), "provider", provider)
+  const byOutcome = {
+    ok: Metric.tagged(tags(calls), "outcome", "ok"),
+    failed: Metric.tagged(tags(calls), "outcome", "failed"),
+    rate_limited: Metric.tagged(tags(calls), "outcome", "rate_limited")
+  } satisfies Record<CallOutcome, typeof calls>
+  const wait = tags(rateLimitWaitSeconds)
+  const call = (outcome: CallOutcome): Effect.Effect<void> => Metric.increment(byOutcome[outcome])
+  return {
+    call,
+    rateLimitWait: (duration: Duration.DurationInput): Effect.Effect<void> =>
+      Metric.update(wait, Duration.toSeconds(Duration.decode(duration))),
+    track:
+      <E>(classify: (error: E) => CallOutcome = () => "failed") =>
+      <A, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+        Effect.tapBoth(self, { onSuccess: () => call("ok"), onFailure: (error) => call(classify(error)) })
+  }
+}

@@ -1,0 +1,467 @@
+import * as Metrics from "@altan/domain/Metrics"
+import { describe, expect, it } from "@effect/vitest"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
+import * as TestClock from "effect/TestClock"
+import * as RateBudget from "../src/RateBudget.js"
+
+const DAY_AND_SLOT = 86_400_000 + 5 * 60_000
+
+/** Acquires, then answers the (test) time at which the call started. */
+const startedAt = (budget: RateBudget.RateBudget, request: RateBudget.AcquireRequest) =>
+  Effect.zipRight(budget.acquire(request), Clock.currentTimeMillis)
+
+/** Forks a call and lets it reach the queue before the next one. */
+const queue = (budget: RateBudget.RateBudget, request: RateBudget.AcquireRequest, log?: Array<string>, name?: string) =>
+  Effect.gen(function*() {
+    const fiber = yield* startedAt(budget, request).pipe(
+      Effect.tap(() => log !== undefined && name !== undefined ? Effect.sync(() => log.push(name)) : Effect.void),
+      Effect.fork
+    )
+    yield* Effect.yieldNow()
+    return fiber
+  })
+
+const isDone = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isSome)
+
+describe("RateBudget", () => {
+  it.scoped("10/s with 100 concurrent callers: the burst of 10, then 10 per second, all complete", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        rate_limit: { requests: 10, per_seconds: 1 }
+      })
+      const fiber = yield* Effect.forEach(
+        Array.from({ length: 100 }, () => startedAt(budget, { priority: "async" })),
+        (call) => call,
+        { concurrency: "unbounded" }
+      ).pipe(Effect.fork)
+      yield* TestClock.adjust("20 seconds")
+      const times = [...(yield* Fiber.join(fiber))].sort((a, b) => a - b)
+
+      expect(times).toHaveLength(100)
+      // capacity 10 (the burst at t=0), then one token every 100 ms: call i starts at max(0, i - 9) * 100 ms
+      expect(times).toEqual(times.map((_, i) => Math.max(0, i - 9) * 100))
+      // token bucket bound: a window [t, t + 1 s) holds at most capacity + rate * 1 s = 20 starts; after the
+      // initial burst (windows starting after t = 0) at most rate * 1 s = 10
+      for (let t = 0; t <= 10_000; t += 10) {
+        const inWindow = times.filter((x) => x >= t && x < t + 1000).length
+        expect(inWindow).toBeLessThanOrEqual(t === 0 ? 20 : 10)
+      }
+      expect(times.filter((x) => x > 0 && x <= 1000)).toHaveLength(10)
+      expect(times[99]).toBe(9000)
+      const snapshot = yield* budget.snapshot()
+      expect(snapshot.queued).toEqual({ sync: 0, async: 0 })
+    }))
+
+  it.scoped("sync calls go before async calls, first come first served within a priority", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        rate_limit: { requests: 1, per_seconds: 1 }
+      })
+      yield* budget.acquire({ priority: "sync" })
+      const order: Array<string> = []
+      const fibers = [
+        yield* queue(budget, { priority: "async" }, order, "a1"),
+        yield* queue(budget, { priority: "async" }, order, "a2"),
+        yield* queue(budget, { priority: "sync" }, order, "s1"),
+        yield* queue(budget, { priority: "async" }, order, "a3"),
+        yield* queue(budget, { priority: "sync" }, order, "s2")
+      ]
+      expect((yield* budget.snapshot()).queued).toEqual({ sync: 2, async: 3 })
+      yield* TestClock.adjust("5 seconds")
+      const times = yield* Effect.forEach(fibers, Fiber.join)
+      expect(order).toEqual(["s1", "s2", "a1", "a2", "a3"])
+      expect(times).toEqual([3000, 4000, 1000, 5000, 2000])
+    }))
+
+  it.scoped("a call that cannot start by its deadline fails at once with when it could have started", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        rate_limit: { requests: 1, per_seconds: 1 }
+      })
+      yield* budget.acquire({ priority: "sync" })
+      // the next token comes at 1000
+      const early = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 500 }))
+      expect(Either.isLeft(early) && early.left._tag).toBe("RateLimited")
+      expect(Either.isLeft(early) && early.left.retry_after_ms).toBe(1000)
+      // one sync call waits ahead: this one would start at 2000
+      const ahead = yield* queue(budget, { priority: "sync" })
+      const second = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 1500 }))
+      expect(Either.isLeft(second) && second.left.retry_after_ms).toBe(2000)
+      // async calls waiting do not delay a sync one
+      yield* queue(budget, { priority: "async" })
+      const inTime = yield* queue(budget, { priority: "sync", deadline: 2000 })
+      yield* TestClock.adjust("3 seconds")
+      expect(yield* Fiber.join(ahead)).toBe(1000)
+      expect(yield* Fiber.join(inTime)).toBe(2000)
+    }))
+
+  it.scoped("a waiting call gives up at its deadline when the budget stalls", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        rate_limit: { requests: 1, per_seconds: 1 }
+      })
+      yield* budget.acquire({ priority: "sync" })
+      const waiting = yield* queue(budget, { priority: "sync", deadline: 1200 })
+      // a 429 pauses the budget past the deadline: the waiting call fails now, not at 1200
+      yield* budget.observe({ status: 429, headers: { "Retry-After": "5" } })
+      const result = yield* Fiber.await(waiting)
+      expect(result._tag).toBe("Failure")
+      expect(yield* Clock.currentTimeMillis).toBe(0)
+      expect((yield* budget.snapshot()).queued.sync).toBe(0)
+    }))
+
+  it.scoped("a waiting call whose deadline passes fails at the deadline", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        rate_limit: { requests: 1, per_seconds: 1 }
+      })
+      yield* budget.acquire({ priority: "sync" })
+      const waiting = yield* queue(budget, { priority: "sync", deadline: 1000 })
+      // the tenant slows the budget down: the token the call counted on comes at 10 s now
+      yield* budget.reconfigure({ rate_limit: { requests: 1, per_seconds: 10 } })
+      yield* TestClock.adjust(999)
+      expect(yield* isDone(waiting)).toBe(false)
+      yield* TestClock.adjust(1)
+      const result = yield* Effect.either(Fiber.join(waiting))
+      expect(Either.isLeft(result) && result.left.retry_after_ms).toBe(9000)
+      expect((yield* budget.snapshot()).queued.sync).toBe(0)
+    }))
+
+  it.effect("closing the budget's scope interrupts the calls still waiting", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const budget = yield* Scope.extend(
+        RateBudget.make({ tenant: "acme", provider: "test", rate_limit: { requests: 1, per_seconds: 1 } }),
+        scope
+      )
+      yield* budget.acquire({ priority: "sync" })
+      const waiting = yield* queue(budget, { priority: "async" })
+      yield* Scope.close(scope, Exit.void)
+      const exit = yield* Fiber.await(waiting)
+      expect(Exit.isInterrupted(exit)).toBe(true)
+    }))
+
+  it.scoped("waits are recorded in altan_rate_limit_wait_seconds by tenant and provider", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "metric-test",
+        rate_limit: { requests: 1, per_seconds: 2 }
+      })
+      yield* budget.acquire({ priority: "sync" })
+      const waiting = yield* queue(budget, { priority: "sync" })
+      yield* TestClock.adjust("2 seconds")
+      yield* Fiber.join(waiting)
+      const state = yield* Metric.value(
+        Metrics.rateLimitWaitSeconds.pipe(Metric.tagged("tenant", "acme"), Metric.tagged("provider", "metric-test"))
+      )
+      expect(state.count).toBe(2)
+      expect(state.sum).toBe(2)
+      expect(state.max).toBe(2)
+    }))
+
+  it.scoped("429 with Retry-After: 2 pauses the whole budget for 2 seconds", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        rate_limit: { requests: 10, per_seconds: 1 }
+      })
+      yield* budget.observe({ status: 429, headers: { "retry-after": "2" } })
+      expect((yield* budget.snapshot()).paused_until).toBe(2000)
+      const first = yield* queue(budget, { priority: "sync" })
+      const second = yield* queue(budget, { priority: "sync" })
+      yield* TestClock.adjust(1999)
+      expect(yield* isDone(first)).toBe(false)
+      yield* TestClock.adjust(1)
+      // one call at the end of the pause, then the bucket's rate
+      expect(yield* Fiber.join(first)).toBe(2000)
+      yield* TestClock.adjust(100)
+      expect(yield* Fiber.join(second)).toBe(2100)
+    }))
+
+  it.scoped("Retry-After as an HTTP date; a 429 without any hint pauses the default second", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "test" })
+      yield* budget.observe({ status: 503, headers: { "Retry-After": "Thu, 01 Jan 1970 00:00:03 GMT" } })
+      expect((yield* budget.snapshot()).paused_until).toBe(3000)
+      yield* TestClock.adjust("3 seconds")
+      yield* budget.observe({ status: 429, headers: {} })
+      const call = yield* queue(budget, { priority: "async" })
+      yield* TestClock.adjust("1 second")
+      expect(yield* Fiber.join(call)).toBe(4000)
+      // a 503 without Retry-After is not about the budget
+      yield* budget.observe({ status: 503, headers: {} })
+      expect((yield* budget.snapshot()).paused_until).toBe(null)
+    }))
+
+  it.scoped("X-RateLimit-Remaining: 0 with X-RateLimit-Reset pauses until the reset (epoch seconds or delta)", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(1_700_000_000_000)
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "github" })
+      yield* budget.observe({
+        status: 403,
+        headers: { "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1700000005" }
+      })
+      expect((yield* budget.snapshot()).paused_until).toBe(1_700_000_005_000)
+      const call = yield* queue(budget, { priority: "async" })
+      yield* TestClock.adjust(4999)
+      expect(yield* isDone(call)).toBe(false)
+      yield* TestClock.adjust(1)
+      expect(yield* Fiber.join(call)).toBe(1_700_000_005_000)
+      // small numbers are seconds from now
+      yield* budget.observe({ status: 200, headers: { "x-ratelimit-remaining": "0", "x-ratelimit-reset": "3" } })
+      expect((yield* budget.snapshot()).paused_until).toBe(1_700_000_008_000)
+    }))
+
+  it.scoped("a provider window with calls remaining is counted down, then paused until its reset", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "test" })
+      yield* budget.observe({ status: 200, headers: { "x-ratelimit-remaining": "2", "x-ratelimit-reset": "10" } })
+      expect((yield* budget.snapshot()).provider_window).toEqual({ remaining: 2, reset_at: 10_000 })
+      expect(yield* startedAt(budget, { priority: "sync" })).toBe(0)
+      expect(yield* startedAt(budget, { priority: "sync" })).toBe(0)
+      const third = yield* queue(budget, { priority: "sync" })
+      yield* TestClock.adjust("10 seconds")
+      expect(yield* Fiber.join(third)).toBe(10_000)
+    }))
+
+  it.scoped("HubSpot's window headers and daily headers", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "hubspot",
+        ...RateBudget.defaultsFor("hubspot")
+      })
+      yield* budget.observe({
+        status: 200,
+        headers: {
+          "X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
+          "X-HubSpot-RateLimit-Max": "100",
+          "X-HubSpot-RateLimit-Remaining": "0",
+          "X-HubSpot-RateLimit-Daily": "250000",
+          "X-HubSpot-RateLimit-Daily-Remaining": "249000"
+        }
+      })
+      const snapshot = yield* budget.snapshot()
+      expect(snapshot.paused_until).toBe(10_000)
+      expect(snapshot.daily).toEqual({ used: 1000, limit: 250_000, reserve: 25_000 })
+    }))
+
+  it.scoped("Sforce-Limit-Info sets the daily allowance and usage; the reserve is for sync calls", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "salesforce",
+        ...RateBudget.defaultsFor("salesforce")
+      })
+      yield* budget.observe({ status: 200, headers: { "Sforce-Limit-Info": "api-usage=18/15000" } })
+      expect((yield* budget.snapshot()).daily).toEqual({ used: 18, limit: 15_000, reserve: 1500 })
+      yield* budget.acquire({ priority: "async" })
+      expect((yield* budget.snapshot()).daily.used).toBe(19)
+      // the org is at 13,500 of 15,000: async calls wait, sync calls spend the reserve
+      yield* budget.observe({ status: 200, headers: { "sforce-limit-info": "api-usage=13500/15000" } })
+      const background = yield* queue(budget, { priority: "async" })
+      expect(yield* startedAt(budget, { priority: "sync" })).toBe(0)
+      expect(yield* isDone(background)).toBe(false)
+      // a lower count (calls aged out upstream) frees the allowance
+      yield* budget.observe({ status: 200, headers: { "sforce-limit-info": "api-usage=9000/15000" } })
+      expect(yield* Fiber.join(background)).toBe(0)
+      expect((yield* budget.snapshot()).daily.used).toBe(9001)
+    }))
+
+  it.scoped("daily reserve: async calls queue in the last 10% while sync calls proceed", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "test", daily_limit: 20 })
+      for (let i = 0; i < 18; i++) yield* budget.acquire({ priority: "async" })
+      // 2 left = the reserve (10% of 20): async waits, sync goes
+      const background = yield* queue(budget, { priority: "async" })
+      expect(yield* startedAt(budget, { priority: "sync" })).toBe(0)
+      expect(yield* startedAt(budget, { priority: "sync" })).toBe(0)
+      expect(yield* isDone(background)).toBe(false)
+      expect((yield* budget.snapshot()).daily).toEqual({ used: 20, limit: 20, reserve: 2 })
+      expect((yield* budget.snapshot()).queued.async).toBe(1)
+    }))
+
+  it.scoped("daily allowance spent: sync calls fail fast until it frees, async calls resume then", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "test", daily_limit: 3 })
+      yield* TestClock.adjust("1 minute")
+      for (let i = 0; i < 3; i++) yield* budget.acquire({ priority: "sync" })
+      const failed = yield* Effect.either(budget.acquire({ priority: "sync" }))
+      // the calls were made in the slot starting at 0: they are forgotten at 24 h 5 min
+      expect(Either.isLeft(failed) && failed.left.retry_after_ms).toBe(DAY_AND_SLOT - 60_000)
+      const background = yield* queue(budget, { priority: "async" })
+      yield* TestClock.adjust(DAY_AND_SLOT - 60_000 - 1)
+      expect(yield* isDone(background)).toBe(false)
+      yield* TestClock.adjust(1)
+      expect(yield* Fiber.join(background)).toBe(DAY_AND_SLOT)
+      expect(yield* startedAt(budget, { priority: "sync" })).toBe(DAY_AND_SLOT)
+    }))
+
+  it.scoped("sync calls waiting when the allowance runs out fail then", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        daily_limit: 2,
+        rate_limit: { requests: 1, per_seconds: 1 }
+      })
+      const calls = [
+        yield* queue(budget, { priority: "sync" }),
+        yield* queue(budget, { priority: "sync" }),
+        yield* queue(budget, { priority: "sync" })
+      ]
+      yield* TestClock.adjust("2 seconds")
+      const results = yield* Effect.forEach(calls, (f) => Effect.either(Fiber.join(f)))
+      expect(results.map(Either.isRight)).toEqual([true, true, false])
+      expect((yield* budget.snapshot()).queued.sync).toBe(0)
+    }))
+
+  it.scoped("an interrupted waiter leaves the queue and takes no token", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        rate_limit: { requests: 1, per_seconds: 1 }
+      })
+      yield* budget.acquire({ priority: "sync" })
+      const gone = yield* queue(budget, { priority: "sync" })
+      const next = yield* queue(budget, { priority: "sync" })
+      const last = yield* queue(budget, { priority: "async" })
+      yield* Fiber.interrupt(gone)
+      expect((yield* budget.snapshot()).queued).toEqual({ sync: 1, async: 1 })
+      yield* TestClock.adjust("2 seconds")
+      expect(yield* Fiber.join(next)).toBe(1000)
+      expect(yield* Fiber.join(last)).toBe(2000)
+      expect((yield* budget.snapshot()).daily.used).toBe(3)
+    }))
+
+  it.scoped("per-key buckets: two Slack channels do not share their 1 message per second", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "slack", ...RateBudget.defaultsFor("slack") })
+      const a = RateBudget.keyOf("slack.post_message", { channel: "C1", text: "hi" })
+      const b = RateBudget.keyOf("slack.post_message", { channel: "C2", text: "hi" })
+      expect(a).toBe("channel:C1")
+      const calls = [
+        yield* queue(budget, { priority: "sync", key: a }),
+        yield* queue(budget, { priority: "sync", key: a }),
+        yield* queue(budget, { priority: "sync", key: a }),
+        yield* queue(budget, { priority: "sync", key: b }),
+        yield* queue(budget, { priority: "sync", key: b }),
+        yield* queue(budget, { priority: "sync" })
+      ]
+      yield* TestClock.adjust("3 seconds")
+      // channel C1 waiting does not hold up C2, nor a call without a channel
+      expect(yield* Effect.forEach(calls, Fiber.join)).toEqual([0, 1000, 2000, 0, 1000, 0])
+      expect((yield* budget.snapshot()).keys).toBe(2)
+    }))
+
+  it.scoped("reconfigure applies new limits; unchanged limits are a no-op", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        rate_limit: { requests: 1, per_seconds: 1 }
+      })
+      yield* budget.acquire({ priority: "sync" })
+      yield* budget.reconfigure({ rate_limit: { requests: 1, per_seconds: 1 } })
+      expect((yield* budget.snapshot()).tokens).toBe(0)
+      const waiting = yield* queue(budget, { priority: "sync" })
+      yield* budget.reconfigure({})
+      expect(yield* Fiber.join(waiting)).toBe(0)
+      expect((yield* budget.snapshot()).tokens).toBe(null)
+    }))
+
+  it.scopedLive("real clock: 5 calls at 10/s with a burst of 2 take about 300 ms", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        rate_limit: { requests: 2, per_seconds: 0.2 }
+      })
+      const started = Date.now()
+      yield* Effect.forEach(Array.from({ length: 5 }), () => budget.acquire({ priority: "async" }), {
+        concurrency: "unbounded"
+      })
+      const elapsed = Date.now() - started
+      expect(elapsed).toBeGreaterThanOrEqual(280)
+      expect(elapsed).toBeLessThan(1500)
+    }))
+})
+
+describe("RateBudget limits", () => {
+  it("vendor defaults; unknown providers and LLMs have none", () => {
+    expect(RateBudget.defaultsFor("slack")).toEqual({
+      rate_limit: { requests: 50, per_seconds: 60 },
+      perKey: { requests: 1, per_seconds: 1 }
+    })
+    expect(RateBudget.defaultsFor("hubspot").rate_limit).toEqual({ requests: 100, per_seconds: 10 })
+    expect(RateBudget.defaultsFor("salesforce")).toEqual({})
+    expect(RateBudget.defaultsFor("llm:gpt-4")).toEqual({})
+    expect(RateBudget.defaultsFor("acme-crm")).toEqual({})
+  })
+
+  it("tenant settings replace the rate and daily limit, not the per-key limit", () => {
+    expect(RateBudget.effectiveLimits("slack", { rate_limit: { requests: 5, per_seconds: 1 }, daily_limit: 1000 }))
+      .toEqual({
+        rate_limit: { requests: 5, per_seconds: 1 },
+        daily_limit: 1000,
+        perKey: { requests: 1, per_seconds: 1 }
+      })
+    expect(RateBudget.effectiveLimits("hubspot")).toEqual({
+      rate_limit: { requests: 100, per_seconds: 10 },
+      daily_limit: undefined,
+      perKey: undefined
+    })
+    expect(RateBudget.effectiveLimits("custom", { daily_limit: 10 }).daily_limit).toBe(10)
+  })
+
+  it("keyOf: Slack channel, Teams team, Gmail sends", () => {
+    expect(RateBudget.keyOf("teams.post_channel_message", { teamId: "T", channelId: "C" })).toBe("team:T")
+    expect(RateBudget.keyOf("gmail.send", {})).toBe("gmail.send")
+    expect(RateBudget.keyOf("gmail.list_messages", {})).toBe(undefined)
+    expect(RateBudget.keyOf("slack.post_message", null)).toBe(undefined)
+  })
+
+  it("reset headers: epoch ms, epoch s, seconds from now, Go durations, HTTP dates", () => {
+    const now = 1_700_000_000_000
+    expect(RateBudget.parseReset("1700000060000", now)).toBe(1_700_000_060_000)
+    expect(RateBudget.parseReset("1700000060", now)).toBe(1_700_000_060_000)
+    expect(RateBudget.parseReset("60", now)).toBe(now + 60_000)
+    expect(RateBudget.parseReset("6m0s", now)).toBe(now + 360_000)
+    expect(RateBudget.parseReset("20ms", now)).toBe(now + 20)
+    expect(RateBudget.parseReset("Tue, 14 Nov 2023 22:14:20 GMT", now)).toBe(1_700_000_060_000)
+    expect(RateBudget.parseReset("soon", now)).toBe(undefined)
+  })
+
+  it("signals: OpenAI's request window, a stale-free 200 says nothing", () => {
+    expect(
+      RateBudget.readSignals(
+        { status: 200, headers: { "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s" } },
+        0,
+        1000
+      )
+    ).toEqual({ pauseUntil: 1500, window: undefined, daily: undefined })
+    expect(RateBudget.readSignals({ status: 200, headers: { "content-type": "application/json" } }, 0, 1000))
+      .toEqual({ pauseUntil: undefined, window: undefined, daily: undefined })
+    expect(RateBudget.readSignals({ status: 429, retry_after_ms: 250 }, 0, 1000).pauseUntil).toBe(250)
+  })
+})
