@@ -1,5 +1,6 @@
 import * as AgentConfig from "@altan/agent/AgentConfig"
 import { AgentSessionLive } from "@altan/agent/AgentSession"
+import * as Admission from "@altan/integrator/Admission"
 import * as Auth from "@altan/integrator/Auth"
 import { ConnectionLive } from "@altan/integrator/Connection"
 import { HttpLive } from "@altan/integrator/Http"
@@ -33,6 +34,8 @@ export const startRuntime = async (options: { readonly extra?: Layer.Layer<never
       )
     ),
     Layer.provide(Auth.layer),
+    // the benchmarks drive one tenant hard on purpose
+    Layer.provide(Admission.layer({ requestsPerSecond: 1_000_000, maxConcurrentTasks: 100_000 })),
     Layer.provideMerge(Auth.layerDevIssuer),
     Layer.provide(
       Layer.succeed(Auth.AuthConfig, { keys: { _tag: "Dev" }, issuer: Auth.devIssuer, audience: Auth.devAudience })

@@ -47,6 +47,7 @@ const stepError = (error: unknown): TaskError => {
     }
     case "ConnectionNeedsReauth":
       return { code: e.code!, message: e.message!, details: { provider: (e as any).provider } }
+    case "RateLimited":
     case "UpstreamUnavailable":
       return {
         code: e.code!,

@@ -4,6 +4,7 @@ import * as EventLog from "@altan/agent/EventLog"
 import * as Redis from "@altan/agent/Redis"
 import * as SessionStore from "@altan/agent/SessionStore"
 import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
+import * as Admission from "@altan/integrator/Admission"
 import * as Auth from "@altan/integrator/Auth"
 import { ConnectionLive } from "@altan/integrator/Connection"
 import * as ConnectionStore from "@altan/integrator/ConnectionStore"
@@ -261,6 +262,7 @@ export const IntegratorLive = Layer.unwrapEffect(Effect.gen(function*() {
     HttpLive.pipe(
       Layer.provide(ReadinessLive),
       Layer.provide(Auth.layer),
+      Layer.provide(Layer.orDie(Admission.layerConfig)),
       Layer.provideMerge(NodeHttpServer.layer(edgeServer, { port: http.port, host: config.httpHost })),
       Layer.provide(IntegratorConfig.layer(http))
     )

@@ -72,7 +72,8 @@ const runTool = (token = member) =>
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 beforeAll(async () => {
-  edge = await startEdge(makeProbes())
+  // 50 tool calls at once from one tenant: above the edge's default of 32 concurrent tasks
+  edge = await startEdge(makeProbes(), { admission: { maxConcurrentTasks: 100 } })
   admin = await edge.sign({ tenant_id: "tenant-oauth", role: "admin" })
   member = await edge.sign({ tenant_id: "tenant-oauth", role: "member" })
   otherAdmin = await edge.sign({ tenant_id: "tenant-other", role: "admin" })

@@ -1,6 +1,7 @@
 import * as AgentConfig from "@altan/agent/AgentConfig"
 import { AgentSessionLive } from "@altan/agent/AgentSession"
 import { ToolFailed } from "@altan/domain/ToolWorker"
+import * as Admission from "@altan/integrator/Admission"
 import * as Auth from "@altan/integrator/Auth"
 import { ConnectionLive } from "@altan/integrator/Connection"
 import { HttpLive } from "@altan/integrator/Http"
@@ -164,7 +165,11 @@ export const audience = "altan-test"
  */
 export const startEdge = async (
   probes: ReturnType<typeof makeProbes>,
-  options: Parameters<typeof clusterLayer>[1] & { readonly maxBodyBytes?: number } = {}
+  options: Parameters<typeof clusterLayer>[1] & {
+    readonly maxBodyBytes?: number
+    /** Edge admission defaults (per tenant requests/s, concurrent tasks). */
+    readonly admission?: Partial<Admission.Options>
+  } = {}
 ) => {
   const pair = await jose.generateKeyPair("ES256", { extractable: true })
   const publicPem = await jose.exportSPKI(pair.publicKey)
@@ -181,6 +186,7 @@ export const startEdge = async (
       )
     ),
     Layer.provide(Auth.layer),
+    Layer.provide(Admission.layer(options.admission)),
     Layer.provide(Auth.layerDevIssuer),
     Layer.provide(authConfig),
     Layer.provide(IntegratorConfig.layer(options.maxBodyBytes ? { maxBodyBytes: options.maxBodyBytes } : {})),

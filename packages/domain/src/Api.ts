@@ -13,6 +13,7 @@ import {
   InvalidRequestHttp,
   NotFoundHttp,
   PayloadTooLargeHttp,
+  TooManyRequestsHttp,
   UnauthorizedHttp,
   UnavailableHttp,
   UpstreamFailedHttp
@@ -176,6 +177,7 @@ export class Api extends HttpApi.make("altan")
   .addError(ForbiddenHttp)
   .addError(PayloadTooLargeHttp)
   .addError(UnavailableHttp)
+  .addError(TooManyRequestsHttp)
   .annotate(OpenApi.Title, "Altan agent runtime")
   .annotate(OpenApi.Version, "0.1.0")
 {}

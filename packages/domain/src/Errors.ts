@@ -36,6 +36,9 @@ export class PayloadTooLarge
 /** 503: the runtime cannot take the request right now (cluster mailbox full, storage down). */
 export class Unavailable extends Schema.TaggedError<Unavailable>()("Unavailable", fields("unavailable")) {}
 
+/** 429: over a rate or concurrency limit; `details.retry_after_ms` says when to try again (also `Retry-After`). */
+export class TooManyRequests extends Schema.TaggedError<TooManyRequests>()("TooManyRequests", fields("rate_limited")) {}
+
 /** 502: an upstream (a provider's token endpoint, a vendor API) answered with an error or garbage. */
 export class UpstreamFailed extends Schema.TaggedError<UpstreamFailed>()("UpstreamFailed", fields("upstream_failed")) {}
 
@@ -67,3 +70,4 @@ export const ConflictHttp = httpError(Conflict, 409)
 export const PayloadTooLargeHttp = httpError(PayloadTooLarge, 413)
 export const UnavailableHttp = httpError(Unavailable, 503)
 export const UpstreamFailedHttp = httpError(UpstreamFailed, 502)
+export const TooManyRequestsHttp = httpError(TooManyRequests, 429)

@@ -12,7 +12,7 @@ import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import { Conflict, InvalidRequest, NotFound, Unauthorized, Unavailable } from "./Errors.js"
+import { Conflict, InvalidRequest, NotFound, TooManyRequests, Unauthorized, Unavailable } from "./Errors.js"
 import { SessionId, TaskId } from "./Ids.js"
 import { CurrentPrincipal } from "./Principal.js"
 import { SessionInfo, Task, TaskEvent, TaskRequest } from "./Task.js"
@@ -37,10 +37,14 @@ export class TaskRpcs extends RpcGroup.make(
   Rpc.make("SubmitTask", {
     payload: TaskRequest,
     success: Task,
-    error: Schema.Union(InvalidRequest, Conflict, NotFound, Unavailable)
+    error: Schema.Union(InvalidRequest, Conflict, NotFound, Unavailable, TooManyRequests)
   }),
   /** `GET /v1/tasks/{task_id}`. */
-  Rpc.make("GetTask", { payload: { task_id: TaskId }, success: Task, error: Schema.Union(NotFound, Unavailable) }),
+  Rpc.make("GetTask", {
+    payload: { task_id: TaskId },
+    success: Task,
+    error: Schema.Union(NotFound, Unavailable, TooManyRequests)
+  }),
   /** `POST /v1/tasks/{task_id}/cancel`: `Conflict` once the task has finished. */
   Rpc.make("CancelTask", {
     payload: { task_id: TaskId },

@@ -43,7 +43,9 @@ export class ToolFailed extends Schema.TaggedError<ToolFailed>()("ToolFailed", {
    */
   not_applied: Schema.optional(Schema.Boolean),
   /** Attempts made before giving up (set by the connection that retried). */
-  attempts: Schema.optional(Schema.Int)
+  attempts: Schema.optional(Schema.Int),
+  /** The upstream's rate-limit headers (`Retry-After`, `X-RateLimit-*`, vendor ones), for the provider's budget. */
+  rate_headers: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String }))
 }) {
   get code() {
     return "tool_failed"
@@ -77,12 +79,24 @@ export class UpstreamUnavailable extends Schema.TaggedError<UpstreamUnavailable>
   }
 }
 
+/** The tenant's budget at the provider cannot fit the call before its deadline (a sync task's timeout). */
+export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited", {
+  provider: Schema.String,
+  message: Schema.String,
+  retry_after_ms: Schema.Number
+}) {
+  get code() {
+    return "rate_limited"
+  }
+}
+
 export const ToolError = Schema.Union(
   ToolNotFound,
   ToolInputInvalid,
   ToolFailed,
   ConnectionNeedsReauth,
-  UpstreamUnavailable
+  UpstreamUnavailable,
+  RateLimited
 )
 export type ToolError = typeof ToolError.Type
 
@@ -103,6 +117,8 @@ export const ToolResult = Schema.Struct({
   attempts: Schema.optional(Schema.Int),
   /** The error of the last failed attempt, when an attempt failed before one succeeded. */
   last_error: Schema.optional(Schema.String),
+  /** The upstream's rate-limit headers of the last response, for the provider's budget. */
+  rate_headers: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })),
   /** The fallback tool that answered, when the called tool failed. */
   served_by: Schema.optional(Schema.String)
 })

@@ -1,32 +1,19 @@
+import { TooManyRequests } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import type { AdmissionSettings } from "@altan/domain/Settings"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
-import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 
-/**
- * 429: the tenant is over its request rate or its concurrent tasks at this edge. The shape of the domain's
- * wire errors (`code`, `message`, `details`); `details.retry_after_ms` gives the `Retry-After` header
- * (`retryAfterSeconds`).
- */
-export class TooManyRequests extends Data.TaggedError("TooManyRequests")<{
-  readonly code: "rate_limited"
-  readonly message: string
-  readonly details: {
-    readonly retry_after_ms: number
-    /** Which limit: the request rate, or the concurrent tasks. */
-    readonly limit: "requests_per_second" | "max_concurrent_tasks"
-  }
-}> {}
+export { TooManyRequests }
 
 /** The `Retry-After` header of a `TooManyRequests`: whole seconds, at least 1. */
 export const retryAfterSeconds = (error: TooManyRequests): number =>
-  Math.max(1, Math.ceil(error.details.retry_after_ms / 1000))
+  Math.max(1, Math.ceil(Number(error.details?.["retry_after_ms"] ?? 1000) / 1000))
 
 /**
  * Admission control at the edge, per integrator process: each tenant's request rate (a token bucket) and its

@@ -4,9 +4,11 @@ import { Egress } from "@altan/domain/Egress"
 import { NotFound, Unavailable, UpstreamFailed } from "@altan/domain/Errors"
 import { parseEntityId, type TenantId } from "@altan/domain/Ids"
 import { LlmBadResponse, LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
+import { callMetrics } from "@altan/domain/Metrics"
 import {
   ConnectionNeedsReauth,
   type Credential,
+  RateLimited,
   ToolFailed,
   ToolWorker,
   UpstreamUnavailable
@@ -35,6 +37,7 @@ import {
   type Tokens,
   tokensSecret
 } from "./OAuth.js"
+import * as RateBudget from "./RateBudget.js"
 import { backoff, makeBreaker, ResilienceConfig } from "./Resilience.js"
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
@@ -215,6 +218,13 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const { key: provider, tenantId } = parseEntityId(address.entityId)
       const oauth = makeOAuthSession(tenantId, provider)
       const breaker = makeBreaker(resilience)
+      // one budget per tenant and provider: this actor is its only holder across the cluster
+      const budget = yield* RateBudget.make({
+        tenant: tenantId,
+        provider,
+        ...RateBudget.effectiveLimits(provider, undefined)
+      })
+      const metrics = callMetrics(tenantId, provider)
       /**
        * The credential of this connection for one call: an API key read from its secret, or the OAuth2
        * access token this actor holds (refreshed here, once, when it is about to expire).
@@ -302,10 +312,28 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                   retry_after_ms: admitted.retryAfterMs
                 })
               }
+              const settings = yield* config.getSettings(tenantId)
+              yield* budget.reconfigure(RateBudget.effectiveLimits(provider, settings.providers[provider]))
+              yield* budget.acquire({
+                priority: payload.priority ?? "sync",
+                deadline: payload.deadline,
+                key: RateBudget.keyOf(payload.tool_id, payload.input)
+              }).pipe(
+                Effect.catchTag("RateLimited", (e) =>
+                  Effect.zipRight(
+                    metrics.call("rate_limited"),
+                    Effect.fail(
+                      new RateLimited({ provider, message: e.message, retry_after_ms: e.retry_after_ms })
+                    )
+                  ))
+              )
               const exit = yield* Effect.exit(once)
               if (Exit.isSuccess(exit)) {
                 yield* breaker.success
-                return { ...exit.value, attempts: attempt, ...(lastError ? { last_error: lastError } : {}) }
+                yield* budget.observe({ status: 200, headers: exit.value.rate_headers })
+                yield* metrics.call("ok")
+                const { rate_headers: _, ...result } = exit.value
+                return { ...result, attempts: attempt, ...(lastError ? { last_error: lastError } : {}) }
               }
               const error = Cause.failureOption(exit.cause)
               if (Option.isNone(error)) {
@@ -319,12 +347,19 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               }
               // a client error means the upstream is up; only transient failures count against it
               yield* (e.retryable ? breaker.failure : breaker.success)
+              yield* metrics.call("failed")
+              if (e.status !== undefined) {
+                yield* budget.observe({ status: e.status, headers: e.rate_headers, retry_after_ms: e.retry_after_ms })
+              }
               lastError = e.message
               const retry = e.retryable && attempt < maxAttempts && (safeToRepeat || e.not_applied === true)
-              const wait = retry ? yield* backoff(resilience, attempt, e.retry_after_ms) : 0
+              // a Retry-After pauses the provider's budget, which the next attempt waits for when it acquires
+              const paused = e.status !== undefined && e.retry_after_ms !== undefined
+              const wait = !retry ? 0 : paused ? 0 : yield* backoff(resilience, attempt, e.retry_after_ms)
               const now = yield* Clock.currentTimeMillis
               if (
-                !retry || wait > maxRetryAfter || (payload.deadline !== undefined && now + wait > payload.deadline)
+                !retry || wait > maxRetryAfter || (e.retry_after_ms ?? 0) > maxRetryAfter ||
+                (payload.deadline !== undefined && now + wait > payload.deadline)
               ) {
                 return yield* Effect.fail(
                   new ToolFailed({

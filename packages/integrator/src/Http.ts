@@ -375,6 +375,16 @@ const finishResponse = (
   if (response.status === 401) {
     return Effect.succeed(HttpServerResponse.setHeader(response, "www-authenticate", wwwAuthenticate))
   }
+  // every 429 says when to come back; the error's details carry it
+  if (response.status === 429 && response.headers["retry-after"] === undefined && response.body._tag === "Uint8Array") {
+    try {
+      const ms = JSON.parse(new TextDecoder().decode(response.body.body))?.error?.details?.retry_after_ms
+      const seconds = typeof ms === "number" ? Math.max(1, Math.ceil(ms / 1000)) : 1
+      return Effect.succeed(HttpServerResponse.setHeader(response, "retry-after", String(seconds)))
+    } catch {
+      return Effect.succeed(HttpServerResponse.setHeader(response, "retry-after", "1"))
+    }
+  }
   // the rest of an oversized body is not worth reading: close the connection after answering
   if (response.status === 413) return Effect.succeed(HttpServerResponse.setHeader(response, "connection", "close"))
   if (response.status === 404 && response.body._tag === "Empty") {

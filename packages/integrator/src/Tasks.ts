@@ -1,5 +1,5 @@
 import { AgentSession } from "@altan/domain/AgentSession"
-import { InvalidRequest, Unavailable } from "@altan/domain/Errors"
+import { InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
 import { entityId, type SessionId, sessionOfTask, type TaskId } from "@altan/domain/Ids"
 import type { Principal } from "@altan/domain/Principal"
 import { isTerminal, type TaskRequest } from "@altan/domain/Task"
@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
+import { Admission } from "./Admission.js"
 import { TenantConfig } from "./TenantConfig.js"
 
 const random = () => randomBytes(12).toString("base64url")
@@ -93,6 +94,10 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
   effect: Effect.gen(function*() {
     const sessions = yield* AgentSession.client
     const config = yield* TenantConfig
+    const admission = yield* Admission
+    /** Every task request passes the tenant's rate at this edge first. */
+    const admit = (principal: Principal) =>
+      Effect.flatMap(config.getSettings(principal.tenantId), (s) => admission.admit(principal.tenantId, s.admission))
     const session = (principal: Principal, sessionId: SessionId) => sessions(entityId(principal.tenantId, sessionId))
     const sessionFor = (principal: Principal, taskId: TaskId) => session(principal, sessionOfTask(taskId))
 
@@ -101,6 +106,8 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
      * in async mode as accepted. A repeated idempotency key answers the task the first submit created.
      */
     const submit = Effect.fn("Tasks.submit")(function*(principal: Principal, request: TaskRequest) {
+      const settings = yield* config.getSettings(principal.tenantId)
+      yield* admission.admit(principal.tenantId, settings.admission)
       const { sessionId, taskId } = taskIds(principal.tenantId, request.session_id, request.idempotency_key)
       const target = session(principal, sessionId)
       const llms = yield* resolveLlms(config, principal, request)
@@ -116,13 +123,27 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
             : e
         )
       )
-      return request.mode === "sync" && !isTerminal(accepted.status)
+      const task = request.mode === "sync" && !isTerminal(accepted.status)
         ? yield* orUnavailable(target.GetTask({ task_id: taskId, wait_ms: request.timeout_ms }), request.timeout_ms)
         : accepted
-    })
+      // a sync task refused by a provider's budget (its wait would pass the timeout) is the caller's 429
+      const limited = task.status === "failed"
+        ? task.steps.find((s) => s.error?.code === "rate_limited")
+        : undefined
+      if (limited) {
+        return yield* new TooManyRequests({
+          message: `${limited.error!.message}; the task ${taskId} failed without calling the provider`,
+          details: { retry_after_ms: limited.error!.details?.["retry_after_ms"] ?? 1000, task_id: taskId }
+        })
+      }
+      return task
+    }, (effect, principal) =>
+      // a sync submit holds one of the tenant's task slots at this edge while it runs
+      Effect.flatMap(config.getSettings(principal.tenantId), (s) =>
+        admission.task(principal.tenantId, s.admission, effect)))
 
     const get = (principal: Principal, taskId: TaskId) =>
-      orUnavailable(sessionFor(principal, taskId).GetTask({ task_id: taskId }))
+      Effect.zipRight(admit(principal), orUnavailable(sessionFor(principal, taskId).GetTask({ task_id: taskId })))
 
     /** Interrupts the task's running steps; `Conflict` once it has finished. */
     const cancel = (principal: Principal, taskId: TaskId) =>

@@ -43,7 +43,7 @@ describe("Admission", () => {
       const settings = { requests_per_second: 2 }
       expect(yield* admitted(admission, acme, 10, settings)).toBe(4)
       const refused = yield* Effect.flip(admission.admit(acme, settings))
-      expect(refused.details.retry_after_ms).toBe(500)
+      expect(refused.details?.["retry_after_ms"]).toBe(500)
       expect(yield* admission.snapshot(acme, settings)).toMatchObject({ burst: 4, requests_per_second: 2 })
       // raised: the new rate applies to the tokens left
       yield* TestClock.adjust(500)
@@ -58,7 +58,7 @@ describe("Admission", () => {
       const latch = yield* Deferred.make<void>()
       const running = yield* admission.task(acme, undefined, Deferred.await(latch)).pipe(Effect.fork)
       yield* Effect.yieldNow()
-      expect((yield* Effect.flip(admission.task(acme, undefined, Effect.void))).details.limit).toBe(
+      expect((yield* Effect.flip(admission.task(acme, undefined, Effect.void))).details?.["limit"]).toBe(
         "max_concurrent_tasks"
       )
       yield* admission.task(globex, undefined, Effect.void)

@@ -2,13 +2,35 @@ import { Connection, llmProvider } from "@altan/domain/Connection"
 import { Egress } from "@altan/domain/Egress"
 import { parseEntityId } from "@altan/domain/Ids"
 import { LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
-import { ToolNotFound, ToolWorker } from "@altan/domain/ToolWorker"
+import { ToolFailed, ToolNotFound, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { cacheKey, ToolCache } from "./ToolCache.js"
 import { ToolRegistry } from "./ToolRegistry.js"
+
+const rateHeaderName = /ratelimit|rate-limit|retry-after|sforce-limit-info/i
+
+/** The response headers a provider's budget learns from (`Retry-After`, `X-RateLimit-*`, vendor ones); none: undefined. */
+const rateLimitHeaders = (headers: Readonly<Record<string, string>>): Record<string, string> | undefined => {
+  let out: Record<string, string> | undefined
+  for (const [name, value] of Object.entries(headers)) {
+    if (rateHeaderName.test(name)) (out ??= {})[name] = value
+  }
+  return out
+}
+
+/** A `ToolFailed`'s fields, to rebuild it with more of them. */
+const toolFailedFields = (e: ToolFailed) => ({
+  tool_id: e.tool_id,
+  message: e.message,
+  retryable: e.retryable,
+  ...(e.status !== undefined ? { status: e.status } : {}),
+  ...(e.body_excerpt !== undefined ? { body_excerpt: e.body_excerpt } : {}),
+  ...(e.retry_after_ms !== undefined ? { retry_after_ms: e.retry_after_ms } : {}),
+  ...(e.not_applied !== undefined ? { not_applied: e.not_applied } : {})
+})
 
 /** `host[:port]` of a configured base URL: the tenant chose it, so its tools may reach it. */
 const hostOf = (url: string) => new URL(url).host
@@ -40,10 +62,17 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
               const hit = yield* cache.get(key)
               if (Option.isSome(hit)) return { output: hit.value, cached: true }
             }
+            // what the provider said about its limits, handed back for the connection's budget
+            let rateHeaders: Record<string, string> | undefined
             const output = yield* tool.run(input, {
               tenantId,
               credential: payload.credential,
-              http: (request) => egress.request({ ...request, allowHosts }),
+              http: (request) =>
+                egress.request({ ...request, allowHosts }).pipe(
+                  Effect.tap((response) => {
+                    rateHeaders = rateLimitHeaders(response.headers)
+                  })
+                ),
               baseUrl: (provider) => baseUrls[provider],
               idempotencyKey: payload.idempotency_key,
               complete: (messages) => {
@@ -70,9 +99,13 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
                   PersistenceError: unreachable
                 }))
               }
-            })
+            }).pipe(
+              Effect.mapError((e) =>
+                rateHeaders !== undefined ? new ToolFailed({ ...toolFailedFields(e), rate_headers: rateHeaders }) : e
+              )
+            )
             if (key) yield* cache.set(key, output)
-            return { output, cached: false }
+            return { output, cached: false, ...(rateHeaders ? { rate_headers: rateHeaders } : {}) }
           }).pipe(Effect.withSpan("ToolWorker.execute", { attributes, captureStackTrace: false })),
         Describe: () =>
           registry.get(tenantId, toolId).pipe(

@@ -1,0 +1,60 @@
+/**
+ * The cost of the Connection actor around a tool call (tenant settings and credential lookup, rate budget,
+ * circuit breaker, retry bookkeeping, metrics) against calling the tool worker directly, in the same run: the
+ * same GET tool, the same loopback upstream that answers at once, so the difference is all overhead.
+ */
+import { Connection } from "@altan/domain/Connection"
+import type { TenantId } from "@altan/domain/Ids"
+import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
+import { createServer } from "node:http"
+import { measure, print, type Result, startRuntime } from "./harness.js"
+
+const upstream = createServer((_, res) => {
+  res.writeHead(200, { "content-type": "application/json" })
+  res.end(`{"ok":true,"temperature":21}`)
+})
+await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r))
+const url = `http://127.0.0.1:${(upstream.address() as { port: number }).port}/weather`
+
+const runtime = await startRuntime()
+const tenant = "bench" as TenantId
+const provider = "weather"
+const workers = await runtime.run(ToolWorker.client)
+const connections = await runtime.run(Connection.client)
+await runtime.run(
+  workers(catalogId(tenant)).PutTool({
+    definition: {
+      tool_id: "weather" as any,
+      name: "Weather",
+      description: "bench",
+      parameters: [{ name: "city", type: "string", required: true }],
+      endpoint: url,
+      method: "GET",
+      auth: "none",
+      provider
+    }
+  })
+)
+
+const input = { city: "Lyon" }
+const worker = workers(`${tenant}/weather`)
+const direct = () => runtime.run(worker.Execute({ input })).then(() => undefined)
+const connection = connections(`${tenant}/${provider}`)
+const viaConnection = () =>
+  runtime.run(connection.Invoke({ tool_id: "weather", input, policy: { idempotent: true, idempotency_key: false } }))
+    .then(() => undefined)
+
+const results: Array<Result> = []
+for (const concurrency of [1, 64]) {
+  results.push(await measure("ToolWorker.Execute, direct (baseline)", concurrency, direct))
+  results.push(await measure("Connection.Invoke -> ToolWorker.Execute", concurrency, viaConnection))
+}
+print(
+  results,
+  (r) =>
+    r.name.startsWith("Connection")
+      ? results.find((b) => b.concurrency === r.concurrency && b.name.startsWith("ToolWorker"))
+      : undefined
+)
+upstream.close()
+process.exit(0)
