@@ -22,6 +22,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import { createServer } from "node:http"
+import * as AuditLog from "../packages/cluster/src/AuditLog.js"
 import { AgentStores, clusterRoundTrip, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
 
 /** The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port. */
@@ -61,6 +62,7 @@ export const startRuntime = async (options: { readonly extra?: Layer.Layer<never
       )
     )),
     Layer.provideMerge(IntegratorStores),
+    Layer.provideMerge(AuditLog.layerMemory),
     // as `npm start` runs: one process, no simulated wire
     Layer.provideMerge(ShardingMemory({ simulateRemoteSerialization: false }))
   )

@@ -56,5 +56,14 @@ print(
       ? results.find((b) => b.concurrency === r.concurrency && b.name.startsWith("ToolWorker"))
       : undefined
 )
+const signed = (ms: number) => `${ms >= 0 ? "+" : ""}${ms.toFixed(2)} ms`
+for (const concurrency of [1, 64]) {
+  const [base, via] = results.filter((r) => r.concurrency === concurrency)
+  // sequential calls show the added latency; saturated ones (the CPU is the limit) the added work per call
+  console.log(
+    `${concurrency} in flight: ${signed(via!.p50 - base!.p50)} p50, ${signed(via!.p99 - base!.p99)} p99, ` +
+      `${signed(1000 / via!.perSecond - 1000 / base!.perSecond)} per call at the measured throughput`
+  )
+}
 upstream.close()
 process.exit(0)

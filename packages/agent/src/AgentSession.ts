@@ -1,4 +1,5 @@
 import { AgentSession } from "@altan/domain/AgentSession"
+import { AuditLog } from "@altan/domain/AuditLog"
 import { Connection, llmProvider } from "@altan/domain/Connection"
 import { Conflict, InvalidRequest, NotFound } from "@altan/domain/Errors"
 import { parseEntityId, type SessionId, type TaskId } from "@altan/domain/Ids"
@@ -79,6 +80,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
   const connection = yield* Connection.client
   const toolWorker = yield* ToolWorker.client
   const sessions = yield* AgentSession.client
+  const audit = yield* AuditLog
   return AgentSession.toLayer(
     Effect.gen(function*() {
       const address = yield* Entity.CurrentAddress
@@ -139,7 +141,29 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
         })
 
       const emit = (taskId: TaskId, type: TaskEventType, extra: { step_id?: string; data?: unknown } = {}) =>
-        Effect.flatMap(now, (at) => events.append(tenantId, taskId, { type, task_id: taskId, at, ...extra }))
+        Effect.flatMap(now, (at) => events.append(tenantId, taskId, { type, task_id: taskId, at, ...extra })).pipe(
+          Effect.zipRight(auditTask(taskId, type))
+        )
+
+      /** A task's acceptance and its end are audited, with who asked and, at the end, how long it took. */
+      const auditTask = (taskId: TaskId, type: TaskEventType) => {
+        const terminal = type === "task.succeeded" || type === "task.failed" || type === "task.cancelled"
+        if (type !== "task.queued" && !terminal) return Effect.void
+        const task = state.tasks[taskId]
+        return audit.record({
+          tenant_id: tenantId,
+          ...(task?.user_id ? { user: task.user_id } : {}),
+          action: terminal ? "task.finished" : "task.accepted",
+          target: `task:${taskId}`,
+          outcome: type === "task.failed" ? "failed" : "ok",
+          ...(terminal && task ? { latency_ms: Date.now() - Date.parse(task.created_at) } : {}),
+          details: {
+            session_id: sessionId,
+            ...(terminal ? { status: type.slice(5) } : {}),
+            ...(terminal && task?.error ? { error: task.error.code } : {})
+          }
+        })
+      }
 
       const updateStep = (taskId: TaskId, stepId: string, f: (step: Step) => Step) =>
         updateTask(taskId, (task) => ({ ...task, steps: task.steps.map((s) => (s.id === stepId ? f(s) : s)) }))
@@ -541,6 +565,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               ...(request.idempotency_key ? { idempotency_key: request.idempotency_key } : {}),
               mode: request.mode,
               timeout_ms: request.timeout_ms,
+              user_id: principal.userId,
               created_at: at,
               updated_at: at
             }

@@ -41,6 +41,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import { createServer } from "node:http"
+import * as AuditLog from "./AuditLog.js"
 import * as MessageRetention from "./MessageRetention.js"
 import { layerConfig, type Role, RuntimeConfig, shardGroups, shardsPerGroup } from "./RuntimeConfig.js"
 
@@ -312,7 +313,11 @@ export const RuntimeLive: Layer.Layer<never> = Layer.unwrapEffect(Effect.gen(fun
     ? Layer.provideMerge(Banner, services.integrator)
     : Layer.empty
   const others = roles.filter((r) => r !== "integrator").map((r) => services[r])
-  return Layer.mergeAll(withBanner, ...others).pipe(Layer.provide(ShardingLive)) as Layer.Layer<
+  // one audit trail per process, shared by every service it runs
+  return Layer.mergeAll(withBanner, ...others).pipe(
+    Layer.provide(ShardingLive),
+    Layer.provide(Layer.orDie(AuditLog.layerFromConfig))
+  ) as Layer.Layer<
     never,
     never,
     RuntimeConfig

@@ -28,6 +28,7 @@ import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as jose from "jose"
 import { createPublicKey } from "node:crypto"
+import * as AuditLog from "../src/AuditLog.js"
 import { AgentStores, clusterRoundTrip, edgeServer, IntegratorStores, ShardingMemory } from "../src/Runtime.js"
 
 /**
@@ -154,7 +155,12 @@ export const clusterLayer = (
         )
       )
     )
-  ).pipe(Layer.provideMerge(IntegratorStores), Layer.provideMerge(ShardingMemory()))
+  ).pipe(
+    Layer.provideMerge(IntegratorStores),
+    Layer.provideMerge(ShardingMemory()),
+    // the audit trail in memory, readable by the tests (`AuditMemory`)
+    Layer.provideMerge(AuditLog.layerMemory)
+  )
 
 export const issuer = "https://idp.test"
 export const audience = "altan-test"
@@ -232,11 +238,14 @@ export const startEdge = async (
       body: res.headers.get("content-type")?.includes("json") ? JSON.parse(text) : undefined
     }
   }
+  const auditMemory = Context.get(context, AuditLog.AuditMemory)
   return {
     base,
     call,
     publicPem,
     sign,
+    /** The audit records written so far, oldest first. */
+    audit: () => auditMemory.records(),
     close: () => Effect.runPromise(Scope.close(scope, Exit.void))
   }
 }

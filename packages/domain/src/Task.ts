@@ -120,6 +120,8 @@ export const Task = Schema.Struct({
   /** `sync` tasks have a caller waiting until `timeout_ms`; their tool calls go first when budgets are short. */
   mode: Schema.optional(TaskMode),
   timeout_ms: Schema.optional(Schema.Int),
+  /** The `sub` of the token that submitted it. */
+  user_id: Schema.optional(Schema.String),
   created_at: Schema.String,
   updated_at: Schema.String
 })

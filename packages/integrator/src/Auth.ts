@@ -1,8 +1,10 @@
 import { Authentication } from "@altan/domain/Api"
+import { AuditLog } from "@altan/domain/AuditLog"
 import { Unauthorized } from "@altan/domain/Errors"
 import { TenantId, UserId } from "@altan/domain/Ids"
 import { Principal, Role } from "@altan/domain/Principal"
 import * as HttpApp from "@effect/platform/HttpApp"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
@@ -414,20 +416,48 @@ export const challenge = (error: Unauthorized): string =>
  * The `Authentication` middleware of the public API: bearer token -> `CurrentPrincipal`. A refusal is a 401
  * with the error envelope and a `WWW-Authenticate: Bearer error="invalid_token"` challenge naming the problem.
  */
-export const AuthenticationLive: Layer.Layer<Authentication, never, TokenVerifier> = Layer.effect(
+/**
+ * The caller of the request being served, once its token is verified: the edge provides an empty holder
+ * per request and reads it after the answer, to audit what the caller did.
+ */
+export class RequestPrincipal extends Context.Tag("@altan/integrator/RequestPrincipal")<RequestPrincipal, {
+  current: Principal | undefined
+}>() {}
+
+export const AuthenticationLive: Layer.Layer<Authentication, never, TokenVerifier | AuditLog> = Layer.effect(
   Authentication,
-  Effect.map(TokenVerifier, (verifier) => ({
-    bearer: (token) =>
-      verifier.verify(Redacted.value(token).trim()).pipe(
-        Effect.tapError((error) =>
-          HttpApp.appendPreResponseHandler((_request, response) =>
-            Effect.succeed(
-              response.status === 401
-                ? HttpServerResponse.setHeader(response, "www-authenticate", challenge(error))
-                : response
+  Effect.gen(function*() {
+    const verifier = yield* TokenVerifier
+    const audit = yield* AuditLog
+    return {
+      bearer: (token) =>
+        verifier.verify(Redacted.value(token).trim()).pipe(
+          Effect.tap((principal) =>
+            Effect.map(Effect.serviceOption(RequestPrincipal), (holder) => {
+              if (Option.isSome(holder)) holder.value.current = principal
+            })
+          ),
+          Effect.tapError((error) =>
+            Effect.zipRight(
+              // the token is not trusted, so neither is its tenant: the record is under "-"
+              Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+                audit.record({
+                  tenant_id: "-",
+                  action: "auth.failure",
+                  target: `${request.method} ${request.url.split("?")[0]}`,
+                  outcome: "denied",
+                  details: { reason: error.message }
+                })),
+              HttpApp.appendPreResponseHandler((_request, response) =>
+                Effect.succeed(
+                  response.status === 401
+                    ? HttpServerResponse.setHeader(response, "www-authenticate", challenge(error))
+                    : response
+                )
+              )
             )
           )
         )
-      )
-  }))
+    }
+  })
 )

@@ -1,3 +1,4 @@
+import { AuditLog } from "@altan/domain/AuditLog"
 import { Connection, llmProvider } from "@altan/domain/Connection"
 import type { OAuth2Connection } from "@altan/domain/ConnectionConfig"
 import { Egress } from "@altan/domain/Egress"
@@ -56,6 +57,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
   const secrets = yield* SecretStore
   const oauthStore = yield* OAuthStore
   const resilience = yield* ResilienceConfig
+  const audit = yield* AuditLog
   const egress = yield* Egress
 
   const clientSecretOf = (tenantId: TenantId, provider: string, config: OAuth2Connection) =>
@@ -225,6 +227,42 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
         ...RateBudget.effectiveLimits(provider, undefined)
       })
       const metrics = callMetrics(tenantId, provider)
+
+      /** One audit record per tool call as the agent asked for it: outcome, attempts, latency, fallback. */
+      const auditInvoke = (
+        payload: {
+          readonly tool_id: string
+          readonly task_id?: string | undefined
+          readonly step_id?: string | undefined
+        }
+      ) =>
+      <
+        A extends { readonly attempts?: number | undefined; readonly served_by?: string | undefined },
+        E extends { readonly _tag: string; readonly code?: string },
+        R
+      >(effect: Effect.Effect<A, E, R>) =>
+        Effect.gen(function*() {
+          const started = yield* Clock.currentTimeMillis
+          const exit = yield* Effect.exit(effect)
+          const latency_ms = (yield* Clock.currentTimeMillis) - started
+          const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+          yield* audit.record({
+            tenant_id: tenantId,
+            action: "tool.invoke",
+            target: `tool:${payload.tool_id}`,
+            outcome: Exit.isSuccess(exit) ? "ok" : "failed",
+            latency_ms,
+            details: {
+              provider,
+              ...(payload.task_id ? { task_id: payload.task_id } : {}),
+              ...(payload.step_id ? { step_id: payload.step_id } : {}),
+              ...(Exit.isSuccess(exit) && exit.value.attempts ? { attempts: exit.value.attempts } : {}),
+              ...(Exit.isSuccess(exit) && exit.value.served_by ? { served_by: exit.value.served_by } : {}),
+              ...(Option.isSome(error) ? { error: error.value.code ?? error.value._tag } : {})
+            }
+          })
+          return yield* exit
+        })
       /**
        * The credential of this connection for one call: an API key read from its secret, or the OAuth2
        * access token this actor holds (refreshed here, once, when it is about to expire).
@@ -408,6 +446,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 }).pipe(Effect.withSpan("Connection.fallback", { attributes: { "tool.id": fallback } }))
             )
           )).pipe(
+            auditInvoke(payload),
             Effect.tapError((e) =>
               Effect.logWarning(`tool call failed: ${e.message}`).pipe(
                 Effect.annotateLogs({ "tenant.id": tenantId, provider, "tool.id": payload.tool_id, error: e._tag })
@@ -435,6 +474,24 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               expires_at: tokens.expires_at === undefined ? null : new Date(tokens.expires_at).toISOString()
             }
           }).pipe(
+            Effect.tapBoth({
+              onFailure: (e) =>
+                audit.record({
+                  tenant_id: tenantId,
+                  action: "config.change",
+                  target: `connection:${provider}`,
+                  outcome: "failed",
+                  details: { operation: "authorization_callback", error: e.code }
+                }),
+              onSuccess: (info) =>
+                audit.record({
+                  tenant_id: tenantId,
+                  action: "config.change",
+                  target: `connection:${provider}`,
+                  outcome: "ok",
+                  details: { operation: "authorization_callback", scopes: info.scopes }
+                })
+            }),
             Effect.withSpan("Connection.completeAuthorization", { attributes: { "tenant.id": tenantId, provider } })
           ),
 
@@ -500,7 +557,33 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
             return yield* (f._tag === "LlmUnavailable"
               ? new LlmUnavailable({ message: f.message, attempts })
               : new LlmBadResponse({ message: f.message, attempts }))
-          }).pipe(Effect.withSpan("Connection.complete", { attributes: { "tenant.id": tenantId, provider } }))
+          }).pipe(
+            (effect) =>
+              Effect.gen(function*() {
+                const started = yield* Clock.currentTimeMillis
+                const exit = yield* Effect.exit(effect)
+                yield* audit.record({
+                  tenant_id: tenantId,
+                  action: "llm.call",
+                  target: provider,
+                  outcome: Exit.isSuccess(exit) ? "ok" : "failed",
+                  latency_ms: (yield* Clock.currentTimeMillis) - started,
+                  details: {
+                    ...(payload.task_id ? { task_id: payload.task_id } : {}),
+                    ...(Exit.isSuccess(exit)
+                      ? {
+                        llm_id: exit.value.llm_id,
+                        attempts: exit.value.attempts.length,
+                        prompt_tokens: exit.value.usage.prompt_tokens,
+                        completion_tokens: exit.value.usage.completion_tokens
+                      }
+                      : {})
+                  }
+                })
+                return yield* exit
+              }),
+            Effect.withSpan("Connection.complete", { attributes: { "tenant.id": tenantId, provider } })
+          )
       })
     }),
     { concurrency: "unbounded", maxIdleTime: "15 minutes" }

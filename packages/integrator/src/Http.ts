@@ -1,4 +1,5 @@
 import { Api } from "@altan/domain/Api"
+import { AuditLog } from "@altan/domain/AuditLog"
 import { Connection } from "@altan/domain/Connection"
 import type { ConnectionConfig, ConnectionInfo } from "@altan/domain/ConnectionConfig"
 import { Conflict, Forbidden, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
@@ -23,7 +24,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
 import type { Readable } from "node:stream"
-import { AuthenticationLive } from "./Auth.js"
+import { AuthenticationLive, RequestPrincipal } from "./Auth.js"
 import { ConnectionStore } from "./ConnectionStore.js"
 import { IntegratorConfig } from "./IntegratorConfig.js"
 import { authorizeUrl, OAuthStore, randomToken, scopesFor, stateTtlMs } from "./OAuth.js"
@@ -453,17 +454,59 @@ const edge = (maxBodyBytes: number) => (app: Effect.Effect<HttpServerResponse.Ht
   Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     yield* HttpApp.appendPreResponseHandler(finishResponse)
+    const holder: RequestPrincipal["Type"] = { current: undefined }
+    yield* HttpApp.appendPreResponseHandler(auditResponse(yield* AuditLog, holder))
+    // a fresh holder per request (the app itself is shared by every request)
+    const served = Effect.provideService(app, RequestPrincipal, holder)
     const declared = request.headers["content-length"]
     if (declared !== undefined) {
       if (Number(declared) > maxBodyBytes) return tooLarge(maxBodyBytes)
-      return yield* app
+      return yield* served
     }
-    if (!HttpMethod.hasBody(request.method) || request.headers["transfer-encoding"] === undefined) return yield* app
+    if (!HttpMethod.hasBody(request.method) || request.headers["transfer-encoding"] === undefined) return yield* served
     const body = yield* readLimited(NodeHttpServerRequest.toIncomingMessage(request), maxBodyBytes).pipe(
       Effect.mapError((cause) => new HttpServerError.RequestError({ request, reason: "Transport", cause }))
     )
     if (body === undefined) return tooLarge(maxBodyBytes)
-    return yield* Effect.provideService(app, HttpServerRequest.HttpServerRequest, withBody(request, body))
+    return yield* Effect.provideService(served, HttpServerRequest.HttpServerRequest, withBody(request, body))
+  })
+
+const configKinds: Record<string, string> = {
+  llms: "llm",
+  settings: "settings",
+  secrets: "secret",
+  tools: "tool",
+  connections: "connection"
+}
+
+/**
+ * Audits what the answer says about the request: a configuration write (never its body, so never a
+ * secret value) with its outcome, and any refusal for the caller's role.
+ */
+const auditResponse = (audit: AuditLog["Type"], holder: RequestPrincipal["Type"]) =>
+(
+  request: HttpServerRequest.HttpServerRequest,
+  response: HttpServerResponse.HttpServerResponse
+) =>
+  Effect.gen(function*() {
+    const principal = Option.fromNullable(holder.current)
+    if (Option.isNone(principal)) return response
+    const path = request.url.split("?")[0]!
+    const match = /^\/v1\/(llms|settings|secrets|tools|connections)(?:\/([^/]+))?(?:\/(authorize))?$/.exec(path)
+    const write = request.method === "PUT" || request.method === "DELETE" || request.method === "POST"
+    if (response.status !== 403 && !(match && write)) return response
+    const target = match
+      ? `${configKinds[match[1]!]}${match[2] ? `:${decodeURIComponent(match[2])}` : ""}`
+      : `${request.method} ${path}`
+    yield* audit.record({
+      tenant_id: principal.value.tenantId,
+      user: principal.value.userId,
+      action: response.status === 403 ? "authz.failure" : "config.change",
+      target,
+      outcome: response.status === 403 ? "denied" : response.status < 400 ? "ok" : "failed",
+      details: { method: request.method, status: response.status, ...(match?.[3] ? { operation: match[3] } : {}) }
+    })
+    return response
   })
 
 /** The public API, its docs and its OpenAPI document, served on the configured `HttpServer`. */

@@ -1,4 +1,5 @@
 import { Authentication } from "@altan/domain/Api"
+import * as AuditLog from "@altan/domain/AuditLog"
 import { CurrentPrincipal } from "@altan/domain/Principal"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpApi from "@effect/platform/HttpApi"
@@ -156,6 +157,7 @@ const startEdge = async (verifier: Layer.Layer<Auth.TokenVerifier, any>): Promis
     Layer.provide(HttpApiBuilder.api(TestApi)),
     Layer.provide(WhoamiLive),
     Layer.provide(Auth.AuthenticationLive),
+    Layer.provide(AuditLog.layerNoop),
     // large enough for the 100 KiB token to reach the middleware (Node's default is 16 KiB)
     Layer.provideMerge(
       NodeHttpServer.layer(() => createServer({ maxHeaderSize: 256 * 1024 }), { port: 0, host: "127.0.0.1" })

@@ -1,10 +1,14 @@
+import { AuditLog } from "@altan/domain/AuditLog"
 import { Connection, llmProvider } from "@altan/domain/Connection"
-import { Egress } from "@altan/domain/Egress"
+import { Egress, type EgressResponse } from "@altan/domain/Egress"
 import { parseEntityId } from "@altan/domain/Ids"
 import { LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
 import { ToolFailed, ToolNotFound, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { cacheKey, ToolCache } from "./ToolCache.js"
@@ -32,6 +36,16 @@ const toolFailedFields = (e: ToolFailed) => ({
   ...(e.not_applied !== undefined ? { not_applied: e.not_applied } : {})
 })
 
+/** `https://host/path` of a request: no query string or userinfo, which may hold tokens. */
+const safeTarget = (raw: string) => {
+  try {
+    const url = new URL(raw)
+    return `${url.protocol}//${url.host}${url.pathname}`
+  } catch {
+    return "invalid-url"
+  }
+}
+
 /** `host[:port]` of a configured base URL: the tenant chose it, so its tools may reach it. */
 const hostOf = (url: string) => new URL(url).host
 
@@ -45,7 +59,35 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
       const registry = yield* ToolRegistry
       const egress = yield* Egress
       const cache = yield* ToolCache
+      const audit = yield* AuditLog
       const attributes = { "tenant.id": tenantId, "tool.id": toolId }
+      /** Every request to a third party is audited: where (host and path, no query), how it went, how long. */
+      const auditRequest =
+        (request: { readonly url: string; readonly method: string }) =>
+        <E extends { readonly _tag: string }>(effect: Effect.Effect<EgressResponse, E>) =>
+          Effect.gen(function*() {
+            const started = yield* Clock.currentTimeMillis
+            const exit = yield* Effect.exit(effect)
+            const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+            yield* audit.record({
+              tenant_id: tenantId,
+              action: "http.request",
+              target: safeTarget(request.url),
+              outcome: Exit.isSuccess(exit) && exit.value.status < 400
+                ? "ok"
+                : Option.exists(error, (e) => e._tag === "EgressDenied")
+                ? "denied"
+                : "failed",
+              latency_ms: (yield* Clock.currentTimeMillis) - started,
+              details: {
+                tool: toolId,
+                method: request.method,
+                ...(Exit.isSuccess(exit) ? { status: exit.value.status } : {}),
+                ...(Option.isSome(error) ? { error: error.value._tag } : {})
+              }
+            })
+            return yield* exit
+          })
       return ToolWorker.of({
         Execute: ({ payload }) =>
           Effect.gen(function*() {
@@ -71,7 +113,8 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
                 egress.request({ ...request, allowHosts }).pipe(
                   Effect.tap((response) => {
                     rateHeaders = rateLimitHeaders(response.headers)
-                  })
+                  }),
+                  auditRequest(request)
                 ),
               baseUrl: (provider) => baseUrls[provider],
               idempotencyKey: payload.idempotency_key,
