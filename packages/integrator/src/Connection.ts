@@ -224,6 +224,8 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const budget = yield* RateBudget.make({
         tenant: tenantId,
         provider,
+        // what the provider counts arrives a little after what we grant: stay inside its window too
+        windowMargin: "100 millis",
         ...RateBudget.effectiveLimits(provider, undefined)
       })
       const metrics = callMetrics(tenantId, provider)

@@ -13,18 +13,22 @@ import type * as Scope from "effect/Scope"
  * The call budget of one tenant at one provider, owned by its `Connection[tenant/provider]` actor. The actor is
  * a cluster singleton, so this in-memory budget holds across all runners without a distributed lock.
  *
- * - A token bucket (`rate_limit`: capacity `requests`, refilled continuously at `requests / per_seconds`), and
- *   optionally one more bucket per `key` (`perKey`, e.g. one per Slack channel). A call takes one token of each.
+ * - A sliding window (`rate_limit`): at most `requests` calls start in any `per_seconds` interval, whenever it
+ *   begins (so 100 concurrent calls through 10/s start 10 at 0 s, 10 at 1 s, ..., 10 at 9 s; a token bucket would
+ *   let up to twice the budget into the first second). Vendor limits such as HubSpot's "100 per 10 s" are such
+ *   windows. Optionally one more window per `key` (`perKey`, e.g. one per Slack channel). A call counts in each.
+ *   Each window is a log of the start times of its last `requests` calls (see `Window`).
  * - A daily allowance (`daily_limit`) over a rolling 24 hours, counted in 5-minute slots: a call is forgotten
  *   between 24 h and 24 h 5 min after it was made. Rolling is the safe reading of both vendor models: it never
  *   exceeds a fixed per-day quota (HubSpot resets at the account's midnight) and matches Salesforce's rolling
  *   24-hour allowance. The last `dailyReserve` (10%) of it is kept for `sync` calls.
  * - What the provider says in its answers (`observe`): `Retry-After`, `X-RateLimit-*` and vendor equivalents
  *   pause the budget or count down the provider's window; `Sforce-Limit-Info` and HubSpot's daily headers set
- *   the daily allowance and its usage.
+ *   the daily allowance and its usage. After a pause the budget does not resume with a full window: one call
+ *   starts when it ends, then one every `per_seconds / requests` until the calls stop coming faster than that.
  *
  * Waiting calls queue: all `sync` calls before any `async` one, first come first served within a priority.
- * A call whose own key bucket is empty does not hold up calls for other keys.
+ * A call whose own key window is full does not hold up calls for other keys.
  */
 export interface RateBudget {
   /**
@@ -55,7 +59,7 @@ export interface AcquireRequest {
   readonly priority: Priority
   /** Epoch milliseconds by which the call must have started; a call that cannot fails fast. */
   readonly deadline?: number | undefined
-  /** The sub-bucket of the call under `perKey`, e.g. `channel:C123` (see `keyOf`); ignored without `perKey`. */
+  /** The sub-window of the call under `perKey`, e.g. `channel:C123` (see `keyOf`); ignored without `perKey`. */
   readonly key?: string | undefined
 }
 
@@ -71,7 +75,7 @@ export interface ObservedResponse {
 export interface Limits {
   readonly rate_limit?: RateLimit | undefined
   readonly daily_limit?: number | undefined
-  /** One more bucket per `AcquireRequest.key`. */
+  /** One more window per `AcquireRequest.key`. */
   readonly perKey?: RateLimit | undefined
 }
 
@@ -86,8 +90,17 @@ export interface Options extends Limits {
   readonly defaultPause?: Duration.DurationInput | undefined
   /** The longest pause a response can impose (a later reset is probed after it). Default 1 hour. */
   readonly maxPause?: Duration.DurationInput | undefined
-  /** Per-key buckets kept before idle (full) ones are dropped. Default 10,000. */
+  /**
+   * Per-key windows kept before idle ones (no call waiting, no start left in the window) are dropped.
+   * Default 10,000.
+   */
   readonly maxKeys?: number | undefined
+  /**
+   * Added to every window: a start counts against the limit for `per_seconds` plus this. Our grant and the
+   * provider's count differ by network and scheduling delays; a margin keeps the provider's view in budget too.
+   * Default 0.
+   */
+  readonly windowMargin?: Duration.DurationInput | undefined
 }
 
 export const defaults = {
@@ -100,7 +113,13 @@ export const defaults = {
 export interface Snapshot {
   readonly provider: string
   readonly rate_limit: RateLimit | null
-  /** Tokens in the bucket (fractional: it refills continuously); null without `rate_limit`. */
+  /**
+   * The calls `rate_limit` still lets start now: `requests` minus the starts in the last `per_seconds` (an integer;
+   * the name is kept from the token bucket it replaced). After a pause it counts the paced starts (see `observe`)
+   * as taken, so it stays low until they are out of the window. Pauses, the provider's window and the daily
+   * allowance are not taken into account (see `paused_until`, `provider_window`, `daily`). Null without
+   * `rate_limit`.
+   */
   readonly tokens: number | null
   /** Epoch milliseconds until which nothing starts, after a 429 or an exhausted provider window. */
   readonly paused_until: number | null
@@ -114,7 +133,7 @@ export interface Snapshot {
     readonly reserve: number
   }
   readonly queued: { readonly sync: number; readonly async: number }
-  /** Per-key buckets held. */
+  /** Per-key windows held. */
   readonly keys: number
 }
 
@@ -330,42 +349,148 @@ export const readSignals = (response: ObservedResponse, now: number, defaultPaus
 // ---------------------------------------------------------------------------------------------------------------
 // The budget
 
-/** Token counts are fractional; a token is there when the count is within this of 1. */
-const EPSILON = 1e-9
+/** Start times are compared with this slack (windows of fractional milliseconds, e.g. `per_seconds: 1/3`). */
+const EPSILON = 1e-6
 const DAY = 86_400_000
 const SLOT = 5 * 60_000
 
-interface Bucket {
-  capacity: number
-  /** Tokens per millisecond. */
-  rate: number
-  tokens: number
-  /** When `tokens` was last brought up to date; in the future while paused. */
-  at: number
+/**
+ * A sliding-window log: at most `requests` call starts in any interval of `span` milliseconds. It holds the start
+ * times of the last `requests` calls, oldest first, in a ring buffer (grown on demand up to `requests` entries):
+ * a call may start at `now` when fewer than `requests` of them lie in `(now - span, now]`, that is once the ring
+ * has room or from `oldest + span` on. Older starts cannot matter: the oldest of the last `requests` had to be out
+ * of the window before the newest could start, and so had every start before it.
+ *
+ * Entries may lie in the future: after a pause the log holds made-up starts that pace the calls (see `pace`).
+ */
+interface Window {
+  requests: number
+  /** Milliseconds. */
+  span: number
+  ring: Array<number>
+  /** Where the oldest entry is in `ring`. */
+  head: number
+  size: number
 }
 
-const bucketOf = (limit: RateLimit, now: number): Bucket => ({
-  capacity: limit.requests,
-  rate: limit.requests / (limit.per_seconds * 1000),
-  tokens: limit.requests,
-  at: now
+const windowOf = (limit: RateLimit, margin: number): Window => ({
+  requests: limit.requests,
+  span: limit.per_seconds * 1000 + margin,
+  ring: [],
+  head: 0,
+  size: 0
 })
 
-const refill = (bucket: Bucket, now: number) => {
-  if (now > bucket.at) {
-    bucket.tokens = Math.min(bucket.capacity, bucket.tokens + (now - bucket.at) * bucket.rate)
-    bucket.at = now
+/** The `i`-th entry, oldest first. */
+const entry = (w: Window, i: number): number => w.ring[(w.head + i) % w.ring.length]!
+
+const setEntry = (w: Window, i: number, value: number) => {
+  w.ring[(w.head + i) % w.ring.length] = value
+}
+
+const entriesOf = (w: Window): Array<number> => Array.from({ length: w.size }, (_, i) => entry(w, i))
+
+/** Replaces the log by the newest `requests` of `entries` (ascending). */
+const fill = (w: Window, entries: ReadonlyArray<number>) => {
+  w.ring = entries.slice(Math.max(0, entries.length - w.requests))
+  w.head = 0
+  w.size = w.ring.length
+}
+
+/** Records a start (in order, as clocks may step back), forgetting the oldest when the ring is full. */
+const record = (w: Window, at: number) => {
+  if (w.size >= w.requests) {
+    w.head = (w.head + 1) % w.ring.length
+    w.size -= 1
+  }
+  if (w.size === w.ring.length) {
+    const grown = entriesOf(w)
+    grown.length = Math.min(w.requests, Math.max(4, 2 * w.size))
+    w.ring = grown
+    w.head = 0
+  }
+  let i = w.size
+  while (i > 0 && entry(w, i - 1) > at) {
+    setEntry(w, i, entry(w, i - 1))
+    i -= 1
+  }
+  setEntry(w, i, at)
+  w.size += 1
+}
+
+/** Forgets a start that was given back (the newest entry with that time, if it is still held). */
+const forget = (w: Window, at: number) => {
+  for (let i = w.size - 1; i >= 0; i--) {
+    if (entry(w, i) !== at) continue
+    for (let j = i; j < w.size - 1; j++) setEntry(w, j, entry(w, j + 1))
+    w.size -= 1
+    return
   }
 }
 
-const hasToken = (bucket: Bucket) => bucket.tokens >= 1 - EPSILON
+const hasRoom = (w: Window, now: number) => w.size < w.requests || entry(w, 0) + w.span <= now + EPSILON
 
-/** When `n` tokens will have been there, counting from `from` and taking none before. */
-const timeFor = (bucket: Bucket, now: number, from: number, n: number): number => {
-  refill(bucket, now)
-  const base = Math.max(from, bucket.at)
-  const have = Math.min(bucket.capacity, bucket.tokens + (base - bucket.at) * bucket.rate)
-  return have >= n - EPSILON ? base : base + (n - have) / bucket.rate
+/** Starts in the window ending at `now` (and made-up ones after it, see `pace`). */
+const startsIn = (w: Window, now: number): number => {
+  let n = 0
+  for (let i = w.size - 1; i >= 0 && entry(w, i) + w.span > now + EPSILON; i--) n += 1
+  return n
+}
+
+/**
+ * When the `n`-th of the next calls may start, the first not before `from`, if they start as early as the window
+ * lets them. With the log `l_1..l_N` (oldest first; missing entries are -Infinity), call `qN + r` (r in 1..N)
+ * starts at `max(from + q * span, l_r + (q + 1) * span)`.
+ */
+const timeFor = (w: Window, from: number, n: number): number => {
+  const q = Math.floor((n - 1) / w.requests)
+  const r = n - q * w.requests
+  const missing = w.requests - w.size
+  const after = r <= missing ? -Infinity : entry(w, r - missing - 1) + (q + 1) * w.span
+  return Math.max(from + q * w.span, after)
+}
+
+/**
+ * New limits for a log, keeping its history. Fewer requests keep the newest starts; more requests in a longer
+ * span also need starts the log has forgotten: when it was full, they are assumed as late as the old limit
+ * allowed (the start `requests` before one came at least `span` earlier), as far back as the new span reaches.
+ */
+const reshape = (w: Window, limit: RateLimit, now: number, margin: number) => {
+  const entries = entriesOf(w)
+  const requests = limit.requests
+  const span = limit.per_seconds * 1000 + margin
+  if (w.size > 0 && w.size >= w.requests && requests > w.size) {
+    // newest first; each forgotten start is no later than the one after it, nor than the start `w.requests`
+    // after it minus the old span
+    entries.reverse()
+    while (entries.length < requests) {
+      const at = Math.min(entries[entries.length - 1]!, entries[entries.length - w.requests]! - w.span)
+      if (at + span <= now) break
+      entries.push(at)
+    }
+    entries.reverse()
+  }
+  w.requests = requests
+  w.span = span
+  fill(w, entries)
+}
+
+/**
+ * Resuming after a pause that ends at `until`: not with a full window, but one call at `until`, then one per
+ * `span / requests` (the budget's average rate) until the calls stop coming faster than that. The log gets the
+ * made-up starts `until - span + i * span / requests` (i = 1..requests-1), merged with the real ones (the newest
+ * `requests` of both are kept, so the stricter wins).
+ */
+const pace = (w: Window, until: number) => {
+  const made = Array.from({ length: w.requests - 1 }, (_, i) => until - w.span + (i + 1) * w.span / w.requests)
+  const real = entriesOf(w)
+  const merged: Array<number> = []
+  let a = 0
+  let b = 0
+  while (a < real.length || b < made.length) {
+    merged.push(b >= made.length || (a < real.length && real[a]! <= made[b]!) ? real[a++]! : made[b++]!)
+  }
+  fill(w, merged)
 }
 
 const sameLimit = (a: RateLimit | undefined, b: RateLimit | undefined) =>
@@ -460,8 +585,8 @@ interface Waiter {
   state: "queued" | "granted" | "gone"
   taken?: {
     readonly at: number
-    readonly bucket: Bucket | undefined
-    readonly keyBucket: Bucket | undefined
+    readonly window: Window | undefined
+    readonly keyWindow: Window | undefined
     readonly slot: Slot
   }
 }
@@ -470,7 +595,7 @@ const priorities: ReadonlyArray<Priority> = ["sync", "async"]
 
 /**
  * A budget with the given limits. Its scope (the `Connection` actor's) runs the fiber that wakes waiting calls
- * when tokens come back; closing it interrupts the calls still waiting.
+ * when their window has room again; closing it interrupts the calls still waiting.
  */
 export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -478,13 +603,14 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
     const reserveShare = Math.min(Math.max(options.dailyReserve ?? defaults.dailyReserve, 0), 0.99)
     const defaultPauseMs = Duration.toMillis(options.defaultPause ?? defaults.defaultPause)
     const maxPauseMs = Duration.toMillis(options.maxPause ?? defaults.maxPause)
+    const margin = options.windowMargin === undefined ? 0 : Duration.toMillis(options.windowMargin)
     const maxKeys = options.maxKeys ?? defaults.maxKeys
     const metrics = callMetrics(options.tenant, provider)
 
     const start = yield* Clock.currentTimeMillis
     let limits: Limits = {}
-    let bucket: Bucket | undefined
-    const keys = new Map<string, Bucket>()
+    let window: Window | undefined
+    const keys = new Map<string, Window>()
     /** Waiting calls per key, by priority. */
     const waitingByKey = new Map<string, { sync: number; async: number }>()
     let pausedUntil = 0
@@ -495,16 +621,16 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
     const signal = () => Deferred.unsafeDone(wake, Exit.void)
 
     const configure = (next: Limits, now: number) => {
+      // the logs keep their recent starts under new limits (see `reshape`)
       if (!sameLimit(next.rate_limit, limits.rate_limit)) {
-        if (next.rate_limit === undefined) bucket = undefined
-        else if (bucket === undefined) bucket = bucketOf(next.rate_limit, now)
-        else {
-          refill(bucket, now)
-          const fresh = bucketOf(next.rate_limit, now)
-          bucket = { ...fresh, tokens: Math.min(bucket.tokens, fresh.capacity), at: bucket.at }
-        }
+        if (next.rate_limit === undefined) window = undefined
+        else if (window === undefined) window = windowOf(next.rate_limit, margin)
+        else reshape(window, next.rate_limit, now, margin)
       }
-      if (!sameLimit(next.perKey, limits.perKey)) keys.clear()
+      if (!sameLimit(next.perKey, limits.perKey)) {
+        if (next.perKey === undefined) keys.clear()
+        else for (const kw of keys.values()) reshape(kw, next.perKey, now, margin)
+      }
       daily.configured = next.daily_limit
       limits = next
     }
@@ -512,20 +638,18 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
 
     const keyOfWaiter = (key: string | undefined) => limits.perKey === undefined ? undefined : key
 
-    const keyBucket = (key: string | undefined, now: number): Bucket | undefined => {
+    const keyWindow = (key: string | undefined, now: number): Window | undefined => {
       if (key === undefined || limits.perKey === undefined) return undefined
       let found = keys.get(key)
       if (found === undefined) {
         if (keys.size >= maxKeys) {
-          // a full bucket nobody waits for is the same as none
-          for (const [k, b] of keys) {
-            refill(b, now)
-            if (b.tokens >= b.capacity - EPSILON && !waitingByKey.has(k)) keys.delete(k)
+          // a log whose starts are all out of the window, for a key nobody waits for, is the same as none
+          for (const [k, kw] of keys) {
+            if (startsIn(kw, now) === 0 && !waitingByKey.has(k)) keys.delete(k)
           }
         }
-        keys.set(key, found = bucketOf(limits.perKey, now))
+        keys.set(key, found = windowOf(limits.perKey, margin))
       }
-      refill(found, now)
       return found
     }
 
@@ -540,25 +664,21 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
     const pause = (until: number, now: number) => {
       if (until <= pausedUntil || until <= now) return
       pausedUntil = until
-      if (bucket !== undefined) {
-        // restart with at most one token at the end of the pause, then the usual refill
-        refill(bucket, now)
-        bucket.tokens = Math.min(1, bucket.tokens + (until - now) * bucket.rate)
-        bucket.at = until
-      }
+      // resume with one call at the end of the pause, then at the budget's average rate (not a full window)
+      if (window !== undefined) pace(window, until)
     }
 
     /** When a call arriving now would start, if it waited in line. */
     const estimate = (priority: Priority, key: string | undefined, now: number): number => {
       let at = Math.max(now, pausedUntil)
       const ahead = priority === "sync" ? queues.sync.size : queues.sync.size + queues.async.size
-      if (bucket !== undefined) at = Math.max(at, timeFor(bucket, now, at, ahead + 1))
+      if (window !== undefined) at = Math.max(at, timeFor(window, at, ahead + 1))
       if (providerWindow !== undefined && providerWindow.remaining <= ahead) at = Math.max(at, providerWindow.resetAt)
-      const kb = keyBucket(key, now)
-      if (kb !== undefined) {
+      const kw = keyWindow(key, now)
+      if (kw !== undefined) {
         const counts = waitingByKey.get(key!)
         const aheadOnKey = counts === undefined ? 0 : priority === "sync" ? counts.sync : counts.sync + counts.async
-        at = Math.max(at, timeFor(kb, now, now, aheadOnKey + 1))
+        at = Math.max(at, timeFor(kw, now, aheadOnKey + 1))
       }
       return Math.max(at, daily.readyAt(priority, now))
     }
@@ -582,16 +702,16 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
 
     const grant = (w: Waiter, now: number) => {
       dequeue(w)
-      const kb = keyBucket(w.key, now)
-      if (bucket !== undefined) bucket.tokens -= 1
-      if (kb !== undefined) kb.tokens -= 1
+      const kw = keyWindow(w.key, now)
+      if (window !== undefined) record(window, now)
+      if (kw !== undefined) record(kw, now)
       const slot = daily.spend(now)
       if (providerWindow !== undefined && --providerWindow.remaining <= 0) {
         pause(providerWindow.resetAt, now)
         providerWindow = undefined
       }
       w.state = "granted"
-      w.taken = { at: now, bucket, keyBucket: kb, slot }
+      w.taken = { at: now, window, keyWindow: kw, slot }
       Deferred.unsafeDone(w.deferred, Exit.void)
     }
 
@@ -599,24 +719,21 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
     const refund = (w: Waiter) => {
       const taken = w.taken
       if (taken === undefined) return
-      if (taken.bucket !== undefined && taken.bucket === bucket) {
-        taken.bucket.tokens = Math.min(taken.bucket.capacity, taken.bucket.tokens + 1)
-      }
-      if (taken.keyBucket !== undefined) {
-        taken.keyBucket.tokens = Math.min(taken.keyBucket.capacity, taken.keyBucket.tokens + 1)
-      }
+      // its start leaves the logs, as if it had never been made
+      if (taken.window !== undefined) forget(taken.window, taken.at)
+      if (taken.keyWindow !== undefined) forget(taken.keyWindow, taken.at)
       daily.refund(taken.slot)
     }
 
     const next = (now: number): Waiter | undefined => {
-      if (now < pausedUntil || (bucket !== undefined && !hasToken(bucket))) return undefined
+      if (now < pausedUntil || (window !== undefined && !hasRoom(window, now))) return undefined
       for (const priority of priorities) {
         if (queues[priority].size === 0 || !daily.canSpend(priority)) continue
         const blocked = new Set<string>()
         for (const w of queues[priority]) {
           if (w.key !== undefined && blocked.has(w.key)) continue
-          const kb = keyBucket(w.key, now)
-          if (kb === undefined || hasToken(kb)) return w
+          const kw = keyWindow(w.key, now)
+          if (kw === undefined || hasRoom(kw, now)) return w
           blocked.add(w.key!)
         }
       }
@@ -627,7 +744,6 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
     const pump = (now: number) => {
       daily.expire(now)
       if (providerWindow !== undefined && now >= providerWindow.resetAt) providerWindow = undefined
-      if (bucket !== undefined) refill(bucket, now)
       for (let w = next(now); w !== undefined; w = next(now)) grant(w, now)
       if (queues.sync.size > 0 && !daily.canSpend("sync")) {
         const error = rateLimited("the daily API allowance is spent", daily.readyAt("sync", now), now)
@@ -639,7 +755,7 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
     const wakeAt = (now: number): number | undefined => {
       if (queues.sync.size + queues.async.size === 0) return undefined
       if (now < pausedUntil) return pausedUntil
-      const globalAt = bucket === undefined ? now : timeFor(bucket, now, now, 1)
+      const globalAt = window === undefined ? now : timeFor(window, now, 1)
       let at = Infinity
       for (const priority of priorities) {
         if (queues[priority].size === 0) continue
@@ -647,13 +763,13 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
         const seen = new Set<string>()
         for (const w of queues[priority]) {
           if (w.key !== undefined && seen.has(w.key)) continue
-          const kb = keyBucket(w.key, now)
-          if (kb === undefined) {
+          const kw = keyWindow(w.key, now)
+          if (kw === undefined) {
             keyAt = now
             break
           }
           seen.add(w.key!)
-          keyAt = Math.min(keyAt, timeFor(kb, now, now, 1))
+          keyAt = Math.min(keyAt, timeFor(kw, now, 1))
         }
         at = Math.min(at, Math.max(globalAt, keyAt, daily.readyAt(priority, now)))
       }
@@ -671,7 +787,7 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
       w.state = "gone"
     }
 
-    // the only fiber that sleeps: it wakes when tokens come back, or when anything changes (`signal`)
+    // the only fiber that sleeps: it wakes when a window has room again, or when anything changes (`signal`)
     yield* Effect.forkScoped(Effect.gen(function*() {
       for (;;) {
         const now = yield* Clock.currentTimeMillis
@@ -799,7 +915,7 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
         return {
           provider,
           rate_limit: limits.rate_limit ?? null,
-          tokens: bucket === undefined ? null : Math.floor(Math.max(0, bucket.tokens) * 1000) / 1000,
+          tokens: window === undefined ? null : Math.max(0, window.requests - startsIn(window, now)),
           paused_until: pausedUntil > now ? pausedUntil : null,
           provider_window: providerWindow === undefined
             ? null

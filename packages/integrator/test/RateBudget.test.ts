@@ -31,7 +31,7 @@ const queue = (budget: RateBudget.RateBudget, request: RateBudget.AcquireRequest
 const isDone = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isSome)
 
 describe("RateBudget", () => {
-  it.scoped("10/s with 100 concurrent callers: the burst of 10, then 10 per second, all complete", () =>
+  it.scoped("10/s with 100 concurrent callers: 10 starts in every second, all complete in 9 s", () =>
     Effect.gen(function*() {
       const budget = yield* RateBudget.make({
         tenant: "acme",
@@ -47,18 +47,49 @@ describe("RateBudget", () => {
       const times = [...(yield* Fiber.join(fiber))].sort((a, b) => a - b)
 
       expect(times).toHaveLength(100)
-      // capacity 10 (the burst at t=0), then one token every 100 ms: call i starts at max(0, i - 9) * 100 ms
-      expect(times).toEqual(times.map((_, i) => Math.max(0, i - 9) * 100))
-      // token bucket bound: a window [t, t + 1 s) holds at most capacity + rate * 1 s = 20 starts; after the
-      // initial burst (windows starting after t = 0) at most rate * 1 s = 10
-      for (let t = 0; t <= 10_000; t += 10) {
-        const inWindow = times.filter((x) => x >= t && x < t + 1000).length
-        expect(inWindow).toBeLessThanOrEqual(t === 0 ? 20 : 10)
-      }
-      expect(times.filter((x) => x > 0 && x <= 1000)).toHaveLength(10)
+      // the upstream never sees more than the budget in any second: every window [t, t + 1 s) that begins at a
+      // start holds at most 10 starts (a window beginning elsewhere holds no more than the one at its first start)
+      for (const t of times) expect(times.filter((x) => x >= t && x < t + 1000).length).toBeLessThanOrEqual(10)
+      // and the budget is used in full: 10 at 0, 10 at 1000, ..., 10 at 9000
+      expect(times).toEqual(times.map((_, i) => Math.floor(i / 10) * 1000))
       expect(times[99]).toBe(9000)
       const snapshot = yield* budget.snapshot()
       expect(snapshot.queued).toEqual({ sync: 0, async: 0 })
+      // 10 starts at 9000 are in the window until 10000
+      expect(snapshot.tokens).toBe(10)
+    }))
+
+  it.scoped("a window, not a bucket: the last start of the window, not a refill, lets the next call in", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        rate_limit: { requests: 3, per_seconds: 1 }
+      })
+      expect((yield* budget.snapshot()).tokens).toBe(3)
+      yield* budget.acquire({ priority: "sync" })
+      yield* TestClock.adjust(400)
+      yield* budget.acquire({ priority: "sync" })
+      yield* budget.acquire({ priority: "sync" })
+      expect((yield* budget.snapshot()).tokens).toBe(0)
+      // starts at 0, 400, 400: the next when 0 leaves the window (a bucket would have refilled at 333 ms)
+      const early = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 999 }))
+      expect(Either.isLeft(early) && early.left.retry_after_ms).toBe(600)
+      // the 2nd and 3rd in line when the starts at 400 leave it; the 4th a window after the 1st
+      const calls = [
+        yield* queue(budget, { priority: "sync" }),
+        yield* queue(budget, { priority: "sync" }),
+        yield* queue(budget, { priority: "sync" })
+      ]
+      const fourth = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 1999 }))
+      expect(Either.isLeft(fourth) && fourth.left.retry_after_ms).toBe(1600)
+      yield* TestClock.adjust(600)
+      expect((yield* budget.snapshot()).tokens).toBe(0)
+      yield* TestClock.adjust(400)
+      expect(yield* Effect.forEach(calls, Fiber.join)).toEqual([1000, 1400, 1400])
+      yield* TestClock.adjust(600)
+      // the start at 1000 has left the window
+      expect((yield* budget.snapshot()).tokens).toBe(1)
     }))
 
   it.scoped("sync calls go before async calls, first come first served within a priority", () =>
@@ -92,7 +123,7 @@ describe("RateBudget", () => {
         rate_limit: { requests: 1, per_seconds: 1 }
       })
       yield* budget.acquire({ priority: "sync" })
-      // the next token comes at 1000
+      // the next start at 1000, when the one at 0 leaves the window
       const early = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 500 }))
       expect(Either.isLeft(early) && early.left._tag).toBe("RateLimited")
       expect(Either.isLeft(early) && early.left.retry_after_ms).toBe(1000)
@@ -134,7 +165,7 @@ describe("RateBudget", () => {
       })
       yield* budget.acquire({ priority: "sync" })
       const waiting = yield* queue(budget, { priority: "sync", deadline: 1000 })
-      // the tenant slows the budget down: the token the call counted on comes at 10 s now
+      // the tenant slows the budget down: the start at 0 stays in the window until 10 s now
       yield* budget.reconfigure({ rate_limit: { requests: 1, per_seconds: 10 } })
       yield* TestClock.adjust(999)
       expect(yield* isDone(waiting)).toBe(false)
@@ -191,10 +222,40 @@ describe("RateBudget", () => {
       yield* TestClock.adjust(1999)
       expect(yield* isDone(first)).toBe(false)
       yield* TestClock.adjust(1)
-      // one call at the end of the pause, then the bucket's rate
+      // one call at the end of the pause, then the budget's average rate (see the next test)
       expect(yield* Fiber.join(first)).toBe(2000)
       yield* TestClock.adjust(100)
       expect(yield* Fiber.join(second)).toBe(2100)
+    }))
+
+  it.scoped("after a pause the budget resumes at its average rate, not with a full window", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        rate_limit: { requests: 10, per_seconds: 1 }
+      })
+      yield* budget.observe({ status: 429, headers: { "retry-after": "2" } })
+      // while paused, the window holds the paced starts: 1 call may go at 2000
+      expect((yield* budget.snapshot()).tokens).toBe(1)
+      const fiber = yield* Effect.forEach(
+        Array.from({ length: 25 }, () => startedAt(budget, { priority: "async" })),
+        (call) => call,
+        { concurrency: "unbounded" }
+      ).pipe(Effect.fork)
+      yield* TestClock.adjust("10 seconds")
+      const times = [...(yield* Fiber.join(fiber))].sort((a, b) => a - b)
+      // one every 100 ms from the end of the pause while calls keep coming faster
+      expect(times).toEqual(times.map((_, i) => 2000 + i * 100))
+      for (const t of times) expect(times.filter((x) => x >= t && x < t + 1000).length).toBeLessThanOrEqual(10)
+      // once they stop (the last started at 4400), the window empties and lets a full burst in again
+      expect((yield* budget.snapshot()).tokens).toBe(10)
+      const burst = yield* Effect.forEach(
+        Array.from({ length: 10 }, () => startedAt(budget, { priority: "async" })),
+        (call) => call,
+        { concurrency: "unbounded" }
+      )
+      expect(burst).toEqual(Array.from({ length: 10 }, () => 10_000))
     }))
 
   it.scoped("Retry-After as an HTTP date; a 429 without any hint pauses the default second", () =>
@@ -335,7 +396,7 @@ describe("RateBudget", () => {
       expect((yield* budget.snapshot()).queued.sync).toBe(0)
     }))
 
-  it.scoped("an interrupted waiter leaves the queue and takes no token", () =>
+  it.scoped("an interrupted waiter leaves the queue and takes no start", () =>
     Effect.gen(function*() {
       const budget = yield* RateBudget.make({
         tenant: "acme",
@@ -354,7 +415,7 @@ describe("RateBudget", () => {
       expect((yield* budget.snapshot()).daily.used).toBe(3)
     }))
 
-  it.scoped("per-key buckets: two Slack channels do not share their 1 message per second", () =>
+  it.scoped("per-key windows: two Slack channels do not share their 1 message per second", () =>
     Effect.gen(function*() {
       const budget = yield* RateBudget.make({ tenant: "acme", provider: "slack", ...RateBudget.defaultsFor("slack") })
       const a = RateBudget.keyOf("slack.post_message", { channel: "C1", text: "hi" })
@@ -390,7 +451,75 @@ describe("RateBudget", () => {
       expect((yield* budget.snapshot()).tokens).toBe(null)
     }))
 
-  it.scopedLive("real clock: 5 calls at 10/s with a burst of 2 take about 300 ms", () =>
+  it.scoped("a call interrupted once it may start gives its start back", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        rate_limit: { requests: 1, per_seconds: 1 }
+      })
+      yield* budget.acquire({ priority: "sync" })
+      const waiting = yield* queue(budget, { priority: "sync" })
+      // a larger budget lets the waiting call start at once; it is interrupted before it could call
+      yield* budget.reconfigure({ rate_limit: { requests: 2, per_seconds: 1 } })
+      yield* Fiber.interrupt(waiting)
+      const snapshot = yield* budget.snapshot()
+      expect(snapshot.tokens).toBe(1)
+      expect(snapshot.daily.used).toBe(1)
+      expect(yield* startedAt(budget, { priority: "sync" })).toBe(0)
+    }))
+
+  it.scoped("reconfigure keeps the recent starts, and assumes the forgotten ones as late as the old limit let them", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        rate_limit: { requests: 2, per_seconds: 1 }
+      })
+      const fiber = yield* Effect.forEach(
+        Array.from({ length: 6 }, () => startedAt(budget, { priority: "async" })),
+        (call) => call,
+        { concurrency: "unbounded" }
+      ).pipe(Effect.fork)
+      yield* TestClock.adjust("2 seconds")
+      expect(yield* Fiber.join(fiber)).toEqual([0, 0, 1000, 1000, 2000, 2000])
+      // 4 per 10 s: the starts at 1000 and 2000 are in the window until 11000 (the log held only those at 2000)
+      yield* budget.reconfigure({ rate_limit: { requests: 4, per_seconds: 10 } })
+      expect((yield* budget.snapshot()).tokens).toBe(0)
+      const next = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 10_999 }))
+      expect(Either.isLeft(next) && next.left.retry_after_ms).toBe(9000)
+      // back to 2/s: only the last two starts count
+      yield* budget.reconfigure({ rate_limit: { requests: 2, per_seconds: 1 } })
+      yield* TestClock.adjust(1000)
+      expect((yield* budget.snapshot()).tokens).toBe(2)
+    }))
+
+  it.scoped("per-key windows: idle keys whose starts have left the window are dropped beyond maxKeys", () =>
+    Effect.gen(function*() {
+      const budget = yield* RateBudget.make({
+        tenant: "acme",
+        provider: "test",
+        perKey: { requests: 1, per_seconds: 1 },
+        maxKeys: 2
+      })
+      yield* budget.acquire({ priority: "sync", key: "a" })
+      yield* budget.acquire({ priority: "sync", key: "b" })
+      yield* TestClock.adjust(500)
+      // a and b started in the last second: kept
+      yield* budget.acquire({ priority: "sync", key: "c" })
+      expect((yield* budget.snapshot()).keys).toBe(3)
+      const waiting = yield* queue(budget, { priority: "sync", key: "c" })
+      yield* TestClock.adjust(1000)
+      // at 1500 a and b are out of their window; c has just started again
+      expect(yield* Fiber.join(waiting)).toBe(1500)
+      yield* budget.acquire({ priority: "sync", key: "d" })
+      expect((yield* budget.snapshot()).keys).toBe(2)
+      // a dropped key starts afresh
+      expect(yield* startedAt(budget, { priority: "sync", key: "a" })).toBe(1500)
+      expect((yield* budget.snapshot()).keys).toBe(3)
+    }))
+
+  it.scopedLive("real clock: 5 calls at 2 per 200 ms take about 400 ms", () =>
     Effect.gen(function*() {
       const budget = yield* RateBudget.make({
         tenant: "acme",
@@ -398,11 +527,12 @@ describe("RateBudget", () => {
         rate_limit: { requests: 2, per_seconds: 0.2 }
       })
       const started = Date.now()
+      // starts at 0, 0, 200, 200, 400 (a token bucket of 2 at 10/s: 0, 0, 100, 200, 300)
       yield* Effect.forEach(Array.from({ length: 5 }), () => budget.acquire({ priority: "async" }), {
         concurrency: "unbounded"
       })
       const elapsed = Date.now() - started
-      expect(elapsed).toBeGreaterThanOrEqual(280)
+      expect(elapsed).toBeGreaterThanOrEqual(380)
       expect(elapsed).toBeLessThan(1500)
     }))
 })
