@@ -339,10 +339,30 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
           const maxRetryAfter = Duration.toMillis(resilience.maxRetryAfter)
 
           /** Attempts until one succeeds or a retry cannot help; each attempt passes the breaker first. */
+          // whether this call holds the breaker's half-open probe, which it must give back however it ends
+          let probe = false
+          const settle = (outcome: Effect.Effect<void>) =>
+            Effect.zipRight(outcome, Effect.sync(() => void (probe = false)))
+          const withAttempts = (e: ToolFailed, attempts: number) =>
+            new ToolFailed({
+              tool_id: e.tool_id,
+              message: e.message,
+              retryable: e.retryable,
+              ...(e.status !== undefined ? { status: e.status } : {}),
+              ...(e.body_excerpt !== undefined ? { body_excerpt: e.body_excerpt } : {}),
+              ...(e.retry_after_ms !== undefined ? { retry_after_ms: e.retry_after_ms } : {}),
+              ...(e.not_applied !== undefined ? { not_applied: e.not_applied } : {}),
+              attempts
+            })
           const call = Effect.gen(function*() {
             let lastError: string | undefined
+            let lastFailure: ToolFailed | undefined
             for (let attempt = 1;; attempt++) {
               const admitted = yield* breaker.admit
+              // the circuit opened while this call was retrying: its own last failure says more
+              if (!("ok" in admitted) && lastFailure !== undefined) {
+                return yield* Effect.fail(withAttempts(lastFailure, attempt - 1))
+              }
               if (!("ok" in admitted)) {
                 return yield* new UpstreamUnavailable({
                   provider,
@@ -352,6 +372,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                   retry_after_ms: admitted.retryAfterMs
                 })
               }
+              probe = admitted.probe
               const settings = yield* config.getSettings(tenantId)
               yield* budget.reconfigure(RateBudget.effectiveLimits(provider, settings.providers[provider]))
               yield* budget.acquire({
@@ -369,24 +390,23 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               )
               const exit = yield* Effect.exit(once)
               if (Exit.isSuccess(exit)) {
-                yield* breaker.success
+                yield* settle(breaker.success)
                 yield* budget.observe({ status: 200, headers: exit.value.rate_headers })
                 yield* metrics.call("ok")
                 const { rate_headers: _, ...result } = exit.value
                 return { ...result, attempts: attempt, ...(lastError ? { last_error: lastError } : {}) }
               }
               const error = Cause.failureOption(exit.cause)
-              if (Option.isNone(error)) {
-                yield* breaker.success
-                return yield* Effect.failCause(exit.cause)
-              }
+              // a defect says nothing about the upstream; the probe, if this was it, is given back on exit
+              if (Option.isNone(error)) return yield* Effect.failCause(exit.cause)
               const e = error.value
               if (e._tag !== "ToolFailed") {
-                yield* breaker.success
+                yield* settle(breaker.success)
                 return yield* Effect.fail(e)
               }
               // a client error means the upstream is up; only transient failures count against it
-              yield* (e.retryable ? breaker.failure : breaker.success)
+              yield* settle(e.retryable ? breaker.failure : breaker.success)
+              lastFailure = e
               yield* metrics.call("failed")
               if (e.status !== undefined) {
                 yield* budget.observe({ status: e.status, headers: e.rate_headers, retry_after_ms: e.retry_after_ms })
@@ -401,23 +421,12 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 !retry || wait > maxRetryAfter || (e.retry_after_ms ?? 0) > maxRetryAfter ||
                 (payload.deadline !== undefined && now + wait > payload.deadline)
               ) {
-                return yield* Effect.fail(
-                  new ToolFailed({
-                    tool_id: e.tool_id,
-                    message: e.message,
-                    retryable: e.retryable,
-                    ...(e.status !== undefined ? { status: e.status } : {}),
-                    ...(e.body_excerpt !== undefined ? { body_excerpt: e.body_excerpt } : {}),
-                    ...(e.retry_after_ms !== undefined ? { retry_after_ms: e.retry_after_ms } : {}),
-                    ...(e.not_applied !== undefined ? { not_applied: e.not_applied } : {}),
-                    attempts: attempt
-                  })
-                )
+                return yield* Effect.fail(withAttempts(e, attempt))
               }
               yield* Effect.annotateCurrentSpan("retries", attempt)
               yield* Effect.sleep(Duration.millis(wait))
             }
-          })
+          }).pipe(Effect.onExit(() => (probe ? settle(breaker.abandon) : Effect.void)))
           const tried = [...(payload.tried ?? []), payload.tool_id]
           const fallback = payload.fallback
           return (fallback === undefined || tried.includes(fallback) ? call : call.pipe(
@@ -520,8 +529,9 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                     ? breaker.success
                     : r.left._tag === "LlmUnavailable"
                     ? breaker.failure
-                    : Effect.void
-                )
+                    : breaker.abandon
+                ),
+                Effect.onInterrupt(() => (admitted.probe ? breaker.abandon : Effect.void))
               )
               : Either.left(
                 new LlmUnavailable({

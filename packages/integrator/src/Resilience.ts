@@ -76,17 +76,27 @@ export const makeBreaker = (config: ResilienceConfig["Type"]) => {
   return {
     state: () => state,
     /** Whether a call may go now; when not, how long until a probe may. */
-    admit: Effect.map(Clock.currentTimeMillis, (now): { readonly ok: true } | { readonly retryAfterMs: number } => {
-      if (state === "closed") return { ok: true }
+    admit: Effect.map(Clock.currentTimeMillis, (now): { readonly ok: true; readonly probe: boolean } | {
+      readonly retryAfterMs: number
+    } => {
+      if (state === "closed") return { ok: true, probe: false }
       if (state === "open" && now - openedAt >= cooldown) {
         state = "half_open"
         probing = false
       }
       if (state === "half_open" && !probing) {
         probing = true
-        return { ok: true }
+        return { ok: true, probe: true }
       }
-      return { retryAfterMs: Math.max(0, openedAt + cooldown - now) }
+      // while a probe is out, ask to come back in a second rather than "now"
+      return { retryAfterMs: state === "half_open" ? 1000 : Math.max(1, openedAt + cooldown - now) }
+    }),
+    /**
+     * The admitted call ended without saying anything about the upstream (interrupted, refused by the
+     * budget, not configured): a probe it was gives way to the next call.
+     */
+    abandon: Effect.sync(() => {
+      if (state === "half_open") probing = false
     }),
     /** The upstream answered (a 4xx included: it is up). */
     success: Effect.sync(() => {
@@ -98,7 +108,8 @@ export const makeBreaker = (config: ResilienceConfig["Type"]) => {
     failure: Effect.flatMap(Clock.currentTimeMillis, (now) =>
       Effect.sync(() => {
         failures++
-        if (state === "half_open" || failures >= config.breakerThreshold) {
+        // a late failure of a call that started before the circuit opened does not extend the pause
+        if (state === "half_open" || (state === "closed" && failures >= config.breakerThreshold)) {
           state = "open"
           openedAt = now
           probing = false
