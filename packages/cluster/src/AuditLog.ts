@@ -212,6 +212,17 @@ export const make = (sink: AuditSink, options: MakeOptions = {}): Effect.Effect<
       return chain
     }
     const sinkFailures = Metric.tagged(Metrics.auditSinkFailures, "sink", sink.name)
+    // tagging builds a new metric key each time; there are only a few dozen action × outcome pairs
+    const counters = new Map<string, typeof Metrics.auditRecords>()
+    const recordCounter = (action: string, outcome: string) => {
+      const key = `${action}\u0000${outcome}`
+      let counter = counters.get(key)
+      if (counter === undefined) {
+        counter = Metric.tagged(Metric.tagged(Metrics.auditRecords, "action", action), "outcome", outcome)
+        counters.set(key, counter)
+      }
+      return counter
+    }
 
     const append = (chain: ChainState, body: Omit<AuditRecord, "chain" | "seq" | "prev_hash" | "hash">) =>
       Effect.suspend(() => {
@@ -252,9 +263,7 @@ export const make = (sink: AuditSink, options: MakeOptions = {}): Effect.Effect<
           ...(Option.isSome(span) ? { trace_id: span.value.traceId } : {})
         }
         yield* append(chainOf(entry.tenant_id), body)
-        yield* Metric.increment(
-          Metric.tagged(Metric.tagged(Metrics.auditRecords, "action", entry.action), "outcome", entry.outcome)
-        )
+        yield* Metric.increment(recordCounter(entry.action, entry.outcome))
       }).pipe(
         Effect.uninterruptible,
         Effect.catchAllCause((cause) => Effect.logWarning("audit: could not record an entry", cause))

@@ -52,6 +52,17 @@ export class ToolFailed extends Schema.TaggedError<ToolFailed>()("ToolFailed", {
   }
 }
 
+/** A `ToolFailed`'s own fields (not its attempts or headers), to rebuild it with more of them. */
+export const toolFailedFields = (e: ToolFailed) => ({
+  tool_id: e.tool_id,
+  message: e.message,
+  retryable: e.retryable,
+  ...(e.status !== undefined ? { status: e.status } : {}),
+  ...(e.body_excerpt !== undefined ? { body_excerpt: e.body_excerpt } : {}),
+  ...(e.retry_after_ms !== undefined ? { retry_after_ms: e.retry_after_ms } : {}),
+  ...(e.not_applied !== undefined ? { not_applied: e.not_applied } : {})
+})
+
 /**
  * The tenant's OAuth2 connection to the provider lost its grant (revoked, expired refresh token):
  * an admin must connect it again (`POST /v1/connections/{provider}/authorize`).

@@ -11,6 +11,7 @@ import {
   type Credential,
   RateLimited,
   ToolFailed,
+  toolFailedFields,
   ToolWorker,
   UpstreamUnavailable
 } from "@altan/domain/ToolWorker"
@@ -343,17 +344,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
           let probe = false
           const settle = (outcome: Effect.Effect<void>) =>
             Effect.zipRight(outcome, Effect.sync(() => void (probe = false)))
-          const withAttempts = (e: ToolFailed, attempts: number) =>
-            new ToolFailed({
-              tool_id: e.tool_id,
-              message: e.message,
-              retryable: e.retryable,
-              ...(e.status !== undefined ? { status: e.status } : {}),
-              ...(e.body_excerpt !== undefined ? { body_excerpt: e.body_excerpt } : {}),
-              ...(e.retry_after_ms !== undefined ? { retry_after_ms: e.retry_after_ms } : {}),
-              ...(e.not_applied !== undefined ? { not_applied: e.not_applied } : {}),
-              attempts
-            })
+          const withAttempts = (e: ToolFailed, attempts: number) => new ToolFailed({ ...toolFailedFields(e), attempts })
           const call = Effect.gen(function*() {
             let lastError: string | undefined
             let lastFailure: ToolFailed | undefined

@@ -3,7 +3,7 @@ import { Connection, llmProvider } from "@altan/domain/Connection"
 import { Egress, type EgressResponse } from "@altan/domain/Egress"
 import { parseEntityId } from "@altan/domain/Ids"
 import { LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
-import { ToolFailed, ToolNotFound, ToolWorker } from "@altan/domain/ToolWorker"
+import { ToolFailed, toolFailedFields, ToolNotFound, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -24,17 +24,6 @@ const rateLimitHeaders = (headers: Readonly<Record<string, string>>): Record<str
   }
   return out
 }
-
-/** A `ToolFailed`'s fields, to rebuild it with more of them. */
-const toolFailedFields = (e: ToolFailed) => ({
-  tool_id: e.tool_id,
-  message: e.message,
-  retryable: e.retryable,
-  ...(e.status !== undefined ? { status: e.status } : {}),
-  ...(e.body_excerpt !== undefined ? { body_excerpt: e.body_excerpt } : {}),
-  ...(e.retry_after_ms !== undefined ? { retry_after_ms: e.retry_after_ms } : {}),
-  ...(e.not_applied !== undefined ? { not_applied: e.not_applied } : {})
-})
 
 /** `https://host/path` of a request: no query string or userinfo, which may hold tokens. */
 const safeTarget = (raw: string) => {
