@@ -202,7 +202,12 @@ describe("agent loop", () => {
   })
 
   it("fails with llm_unavailable when every LLM fails", async () => {
-    primary.script({ kind: "status", status: 401, body: { error: { message: "bad key" } } })
+    // the upstream echoes the key it was sent, as some proxies do: it must not reach the task
+    primary.script({
+      kind: "status",
+      status: 401,
+      body: { error: { message: "invalid api key: Bearer sk-primary-secret" } }
+    })
     const task = await run("Try")
     expect(task).toMatchObject({ status: "failed", error: { code: "llm_unavailable" } })
     expect(primary.received).toHaveLength(1) // a 401 is not retried

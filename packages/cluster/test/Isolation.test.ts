@@ -192,6 +192,38 @@ describe("tenant isolation of configuration and connections", () => {
     await call("POST", "/v1/tasks", adminA, { input: "fail" })
     await call("POST", "/v1/connections/acme/authorize", adminA)
 
+    // a vendor that echoes the credential it was sent in its error message, which ends up in the step error
+    const echo = createServer((req, res) => {
+      req.resume().on("end", () => {
+        res.writeHead(401, { "content-type": "application/json" })
+        res.end(JSON.stringify({ status: "error", message: `Authentication failed for ${req.headers.authorization}` }))
+      })
+    })
+    await new Promise<void>((r) => echo.listen(0, "127.0.0.1", r))
+    try {
+      const echoBase = `http://127.0.0.1:${(echo.address() as { port: number }).port}`
+      await call("PUT", "/v1/connections/hubspot", adminA, {
+        type: "api_key",
+        secret: "slack_token",
+        prefix: "Bearer "
+      })
+      const settings = (await call("GET", "/v1/settings", adminA)).body
+      await call("PUT", "/v1/settings", adminA, {
+        ...settings,
+        providers: { ...settings.providers, hubspot: { base_url: echoBase } }
+      })
+      const echoed = await call("POST", "/v1/tasks", adminA, {
+        input: {
+          steps: [{ id: "e", tool: "hubspot.create_contact", input: { properties: { email: "a@example.com" } } }]
+        }
+      })
+      expect(echoed.body.status).toBe("failed")
+      expect(echoed.body.steps[0].error.message).toContain("Authentication failed for <redacted>")
+    } finally {
+      echo.closeAllConnections()
+      await new Promise((r) => echo.close(r))
+    }
+
     const everything = [...answers, ...captured].join("\n")
     // the scan saw the process's log output (the LLM failure above is logged), not an empty buffer
     expect(captured.join("\n")).toMatch(/LLM|llm/)

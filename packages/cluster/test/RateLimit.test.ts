@@ -16,7 +16,9 @@ beforeAll(async () => {
   upstream = createServer((req, res) => {
     arrivals.push({ at: performance.now(), path: req.url!.split("?")[0]! })
     req.resume().on("end", () => {
-      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ ok: true }))
+      const answer = () => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ ok: true }))
+      if (req.url!.startsWith("/slow")) setTimeout(answer, 700)
+      else answer()
     })
   })
   await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r))
@@ -99,6 +101,28 @@ describe("provider budget", () => {
       mode: "async"
     })
     expect(queued.status).toBe(202)
+  })
+
+  it("keeps running a sync task's later steps after its caller stopped waiting (202)", async () => {
+    expect((await tool(admin, "slow", "slowpoke")).status).toBe(200)
+    expect((await tool(admin, "after_slow", "slowpoke")).status).toBe(200)
+    const res = await edge.call("POST", "/v1/tasks", admin, {
+      input: {
+        steps: [
+          { id: "a", tool: "slow", input: { n: 1 } },
+          { id: "b", tool: "after_slow", input: { n: 2 }, depends_on: ["a"] }
+        ]
+      },
+      timeout_ms: 300
+    })
+    expect(res.status).toBe(202)
+    let task = res.body
+    for (let i = 0; i < 40 && !["succeeded", "failed"].includes(task.status); i++) {
+      await new Promise((r) => setTimeout(r, 100))
+      task = (await edge.call("GET", `/v1/tasks/${res.body.task_id}`, admin)).body
+    }
+    expect(task.status, JSON.stringify(task)).toBe("succeeded")
+    expect(task.steps.map((s: { status: string }) => s.status)).toEqual(["succeeded", "succeeded"])
   })
 })
 

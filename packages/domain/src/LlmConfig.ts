@@ -1,4 +1,5 @@
 import * as Schema from "effect/Schema"
+import { SecretName } from "./Secret.js"
 
 /** An `http(s)` URL. */
 export const HttpUrl = Schema.String.pipe(
@@ -20,7 +21,7 @@ export const LlmId = Schema.String.pipe(
 
 /** How the gateway authenticates to the LLM: `key` names a tenant secret, never the key itself. */
 export const LlmAuth = Schema.Union(
-  Schema.Struct({ type: Schema.Literal("api_key"), key: Schema.String.pipe(Schema.minLength(1)) }),
+  Schema.Struct({ type: Schema.Literal("api_key"), key: SecretName }),
   Schema.Struct({ type: Schema.Literal("none") })
 )
 

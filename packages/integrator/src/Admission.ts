@@ -81,12 +81,13 @@ export const make = (options?: Partial<Options>): Effect.Effect<Admission["Type"
     const tenants = new Map<TenantId, TenantState>()
     let sweptAt = 0
 
+    // a tenant's admin writes its settings: they may lower the operator's limits, never raise them
     const limitsOf = (settings: AdmissionSettings | undefined) => {
-      const rate = settings?.requests_per_second ?? o.requestsPerSecond
+      const rate = Math.min(settings?.requests_per_second ?? o.requestsPerSecond, o.requestsPerSecond)
       return {
         rate,
         burst: Math.max(1, Math.ceil(rate * o.burstSeconds)),
-        maxTasks: settings?.max_concurrent_tasks ?? o.maxConcurrentTasks
+        maxTasks: Math.min(settings?.max_concurrent_tasks ?? o.maxConcurrentTasks, o.maxConcurrentTasks)
       }
     }
 

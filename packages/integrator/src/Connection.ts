@@ -289,7 +289,10 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
           // derived from the step, so every attempt and every redelivery of it sends the same key
           const idempotencyKey = payload.task_id && payload.step_id
             ? createHash("sha256").update(
-              `${tenantId}\u0000${payload.task_id}\u0000${payload.step_id}\u0000${payload.tool_id}`
+              // the input too: a replayed conversation may reuse a step id for a different call
+              `${tenantId}\u0000${payload.task_id}\u0000${payload.step_id}\u0000${payload.tool_id}\u0000${
+                JSON.stringify(payload.input) ?? ""
+              }`
             )
               .digest("base64url")
             : undefined
@@ -366,9 +369,12 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               probe = admitted.probe
               const settings = yield* config.getSettings(tenantId)
               yield* budget.reconfigure(RateBudget.effectiveLimits(provider, settings.providers[provider]))
+              // once a sync task's caller has stopped waiting (its timeout passed, it got 202), the call is
+              // background work: no deadline to fail fast on, no priority over async calls
+              const waiting = payload.deadline === undefined || (yield* Clock.currentTimeMillis) < payload.deadline
               yield* budget.acquire({
-                priority: payload.priority ?? "sync",
-                deadline: payload.deadline,
+                priority: waiting ? payload.priority ?? "sync" : "async",
+                deadline: waiting ? payload.deadline : undefined,
                 key: RateBudget.keyOf(payload.tool_id, payload.input)
               }).pipe(
                 Effect.catchTag("RateLimited", (e) =>
@@ -391,8 +397,9 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               // a defect says nothing about the upstream; the probe, if this was it, is given back on exit
               if (Option.isNone(error)) return yield* Effect.failCause(exit.cause)
               const e = error.value
+              // not found, invalid input, lost grant: nothing was learnt about the upstream's health
               if (e._tag !== "ToolFailed") {
-                yield* settle(breaker.success)
+                yield* settle(breaker.abandon)
                 return yield* Effect.fail(e)
               }
               // a client error means the upstream is up; only transient failures count against it
@@ -410,7 +417,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               const now = yield* Clock.currentTimeMillis
               if (
                 !retry || wait > maxRetryAfter || (e.retry_after_ms ?? 0) > maxRetryAfter ||
-                (payload.deadline !== undefined && now + wait > payload.deadline)
+                (payload.deadline !== undefined && now < payload.deadline && now + wait > payload.deadline)
               ) {
                 return yield* Effect.fail(withAttempts(e, attempt))
               }

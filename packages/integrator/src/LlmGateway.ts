@@ -10,6 +10,7 @@ import {
   LlmUnavailable,
   type ToolCall
 } from "@altan/domain/Llm"
+import { maskSecrets } from "@altan/domain/Secret"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
@@ -263,7 +264,11 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
                   messages: messages.map(toOpenAi),
                   ...(tools.length > 0 ? { tools } : {})
                 } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, { signal }),
-              catch: classify
+              // an upstream may echo the key it was sent: it must not reach the task, the logs or the next LLM
+              catch: (error) => {
+                const failure = classify(error)
+                return { ...failure, message: maskSecrets(failure.message, [apiKey && Redacted.value(apiKey)]) }
+              }
             })
 
           /** Calls until an answer, retrying transient failures with full-jitter backoff and Retry-After. */

@@ -2,6 +2,7 @@ import type { OAuth2Connection } from "@altan/domain/ConnectionConfig"
 import { Egress, type EgressResponse } from "@altan/domain/Egress"
 import { UpstreamFailed } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
+import { maskSecrets } from "@altan/domain/Secret"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
@@ -247,15 +248,19 @@ export const requestTokens = (
   Effect.gen(function*() {
     const response = yield* post(config.token_url, config, clientSecret, form)
     const json = parseJson(response)
+    // the provider may echo what it was sent in its error text
+    const sent = [Redacted.value(clientSecret), form.refresh_token, form.code, form.code_verifier]
     const host = hostOf(config.token_url)
     if (response.status < 200 || response.status >= 300) {
       const error = Schema.decodeUnknownOption(ErrorAnswer)(json)
       if (Option.isSome(error) && error.value.error === "invalid_grant") {
-        return yield* new InvalidGrant({ description: error.value.error_description ?? "invalid_grant" })
+        return yield* new InvalidGrant({
+          description: maskSecrets(error.value.error_description ?? "invalid_grant", sent).slice(0, 300)
+        })
       }
       return yield* new UpstreamFailed({
         message: `the token endpoint of ${host} answered HTTP ${response.status}${
-          Option.isSome(error) ? ` (${error.value.error})` : ""
+          Option.isSome(error) ? ` (${maskSecrets(error.value.error, sent).slice(0, 100)})` : ""
         }`,
         details: { provider_host: host, status: response.status }
       })

@@ -50,6 +50,18 @@ describe("Admission", () => {
       expect(yield* admitted(admission, acme, 10, { requests_per_second: 100 })).toBe(1)
     }))
 
+  it.effect("a tenant's settings can lower the operator's limits, never raise them", () =>
+    Effect.gen(function*() {
+      const admission = yield* Admission.make({ requestsPerSecond: 5, burstSeconds: 1, maxConcurrentTasks: 2 })
+      const greedy = { requests_per_second: 100_000, max_concurrent_tasks: 100_000 }
+      expect(yield* admission.snapshot(acme, greedy)).toMatchObject({
+        requests_per_second: 5,
+        burst: 5,
+        max_concurrent_tasks: 2
+      })
+      expect(yield* admitted(admission, acme, 20, greedy)).toBe(5)
+    }))
+
   it.effect("one tenant's flood leaves another tenant alone", () =>
     Effect.gen(function*() {
       const admission = yield* Admission.make({ requestsPerSecond: 1, burstSeconds: 5, maxConcurrentTasks: 1 })

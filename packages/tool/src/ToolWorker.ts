@@ -3,6 +3,7 @@ import { Connection, llmProvider } from "@altan/domain/Connection"
 import { Egress, type EgressResponse } from "@altan/domain/Egress"
 import { parseEntityId } from "@altan/domain/Ids"
 import { LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
+import { maskSecrets } from "@altan/domain/Secret"
 import { ToolFailed, toolFailedFields, ToolNotFound, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Cause from "effect/Cause"
@@ -11,6 +12,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import { cacheKey, ToolCache } from "./ToolCache.js"
 import { ToolRegistry } from "./ToolRegistry.js"
 
@@ -29,7 +31,11 @@ const rateLimitHeaders = (headers: Readonly<Record<string, string>>): Record<str
 const safeTarget = (raw: string) => {
   try {
     const url = new URL(raw)
-    return `${url.protocol}//${url.host}${url.pathname}`
+    // webhook URLs carry their secret in the path (Slack hooks, bot tokens): long opaque segments are masked
+    const path = url.pathname.split("/").map((segment) =>
+      segment.length >= 16 && /\d/.test(segment) && /[A-Za-z]/.test(segment) ? "<redacted>" : segment
+    ).join("/")
+    return `${url.protocol}//${url.host}${path}`
   } catch {
     return "invalid-url"
   }
@@ -132,9 +138,19 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
                 }))
               }
             }).pipe(
-              Effect.mapError((e) =>
-                rateHeaders !== undefined ? new ToolFailed({ ...toolFailedFields(e), rate_headers: rateHeaders }) : e
-              )
+              Effect.mapError((e) => {
+                // an upstream may echo the credential it was sent: mask it before the error goes anywhere
+                const sent = payload.credential ? [Redacted.value(payload.credential.value)] : []
+                const fields = toolFailedFields(e)
+                return new ToolFailed({
+                  ...fields,
+                  message: maskSecrets(fields.message, sent),
+                  ...(fields.body_excerpt !== undefined
+                    ? { body_excerpt: maskSecrets(fields.body_excerpt, sent) }
+                    : {}),
+                  ...(rateHeaders !== undefined ? { rate_headers: rateHeaders } : {})
+                })
+              })
             )
             if (key) yield* cache.set(key, output)
             return { output, cached: false, ...(rateHeaders ? { rate_headers: rateHeaders } : {}) }

@@ -1,6 +1,6 @@
 /** Plumbing shared by the vendor tools (Slack, HubSpot, Salesforce, Google, Microsoft). */
 import type { EgressMethod, EgressResponse } from "@altan/domain/Egress"
-import { ToolFailed } from "@altan/domain/ToolWorker"
+import { ToolFailed, toolFailedFields } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
@@ -71,13 +71,9 @@ export const vendorCall = (options: Parameters<typeof vendorExchange>[0]): Effec
 export const answeredHttp =
   (vendor: string, detail: (response: EgressResponse) => string): VendorError => (error, response) =>
     new ToolFailed({
-      tool_id: error.tool_id,
+      ...toolFailedFields(error),
       message: `${error.tool_id}: ${vendor} answered HTTP ${response.status}${detail(response)}`,
-      retryable: error.retryable,
-      status: response.status,
-      body_excerpt: error.body_excerpt,
-      ...(error.retry_after_ms !== undefined ? { retry_after_ms: error.retry_after_ms } : {}),
-      ...(error.not_applied ? { not_applied: true } : {})
+      status: response.status
     })
 
 /** `: <explanation>` out of the vendor's JSON error body, or nothing. */
@@ -107,13 +103,8 @@ export const vendorRequest = (options: {
     onError: (error, response) => {
       const detail = options.errorMessage(parseJson(response))
       if (detail === undefined) return error
-      return new ToolFailed({
-        tool_id: error.tool_id,
-        message: `${error.message}: ${detail}`,
-        retryable: error.retryable,
-        ...(error.status !== undefined ? { status: error.status } : {}),
-        ...(error.body_excerpt !== undefined ? { body_excerpt: error.body_excerpt } : {})
-      })
+      // every other fact (Retry-After, whether it was applied) stays: retries and budgets depend on them
+      return new ToolFailed({ ...toolFailedFields(error), message: `${error.message}: ${detail}` })
     }
   })
 
