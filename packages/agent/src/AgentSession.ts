@@ -243,6 +243,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             step_id: step.id,
             ...(task.llms && task.llms.length > 0 ? { llms: task.llms } : {}),
             ...(spec.fallback ? { fallback: spec.fallback } : {}),
+            ...(task.tools ? { allowed_tools: task.tools } : {}),
             policy: {
               idempotent: spec.idempotent,
               idempotency_key: spec.idempotency_key ?? false,

@@ -270,6 +270,35 @@ describe("fallback tools", () => {
     expect(hits).toHaveLength(1)
   })
 
+  it("gives no fallback outside the task's tool allowlist", async () => {
+    const put = (tool_id: string, path: string, provider: string, fallback?: string) =>
+      call("PUT", `/v1/tools/${tool_id}`, adminA, {
+        tool_id,
+        name: tool_id,
+        parameters: [{ name: "q", type: "string" }],
+        endpoint: `${upstreamBase}${path}`,
+        method: "GET",
+        auth: "none",
+        provider,
+        ...(fallback ? { fallback } : {})
+      })
+    expect((await put("al_backup", "/status/200/al-backup", "allowlisted-backup")).status).toBe(200)
+    expect((await put("al_lookup", "/status/503/al-primary", "allowlisted", "al_backup")).status).toBe(200)
+    hits.length = 0
+    const restricted = await call("POST", "/v1/tasks", memberA, {
+      input: { steps: [{ id: "s", tool: "al_lookup", input: { q: "x" } }] },
+      tools: ["al_lookup"]
+    })
+    expect(restricted.body.status).toBe("failed")
+    expect(hits.map((h) => h.split("?")[0])).not.toContain("/status/200/al-backup")
+    // allowed: the fallback answers
+    const open = await call("POST", "/v1/tasks", memberA, {
+      input: { steps: [{ id: "s", tool: "al_lookup", input: { q: "x" } }] },
+      tools: ["al_lookup", "al_backup"]
+    })
+    expect(open.body.steps[0]).toMatchObject({ status: "succeeded", served_by: "al_backup" })
+  })
+
   it("ends a cycle of fallbacks after each tool was tried once", async () => {
     expect((await tool("ping_a", "/status/502/a", "ping_b")).status).toBe(200)
     expect((await tool("ping_b", "/status/503/b", "ping_a")).status).toBe(200)

@@ -325,4 +325,21 @@ describe("OAuth2 connections", () => {
     expect((await connect()).body.status).toBe("connected")
     expect((await runTool()).body.status).toBe("succeeded")
   })
+
+  it("revokes the old grant when the connection is replaced by another app", async () => {
+    expect((await connect()).body.status).toBe("connected")
+    apiCalls.length = 0
+    expect((await runTool()).body.status).toBe("succeeded")
+    const token = apiCalls[0]!.token
+    revocations.length = 0
+    const replaced = await call("PUT", "/v1/connections/acme", { ...app(), client_id: "another-app" })
+    expect(replaced.status, replaced.text).toBe(200)
+    expect(replaced.body).toMatchObject({ status: "pending" })
+    expect(revocations).toHaveLength(2)
+    expect(await provider.AccessToken.find(token)).toBeUndefined()
+    // nothing of the old grant is used any more
+    const task = await runTool()
+    expect(task.body.status).toBe("failed")
+    expect(task.body.steps[0].error.message).toContain("not authorized yet")
+  })
 })

@@ -22,6 +22,8 @@ export const Connection = Entity.make("Connection", [
       llms: Schema.optional(Schema.Array(Schema.String)),
       /** The tool's fallback (its spec's `fallback`), tried when the call fails transiently. */
       fallback: Schema.optional(Schema.String),
+      /** The task's tool allowlist, which a fallback must respect too. */
+      allowed_tools: Schema.optional(Schema.Array(Schema.String)),
       /** Tools already tried for this call, so a cycle of fallbacks ends. */
       tried: Schema.optional(Schema.Array(Schema.String)),
       /** What the tool's spec says about retrying it. */

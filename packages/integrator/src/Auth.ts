@@ -109,9 +109,17 @@ export const layerConfig: Layer.Layer<AuthConfig, ConfigError.ConfigError> = Lay
       Config.nonEmptyString("AUTH_PUBLIC_KEY").pipe(Config.withDescription("The issuer's public key, PEM or JWK."))
     )
     if (Option.isNone(jwks) && Option.isNone(publicKey)) {
-      const issuer = yield* Config.string("AUTH_ISSUER").pipe(Config.withDefault(devIssuer))
-      const audience = yield* Config.string("AUTH_AUDIENCE").pipe(Config.withDefault(devAudience))
-      return { keys: { _tag: "Dev" as const }, issuer, audience }
+      // an issuer or audience without a key means a real deployment missing its key: never fall back to a
+      // generated key (and a printed admin token) there
+      const issuer = yield* Config.option(Config.string("AUTH_ISSUER"))
+      const audience = yield* Config.option(Config.string("AUTH_AUDIENCE"))
+      if (Option.isSome(issuer) || Option.isSome(audience)) {
+        return yield* invalid(
+          Option.isSome(issuer) ? "AUTH_ISSUER" : "AUTH_AUDIENCE",
+          "AUTH_ISSUER/AUTH_AUDIENCE are set but neither AUTH_JWKS_URL nor AUTH_PUBLIC_KEY is"
+        )
+      }
+      return { keys: { _tag: "Dev" as const }, issuer: devIssuer, audience: devAudience }
     }
     if (Option.isSome(jwks) && Option.isSome(publicKey)) {
       return yield* invalid("AUTH_JWKS_URL", "set AUTH_JWKS_URL or AUTH_PUBLIC_KEY, not both")

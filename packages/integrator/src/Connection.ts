@@ -25,6 +25,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
 import { createHash } from "node:crypto"
 import { ConnectionStore } from "./ConnectionStore.js"
 import { LlmGateway } from "./LlmGateway.js"
@@ -87,11 +88,16 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
       scopes: t.scopes,
       expires_at: t.expires_at === undefined ? null : new Date(t.expires_at).toISOString()
     })
+    // held in memory first: a rotated refresh token is the only valid one, even if the vault write fails
     const store = (t: Tokens) =>
-      secrets.put(tenantId, tokensSecret(provider), encodeTokens(t)).pipe(
-        Effect.mapError((e) => new Unavailable({ message: e.message })),
-        Effect.zipRight(oauthStore.putStatus(tenantId, provider, statusOf(t))),
-        Effect.tap(() => (tokens = t))
+      Effect.sync(() => void (tokens = t)).pipe(
+        Effect.zipRight(
+          secrets.put(tenantId, tokensSecret(provider), encodeTokens(t)).pipe(
+            Effect.retry({ times: 3, schedule: Schedule.exponential("100 millis") }),
+            Effect.mapError((e) => new Unavailable({ message: e.message }))
+          )
+        ),
+        Effect.zipRight(oauthStore.putStatus(tenantId, provider, statusOf(t)))
       )
     const load = Effect.gen(function*() {
       if (tokens !== undefined) return Option.some(tokens)
@@ -193,16 +199,22 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
       revoke: (config: OAuth2Connection) =>
         lock.withPermits(1)(Effect.gen(function*() {
           const current = yield* load
-          if (Option.isSome(current)) {
-            const secret = yield* clientSecretOf(tenantId, provider, config)
+          const secret = Option.isSome(current) && config.revoke_url !== undefined
+            ? yield* Effect.option(clientSecretOf(tenantId, provider, config))
+            : Option.none()
+          if (Option.isSome(current) && config.revoke_url !== undefined && Option.isNone(secret)) {
+            // without the app's client secret the provider cannot be asked; the tokens are still forgotten here
+            yield* Effect.logWarning(`${provider} tokens deleted without revocation: the app's client secret is gone`)
+          }
+          if (Option.isSome(current) && Option.isSome(secret)) {
             const t = current.value
             // revoking the refresh token ends the grant (RFC 7009 2.1); the access token too, where supported
             if (t.refresh_token !== undefined) {
-              yield* revokeToken(config, secret, t.refresh_token, "refresh_token").pipe(
+              yield* revokeToken(config, secret.value, t.refresh_token, "refresh_token").pipe(
                 Effect.provideService(Egress, egress)
               )
             }
-            yield* revokeToken(config, secret, t.access_token, "access_token").pipe(
+            yield* revokeToken(config, secret.value, t.access_token, "access_token").pipe(
               Effect.provideService(Egress, egress)
             )
           }
@@ -427,7 +439,10 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
           }).pipe(Effect.onExit(() => (probe ? settle(breaker.abandon) : Effect.void)))
           const tried = [...(payload.tried ?? []), payload.tool_id]
           const fallback = payload.fallback
-          return (fallback === undefined || tried.includes(fallback) ? call : call.pipe(
+          // a task restricted to some tools gets no fallback outside them
+          const noFallback = fallback === undefined || tried.includes(fallback) ||
+            (payload.allowed_tools !== undefined && !payload.allowed_tools.includes(fallback))
+          return (noFallback ? call : call.pipe(
             // the fallback answers only when a retry might have helped; a bad request stays the caller's to fix
             Effect.catchIf(
               (e) => (e._tag === "ToolFailed" && e.retryable) || e._tag === "UpstreamUnavailable",

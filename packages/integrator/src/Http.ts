@@ -227,6 +227,15 @@ const ConnectionsLive = HttpApiBuilder.group(Api, "connections", (handlers) =>
       .handle("put", ({ path, payload }) =>
         Effect.gen(function*() {
           const { tenantId } = yield* requireAdmin
+          // another OAuth app (or no OAuth at all): the old grant is revoked and its tokens forgotten first
+          const previous = yield* connections.get(tenantId, path.provider)
+          if (
+            Option.isSome(previous) && previous.value.type === "oauth2" &&
+            (payload.type !== "oauth2" || payload.client_id !== previous.value.client_id ||
+              payload.token_url !== previous.value.token_url || payload.authorize_url !== previous.value.authorize_url)
+          ) {
+            yield* orUnavailable(entities(`${tenantId}/${path.provider}`).Disconnect())
+          }
           yield* connections.put(tenantId, path.provider, payload)
           return yield* infoOf(tenantId, path.provider, payload)
         }))

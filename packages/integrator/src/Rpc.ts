@@ -1,3 +1,4 @@
+import { AuditLog } from "@altan/domain/AuditLog"
 import { CurrentPrincipal } from "@altan/domain/Principal"
 import { RpcAuthentication, TaskRpcs } from "@altan/domain/TaskRpc"
 import type { Headers } from "@effect/platform/Headers"
@@ -18,9 +19,24 @@ const bearerToken = (headers: Headers): string => {
 }
 
 /** `RpcAuthentication`: the request's bearer token, verified like the HTTP API's, becomes `CurrentPrincipal`. */
-export const RpcAuthenticationLive: Layer.Layer<RpcAuthentication, never, TokenVerifier> = Layer.effect(
+export const RpcAuthenticationLive: Layer.Layer<RpcAuthentication, never, TokenVerifier | AuditLog> = Layer.effect(
   RpcAuthentication,
-  Effect.map(TokenVerifier, (verifier) => ({ headers }) => verifier.verify(bearerToken(headers)))
+  Effect.gen(function*() {
+    const verifier = yield* TokenVerifier
+    const audit = yield* AuditLog
+    return ({ headers, rpc }) =>
+      verifier.verify(bearerToken(headers)).pipe(
+        Effect.tapError((error) =>
+          audit.record({
+            tenant_id: "-",
+            action: "auth.failure",
+            target: `rpc ${rpc._tag}`,
+            outcome: "denied",
+            details: { reason: error.message }
+          })
+        )
+      )
+  })
 )
 
 /** The task RPCs, answered by the same `Tasks` as the HTTP handlers. */
@@ -44,16 +60,17 @@ export const TaskRpcsLive = TaskRpcs.toLayer(Effect.gen(function*() {
  * headers): `POST /rpc` (HTTP protocol) and `GET /rpc/ws` (websocket), both ndjson. A websocket message
  * over `MAX_BODY_BYTES` closes the connection (1009).
  */
-export const RpcLive: Layer.Layer<never, never, IntegratorConfig | Tasks | TokenVerifier> = Layer.unwrapEffect(
-  Effect.map(IntegratorConfig, ({ maxBodyBytes }) => {
-    const server = (protocol: Layer.Layer<RpcServer.Protocol, never, RpcSerialization.RpcSerialization>) =>
-      RpcServer.layer(TaskRpcs, { spanPrefix: "TaskRpcs" }).pipe(
-        Layer.provide(protocol),
-        Layer.provide(RpcSerialization.layerNdjsonWith({ maxBufferSize: maxBodyBytes }))
-      )
-    return Layer.mergeAll(
-      server(RpcServer.layerProtocolHttp({ path: "/rpc", routerTag: HttpApiBuilder.Router })),
-      server(RpcServer.layerProtocolWebsocket({ path: "/rpc/ws", routerTag: HttpApiBuilder.Router }))
-    ).pipe(Layer.provide(TaskRpcsLive), Layer.provide(RpcAuthenticationLive))
-  })
-)
+export const RpcLive: Layer.Layer<never, never, IntegratorConfig | Tasks | TokenVerifier | AuditLog> = Layer
+  .unwrapEffect(
+    Effect.map(IntegratorConfig, ({ maxBodyBytes }) => {
+      const server = (protocol: Layer.Layer<RpcServer.Protocol, never, RpcSerialization.RpcSerialization>) =>
+        RpcServer.layer(TaskRpcs, { spanPrefix: "TaskRpcs" }).pipe(
+          Layer.provide(protocol),
+          Layer.provide(RpcSerialization.layerNdjsonWith({ maxBufferSize: maxBodyBytes }))
+        )
+      return Layer.mergeAll(
+        server(RpcServer.layerProtocolHttp({ path: "/rpc", routerTag: HttpApiBuilder.Router })),
+        server(RpcServer.layerProtocolWebsocket({ path: "/rpc/ws", routerTag: HttpApiBuilder.Router }))
+      ).pipe(Layer.provide(TaskRpcsLive), Layer.provide(RpcAuthenticationLive))
+    })
+  )

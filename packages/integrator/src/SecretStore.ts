@@ -640,6 +640,9 @@ export const withCache =
         return {
           get: (tenantId, name) =>
             Effect.gen(function*() {
+              // the runtime's own entries (OAuth2 tokens, rotated by their actor, which may move between
+              // runners) are always read fresh: a stale refresh token would cost the connection its grant
+              if (name.startsWith("_")) return yield* store.get(tenantId, name)
               const key = keyOf(tenantId, name)
               const now = yield* Clock.currentTimeMillis
               const hit = entries.get(key)

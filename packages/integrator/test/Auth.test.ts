@@ -586,4 +586,12 @@ describe("configuration", () => {
     expect(jwks).toEqual({ keys: { _tag: "Jwks", url: new URL("https://idp.test/jwks.json") }, issuer, audience })
     expect(await read({})).toEqual({ keys: { _tag: "Dev" }, issuer: Auth.devIssuer, audience: Auth.devAudience })
   })
+
+  it("never falls back to the development key when an issuer or audience says this is a real deployment", async () => {
+    const issuerOnly = await configError({ AUTH_ISSUER: issuer })
+    expect(issuerOnly).toMatchObject({ _op: "InvalidData", path: ["AUTH_ISSUER"] })
+    expect(String(issuerOnly)).toContain("neither AUTH_JWKS_URL nor AUTH_PUBLIC_KEY")
+    const audienceOnly = await configError({ AUTH_AUDIENCE: audience })
+    expect(audienceOnly).toMatchObject({ _op: "InvalidData", path: ["AUTH_AUDIENCE"] })
+  })
 })
