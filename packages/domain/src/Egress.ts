@@ -21,6 +21,13 @@ export interface EgressRequest {
   readonly timeoutMs?: number | undefined
   /** Overrides `EgressConfig.maxResponseBytes` (applies to both the wire and the decompressed bytes). */
   readonly maxBytes?: number | undefined
+  /**
+   * Headers that carry a credential beside `Authorization` and `Cookie` (e.g. `X-API-Key`): dropped, like
+   * those, when a redirect leaves the origin.
+   */
+  readonly credentialHeaders?: ReadonlyArray<string> | undefined
+  /** `false`: a redirect is the answer, not followed (requests whose body holds a secret). Default `true`. */
+  readonly followRedirects?: boolean | undefined
 }
 
 /** The response of the last hop; `body` is already decompressed. */

@@ -227,7 +227,9 @@ const post = (
       headers,
       body: body.toString(),
       allowHosts: "any-public",
-      timeoutMs: 15_000
+      timeoutMs: 15_000,
+      // the form holds the client secret and a code or refresh token: it is never re-posted elsewhere
+      followRedirects: false
     }).pipe(
       Effect.mapError((e) =>
         new UpstreamFailed({

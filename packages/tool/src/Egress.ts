@@ -708,7 +708,7 @@ export const make = (settings: EgressSettings) =>
             (signal) => exchange(pools.get(url, target.address), url, options, signal),
             (error) => failureOf(error, url, maxBytes, deadline)
           )
-          if (hop.location === undefined) {
+          if (hop.location === undefined || req.followRedirects === false) {
             yield* Effect.annotateCurrentSpan("http.response.status_code", hop.status)
             return { status: hop.status, headers: hop.headers, body: hop.body, url: url.href } satisfies EgressResponse
           }
@@ -741,6 +741,7 @@ export const make = (settings: EgressSettings) =>
           }
           if (next.origin !== url.origin) {
             for (const name of crossOriginHeaders) delete headers[name]
+            for (const name of req.credentialHeaders ?? []) delete headers[name.toLowerCase()]
           }
           current = next
         }

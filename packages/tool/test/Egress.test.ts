@@ -367,6 +367,33 @@ describe("Egress", () => {
       expect(unlisted.connections).toBe(unlistedBefore)
     }))
 
+  it.live("drops a caller's own credential header across origins, and can refuse to follow at all", () =>
+    Effect.gen(function*() {
+      const to = encodeURIComponent(`http://127.0.0.1:${second.port}/echo?hop=2`)
+      const moved = yield* send({
+        url: `http://127.0.0.1:${first.port}/redirect?status=307&to=${to}`,
+        method: "POST",
+        headers: { "x-api-key": "k3y-s3cret", "x-keep": "kept" },
+        body: "payload",
+        allowHosts: "any-public",
+        credentialHeaders: ["X-API-Key"]
+      })
+      const seen = seenBy(moved)
+      expect(seen.headers["x-keep"]).toBe("kept")
+      expect(seen.headers["x-api-key"]).toBeUndefined()
+      const secondBefore = second.connections
+      const stayed = yield* send({
+        url: `http://127.0.0.1:${first.port}/redirect?status=307&to=${to}`,
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: "client_secret=s3cret",
+        allowHosts: "any-public",
+        followRedirects: false
+      })
+      expect(stayed.status).toBe(307)
+      expect(second.connections).toBe(secondBefore)
+    }))
+
   it.live("follows allowed redirects to another server, re-checking and re-pinning each hop", () =>
     Effect.gen(function*() {
       const secondBefore = second.connections

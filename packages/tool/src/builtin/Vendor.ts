@@ -55,6 +55,7 @@ export const vendorExchange = (options: {
       url,
       method: options.method,
       headers,
+      credentialHeaders: [credential.header],
       ...(options.json !== undefined ? { body: JSON.stringify(options.json) } : {})
     }).pipe(Effect.mapError(Tool.httpFailed(toolId)))
     const answer = yield* Tool.checkStatus(toolId, response).pipe(
