@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Tracer from "effect/Tracer"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import Provider from "oidc-provider"
 import { makeProbes, startEdge } from "./fixtures.js"
@@ -341,5 +343,33 @@ describe("OAuth2 connections", () => {
     const task = await runTool()
     expect(task.body.status).toBe("failed")
     expect(task.body.steps[0].error.message).toContain("not authorized yet")
+  })
+
+  it("keeps the callback's code and state out of every span", async () => {
+    const spans: Array<{ name: string; attributes: ReadonlyMap<string, unknown> }> = []
+    const native = Effect.runSync(Effect.tracer)
+    const tracer = Tracer.make({
+      span: (name, parent, context, links, startTime, kind) => {
+        const span = native.span(name, parent, context, links, startTime, kind)
+        spans.push({ name, attributes: span.attributes })
+        return span
+      },
+      context: (f) => f()
+    })
+    const traced = await startEdge(makeProbes(), { tracer })
+    try {
+      const res = await fetch(`${traced.base}/v1/oauth/callback?state=state-4b1d&code=code-9f3e`)
+      expect(res.status).toBe(400)
+      const token = await traced.sign({ tenant_id: "traced", role: "member" })
+      expect((await traced.call("GET", "/v1/tasks/ses_x.y", token)).status).toBe(404)
+      // the tracer sees the other request, so its silence about the callback is not an accident
+      expect(spans.some((s) => [...s.attributes.values()].some((v) => String(v).includes("/v1/tasks/ses_x.y"))))
+        .toBe(true)
+      const all = JSON.stringify(spans.map((s) => [s.name, [...s.attributes.entries()]]))
+      expect(all).not.toContain("code-9f3e")
+      expect(all).not.toContain("state-4b1d")
+    } finally {
+      await traced.close()
+    }
   })
 })

@@ -26,6 +26,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
+import type * as Tracer from "effect/Tracer"
 import * as jose from "jose"
 import { createPublicKey } from "node:crypto"
 import * as AuditLog from "../src/AuditLog.js"
@@ -175,6 +176,8 @@ export const startEdge = async (
     readonly maxBodyBytes?: number
     /** Edge admission defaults (per tenant requests/s, concurrent tasks). */
     readonly admission?: Partial<Admission.Options>
+    /** Receives every span of the runtime (tests that look at what traces would export). */
+    readonly tracer?: Tracer.Tracer
   } = {}
 ) => {
   const pair = await jose.generateKeyPair("ES256", { extractable: true })
@@ -197,7 +200,8 @@ export const startEdge = async (
     Layer.provide(authConfig),
     Layer.provide(IntegratorConfig.layer(options.maxBodyBytes ? { maxBodyBytes: options.maxBodyBytes } : {})),
     Layer.provideMerge(NodeHttpServer.layer(edgeServer, { port: 0, host: "127.0.0.1" })),
-    Layer.provideMerge(clusterLayer(probes, options))
+    Layer.provideMerge(clusterLayer(probes, options)),
+    Layer.provide(options.tracer ? Layer.setTracer(options.tracer) : Layer.empty)
   )
   const scope = Effect.runSync(Scope.make())
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))

@@ -539,6 +539,10 @@ export const HttpLive = Layer.unwrapEffect(Effect.gen(function*() {
       RpcLive
     ]),
     Layer.provide(AuthenticationLive),
-    Layer.provide(Tasks.Default)
+    Layer.provide(Tasks.Default),
+    // the callback's query holds a live authorization code and state: no span records its URL; probes are noise
+    HttpMiddleware.withTracerDisabledWhen((request) =>
+      request.url.startsWith("/v1/oauth/callback") || request.url === "/healthz" || request.url === "/readyz"
+    )
   )
 }))
