@@ -345,6 +345,24 @@ describe("OAuth2 connections", () => {
     expect(task.body.steps[0].error.message).toContain("not authorized yet")
   })
 
+  it("fails a refresh at once, without retries, when the app's client secret is gone", async () => {
+    expect((await call("PUT", "/v1/connections/acme", app())).status).toBe(200)
+    expect((await connect()).body.status).toBe("connected")
+    expect((await call("DELETE", "/v1/secrets/acme_client_secret")).status).toBe(204)
+    try {
+      await sleep(accessTokenTtl * 1000 + 300)
+      grants.length = 0
+      const task = await runTool()
+      expect(task.body.status).toBe("failed")
+      expect(task.body.steps[0]).toMatchObject({ attempts: 1, error: { code: "tool_failed" } })
+      expect(task.body.steps[0].error.message).toContain("client secret")
+      expect(grants).toEqual([])
+    } finally {
+      expect((await call("PUT", "/v1/secrets/acme_client_secret", { value: clientSecret })).status).toBe(204)
+    }
+    expect((await runTool()).body.status).toBe("succeeded")
+  })
+
   it("keeps the callback's code and state out of every span", async () => {
     const spans: Array<{ name: string; attributes: ReadonlyMap<string, unknown> }> = []
     const native = Effect.runSync(Effect.tracer)

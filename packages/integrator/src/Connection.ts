@@ -69,7 +69,8 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
         onNone: () =>
           Effect.fail(
             new UpstreamFailed({
-              message: `the client secret "${config.client_secret_secret}" of the ${provider} OAuth app is not set`
+              message: `the client secret "${config.client_secret_secret}" of the ${provider} OAuth app is not set`,
+              details: { configuration: true }
             })
           ),
         onSome: Effect.succeed
@@ -122,8 +123,13 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
           Effect.annotateLogs({ "tenant.id": tenantId, provider })
         )
       })
+    // a missing client secret is the tenant's to fix: trying again cannot help, nor is the provider unwell
     const toolError = (e: UpstreamFailed | Unavailable) =>
-      new ToolFailed({ tool_id: provider, message: `${provider} credentials: ${e.message}`, retryable: true })
+      new ToolFailed({
+        tool_id: provider,
+        message: `${provider} credentials: ${e.message}`,
+        retryable: e.details?.["configuration"] !== true
+      })
 
     const refreshed = (config: OAuth2Connection, stale: Tokens) =>
       Effect.gen(function*() {
@@ -415,7 +421,8 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 return yield* Effect.fail(e)
               }
               // a client error means the upstream is up; only transient failures count against it
-              yield* settle(e.retryable ? breaker.failure : breaker.success)
+              // no status: the call never got an answer from the upstream (e.g. our own configuration is missing)
+              yield* settle(e.retryable ? breaker.failure : e.status !== undefined ? breaker.success : breaker.abandon)
               lastFailure = e
               yield* metrics.call("failed")
               if (e.status !== undefined) {
