@@ -1,5 +1,8 @@
 import * as AgentConfig from "@altan/agent/AgentConfig"
 import { AgentSessionLive } from "@altan/agent/AgentSession"
+import type { TenantId } from "@altan/domain/Ids"
+import type { ToolDefinition } from "@altan/domain/ToolDefinition"
+import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
 import * as Auth from "@altan/integrator/Auth"
 import { ConnectionLive } from "@altan/integrator/Connection"
@@ -141,3 +144,40 @@ export const print = (results: ReadonlyArray<Result>, baseline?: (r: Result) => 
   })
   console.table(rows)
 }
+
+/** A loopback "weather API" answering a small JSON body, after `delayMs` (0: at once); its URL. */
+export const startUpstream = async (delayMs = 0): Promise<string> => {
+  const server = createServer((_, res) => {
+    const answer = () => {
+      res.writeHead(200, { "content-type": "application/json" })
+      res.end(`{"ok":true,"temperature":21}`)
+    }
+    if (delayMs > 0) setTimeout(answer, delayMs)
+    else answer()
+  })
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r))
+  server.unref()
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}/weather`
+}
+
+/** Registers the tenant GET tool `toolId` (one `city` parameter) pointing at `endpoint`. */
+export const putWeatherTool = (
+  runtime: Awaited<ReturnType<typeof startRuntime>>,
+  tenant: TenantId,
+  toolId: string,
+  endpoint: string,
+  provider?: string
+) =>
+  runtime.run(Effect.flatMap(ToolWorker.client, (workers) =>
+    workers(catalogId(tenant)).PutTool({
+      definition: {
+        tool_id: toolId as ToolDefinition["tool_id"],
+        name: toolId,
+        description: "bench",
+        parameters: [{ name: "city", type: "string", required: true }],
+        endpoint,
+        method: "GET",
+        auth: "none",
+        ...(provider ? { provider } : {})
+      }
+    })))

@@ -5,36 +5,15 @@
  */
 import { Connection } from "@altan/domain/Connection"
 import type { TenantId } from "@altan/domain/Ids"
-import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
-import { createServer } from "node:http"
-import { measure, print, type Result, startRuntime } from "./harness.js"
-
-const upstream = createServer((_, res) => {
-  res.writeHead(200, { "content-type": "application/json" })
-  res.end(`{"ok":true,"temperature":21}`)
-})
-await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r))
-const url = `http://127.0.0.1:${(upstream.address() as { port: number }).port}/weather`
+import { ToolWorker } from "@altan/domain/ToolWorker"
+import { measure, print, putWeatherTool, type Result, startRuntime, startUpstream } from "./harness.js"
 
 const runtime = await startRuntime()
 const tenant = "bench" as TenantId
 const provider = "weather"
 const workers = await runtime.run(ToolWorker.client)
 const connections = await runtime.run(Connection.client)
-await runtime.run(
-  workers(catalogId(tenant)).PutTool({
-    definition: {
-      tool_id: "weather" as any,
-      name: "Weather",
-      description: "bench",
-      parameters: [{ name: "city", type: "string", required: true }],
-      endpoint: url,
-      method: "GET",
-      auth: "none",
-      provider
-    }
-  })
-)
+await putWeatherTool(runtime, tenant, "weather", await startUpstream(), provider)
 
 const input = { city: "Lyon" }
 const worker = workers(`${tenant}/weather`)
@@ -65,5 +44,4 @@ for (const concurrency of [1, 64]) {
       `${signed(1000 / via!.perSecond - 1000 / base!.perSecond)} per call at the measured throughput`
   )
 }
-upstream.close()
 process.exit(0)

@@ -5,55 +5,17 @@
  * overhead), and one that takes 20 ms, as a vendor API does at best.
  */
 import type { TenantId } from "@altan/domain/Ids"
-import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
-import { createServer } from "node:http"
+import { ToolWorker } from "@altan/domain/ToolWorker"
 import { request } from "undici"
-import { measure, print, type Result, startRuntime } from "./harness.js"
+import { measure, print, putWeatherTool, type Result, startRuntime, startUpstream } from "./harness.js"
 
-const upstream = createServer((_, res) => {
-  res.writeHead(200, { "content-type": "application/json" })
-  res.end(`{"ok":true,"temperature":21}`)
-})
-await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r))
-const url = `http://127.0.0.1:${(upstream.address() as { port: number }).port}/weather`
-const slowUpstream = createServer((_, res) => {
-  setTimeout(() => {
-    res.writeHead(200, { "content-type": "application/json" })
-    res.end(`{"ok":true,"temperature":21}`)
-  }, 20)
-})
-await new Promise<void>((r) => slowUpstream.listen(0, "127.0.0.1", r))
-const slowUrl = `http://127.0.0.1:${(slowUpstream.address() as { port: number }).port}/weather`
-
+const url = await startUpstream()
+const slowUrl = await startUpstream(20)
 const runtime = await startRuntime()
 const tenant = "bench" as TenantId
 const workers = await runtime.run(ToolWorker.client)
-await runtime.run(
-  workers(catalogId(tenant)).PutTool({
-    definition: {
-      tool_id: "weather" as any,
-      name: "Weather",
-      description: "bench",
-      parameters: [{ name: "city", type: "string", required: true }],
-      endpoint: url,
-      method: "GET",
-      auth: "none"
-    }
-  })
-)
-await runtime.run(
-  workers(catalogId(tenant)).PutTool({
-    definition: {
-      tool_id: "weather_slow" as any,
-      name: "Weather (20 ms upstream)",
-      description: "bench",
-      parameters: [{ name: "city", type: "string", required: true }],
-      endpoint: slowUrl,
-      method: "GET",
-      auth: "none"
-    }
-  })
-)
+await putWeatherTool(runtime, tenant, "weather", url)
+await putWeatherTool(runtime, tenant, "weather_slow", slowUrl)
 const viaTool = (toolId: string) => {
   const worker = workers(`${tenant}/${toolId}`)
   return () => runtime.run(worker.Execute({ input: { city: "Lyon" } })).then(() => undefined)
@@ -81,6 +43,4 @@ print(
       )
       : undefined
 )
-upstream.close()
-slowUpstream.close()
 process.exit(0)
