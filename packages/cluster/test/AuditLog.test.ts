@@ -158,10 +158,10 @@ describe("hash chain", () => {
         target: "secret:openai",
         outcome: "ok",
         time: "1970-01-01T00:00:00.000Z",
-        chain: r!.chain,
+        chain: expect.stringMatching(/^acme\/[^/]+$/),
         seq: 1,
         prev_hash: AuditLog.genesisHash,
-        hash: r!.hash
+        hash: AuditLog.recordHash(r!)
       })
       // key order and whitespace do not matter; values do
       expect(AuditLog.canonicalJson({ b: [1, { d: 2, c: "x" }], a: null, u: undefined })).toBe(
@@ -753,8 +753,21 @@ describe("layerFromConfig", () => {
       const unknown = yield* Effect.flip(AuditLog.loadConfig.pipe(withEnv({ AUDIT_SINK: "syslog" })))
       expect(String(unknown)).toContain("AUDIT_SINK")
 
-      // the layer builds and records
-      yield* record(entry("acme", 1)).pipe(Effect.provide(AuditLog.layerFromConfig), withEnv({ AUDIT_SINK: "memory" }))
+      // the configured layer records: with the stdout sink, one structured line per record
+      const lines: Array<string> = []
+      const write = process.stdout.write
+      process.stdout.write = ((chunk: unknown) => (lines.push(String(chunk)), true)) as typeof process.stdout.write
+      try {
+        yield* record(entry("acme", 1)).pipe(
+          Effect.provide(AuditLog.layerFromConfig),
+          withEnv({ AUDIT_SINK: "stdout" })
+        )
+      } finally {
+        process.stdout.write = write
+      }
+      const audited = lines.map((l) => JSON.parse(l)).filter((l) => l.audit !== undefined)
+      expect(audited).toHaveLength(1)
+      expect(audited[0].audit).toMatchObject({ tenant_id: "acme", seq: 1 })
       const failed = yield* Effect.exit(
         record(entry("acme", 1)).pipe(Effect.provide(AuditLog.layerFromConfig), withEnv({ AUDIT_SINK: "gcp" }))
       )
