@@ -28,6 +28,9 @@ import { createServer } from "node:http"
 import * as AuditLog from "../packages/cluster/src/AuditLog.js"
 import { AgentStores, clusterRoundTrip, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
 
+// one guard (and one set of connection pools) for the LLM gateway and the tools, as in production
+const egress = Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
+
 /** The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port. */
 export const startRuntime = async (options: { readonly extra?: Layer.Layer<never, never, Sharding.Sharding> } = {}) => {
   const layer = HttpLive.pipe(
@@ -53,14 +56,14 @@ export const startRuntime = async (options: { readonly extra?: Layer.Layer<never
         Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue()))),
         Layer.provide(Resilience.layer()),
         Layer.provide(
-          Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
+          egress
         )
       ),
       ToolWorkerLive.pipe(
         Layer.provide(ToolRegistry.layerMemory()),
         Layer.provide(ToolCache.layerMemory()),
         Layer.provide(
-          Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
+          egress
         )
       )
     )),

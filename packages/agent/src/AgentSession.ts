@@ -7,7 +7,7 @@ import type { ChatMessage } from "@altan/domain/Llm"
 import type { Plan, Step, Task, TaskError, TaskEventType, Turn } from "@altan/domain/Task"
 import { emptyUsage, isTerminal } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
-import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
+import { catalogId, policyOf, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -150,19 +150,20 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
         const terminal = type === "task.succeeded" || type === "task.failed" || type === "task.cancelled"
         if (type !== "task.queued" && !terminal) return Effect.void
         const task = state.tasks[taskId]
-        return audit.record({
-          tenant_id: tenantId,
-          ...(task?.user_id ? { user: task.user_id } : {}),
-          action: terminal ? "task.finished" : "task.accepted",
-          target: `task:${taskId}`,
-          outcome: type === "task.failed" ? "failed" : "ok",
-          ...(terminal && task ? { latency_ms: Date.now() - Date.parse(task.created_at) } : {}),
-          details: {
-            session_id: sessionId,
-            ...(terminal ? { status: type.slice(5) } : {}),
-            ...(terminal && task?.error ? { error: task.error.code } : {})
-          }
-        })
+        return Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+          audit.record({
+            tenant_id: tenantId,
+            ...(task?.user_id ? { user: task.user_id } : {}),
+            action: terminal ? "task.finished" : "task.accepted",
+            target: `task:${taskId}`,
+            outcome: type === "task.failed" ? "failed" : "ok",
+            ...(terminal && task ? { latency_ms: nowMs - Date.parse(task.created_at) } : {}),
+            details: {
+              session_id: sessionId,
+              ...(terminal ? { status: type.slice(5) } : {}),
+              ...(terminal && task?.error ? { error: task.error.code } : {})
+            }
+          }))
       }
 
       const updateStep = (taskId: TaskId, stepId: string, f: (step: Step) => Step) =>
@@ -244,11 +245,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             ...(task.llms && task.llms.length > 0 ? { llms: task.llms } : {}),
             ...(spec.fallback ? { fallback: spec.fallback } : {}),
             ...(task.tools ? { allowed_tools: task.tools } : {}),
-            policy: {
-              idempotent: spec.idempotent,
-              idempotency_key: spec.idempotency_key ?? false,
-              ...(spec.max_attempts ? { max_attempts: spec.max_attempts } : {})
-            },
+            policy: policyOf(spec),
             priority: task.mode === "async" ? "async" : "sync",
             ...(task.mode === "sync" && task.timeout_ms !== undefined
               ? { deadline: Date.parse(task.created_at) + task.timeout_ms }

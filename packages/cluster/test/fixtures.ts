@@ -126,8 +126,12 @@ export const clusterLayer = (
     /** Keep sessions and events in this Redis, under `prefix`; memory otherwise. */
     readonly redis?: { readonly url: string; readonly prefix: string }
   } = {}
-) =>
-  Layer.mergeAll(
+) => {
+  // one guard for the LLM gateway and the tools, as in production
+  const egress = Egress.layer.pipe(
+    Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: options.egressAllow ?? ["127.0.0.1"] }))
+  )
+  return Layer.mergeAll(
     AgentSessionLive.pipe(
       Layer.provide(
         options.redis
@@ -142,18 +146,14 @@ export const clusterLayer = (
       Layer.provide(Resilience.layer({ baseDelay: Duration.millis(20), ...options.resilience })),
       // loopback fakes are reachable only because the operator allowlist says so, as in production
       Layer.provide(
-        Egress.layer.pipe(
-          Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: options.egressAllow ?? ["127.0.0.1"] }))
-        )
+        egress
       )
     ),
     ToolWorkerLive.pipe(
       Layer.provide(ToolRegistry.layerMemory({ extra: probes.tools })),
       Layer.provide(ToolCache.layerMemory()),
       Layer.provide(
-        Egress.layer.pipe(
-          Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: options.egressAllow ?? ["127.0.0.1"] }))
-        )
+        egress
       )
     )
   ).pipe(
@@ -162,6 +162,7 @@ export const clusterLayer = (
     // the audit trail in memory, readable by the tests (`AuditMemory`)
     Layer.provideMerge(AuditLog.layerMemory)
   )
+}
 
 export const issuer = "https://idp.test"
 export const audience = "altan-test"

@@ -52,6 +52,13 @@ export class ToolFailed extends Schema.TaggedError<ToolFailed>()("ToolFailed", {
   }
 }
 
+/** What a tool's spec says about retrying a call to it (the `policy` of `Connection.Invoke`). */
+export const policyOf = (spec: ToolSpec) => ({
+  idempotent: spec.idempotent,
+  idempotency_key: spec.idempotency_key ?? false,
+  ...(spec.max_attempts ? { max_attempts: spec.max_attempts } : {})
+})
+
 /** A `ToolFailed`'s own fields (not its attempts or headers), to rebuild it with more of them. */
 export const toolFailedFields = (e: ToolFailed) => ({
   tool_id: e.tool_id,

@@ -9,8 +9,6 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 
-export { TooManyRequests }
-
 /** The `Retry-After` header of a `TooManyRequests`: whole seconds, at least 1. */
 export const retryAfterSeconds = (error: TooManyRequests): number =>
   Math.max(1, Math.ceil(Number(error.details?.["retry_after_ms"] ?? 1000) / 1000))

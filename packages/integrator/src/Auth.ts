@@ -421,10 +421,6 @@ export const challenge = (error: Unauthorized): string =>
   `Bearer realm="altan", error="invalid_token", error_description="${error.message.replace(/["\\]/g, "'")}"`
 
 /**
- * The `Authentication` middleware of the public API: bearer token -> `CurrentPrincipal`. A refusal is a 401
- * with the error envelope and a `WWW-Authenticate: Bearer error="invalid_token"` challenge naming the problem.
- */
-/**
  * The caller of the request being served, once its token is verified: the edge provides an empty holder
  * per request and reads it after the answer, to audit what the caller did.
  */
@@ -432,6 +428,10 @@ export class RequestPrincipal extends Context.Tag("@altan/integrator/RequestPrin
   current: Principal | undefined
 }>() {}
 
+/**
+ * The `Authentication` middleware of the public API: bearer token -> `CurrentPrincipal`. A refusal is a 401
+ * with the error envelope and a `WWW-Authenticate: Bearer error="invalid_token"` challenge naming the problem.
+ */
 export const AuthenticationLive: Layer.Layer<Authentication, never, TokenVerifier | AuditLog> = Layer.effect(
   Authentication,
   Effect.gen(function*() {

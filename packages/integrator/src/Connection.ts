@@ -6,9 +6,11 @@ import { NotFound, Unavailable, UpstreamFailed } from "@altan/domain/Errors"
 import { parseEntityId, type TenantId } from "@altan/domain/Ids"
 import { LlmBadResponse, LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
 import { callMetrics } from "@altan/domain/Metrics"
+import type { Settings } from "@altan/domain/Settings"
 import {
   ConnectionNeedsReauth,
   type Credential,
+  policyOf,
   RateLimited,
   ToolFailed,
   toolFailedFields,
@@ -323,10 +325,10 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 not_applied: true
               })
             )
-          const execute = (forceRefresh: boolean) =>
+          const execute = (settings: Settings, forceRefresh: boolean) =>
             Effect.flatMap(
-              Effect.all([config.getSettings(tenantId), credential(forceRefresh)]),
-              ([settings, cred]) =>
+              credential(forceRefresh),
+              (cred) =>
                 toolWorker(`${tenantId}/${payload.tool_id}`).Execute({
                   input: payload.input,
                   ...(Option.isSome(cred) ? { credential: cred.value } : {}),
@@ -348,12 +350,13 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               })
             )
           // a 401 with an OAuth2 token: the provider dropped it early; refresh once and try again
-          const once = execute(false).pipe(
-            Effect.catchIf(
-              (e) => e._tag === "ToolFailed" && e.status === 401 && oauth.holdsToken(),
-              () => execute(true)
+          const once = (settings: Settings) =>
+            execute(settings, false).pipe(
+              Effect.catchIf(
+                (e) => e._tag === "ToolFailed" && e.status === 401 && oauth.holdsToken(),
+                () => execute(settings, true)
+              )
             )
-          )
           const policy = payload.policy ?? { idempotent: false, idempotency_key: false }
           // a write is tried again only when that cannot apply it twice
           const safeToRepeat = policy.idempotent || policy.idempotency_key
@@ -403,7 +406,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                     )
                   ))
               )
-              const exit = yield* Effect.exit(once)
+              const exit = yield* Effect.exit(once(settings))
               if (Exit.isSuccess(exit)) {
                 yield* settle(breaker.success)
                 yield* budget.observe({ status: 200, headers: exit.value.rate_headers })
@@ -462,11 +465,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                     ...payload,
                     tool_id: fallback,
                     tried,
-                    policy: {
-                      idempotent: spec.idempotent,
-                      idempotency_key: spec.idempotency_key ?? false,
-                      ...(spec.max_attempts ? { max_attempts: spec.max_attempts } : {})
-                    },
+                    policy: policyOf(spec),
                     ...(spec.fallback ? { fallback: spec.fallback } : { fallback: undefined })
                   }).pipe(Effect.catchTags({
                     MailboxFull: () => Effect.fail(failed),

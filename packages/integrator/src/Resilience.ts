@@ -60,7 +60,7 @@ export const backoff = (
         r * Math.min(Duration.toMillis(config.maxDelay), Duration.toMillis(config.baseDelay) * 2 ** (attempt - 1))
       ))
 
-export type BreakerState = "closed" | "open" | "half_open"
+type BreakerState = "closed" | "open" | "half_open"
 
 /**
  * A circuit breaker for one connection: it opens after `breakerThreshold` consecutive failed attempts,
@@ -74,7 +74,6 @@ export const makeBreaker = (config: ResilienceConfig["Type"]) => {
   let probing = false
   const cooldown = Duration.toMillis(config.breakerCooldown)
   return {
-    state: () => state,
     /** Whether a call may go now; when not, how long until a probe may. */
     admit: Effect.map(Clock.currentTimeMillis, (now): { readonly ok: true; readonly probe: boolean } | {
       readonly retryAfterMs: number
@@ -117,4 +116,3 @@ export const makeBreaker = (config: ResilienceConfig["Type"]) => {
       }))
   }
 }
-export type Breaker = ReturnType<typeof makeBreaker>

@@ -1,4 +1,5 @@
 import type { TenantId } from "@altan/domain/Ids"
+import { isReservedSecretName } from "@altan/domain/Secret"
 import type { SecretManagerServiceClient } from "@google-cloud/secret-manager"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
@@ -642,7 +643,7 @@ export const withCache =
             Effect.gen(function*() {
               // the runtime's own entries (OAuth2 tokens, rotated by their actor, which may move between
               // runners) are always read fresh: a stale refresh token would cost the connection its grant
-              if (name.startsWith("_")) return yield* store.get(tenantId, name)
+              if (isReservedSecretName(name)) return yield* store.get(tenantId, name)
               const key = keyOf(tenantId, name)
               const now = yield* Clock.currentTimeMillis
               const hit = entries.get(key)

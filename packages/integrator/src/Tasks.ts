@@ -2,6 +2,7 @@ import { AgentSession } from "@altan/domain/AgentSession"
 import { InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
 import { entityId, type SessionId, sessionOfTask, type TaskId } from "@altan/domain/Ids"
 import type { Principal } from "@altan/domain/Principal"
+import type { Settings } from "@altan/domain/Settings"
 import { isTerminal, type TaskRequest } from "@altan/domain/Task"
 import type { AlreadyProcessingMessage, MailboxFull, PersistenceError } from "@effect/cluster/ClusterError"
 import * as Duration from "effect/Duration"
@@ -57,11 +58,10 @@ export const orUnavailable = <A, E extends { readonly _tag: string }, R>(
  * The LLMs a natural-language task will use, in order: the task's `llm_id` or the tenant's
  * `default_llm`, then the configured `fallback_llms`. Resolved here, where tenant configuration lives.
  */
-const resolveLlms = (config: TenantConfig["Type"], principal: Principal, request: TaskRequest) =>
+const resolveLlms = (config: TenantConfig["Type"], principal: Principal, request: TaskRequest, settings: Settings) =>
   Effect.gen(function*() {
     // a plan needs an LLM only for its text.generate steps, which use the tenant's default unless llm_id says otherwise
     if (typeof request.input !== "string" && request.llm_id === undefined) return []
-    const settings = yield* config.getSettings(principal.tenantId)
     const primary = request.llm_id ?? settings.default_llm
     if (!primary) {
       return yield* new InvalidRequest({
@@ -95,9 +95,12 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
     const sessions = yield* AgentSession.client
     const config = yield* TenantConfig
     const admission = yield* Admission
-    /** Every task request passes the tenant's rate at this edge first. */
+    /** Every task request passes the tenant's rate at this edge first; the settings read for it are handed on. */
     const admit = (principal: Principal) =>
-      Effect.flatMap(config.getSettings(principal.tenantId), (s) => admission.admit(principal.tenantId, s.admission))
+      Effect.flatMap(
+        config.getSettings(principal.tenantId),
+        (settings) => Effect.as(admission.admit(principal.tenantId, settings.admission), settings)
+      )
     const session = (principal: Principal, sessionId: SessionId) => sessions(entityId(principal.tenantId, sessionId))
     const sessionFor = (principal: Principal, taskId: TaskId) => session(principal, sessionOfTask(taskId))
 
@@ -105,12 +108,14 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
      * Submits a task and answers it as it then is: in sync mode once it finished or `timeout_ms` passed,
      * in async mode as accepted. A repeated idempotency key answers the task the first submit created.
      */
-    const submit = Effect.fn("Tasks.submit")(function*(principal: Principal, request: TaskRequest) {
-      const settings = yield* config.getSettings(principal.tenantId)
-      yield* admission.admit(principal.tenantId, settings.admission)
+    const submitAdmitted = Effect.fn("Tasks.submit")(function*(
+      principal: Principal,
+      request: TaskRequest,
+      settings: Settings
+    ) {
       const { sessionId, taskId } = taskIds(principal.tenantId, request.session_id, request.idempotency_key)
       const target = session(principal, sessionId)
-      const llms = yield* resolveLlms(config, principal, request)
+      const llms = yield* resolveLlms(config, principal, request, settings)
       // The submit is persisted: if it times out here it may still run once delivered.
       const accepted = yield* orUnavailable(target.Submit({ task_id: taskId, request, principal, llms })).pipe(
         Effect.mapError((e) =>
@@ -137,10 +142,15 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
         })
       }
       return task
-    }, (effect, principal) =>
-      // a sync submit holds one of the tenant's task slots at this edge while it runs
-      Effect.flatMap(config.getSettings(principal.tenantId), (s) =>
-        admission.task(principal.tenantId, s.admission, effect)))
+    })
+
+    // a submit holds one of the tenant's task slots at this edge while it runs (a sync one until it answers)
+    const submit = (principal: Principal, request: TaskRequest) =>
+      Effect.flatMap(
+        admit(principal),
+        (settings) =>
+          admission.task(principal.tenantId, settings.admission, submitAdmitted(principal, request, settings))
+      )
 
     const get = (principal: Principal, taskId: TaskId) =>
       Effect.zipRight(admit(principal), orUnavailable(sessionFor(principal, taskId).GetTask({ task_id: taskId })))

@@ -121,8 +121,9 @@ export const layerRedis = (options: {
       const key = (tenantId: TenantId) => `${prefix}:t:${tenantId}:tools`
       const decode = Schema.decodeUnknownSync(Schema.parseJson(ToolDefinitionSchema))
       const compiled = new Map<string, { readonly json: string; readonly tool: Tool }>()
-      const toolOf = (tenantId: TenantId, json: string): Tool => {
-        const cacheKey = `${tenantId}/${JSON.parse(json).tool_id}`
+      // compiled tools are found by tenant and tool id, so a cached call parses nothing
+      const toolOf = (tenantId: TenantId, toolId: string, json: string): Tool => {
+        const cacheKey = `${tenantId}/${toolId}`
         const hit = compiled.get(cacheKey)
         if (hit && hit.json === json) return hit.tool
         // stored definitions were validated on write; one that no longer compiles is a defect
@@ -139,13 +140,13 @@ export const layerRedis = (options: {
             Effect.flatMap((json) =>
               json === null
                 ? Effect.fail(new ToolNotFound({ tool_id: toolId }))
-                : Effect.sync(() => toolOf(tenantId, json))
+                : Effect.sync(() => toolOf(tenantId, toolId, json))
             )
           )
         },
         list: (tenantId) =>
-          redis(() => client.hvals(key(tenantId))).pipe(
-            Effect.map((values) => [...shared, ...values.map((json) => toolOf(tenantId, json))])
+          redis(() => client.hgetall(key(tenantId))).pipe(
+            Effect.map((all) => [...shared, ...Object.entries(all).map(([id, json]) => toolOf(tenantId, id, json))])
           ),
         put: (tenantId, definition) =>
           Effect.gen(function*() {
