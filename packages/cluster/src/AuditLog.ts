@@ -13,6 +13,7 @@
  * compare the last hashes `verify` reports with an earlier run.
  */
 import { type AuditAction, type AuditEntry, AuditLog, type AuditOutcome, AuditRecord } from "@altan/domain/AuditLog"
+import { canonicalJson } from "@altan/domain/Json"
 import * as Metrics from "@altan/domain/Metrics"
 import type { Logging, LoggingOptions, MonitoredResource } from "@google-cloud/logging"
 import * as Cause from "effect/Cause"
@@ -43,22 +44,8 @@ export { AuditLog }
 /** The `prev_hash` of the first record of a chain. */
 export const genesisHash = "0".repeat(64)
 
-/**
- * Deterministic JSON: object keys sorted (by UTF-16 code units), no whitespace, numbers and strings as
- * `JSON.stringify` writes them; `undefined`, functions and symbols are dropped from objects and are `null` in
- * arrays, like `JSON.stringify`. For JSON data this is the JSON Canonicalization Scheme (RFC 8785).
- */
-export const canonicalJson = (value: unknown): string => {
-  if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null"
-  if (Array.isArray(value)) {
-    return `[${value.map((item) => (isJsonless(item) ? "null" : canonicalJson(item))).join(",")}]`
-  }
-  const object = value as Record<string, unknown>
-  const keys = Object.keys(object).filter((key) => !isJsonless(object[key])).sort()
-  return `{${keys.map((key) => `${JSON.stringify(key)}:${canonicalJson(object[key])}`).join(",")}}`
-}
-
-const isJsonless = (value: unknown) => value === undefined || typeof value === "function" || typeof value === "symbol"
+/** Deterministic JSON (RFC 8785 for JSON data), which the record hashes are computed over. */
+export { canonicalJson }
 
 const sha256Hex = (text: string) => createHash("sha256").update(text, "utf8").digest("hex")
 

@@ -1,12 +1,12 @@
 import { InvalidRequest } from "@altan/domain/Errors"
 import type { JsonSchema, ToolDefinition, ToolSpec } from "@altan/domain/ToolDefinition"
-import { ToolFailed, ToolInputInvalid } from "@altan/domain/ToolWorker"
+import { ToolInputInvalid } from "@altan/domain/ToolWorker"
 import { Ajv } from "ajv"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Redacted from "effect/Redacted"
 import { isIP } from "node:net"
-import { checkStatus, httpFailed, type Tool } from "./Tool.js"
+import { checkStatus, httpFailed, requireCredential, type Tool } from "./Tool.js"
 
 const ajv = new Ajv({ allErrors: true, strict: false, coerceTypes: false })
 
@@ -137,14 +137,8 @@ export const fromDefinition = (
         }
         const headers: Record<string, string> = { accept: "application/json" }
         if (definition.auth !== "none") {
-          if (!ctx.credential) {
-            return yield* new ToolFailed({
-              tool_id: id,
-              message: `no ${provider} connection for this tenant: connect it with PUT /v1/connections/${provider}`,
-              retryable: false
-            })
-          }
-          headers[ctx.credential.header.toLowerCase()] = Redacted.value(ctx.credential.value)
+          const credential = yield* requireCredential(id, provider, ctx)
+          headers[credential.header.toLowerCase()] = Redacted.value(credential.value)
         }
         if (definition.idempotency_header && ctx.idempotencyKey) {
           headers[definition.idempotency_header.toLowerCase()] = ctx.idempotencyKey

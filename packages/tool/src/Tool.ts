@@ -34,6 +34,20 @@ export interface ToolContext {
   readonly idempotencyKey?: string | undefined
 }
 
+/** The tenant's credential for the provider, or the failure that says how to connect it. */
+export const requireCredential = (
+  toolId: string,
+  provider: string,
+  ctx: ToolContext
+): Effect.Effect<Credential, ToolFailed> =>
+  ctx.credential !== undefined ? Effect.succeed(ctx.credential) : Effect.fail(
+    new ToolFailedError({
+      tool_id: toolId,
+      message: `no ${provider} connection for this tenant: connect it with PUT /v1/connections/${provider}`,
+      retryable: false
+    })
+  )
+
 /** An outbound failure as a tool failure: denied calls are not retryable, network and timeouts are. */
 export const httpFailed = (toolId: string) => (error: EgressDenied | EgressFailed): ToolFailed =>
   new ToolFailedError({

@@ -1,4 +1,5 @@
 import type { TenantId } from "@altan/domain/Ids"
+import { canonicalJson } from "@altan/domain/Json"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -7,16 +8,9 @@ import * as Option from "effect/Option"
 import { createHash } from "node:crypto"
 import { connect } from "./RedisClient.js"
 
-/** JSON with object keys sorted, so equal inputs give equal keys whatever their key order. */
-export const canonical = (value: unknown): string =>
-  JSON.stringify(value, (_, v) =>
-    v && typeof v === "object" && !Array.isArray(v)
-      ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]]))
-      : v)
-
 /** The cache key of one call: tenant, tool and input; a tenant never reads another's entries. */
 export const cacheKey = (tenantId: TenantId, toolId: string, input: unknown) =>
-  `${tenantId}:${toolId}:${createHash("sha256").update(canonical(input)).digest("base64url")}`
+  `${tenantId}:${toolId}:${createHash("sha256").update(canonicalJson(input)).digest("base64url")}`
 
 /** Outputs of cacheable tools (reads without side effects), per tenant + tool + canonical input. */
 export class ToolCache extends Context.Tag("@altan/tool/ToolCache")<ToolCache, {

@@ -37,14 +37,7 @@ export const vendorExchange = (options: {
 }): Effect.Effect<{ readonly response: EgressResponse; readonly answer: unknown }, ToolFailed> =>
   Effect.gen(function*() {
     const { ctx, provider, toolId } = options
-    const credential = ctx.credential
-    if (credential === undefined) {
-      return yield* new ToolFailed({
-        tool_id: toolId,
-        message: `no ${provider} connection for this tenant: connect it with PUT /v1/connections/${provider}`,
-        retryable: false
-      })
-    }
+    const credential = yield* Tool.requireCredential(toolId, provider, ctx)
     const url = typeof options.url === "string" ? options.url : yield* options.url
     const headers: Record<string, string> = {
       accept: "application/json",
