@@ -104,8 +104,23 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const exists = () => state.updated_at !== ""
 
       // Saves are serialized and each writes the newest state, so a slow save never overwrites a newer one.
+      // A save still waiting for its turn will write every change made before it starts: later callers
+      // join it instead of queueing another full write (parallel steps otherwise queue one each).
       const saveLock = yield* Effect.makeSemaphore(1)
-      const persist = saveLock.withPermits(1)(Effect.suspend(() => store.save(tenantId, state)))
+      let queued: Deferred.Deferred<void> | undefined
+      const persist = Effect.suspend(() => {
+        if (queued !== undefined) return Deferred.await(queued)
+        const save = Deferred.unsafeMake<void>(FiberId.none)
+        queued = save
+        return saveLock.withPermits(1)(Effect.suspend(() => {
+          if (queued === save) queued = undefined
+          return store.save(tenantId, state)
+        })).pipe(
+          Effect.onExit((exit) => Deferred.done(save, exit)),
+          // once queued, the save is owed to whoever joined it
+          Effect.uninterruptible
+        )
+      })
 
       const finished = new Map<TaskId, Deferred.Deferred<void>>()
       const finishedSignal = (taskId: TaskId) => {
