@@ -2,7 +2,7 @@ import { Api } from "@altan/domain/Api"
 import { AuditLog } from "@altan/domain/AuditLog"
 import { Connection } from "@altan/domain/Connection"
 import type { ConnectionConfig, ConnectionInfo } from "@altan/domain/ConnectionConfig"
-import { Conflict, Forbidden, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
+import { Conflict, Forbidden, InvalidRequest, NotFound, TooManyRequests, Unavailable } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import { CurrentPrincipal } from "@altan/domain/Principal"
 import { isTerminal, Task } from "@altan/domain/Task"
@@ -24,6 +24,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
 import type { Readable } from "node:stream"
+import { retryAfterSeconds } from "./Admission.js"
 import { AuthenticationLive, RequestPrincipal } from "./Auth.js"
 import { ConnectionStore } from "./ConnectionStore.js"
 import { IntegratorConfig } from "./IntegratorConfig.js"
@@ -371,6 +372,15 @@ const ErrorEnvelope = HttpApiBuilder.middleware((app) =>
         new InvalidRequest({ message: "the request body is not valid JSON", details: { field: "body" } })
       ) as any
     }
+    // every 429 says when to come back, from the error's own details
+    if (e instanceof TooManyRequests) {
+      return Effect.zipRight(
+        HttpApp.appendPreResponseHandler((_request, response) =>
+          Effect.succeed(HttpServerResponse.setHeader(response, "retry-after", String(retryAfterSeconds(e))))
+        ),
+        Effect.failCause(cause)
+      )
+    }
     return Effect.failCause(cause)
   })
 )
@@ -384,16 +394,6 @@ const finishResponse = (
 ) => {
   if (response.status === 401) {
     return Effect.succeed(HttpServerResponse.setHeader(response, "www-authenticate", wwwAuthenticate))
-  }
-  // every 429 says when to come back; the error's details carry it
-  if (response.status === 429 && response.headers["retry-after"] === undefined && response.body._tag === "Uint8Array") {
-    try {
-      const ms = JSON.parse(new TextDecoder().decode(response.body.body))?.error?.details?.retry_after_ms
-      const seconds = typeof ms === "number" ? Math.max(1, Math.ceil(ms / 1000)) : 1
-      return Effect.succeed(HttpServerResponse.setHeader(response, "retry-after", String(seconds)))
-    } catch {
-      return Effect.succeed(HttpServerResponse.setHeader(response, "retry-after", "1"))
-    }
   }
   // the rest of an oversized body is not worth reading: close the connection after answering
   if (response.status === 413) return Effect.succeed(HttpServerResponse.setHeader(response, "connection", "close"))
