@@ -21,10 +21,14 @@ import * as HttpServer from "@effect/platform/HttpServer"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as FiberRefs from "effect/FiberRefs"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
+import { fork } from "node:child_process"
 import { createServer } from "node:http"
+import { fileURLToPath } from "node:url"
 import * as AuditLog from "../packages/cluster/src/AuditLog.js"
 import { AgentStores, clusterRoundTrip, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
 
@@ -68,7 +72,8 @@ export const startRuntime = async (options: { readonly extra?: Layer.Layer<never
       )
     )),
     Layer.provideMerge(IntegratorStores),
-    Layer.provideMerge(AuditLog.layerMemory),
+    // as production writes them (one JSON line per record), to nowhere: the memory sink would grow the heap all run
+    Layer.provideMerge(AuditLog.layer(AuditLog.stdoutSink({ write: () => undefined }))),
     // as `npm start` runs: one process, no simulated wire
     Layer.provideMerge(ShardingMemory({ simulateRemoteSerialization: false }))
   )
@@ -77,13 +82,18 @@ export const startRuntime = async (options: { readonly extra?: Layer.Layer<never
   const address = (context.unsafeMap.get(HttpServer.HttpServer.key) as HttpServer.HttpServer)
     .address as HttpServer.TcpAddress
   const issuer = context.unsafeMap.get(Auth.DevIssuer.key) as Context.Tag.Service<typeof Auth.DevIssuer>
+  // one runtime for every call, as a fiber inside the cluster holds its context (no per-call context merge)
+  const runtime = Runtime.make({
+    context: context as Context.Context<any>,
+    fiberRefs: FiberRefs.empty(),
+    runtimeFlags: Runtime.defaultRuntime.runtimeFlags
+  })
   const token = await Effect.runPromise(issuer.issue({ tenant_id: "bench", sub: "bench", role: "admin" }))
   return {
     base: `http://127.0.0.1:${address.port}`,
     token,
     /** Runs an effect that needs the runtime's services (entity clients). */
-    run: <A, E>(effect: Effect.Effect<A, E, any>) =>
-      Effect.runPromise(Effect.provide(effect, context as any) as Effect.Effect<A, E>),
+    run: <A, E>(effect: Effect.Effect<A, E, any>): Promise<A> => Runtime.runPromise(runtime, effect),
     stop: () => Effect.runPromise(Scope.close(scope, Exit.void))
   }
 }
@@ -148,20 +158,24 @@ export const print = (results: ReadonlyArray<Result>, baseline?: (r: Result) => 
   console.table(rows)
 }
 
-/** A loopback "weather API" answering a small JSON body, after `delayMs` (0: at once); its URL. */
+/**
+ * A loopback "weather API" answering a small JSON body, after `delayMs` (0: at once); its URL. It runs in a child
+ * process, as a vendor's API runs on another machine: its CPU is not charged to the runtime under test, nor to the
+ * raw baseline. The child exits with this process.
+ */
 export const startUpstream = async (delayMs = 0): Promise<string> => {
-  const server = createServer((_, res) => {
-    const answer = () => {
-      res.writeHead(200, { "content-type": "application/json" })
-      res.end(`{"ok":true,"temperature":21}`)
-    }
-    if (delayMs > 0) setTimeout(answer, delayMs)
-    else answer()
+  const child = fork(upstreamScript, [String(delayMs)], { stdio: ["ignore", "ignore", "inherit", "ipc"] })
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once("message", (message) => resolve((message as { port: number }).port))
+    child.once("exit", (code) => reject(new Error(`the upstream exited with ${code}`)))
   })
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r))
-  server.unref()
-  return `http://127.0.0.1:${(server.address() as { port: number }).port}/weather`
+  child.unref()
+  child.channel?.unref()
+  process.once("exit", () => child.kill())
+  return `http://127.0.0.1:${port}/weather`
 }
+
+const upstreamScript = fileURLToPath(new URL("./upstream.mjs", import.meta.url))
 
 /** Registers the tenant GET tool `toolId` (one `city` parameter) pointing at `endpoint`. */
 export const putWeatherTool = (

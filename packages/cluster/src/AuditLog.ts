@@ -26,6 +26,7 @@ import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -155,13 +156,15 @@ export class AuditSinkError extends Data.TaggedError("AuditSinkError")<{
 }> {}
 
 /**
- * Where records go. `write` is called once per record, in `seq` order within a chain (under the chain's
- * lock), and must not block for long: a slow backend buffers (as `gcpSink` does).
+ * Where records go. `write` takes one record synchronously, in `seq` order within a chain, and throws
+ * (an `AuditSinkError` to say why) when it cannot; a slow backend buffers and sends later, as `gcpSink` does.
+ * Being synchronous, linking a record into its chain and handing it over happen together: appends never fork a
+ * chain and need no lock.
  */
 export interface AuditSink {
   /** `stdout`, `gcp`, `memory`, `none`: the `sink` tag of `altan_audit_sink_failures_total` and of warnings. */
   readonly name: string
-  readonly write: (record: AuditRecord) => Effect.Effect<void, AuditSinkError>
+  readonly write: (record: AuditRecord) => void
 }
 
 /** Options of `make`. */
@@ -172,7 +175,6 @@ export interface MakeOptions {
 
 interface ChainState {
   readonly name: string
-  readonly lock: Effect.Semaphore
   seq: number
   last: string
 }
@@ -182,9 +184,12 @@ const errorMessage = (cause: unknown) => (cause instanceof Error ? cause.message
 /**
  * The `AuditLog` service writing to `sink`: stamps `time` (the Effect `Clock`) and `trace_id` (the current
  * span's trace, when there is one), strips secrets from `details` (`sanitizeDetails`), links the record into
- * its tenant's chain and writes it; appends to a chain are serialised so `seq` and `prev_hash` never fork.
- * `record` never fails: a sink error is logged as a warning, counted in `altan_audit_sink_failures_total`, and
- * leaves a gap (a missing seq) in the chain. Every record counts in `altan_audit_records_total{action,outcome}`.
+ * its tenant's chain and writes it. `record` never fails: a sink error is logged as a warning, counted in
+ * `altan_audit_sink_failures_total`, and leaves a gap (a missing seq) in the chain. Every record counts in
+ * `altan_audit_records_total{action,outcome}`.
+ *
+ * A record is one synchronous step of the calling fiber: it is on every third-party request, where a chain of
+ * effects (lock, clock, span lookup, metric) cost several times the hashing itself.
  */
 export const make = (sink: AuditSink, options: MakeOptions = {}): Effect.Effect<AuditLog["Type"]> =>
   Effect.sync(() => {
@@ -193,7 +198,7 @@ export const make = (sink: AuditSink, options: MakeOptions = {}): Effect.Effect<
     const chainOf = (tenantId: string) => {
       let chain = chains.get(tenantId)
       if (chain === undefined) {
-        chain = { name: `${tenantId}/${processId}`, lock: Effect.unsafeMakeSemaphore(1), seq: 0, last: genesisHash }
+        chain = { name: `${tenantId}/${processId}`, seq: 0, last: genesisHash }
         chains.set(tenantId, chain)
       }
       return chain
@@ -211,50 +216,54 @@ export const make = (sink: AuditSink, options: MakeOptions = {}): Effect.Effect<
       return counter
     }
 
-    const append = (chain: ChainState, body: Omit<AuditRecord, "chain" | "seq" | "prev_hash" | "hash">) =>
-      Effect.suspend(() => {
-        const unhashed = { ...body, chain: chain.name, seq: chain.seq + 1, prev_hash: chain.last }
-        const record: AuditRecord = { ...unhashed, hash: recordHash(unhashed) }
-        chain.seq = record.seq
-        chain.last = record.hash
-        return Effect.suspend(() => sink.write(record)).pipe(
-          Effect.catchAllCause((cause) => {
-            const lost =
-              `audit: the ${sink.name} sink lost record ${record.chain} #${record.seq} (${record.action} ${record.target})`
-            const failure = Cause.failureOption(cause)
-            return Effect.zipRight(
-              Metric.increment(sinkFailures),
-              Option.isSome(failure) && Cause.isFailType(cause)
-                ? Effect.logWarning(`${lost}: ${failure.value.message}`)
-                : Effect.logWarning(lost, cause)
-            )
-          })
-        )
-      }).pipe(chain.lock.withPermits(1))
+    const lost = (record: AuditRecord, cause: unknown) => {
+      const what =
+        `audit: the ${sink.name} sink lost record ${record.chain} #${record.seq} (${record.action} ${record.target})`
+      return Effect.zipRight(
+        Metric.increment(sinkFailures),
+        cause instanceof AuditSinkError
+          ? Effect.logWarning(`${what}: ${cause.message}`)
+          : Effect.logWarning(what, Cause.die(cause))
+      )
+    }
 
     const record = (entry: AuditEntry): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        const span = yield* Effect.option(Effect.currentParentSpan)
-        const body = {
-          tenant_id: entry.tenant_id,
-          ...(entry.user === undefined ? {} : { user: entry.user }),
-          action: entry.action,
-          target: entry.target,
-          outcome: entry.outcome,
-          ...(typeof entry.latency_ms === "number" && Number.isFinite(entry.latency_ms)
-            ? { latency_ms: entry.latency_ms }
-            : {}),
-          ...(entry.details === undefined ? {} : { details: sanitizeDetails(entry.details) }),
-          time: new Date(now).toISOString(),
-          ...(Option.isSome(span) ? { trace_id: span.value.traceId } : {})
+      Effect.withFiberRuntime((fiber) => {
+        let record: AuditRecord
+        try {
+          const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+          const span = fiber.currentSpan
+          const chain = chainOf(entry.tenant_id)
+          const unhashed = {
+            tenant_id: entry.tenant_id,
+            ...(entry.user === undefined ? {} : { user: entry.user }),
+            action: entry.action,
+            target: entry.target,
+            outcome: entry.outcome,
+            ...(typeof entry.latency_ms === "number" && Number.isFinite(entry.latency_ms)
+              ? { latency_ms: entry.latency_ms }
+              : {}),
+            ...(entry.details === undefined ? {} : { details: sanitizeDetails(entry.details) }),
+            time: new Date(now).toISOString(),
+            ...(span === undefined ? {} : { trace_id: span.traceId }),
+            chain: chain.name,
+            seq: chain.seq + 1,
+            prev_hash: chain.last
+          }
+          record = { ...unhashed, hash: recordHash(unhashed) }
+          chain.seq = record.seq
+          chain.last = record.hash
+          recordCounter(entry.action, entry.outcome).unsafeUpdate(1, fiber.getFiberRef(FiberRef.currentMetricLabels))
+        } catch (cause) {
+          return Effect.logWarning("audit: could not record an entry", Cause.die(cause))
         }
-        yield* append(chainOf(entry.tenant_id), body)
-        yield* Metric.increment(recordCounter(entry.action, entry.outcome))
-      }).pipe(
-        Effect.uninterruptible,
-        Effect.catchAllCause((cause) => Effect.logWarning("audit: could not record an entry", cause))
-      )
+        try {
+          sink.write(record)
+          return Effect.void
+        } catch (cause) {
+          return lost(record, cause)
+        }
+      })
 
     return AuditLog.of({ record })
   })
@@ -322,16 +331,17 @@ export interface StdoutSinkOptions {
  */
 export const stdoutSink = (options: StdoutSinkOptions = {}): AuditSink => ({
   name: "stdout",
-  write: (record) =>
-    Effect.try({
-      try: () => {
-        const line = `${JSON.stringify(structuredLogLine(record, options.projectId))}\n`
-        if (options.write) options.write(line)
-        else process.stdout.write(line)
-      },
-      catch: (cause) =>
-        new AuditSinkError({ message: `stdout: cannot write ${record.chain} #${record.seq}: ${errorMessage(cause)}` })
-    })
+  write: (record) => {
+    try {
+      const line = `${JSON.stringify(structuredLogLine(record, options.projectId))}\n`
+      if (options.write) options.write(line)
+      else process.stdout.write(line)
+    } catch (cause) {
+      throw new AuditSinkError({
+        message: `stdout: cannot write ${record.chain} #${record.seq}: ${errorMessage(cause)}`
+      })
+    }
+  }
 })
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -350,20 +360,19 @@ export const memorySink = (options: { readonly limit?: number } = {}): AuditSink
   const records: Array<AuditRecord> = []
   return {
     name: "memory",
-    write: (record) =>
-      Effect.sync(() => {
-        records.push(record)
-        if (options.limit !== undefined && records.length > options.limit) {
-          records.splice(0, records.length - options.limit)
-        }
-      }),
+    write: (record) => {
+      records.push(record)
+      if (options.limit !== undefined && records.length > options.limit) {
+        records.splice(0, records.length - options.limit)
+      }
+    },
     records: () => records.slice(),
     clear: () => void records.splice(0)
   }
 }
 
 /** Writes nothing; the chains are still kept and the records counted in the metrics. */
-export const noneSink: AuditSink = { name: "none", write: () => Effect.void }
+export const noneSink: AuditSink = { name: "none", write: () => undefined }
 
 /** An audit log in memory, and its records: for tests and the embedded default. */
 export const layerMemory: Layer.Layer<AuditLog | AuditMemory> = Layer.effectContext(Effect.gen(function*() {
@@ -478,13 +487,13 @@ export const gcpSink = (options: GcpSinkOptions): Effect.Effect<AuditSink, Audit
 
     return {
       name: "gcp",
-      write: (record) =>
-        Effect.flatMap(Queue.offer(queue, record), (taken) =>
-          taken ? Effect.void : Effect.fail(
-            new AuditSinkError({
-              message: `Cloud Logging buffer full: record ${record.chain} #${record.seq} dropped`
-            })
-          ))
+      write: (record) => {
+        if (!Queue.unsafeOffer(queue, record)) {
+          throw new AuditSinkError({
+            message: `Cloud Logging buffer full: record ${record.chain} #${record.seq} dropped`
+          })
+        }
+      }
     } satisfies AuditSink
   })
 

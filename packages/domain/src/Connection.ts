@@ -5,6 +5,7 @@ import * as Schema from "effect/Schema"
 import { ConnectionInfo } from "./ConnectionConfig.js"
 import { NotFound, Unavailable, UpstreamFailed } from "./Errors.js"
 import { ChatMessage, Completion, FunctionTool, LlmError } from "./Llm.js"
+import { payload } from "./RpcPayload.js"
 import { ToolError, ToolResult } from "./ToolWorker.js"
 
 /**
@@ -13,7 +14,7 @@ import { ToolError, ToolResult } from "./ToolWorker.js"
  */
 export const Connection = Entity.make("Connection", [
   Rpc.make("Invoke", {
-    payload: {
+    payload: payload({
       tool_id: Schema.String,
       input: Schema.Unknown,
       task_id: Schema.optional(Schema.String),
@@ -36,7 +37,7 @@ export const Connection = Entity.make("Connection", [
       priority: Schema.optional(Schema.Literal("sync", "async")),
       /** Epoch ms after which the caller no longer waits (a sync task's timeout). */
       deadline: Schema.optional(Schema.Number)
-    },
+    }),
     success: ToolResult,
     error: ToolError
   }),
@@ -45,12 +46,12 @@ export const Connection = Entity.make("Connection", [
    * hands the turn to the next of `fallbacks`, in order.
    */
   Rpc.make("Complete", {
-    payload: {
+    payload: payload({
       messages: Schema.Array(ChatMessage),
       tools: Schema.Array(FunctionTool),
       fallbacks: Schema.Array(Schema.String),
       task_id: Schema.optional(Schema.String)
-    },
+    }),
     success: Completion,
     error: LlmError
   }),

@@ -3,6 +3,7 @@ import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
 import { ErrorDetails, InvalidRequest } from "./Errors.js"
+import { payload } from "./RpcPayload.js"
 import { ToolDefinition, ToolSpec } from "./ToolDefinition.js"
 
 /** The tool id is not a built-in nor one of the tenant's tools. */
@@ -169,7 +170,7 @@ export const toolShardGroup = (toolId: string): string => {
  */
 export const ToolWorker = Entity.make("ToolWorker", [
   Rpc.make("Execute", {
-    payload: {
+    payload: payload({
       input: Schema.Unknown,
       credential: Schema.optional(Credential),
       /** The tenant's egress allowlist (settings), beside which a tool may reach only its vendor's hosts. */
@@ -182,7 +183,7 @@ export const ToolWorker = Entity.make("ToolWorker", [
       idempotency_key: Schema.optional(Schema.String),
       task_id: Schema.optional(Schema.String),
       step_id: Schema.optional(Schema.String)
-    },
+    }),
     success: ToolResult,
     error: ToolError
   }),

@@ -161,6 +161,6 @@ export const fromDefinition = (
           ...(definition.timeout_ms ? { timeoutMs: definition.timeout_ms } : {})
         }).pipe(Effect.mapError(httpFailed(id)))
         return yield* checkStatus(id, response)
-      }).pipe(Effect.withSpan("CustomTool.run", { attributes: { "tool.id": id, provider }, captureStackTrace: false }))
+      })
   })
 }

@@ -66,12 +66,14 @@ export const retryAfterMs = (headers: Readonly<Record<string, string>>, now = Da
   return Number.isNaN(date) ? undefined : Math.max(0, date - now)
 }
 
+const utf8 = new TextDecoder()
+
 /**
  * A vendor's HTTP answer as the tool's result: JSON bodies parsed (text otherwise); non-2xx answers
  * become `ToolFailed` with the status, a body excerpt and whether a retry may help (5xx, 429).
  */
 export const checkStatus = (toolId: string, response: EgressResponse): Effect.Effect<unknown, ToolFailed> => {
-  const text = new TextDecoder().decode(response.body)
+  const text = utf8.decode(response.body)
   let body: unknown = text
   if ((response.headers["content-type"] ?? "").includes("json") || /^\s*[[{]/.test(text)) {
     try {
