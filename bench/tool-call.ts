@@ -1,8 +1,8 @@
 /**
  * One tool call through ToolWorker (schema check, egress guard with its address checks and pinned
  * connection, response parsing) to a loopback fake, against a raw undici request to the same fake
- * in the same run. Two fakes: one that answers at once (the worst case for the ratio: the call is all
- * overhead), and one that takes 20 ms, as a vendor API does at best.
+ * in the same run. Two fakes, each in its own process as a vendor's API is: one that answers at once (the worst
+ * case for the ratio: the call is all overhead), and one that takes 20 ms, as a vendor API does at best.
  */
 import type { TenantId } from "@altan/domain/Ids"
 import { ToolWorker } from "@altan/domain/ToolWorker"
@@ -25,14 +25,16 @@ const raw = (target: string) => async () => {
   await res.body.json()
 }
 
+// 5 s each: at 64 in flight the runtime is CPU-bound and a GC pause moves a 3 s figure by several percent
+const options = { seconds: 5 }
 const results: Array<Result> = []
 for (const concurrency of [1, 64]) {
-  results.push(await measure("raw undici, instant upstream (baseline)", concurrency, raw(url)))
-  results.push(await measure("tool call, instant upstream", concurrency, viaTool("weather")))
+  results.push(await measure("raw undici, instant upstream (baseline)", concurrency, raw(url), options))
+  results.push(await measure("tool call, instant upstream", concurrency, viaTool("weather"), options))
 }
 for (const concurrency of [1, 64]) {
-  results.push(await measure("raw undici, 20 ms upstream (baseline)", concurrency, raw(slowUrl)))
-  results.push(await measure("tool call, 20 ms upstream", concurrency, viaTool("weather_slow")))
+  results.push(await measure("raw undici, 20 ms upstream (baseline)", concurrency, raw(slowUrl), options))
+  results.push(await measure("tool call, 20 ms upstream", concurrency, viaTool("weather_slow"), options))
 }
 print(
   results,
