@@ -300,7 +300,8 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           return yield* Effect.fail(new StepFailed(step.id))
         })).pipe(
           Effect.withSpan("AgentSession.step", {
-            attributes: { ...attributes, "step.id": step.id, "tool.id": step.tool }
+            attributes: { ...attributes, "step.id": step.id, "tool.id": step.tool },
+            captureStackTrace: false
           })
         )
 
@@ -541,7 +542,10 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 )
               }).pipe(Effect.ignore)
           ),
-          Effect.withSpan("AgentSession.execute", { attributes: { ...attributes, "task.id": taskId } })
+          Effect.withSpan("AgentSession.execute", {
+            attributes: { ...attributes, "task.id": taskId },
+            captureStackTrace: false
+          })
         )
 
       return AgentSession.of({
@@ -603,7 +607,10 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             )
             return task
           }).pipe(
-            Effect.withSpan("AgentSession.submit", { attributes: { ...attributes, "task.id": payload.task_id } })
+            Effect.withSpan("AgentSession.submit", {
+              attributes: { ...attributes, "task.id": payload.task_id },
+              captureStackTrace: false
+            })
           ),
 
         Run: ({ payload }) =>
@@ -650,7 +657,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               error: { code: "cancelled", message: "the task was cancelled" },
               steps: t.steps.map((s) => (s.status === "pending" ? { ...s, status: "cancelled" as const } : s))
             }))
-          }).pipe(Effect.withSpan("AgentSession.cancel", { attributes })),
+          }).pipe(Effect.withSpan("AgentSession.cancel", { attributes, captureStackTrace: false })),
 
         GetSession: () =>
           exists()

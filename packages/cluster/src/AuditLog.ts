@@ -203,14 +203,14 @@ export const make = (sink: AuditSink, options: MakeOptions = {}): Effect.Effect<
       }
       return chain
     }
-    const sinkFailures = Metric.tagged(Metrics.auditSinkFailures, "sink", sink.name)
-    // tagging builds a new metric key each time; there are only a few dozen action × outcome pairs
+    const sinkFailures = Metrics.withTags(Metrics.auditSinkFailuresKey, { sink: sink.name })
+    // one metric per action × outcome pair (a few dozen), each finding its series once
     const counters = new Map<string, typeof Metrics.auditRecords>()
     const recordCounter = (action: string, outcome: string) => {
       const key = `${action}\u0000${outcome}`
       let counter = counters.get(key)
       if (counter === undefined) {
-        counter = Metric.tagged(Metric.tagged(Metrics.auditRecords, "action", action), "outcome", outcome)
+        counter = Metrics.withTags(Metrics.auditRecordsKey, { action, outcome })
         counters.set(key, counter)
       }
       return counter

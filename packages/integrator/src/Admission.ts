@@ -189,7 +189,9 @@ export const make = (options?: Partial<Options>): Effect.Effect<Admission["Type"
 
     return Admission.of({
       admit: (tenantId, settings) =>
-        admit(tenantId, settings).pipe(Effect.withSpan("Admission.admit", { attributes: { "tenant.id": tenantId } })),
+        admit(tenantId, settings).pipe(
+          Effect.withSpan("Admission.admit", { attributes: { "tenant.id": tenantId }, captureStackTrace: false })
+        ),
       task,
       snapshot
     })

@@ -389,7 +389,7 @@ export const make = (options: {
         const claims = decodeClaims(payload)
         if (Either.isLeft(claims)) return yield* reject(claimsProblem(payload))
         return new Principal({ tenantId: claims.right.tenant_id, userId: claims.right.sub, role: claims.right.role })
-      }).pipe(Effect.withSpan("TokenVerifier.verify"))
+      }).pipe(Effect.withSpan("TokenVerifier.verify", { captureStackTrace: false }))
   }
 }
 

@@ -150,7 +150,12 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
         )
         yield* store(next)
         return next
-      }).pipe(Effect.withSpan("Connection.refresh", { attributes: { "tenant.id": tenantId, provider } }))
+      }).pipe(
+        Effect.withSpan("Connection.refresh", {
+          attributes: { "tenant.id": tenantId, provider },
+          captureStackTrace: false
+        })
+      )
 
     return {
       holdsToken: () => tokens !== undefined,
@@ -473,7 +478,12 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                     PersistenceError: () => Effect.fail(failed)
                   }))
                   return { ...result, served_by: result.served_by ?? fallback }
-                }).pipe(Effect.withSpan("Connection.fallback", { attributes: { "tool.id": fallback } }))
+                }).pipe(
+                  Effect.withSpan("Connection.fallback", {
+                    attributes: { "tool.id": fallback },
+                    captureStackTrace: false
+                  })
+                )
             )
           )).pipe(
             auditInvoke(payload),
@@ -522,7 +532,10 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                   details: { operation: "authorization_callback", scopes: info.scopes }
                 })
             }),
-            Effect.withSpan("Connection.completeAuthorization", { attributes: { "tenant.id": tenantId, provider } })
+            Effect.withSpan("Connection.completeAuthorization", {
+              attributes: { "tenant.id": tenantId, provider },
+              captureStackTrace: false
+            })
           ),
 
         Disconnect: () =>
@@ -532,7 +545,12 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               yield* oauth.revoke(connection.value)
             }
             return yield* connections_.remove(tenantId, provider)
-          }).pipe(Effect.withSpan("Connection.disconnect", { attributes: { "tenant.id": tenantId, provider } })),
+          }).pipe(
+            Effect.withSpan("Connection.disconnect", {
+              attributes: { "tenant.id": tenantId, provider },
+              captureStackTrace: false
+            })
+          ),
 
         Complete: ({ payload }) =>
           Effect.gen(function*() {
@@ -613,7 +631,10 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 })
                 return yield* exit
               }),
-            Effect.withSpan("Connection.complete", { attributes: { "tenant.id": tenantId, provider } })
+            Effect.withSpan("Connection.complete", {
+              attributes: { "tenant.id": tenantId, provider },
+              captureStackTrace: false
+            })
           )
       })
     }),

@@ -329,7 +329,7 @@ const OAuthLive = HttpApiBuilder.group(Api, "oauth", (handlers) =>
               Effect.fail(new NotFound({ message: `the ${provider} connection was deleted during its authorization` }))
           )
         )
-      }).pipe(Effect.withSpan("Http.oauthCallback")))
+      }).pipe(Effect.withSpan("Http.oauthCallback", { captureStackTrace: false })))
   }))
 
 const HealthLive = HttpApiBuilder.group(Api, "health", (handlers) =>

@@ -350,7 +350,12 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
             usage,
             attempts
           }
-        }).pipe(Effect.withSpan("LlmGateway.complete", { attributes: { "tenant.id": tenantId, "llm.id": llmId } }))
+        }).pipe(
+          Effect.withSpan("LlmGateway.complete", {
+            attributes: { "tenant.id": tenantId, "llm.id": llmId },
+            captureStackTrace: false
+          })
+        )
 
       return { complete }
     })

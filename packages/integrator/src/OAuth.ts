@@ -287,7 +287,9 @@ export const requestTokens = (
       issued_at: now,
       scopes: scope !== undefined ? scope.split(/[ ,]+/).filter((s) => s !== "") : (previous?.scopes ?? [])
     }
-  }).pipe(Effect.withSpan("OAuth.requestTokens", { attributes: { "grant_type": form.grant_type } }))
+  }).pipe(
+    Effect.withSpan("OAuth.requestTokens", { attributes: { "grant_type": form.grant_type }, captureStackTrace: false })
+  )
 
 /** RFC 7009 revocation of one token; the provider answers 200 even for tokens it no longer knows. */
 export const revokeToken = (
@@ -307,7 +309,7 @@ export const revokeToken = (
       message: `revocation at ${hostOf(config.revoke_url)} failed with HTTP ${response.status}`,
       details: { provider_host: hostOf(config.revoke_url), status: response.status }
     })
-  }).pipe(Effect.withSpan("OAuth.revoke"))
+  }).pipe(Effect.withSpan("OAuth.revoke", { captureStackTrace: false }))
 
 /** Whether the access token should be refreshed now: within a minute (or a quarter of its life) of expiry. */
 export const isStale = (tokens: Tokens, now: number) => {

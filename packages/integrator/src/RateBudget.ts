@@ -871,7 +871,12 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
             Effect.zipRight(Effect.suspend(() => metrics.rateLimitWait(Duration.millis(w.taken!.at - w.enqueuedAt))))
           )
         })
-      ).pipe(Effect.withSpan("RateBudget.acquire", { attributes: { provider, priority: request.priority } }))
+      ).pipe(
+        Effect.withSpan("RateBudget.acquire", {
+          attributes: { provider, priority: request.priority },
+          captureStackTrace: false
+        })
+      )
 
     const observe = (response: ObservedResponse): Effect.Effect<void> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>

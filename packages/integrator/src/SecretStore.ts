@@ -59,7 +59,8 @@ export const layerMemory: Layer.Layer<SecretStore> = Layer.sync(SecretStore, () 
 const traced = (backend: string, store: SecretStore["Type"]): SecretStore["Type"] => {
   const span = (method: string, tenantId: TenantId, name: string) =>
     Effect.withSpan(`SecretStore.${method}`, {
-      attributes: { "tenant.id": tenantId, "secret.name": name, "secret.backend": backend }
+      attributes: { "tenant.id": tenantId, "secret.name": name, "secret.backend": backend },
+      captureStackTrace: false
     })
   return {
     get: (tenantId, name) => store.get(tenantId, name).pipe(span("get", tenantId, name)),
@@ -443,7 +444,10 @@ export const rewrapDataKeys = (options: RedisOptions): Effect.Effect<RewrapResul
     return { rewrapped, unchanged }
   }).pipe(
     Effect.scoped,
-    Effect.withSpan("SecretStore.rewrapDataKeys", { attributes: { "master_key.id": options.masterKeys.current.id } })
+    Effect.withSpan("SecretStore.rewrapDataKeys", {
+      attributes: { "master_key.id": options.masterKeys.current.id },
+      captureStackTrace: false
+    })
   )
 
 // ---------------------------------------------------------------------------------------------------------------

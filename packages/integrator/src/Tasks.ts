@@ -108,7 +108,7 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
      * Submits a task and answers it as it then is: in sync mode once it finished or `timeout_ms` passed,
      * in async mode as accepted. A repeated idempotency key answers the task the first submit created.
      */
-    const submitAdmitted = Effect.fn("Tasks.submit")(function*(
+    const submitAdmitted = Effect.fn("Tasks.submit", { captureStackTrace: false })(function*(
       principal: Principal,
       request: TaskRequest,
       settings: Settings

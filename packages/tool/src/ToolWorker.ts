@@ -158,14 +158,15 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
         Describe: () =>
           registry.get(tenantId, toolId).pipe(
             Effect.map((tool) => tool.spec),
-            Effect.withSpan("ToolWorker.describe", { attributes })
+            Effect.withSpan("ToolWorker.describe", { attributes, captureStackTrace: false })
           ),
         // answered by `ToolWorker[tenant/_catalog]`; any entity of the tenant would give the same list
         PutTool: ({ payload }) =>
           registry.put(tenantId, payload.definition).pipe(
             Effect.map((tool) => tool.spec),
             Effect.withSpan("ToolWorker.putTool", {
-              attributes: { ...attributes, "tool.id": payload.definition.tool_id }
+              attributes: { ...attributes, "tool.id": payload.definition.tool_id },
+              captureStackTrace: false
             })
           ),
         GetTool: ({ payload }) =>
@@ -182,7 +183,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
         List: () =>
           registry.list(tenantId).pipe(
             Effect.map((tools) => tools.map((tool) => tool.spec)),
-            Effect.withSpan("ToolWorker.list", { attributes })
+            Effect.withSpan("ToolWorker.list", { attributes, captureStackTrace: false })
           )
       })
     }),
