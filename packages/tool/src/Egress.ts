@@ -440,7 +440,7 @@ const counter = (max: number) => {
 
 /**
  * An unencoded body, read chunk by chunk and dropped as soon as it passes `max` (the common case, kept cheap:
- * plain listeners, not an async iterator, which cost more than the rest of the read for a small body).
+ * plain listeners rather than an async iterator, which costs promises per chunk on every call).
  */
 const readPlain = (body: Readable, max: number) =>
   new Promise<Uint8Array>((resolve, reject) => {

@@ -9,17 +9,18 @@ import {
   GmailSend,
   tools
 } from "../src/builtin/Google.js"
-import type { Fake, Seen } from "./vendorFake2.js"
-import { callVendor, jsonError, startFake, TOKEN } from "./vendorFake2.js"
+import type { Fake, Received } from "./vendorFake.js"
+import { jsonError, runTool, startFake, TOKEN } from "./vendorFake.js"
 
 let fake: Fake
+const setup = () => ({ baseUrl: fake.url })
 
 beforeAll(async () => {
   fake = await startFake()
 })
 afterAll(() => fake.close())
 beforeEach(() => {
-  fake.seen.length = 0
+  fake.received.length = 0
 })
 
 const event = {
@@ -35,7 +36,7 @@ const event = {
   organizer: { email: "me@example.com", self: true }
 }
 
-const expectAuth = (req: Seen) => expect(req.headers.authorization).toBe(TOKEN)
+const expectAuth = (req: Received) => expect(req.headers.authorization).toBe(TOKEN)
 
 const decodeRaw = (raw: string) => Buffer.from(raw, "base64url").toString("utf8")
 
@@ -60,18 +61,18 @@ describe("google_calendar.create_event", () => {
     Effect.gen(function*() {
       fake.handle = (req) => {
         expect(req.method).toBe("POST")
-        expect(req.path).toBe("/calendar/v3/calendars/primary/events")
+        expect(req.rawPath).toBe("/calendar/v3/calendars/primary/events")
         expectAuth(req)
         expect(req.headers["content-type"]).toContain("application/json")
         return { json: event }
       }
-      const out = yield* callVendor(fake, CalendarCreateEvent, {
+      const out = yield* runTool(CalendarCreateEvent, {
         summary: "Planning",
         description: "Q2",
         start: { dateTime: "2025-03-03T09:00:00", timeZone: "Europe/Paris" },
         end: "2025-03-03T10:00:00+01:00",
         attendees: [{ email: "bob@example.com" }]
-      })
+      }, setup())
       expect(out).toEqual({
         id: "evt123",
         htmlLink: event.htmlLink,
@@ -80,8 +81,8 @@ describe("google_calendar.create_event", () => {
         end: event.end,
         summary: "Planning"
       })
-      expect(fake.seen).toHaveLength(1)
-      expect(fake.seen[0]!.json).toEqual({
+      expect(fake.received).toHaveLength(1)
+      expect(fake.received[0]!.json).toEqual({
         summary: "Planning",
         description: "Q2",
         start: { dateTime: "2025-03-03T09:00:00", timeZone: "Europe/Paris" },
@@ -93,29 +94,29 @@ describe("google_calendar.create_event", () => {
   it.effect("maps a plain date to an all-day {date} and encodes the calendar id as one segment", () =>
     Effect.gen(function*() {
       fake.handle = () => ({ json: { id: "e2", status: "confirmed", start: { date: "2025-03-03" } } })
-      yield* callVendor(fake, CalendarCreateEvent, {
+      yield* runTool(CalendarCreateEvent, {
         calendarId: "../../gmail/v1/users/me/messages/send",
         summary: "Off",
         start: "2025-03-03",
         end: { date: "2025-03-04" },
         sendUpdates: "all"
-      })
-      expect(fake.seen[0]!.path).toBe(
+      }, setup())
+      expect(fake.received[0]!.rawPath).toBe(
         "/calendar/v3/calendars/..%2F..%2Fgmail%2Fv1%2Fusers%2Fme%2Fmessages%2Fsend/events"
       )
-      expect(fake.seen[0]!.query.get("sendUpdates")).toBe("all")
-      expect(fake.seen[0]!.json).toMatchObject({ start: { date: "2025-03-03" }, end: { date: "2025-03-04" } })
+      expect(fake.received[0]!.query.get("sendUpdates")).toBe("all")
+      expect(fake.received[0]!.json).toMatchObject({ start: { date: "2025-03-03" }, end: { date: "2025-03-04" } })
       // URL parsers resolve ".." even percent-encoded, so it is refused outright.
       const dots = yield* Effect.flip(
-        callVendor(fake, CalendarCreateEvent, {
+        runTool(CalendarCreateEvent, {
           calendarId: "..",
           summary: "x",
           start: "2025-03-03",
           end: "2025-03-04"
-        })
+        }, setup())
       )
       expect(dots.message).toContain("calendarId")
-      expect(fake.seen).toHaveLength(1)
+      expect(fake.received).toHaveLength(1)
     }))
 
   it.effect("fails with Google's error message, not retryable, for a documented 404", () =>
@@ -128,12 +129,12 @@ describe("google_calendar.create_event", () => {
           errors: [{ domain: "global", reason: "notFound", message: "Not Found" }]
         })
       const error = yield* Effect.flip(
-        callVendor(fake, CalendarCreateEvent, {
+        runTool(CalendarCreateEvent, {
           calendarId: "nope",
           summary: "x",
           start: "2025-03-03",
           end: "2025-03-04"
-        })
+        }, setup())
       )
       expect(error._tag).toBe("ToolFailed")
       expect(error).toMatchObject({ retryable: false, status: 404 })
@@ -144,8 +145,9 @@ describe("google_calendar.create_event", () => {
   it.effect("fails without a request when the tenant has no google connection", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(
-        callVendor(fake, CalendarCreateEvent, { summary: "x", start: "2025-03-03", end: "2025-03-04" }, {
-          withCredential: false
+        runTool(CalendarCreateEvent, { summary: "x", start: "2025-03-03", end: "2025-03-04" }, {
+          ...setup(),
+          credential: undefined
         })
       )
       expect(error).toMatchObject({
@@ -153,7 +155,7 @@ describe("google_calendar.create_event", () => {
         retryable: false,
         message: "no google connection for this tenant: connect it with PUT /v1/connections/google"
       })
-      expect(fake.seen).toHaveLength(0)
+      expect(fake.received).toHaveLength(0)
     }))
 
   it.effect("rejects invalid input naming the field", () =>
@@ -180,17 +182,17 @@ describe("google_calendar.list_events", () => {
     Effect.gen(function*() {
       fake.handle = (req) => {
         expect(req.method).toBe("GET")
-        expect(req.path).toBe("/calendar/v3/calendars/team%40example.com/events")
+        expect(req.rawPath).toBe("/calendar/v3/calendars/team%40example.com/events")
         expectAuth(req)
         return { json: { kind: "calendar#events", summary: "team", items: [event], nextPageToken: "p2" } }
       }
-      const out = yield* callVendor(fake, CalendarListEvents, {
+      const out = yield* runTool(CalendarListEvents, {
         calendarId: "team@example.com",
         timeMin: "2025-03-01T00:00:00Z",
         timeMax: "2025-03-31T00:00:00Z",
         maxResults: 10,
         pageToken: "p1"
-      })
+      }, setup())
       expect(out).toEqual({
         items: [{
           id: "evt123",
@@ -202,7 +204,7 @@ describe("google_calendar.list_events", () => {
         }],
         nextPageToken: "p2"
       })
-      expect(Object.fromEntries(fake.seen[0]!.query)).toEqual({
+      expect(Object.fromEntries(fake.received[0]!.query)).toEqual({
         timeMin: "2025-03-01T00:00:00Z",
         timeMax: "2025-03-31T00:00:00Z",
         maxResults: "10",
@@ -215,11 +217,11 @@ describe("google_calendar.list_events", () => {
   it.effect("marks 429 and 503 retryable", () =>
     Effect.gen(function*() {
       fake.handle = () => jsonError(429, { code: 429, message: "Rate Limit Exceeded", status: "RESOURCE_EXHAUSTED" })
-      const limited = yield* Effect.flip(callVendor(fake, CalendarListEvents, {}))
+      const limited = yield* Effect.flip(runTool(CalendarListEvents, {}, setup()))
       expect(limited).toMatchObject({ retryable: true, status: 429 })
       expect(limited.message).toContain("Rate Limit Exceeded")
       fake.handle = () => ({ status: 503, text: "Service Unavailable" })
-      const down = yield* Effect.flip(callVendor(fake, CalendarListEvents, {}))
+      const down = yield* Effect.flip(runTool(CalendarListEvents, {}, setup()))
       expect(down).toMatchObject({ retryable: true, status: 503 })
     }))
 
@@ -235,18 +237,18 @@ describe("gmail.send", () => {
     Effect.gen(function*() {
       fake.handle = (req) => {
         expect(req.method).toBe("POST")
-        expect(req.path).toBe("/gmail/v1/users/me/messages/send")
+        expect(req.rawPath).toBe("/gmail/v1/users/me/messages/send")
         expectAuth(req)
         return { json: { id: "m1", threadId: "t1", labelIds: ["SENT"] } }
       }
-      const out = yield* callVendor(fake, GmailSend, {
+      const out = yield* runTool(GmailSend, {
         to: ["bob@example.com", "carol@example.com"],
         cc: ["dan@example.com"],
         subject: "Réunion de décembre",
         body: "Bonjour Bob,\nà demain."
-      })
+      }, setup())
       expect(out).toEqual({ id: "m1", threadId: "t1", labelIds: ["SENT"] })
-      const body = fake.seen[0]!.json as { raw: string }
+      const body = fake.received[0]!.json as { raw: string }
       expect(Object.keys(body)).toEqual(["raw"])
       expect(body.raw).toMatch(/^[A-Za-z0-9_-]+$/)
       const message = decodeRaw(body.raw)
@@ -296,7 +298,7 @@ describe("gmail.send", () => {
       expect(to.message).toContain("to.0")
       const empty = yield* Effect.flip(GmailSend.decode({ to: [], subject: "Hi", body: "x" }))
       expect(empty.message).toContain("to")
-      expect(fake.seen).toHaveLength(0)
+      expect(fake.received).toHaveLength(0)
     }))
 
   it.effect("fails with Google's message on a documented 400 and needs the connection", () =>
@@ -309,16 +311,16 @@ describe("gmail.send", () => {
           errors: [{ message: "Invalid To header", domain: "global", reason: "invalidArgument" }]
         })
       const error = yield* Effect.flip(
-        callVendor(fake, GmailSend, { to: ["bob@example.com"], subject: "s", body: "b" })
+        runTool(GmailSend, { to: ["bob@example.com"], subject: "s", body: "b" }, setup())
       )
       expect(error).toMatchObject({ _tag: "ToolFailed", retryable: false, status: 400 })
       expect(error.message).toContain("Invalid To header")
-      fake.seen.length = 0
+      fake.received.length = 0
       const missing = yield* Effect.flip(
-        callVendor(fake, GmailSend, { to: ["bob@example.com"], subject: "s", body: "b" }, { withCredential: false })
+        runTool(GmailSend, { to: ["bob@example.com"], subject: "s", body: "b" }, { ...setup(), credential: undefined })
       )
       expect(missing.message).toContain("no google connection for this tenant")
-      expect(fake.seen).toHaveLength(0)
+      expect(fake.received).toHaveLength(0)
     }))
 })
 
@@ -327,19 +329,19 @@ describe("gmail.list_messages", () => {
     Effect.gen(function*() {
       fake.handle = (req) => {
         expect(req.method).toBe("GET")
-        expect(req.path).toBe("/gmail/v1/users/me/messages")
+        expect(req.rawPath).toBe("/gmail/v1/users/me/messages")
         expectAuth(req)
         return {
           json: { messages: [{ id: "m1", threadId: "t1" }], nextPageToken: "n2", resultSizeEstimate: 42 }
         }
       }
-      const out = yield* callVendor(fake, GmailListMessages, {
+      const out = yield* runTool(GmailListMessages, {
         q: "from:bob is:unread",
         maxResults: 5,
         pageToken: "n1"
-      })
+      }, setup())
       expect(out).toEqual({ messages: [{ id: "m1", threadId: "t1" }], nextPageToken: "n2", resultSizeEstimate: 42 })
-      expect(Object.fromEntries(fake.seen[0]!.query)).toEqual({
+      expect(Object.fromEntries(fake.received[0]!.query)).toEqual({
         q: "from:bob is:unread",
         maxResults: "5",
         pageToken: "n1"
@@ -349,10 +351,10 @@ describe("gmail.list_messages", () => {
   it.effect("returns an empty list when Gmail omits messages; 503 is retryable", () =>
     Effect.gen(function*() {
       fake.handle = () => ({ json: { resultSizeEstimate: 0 } })
-      expect(yield* callVendor(fake, GmailListMessages, {})).toEqual({ messages: [], resultSizeEstimate: 0 })
+      expect(yield* runTool(GmailListMessages, {}, setup())).toEqual({ messages: [], resultSizeEstimate: 0 })
       fake.handle = () =>
         jsonError(503, { code: 503, message: "The service is currently unavailable.", status: "UNAVAILABLE" })
-      const error = yield* Effect.flip(callVendor(fake, GmailListMessages, {}))
+      const error = yield* Effect.flip(runTool(GmailListMessages, {}, setup()))
       expect(error).toMatchObject({ retryable: true, status: 503 })
       expect(error.message).toContain("UNAVAILABLE")
     }))

@@ -2,8 +2,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "@effect/v
 import * as Effect from "effect/Effect"
 import { HttpRequest, tools, WebhookNotify } from "../src/builtin/Http.js"
 import type { Tool } from "../src/Tool.js"
-import type { Fake } from "./vendorFake2.js"
-import { run, startFake, withContext } from "./vendorFake2.js"
+import type { Fake } from "./vendorFake.js"
+import { runTool, startFake } from "./vendorFake.js"
 
 // Only the fake's host:port is operator-allowed; `other` is a live server on another port that must stay untouched.
 let fake: Fake
@@ -15,15 +15,16 @@ beforeAll(async () => {
 })
 afterAll(() => Promise.all([fake.close(), other.close()]))
 beforeEach(() => {
-  fake.seen.length = 0
-  other.seen.length = 0
+  fake.received.length = 0
+  other.received.length = 0
 })
 
 const call = (tool: Tool, input: unknown) =>
-  withContext(
-    { operatorAllowHosts: [`127.0.0.1:${fake.port}`], allowHosts: ["api.example.com"], tool },
-    (ctx) => run(tool, input, ctx)
-  )
+  runTool(tool, input, {
+    operatorAllowHosts: [`127.0.0.1:${fake.port}`],
+    allowHosts: ["api.example.com"],
+    credential: undefined
+  })
 
 describe("utility http tools", () => {
   it("need no credential and have no vendor hosts", () => {
@@ -37,30 +38,30 @@ describe("http.request", () => {
     Effect.gen(function*() {
       fake.handle = () => ({ status: 201, json: { ok: true }, headers: { "x-request-id": "r1" } })
       const out = yield* call(HttpRequest, {
-        url: `${fake.baseUrl}/items?existing=1`,
+        url: `${fake.url}/items?existing=1`,
         method: "POST",
         headers: { "x-api-key": "k1" },
         query: { q: "a b&c" },
         json: { name: "n" }
       })
       expect(out).toMatchObject({ status: 201, body: { ok: true }, headers: { "x-request-id": "r1" } })
-      const seen = fake.seen[0]!
-      expect(seen.method).toBe("POST")
-      expect(seen.path).toBe("/items")
-      expect(Object.fromEntries(seen.query)).toEqual({ existing: "1", q: "a b&c" })
-      expect(seen.headers["x-api-key"]).toBe("k1")
-      expect(seen.headers["content-type"]).toBe("application/json")
-      expect(seen.json).toEqual({ name: "n" })
+      const req = fake.received[0]!
+      expect(req.method).toBe("POST")
+      expect(req.rawPath).toBe("/items")
+      expect(Object.fromEntries(req.query)).toEqual({ existing: "1", q: "a b&c" })
+      expect(req.headers["x-api-key"]).toBe("k1")
+      expect(req.headers["content-type"]).toBe("application/json")
+      expect(req.json).toEqual({ name: "n" })
     }))
 
   it.effect("returns non-2xx answers as data, text bodies as text", () =>
     Effect.gen(function*() {
       fake.handle = () => ({ status: 503, text: "down for maintenance", headers: { "content-type": "text/plain" } })
-      const out = yield* call(HttpRequest, { url: `${fake.baseUrl}/health` })
+      const out = yield* call(HttpRequest, { url: `${fake.url}/health` })
       expect(out).toMatchObject({ status: 503, body: "down for maintenance" })
-      expect(fake.seen[0]!.method).toBe("GET")
+      expect(fake.received[0]!.method).toBe("GET")
       fake.handle = () => jsonError404
-      expect(yield* call(HttpRequest, { url: `${fake.baseUrl}/x`, method: "DELETE" })).toMatchObject({
+      expect(yield* call(HttpRequest, { url: `${fake.url}/x`, method: "DELETE" })).toMatchObject({
         status: 404,
         body: { error: "not found" }
       })
@@ -68,12 +69,12 @@ describe("http.request", () => {
 
   it.effect("fails with egress_denied, without a request, outside the allowlist", () =>
     Effect.gen(function*() {
-      const port = yield* Effect.flip(call(HttpRequest, { url: `${other.baseUrl}/` }))
+      const port = yield* Effect.flip(call(HttpRequest, { url: `${other.url}/` }))
       expect(port).toMatchObject({ _tag: "ToolFailed", retryable: false })
       expect(port.message).toMatch(/^egress_denied: /)
       const metadata = yield* Effect.flip(call(HttpRequest, { url: "http://169.254.169.254/latest/meta-data/" }))
       expect(metadata.message).toMatch(/^egress_denied: /)
-      expect(other.seen).toHaveLength(0)
+      expect(other.received).toHaveLength(0)
     }))
 
   it.effect("rejects invalid input naming the field", () =>
@@ -99,17 +100,17 @@ describe("webhook.notify", () => {
       fake.handle = () => ({ status: 204 })
       const before = Date.now()
       const out = yield* call(WebhookNotify, {
-        url: `${fake.baseUrl}/hooks/1`,
+        url: `${fake.url}/hooks/1`,
         event: "order.created",
         payload: { id: 7 }
       })
       expect(out).toEqual({ status: 204 })
-      const seen = fake.seen[0]!
-      expect(seen.method).toBe("POST")
-      expect(seen.path).toBe("/hooks/1")
-      expect(seen.headers["content-type"]).toBe("application/json")
-      expect(seen.headers["user-agent"]).toBe("altan-webhook/1")
-      const body = seen.json as { event: string; payload: unknown; sent_at: string }
+      const req = fake.received[0]!
+      expect(req.method).toBe("POST")
+      expect(req.rawPath).toBe("/hooks/1")
+      expect(req.headers["content-type"]).toBe("application/json")
+      expect(req.headers["user-agent"]).toBe("altan-webhook/1")
+      const body = req.json as { event: string; payload: unknown; sent_at: string }
       expect(Object.keys(body)).toEqual(["event", "payload", "sent_at"])
       expect(body).toMatchObject({ event: "order.created", payload: { id: 7 } })
       expect(Date.parse(body.sent_at)).toBeGreaterThanOrEqual(before - 1000)
@@ -119,18 +120,18 @@ describe("webhook.notify", () => {
   it.effect("fails on non-2xx: 4xx not retryable, 5xx retryable", () =>
     Effect.gen(function*() {
       fake.handle = () => ({ status: 410, text: "gone" })
-      const gone = yield* Effect.flip(call(WebhookNotify, { url: `${fake.baseUrl}/h`, event: "e", payload: null }))
+      const gone = yield* Effect.flip(call(WebhookNotify, { url: `${fake.url}/h`, event: "e", payload: null }))
       expect(gone).toMatchObject({ _tag: "ToolFailed", retryable: false, status: 410, body_excerpt: "gone" })
       fake.handle = () => ({ status: 502, text: "bad gateway" })
-      const bad = yield* Effect.flip(call(WebhookNotify, { url: `${fake.baseUrl}/h`, event: "e", payload: null }))
+      const bad = yield* Effect.flip(call(WebhookNotify, { url: `${fake.url}/h`, event: "e", payload: null }))
       expect(bad).toMatchObject({ retryable: true, status: 502 })
     }))
 
   it.effect("is bound to the allowlist and requires payload", () =>
     Effect.gen(function*() {
-      const denied = yield* Effect.flip(call(WebhookNotify, { url: `${other.baseUrl}/h`, event: "e", payload: 1 }))
+      const denied = yield* Effect.flip(call(WebhookNotify, { url: `${other.url}/h`, event: "e", payload: 1 }))
       expect(denied.message).toMatch(/^egress_denied: /)
-      expect(other.seen).toHaveLength(0)
+      expect(other.received).toHaveLength(0)
       const missing = yield* Effect.flip(WebhookNotify.decode({ url: "https://a.example/h", event: "e" }))
       expect(missing.message).toContain("payload")
     }))

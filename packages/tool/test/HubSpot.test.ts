@@ -6,7 +6,7 @@ import { failureOf, runTool, runUndecoded, startFake, TOKEN } from "./vendorFake
 
 const error = (status: number, category: string, message: string): Reply => ({
   status,
-  body: { status: "error", message, correlationId: "b8f9c1d2-0000-4000-8000-000000000000", category }
+  json: { status: "error", message, correlationId: "b8f9c1d2-0000-4000-8000-000000000000", category }
 })
 
 const record = (id: string, properties: Record<string, string>) => ({
@@ -38,15 +38,15 @@ const hubspot = (req: Received): Reply => {
     if (properties.email === "busy@example.com") {
       return {
         status: 429,
-        body: { status: "error", message: "You have reached your secondly limit.", errorType: "RATE_LIMIT" }
+        json: { status: "error", message: "You have reached your secondly limit.", errorType: "RATE_LIMIT" }
       }
     }
-    return { status: 201, body: record("601", properties) }
+    return { status: 201, json: record("601", properties) }
   }
   const update = /^\/crm\/v3\/objects\/contacts\/([^/]+)$/.exec(req.rawPath)
   if (req.method === "PATCH" && update) {
     if (update[1] === "404") return error(404, "OBJECT_NOT_FOUND", "resource not found")
-    return { body: record(decodeURIComponent(update[1]!), properties) }
+    return { json: record(decodeURIComponent(update[1]!), properties) }
   }
   if (req.method === "POST" && req.rawPath === "/crm/v3/objects/deals") {
     if (properties.dealstage === "nonexistent") {
@@ -57,10 +57,10 @@ const hubspot = (req: Received): Reply => {
           "options\",\"error\":\"INVALID_OPTION\",\"name\":\"dealstage\"}]"
       )
     }
-    if (properties.dealname === "down") return { status: 503, body: "Service Unavailable" }
-    return { status: 201, body: record("701", properties) }
+    if (properties.dealname === "down") return { status: 503, text: "Service Unavailable" }
+    return { status: 201, json: record("701", properties) }
   }
-  return { status: 404, body: "" }
+  return { status: 404, text: "" }
 }
 
 let fake: Fake

@@ -1,17 +1,18 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { OutlookCreateEvent, TeamsPostChannelMessage, tools } from "../src/builtin/Microsoft.js"
-import type { Fake } from "./vendorFake2.js"
-import { callVendor, jsonError, startFake, TOKEN } from "./vendorFake2.js"
+import type { Fake } from "./vendorFake.js"
+import { jsonError, runTool, startFake, TOKEN } from "./vendorFake.js"
 
 let fake: Fake
+const setup = () => ({ baseUrl: fake.url })
 
 beforeAll(async () => {
   fake = await startFake()
 })
 afterAll(() => fake.close())
 beforeEach(() => {
-  fake.seen.length = 0
+  fake.received.length = 0
 })
 
 const TEAM = "fbe2bf47-16c8-47cf-b4a5-4b9b187c508b"
@@ -49,32 +50,32 @@ describe("teams.post_channel_message", () => {
         expect(req.headers.authorization).toBe(TOKEN)
         return { status: 201, json: chatMessage }
       }
-      const out = yield* callVendor(fake, TeamsPostChannelMessage, {
+      const out = yield* runTool(TeamsPostChannelMessage, {
         teamId: TEAM,
         channelId: CHANNEL,
         content: "Hello"
-      })
+      }, setup())
       expect(out).toEqual({
         id: chatMessage.id,
         webUrl: chatMessage.webUrl,
         createdDateTime: chatMessage.createdDateTime
       })
-      expect(fake.seen[0]!.path).toBe(`/v1.0/teams/${TEAM}/channels/${encodeURIComponent(CHANNEL)}/messages`)
-      expect(fake.seen[0]!.json).toEqual({ body: { contentType: "text", content: "Hello" } })
+      expect(fake.received[0]!.rawPath).toBe(`/v1.0/teams/${TEAM}/channels/${encodeURIComponent(CHANNEL)}/messages`)
+      expect(fake.received[0]!.json).toEqual({ body: { contentType: "text", content: "Hello" } })
     }))
 
   it.effect("keeps ids with / inside one path segment and refuses ..", () =>
     Effect.gen(function*() {
       fake.handle = () => ({ status: 201, json: chatMessage })
-      yield* callVendor(fake, TeamsPostChannelMessage, {
+      yield* runTool(TeamsPostChannelMessage, {
         teamId: "../../me/sendMail?x=",
         channelId: "c/../d",
         content: "<b>x</b>",
         contentType: "html"
-      })
-      expect(fake.seen[0]!.path).toBe("/v1.0/teams/..%2F..%2Fme%2FsendMail%3Fx%3D/channels/c%2F..%2Fd/messages")
-      expect(fake.seen[0]!.query.toString()).toBe("")
-      expect(fake.seen[0]!.json).toEqual({ body: { contentType: "html", content: "<b>x</b>" } })
+      }, setup())
+      expect(fake.received[0]!.rawPath).toBe("/v1.0/teams/..%2F..%2Fme%2FsendMail%3Fx%3D/channels/c%2F..%2Fd/messages")
+      expect(fake.received[0]!.query.toString()).toBe("")
+      expect(fake.received[0]!.json).toEqual({ body: { contentType: "html", content: "<b>x</b>" } })
       const error = yield* Effect.flip(TeamsPostChannelMessage.decode({ teamId: "..", channelId: "c", content: "x" }))
       expect(error.message).toContain("teamId")
     }))
@@ -83,7 +84,7 @@ describe("teams.post_channel_message", () => {
     Effect.gen(function*() {
       fake.handle = () => unauthorized
       const error = yield* Effect.flip(
-        callVendor(fake, TeamsPostChannelMessage, { teamId: TEAM, channelId: CHANNEL, content: "Hello" })
+        runTool(TeamsPostChannelMessage, { teamId: TEAM, channelId: CHANNEL, content: "Hello" }, setup())
       )
       expect(error).toMatchObject({ _tag: "ToolFailed", retryable: false, status: 401 })
       expect(error.message).toContain("InvalidAuthenticationToken: Access token validation failure. Invalid audience.")
@@ -97,13 +98,13 @@ describe("teams.post_channel_message", () => {
         headers: { "retry-after": "2" }
       })
       const limited = yield* Effect.flip(
-        callVendor(fake, TeamsPostChannelMessage, { teamId: TEAM, channelId: CHANNEL, content: "Hello" })
+        runTool(TeamsPostChannelMessage, { teamId: TEAM, channelId: CHANNEL, content: "Hello" }, setup())
       )
       expect(limited).toMatchObject({ retryable: true, status: 429 })
       expect(limited.message).toContain("TooManyRequests")
       fake.handle = () => jsonError(503, { code: "serviceNotAvailable", message: "Service unavailable" })
       const down = yield* Effect.flip(
-        callVendor(fake, TeamsPostChannelMessage, { teamId: TEAM, channelId: CHANNEL, content: "Hello" })
+        runTool(TeamsPostChannelMessage, { teamId: TEAM, channelId: CHANNEL, content: "Hello" }, setup())
       )
       expect(down).toMatchObject({ retryable: true, status: 503 })
     }))
@@ -111,15 +112,16 @@ describe("teams.post_channel_message", () => {
   it.effect("fails without a request when the tenant has no microsoft connection", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(
-        callVendor(fake, TeamsPostChannelMessage, { teamId: TEAM, channelId: CHANNEL, content: "Hello" }, {
-          withCredential: false
+        runTool(TeamsPostChannelMessage, { teamId: TEAM, channelId: CHANNEL, content: "Hello" }, {
+          ...setup(),
+          credential: undefined
         })
       )
       expect(error).toMatchObject({
         retryable: false,
         message: "no microsoft connection for this tenant: connect it with PUT /v1/connections/microsoft"
       })
-      expect(fake.seen).toHaveLength(0)
+      expect(fake.received).toHaveLength(0)
     }))
 })
 
@@ -140,7 +142,7 @@ describe("outlook.create_event", () => {
     Effect.gen(function*() {
       fake.handle = (req) => {
         expect(req.method).toBe("POST")
-        expect(req.path).toBe("/v1.0/me/events")
+        expect(req.rawPath).toBe("/v1.0/me/events")
         expect(req.headers.authorization).toBe(TOKEN)
         return {
           status: 201,
@@ -154,7 +156,7 @@ describe("outlook.create_event", () => {
           }
         }
       }
-      const out = yield* callVendor(fake, OutlookCreateEvent, input)
+      const out = yield* runTool(OutlookCreateEvent, input, setup())
       expect(out).toEqual({
         id: "AAMkAGI1AAAt9AHjAAA=",
         webLink: "https://outlook.office365.com/owa/?itemid=AAMkAGI1AAAt9AHjAAA%3D",
@@ -162,7 +164,7 @@ describe("outlook.create_event", () => {
         start: { dateTime: "2025-03-15T12:00:00.0000000", timeZone: "Pacific Standard Time" },
         end: { dateTime: "2025-03-15T14:00:00.0000000", timeZone: "Pacific Standard Time" }
       })
-      expect(fake.seen[0]!.json).toEqual({
+      expect(fake.received[0]!.json).toEqual({
         subject: input.subject,
         body: input.body,
         start: input.start,
@@ -178,7 +180,7 @@ describe("outlook.create_event", () => {
   it.effect("fails with Graph's message on a documented 400", () =>
     Effect.gen(function*() {
       fake.handle = () => jsonError(400, { code: "ErrorInvalidRequest", message: "Your request can't be completed." })
-      const error = yield* Effect.flip(callVendor(fake, OutlookCreateEvent, input))
+      const error = yield* Effect.flip(runTool(OutlookCreateEvent, input, setup()))
       expect(error).toMatchObject({ retryable: false, status: 400 })
       expect(error.message).toContain("ErrorInvalidRequest: Your request can't be completed.")
     }))

@@ -9,7 +9,7 @@ const LEAD_ID = "00Q5e00000AbCdEFGH"
 
 const errors = (status: number, ...entries: Array<{ message: string; errorCode: string; fields?: Array<string> }>) => ({
   status,
-  body: entries.map((e) => ({ fields: [], ...e }))
+  json: entries.map((e) => ({ fields: [], ...e }))
 })
 
 // A fake Salesforce REST API: documented paths, request checks, and the documented success and error bodies.
@@ -31,7 +31,7 @@ const salesforce = (req: Received): Reply => {
     if (req.json.Company === "Busy") {
       return errors(503, { message: "Server unavailable", errorCode: "SERVER_UNAVAILABLE" })
     }
-    return { status: 201, body: { id: "00Q5e00000NeWLeAD1", success: true, errors: [] } }
+    return { status: 201, json: { id: "00Q5e00000NeWLeAD1", success: true, errors: [] } }
   }
   if (req.method === "PATCH" && req.rawPath.startsWith(`${API}/sobjects/Lead/`)) {
     if (req.rawPath === `${API}/sobjects/Lead/${LEAD_ID}`) return { status: 204 }
@@ -47,7 +47,7 @@ const salesforce = (req: Received): Reply => {
       })
     }
     if (typeof Name !== "string" || typeof CloseDate !== "string") return errors(400, { message: "?", errorCode: "X" })
-    return { status: 201, body: { id: "0065e00000NeWoPP01", success: true, errors: [] } }
+    return { status: 201, json: { id: "0065e00000NeWoPP01", success: true, errors: [] } }
   }
   if (req.method === "GET" && req.rawPath === `${API}/query`) {
     const q = req.query.get("q")
@@ -56,7 +56,7 @@ const salesforce = (req: Received): Reply => {
     }
     if (q === "SELECT Id FROM Lead WHERE Company = 'A&B' LIMIT 1") {
       return {
-        body: {
+        json: {
           totalSize: 3,
           done: false,
           nextRecordsUrl: `${API}/query/01gD0000002HU6KIAW-1`,
@@ -67,7 +67,7 @@ const salesforce = (req: Received): Reply => {
     return errors(400, { message: `unexpected query ${q}`, errorCode: "MALFORMED_QUERY" })
   }
   if (req.method === "GET" && req.rawPath === `${API}/query/01gD0000002HU6KIAW-1`) {
-    return { body: { totalSize: 3, done: true, records: [{ Id: "a" }, { Id: "b" }] } }
+    return { json: { totalSize: 3, done: true, records: [{ Id: "a" }, { Id: "b" }] } }
   }
   return errors(404, { message: "The requested resource does not exist", errorCode: "NOT_FOUND" })
 }

@@ -7,23 +7,23 @@ import { failureOf, runTool, startFake, TOKEN } from "./vendorFake.js"
 
 // A fake Slack Web API: documented methods, request checks, and the documented ok/error bodies.
 const slack = (req: Received): Reply => {
-  if (req.headers.authorization !== TOKEN) return { body: { ok: false, error: "invalid_auth" } }
+  if (req.headers.authorization !== TOKEN) return { json: { ok: false, error: "invalid_auth" } }
   switch (`${req.method} ${req.path}`) {
     case "POST /api/chat.postMessage": {
       if (!String(req.headers["content-type"]).startsWith("application/json")) {
-        return { body: { ok: false, error: "invalid_form_data" } }
+        return { json: { ok: false, error: "invalid_form_data" } }
       }
       const { blocks, channel, text, thread_ts, ...rest } = req.json ?? {}
       if (typeof channel !== "string" || typeof text !== "string" || Object.keys(rest).length > 0) {
-        return { body: { ok: false, error: "invalid_arguments" } }
+        return { json: { ok: false, error: "invalid_arguments" } }
       }
-      if (channel === "C_MISSING") return { body: { ok: false, error: "channel_not_found" } }
+      if (channel === "C_MISSING") return { json: { ok: false, error: "channel_not_found" } }
       if (channel === "C_BUSY") {
-        return { status: 429, headers: { "retry-after": "30" }, body: { ok: false, error: "ratelimited" } }
+        return { status: 429, headers: { "retry-after": "30" }, json: { ok: false, error: "ratelimited" } }
       }
-      if (channel === "C_DOWN") return { status: 503, body: "upstream unavailable" }
+      if (channel === "C_DOWN") return { status: 503, text: "upstream unavailable" }
       return {
-        body: {
+        json: {
           ok: true,
           channel,
           ts: "1712345678.000200",
@@ -34,19 +34,19 @@ const slack = (req: Received): Reply => {
     }
     case "POST /api/conversations.create": {
       const { is_private, name } = req.json ?? {}
-      if (name === "general") return { body: { ok: false, error: "name_taken" } }
+      if (name === "general") return { json: { ok: false, error: "name_taken" } }
       return {
-        body: {
+        json: {
           ok: true,
           channel: { id: "C0NEW", name, is_channel: true, is_private: is_private === true, created: 1712345678 }
         }
       }
     }
     case "GET /api/conversations.history": {
-      if (req.query.get("channel") !== "C123") return { body: { ok: false, error: "channel_not_found" } }
-      if (req.query.get("cursor") === "bm9wZQ==") return { body: { ok: false, error: "invalid_cursor" } }
+      if (req.query.get("channel") !== "C123") return { json: { ok: false, error: "channel_not_found" } }
+      if (req.query.get("cursor") === "bm9wZQ==") return { json: { ok: false, error: "invalid_cursor" } }
       return {
-        body: {
+        json: {
           ok: true,
           messages: [
             { type: "message", user: "U1", text: "second", ts: "1712345679.000100", reply_count: 2, thread_ts: "1" },
@@ -59,7 +59,7 @@ const slack = (req: Received): Reply => {
       }
     }
     default:
-      return { status: 404, body: { ok: false, error: "unknown_method" } }
+      return { status: 404, json: { ok: false, error: "unknown_method" } }
   }
 }
 
@@ -183,7 +183,7 @@ describe("slack tools", () => {
       const [req] = fake.received
       expect(req!.method).toBe("GET")
       expect(Object.fromEntries(req!.query)).toEqual({ channel: "C123", limit: "2", cursor: "abc=" })
-      expect(req!.body).toBe("")
+      expect(req!.text).toBe("")
     }))
 
   it.effect("channel_history reports Slack errors by code", () =>
