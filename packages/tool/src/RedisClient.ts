@@ -10,8 +10,12 @@ export const connect = (url: string, purpose: string): Effect.Effect<IORedis, Er
         const client = new IORedis(url, {
           lazyConnect: true,
           maxRetriesPerRequest: 2,
+          connectTimeout: 5_000,
           connectionName: `altan-${purpose}`
         })
+        // ioredis reports each failed reconnect as an `error` event (printed when nobody listens); the command
+        // that needs the connection fails on its own, and the stores turn that into their own outcome
+        client.on("error", () => undefined)
         await client.connect()
         return client
       },

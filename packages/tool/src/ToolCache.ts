@@ -56,10 +56,11 @@ export const layerRedis = (
       const ttl = Duration.toMillis(options.ttl ?? Duration.minutes(1))
       return {
         get: (key) =>
-          Effect.tryPromise(() => client.get(prefix + key)).pipe(
-            Effect.map((v) => (v === null ? Option.none() : Option.some(JSON.parse(v) as unknown))),
-            Effect.orElseSucceed(() => Option.none())
-          ),
+          // parsed inside the try: an entry that is not JSON is a miss, not a defect
+          Effect.tryPromise(async () => {
+            const value = await client.get(prefix + key)
+            return value === null ? Option.none() : Option.some(JSON.parse(value) as unknown)
+          }).pipe(Effect.orElseSucceed(() => Option.none())),
         set: (key, output) =>
           Effect.tryPromise(() => client.set(prefix + key, JSON.stringify(output), "PX", ttl)).pipe(Effect.ignore)
       }
