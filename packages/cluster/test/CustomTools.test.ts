@@ -209,6 +209,64 @@ describe("custom tools", () => {
   })
 })
 
+describe("a tenant's credential and redirects", () => {
+  // two origins: the tool's API, which redirects, and another server that must never see the key
+  const seen: Array<{ origin: "api" | "other"; key: string | undefined }> = []
+  let api: Server
+  let other: Server
+  const listen = async (server: Server) => {
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r))
+    return `http://127.0.0.1:${(server.address() as { port: number }).port}`
+  }
+  let otherBase = ""
+  let apiBase = ""
+  beforeAll(async () => {
+    other = createServer((req, res) => {
+      seen.push({ origin: "other", key: req.headers["x-acme-key"] as string | undefined })
+      res.writeHead(200, { "content-type": "application/json" })
+      res.end(JSON.stringify({ landed: true }))
+    })
+    api = createServer((req, res) => {
+      seen.push({ origin: "api", key: req.headers["x-acme-key"] as string | undefined })
+      res.writeHead(302, { location: `${otherBase}/landing` })
+      res.end()
+    })
+    otherBase = await listen(other)
+    apiBase = await listen(api)
+  })
+  afterAll(async () => {
+    for (const server of [api, other]) {
+      server.closeAllConnections()
+      await new Promise((r) => server.close(r))
+    }
+  })
+
+  it("sends a custom credential header to the tool's API and never to the origin it redirects to", async () => {
+    expect((await call("PUT", "/v1/secrets/acme_key", adminA, { value: "acme-secret-1" })).status).toBe(204)
+    expect(
+      (await call("PUT", "/v1/connections/acme", adminA, { type: "api_key", secret: "acme_key", header: "X-Acme-Key" }))
+        .status
+    ).toBe(200)
+    expect(
+      (await call("PUT", "/v1/tools/acme_read", adminA, {
+        tool_id: "acme_read",
+        name: "acme_read",
+        parameters: [{ name: "q", type: "string" }],
+        endpoint: `${apiBase}/read`,
+        method: "GET",
+        auth: "api_key",
+        provider: "acme"
+      })).status
+    ).toBe(200)
+    const task = await call("POST", "/v1/tasks", memberA, {
+      input: { steps: [{ id: "s", tool: "acme_read", input: { q: "x" } }] }
+    })
+    expect(task.body.status, JSON.stringify(task.body)).toBe("succeeded")
+    expect(task.body.output).toEqual({ landed: true })
+    expect(seen).toEqual([{ origin: "api", key: "acme-secret-1" }, { origin: "other", key: undefined }])
+  })
+})
+
 describe("fallback tools", () => {
   /** A loopback upstream whose paths answer with the status they name: /status/503, /status/400, /status/200. */
   let upstream: Server

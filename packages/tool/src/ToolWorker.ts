@@ -99,13 +99,15 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
               const hit = yield* cache.get(key)
               if (Option.isSome(hit)) return { output: hit.value, cached: true }
             }
+            // whichever header the tenant's credential travels in, it never follows a redirect to another origin
+            const credentialHeaders = payload.credential ? [payload.credential.header] : []
             // what the provider said about its limits, handed back for the connection's budget
             let rateHeaders: Record<string, string> | undefined
             const output = yield* tool.run(input, {
               tenantId,
               credential: payload.credential,
               http: (request) =>
-                egress.request({ ...request, allowHosts }).pipe(
+                egress.request({ ...request, allowHosts, credentialHeaders }).pipe(
                   Effect.tap((response) => {
                     rateHeaders = rateLimitHeaders(response.headers)
                   }),

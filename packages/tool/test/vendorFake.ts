@@ -132,10 +132,12 @@ const withContext = <A, E>(tool: Tool, setup: Setup, f: (ctx: ToolContext) => Ef
   Effect.gen(function*() {
     const egress = yield* Egress
     const allowHosts = [...(setup.allowHosts ?? []), ...tool.hosts]
+    const sent = "credential" in setup ? setup.credential : credential
+    const credentialHeaders = sent ? [sent.header] : []
     return yield* f({
       tenantId: "t1" as TenantId,
-      credential: "credential" in setup ? setup.credential : credential,
-      http: (req) => egress.request({ ...req, allowHosts }),
+      credential: sent,
+      http: (req) => egress.request({ ...req, allowHosts, credentialHeaders }),
       baseUrl: () => setup.baseUrl,
       complete: () => Effect.die(new Error("this tool asked for an LLM"))
     })
