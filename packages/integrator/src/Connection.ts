@@ -43,7 +43,7 @@ import {
   tokensSecret
 } from "./OAuth.js"
 import * as RateBudget from "./RateBudget.js"
-import { backoff, makeBreaker, ResilienceConfig } from "./Resilience.js"
+import { backoff, isClusterError, makeBreaker, ResilienceConfig } from "./Resilience.js"
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
 
@@ -348,11 +348,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                   ...(idempotencyKey ? { idempotency_key: idempotencyKey } : {})
                 })
             ).pipe(
-              Effect.catchTags({
-                MailboxFull: toolUnavailable,
-                AlreadyProcessingMessage: toolUnavailable,
-                PersistenceError: toolUnavailable
-              })
+              Effect.catchIf(isClusterError, toolUnavailable)
             )
           // a 401 with an OAuth2 token: the provider dropped it early; refresh once and try again
           const once = (settings: Settings) =>
@@ -472,11 +468,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                     tried,
                     policy: policyOf(spec),
                     ...(spec.fallback ? { fallback: spec.fallback } : { fallback: undefined })
-                  }).pipe(Effect.catchTags({
-                    MailboxFull: () => Effect.fail(failed),
-                    AlreadyProcessingMessage: () => Effect.fail(failed),
-                    PersistenceError: () => Effect.fail(failed)
-                  }))
+                  }).pipe(Effect.catchIf(isClusterError, () => Effect.fail(failed)))
                   return { ...result, served_by: result.served_by ?? fallback }
                 }).pipe(
                   Effect.withSpan("Connection.fallback", {
@@ -588,11 +580,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               )
             const fallback = yield* Effect.either(
               connections(`${tenantId}/${llmProvider(next)}`).Complete({ ...payload, fallbacks: rest }).pipe(
-                Effect.catchTags({
-                  MailboxFull: unreachable,
-                  AlreadyProcessingMessage: unreachable,
-                  PersistenceError: unreachable
-                })
+                Effect.catchIf(isClusterError, unreachable)
               )
             )
             if (Either.isRight(fallback)) {

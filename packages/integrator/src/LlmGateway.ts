@@ -10,6 +10,7 @@ import {
   LlmUnavailable,
   type ToolCall
 } from "@altan/domain/Llm"
+import { retryAfterMs } from "@altan/domain/RetryAfter"
 import { maskSecrets } from "@altan/domain/Secret"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -21,9 +22,9 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Random from "effect/Random"
 import * as Redacted from "effect/Redacted"
 import OpenAI from "openai"
+import { backoff } from "./Resilience.js"
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
 
@@ -104,37 +105,31 @@ const egressFetch =
   }
 
 type Failure =
-  | { readonly _tag: "Transient"; readonly message: string; readonly retryAfter: Option.Option<Duration.Duration> }
+  | { readonly _tag: "Transient"; readonly message: string; readonly retryAfterMs: number | undefined }
   | { readonly _tag: "Permanent"; readonly message: string }
   | { readonly _tag: "BadResponse"; readonly message: string }
 
-const retryAfterOf = (headers: Headers | undefined): Option.Option<Duration.Duration> => {
-  const value = headers?.get("retry-after-ms") ?? headers?.get("retry-after")
-  if (!value) return Option.none()
-  if (headers?.get("retry-after-ms")) return Option.some(Duration.millis(Number(value)))
-  const seconds = Number(value)
-  if (Number.isFinite(seconds)) return Option.some(Duration.seconds(seconds))
-  const at = Date.parse(value)
-  return Number.isFinite(at) ? Option.some(Duration.millis(Math.max(0, at - Date.now()))) : Option.none()
-}
-
 const classify = (error: unknown): Failure => {
   if (error instanceof OpenAI.APIConnectionTimeoutError) {
-    return { _tag: "Transient", message: "timed out", retryAfter: Option.none() }
+    return { _tag: "Transient", message: "timed out", retryAfterMs: undefined }
   }
   if (error instanceof OpenAI.APIConnectionError) {
     const cause = error.cause
     if (cause instanceof EgressDenied) return { _tag: "Permanent", message: `egress_denied: ${cause.message}` }
     if (cause instanceof EgressFailed && cause.reason === "timeout") {
-      return { _tag: "Transient", message: "timed out", retryAfter: Option.none() }
+      return { _tag: "Transient", message: "timed out", retryAfterMs: undefined }
     }
     if (cause instanceof EgressFailed && !cause.retryable) return { _tag: "BadResponse", message: cause.message }
-    return { _tag: "Transient", message: "could not connect", retryAfter: Option.none() }
+    return { _tag: "Transient", message: "could not connect", retryAfterMs: undefined }
   }
   if (error instanceof OpenAI.APIError) {
     const status = error.status ?? 0
     if (status === 429 || status >= 500 || status === 408) {
-      return { _tag: "Transient", message: `HTTP ${status}`, retryAfter: retryAfterOf(error.headers) }
+      return {
+        _tag: "Transient",
+        message: `HTTP ${status}`,
+        retryAfterMs: error.headers ? retryAfterMs(Object.fromEntries(error.headers)) : undefined
+      }
     }
     return { _tag: "Permanent", message: `HTTP ${status}: ${error.message.slice(0, 200)}` }
   }
@@ -142,7 +137,7 @@ const classify = (error: unknown): Failure => {
   return {
     _tag: "Transient",
     message: error instanceof Error ? error.message.slice(0, 200) : "failed",
-    retryAfter: Option.none()
+    retryAfterMs: undefined
   }
 }
 
@@ -205,6 +200,8 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
       const secrets = yield* SecretStore
       const tuning = yield* LlmGatewayConfig
       const fetchGuarded = egressFetch(yield* Egress, tuning.maxResponseBytes, Duration.toMillis(tuning.timeout))
+      // doubling from `baseDelay` with full jitter, uncapped: `maxRetryAfter` bounds the wait
+      const llmBackoff = { baseDelay: tuning.baseDelay, maxDelay: Duration.infinity }
 
       // One SDK client per tenant LLM, rebuilt only when its endpoint or key changes: not one per turn.
       const clients = new Map<string, { readonly endpoint: string; readonly key: string; readonly client: OpenAI }>()
@@ -301,9 +298,7 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
                     attempts
                   })
                 }
-                const backoff = Duration.toMillis(tuning.baseDelay) * 2 ** (attempt - 1)
-                const jittered = Duration.millis(Math.floor((yield* Random.next) * backoff))
-                const wait: Duration.Duration = Option.getOrElse(failure.retryAfter, () => jittered)
+                const wait = Duration.millis(yield* backoff(llmBackoff, attempt, failure.retryAfterMs))
                 if (Duration.greaterThan(wait, tuning.maxRetryAfter)) {
                   return yield* new LlmUnavailable({
                     message: `LLM "${llmId}" asked to wait ${Duration.format(wait)}; moving on`,

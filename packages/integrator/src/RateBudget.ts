@@ -1,4 +1,5 @@
 import { callMetrics } from "@altan/domain/Metrics"
+import { retryAfterMs } from "@altan/domain/RetryAfter"
 import type { ProviderSettings, RateLimit } from "@altan/domain/Settings"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
@@ -269,17 +270,6 @@ export const parseReset = (value: string, now: number): number | undefined => {
   return Number.isNaN(date) ? undefined : date
 }
 
-/** `Retry-After` (delay-seconds or HTTP date, RFC 9110 10.2.3), or `retry-after-ms` (OpenAI, Azure), in ms. */
-export const parseRetryAfter = (headers: ReadonlyMap<string, string>, now: number): number | undefined => {
-  const ms = headers.get("retry-after-ms")
-  if (ms !== undefined && /^\d+(\.\d+)?$/.test(ms)) return Number(ms)
-  const value = headers.get("retry-after")
-  if (value === undefined) return undefined
-  if (/^\d+(\.\d+)?$/.test(value)) return Number(value) * 1000
-  const date = Date.parse(value)
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
-}
-
 /** Generic remaining/reset pairs: GitHub and most APIs, the IETF draft, OpenAI's request window. */
 const windowHeaders: ReadonlyArray<readonly [remaining: string, reset: string]> = [
   ["x-ratelimit-remaining", "x-ratelimit-reset"],
@@ -317,7 +307,8 @@ export const readSignals = (response: ObservedResponse, now: number, defaultPaus
   }
 
   const { status } = response
-  const retryAfter = response.retry_after_ms ?? parseRetryAfter(headers, now)
+  // parsed here only when the caller has not (a tool's `ToolFailed.retry_after_ms`)
+  const retryAfter = response.retry_after_ms ?? retryAfterMs(Object.fromEntries(headers), now)
   if (retryAfter !== undefined && (status === 429 || status === 503 || status === 403)) pause(now + retryAfter)
 
   for (const [remainingHeader, resetHeader] of windowHeaders) {

@@ -89,24 +89,22 @@ export const checkPrefix = (prefix: string): Effect.Effect<string> =>
     : Effect.dieMessage(`redis key prefix must be non-empty, without braces or spaces: "${prefix}"`)
 
 /** Default of `cacheTtl`. */
-export const defaultCacheTtl: Duration.Duration = Duration.seconds(2)
-
-/** Keys a read cache holds at most; past it, expired entries go first, then the oldest. */
-const maxCachedKeys = 10_000
+const defaultCacheTtl: Duration.Duration = Duration.seconds(2)
 
 /**
- * A per-process read-through cache of Redis keys with a short TTL. A write of this process through `write`
- * drops the key, and a read that was in flight during that write does not refill it, so this process reads
- * its own writes at once; another process's write is seen once the entry expires, within `ttl`.
- * A `ttl` of zero disables the cache.
+ * A per-process read-through cache of keys (of Redis, or any store) with a short TTL. A write of this process
+ * through `write` drops the key, and a read that was in flight during that write does not refill it, so this
+ * process reads its own writes at once; another process's write is seen once the entry expires, within `ttl`
+ * of the read that loaded it. Failed loads are not kept. A `ttl` of zero disables the cache. At most
+ * `capacity` keys are kept; past it, expired entries go first, then the oldest.
  */
-export interface ReadCache<A> {
+interface ReadCache<A> {
   readonly enabled: boolean
-  readonly read: (key: string, load: Effect.Effect<A>) => Effect.Effect<A>
-  readonly write: <B>(key: string, effect: Effect.Effect<B>) => Effect.Effect<B>
+  readonly read: <E>(key: string, load: Effect.Effect<A, E>) => Effect.Effect<A, E>
+  readonly write: <B, E>(key: string, effect: Effect.Effect<B, E>) => Effect.Effect<B, E>
 }
 
-export const makeReadCache = <A>(ttl: Duration.DurationInput): ReadCache<A> => {
+export const makeReadCache = <A>(ttl: Duration.DurationInput, capacity = 10_000): ReadCache<A> => {
   const ttlMs = Duration.toMillis(Duration.decode(ttl))
   const entries = new Map<string, { readonly value: A; readonly expiresAt: number }>()
   // the latest load of each key; a write removes it, so a load that raced a write is not kept
@@ -114,10 +112,10 @@ export const makeReadCache = <A>(ttl: Duration.DurationInput): ReadCache<A> => {
   const store = (key: string, value: A, expiresAt: number, now: number) => {
     entries.delete(key)
     entries.set(key, { value, expiresAt })
-    if (entries.size <= maxCachedKeys) return
+    if (entries.size <= capacity) return
     for (const [k, e] of entries) if (e.expiresAt <= now) entries.delete(k)
     for (const k of entries.keys()) {
-      if (entries.size <= maxCachedKeys) break
+      if (entries.size <= capacity) break
       entries.delete(k)
     }
   }
@@ -182,7 +180,7 @@ export interface CacheOptions {
  * A Redis hash of JSON values, each the `schema`'s encoded form; extra fields an older schema does not know
  * are ignored on read, so new optional fields roll out without a migration.
  */
-export interface JsonHash<A> {
+interface JsonHash<A> {
   readonly get: (key: string, field: string) => Effect.Effect<Option.Option<A>>
   /** Every field and value of the hash, by field name. */
   readonly entries: (key: string) => Effect.Effect<ReadonlyArray<readonly [string, A]>>
@@ -248,7 +246,7 @@ interface Snapshot<A> {
 }
 
 /** A Redis string holding one JSON value, the `schema`'s encoded form. */
-export interface JsonString<A> {
+interface JsonString<A> {
   readonly get: (key: string) => Effect.Effect<Option.Option<A>>
   readonly set: (key: string, value: A) => Effect.Effect<void>
 }

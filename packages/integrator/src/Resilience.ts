@@ -1,3 +1,4 @@
+import type { AlreadyProcessingMessage, MailboxFull, PersistenceError } from "@effect/cluster/ClusterError"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -49,7 +50,7 @@ export const layerConfig: Layer.Layer<ResilienceConfig, ConfigError.ConfigError>
 
 /** The wait before attempt `attempt + 1`: the upstream's `Retry-After` when it gave one, else full jitter. */
 export const backoff = (
-  config: ResilienceConfig["Type"],
+  config: Pick<ResilienceConfig["Type"], "baseDelay" | "maxDelay">,
   attempt: number,
   retryAfterMs: number | undefined
 ): Effect.Effect<number> =>
@@ -59,6 +60,13 @@ export const backoff = (
       Math.floor(
         r * Math.min(Duration.toMillis(config.maxDelay), Duration.toMillis(config.baseDelay) * 2 ** (attempt - 1))
       ))
+
+/** A message the cluster could not deliver (mailbox full, already in process, storage down): the runtime's failure. */
+export type ClusterError = MailboxFull | AlreadyProcessingMessage | PersistenceError
+
+/** Whether `e` is a cluster delivery failure (see `ClusterError`), for `Effect.catchIf`. */
+export const isClusterError = <E extends { readonly _tag: string }>(e: E): e is Extract<E, ClusterError> =>
+  e._tag === "MailboxFull" || e._tag === "AlreadyProcessingMessage" || e._tag === "PersistenceError"
 
 type BreakerState = "closed" | "open" | "half_open"
 

@@ -1,7 +1,6 @@
 import type { TenantId } from "@altan/domain/Ids"
 import { isReservedSecretName } from "@altan/domain/Secret"
 import type { SecretManagerServiceClient } from "@google-cloud/secret-manager"
-import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -23,7 +22,7 @@ import {
   type KeyObject,
   randomBytes
 } from "node:crypto"
-import { connect } from "./Redis.js"
+import { connect, makeReadCache } from "./Redis.js"
 
 /**
  * The secret store could not answer (a backend down, a ciphertext that does not decrypt). Reads fail
@@ -612,7 +611,7 @@ const decodePayload = (data: Uint8Array | string) =>
 
 /** Options of `withCache`. */
 export interface CacheOptions {
-  /** Most entries kept; the oldest go first. 10 000 by default. */
+  /** Most entries kept; past it, expired ones go first, then the oldest. 10 000 by default. */
   readonly capacity?: number
 }
 
@@ -624,47 +623,21 @@ export interface CacheOptions {
 export const withCache =
   (ttl: Duration.DurationInput, options?: CacheOptions) =>
   <E, R>(self: Layer.Layer<SecretStore, E, R>): Layer.Layer<SecretStore, E, R> => {
-    const ttlMillis = Duration.toMillis(ttl)
-    if (!(ttlMillis > 0)) return self
-    const capacity = options?.capacity ?? 10_000
+    if (!(Duration.toMillis(ttl) > 0)) return self
     return Layer.effect(
       SecretStore,
       Effect.map(SecretStore, (store): SecretStore["Type"] => {
-        const entries = new Map<
-          string,
-          { readonly value: Option.Option<Redacted.Redacted>; readonly expires: number }
-        >()
-        // Bumped by every write: a read that started before a write must not cache what it read.
-        let writes = 0
+        const cache = makeReadCache<Option.Option<Redacted.Redacted>>(ttl, options?.capacity)
         const keyOf = (tenantId: TenantId, name: string) => `${tenantId}\u0000${name}`
-        const invalidate = (key: string) =>
-          Effect.sync(() => {
-            writes++
-            entries.delete(key)
-          })
         return {
+          // the runtime's own entries (OAuth2 tokens, rotated by their actor, which may move between
+          // runners) are always read fresh: a stale refresh token would cost the connection its grant
           get: (tenantId, name) =>
-            Effect.gen(function*() {
-              // the runtime's own entries (OAuth2 tokens, rotated by their actor, which may move between
-              // runners) are always read fresh: a stale refresh token would cost the connection its grant
-              if (isReservedSecretName(name)) return yield* store.get(tenantId, name)
-              const key = keyOf(tenantId, name)
-              const now = yield* Clock.currentTimeMillis
-              const hit = entries.get(key)
-              if (hit && hit.expires > now) return hit.value
-              const before = writes
-              const value = yield* store.get(tenantId, name)
-              if (writes === before) {
-                entries.delete(key)
-                if (entries.size >= capacity) entries.delete(entries.keys().next().value!)
-                entries.set(key, { value, expires: (yield* Clock.currentTimeMillis) + ttlMillis })
-              }
-              return value
-            }),
-          put: (tenantId, name, value) =>
-            store.put(tenantId, name, value).pipe(Effect.ensuring(invalidate(keyOf(tenantId, name)))),
-          delete: (tenantId, name) =>
-            store.delete(tenantId, name).pipe(Effect.ensuring(invalidate(keyOf(tenantId, name))))
+            isReservedSecretName(name)
+              ? store.get(tenantId, name)
+              : cache.read(keyOf(tenantId, name), store.get(tenantId, name)),
+          put: (tenantId, name, value) => cache.write(keyOf(tenantId, name), store.put(tenantId, name, value)),
+          delete: (tenantId, name) => cache.write(keyOf(tenantId, name), store.delete(tenantId, name))
         }
       })
     ).pipe(Layer.provide(self))

@@ -4,13 +4,13 @@ import { entityId, type SessionId, sessionOfTask, type TaskId } from "@altan/dom
 import type { Principal } from "@altan/domain/Principal"
 import type { Settings } from "@altan/domain/Settings"
 import { isTerminal, type TaskRequest } from "@altan/domain/Task"
-import type { AlreadyProcessingMessage, MailboxFull, PersistenceError } from "@effect/cluster/ClusterError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import { Admission } from "./Admission.js"
+import { type ClusterError, isClusterError } from "./Resilience.js"
 import { TenantConfig } from "./TenantConfig.js"
 
 const random = () => randomBytes(12).toString("base64url")
@@ -28,10 +28,6 @@ export const taskIds = (tenantId: string, sessionId: string | undefined, key: st
 }
 
 /** Cluster delivery failures are the runtime's, not the caller's: 503. */
-type ClusterError = MailboxFull | AlreadyProcessingMessage | PersistenceError
-const isClusterError = (e: { readonly _tag: string }): boolean =>
-  e._tag === "MailboxFull" || e._tag === "AlreadyProcessingMessage" || e._tag === "PersistenceError"
-
 const clusterUnavailable = (e: { readonly _tag: string }) =>
   new Unavailable({ message: `the agent service could not take the request (${e._tag}); retry later` })
 

@@ -156,7 +156,6 @@ export const fromDefinition = (
           url: url.href,
           method,
           headers,
-          ...(ctx.credential ? { credentialHeaders: [ctx.credential.header] } : {}),
           ...(body !== undefined ? { body } : {}),
           ...(definition.timeout_ms ? { timeoutMs: definition.timeout_ms } : {})
         }).pipe(Effect.mapError(httpFailed(id)))

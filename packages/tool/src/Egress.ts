@@ -97,8 +97,27 @@ export class EgressConfig extends Context.Tag("@altan/tool/EgressConfig")<Egress
   )
 }
 
+const utf8 = new TextDecoder()
+
 /** The body as UTF-8 text. */
-export const text = (response: EgressResponse): string => new TextDecoder().decode(response.body)
+export const text = (response: EgressResponse): string => utf8.decode(response.body)
+
+/**
+ * The body as a tool gives it back: parsed when it is JSON (by its content type, or by its look), else the text;
+ * an empty body is `null`.
+ */
+export const bodyOf = (response: EgressResponse): { readonly text: string; readonly value: unknown } => {
+  const raw = text(response)
+  if (raw === "") return { text: raw, value: null }
+  if ((response.headers["content-type"] ?? "").includes("json") || /^\s*[[{]/.test(raw)) {
+    try {
+      return { text: raw, value: JSON.parse(raw) }
+    } catch {
+      return { text: raw, value: raw }
+    }
+  }
+  return { text: raw, value: raw }
+}
 
 /** The body parsed as JSON; a body that is not JSON fails with `bad_response`. */
 export const json = (response: EgressResponse): Effect.Effect<unknown, EgressFailed> =>

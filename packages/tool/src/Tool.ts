@@ -1,6 +1,7 @@
 import type { EgressDenied, EgressFailed, EgressRequest, EgressResponse } from "@altan/domain/Egress"
 import type { TenantId } from "@altan/domain/Ids"
 import type { ChatMessage, Completion, LlmError, LlmNotConfigured } from "@altan/domain/Llm"
+import { retryAfterMs } from "@altan/domain/RetryAfter"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import type { Credential, ToolFailed } from "@altan/domain/ToolWorker"
 import { ToolFailed as ToolFailedError } from "@altan/domain/ToolWorker"
@@ -9,9 +10,13 @@ import * as Effect from "effect/Effect"
 import * as JSONSchema from "effect/JSONSchema"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
+import { bodyOf } from "./Egress.js"
 
-/** An outbound request as a tool makes it: the allowlist is the tool service's business, not the tool's. */
-export type ToolHttpRequest = Omit<EgressRequest, "allowHosts">
+/**
+ * An outbound request as a tool makes it: the allowlist and the credential's header (dropped on a redirect to
+ * another origin) are the tool service's business, not the tool's.
+ */
+export type ToolHttpRequest = Omit<EgressRequest, "allowHosts" | "credentialHeaders">
 
 /** What a tool run gets besides its input. */
 export interface ToolContext {
@@ -57,32 +62,13 @@ export const httpFailed = (toolId: string) => (error: EgressDenied | EgressFaile
     ...(error._tag === "EgressFailed" && error.reason === "connect" ? { not_applied: true } : {})
   })
 
-/** `Retry-After` in milliseconds: delta-seconds or an HTTP date (RFC 9110 10.2.3). */
-export const retryAfterMs = (headers: Readonly<Record<string, string>>, now = Date.now()): number | undefined => {
-  const value = headers["retry-after"]?.trim()
-  if (value === undefined || value === "") return undefined
-  if (/^\d+(\.\d+)?$/.test(value)) return Math.round(Number(value) * 1000)
-  const date = Date.parse(value)
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
-}
-
-const utf8 = new TextDecoder()
-
 /**
  * A vendor's HTTP answer as the tool's result: JSON bodies parsed (text otherwise); non-2xx answers
  * become `ToolFailed` with the status, a body excerpt and whether a retry may help (5xx, 429).
  */
 export const checkStatus = (toolId: string, response: EgressResponse): Effect.Effect<unknown, ToolFailed> => {
-  const text = utf8.decode(response.body)
-  let body: unknown = text
-  if ((response.headers["content-type"] ?? "").includes("json") || /^\s*[[{]/.test(text)) {
-    try {
-      body = text === "" ? null : JSON.parse(text)
-    } catch {
-      body = text
-    }
-  }
-  if (response.status >= 200 && response.status < 300) return Effect.succeed(body)
+  const { text, value } = bodyOf(response)
+  if (response.status >= 200 && response.status < 300) return Effect.succeed(value)
   const retryAfter = retryAfterMs(response.headers)
   return Effect.fail(
     new ToolFailedError({

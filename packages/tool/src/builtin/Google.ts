@@ -3,7 +3,17 @@ import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import { createHash, randomUUID } from "node:crypto"
 import * as Tool from "../Tool.js"
-import { baseUrlOf, decodeVendor, errorField, PathSegment, segment, vendorRequest } from "./Vendor.js"
+import {
+  answeredHttp,
+  baseUrlOf,
+  colonDetail,
+  decodeVendor,
+  errorField,
+  optional,
+  PathSegment,
+  segment,
+  vendorCall
+} from "./Vendor.js"
 
 const PROVIDER = "google"
 const CALENDAR_HOST = "www.googleapis.com"
@@ -17,17 +27,15 @@ const googleError = (body: unknown): string | undefined => {
 }
 
 const google = (toolId: string, ctx: Tool.ToolContext, url: string, method: "GET" | "POST", json?: unknown) =>
-  vendorRequest({
+  vendorCall({
     toolId,
     provider: PROVIDER,
     ctx,
     url,
     method,
     ...(json !== undefined ? { json } : {}),
-    errorMessage: googleError
+    onError: answeredHttp("Google", colonDetail(googleError))
   })
-
-const optional = <S extends Schema.Schema.Any>(schema: S) => Schema.optionalWith(schema, { exact: true })
 
 // ---------------------------------------------------------------------------------------------------------------
 // Calendar

@@ -1,5 +1,6 @@
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import { bodyOf } from "../Egress.js"
 import * as Tool from "../Tool.js"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -51,18 +52,6 @@ export const HttpRequestOutput = Schema.Struct({
 })
 export type HttpRequestOutput = typeof HttpRequestOutput.Type
 
-const parseBody = (contentType: string, text: string): unknown => {
-  if (text === "") return null
-  if (contentType.includes("json") || /^\s*[[{]/.test(text)) {
-    try {
-      return JSON.parse(text)
-    } catch {
-      return text
-    }
-  }
-  return text
-}
-
 /** `http.request`: a generic HTTP call, bound to the tenant's egress allowlist. */
 export const HttpRequest: Tool.Tool = Tool.make({
   id: "http.request",
@@ -93,11 +82,10 @@ export const HttpRequest: Tool.Tool = Tool.make({
         headers,
         ...(body !== undefined ? { body } : {})
       }).pipe(Effect.mapError(Tool.httpFailed("http.request")))
-      const text = new TextDecoder().decode(response.body)
       return {
         status: response.status,
         headers: { ...response.headers },
-        body: parseBody(response.headers["content-type"] ?? "", text)
+        body: bodyOf(response).value
       }
     })
 })

@@ -1,7 +1,17 @@
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as Tool from "../Tool.js"
-import { baseUrlOf, decodeVendor, errorField, PathSegment, segment, vendorRequest } from "./Vendor.js"
+import {
+  answeredHttp,
+  baseUrlOf,
+  colonDetail,
+  decodeVendor,
+  errorField,
+  optional,
+  PathSegment,
+  segment,
+  vendorCall
+} from "./Vendor.js"
 
 const PROVIDER = "microsoft"
 const GRAPH_HOST = "graph.microsoft.com"
@@ -16,17 +26,15 @@ const graphError = (body: unknown): string | undefined => {
 }
 
 const graph = (toolId: string, ctx: Tool.ToolContext, path: string, json: unknown) =>
-  vendorRequest({
+  vendorCall({
     toolId,
     provider: PROVIDER,
     ctx,
     url: `${baseUrlOf(ctx, PROVIDER, `https://${GRAPH_HOST}`)}/v1.0${path}`,
     method: "POST",
     json,
-    errorMessage: graphError
+    onError: answeredHttp("Microsoft Graph", colonDetail(graphError))
   })
-
-const optional = <S extends Schema.Schema.Any>(schema: S) => Schema.optionalWith(schema, { exact: true })
 
 const Id = (description: string) => PathSegment.annotations({ description })
 

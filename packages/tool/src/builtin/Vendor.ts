@@ -4,6 +4,7 @@ import { ToolFailed, toolFailedFields } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
+import { text } from "../Egress.js"
 import * as Tool from "../Tool.js"
 import { isRecord } from "./internal.js"
 
@@ -13,7 +14,7 @@ export type VendorError = (error: ToolFailed, response: EgressResponse) => ToolF
 /** A vendor's body parsed as JSON, or undefined when it is not JSON. */
 export const parseJson = (response: EgressResponse): unknown => {
   try {
-    return JSON.parse(new TextDecoder().decode(response.body))
+    return JSON.parse(text(response))
   } catch {
     return undefined
   }
@@ -48,7 +49,6 @@ export const vendorExchange = (options: {
       url,
       method: options.method,
       headers,
-      credentialHeaders: [credential.header],
       ...(options.json !== undefined ? { body: JSON.stringify(options.json) } : {})
     }).pipe(Effect.mapError(Tool.httpFailed(toolId)))
     const answer = yield* Tool.checkStatus(toolId, response).pipe(
@@ -76,31 +76,8 @@ export const colonDetail = (explain: (body: unknown) => string | undefined) => (
   return detail === undefined ? "" : `: ${detail}`
 }
 
-/** A JSON call to a vendor API with the tenant's credential; what the vendor's error body says ends up in the error. */
-export const vendorRequest = (options: {
-  readonly toolId: string
-  readonly provider: string
-  readonly ctx: Tool.ToolContext
-  readonly url: string
-  readonly method: "GET" | "POST" | "PATCH" | "PUT" | "DELETE"
-  readonly json?: unknown
-  /** The vendor's explanation out of a parsed error body, if it has one. */
-  readonly errorMessage: (body: unknown) => string | undefined
-}): Effect.Effect<unknown, ToolFailed> =>
-  vendorCall({
-    toolId: options.toolId,
-    provider: options.provider,
-    ctx: options.ctx,
-    url: options.url,
-    method: options.method,
-    ...(options.json !== undefined ? { json: options.json } : {}),
-    onError: (error, response) => {
-      const detail = options.errorMessage(parseJson(response))
-      if (detail === undefined) return error
-      // every other fact (Retry-After, whether it was applied) stays: retries and budgets depend on them
-      return new ToolFailed({ ...toolFailedFields(error), message: `${error.message}: ${detail}` })
-    }
-  })
+/** An optional input field that must be absent rather than `undefined` when not given. */
+export const optional = <S extends Schema.Schema.Any>(schema: S) => Schema.optionalWith(schema, { exact: true })
 
 /**
  * Decodes a vendor's success body leniently (unknown fields dropped); a body of another shape is a tool failure
