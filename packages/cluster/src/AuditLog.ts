@@ -15,6 +15,7 @@
 import { type AuditAction, type AuditEntry, AuditLog, type AuditOutcome, AuditRecord } from "@altan/domain/AuditLog"
 import { canonicalJson } from "@altan/domain/Json"
 import * as Metrics from "@altan/domain/Metrics"
+import { maskSecrets } from "@altan/domain/Secret"
 import type { Logging, LoggingOptions, MonitoredResource } from "@google-cloud/logging"
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
@@ -100,7 +101,8 @@ const maxDepth = 8
 
 /**
  * `details` as plain JSON data, with every value under a sensitive key (`isSensitiveKey`), every `Redacted`
- * and every string that looks like a credential replaced by `"<redacted>"`, at any depth. Callers must not
+ * and every string that looks like a credential replaced by `"<redacted>"`, and credential-shaped parts of other
+ * strings masked (`maskSecrets`), at any depth. Callers must not
  * put secrets in an audit entry at all; this only catches the obvious mistakes. Dates become ISO strings,
  * bigints strings, non-finite numbers `null`; functions, symbols and `undefined` are dropped, cycles and
  * nesting deeper than 8 become `"<circular>"` / `"<truncated>"`, so the record hashes the same once parsed back.
@@ -111,7 +113,8 @@ export const sanitizeDetails = (details: Readonly<Record<string, unknown>>): Rec
 const sanitizeValue = (value: unknown, depth: number, seen: Set<object>): unknown => {
   switch (typeof value) {
     case "string":
-      return looksLikeCredential(value) ? redacted : value
+      // a whole value that is a credential goes; one inside text (an upstream's echo) is masked in place
+      return looksLikeCredential(value) ? redacted : maskSecrets(value)
     case "number":
       return Number.isFinite(value) ? value : null
     case "boolean":
@@ -250,7 +253,7 @@ export const make = (sink: AuditSink, options: MakeOptions = {}): Effect.Effect<
             seq: chain.seq + 1,
             prev_hash: chain.last
           }
-          record = { ...unhashed, hash: recordHash(unhashed) }
+          record = { ...unhashed, hash: sha256Hex(canonicalJson(unhashed)) }
           chain.seq = record.seq
           chain.last = record.hash
           recordCounter(entry.action, entry.outcome).unsafeUpdate(1, fiber.getFiberRef(FiberRef.currentMetricLabels))
@@ -355,17 +358,12 @@ export class AuditMemory extends Context.Tag("@altan/cluster/AuditMemory")<Audit
   readonly clear: () => void
 }>() {}
 
-/** Keeps records in process memory; with `limit`, only the newest `limit`. */
-export const memorySink = (options: { readonly limit?: number } = {}): AuditSink & AuditMemory["Type"] => {
+/** Keeps every record in process memory: for tests. */
+export const memorySink = (): AuditSink & AuditMemory["Type"] => {
   const records: Array<AuditRecord> = []
   return {
     name: "memory",
-    write: (record) => {
-      records.push(record)
-      if (options.limit !== undefined && records.length > options.limit) {
-        records.splice(0, records.length - options.limit)
-      }
-    },
+    write: (record) => void records.push(record),
     records: () => records.slice(),
     clear: () => void records.splice(0)
   }
@@ -374,7 +372,7 @@ export const memorySink = (options: { readonly limit?: number } = {}): AuditSink
 /** Writes nothing; the chains are still kept and the records counted in the metrics. */
 export const noneSink: AuditSink = { name: "none", write: () => undefined }
 
-/** An audit log in memory, and its records: for tests and the embedded default. */
+/** An audit log in memory, and its records: for tests. */
 export const layerMemory: Layer.Layer<AuditLog | AuditMemory> = Layer.effectContext(Effect.gen(function*() {
   const memory = memorySink()
   const service = yield* make(memory)
@@ -507,8 +505,6 @@ export type AuditConfig =
   | { readonly sink: "stdout"; readonly projectId: string | undefined }
   /** `AUDIT_SINK=gcp`: the Cloud Logging API, log `AUDIT_LOG_NAME` of `GCP_PROJECT` / `GOOGLE_CLOUD_PROJECT`. */
   | { readonly sink: "gcp"; readonly projectId: string; readonly logName: string }
-  /** `AUDIT_SINK=memory`: the newest 10,000 records in process memory. */
-  | { readonly sink: "memory" }
   /** `AUDIT_SINK=none`: nothing is written. */
   | { readonly sink: "none" }
 
@@ -517,9 +513,9 @@ export const defaults = {
   logName: "altan-audit"
 } as const
 
-const sinkConfig = Config.literal("stdout", "gcp", "memory", "none")("AUDIT_SINK").pipe(
+const sinkConfig = Config.literal("stdout", "gcp", "none")("AUDIT_SINK").pipe(
   Config.withDefault(defaults.sink),
-  Config.withDescription("Where audit records go: stdout (default, JSON lines), gcp (Cloud Logging API), memory, none.")
+  Config.withDescription("Where audit records go: stdout (default, JSON lines), gcp (Cloud Logging API), none.")
 )
 
 const logNameConfig = Config.string("AUDIT_LOG_NAME").pipe(
@@ -547,7 +543,6 @@ export const loadConfig: Effect.Effect<AuditConfig, ConfigError.ConfigError> = E
       return { sink, projectId: Option.getOrUndefined(yield* Config.option(projectConfig)) }
     case "gcp":
       return { sink, projectId: yield* projectConfig, logName: yield* logNameConfig }
-    case "memory":
     case "none":
       return { sink }
   }
@@ -577,8 +572,6 @@ const sinkOf = (config: AuditConfig): Effect.Effect<AuditSink, ConfigError.Confi
       return gcpSink({ projectId: config.projectId, logName: config.logName }).pipe(
         Effect.mapError((error) => ConfigError.InvalidData(["AUDIT_SINK"], error.message))
       )
-    case "memory":
-      return Effect.succeed(memorySink({ limit: 10_000 }))
     case "none":
       return Effect.succeed(noneSink)
   }

@@ -68,9 +68,8 @@ const run = <R>(prune: (now: number) => Effect.Effect<number, unknown, R>, reten
     Effect.flatMap((now) => prune(now - Duration.toMillis(retention))),
     Effect.tap((n) => n > 0 ? Effect.logDebug(`pruned ${n} processed cluster messages`) : Effect.void),
     Effect.catchAllCause((cause) => Effect.logWarning("pruning processed cluster messages failed", cause)),
-    // first run one interval after start: by then the cluster's tables exist
+    // first run one interval after start (by then the cluster's tables exist), then every interval, for good
     Effect.schedule(every(retention)),
-    Effect.forever,
     Effect.forkScoped,
     Effect.asVoid
   )

@@ -1,7 +1,7 @@
 /**
  * Metric definitions shared by every service, so that an anomaly (a tenant's error rate, a provider's
  * rate-limit waits, an audit sink that drops records) can be seen and alerted on. Only definitions live
- * here: services update them, `packages/cluster` exports them (OpenTelemetry).
+ * here: services update them. Nothing exports them yet (`OTEL_EXPORTER_OTLP_ENDPOINT` is not wired).
  *
  * Cardinality: `altan_audit_records_total` has no tenant tag (actions × outcomes, a few dozen series);
  * `altan_calls_total` and `altan_rate_limit_wait_seconds` carry `tenant` and `provider`, one series per
@@ -9,7 +9,7 @@
  * `Connection` entities. Per-tenant breakdowns of audited actions belong to the audit log itself.
  */
 import * as Duration from "effect/Duration"
-import * as Effect from "effect/Effect"
+import type * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricKey from "effect/MetricKey"
@@ -77,8 +77,7 @@ export const rateLimitWaitSeconds = Metric.fromMetricKey(rateLimitWaitSecondsKey
 
 /**
  * The call metrics of one tenant and provider (e.g. `callMetrics("acme", "slack")` in a `Connection`):
- * `call(outcome)` counts one call, `rateLimitWait(duration)` records a wait for budget, and `track`
- * counts the outcome of an effect (success `ok`, failure `failed`, or `classify(error)`).
+ * `call(outcome)` counts one call, `rateLimitWait(duration)` records a wait for budget.
  */
 export const callMetrics = (tenant: string, provider: string) => {
   const byOutcome = {
@@ -91,10 +90,6 @@ export const callMetrics = (tenant: string, provider: string) => {
   return {
     call,
     rateLimitWait: (duration: Duration.DurationInput): Effect.Effect<void> =>
-      Metric.update(wait, Duration.toSeconds(Duration.decode(duration))),
-    track:
-      <E>(classify: (error: E) => CallOutcome = () => "failed") =>
-      <A, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-        Effect.tapBoth(self, { onSuccess: () => call("ok"), onFailure: (error) => call(classify(error)) })
+      Metric.update(wait, Duration.toSeconds(Duration.decode(duration)))
   }
 }

