@@ -14,6 +14,15 @@ const provider = "weather"
 const workers = await runtime.run(ToolWorker.client)
 const connections = await runtime.run(Connection.client)
 await putWeatherTool(runtime, tenant, "weather", await startUpstream(), provider)
+// a budget far above what the bench reaches: every call goes through the budget's bookkeeping, none waits
+const settings = await fetch(`${runtime.base}/v1/settings`, {
+  method: "PUT",
+  headers: { authorization: `Bearer ${runtime.token}`, "content-type": "application/json" },
+  body: JSON.stringify({
+    providers: { [provider]: { rate_limit: { requests: 1_000_000, per_seconds: 1 }, daily_limit: 1_000_000_000 } }
+  })
+})
+if (settings.status !== 200) throw new Error(`PUT /v1/settings: ${settings.status} ${await settings.text()}`)
 
 const input = { city: "Lyon" }
 const worker = workers(`${tenant}/weather`)
