@@ -14,7 +14,10 @@ import * as Resilience from "@altan/integrator/Resilience"
 import * as Egress from "@altan/tool/Egress"
 import * as ToolCache from "@altan/tool/ToolCache"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
+import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
+import type * as MessageStorage from "@effect/cluster/MessageStorage"
+import type * as Runners from "@effect/cluster/Runners"
 import type * as Sharding from "@effect/cluster/Sharding"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpServer from "@effect/platform/HttpServer"
@@ -35,8 +38,16 @@ import { AgentStores, clusterRoundTrip, IntegratorStores, ShardingMemory } from 
 // one guard (and one set of connection pools) for the LLM gateway and the tools, as in production
 const egress = Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
 
-/** The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port. */
-export const startRuntime = async (options: { readonly extra?: Layer.Layer<never, never, Sharding.Sharding> } = {}) => {
+/**
+ * The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port; `sharding`
+ * replaces the runner (another message storage, say).
+ */
+export const startRuntime = async (
+  options: {
+    readonly extra?: Layer.Layer<never, never, Sharding.Sharding>
+    readonly sharding?: Layer.Layer<Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage>
+  } = {}
+) => {
   const layer = HttpLive.pipe(
     Layer.provide(
       Layer.effect(
@@ -66,6 +77,7 @@ export const startRuntime = async (options: { readonly extra?: Layer.Layer<never
       ToolWorkerLive.pipe(
         Layer.provide(ToolRegistry.layerMemory()),
         Layer.provide(ToolCache.layerMemory()),
+        Layer.provide(ExecutionLedger.layerMemory()),
         Layer.provide(
           egress
         )
@@ -75,7 +87,7 @@ export const startRuntime = async (options: { readonly extra?: Layer.Layer<never
     // as production writes them (one JSON line per record), to nowhere: the memory sink would grow the heap all run
     Layer.provideMerge(AuditLog.layer(AuditLog.stdoutSink({ write: () => undefined }))),
     // as `npm start` runs: one process, no simulated wire
-    Layer.provideMerge(ShardingMemory({ simulateRemoteSerialization: false }))
+    Layer.provideMerge(options.sharding ?? ShardingMemory({ simulateRemoteSerialization: false }))
   )
   const scope = Effect.runSync(Scope.make())
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))

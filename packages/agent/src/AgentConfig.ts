@@ -19,6 +19,11 @@ export class AgentConfig extends Context.Tag("@altan/agent/AgentConfig")<AgentCo
   readonly historyBudgetChars: number
   /** Characters of one tool result given back to the model. */
   readonly maxToolResultChars: number
+  /**
+   * How long one step (a tool call, retries and rate-limit waits included) or one LLM turn may take before it fails
+   * with `timeout`: no task waits forever on a call.
+   */
+  readonly stepTimeout: Duration.Duration
 }>() {}
 
 export const defaults: AgentConfig["Type"] = {
@@ -27,7 +32,8 @@ export const defaults: AgentConfig["Type"] = {
   maxSteps: 10,
   taskTokenBudget: 200_000,
   historyBudgetChars: 100_000,
-  maxToolResultChars: 16_000
+  maxToolResultChars: 16_000,
+  stepTimeout: Duration.minutes(10)
 }
 
 export const layer = (options?: Partial<AgentConfig["Type"]>): Layer.Layer<AgentConfig> =>
@@ -50,6 +56,10 @@ export const config: Config.Config<AgentConfig["Type"]> = Config.all({
   ),
   maxToolResultChars: Config.integer("AGENT_MAX_TOOL_RESULT_CHARS").pipe(
     Config.withDefault(defaults.maxToolResultChars)
+  ),
+  stepTimeout: Config.duration("AGENT_STEP_TIMEOUT").pipe(
+    Config.withDefault(defaults.stepTimeout),
+    Config.withDescription("How long one step or LLM turn may take before it fails with timeout.")
   )
 })
 

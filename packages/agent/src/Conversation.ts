@@ -15,7 +15,8 @@ export const systemPrompt = (tools: ReadonlyArray<ToolSpec>): ChatMessage => ({
   ].join("\n")
 })
 
-const size = (m: ChatMessage) =>
+/** The characters a message spends of the history budget. */
+export const messageSize = (m: ChatMessage) =>
   (m.content?.length ?? 0) + ("tool_calls" in m && m.tool_calls ? JSON.stringify(m.tool_calls).length : 0)
 
 /**
@@ -26,7 +27,7 @@ export const trimHistory = (history: ReadonlyArray<ChatMessage>, budget: number)
   let total = 0
   let cut = history.length
   for (let i = history.length - 1; i >= 0; i--) {
-    total += size(history[i]!)
+    total += messageSize(history[i]!)
     if (total > budget) break
     if (history[i]!.role === "user") cut = i
   }

@@ -13,7 +13,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { attempt, checkPrefix, Redis, type RedisError, sessionTag, ttlMillis } from "./Redis.js"
+import { attempt, checkPrefix, Redis, RedisError, sessionTag, ttlMillis } from "./Redis.js"
 
 /**
  * Per-task append-only logs of progress events, with their own retention (a task's events outlive neither
@@ -23,14 +23,22 @@ import { attempt, checkPrefix, Redis, type RedisError, sessionTag, ttlMillis } f
  */
 export class EventLog extends Context.Tag("@altan/agent/EventLog")<EventLog, {
   /** Appends an event and returns it with its id. */
-  readonly append: (tenantId: TenantId, taskId: TaskId, event: Omit<TaskEvent, "id">) => Effect.Effect<TaskEvent>
+  readonly append: (
+    tenantId: TenantId,
+    taskId: TaskId,
+    event: Omit<TaskEvent, "id">
+  ) => Effect.Effect<TaskEvent, RedisError>
   /** The events after `after` (all when absent), oldest first. */
-  readonly read: (tenantId: TenantId, taskId: TaskId, after?: string) => Effect.Effect<ReadonlyArray<TaskEvent>>
+  readonly read: (
+    tenantId: TenantId,
+    taskId: TaskId,
+    after?: string
+  ) => Effect.Effect<ReadonlyArray<TaskEvent>, RedisError>
   /**
    * The events after `after`, then new ones as they are appended; ends after a terminal event
    * (`task.succeeded`, `task.failed`, `task.cancelled`), at once if the log already holds one.
    */
-  readonly follow: (tenantId: TenantId, taskId: TaskId, after?: string) => Stream.Stream<TaskEvent>
+  readonly follow: (tenantId: TenantId, taskId: TaskId, after?: string) => Stream.Stream<TaskEvent, RedisError>
 }>() {}
 
 const terminalTypes: ReadonlySet<TaskEventType> = new Set(["task.succeeded", "task.failed", "task.cancelled"])
@@ -80,28 +88,28 @@ const makeFollow = <A>(options: {
   readonly key: string
   readonly after: string | undefined
   readonly watch: Effect.Effect<void, never, Scope.Scope>
-  readonly read: (after: string | undefined) => Effect.Effect<ReadonlyArray<TaskEvent>>
+  readonly read: (after: string | undefined) => Effect.Effect<ReadonlyArray<TaskEvent>, RedisError>
   /** The newest event of the log. */
-  readonly last: Effect.Effect<Option.Option<TaskEvent>>
+  readonly last: Effect.Effect<Option.Option<TaskEvent>, RedisError>
   /** Read again after this long without a signal, in case one was lost. */
   readonly recheck?: Duration.DurationInput
-}): Stream.Stream<TaskEvent> =>
+}): Stream.Stream<TaskEvent, RedisError> =>
   Stream.unwrapScoped(Effect.gen(function*() {
     yield* options.watch
     let cursor = options.after
     let ended = false
     let first = true
-    const pull: Effect.Effect<Chunk.Chunk<TaskEvent>, Option.Option<never>> = Effect.gen(function*() {
+    const pull: Effect.Effect<Chunk.Chunk<TaskEvent>, Option.Option<RedisError>> = Effect.gen(function*() {
       if (ended) return yield* Effect.fail(Option.none())
       while (true) {
         const changed = options.watchers.signal(options.key)
         // Taken before the read: a terminal event that is already last with nothing after the cursor means the
         // client resumed after it, and nothing more will come.
         const finished = first && cursor !== undefined
-          ? Option.exists(yield* options.last, isTerminal)
+          ? Option.exists(yield* Effect.mapError(options.last, Option.some), isTerminal)
           : false
         first = false
-        const events = yield* options.read(cursor)
+        const events = yield* Effect.mapError(options.read(cursor), Option.some)
         if (events.length === 0 && finished) return yield* Effect.fail(Option.none())
         if (events.length > 0) {
           const end = events.findIndex(isTerminal)
@@ -239,8 +247,7 @@ const compareIds = (a: string, b: string): number => {
  * On a Redis Cluster the keys of one `XREAD` must share a slot, so this needs a single Redis (or one
  * connection per slot).
  *
- * Redis failures are defects of `append` and `read` (the interface has no error channel); the follower
- * connection retries by itself.
+ * Redis failures are `RedisError`s of `append`, `read` and `follow`; the follower connection retries by itself.
  */
 export const layerRedis = (options?: RedisOptions): Layer.Layer<EventLog, RedisError, Redis> =>
   Layer.scoped(
@@ -255,17 +262,14 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<EventLog, RedisE
       const scope = yield* Effect.scope
       const key = (tenantId: TenantId, taskId: TaskId) =>
         `${prefix}:t:${tenantId}:ev:${sessionTag(tenantId, sessionOfTask(taskId))}:${taskId}`
-      const run = <A>(operation: string, f: () => Promise<A>) => Effect.orDie(attempt(operation, f))
+      const run = attempt
 
       const decodeEntries = (key: string, entries: ReadonlyArray<[id: string, fields: Array<string>]>) =>
         Effect.forEach(entries, ([id, fields]) => {
           const i = fields.indexOf("e")
           return decodeBody(i >= 0 && i % 2 === 0 ? fields[i + 1] : undefined).pipe(
             Effect.map((body): TaskEvent => ({ id, ...body })),
-            Effect.catchTag(
-              "ParseError",
-              (e) => Effect.dieMessage(`event ${id} of ${key} does not decode: ${e.message}`)
-            )
+            Effect.mapError((e) => new RedisError({ message: `event ${id} of ${key} does not decode: ${e.message}` }))
           )
         })
       const range = (key: string, after: string | undefined) =>
@@ -351,9 +355,8 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<EventLog, RedisE
         append: (tenantId, taskId, event) =>
           Effect.gen(function*() {
             const json = yield* encodeBody(event).pipe(
-              Effect.catchTag(
-                "ParseError",
-                (e) => Effect.dieMessage(`cannot encode a ${event.type} event of task ${taskId}: ${e.message}`)
+              Effect.mapError((e) =>
+                new RedisError({ message: `cannot encode a ${event.type} event of task ${taskId}: ${e.message}` })
               )
             )
             const k = key(tenantId, taskId)

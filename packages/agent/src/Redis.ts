@@ -26,6 +26,12 @@ export class Redis extends Context.Tag("@altan/agent/Redis")<Redis, {
    * scope closes: a `QUIT` would queue behind the blocked command.
    */
   readonly duplicate: Effect.Effect<IORedis, RedisError, Scope.Scope>
+  /**
+   * Calls `f` each time the shared connection is ready again after it was lost. Writes acknowledged shortly before
+   * a server crash may be gone (AOF `everysec` loses up to a second): holders of state rewrite what they know.
+   * Returns the function that unregisters `f`.
+   */
+  readonly onReconnect: (f: () => void) => () => void
 }>() {}
 
 /** Options of `layer`. */
@@ -114,9 +120,21 @@ export const make = (options: Options): Effect.Effect<Redis["Type"], RedisError,
       ...(options.connectionName ? { connectionName: options.connectionName } : {})
     })
     yield* connect(client, where, quit)
+    const listeners = new Set<() => void>()
+    let lost = false
+    client.on("close", () => void (lost = true))
+    client.on("ready", () => {
+      if (!lost) return
+      lost = false
+      for (const f of listeners) f()
+    })
     return {
       client,
-      duplicate: Effect.suspend(() => connect(client.duplicate(), where, disconnect))
+      duplicate: Effect.suspend(() => connect(client.duplicate(), where, disconnect)),
+      onReconnect: (f) => {
+        listeners.add(f)
+        return () => void listeners.delete(f)
+      }
     }
   })
 

@@ -49,7 +49,7 @@ const followInto = (tenant: TenantId, taskId: TaskId, after?: string) =>
     return { seen, fiber }
   })
 
-const join = <A>(fiber: Fiber.Fiber<A>) =>
+const join = <A, E>(fiber: Fiber.Fiber<A, E>) =>
   Fiber.join(fiber).pipe(Effect.timeoutFail({ duration: "3 seconds", onTimeout: () => "follow did not end" }))
 
 const redisLog = EventLog.layerRedis({ prefix, maxLen, ttl })

@@ -1,5 +1,4 @@
 import * as MachineId from "@effect/cluster/MachineId"
-import * as MessageStorage from "@effect/cluster/MessageStorage"
 import * as Snowflake from "@effect/cluster/Snowflake"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Clock from "effect/Clock"
@@ -7,6 +6,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
+import * as MemoryMessageStorage from "./MemoryMessageStorage.js"
 
 /**
  * The cluster keeps every persisted message and reply forever; this job deletes those processed
@@ -33,29 +33,12 @@ export const pruneSql = (options: { readonly before: number; readonly prefix?: s
     return Number(rows[0]?.count ?? 0)
   })
 
-/** The same for the in-process storage of a single runner: processed requests leave the journal and indexes. */
-export const pruneMemory = (driver: MessageStorage.MemoryDriver, before: number): number => {
-  const limit = cutoff(before, Duration.zero)
-  const journal = driver.journal
-  let kept = 0
-  for (const envelope of journal) {
-    const id = Snowflake.Snowflake(envelope._tag === "Request" ? envelope.requestId : envelope.id)
-    if (driver.unprocessed.has(envelope) || id >= limit) {
-      journal[kept++] = envelope
-    } else if (envelope._tag === "Request") {
-      const entry = driver.requests.get(envelope.requestId)
-      for (const reply of entry?.replies ?? []) driver.replyIds.delete(reply.id)
-      driver.requests.delete(envelope.requestId)
-    }
-  }
-  const removed = journal.length - kept
-  // the driver holds this very array: compact it in place
-  journal.length = kept
-  for (const [key, entry] of driver.requestsByPrimaryKey) {
-    if (!driver.requests.has(entry.envelope.requestId)) driver.requestsByPrimaryKey.delete(key)
-  }
-  return removed
-}
+/**
+ * The same for the in-process storage of a single runner: forgets requests (with their replies) whose exit was
+ * saved before `before`, in time proportional to how many it removes; returns how many.
+ */
+export const pruneMemory = (store: MemoryMessageStorage.Store, before: number): number =>
+  MemoryMessageStorage.prune(store, before)
 
 const every = (retention: Duration.Duration) =>
   Schedule.spaced(Duration.clamp(Duration.millis(Duration.toMillis(retention) / 2), {
@@ -85,8 +68,8 @@ export const layerSql = (retention: Duration.DurationInput): Layer.Layer<never, 
 
 export const layerMemory = (
   retention: Duration.DurationInput
-): Layer.Layer<never, never, MessageStorage.MemoryDriver> =>
+): Layer.Layer<never, never, MemoryMessageStorage.MemoryMessageStorage> =>
   Layer.scopedDiscard(Effect.gen(function*() {
-    const driver = yield* MessageStorage.MemoryDriver
-    yield* run((before) => Effect.sync(() => pruneMemory(driver, before)), Duration.decode(retention))
+    const store = yield* MemoryMessageStorage.MemoryMessageStorage
+    yield* run((before) => Effect.sync(() => pruneMemory(store, before)), Duration.decode(retention))
   }))

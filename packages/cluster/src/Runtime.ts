@@ -2,7 +2,7 @@ import * as AgentConfig from "@altan/agent/AgentConfig"
 import { AgentSessionLive } from "@altan/agent/AgentSession"
 import * as EventLog from "@altan/agent/EventLog"
 import * as Redis from "@altan/agent/Redis"
-import * as SessionStore from "@altan/agent/SessionStore"
+import * as TaskStore from "@altan/agent/TaskStore"
 import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
 import * as Auth from "@altan/integrator/Auth"
@@ -17,6 +17,7 @@ import * as Resilience from "@altan/integrator/Resilience"
 import * as SecretStore from "@altan/integrator/SecretStore"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
 import * as ToolEgress from "@altan/tool/Egress"
+import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
 import * as ToolCache from "@altan/tool/ToolCache"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
@@ -42,6 +43,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import { createServer } from "node:http"
 import * as AuditLog from "./AuditLog.js"
+import * as MemoryMessageStorage from "./MemoryMessageStorage.js"
 import * as MessageRetention from "./MessageRetention.js"
 import { layerConfig, type Role, RuntimeConfig, shardGroups, shardsPerGroup } from "./RuntimeConfig.js"
 
@@ -112,13 +114,15 @@ export const ShardingLive: Layer.Layer<
   )
 }))
 
-/** One in-process runner hosting every shard group, with memory storage (persisted messages included). */
+/** One in-process runner hosting every shard group, with indexed memory storage (persisted messages included). */
 export const ShardingMemory = (
   options?: Partial<ShardingConfig.ShardingConfig["Type"]>
-): Layer.Layer<Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage | MessageStorage.MemoryDriver> =>
+): Layer.Layer<
+  Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage | MemoryMessageStorage.MemoryMessageStorage
+> =>
   Sharding.layer.pipe(
     Layer.provideMerge(Runners.layerNoop),
-    Layer.provideMerge(MessageStorage.layerMemory),
+    Layer.provideMerge(MemoryMessageStorage.layer),
     Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
     Layer.provide(
       ShardingConfig.layer({
@@ -130,12 +134,12 @@ export const ShardingMemory = (
     )
   )
 
-/** Where sessions and event logs live: Redis when `REDIS_URL` is set, else process memory. */
+/** Where tasks, conversations and event logs live: Redis when `REDIS_URL` is set, else process memory. */
 export const AgentStores = (redisUrl: Option.Option<Redacted.Redacted>, prefix = "altan") =>
   Option.match(redisUrl, {
-    onNone: () => Layer.mergeAll(SessionStore.layerMemory, EventLog.layerMemory()),
+    onNone: () => Layer.mergeAll(TaskStore.layerMemory(), EventLog.layerMemory()),
     onSome: (url) =>
-      Layer.mergeAll(SessionStore.layerRedis({ prefix }), EventLog.layerRedis({ prefix })).pipe(
+      Layer.mergeAll(TaskStore.layerRedis({ prefix }), EventLog.layerRedis({ prefix })).pipe(
         Layer.provide(Redis.layer({ url: Redacted.value(url), connectionName: "altan-agent" })),
         Layer.orDie
       )
@@ -151,16 +155,20 @@ export const AgentLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =
 /** The one guarded HTTP client for outbound calls (`EGRESS_*` settings). */
 export const EgressLive = ToolEgress.layer.pipe(Layer.provide(ToolEgress.EgressConfig.layerConfig), Layer.orDie)
 
-/** Tool Service: `ToolWorker` entities; tenant tools in Redis when `REDIS_URL` is set, so every tool runner sees them. */
+/**
+ * Tool Service: `ToolWorker` entities. With `REDIS_URL`, tenant tools, the response cache and the execution ledger
+ * are in Redis, so every tool runner sees them (and a runner taking over a dead one's tools knows what it started).
+ */
 export const ToolLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
   ToolWorkerLive.pipe(
     Layer.provide(
       Option.match(config.redisUrl, {
-        onNone: () => Layer.merge(ToolRegistry.layerMemory(), ToolCache.layerMemory()),
+        onNone: () => Layer.mergeAll(ToolRegistry.layerMemory(), ToolCache.layerMemory(), ExecutionLedger.layerMemory()),
         onSome: (url) =>
-          Layer.orDie(Layer.merge(
+          Layer.orDie(Layer.mergeAll(
             ToolRegistry.layerRedis({ url: Redacted.value(url) }),
-            ToolCache.layerRedis({ url: Redacted.value(url) })
+            ToolCache.layerRedis({ url: Redacted.value(url) }),
+            ExecutionLedger.layerRedis({ url: Redacted.value(url) })
           ))
       })
     ),

@@ -117,27 +117,28 @@ describe("durable sessions (Redis)", () => {
     }
   })
 
-  it("passivates an idle session and reloads it from Redis", async () => {
+  it("passivates an idle session and reloads its tasks from Redis", async () => {
     const { call, edge } = await boot()
     try {
       fake.script({ kind: "answer", content: "hello" })
-      await call("POST", "/v1/tasks", { input: "hi", session_id: "idle" })
+      const task = await call("POST", "/v1/tasks", { input: "hi", session_id: "idle" })
       expect((await call("GET", "/v1/sessions/idle")).body.message_count).toBe(2)
-      // change the stored state behind the runtime's back; only a reload can see it
-      const [key] = await redis.keys(`${prefix}:t:durable:s:*idle*`)
+      // change the stored record behind the runtime's back; only a reload can see it
+      const [key] = await redis.keys(`${prefix}:t:durable:tr:*idle*`)
       const stored = JSON.parse((await redis.get(key!))!)
-      stored.messages.push({ role: "user", content: "written directly" })
+      stored.task.output = "written directly"
       await redis.set(key!, JSON.stringify(stored), "KEEPTTL")
-      expect((await call("GET", "/v1/sessions/idle")).body.message_count).toBe(2) // still the in-memory state
+      const read = async () => (await call("GET", `/v1/tasks/${task.body.task_id}`)).body.output
+      expect(await read()).toBe("hello") // still what the session holds
       // max idle 1 s; the cluster's reaper sweeps every 5 s, its first sweep up to 30 s after start
       const deadline = Date.now() + 45_000
-      let count = 2
-      while (count === 2 && Date.now() < deadline) {
+      let output = await read()
+      while (output === "hello" && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 1_500)) // longer than the idle time, so polling never keeps it alive
-        count = (await call("GET", "/v1/sessions/idle")).body.message_count
+        output = await read()
       }
-      expect(count).toBe(3)
-      expect(await redis.pttl(key!)).toBeGreaterThan(6 * 24 * 3600 * 1000) // TTL refreshed on load
+      expect(output).toBe("written directly")
+      expect(await redis.pttl(key!)).toBeGreaterThan(6 * 24 * 3600 * 1000) // TTL refreshed on read
     } finally {
       await edge.close()
     }

@@ -2,13 +2,18 @@ import { AgentSession } from "@altan/domain/AgentSession"
 import type { TaskId } from "@altan/domain/Ids"
 import { Principal } from "@altan/domain/Principal"
 import * as MessageStorage from "@effect/cluster/MessageStorage"
+import * as ShardId from "@effect/cluster/ShardId"
 import { expect, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import { MemoryMessageStorage } from "../src/MemoryMessageStorage.js"
 import { pruneMemory } from "../src/MessageRetention.js"
+import { shardGroups, shardsPerGroup } from "../src/RuntimeConfig.js"
 import { clusterLayer, makeProbes } from "./fixtures.js"
 
 const probes = makeProbes()
 const principal = new Principal({ tenantId: "t1", userId: "u1", role: "member" } as any)
+// what the edge adds to a submit: the specs it checked the plan against
+const submitted = { principal, llms: [], specs: probes.tools.map((t) => t.spec), accepted_at: new Date().toISOString() }
 const plan = (
   tool: string
 ) => ({
@@ -20,40 +25,43 @@ const plan = (
 layer(clusterLayer(probes), { excludeTestServices: true })("message retention (memory storage)", (it) => {
   it.effect("drops processed messages, keeps unfinished ones, and the runtime keeps working", () =>
     Effect.gen(function*() {
-      const driver = yield* MessageStorage.MemoryDriver
+      const store = yield* MemoryMessageStorage
+      const storage = yield* MessageStorage.MessageStorage
+      const allShards = shardGroups.flatMap((group) =>
+        Array.from({ length: shardsPerGroup }, (_, i) => ShardId.make(group, i + 1))
+      )
       const sessions = yield* AgentSession.client
       // a task that never finishes: its Run message stays unprocessed
       const hanging = sessions("t1/hang")
-      yield* hanging.Submit({ task_id: "hang.1" as TaskId, request: plan("probe.hang"), principal, llms: [] })
+      yield* hanging.Submit({ task_id: "hang.1" as TaskId, request: plan("probe.hang"), ...submitted })
       while (!probes.calls.some((c) => c.tool === "probe.hang")) yield* Effect.sleep("5 millis")
       for (let i = 0; i < 20; i++) {
         const s = sessions(`t1/r${i}`)
-        yield* s.Submit({ task_id: `r${i}.t` as TaskId, request: plan("probe.echo"), principal, llms: [] })
+        yield* s.Submit({ task_id: `r${i}.t` as TaskId, request: plan("probe.echo"), ...submitted })
         yield* s.GetTask({ task_id: `r${i}.t` as TaskId, wait_ms: 5000 })
       }
-      const before = driver.journal.length
+      const before = store.size
       expect(before).toBeGreaterThanOrEqual(42) // Submit + Run per task
 
-      const removed = pruneMemory(driver, Date.now() + 1000)
-      expect(removed).toBe(before - driver.journal.length)
+      const removed = pruneMemory(store, Date.now() + 1000)
+      expect(removed).toBe(before - store.size)
       // only the hanging task's Run is left (its Submit was answered)
-      expect(driver.journal.map((e) => (e as any).tag)).toEqual(["Run"])
-      expect(driver.requests.size).toBe(1)
-      expect(driver.requestsByPrimaryKey.size).toBe(1)
+      expect(store.size).toBe(1)
+      const left = yield* storage.unprocessedMessages(allShards)
+      expect(left.map((m) => m.envelope._tag === "Request" && m.envelope.tag)).toEqual(["Run"])
 
       // a pruned task is still answered by its session, without running again
       const callsBefore = probes.calls.length
       const again = yield* sessions("t1/r3").Submit({
         task_id: "r3.t" as TaskId,
         request: plan("probe.echo"),
-        principal,
-        llms: []
+        ...submitted
       })
       expect(again.status).toBe("succeeded")
       expect(probes.calls.length).toBe(callsBefore)
       // new work flows through the pruned storage, and the hanging task can still be cancelled
       const fresh = sessions("t1/fresh")
-      yield* fresh.Submit({ task_id: "fresh.t" as TaskId, request: plan("probe.echo"), principal, llms: [] })
+      yield* fresh.Submit({ task_id: "fresh.t" as TaskId, request: plan("probe.echo"), ...submitted })
       expect((yield* fresh.GetTask({ task_id: "fresh.t" as TaskId, wait_ms: 5000 })).status).toBe("succeeded")
       expect((yield* hanging.Cancel({ task_id: "hang.1" as TaskId })).status).toBe("cancelled")
     }))

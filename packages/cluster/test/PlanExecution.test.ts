@@ -1,30 +1,37 @@
-import { AgentSession } from "@altan/domain/AgentSession"
-import type { TaskId } from "@altan/domain/Ids"
-import { Principal } from "@altan/domain/Principal"
-import { type TaskRequest, TaskRequest as TaskRequestSchema } from "@altan/domain/Task"
-import { expect, layer } from "@effect/vitest"
+import type { TaskRequest } from "@altan/domain/Task"
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as Schema from "effect/Schema"
-import { clusterLayer, makeProbes } from "./fixtures.js"
+import { makeProbes, startEdge } from "./fixtures.js"
 
 const probes = makeProbes()
-const principal = new Principal({ tenantId: "t1", userId: "u1", role: "member" } as any)
+let edge: Awaited<ReturnType<typeof startEdge>>
+let token = ""
 let n = 0
 
+beforeAll(async () => {
+  edge = await startEdge(probes)
+  token = await edge.sign({ tenant_id: "t1", role: "member" })
+})
+afterAll(() => edge.close())
+
+/** Submits a plan through the public API (which checks it before accepting) and waits for its end. */
 const submit = (input: unknown, extra: Partial<TaskRequest> = {}) =>
-  Effect.gen(function*() {
+  Effect.promise(async () => {
     probes.reset()
-    const session = `s${++n}`
-    const client = (yield* AgentSession.client)(`t1/${session}`)
-    const task_id = `${session}.task` as TaskId
-    const request = Schema.decodeUnknownSync(TaskRequestSchema)({ input, ...extra })
-    const accepted = yield* client.Submit({ task_id, request, principal, llms: [] }).pipe(Effect.either)
-    if (accepted._tag === "Left") return { rejected: accepted.left, task: undefined }
-    const task = yield* client.GetTask({ task_id, wait_ms: 10_000 })
-    return { rejected: undefined, task }
+    const res = await edge.call("POST", "/v1/tasks", token, {
+      input,
+      session_id: `s${++n}`,
+      timeout_ms: 10_000,
+      ...extra
+    })
+    if (res.status === 400) return { rejected: { _tag: "InvalidRequest", ...res.body.error }, task: undefined }
+    expect(res.status, res.text).toBe(200)
+    return { rejected: undefined, task: res.body }
   })
 
-layer(clusterLayer(probes), { excludeTestServices: true })("structured plans", (it) => {
+const call = (method: string, path: string, body?: unknown) => Effect.promise(() => edge.call(method, path, token, body))
+
+describe("structured plans", () => {
   it.effect("runs independent steps concurrently and feeds outputs to dependants", () =>
     Effect.gen(function*() {
       const { task } = yield* submit({
@@ -177,42 +184,36 @@ layer(clusterLayer(probes), { excludeTestServices: true })("structured plans", (
   it.effect("cancels a running task: running steps are interrupted, and a second cancel is a conflict", () =>
     Effect.gen(function*() {
       probes.reset()
-      const client = (yield* AgentSession.client)("t1/cancel")
-      const task_id = "cancel.t1" as TaskId
-      yield* client.Submit({
-        task_id,
-        request: {
-          input: { steps: [{ id: "h", tool: "probe.hang", input: {} }] },
-          mode: "async",
-          timeout_ms: 1000
-        } as any,
-        principal,
-        llms: []
+      const accepted = yield* call("POST", "/v1/tasks", {
+        input: { steps: [{ id: "h", tool: "probe.hang", input: {} }] },
+        session_id: "cancel",
+        mode: "async"
       })
+      expect(accepted.status).toBe(202)
+      const taskId = accepted.body.task_id
       // wait until the hanging tool is really running
       while (!probes.calls.some((c) => c.tool === "probe.hang")) yield* Effect.sleep("10 millis")
-      const cancelled = yield* client.Cancel({ task_id })
-      expect(cancelled.status).toBe("cancelled")
-      expect(cancelled.steps[0]!.status).toBe("cancelled")
-      const again = yield* client.Cancel({ task_id }).pipe(Effect.flip)
-      expect(again).toMatchObject({ _tag: "Conflict", code: "task_finished" })
+      const cancelled = yield* call("POST", `/v1/tasks/${taskId}/cancel`)
+      expect(cancelled.body.status).toBe("cancelled")
+      expect(cancelled.body.steps[0].status).toBe("cancelled")
+      const again = yield* call("POST", `/v1/tasks/${taskId}/cancel`)
+      expect(again.status).toBe(409)
+      expect(again.body.error.code).toBe("task_finished")
     }))
 
-  it.effect("a repeated Submit with the same task id answers the same task without running it again", () =>
+  it.effect("a repeated submit with the same idempotency key answers the same task without running it again", () =>
     Effect.gen(function*() {
       probes.reset()
-      const client = (yield* AgentSession.client)("t1/idem")
-      const task_id = "idem.once" as TaskId
       const request = {
         input: { steps: [{ id: "a", tool: "probe.echo", input: { value: 1 } }] },
-        mode: "sync",
-        timeout_ms: 1000
-      } as any
-      const first = yield* client.Submit({ task_id, request, principal, llms: [] })
-      yield* client.GetTask({ task_id, wait_ms: 5000 })
-      const second = yield* client.Submit({ task_id, request, principal, llms: [] })
-      expect(second.task_id).toBe(first.task_id)
-      expect(second.created_at).toBe(first.created_at)
+        session_id: "idem",
+        idempotency_key: "once"
+      }
+      const first = yield* call("POST", "/v1/tasks", request)
+      const second = yield* call("POST", "/v1/tasks", request)
+      expect(second.body.task_id).toBe(first.body.task_id)
+      expect(second.body.created_at).toBe(first.body.created_at)
+      expect(second.body.status).toBe("succeeded")
       expect(probes.calls.length).toBe(1)
     }))
 })

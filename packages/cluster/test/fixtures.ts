@@ -10,6 +10,7 @@ import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as Resilience from "@altan/integrator/Resilience"
 import * as Egress from "@altan/tool/Egress"
+import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
 import * as Tool from "@altan/tool/Tool"
 import * as ToolCache from "@altan/tool/ToolCache"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
@@ -152,13 +153,15 @@ export const clusterLayer = (
     ToolWorkerLive.pipe(
       Layer.provide(ToolRegistry.layerMemory({ extra: probes.tools })),
       Layer.provide(ToolCache.layerMemory()),
+      Layer.provide(ExecutionLedger.layerMemory()),
       Layer.provide(
         egress
       )
     )
   ).pipe(
     Layer.provideMerge(IntegratorStores),
-    Layer.provideMerge(ShardingMemory()),
+    // a test tool that never answers keeps its entity busy: shutting down need not wait for it as long
+    Layer.provideMerge(ShardingMemory({ entityTerminationTimeout: Duration.seconds(1) })),
     // the audit trail in memory, readable by the tests (`AuditMemory`)
     Layer.provideMerge(AuditLog.layerMemory)
   )

@@ -2,19 +2,27 @@ import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
-import { Conflict, InvalidRequest, NotFound } from "./Errors.js"
+import { Conflict, InvalidRequest, NotFound, Unavailable } from "./Errors.js"
 import { TaskId } from "./Ids.js"
 import { Principal } from "./Principal.js"
-import { SessionInfo, Task, TaskEvent, TaskRequest } from "./Task.js"
+import { OnUnknownOutcome } from "./Settings.js"
+import { emptyUsage, SessionInfo, Task, TaskEvent, TaskRequest } from "./Task.js"
+import { ToolSpec } from "./ToolDefinition.js"
 
 /** The task cannot run as asked: a bad plan, an unknown tool, no LLM configured. */
 export const SubmitError = Schema.Union(InvalidRequest, Conflict)
 
+/** What reading a task can fail with: it does not exist (for this tenant), or its storage cannot be read now. */
+export const ReadError = Schema.Union(NotFound, Unavailable)
+
 /**
  * One tenant session: its context and its tasks. Entity id: `tenantId/sessionId`.
  *
- * `Submit` is persisted with the task id as primary key: an accepted task survives a runner
- * crash, and a repeated submit (same idempotency key, so same task id) answers the stored task.
+ * `Submit` is persisted with the task id as primary key: once the cluster has stored it, the task is
+ * accepted and will run even if every runner dies, and a repeated submit (same idempotency key, so same
+ * task id) answers the stored task. The edge validates the request before it submits, so a submit only
+ * records the task and makes sure its `Run` exists; it is uninterruptible from the edge, which may stop
+ * waiting for the answer without undoing anything.
  */
 export const AgentSession = Entity.make("AgentSession", [
   Rpc.make("Submit", {
@@ -23,33 +31,77 @@ export const AgentSession = Entity.make("AgentSession", [
       request: TaskRequest,
       principal: Principal,
       /** The LLMs to use, in order: the task's or tenant's default, then the tenant's fallbacks. */
-      llms: Schema.Array(Schema.String)
+      llms: Schema.Array(Schema.String),
+      /** The specs of a plan's tools, as the edge checked the plan against them. */
+      specs: Schema.optional(Schema.Array(ToolSpec)),
+      /** The tenant's `on_unknown_outcome` when the task was accepted. */
+      on_unknown_outcome: Schema.optional(OnUnknownOutcome),
+      /** When the edge accepted the task: its `created_at`, the same in every answer. */
+      accepted_at: Schema.String
     },
     success: Task,
     error: SubmitError,
     primaryKey: (p) => p.task_id
-  }).annotate(ClusterSchema.Persisted, true),
-  /** Runs an accepted task to its end; sent by the session to itself so execution is durable too. */
+  }).annotate(ClusterSchema.Persisted, true).annotate(ClusterSchema.Uninterruptible, "client"),
+  /**
+   * Runs an accepted task to its end; sent by the session to itself so execution is durable too. It never
+   * fails: whatever happens ends up recorded on the task.
+   */
   Rpc.make("Run", {
     payload: { task_id: TaskId },
-    success: Task,
-    error: NotFound,
     primaryKey: (p) => p.task_id
   }).annotate(ClusterSchema.Persisted, true),
-  /** The task; with `wait_ms`, waits up to that long for it to finish. */
+  /** The task as durably recorded; with `wait_ms`, waits up to that long for it to finish. */
   Rpc.make("GetTask", {
     payload: { task_id: TaskId, wait_ms: Schema.optional(Schema.Int) },
     success: Task,
-    error: NotFound
+    error: ReadError
   }),
   /** The task's events after `after` (a `Last-Event-ID`), then live ones; ends after the terminal event. */
   Rpc.make("Events", {
     payload: { task_id: TaskId, after: Schema.optional(Schema.String) },
     success: TaskEvent,
-    error: NotFound,
+    error: ReadError,
     stream: true
   }),
-  Rpc.make("Cancel", { payload: { task_id: TaskId }, success: Task, error: Schema.Union(NotFound, Conflict) }),
-  Rpc.make("GetSession", { success: SessionInfo, error: NotFound }),
-  Rpc.make("Reset")
+  Rpc.make("Cancel", {
+    payload: { task_id: TaskId },
+    success: Task,
+    error: Schema.Union(NotFound, Conflict, Unavailable)
+  }),
+  Rpc.make("GetSession", { success: SessionInfo, error: ReadError }),
+  Rpc.make("Reset", { error: Unavailable })
 ]).annotate(ClusterSchema.ShardGroup, () => "agent")
+
+/**
+ * The task a submit creates, as it stands when accepted: the session records exactly this, and the edge answers
+ * it when the session is slow to (the task is accepted once the submit is stored).
+ */
+export const acceptedTask = (payload: {
+  readonly task_id: TaskId
+  readonly request: TaskRequest
+  readonly principal: Principal
+  readonly llms: ReadonlyArray<string>
+  readonly accepted_at: string
+}): Task => {
+  const { request } = payload
+  return {
+    task_id: payload.task_id,
+    session_id: payload.task_id.slice(0, payload.task_id.lastIndexOf(".")) as Task["session_id"],
+    status: "queued",
+    input: request.input,
+    steps: typeof request.input === "string"
+      ? []
+      : request.input.steps.map((s) => ({ id: s.id, tool: s.tool, status: "pending" as const, attempts: 0 })),
+    usage: emptyUsage,
+    ...(payload.llms.length > 0 ? { llm_id: payload.llms[0]!, llms: payload.llms } : {}),
+    ...(request.max_steps ? { max_steps: request.max_steps } : {}),
+    ...(request.tools ? { tools: request.tools } : {}),
+    ...(request.idempotency_key ? { idempotency_key: request.idempotency_key } : {}),
+    mode: request.mode,
+    timeout_ms: request.timeout_ms,
+    user_id: payload.principal.userId,
+    created_at: payload.accepted_at,
+    updated_at: payload.accepted_at
+  }
+}

@@ -19,6 +19,12 @@ export const Connection = Entity.make("Connection", [
       input: Schema.Unknown,
       task_id: Schema.optional(Schema.String),
       step_id: Schema.optional(Schema.String),
+      /**
+       * The step's attempt (from 1). Every execution of a call with side effects is keyed by task, step, tool,
+       * attempt and the connection's own try, and the tool service runs each key at most once: a repeated
+       * `Invoke` of the same attempt (a redelivery, a resumed task) gets the first one's outcome.
+       */
+      attempt: Schema.optional(Schema.Int),
       /** The task's LLM chain, for tools that generate text; the tenant's default chain otherwise. */
       llms: Schema.optional(Schema.Array(Schema.String)),
       /** The tool's fallback (its spec's `fallback`), tried when the call fails transiently. */

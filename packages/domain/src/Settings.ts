@@ -29,6 +29,13 @@ export const AdmissionSettings = Schema.Struct({
 })
 export type AdmissionSettings = typeof AdmissionSettings.Type
 
+/**
+ * What a task does with a step whose call with side effects has an unknown outcome (its runner died mid-call):
+ * `fail` the task naming the step (at most once, the default), or `retry` the call (at least once).
+ */
+export const OnUnknownOutcome = Schema.Literal("fail", "retry")
+export type OnUnknownOutcome = typeof OnUnknownOutcome.Type
+
 /** A tenant's settings (`PUT /v1/settings`). */
 export const Settings = Schema.Struct({
   default_llm: Schema.optional(LlmId),
@@ -37,7 +44,8 @@ export const Settings = Schema.Struct({
   providers: Schema.optionalWith(Schema.Record({ key: Schema.String, value: ProviderSettings }), {
     default: () => ({})
   }),
-  admission: Schema.optional(AdmissionSettings)
+  admission: Schema.optional(AdmissionSettings),
+  on_unknown_outcome: Schema.optional(OnUnknownOutcome)
 })
 export type Settings = typeof Settings.Type
 

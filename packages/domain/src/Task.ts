@@ -52,7 +52,19 @@ export type TaskStatus = typeof TaskStatus.Type
 export const isTerminal = (status: TaskStatus): boolean =>
   status === "succeeded" || status === "failed" || status === "cancelled"
 
-export const StepStatus = Schema.Literal("pending", "running", "succeeded", "failed", "skipped", "cancelled")
+/**
+ * `unknown_outcome`: the step's call with side effects was started but its outcome was never learnt (the
+ * process running it died mid-call), and calling again could apply it twice; the task fails naming the step.
+ */
+export const StepStatus = Schema.Literal(
+  "pending",
+  "running",
+  "succeeded",
+  "failed",
+  "skipped",
+  "cancelled",
+  "unknown_outcome"
+)
 export type StepStatus = typeof StepStatus.Type
 
 /** What went wrong with a task or step, as recorded on it: the same shape as an API error. */

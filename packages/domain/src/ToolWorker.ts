@@ -45,6 +45,11 @@ export class ToolFailed extends Schema.TaggedError<ToolFailed>()("ToolFailed", {
   not_applied: Schema.optional(Schema.Boolean),
   /** Attempts made before giving up (set by the connection that retried). */
   attempts: Schema.optional(Schema.Int),
+  /**
+   * An earlier execution of the same call was started and its outcome is unknown (its process died mid-call);
+   * it was not run again, since that could apply its side effect twice.
+   */
+  unknown_outcome: Schema.optional(Schema.Boolean),
   /** The upstream's rate-limit headers (`Retry-After`, `X-RateLimit-*`, vendor ones), for the provider's budget. */
   rate_headers: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String }))
 }) {
@@ -68,7 +73,8 @@ export const toolFailedFields = (e: ToolFailed) => ({
   ...(e.status !== undefined ? { status: e.status } : {}),
   ...(e.body_excerpt !== undefined ? { body_excerpt: e.body_excerpt } : {}),
   ...(e.retry_after_ms !== undefined ? { retry_after_ms: e.retry_after_ms } : {}),
-  ...(e.not_applied !== undefined ? { not_applied: e.not_applied } : {})
+  ...(e.not_applied !== undefined ? { not_applied: e.not_applied } : {}),
+  ...(e.unknown_outcome !== undefined ? { unknown_outcome: e.unknown_outcome } : {})
 })
 
 /**
@@ -167,6 +173,11 @@ export const toolShardGroup = (toolId: string): string => {
 
 /**
  * Executes calls of one tool for one tenant. Entity id: `tenantId/toolId`.
+ *
+ * `Execute` is uninterruptible from its caller: once a call is handed to the tool service it runs to its own end
+ * (the egress guard's limits bound it) and its outcome is recorded, so a caller that stops waiting (a cancelled or
+ * timed-out step, a runner shutting down or dying) never leaves a side effect half-known; asking again with the same
+ * execution key gets that outcome.
  */
 export const ToolWorker = Entity.make("ToolWorker", [
   Rpc.make("Execute", {
@@ -181,12 +192,17 @@ export const ToolWorker = Entity.make("ToolWorker", [
       llms: Schema.optional(Schema.Array(Schema.String)),
       /** Stable across every attempt of one step: vendors that take one deduplicate retried writes. */
       idempotency_key: Schema.optional(Schema.String),
+      /**
+       * Names this execution (task, step, tool, attempt, try): a tool with side effects runs once per key, and a
+       * repeat of the key gets the first execution's outcome, or `unknown_outcome` when that was lost mid-call.
+       */
+      execution_key: Schema.optional(Schema.String),
       task_id: Schema.optional(Schema.String),
       step_id: Schema.optional(Schema.String)
     }),
     success: ToolResult,
     error: ToolError
-  }),
+  }).annotate(ClusterSchema.Uninterruptible, "client"),
   Rpc.make("Describe", { success: ToolSpec, error: ToolNotFound }),
   /** Every tool of the tenant; sent to `ToolWorker[tenant/_catalog]`, like the three below. */
   Rpc.make("List", { success: Schema.Array(ToolSpec) }),

@@ -12,8 +12,10 @@ import {
   type Credential,
   policyOf,
   RateLimited,
+  type ToolError,
   ToolFailed,
   toolFailedFields,
+  type ToolResult,
   ToolWorker,
   UpstreamUnavailable
 } from "@altan/domain/ToolWorker"
@@ -311,6 +313,10 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
         })
       return Connection.of({
         Invoke: ({ payload }) => {
+          // the step's attempt, for the tool worker's ledger: one execution per key, whatever is redelivered
+          const executionKey = payload.task_id && payload.step_id && payload.attempt !== undefined
+            ? `${payload.task_id}/${payload.step_id}/${payload.attempt}`
+            : undefined
           // derived from the step, so every attempt and every redelivery of it sends the same key
           const idempotencyKey = payload.task_id && payload.step_id
             ? createHash("sha256").update(
@@ -321,7 +327,8 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
             )
               .digest("base64url")
             : undefined
-          const toolUnavailable = (e: { readonly _tag: string }) =>
+          // the call never reached a tool worker: safe to try again
+          const notDelivered = (e: { readonly _tag: string }) =>
             Effect.fail(
               new ToolFailed({
                 tool_id: payload.tool_id,
@@ -330,7 +337,15 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 not_applied: true
               })
             )
-          const execute = (settings: Settings, forceRefresh: boolean) =>
+          /**
+           * One execution (`try_` of this call) at the tool worker. Its execution key makes the worker run it at most
+           * once: asking again for the same key (the request was redelivered, or this attempt is resumed after a
+           * crash) gets the first execution's outcome.
+           */
+          const execute = (settings: Settings, forceRefresh: boolean, try_: string): Effect.Effect<
+            Omit<ToolResult, "attempts">,
+            ToolError
+          > =>
             Effect.flatMap(
               credential(forceRefresh),
               (cred) =>
@@ -345,17 +360,24 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                     (settings.default_llm ? [settings.default_llm, ...settings.fallback_llms] : []),
                   ...(payload.task_id ? { task_id: payload.task_id } : {}),
                   ...(payload.step_id ? { step_id: payload.step_id } : {}),
-                  ...(idempotencyKey ? { idempotency_key: idempotencyKey } : {})
+                  ...(idempotencyKey ? { idempotency_key: idempotencyKey } : {}),
+                  ...(executionKey ? { execution_key: `${executionKey}/${try_}` } : {})
                 })
             ).pipe(
-              Effect.catchIf(isClusterError, toolUnavailable)
+              Effect.catchTags({
+                MailboxFull: notDelivered,
+                PersistenceError: notDelivered,
+                // the same request is still being processed there (it was resent): ask again under a new request,
+                // which joins the execution in flight by its key
+                AlreadyProcessingMessage: () => Effect.delay(execute(settings, forceRefresh, try_), "200 millis")
+              })
             )
           // a 401 with an OAuth2 token: the provider dropped it early; refresh once and try again
-          const once = (settings: Settings) =>
-            execute(settings, false).pipe(
+          const once = (settings: Settings, try_: number) =>
+            execute(settings, false, String(try_)).pipe(
               Effect.catchIf(
                 (e) => e._tag === "ToolFailed" && e.status === 401 && oauth.holdsToken(),
-                () => execute(settings, true)
+                () => execute(settings, true, `${try_}r`)
               )
             )
           const policy = payload.policy ?? { idempotent: false, idempotency_key: false }
@@ -407,7 +429,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                     )
                   ))
               )
-              const exit = yield* Effect.exit(once(settings))
+              const exit = yield* Effect.exit(once(settings, attempt))
               if (Exit.isSuccess(exit)) {
                 yield* settle(breaker.success)
                 yield* budget.observe({ status: 200, headers: exit.value.rate_headers })

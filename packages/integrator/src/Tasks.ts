@@ -1,9 +1,17 @@
-import { AgentSession } from "@altan/domain/AgentSession"
+import { acceptedTask, AgentSession } from "@altan/domain/AgentSession"
 import { InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
 import { entityId, type SessionId, sessionOfTask, type TaskId } from "@altan/domain/Ids"
+import * as PlanGraph from "@altan/domain/PlanGraph"
 import type { Principal } from "@altan/domain/Principal"
 import type { Settings } from "@altan/domain/Settings"
-import { isTerminal, type TaskRequest } from "@altan/domain/Task"
+import { isTerminal, type Plan, type Task, type TaskRequest } from "@altan/domain/Task"
+import type { ToolSpec } from "@altan/domain/ToolDefinition"
+import { ToolWorker } from "@altan/domain/ToolWorker"
+import * as EntityAddress from "@effect/cluster/EntityAddress"
+import * as EntityId from "@effect/cluster/EntityId"
+import * as MessageStorage from "@effect/cluster/MessageStorage"
+import * as Sharding from "@effect/cluster/Sharding"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -33,6 +41,15 @@ const clusterUnavailable = (e: { readonly _tag: string }) =>
 
 /** How long the edge waits for the agent service beyond any wait the request itself asked for. */
 const callTimeout = Duration.seconds(15)
+
+/**
+ * How long the edge waits for the session to answer a submit. Past it the edge asks the cluster's storage
+ * whether the submit is stored: if it is, the task is accepted (it will run) and the edge answers 202 at once.
+ */
+const acceptWait = Duration.seconds(3)
+
+/** How long the edge waits for the tool service to describe a plan's tools. */
+const describeWait = Duration.seconds(5)
 
 /**
  * Bounds a call into the cluster: while no runner owns the session's shard, the cluster retries
@@ -89,6 +106,9 @@ const resolveLlms = (config: TenantConfig["Type"], principal: Principal, request
 export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
   effect: Effect.gen(function*() {
     const sessions = yield* AgentSession.client
+    const workers = yield* ToolWorker.client
+    const sharding = yield* Sharding.Sharding
+    const storage = yield* MessageStorage.MessageStorage
     const config = yield* TenantConfig
     const admission = yield* Admission
     /** Every task request passes the tenant's rate at this edge first; the settings read for it are handed on. */
@@ -101,8 +121,70 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
     const sessionFor = (principal: Principal, taskId: TaskId) => session(principal, sessionOfTask(taskId))
 
     /**
+     * Checks a plan before anything is accepted: its structure, the task's tool allowlist, that every tool exists,
+     * and every `$ref` path against the referenced tool's output schema. Answers the tools' specs, which go with
+     * the task. The tool service not answering is a 503: nothing was accepted.
+     */
+    const checkPlan = (principal: Principal, plan: Plan, allow: ReadonlyArray<string> | undefined) =>
+      Effect.gen(function*() {
+        const graph = yield* PlanGraph.validate(plan)
+        for (const [i, step] of plan.steps.entries()) {
+          if (allow && !allow.includes(step.tool)) {
+            return yield* new InvalidRequest({
+              code: "tool_not_allowed",
+              message: `step "${step.id}" uses ${step.tool}, which is not in the task's tools`,
+              details: { field: `input.steps.${i}.tool` }
+            })
+          }
+        }
+        const tools = [...new Set(plan.steps.map((s) => s.tool as string))]
+        const described = yield* Effect.forEach(tools, (tool) =>
+          workers(entityId(principal.tenantId, tool)).Describe().pipe(
+            Effect.map(Option.some),
+            Effect.catchTag("ToolNotFound", () => Effect.succeed(Option.none<ToolSpec>()))
+          ), { concurrency: "unbounded" }).pipe(
+            Effect.timeoutFail({
+              duration: describeWait,
+              onTimeout: () => ({ _tag: "no answer in time" as const })
+            }),
+            Effect.mapError((e) =>
+              new Unavailable({ message: `the tool service could not describe the plan's tools (${e._tag}); retry later` })
+            )
+          )
+        const specs = new Map<string, ToolSpec>()
+        tools.forEach((tool, i) => Option.map(described[i]!, (spec) => specs.set(tool, spec)))
+        for (const [i, step] of plan.steps.entries()) {
+          if (!specs.has(step.tool)) {
+            return yield* new InvalidRequest({
+              code: "unknown_tool",
+              message: `step "${step.id}" uses unknown tool ${step.tool}`,
+              details: { field: `input.steps.${i}.tool` }
+            })
+          }
+        }
+        yield* PlanGraph.checkRefPaths(graph, specs)
+        return [...specs.values()]
+      })
+
+    /** Whether the cluster has stored the session's `Submit` of this task: then it is accepted and will run. */
+    const isStored = (principal: Principal, sessionId: SessionId, taskId: TaskId) =>
+      Effect.gen(function*() {
+        const id = EntityId.make(entityId(principal.tenantId, sessionId))
+        const address = EntityAddress.make({
+          entityType: AgentSession.type,
+          entityId: id,
+          shardId: sharding.getShardId(id, "agent")
+        })
+        return Option.isSome(yield* storage.requestIdForPrimaryKey({ address, tag: "Submit", id: taskId }))
+      })
+
+    /**
      * Submits a task and answers it as it then is: in sync mode once it finished or `timeout_ms` passed,
      * in async mode as accepted. A repeated idempotency key answers the task the first submit created.
+     *
+     * The answer is never unknowable: 200/202 once the cluster has stored the submit (the task will run, whatever
+     * fails next), 4xx when the request is refused before that, and 503 only when nothing was stored (nothing of
+     * the request will ever run; repeating it, with its idempotency key, is safe).
      */
     const submitAdmitted = Effect.fn("Tasks.submit", { captureStackTrace: false })(function*(
       principal: Principal,
@@ -112,20 +194,44 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
       const { sessionId, taskId } = taskIds(principal.tenantId, request.session_id, request.idempotency_key)
       const target = session(principal, sessionId)
       const llms = yield* resolveLlms(config, principal, request, settings)
-      // The submit is persisted: if it times out here it may still run once delivered.
-      const accepted = yield* orUnavailable(target.Submit({ task_id: taskId, request, principal, llms })).pipe(
-        Effect.mapError((e) =>
-          e._tag === "Unavailable"
-            ? new Unavailable({
-              message:
-                `${e.message}; the task may still run: read it by its id, or repeat with the same idempotency_key`,
-              details: { task_id: taskId, session_id: sessionId }
-            })
-            : e
+      const specs = typeof request.input === "string"
+        ? []
+        : yield* checkPlan(principal, request.input, request.tools)
+      const payload = {
+        task_id: taskId,
+        request,
+        principal,
+        llms,
+        specs,
+        on_unknown_outcome: settings.on_unknown_outcome ?? "fail",
+        accepted_at: new Date(yield* Clock.currentTimeMillis).toISOString()
+      }
+      const notAccepted = (reason: string) =>
+        new Unavailable({
+          message: `the task was not accepted (${reason}); nothing of it will run: retry later`,
+          details: { retry_after_ms: 1000 }
+        })
+      // the submit is uninterruptible from here: stopping to wait for it undoes nothing
+      const accepted: Task = yield* target.Submit(payload).pipe(
+        Effect.timeoutFail({ duration: acceptWait, onTimeout: () => ({ _tag: "no answer in time" as const }) }),
+        Effect.catchIf(
+          (e): e is Exclude<typeof e, InvalidRequest | { readonly _tag: "Conflict" }> =>
+            e._tag !== "InvalidRequest" && e._tag !== "Conflict",
+          (e) =>
+            isStored(principal, sessionId, taskId).pipe(
+              Effect.mapError((stored) => notAccepted(`${e._tag}; cluster storage: ${stored._tag}`)),
+              Effect.flatMap((stored) =>
+                stored ? Effect.succeed(acceptedTask(payload)) : Effect.fail(notAccepted(e._tag))
+              )
+            )
         )
       )
       const task = request.mode === "sync" && !isTerminal(accepted.status)
         ? yield* orUnavailable(target.GetTask({ task_id: taskId, wait_ms: request.timeout_ms }), request.timeout_ms)
+          .pipe(
+            // accepted already: a session that cannot answer now gets the task as accepted (202), not a 503
+            Effect.catchTags({ Unavailable: () => Effect.succeed(accepted), NotFound: () => Effect.succeed(accepted) })
+          )
         : accepted
       // a sync task refused by a provider's budget (its wait would pass the timeout) is the caller's 429
       const limited = task.status === "failed"

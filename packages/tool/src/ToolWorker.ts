@@ -3,16 +3,21 @@ import { Connection, llmProvider } from "@altan/domain/Connection"
 import { Egress, type EgressResponse } from "@altan/domain/Egress"
 import { parseEntityId } from "@altan/domain/Ids"
 import { LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
-import { maskSecrets } from "@altan/domain/Secret"
-import { ToolFailed, toolFailedFields, ToolNotFound, ToolWorker } from "@altan/domain/ToolWorker"
+import { maskSecrets, maskValuesDeep } from "@altan/domain/Secret"
+import { ToolFailed, toolFailedFields, ToolNotFound, type ToolResult, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
+import { type Claim, ExecutionLedger, type LedgerUnavailable, leaseMillis, type Outcome } from "./ExecutionLedger.js"
 import { cacheKey, ToolCache } from "./ToolCache.js"
 import { ToolRegistry } from "./ToolRegistry.js"
 
@@ -41,6 +46,38 @@ const safeTarget = (raw: string) => {
   }
 }
 
+/** The longest a tool call without its own `timeout_ms` can take (the egress guard's total limit, by default). */
+const maxCallMillis = 30_000
+/** Beyond a call's own limit, how long an execution that started elsewhere is waited for before it is unknown. */
+const callMarginMillis = 5_000
+
+/** The ledger cannot be read: nothing was sent, so the connection may try again. */
+const ledgerFailed = (e: LedgerUnavailable) =>
+  new ToolFailed({ tool_id: "ledger", message: e.message, retryable: true, not_applied: true })
+
+/** An execution of the call started before and its outcome is unknown: it is not sent again. */
+const unknownOutcome = (toolId: string) =>
+  new ToolFailed({
+    tool_id: toolId,
+    message: `an earlier execution of this ${toolId} call started and its outcome is unknown ` +
+      `(it was cut off mid-call); it was not sent again, as that could apply it twice`,
+    retryable: false,
+    unknown_outcome: true
+  })
+
+const toOutcome = (exit: Exit.Exit<ToolResult, ToolFailed>): Outcome =>
+  Exit.isSuccess(exit)
+    ? { ok: { output: exit.value.output } }
+    : { failed: Option.match(Cause.failureOption(exit.cause), {
+      onNone: () => ({ message: Cause.pretty(exit.cause), retryable: false }),
+      onSome: (e) => toolFailedFields(e)
+    }) }
+
+const fromOutcome = (outcome: Outcome): Effect.Effect<ToolResult, ToolFailed> =>
+  "ok" in outcome
+    ? Effect.succeed({ output: outcome.ok.output, cached: false })
+    : Effect.fail(new ToolFailed(outcome.failed as unknown as ConstructorParameters<typeof ToolFailed>[0]))
+
 /** `host[:port]` of a configured base URL: the tenant chose it, so its tools may reach it. */
 const hostOf = (url: string) => new URL(url).host
 
@@ -54,6 +91,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
       const registry = yield* ToolRegistry
       const egress = yield* Egress
       const cache = yield* ToolCache
+      const ledger = yield* ExecutionLedger
       const audit = yield* AuditLog
       const attributes = { "tenant.id": tenantId, "tool.id": toolId }
       /** Every request to a third party is audited: where (host and path, no query), how it went, how long. */
@@ -83,6 +121,75 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
             })
             return yield* exit
           })
+      const runner = yield* Entity.CurrentRunnerAddress
+      const runnerId = `${runner.host}:${runner.port}`
+      /** Executions of this tool running in this process, by execution key: a repeat joins the one in flight. */
+      const inFlight = new Map<string, Deferred.Deferred<ToolResult, ToolFailed>>()
+
+      /**
+       * Runs a call with side effects at most once per execution key. The key is claimed in the ledger before the
+       * call goes out and the outcome recorded when it returns; a repeat of the key (a redelivery, a resumed task)
+       * joins the execution in flight here, waits for one running elsewhere, or gets the recorded outcome. An
+       * execution that started and never recorded an outcome is not repeated: the caller learns `unknown_outcome`
+       * (a tool that sends an idempotency key is the exception: the vendor deduplicates, so it runs again).
+       */
+      const once = (
+        key: string,
+        spec: { readonly idempotency_key?: boolean | undefined; readonly timeout_ms?: number | undefined },
+        run: Effect.Effect<ToolResult, ToolFailed>
+      ): Effect.Effect<ToolResult, ToolFailed> =>
+        Effect.suspend(() => {
+          const joined = inFlight.get(key)
+          if (joined) return Deferred.await(joined)
+          // registered before the claim, so a repeat arriving meanwhile joins instead of claiming too
+          const done = Deferred.unsafeMake<ToolResult, ToolFailed>(FiberId.none)
+          inFlight.set(key, done)
+          return Effect.gen(function*() {
+            const deadline = (yield* Clock.currentTimeMillis) + (spec.timeout_ms ?? maxCallMillis) + callMarginMillis
+            const claim = yield* ledger.claim(tenantId, toolId, key, { runner: runnerId, deadline }).pipe(
+              Effect.mapError(ledgerFailed)
+            )
+            const settled = claim._tag === "Started" && spec.idempotency_key !== true
+              ? yield* awaitOutcome(key, claim)
+              : claim
+            if (settled._tag === "Done") return yield* fromOutcome(settled.outcome)
+            // while it runs, the lease says it is alive: a runner that died is known dead within seconds
+            const renew = Effect.sleep(Duration.millis(leaseMillis / 3)).pipe(
+              Effect.zipRight(Effect.ignore(ledger.renew(tenantId, toolId, key))),
+              Effect.forever
+            )
+            const exit = yield* Effect.exit(Effect.raceFirst(run, renew))
+            yield* ledger.finish(tenantId, toolId, key, toOutcome(exit)).pipe(
+              Effect.retry({ times: 3, schedule: Schedule.exponential("100 millis") }),
+              // the caller gets its answer; a later repeat of the key will learn the outcome is unknown
+              Effect.catchAll((e) => Effect.logWarning(`cannot record the outcome of ${toolId} ${key}: ${e.message}`))
+            )
+            return yield* exit
+          }).pipe(
+            Effect.exit,
+            Effect.flatMap((exit) => Effect.zipRight(Deferred.done(done, exit), exit)),
+            Effect.onInterrupt(() => Deferred.fail(done, unknownOutcome(toolId))),
+            Effect.ensuring(Effect.sync(() => inFlight.delete(key)))
+          )
+        })
+
+      /**
+       * An execution that started elsewhere: waited for while its runner keeps its lease (a tool runner shutting
+       * down finishes its calls), then its outcome, or unknown.
+       */
+      const awaitOutcome = (key: string, started: Extract<Claim, { _tag: "Started" }>) =>
+        Effect.gen(function*() {
+          let claim: Claim = started
+          // started here but not in flight any more: it was cut off in this process, nothing to wait for
+          while (claim._tag === "Started" && claim.alive && claim.runner !== runnerId) {
+            if ((yield* Clock.currentTimeMillis) >= claim.deadline) break
+            yield* Effect.sleep("250 millis")
+            claim = yield* ledger.read(tenantId, toolId, key).pipe(Effect.mapError(ledgerFailed))
+          }
+          if (claim._tag === "Done") return claim
+          return yield* unknownOutcome(toolId)
+        })
+
       return ToolWorker.of({
         Execute: ({ payload }) =>
           Effect.gen(function*() {
@@ -101,9 +208,11 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
             }
             // whichever header the tenant's credential travels in, it never follows a redirect to another origin
             const credentialHeaders = payload.credential ? [payload.credential.header] : []
+            // an upstream may echo the credential it was sent: masked before output or error go anywhere
+            const sent = payload.credential ? [Redacted.value(payload.credential.value)] : []
             // what the provider said about its limits, handed back for the connection's budget
             let rateHeaders: Record<string, string> | undefined
-            const output = yield* tool.run(input, {
+            const run = tool.run(input, {
               tenantId,
               credential: payload.credential,
               http: (request) =>
@@ -140,22 +249,44 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
                 }))
               }
             }).pipe(
+              // a backstop: whatever a tool does, its execution ends (the egress guard's own limits come first)
+              Effect.timeoutFail({
+                duration: Duration.millis((tool.spec.timeout_ms ?? maxCallMillis) + callMarginMillis),
+                onTimeout: () =>
+                  new ToolFailed({ tool_id: toolId, message: `${toolId} did not finish in time`, retryable: false })
+              }),
+              // a bug in a tool (a URL `new URL` rejects, an output that does not encode) fails this call, not the
+              // worker: the step gets the message and the task goes on
+              Effect.catchAllDefect((defect) =>
+                Effect.fail(
+                  new ToolFailed({
+                    tool_id: toolId,
+                    message: `${toolId} failed: ${defect instanceof Error ? defect.message : String(defect)}`,
+                    retryable: false
+                  })
+                )
+              ),
               Effect.mapError((e) => {
-                // an upstream may echo the credential it was sent: mask it before the error goes anywhere
-                const sent = payload.credential ? [Redacted.value(payload.credential.value)] : []
                 const fields = toolFailedFields(e)
                 return new ToolFailed({
                   ...fields,
                   message: maskSecrets(fields.message, sent),
                   ...(fields.body_excerpt !== undefined
                     ? { body_excerpt: maskSecrets(fields.body_excerpt, sent) }
-                    : {}),
-                  ...(rateHeaders !== undefined ? { rate_headers: rateHeaders } : {})
+                    : {})
                 })
-              })
+              }),
+              Effect.map((output): ToolResult => ({ output: maskValuesDeep(output, sent), cached: false }))
             )
-            if (key) yield* cache.set(key, output)
-            return { output, cached: false, ...(rateHeaders ? { rate_headers: rateHeaders } : {}) }
+            const sideEffect = tool.spec.side_effect && !tool.spec.idempotent
+            const result = yield* (payload.execution_key !== undefined && sideEffect
+              ? once(payload.execution_key, tool.spec, run)
+              : run).pipe(
+                // the headers of this execution (none when the outcome came from the ledger)
+                Effect.mapError((e) => rateHeaders !== undefined ? new ToolFailed({ ...toolFailedFields(e), rate_headers: rateHeaders }) : e)
+              )
+            if (key) yield* cache.set(key, result.output)
+            return { ...result, ...(rateHeaders ? { rate_headers: rateHeaders } : {}) }
           }).pipe(Effect.withSpan("ToolWorker.execute", { attributes, captureStackTrace: false })),
         Describe: () =>
           registry.get(tenantId, toolId).pipe(

@@ -1,6 +1,6 @@
-import { InvalidRequest } from "@altan/domain/Errors"
-import type { Plan, PlanStep } from "@altan/domain/Task"
-import type { JsonSchema, ToolSpec } from "@altan/domain/ToolDefinition"
+import { InvalidRequest } from "./Errors.js"
+import type { Plan, PlanStep } from "./Task.js"
+import type { JsonSchema, ToolSpec } from "./ToolDefinition.js"
 import * as Either from "effect/Either"
 
 /** A `{"$ref": "<step>.output.<path>"}` found in a step's input. */

@@ -1,0 +1,198 @@
+import { llmProvider } from "@altan/domain/Connection"
+import type { TaskId } from "@altan/domain/Ids"
+import type { ChatMessage, Completion } from "@altan/domain/Llm"
+import type { Task, TaskError, Turn } from "@altan/domain/Task"
+import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Schedule from "effect/Schedule"
+import type { AgentConfig } from "./AgentConfig.js"
+import { systemPrompt, toolResult } from "./Conversation.js"
+import { durably, now } from "./SessionTasks.js"
+import { runStep, type StepContext } from "./StepRunner.js"
+import type { TaskStore } from "./TaskStore.js"
+
+/** What the agent loop needs besides a step's context. */
+export interface LoopContext extends StepContext {
+  readonly config: AgentConfig["Type"]
+  readonly store: TaskStore["Type"]
+  readonly toolWorker: Effect.Effect.Success<typeof ToolWorker.client>
+}
+
+/** The LLM turn of this many assistant messages in: turn 1 is the first. */
+const turnsIn = (transcript: ReadonlyArray<ChatMessage>) => transcript.filter((m) => m.role === "assistant").length
+
+/**
+ * The agent loop of a natural-language task: an LLM turn, the turn's tool calls in parallel (each a step), their
+ * results back to the model, until it answers without calling tools, runs out of turns or spends its token budget.
+ *
+ * The task's exchange (its transcript) is recorded with every turn and every batch of tool results, so a task
+ * resumed on another runner goes on from its last recorded turn: tool calls of that turn that had started ask again
+ * for their attempt (see `runStep`), finished ones keep their results, and the model is not asked that turn again.
+ */
+export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect<Task> =>
+  Effect.gen(function*() {
+    const { config, tasks, tenantId } = ctx
+    const start = tasks.current(taskId)
+    const llms = start.task.llms ?? []
+    const maxSteps = start.task.max_steps ?? config.maxSteps
+    const fail = (error: TaskError) => tasks.updateTask(taskId, (t) => ({ ...t, status: "failed", error }))
+
+    const catalog = yield* ctx.toolWorker(catalogId(tenantId)).List().pipe(
+      Effect.retry({ times: 5, schedule: Schedule.exponential("200 millis") }),
+      Effect.either
+    )
+    if (Either.isLeft(catalog)) {
+      return yield* fail({ code: "unavailable", message: `cannot list the tools (${catalog.left._tag})` })
+    }
+    const allowed = start.task.tools
+      ? catalog.right.filter((t) => start.task.tools!.includes(t.tool_id))
+      : catalog.right
+    const byId = new Map(allowed.map((t) => [t.tool_id as string, t]))
+    const known = new Set(catalog.right.map((t) => t.tool_id as string))
+    const functions = allowed.map((t) => ({ name: t.tool_id, description: t.description, parameters: t.input_schema }))
+    const history = yield* durably(
+      `reading the conversation of ${start.task.session_id}`,
+      ctx.store.recentMessages(tenantId, start.task.session_id, config.historyBudgetChars)
+    )
+
+    /** Runs the tool calls of the transcript's last turn (those not done yet) and records their results. */
+    const callTools = (turn: number, calls: NonNullable<Extract<ChatMessage, { role: "assistant" }>["tool_calls"]>) =>
+      Effect.gen(function*() {
+        const results = yield* Effect.forEach(calls, (call, i) => {
+          const id = `${turn}.${i + 1}`
+          const spec = byId.get(call.name)
+          if (!spec) {
+            // never executed: the model learns why and may try something else
+            const error = known.has(call.name)
+              ? { code: "tool_not_allowed", message: `${call.name} is not allowed for this task` }
+              : { code: "unknown_tool", message: `there is no tool named ${call.name}` }
+            return tasks.updateStep(taskId, id, (s) => ({ ...s, status: "failed", error })).pipe(Effect.as({ error }))
+          }
+          return runStep(ctx, taskId, id, spec, call.arguments).pipe(
+            Effect.map((output): unknown => ({ output })),
+            Effect.catchTag("StepFailed", () =>
+              Effect.sync(() => ({ error: tasks.current(taskId).task.steps.find((s) => s.id === id)?.error })))
+          )
+        }, { concurrency: "unbounded" })
+        const toolMessages = calls.map((call, i): ChatMessage => ({
+          role: "tool",
+          tool_call_id: call.id,
+          content: toolResult(results[i], config.maxToolResultChars)
+        }))
+        yield* tasks.update(taskId, (r) => ({ ...r, transcript: [...(r.transcript ?? []), ...toolMessages] }))
+      })
+
+    /** Records an LLM turn: its usage and attempts, the assistant's message, and the steps of its tool calls. */
+    const recordTurn = (turn: number, completion: Omit<Turn, "finished_at">, message?: ChatMessage) =>
+      Effect.gen(function*() {
+        const at = yield* now
+        const calls = message?.role === "assistant" ? message.tool_calls ?? [] : []
+        yield* tasks.update(taskId, (r) => ({
+          ...r,
+          ...(message ? { transcript: [...(r.transcript ?? []), message] } : {}),
+          task: {
+            ...r.task,
+            usage: {
+              ...r.task.usage,
+              llm_calls: r.task.usage.llm_calls + completion.attempts.length,
+              prompt_tokens: r.task.usage.prompt_tokens + completion.prompt_tokens,
+              completion_tokens: r.task.usage.completion_tokens + completion.completion_tokens
+            },
+            turns: [...(r.task.turns ?? []), { ...completion, finished_at: at }],
+            steps: [
+              ...r.task.steps,
+              ...calls.map((call, i) => ({
+                id: `${turn}.${i + 1}`,
+                tool: call.name,
+                status: "pending" as const,
+                input: call.arguments,
+                attempts: 0
+              }))
+            ]
+          }
+        }))
+        yield* tasks.emit(taskId, "llm.completed", {
+          data: { llm_id: completion.llm_id, tool_calls: completion.tool_calls, attempts: completion.attempts.length }
+        })
+      })
+
+    const finish = (answer: string | null) =>
+      Effect.gen(function*() {
+        const record = tasks.current(taskId)
+        // the exchange becomes part of the session's context for its next tasks
+        yield* durably(
+          `appending to the conversation of ${record.task.session_id}`,
+          ctx.store.appendMessages(tenantId, record.task.session_id, record.transcript ?? [], yield* now)
+        )
+        return yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "succeeded", output: answer ?? "" }))
+      })
+
+    if (start.transcript === undefined) {
+      yield* tasks.update(taskId, (r) => ({ ...r, transcript: [{ role: "user", content: r.task.input as string }] }))
+    }
+    while (true) {
+      const record = tasks.current(taskId)
+      const transcript = record.transcript ?? []
+      const last = transcript[transcript.length - 1]!
+      const turn = turnsIn(transcript)
+      if (last.role === "assistant" && (last.tool_calls ?? []).length > 0) {
+        // the turn's calls, or those of them not done when the task was interrupted
+        yield* callTools(turn, last.tool_calls!)
+        continue
+      }
+      if (last.role === "assistant") return yield* finish(last.content)
+      if (turn >= maxSteps) {
+        return yield* fail({ code: "max_steps", message: `no final answer after ${maxSteps} LLM turns` })
+      }
+      const spent = record.task.usage
+      if (spent.prompt_tokens + spent.completion_tokens >= config.taskTokenBudget) {
+        return yield* fail({
+          code: "token_budget",
+          message: `the task spent its budget of ${config.taskTokenBudget} tokens`
+        })
+      }
+      const result = yield* ctx.connection(`${tenantId}/${llmProvider(llms[0]!)}`).Complete({
+        messages: [systemPrompt(allowed), ...history, ...transcript],
+        tools: functions,
+        fallbacks: llms.slice(1),
+        task_id: taskId
+      }).pipe(
+        Effect.timeoutFail({
+          duration: ctx.stepTimeout,
+          onTimeout: () => ({ _tag: "StepTimedOut" as const, code: "timeout", message: "the LLM did not answer in time" })
+        }),
+        Effect.either
+      )
+      if (Either.isLeft(result)) {
+        const e = result.left
+        if ("attempts" in e) {
+          yield* recordTurn(turn + 1, {
+            llm_id: llms[0]!,
+            attempts: e.attempts,
+            tool_calls: [],
+            prompt_tokens: 0,
+            completion_tokens: 0
+          })
+        }
+        return yield* fail(
+          "code" in e
+            ? { code: e.code, message: e.message }
+            : { code: "unavailable", message: `the LLM gateway could not take the call (${e._tag})` }
+        )
+      }
+      const completion: Completion = result.right
+      yield* recordTurn(
+        turn + 1,
+        {
+          llm_id: completion.llm_id,
+          attempts: completion.attempts,
+          tool_calls: completion.tool_calls.map((c) => c.name),
+          ...completion.usage
+        },
+        completion.tool_calls.length > 0
+          ? { role: "assistant", content: completion.content, tool_calls: completion.tool_calls }
+          : { role: "assistant", content: completion.content }
+      )
+    }
+  })

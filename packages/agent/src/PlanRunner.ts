@@ -1,0 +1,103 @@
+import type { TaskId } from "@altan/domain/Ids"
+import * as PlanGraph from "@altan/domain/PlanGraph"
+import type { Plan, Task } from "@altan/domain/Task"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as FiberId from "effect/FiberId"
+import { runStep, type StepContext, StepFailed } from "./StepRunner.js"
+
+/**
+ * Runs a structured task: every step as soon as the steps it depends on succeeded (at most the context's limit of
+ * tool calls at once), a step whose dependency did not succeed is skipped. A resumed task keeps what its steps
+ * already recorded: succeeded steps give their outputs, a step that was running asks again for its attempt.
+ * Ends the task: `succeeded` with the last step's output, or `failed` naming the first step that did not succeed
+ * (`unknown_outcome` when one's outcome is unknown).
+ */
+export const runPlan = (ctx: StepContext, taskId: TaskId): Effect.Effect<Task> =>
+  Effect.gen(function*() {
+    const record = ctx.tasks.current(taskId)
+    const plan = record.task.input as Plan
+    const checked = PlanGraph.validate(plan)
+    if (Either.isLeft(checked)) {
+      const e = checked.left
+      return yield* ctx.tasks.updateTask(taskId, (t) => ({
+        ...t,
+        status: "failed",
+        error: { code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) }
+      }))
+    }
+    const graph = checked.right
+    const specs = new Map((record.specs ?? []).map((spec) => [spec.tool_id as string, spec]))
+    const done = new Map(plan.steps.map((s) => [s.id, Deferred.unsafeMake<unknown, StepFailed>(FiberId.none)]))
+    const outputs = new Map<string, unknown>()
+    const fail = (stepId: string, status: "failed" | "skipped", error: { code: string; message: string }) =>
+      Effect.zipRight(
+        ctx.tasks.updateStep(taskId, stepId, (s) => ({ ...s, status, error })),
+        Effect.fail(new StepFailed(stepId))
+      )
+
+    yield* Effect.forEach(plan.steps, (step) =>
+      Effect.gen(function*() {
+        const deps = graph.deps.get(step.id) ?? []
+        const failedDep = yield* Effect.forEach(deps, (d) => Deferred.await(done.get(d)!).pipe(Effect.either))
+          .pipe(Effect.map((results) => results.findIndex(Either.isLeft)))
+        const recorded = ctx.tasks.current(taskId).task.steps.find((s) => s.id === step.id)!
+        if (recorded.status === "succeeded") {
+          outputs.set(step.id, recorded.output)
+          return recorded.output
+        }
+        if (recorded.status !== "pending" && recorded.status !== "running") {
+          return yield* Effect.fail(new StepFailed(step.id))
+        }
+        if (failedDep >= 0) {
+          return yield* fail(step.id, "skipped", {
+            code: "dependency_failed",
+            message: `step "${deps[failedDep]}" did not succeed`
+          })
+        }
+        const spec = specs.get(step.tool)
+        if (spec === undefined) {
+          return yield* fail(step.id, "failed", { code: "unknown_tool", message: `unknown tool ${step.tool}` })
+        }
+        const input = PlanGraph.resolve(step.input, outputs)
+        if (Either.isLeft(input)) {
+          return yield* fail(step.id, "failed", {
+            code: "unresolved_ref",
+            message: `$ref "${input.left.ref}": ${input.left.reason}`
+          })
+        }
+        const output = yield* runStep(ctx, taskId, step.id, spec, input.right)
+        outputs.set(step.id, output)
+        return output
+      }).pipe(
+        Effect.exit,
+        Effect.flatMap((exit) => Deferred.done(done.get(step.id)!, exit))
+      ), { concurrency: "unbounded", discard: true })
+
+    const steps = ctx.tasks.current(taskId).task.steps
+    const notDone = steps.filter((s) => s.status !== "succeeded")
+    if (notDone.length === 0) {
+      return yield* ctx.tasks.updateTask(taskId, (t) => ({
+        ...t,
+        status: "succeeded",
+        output: outputs.get(plan.steps[plan.steps.length - 1]!.id)
+      }))
+    }
+    const unknown = notDone.find((s) => s.status === "unknown_outcome")
+    const first = unknown ?? notDone.find((s) => s.status === "failed") ?? notDone[0]!
+    return yield* ctx.tasks.updateTask(taskId, (t) => ({
+      ...t,
+      status: "failed",
+      error: {
+        code: unknown ? "unknown_outcome" : "step_failed",
+        message: unknown
+          ? `step "${first.id}" (${first.tool}) has an unknown outcome: ${first.error?.message ?? "it was cut off"}`
+          : `step "${first.id}" (${first.tool}) failed: ${first.error?.message ?? "unknown error"}`,
+        details: {
+          failed_steps: notDone.map((s) => s.id),
+          ...(unknown ? { unknown_steps: notDone.filter((s) => s.status === "unknown_outcome").map((s) => s.id) } : {})
+        }
+      }
+    }))
+  })

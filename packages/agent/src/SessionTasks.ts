@@ -1,0 +1,196 @@
+import { AuditLog } from "@altan/domain/AuditLog"
+import type { SessionId, TaskId, TenantId } from "@altan/domain/Ids"
+import type { Step, Task, TaskEventType } from "@altan/domain/Task"
+import { isTerminal } from "@altan/domain/Task"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as FiberId from "effect/FiberId"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import { EventLog, isTerminal as isTerminalEvent } from "./EventLog.js"
+import type { RedisError } from "./Redis.js"
+import { type TaskRecord, TaskStore } from "./TaskStore.js"
+
+export const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms).toISOString())
+
+/**
+ * A storage write that a task's progress depends on: retried until it succeeds (backing off to every 2 s), so a
+ * storage outage pauses tasks instead of losing or falsifying what they did. Interruption (a cancel, a runner
+ * shutting down) still stops it.
+ */
+export const durably = <A>(what: string, effect: Effect.Effect<A, RedisError>): Effect.Effect<A> =>
+  effect.pipe(
+    Effect.tapError((e) => Effect.logWarning(`${what} failed, retrying: ${e.message}`)),
+    Effect.retry(Schedule.exponential("50 millis", 2).pipe(Schedule.union(Schedule.spaced("2 seconds")))),
+    Effect.orDie
+  )
+
+/** Finished tasks kept in memory besides the running ones: for quick reads and to rewrite after a storage crash. */
+const recentFinished = 32
+
+/**
+ * The tasks of one session as this activation knows them: the running ones, and the few that finished last. Every
+ * change is written to the store first and applied in memory only once written, so what memory answers is what is
+ * durably recorded. Changes to one task are serialized; tasks change independently.
+ */
+export interface SessionTasks {
+  /** The task's record: from memory, else from the store. */
+  readonly record: (taskId: TaskId) => Effect.Effect<Option.Option<TaskRecord>, RedisError>
+  /** The record of a task this activation holds (created, or read by `record` and still running). */
+  readonly current: (taskId: TaskId) => TaskRecord
+  /** Records a new task and lists it in the session. */
+  readonly create: (record: TaskRecord) => Effect.Effect<void>
+  /** Changes a task's record durably; a task reaching a terminal status gets its event, audit record and waiters. */
+  readonly update: (taskId: TaskId, f: (record: TaskRecord) => TaskRecord) => Effect.Effect<Task>
+  readonly updateTask: (taskId: TaskId, f: (task: Task) => Task) => Effect.Effect<Task>
+  readonly updateStep: (taskId: TaskId, stepId: string, f: (step: Step) => Step) => Effect.Effect<Task>
+  /** Appends a progress event to the task's log (durably: SSE clients wait for the terminal one). */
+  readonly emit: (
+    taskId: TaskId,
+    type: TaskEventType,
+    extra?: { readonly step_id?: string; readonly data?: unknown }
+  ) => Effect.Effect<void>
+  /** Makes sure a finished task's log ends with its terminal event (its writer may have died in between). */
+  readonly ensureTerminalEvent: (taskId: TaskId) => Effect.Effect<void>
+  /** Waits up to `ms` for the task to reach a terminal status. */
+  readonly awaitFinished: (taskId: TaskId, ms: number) => Effect.Effect<void>
+}
+
+export const make = (
+  tenantId: TenantId,
+  sessionId: SessionId
+): Effect.Effect<SessionTasks, never, TaskStore | EventLog | AuditLog | Scope.Scope> =>
+  Effect.gen(function*() {
+    const store = yield* TaskStore
+    const events = yield* EventLog
+    const audit = yield* AuditLog
+
+    type Entry = { record: TaskRecord; readonly lock: Effect.Semaphore; finished?: Deferred.Deferred<void> }
+    const entries = new Map<TaskId, Entry>()
+    const finishedOrder: Array<TaskId> = []
+    const entryOf = (record: TaskRecord): Entry => {
+      const existing = entries.get(record.task.task_id)
+      if (existing) return existing
+      const entry: Entry = { record, lock: Effect.unsafeMakeSemaphore(1) }
+      entries.set(record.task.task_id, entry)
+      return entry
+    }
+    const noteFinished = (taskId: TaskId) => {
+      finishedOrder.push(taskId)
+      while (finishedOrder.length > recentFinished) {
+        const old = finishedOrder.shift()!
+        const entry = entries.get(old)
+        if (entry && isTerminal(entry.record.task.status)) entries.delete(old)
+      }
+    }
+
+    /** A task's acceptance and its end are audited, with who asked and, at the end, how long it took. */
+    const auditTask = (task: Task, type: TaskEventType) => {
+      const terminal = type === "task.succeeded" || type === "task.failed" || type === "task.cancelled"
+      if (type !== "task.queued" && !terminal) return Effect.void
+      return Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+        audit.record({
+          tenant_id: tenantId,
+          ...(task.user_id ? { user: task.user_id } : {}),
+          action: terminal ? "task.finished" : "task.accepted",
+          target: `task:${task.task_id}`,
+          outcome: type === "task.failed" ? "failed" : "ok",
+          ...(terminal ? { latency_ms: nowMs - Date.parse(task.created_at) } : {}),
+          details: {
+            session_id: sessionId,
+            ...(terminal ? { status: type.slice(5) } : {}),
+            ...(terminal && task.error ? { error: task.error.code } : {})
+          }
+        }))
+    }
+
+    const emit: SessionTasks["emit"] = (taskId, type, extra = {}) =>
+      Effect.gen(function*() {
+        const at = yield* now
+        yield* durably(`event ${type} of ${taskId}`, events.append(tenantId, taskId, { type, task_id: taskId, at, ...extra }))
+        const entry = entries.get(taskId)
+        if (entry) yield* auditTask(entry.record.task, type)
+      })
+
+    const terminalEvent = (task: Task) =>
+      emit(task.task_id, `task.${task.status}` as TaskEventType, {
+        data: task.status === "succeeded" ? { output: task.output } : { error: task.error }
+      })
+
+    const update: SessionTasks["update"] = (taskId, f) =>
+      Effect.suspend(() => {
+        const entry = entries.get(taskId)
+        if (!entry) return Effect.dieMessage(`task ${taskId} is not held by its session`)
+        return entry.lock.withPermits(1)(Effect.gen(function*() {
+          const previous = entry.record
+          const at = yield* now
+          const changed = f(previous)
+          const next: TaskRecord = { ...changed, task: { ...changed.task, updated_at: at } }
+          yield* durably(`writing task ${taskId}`, store.put(tenantId, next))
+          entry.record = next
+          if (isTerminal(next.task.status) && !isTerminal(previous.task.status)) {
+            yield* terminalEvent(next.task)
+            if (entry.finished) yield* Deferred.succeed(entry.finished, void 0)
+            noteFinished(taskId)
+          }
+          return next.task
+        }))
+      })
+
+    // what the server acknowledged just before it crashed may be lost: write back everything held here
+    yield* store.onReconnect(Effect.suspend(() =>
+      Effect.forEach(
+        [...entries.values()],
+        (entry) =>
+          entry.lock.withPermits(1)(
+            Effect.suspend(() =>
+              durably(`rewriting task ${entry.record.task.task_id}`, store.put(tenantId, entry.record))
+            )
+          ),
+        { discard: true }
+      )
+    ))
+
+    return {
+      record: (taskId) => {
+        const entry = entries.get(taskId)
+        if (entry) return Effect.succeed(Option.some(entry.record))
+        return Effect.map(store.get(tenantId, taskId), (found) => {
+          // a running task is held from now on, so its changes go through one place
+          if (Option.isSome(found) && !isTerminal(found.value.task.status)) entryOf(found.value)
+          return found
+        })
+      },
+      current: (taskId) => entries.get(taskId)!.record,
+      create: (record) =>
+        Effect.gen(function*() {
+          yield* durably(`recording task ${record.task.task_id}`, store.put(tenantId, record, { created: true }))
+          entryOf(record).record = record
+          yield* emit(record.task.task_id, "task.queued")
+        }),
+      update,
+      updateTask: (taskId, f) => update(taskId, (r) => ({ ...r, task: f(r.task) })),
+      updateStep: (taskId, stepId, f) =>
+        update(taskId, (r) => ({
+          ...r,
+          task: { ...r.task, steps: r.task.steps.map((s) => (s.id === stepId ? f(s) : s)) }
+        })),
+      emit,
+      ensureTerminalEvent: (taskId) =>
+        Effect.gen(function*() {
+          const entry = entries.get(taskId)
+          if (!entry || !isTerminal(entry.record.task.status)) return
+          const logged = yield* durably(`reading events of ${taskId}`, events.read(tenantId, taskId))
+          if (!logged.some(isTerminalEvent)) yield* terminalEvent(entry.record.task)
+        }),
+      awaitFinished: (taskId, ms) =>
+        Effect.suspend(() => {
+          const entry = entries.get(taskId)
+          if (!entry || isTerminal(entry.record.task.status)) return Effect.void
+          entry.finished ??= Deferred.unsafeMake<void>(FiberId.none)
+          return Deferred.await(entry.finished).pipe(Effect.timeoutOption(ms), Effect.asVoid)
+        })
+    }
+  })

@@ -1,0 +1,204 @@
+import { Connection } from "@altan/domain/Connection"
+import type { TaskId, TenantId } from "@altan/domain/Ids"
+import type { TaskError } from "@altan/domain/Task"
+import type { ToolSpec } from "@altan/domain/ToolDefinition"
+import { policyOf } from "@altan/domain/ToolWorker"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type { SessionTasks } from "./SessionTasks.js"
+
+/** A step did not succeed; what happened is on its record. */
+export class StepFailed {
+  readonly _tag = "StepFailed"
+  constructor(readonly step: string) {}
+}
+
+/** The step's deadline passed before its call answered. */
+class StepTimedOut {
+  readonly _tag = "StepTimedOut"
+}
+
+/** Maps any failure of a cluster call or tool to what is recorded on a step. */
+export const stepError = (error: unknown): TaskError => {
+  const e = error as { _tag?: string; code?: string; message?: string; details?: Record<string, unknown> }
+  switch (e._tag) {
+    case "ToolNotFound":
+    case "ToolInputInvalid":
+    case "ToolFailed": {
+      const extra = e._tag === "ToolFailed"
+        ? {
+          retryable: (e as any).retryable,
+          ...((e as any).status ? { status: (e as any).status } : {}),
+          ...((e as any).retry_after_ms !== undefined ? { retry_after_ms: (e as any).retry_after_ms } : {})
+        }
+        : e.details
+      return { code: e.code!, message: e.message!, ...(extra ? { details: extra } : {}) }
+    }
+    case "ConnectionNeedsReauth":
+      return { code: e.code!, message: e.message!, details: { provider: (e as any).provider } }
+    case "RateLimited":
+    case "UpstreamUnavailable":
+      return {
+        code: e.code!,
+        message: e.message!,
+        details: { provider: (e as any).provider, retry_after_ms: (e as any).retry_after_ms }
+      }
+    case "MailboxFull":
+    case "AlreadyProcessingMessage":
+    case "PersistenceError":
+      return { code: "unavailable", message: `the integrator could not take the call (${e._tag})` }
+    default:
+      return { code: "internal_error", message: String(e.message ?? error) }
+  }
+}
+
+/** What running a step needs from its session. */
+export interface StepContext {
+  readonly tenantId: TenantId
+  readonly tasks: SessionTasks
+  readonly connection: Effect.Effect.Success<typeof Connection.client>
+  /** How long a step may run before it fails with `timeout`. */
+  readonly stepTimeout: Duration.Duration
+  /** Tool calls of the task that may run at once. */
+  readonly limit: Effect.Semaphore
+}
+
+/** How long a resumed step, already past its deadline, may still take to learn its attempt's outcome. */
+const resumeGrace = Duration.seconds(30)
+
+/** Attempts a step makes after outcomes turned out unknown, when calling again is safe. */
+const maxUnknownRetries = 2
+
+/**
+ * Runs one step's tool call through the tenant's connection, under the side-effect ledger's rules:
+ *
+ * - the attempt is recorded as started (`running`, its number in `attempts`) before the call goes out, and its
+ *   outcome when it returns;
+ * - a step found `running` (its runner died mid-call; the task was resumed elsewhere) asks again for the same
+ *   attempt: the tool service runs each attempt at most once, so it answers the first execution's outcome, joins it
+ *   while it runs, or says the outcome is unknown;
+ * - an unknown outcome is tried again (a new attempt) only when that is safe: the tool is idempotent, sends an
+ *   idempotency key, or the tenant chose `on_unknown_outcome: "retry"`; otherwise the step ends `unknown_outcome`;
+ * - the step's deadline fails it with `timeout`.
+ *
+ * Fails with `StepFailed` when the step ends in any other way than `succeeded` (the reason is on its record).
+ */
+export const runStep = (
+  ctx: StepContext,
+  taskId: TaskId,
+  stepId: string,
+  spec: ToolSpec,
+  input: unknown
+): Effect.Effect<unknown, StepFailed> =>
+  ctx.limit.withPermits(1)(Effect.gen(function*() {
+    const record = ctx.tasks.current(taskId)
+    const { task } = record
+    const found = task.steps.find((s) => s.id === stepId)!
+    if (found.status === "succeeded") return found.output
+    if (found.status !== "pending" && found.status !== "running") return yield* Effect.fail(new StepFailed(stepId))
+    const retryUnknown = spec.idempotent || spec.idempotency_key === true || record.on_unknown_outcome === "retry"
+
+    const start = (attempt: number) =>
+      Effect.gen(function*() {
+        const startedMs = yield* Clock.currentTimeMillis
+        yield* ctx.tasks.update(taskId, (r) => ({
+          ...r,
+          task: {
+            ...r.task,
+            usage: { ...r.task.usage, tool_calls: r.task.usage.tool_calls + 1 },
+            steps: r.task.steps.map((s) => {
+              if (s.id !== stepId) return s
+              const { error: _, ...rest } = s
+              return { ...rest, status: "running", input, attempts: attempt, started_at: new Date(startedMs).toISOString() }
+            })
+          }
+        }))
+        yield* ctx.tasks.emit(taskId, "tool.started", { step_id: stepId, data: { tool: spec.tool_id } })
+        return startedMs
+      })
+
+    const invoke = (attempt: number) =>
+      ctx.connection(`${ctx.tenantId}/${spec.provider}`).Invoke({
+        tool_id: spec.tool_id,
+        input,
+        task_id: taskId,
+        step_id: stepId,
+        attempt,
+        ...(task.llms && task.llms.length > 0 ? { llms: task.llms } : {}),
+        ...(spec.fallback ? { fallback: spec.fallback } : {}),
+        ...(task.tools ? { allowed_tools: task.tools } : {}),
+        policy: policyOf(spec),
+        priority: task.mode === "async" ? "async" : "sync",
+        ...(task.mode === "sync" && task.timeout_ms !== undefined
+          ? { deadline: Date.parse(task.created_at) + task.timeout_ms }
+          : {})
+      })
+
+    let attempt = found.status === "running" ? found.attempts : found.attempts + 1
+    let startedMs = found.status === "running" && found.started_at !== undefined
+      ? Date.parse(found.started_at)
+      : yield* start(attempt)
+    for (let unknowns = 0;; unknowns++) {
+      const remaining = Math.max(
+        startedMs + Duration.toMillis(ctx.stepTimeout) - (yield* Clock.currentTimeMillis),
+        found.status === "running" && unknowns === 0 ? Duration.toMillis(resumeGrace) : 0
+      )
+      const exit = yield* invoke(attempt).pipe(
+        Effect.timeoutFail({ duration: Duration.millis(remaining), onTimeout: () => new StepTimedOut() }),
+        Effect.exit
+      )
+      const endMs = yield* Clock.currentTimeMillis
+      const timing = { finished_at: new Date(endMs).toISOString(), duration_ms: endMs - startedMs }
+      if (Exit.isSuccess(exit)) {
+        const result = exit.value
+        yield* ctx.tasks.updateStep(taskId, stepId, (s) => {
+          const { error: _, ...rest } = s
+          return {
+            ...rest,
+            ...timing,
+            status: "succeeded",
+            output: result.output,
+            cached: result.cached,
+            attempts: attempt - 1 + (result.attempts ?? 1),
+            ...(result.last_error ? { last_error: result.last_error } : {}),
+            ...(result.served_by ? { served_by: result.served_by } : {})
+          }
+        })
+        yield* ctx.tasks.emit(taskId, "tool.completed", { step_id: stepId, data: { tool: spec.tool_id, ...timing } })
+        return result.output
+      }
+      if (Exit.isInterrupted(exit)) return yield* Effect.interrupt
+      const failure = Cause.squash(exit.cause) as { readonly _tag?: string; readonly unknown_outcome?: boolean }
+      const unknown = failure._tag === "ToolFailed" && failure.unknown_outcome === true
+      if (unknown && retryUnknown && unknowns < maxUnknownRetries) {
+        attempt++
+        startedMs = yield* start(attempt)
+        continue
+      }
+      const [status, error] = unknown
+        ? ["unknown_outcome" as const, {
+          code: "unknown_outcome",
+          message: `${spec.tool_id} was called and its outcome is unknown (the call was cut off mid-way); it was not ` +
+            `called again, as that could apply it twice`
+        }]
+        : failure._tag === "StepTimedOut"
+        ? ["failed" as const, {
+          code: "timeout",
+          message: `the step did not finish within ${Duration.format(ctx.stepTimeout)}`
+        }]
+        : ["failed" as const, stepError(failure)]
+      const tries = (failure as { readonly attempts?: number }).attempts
+      yield* ctx.tasks.updateStep(taskId, stepId, (s) => ({
+        ...s,
+        ...timing,
+        status,
+        error,
+        attempts: attempt - 1 + (tries ?? 1)
+      }))
+      yield* ctx.tasks.emit(taskId, "tool.failed", { step_id: stepId, data: { tool: spec.tool_id, error } })
+      return yield* Effect.fail(new StepFailed(stepId))
+    }
+  }))

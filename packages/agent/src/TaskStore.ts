@@ -1,0 +1,278 @@
+import type { SessionId, TaskId, TenantId } from "@altan/domain/Ids"
+import { ChatMessage } from "@altan/domain/Llm"
+import { OnUnknownOutcome } from "@altan/domain/Settings"
+import { Task } from "@altan/domain/Task"
+import { ToolSpec } from "@altan/domain/ToolDefinition"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Runtime from "effect/Runtime"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import { messageSize, trimHistory } from "./Conversation.js"
+import { attempt, checkPrefix, Redis, RedisError, sessionTag, ttlMillis } from "./Redis.js"
+
+/** A task as stored: what the API shows of it, and what running (or resuming) it needs. */
+export const TaskRecord = Schema.Struct({
+  task: Task,
+  /** The specs of a plan's tools, as the edge checked the plan against them. */
+  specs: Schema.optional(Schema.Array(ToolSpec)),
+  /** What a step with an unknown outcome does (the tenant's setting when the task was accepted). */
+  on_unknown_outcome: Schema.optional(OnUnknownOutcome),
+  /** The agent loop's exchange so far (natural-language tasks), so a resumed task goes on where it was. */
+  transcript: Schema.optional(Schema.Array(ChatMessage))
+})
+export type TaskRecord = typeof TaskRecord.Type
+
+/** What `GET /v1/sessions/{id}` shows of a session. */
+export interface SessionSummary {
+  readonly task_ids: ReadonlyArray<TaskId>
+  readonly message_count: number
+  readonly updated_at: string
+}
+
+/**
+ * Where a session's tasks and conversation live. Every write is small and independent of the session's history:
+ * a task's record is its own entry, rewritten whole on each of its transitions (so any later write of a task also
+ * restores an earlier one a crashed server lost); a session's task list and conversation are appended to.
+ */
+export class TaskStore extends Context.Tag("@altan/agent/TaskStore")<TaskStore, {
+  readonly get: (tenantId: TenantId, taskId: TaskId) => Effect.Effect<Option.Option<TaskRecord>, RedisError>
+  /** Writes a task's record; `created` also appends the task to its session's list. */
+  readonly put: (
+    tenantId: TenantId,
+    record: TaskRecord,
+    options?: { readonly created?: boolean }
+  ) => Effect.Effect<void, RedisError>
+  /** Appends messages to the session's conversation. */
+  readonly appendMessages: (
+    tenantId: TenantId,
+    sessionId: SessionId,
+    messages: ReadonlyArray<ChatMessage>,
+    at: string
+  ) => Effect.Effect<void, RedisError>
+  /** The most recent part of the conversation that fits in `budget` characters (see `trimHistory`). */
+  readonly recentMessages: (
+    tenantId: TenantId,
+    sessionId: SessionId,
+    budget: number
+  ) => Effect.Effect<ReadonlyArray<ChatMessage>, RedisError>
+  /** The session's summary; none when it never had a task nor a message. */
+  readonly summary: (tenantId: TenantId, sessionId: SessionId) => Effect.Effect<Option.Option<SessionSummary>, RedisError>
+  /** Forgets the session's conversation; its tasks stay. */
+  readonly resetMessages: (tenantId: TenantId, sessionId: SessionId, at: string) => Effect.Effect<void, RedisError>
+  /**
+   * Runs `f` whenever the store's connection is back after it was lost, for the life of the scope: what the
+   * server acknowledged just before it crashed may be gone, and the caller rewrites what it holds.
+   */
+  readonly onReconnect: (f: Effect.Effect<void>) => Effect.Effect<void, never, Scope.Scope>
+}>() {}
+
+const sessionKey = (tenantId: TenantId, sessionId: string) => `${tenantId}/${sessionId}`
+
+/** Options of `layerMemory`. */
+export interface MemoryOptions {
+  /** Task records kept; the oldest are dropped first. Default 100 000. */
+  readonly maxTasks?: number
+}
+
+/**
+ * In-process storage: the embedded default and unit tests. Records are replaced, never mutated, so holding the
+ * reference is as good as a copy. Bounded by `maxTasks` records (the oldest go first).
+ */
+export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore> =>
+  Layer.sync(TaskStore, () => {
+    const maxTasks = Math.max(1, options?.maxTasks ?? 100_000)
+    const tasks = new Map<string, TaskRecord>()
+    const sessions = new Map<string, { task_ids: Array<TaskId>; messages: Array<ChatMessage>; updated_at: string }>()
+    const sessionOf = (tenantId: TenantId, sessionId: string, at: string) => {
+      const key = sessionKey(tenantId, sessionId)
+      let entry = sessions.get(key)
+      if (!entry) sessions.set(key, entry = { task_ids: [], messages: [], updated_at: at })
+      entry.updated_at = at
+      return entry
+    }
+    return TaskStore.of({
+      get: (tenantId, taskId) => Effect.sync(() => Option.fromNullable(tasks.get(`${tenantId}/${taskId}`))),
+      put: (tenantId, record, options) =>
+        Effect.sync(() => {
+          const key = `${tenantId}/${record.task.task_id}`
+          tasks.set(key, record)
+          const session = sessionOf(tenantId, record.task.session_id, record.task.updated_at)
+          if (options?.created) {
+            session.task_ids.push(record.task.task_id)
+            if (tasks.size > maxTasks) tasks.delete(tasks.keys().next().value!)
+          }
+        }),
+      appendMessages: (tenantId, sessionId, messages, at) =>
+        Effect.sync(() => void sessionOf(tenantId, sessionId, at).messages.push(...messages)),
+      recentMessages: (tenantId, sessionId, budget) =>
+        Effect.sync(() => trimHistory(sessions.get(sessionKey(tenantId, sessionId))?.messages ?? [], budget)),
+      summary: (tenantId, sessionId) =>
+        Effect.sync(() =>
+          Option.map(Option.fromNullable(sessions.get(sessionKey(tenantId, sessionId))), (s) => ({
+            task_ids: [...s.task_ids],
+            message_count: s.messages.length,
+            updated_at: s.updated_at
+          }))
+        ),
+      resetMessages: (tenantId, sessionId, at) =>
+        Effect.sync(() => {
+          const session = sessions.get(sessionKey(tenantId, sessionId))
+          if (session) {
+            session.messages = []
+            session.updated_at = at
+          }
+        }),
+      onReconnect: () => Effect.void
+    })
+  })
+
+/** Options of `layerRedis`. */
+export interface RedisOptions {
+  /** First segment of every key, so deployments (or test runs) can share a Redis. Default `altan`. */
+  readonly prefix?: string
+  /** A task, or a session, neither written nor read for this long is dropped by Redis. Default 7 days. */
+  readonly ttl?: Duration.DurationInput
+}
+
+const recordJson = Schema.parseJson(TaskRecord)
+const encodeRecord = Schema.encode(recordJson)
+const decodeRecord = Schema.decodeUnknown(recordJson)
+const messageJson = Schema.parseJson(ChatMessage)
+const encodeMessage = Schema.encode(messageJson)
+const decodeMessage = Schema.decodeUnknown(messageJson)
+
+/** Messages read at a time, newest first, when collecting a conversation's recent part. */
+const page = 64
+
+/**
+ * Tasks and conversations in Redis. Keys (`{tenant/session}` is the session's hash tag, so a session's keys share a
+ * Cluster slot and a `MULTI` over them stays valid):
+ *
+ * - `<prefix>:t:<tenant>:tr:{tenant/session}:<task>`: the task's record (`TaskRecord` JSON), rewritten per transition;
+ * - `<prefix>:t:<tenant>:st:{tenant/session}`: the session's task ids, a list appended to;
+ * - `<prefix>:t:<tenant>:sm:{tenant/session}`: its conversation, a list of message JSON appended to;
+ * - `<prefix>:t:<tenant>:sh:{tenant/session}`: its summary fields (`updated_at`), a hash.
+ *
+ * A write is one `MULTI` touching a task's record and the session's small keys, each with `PX ttl`, so its cost does
+ * not grow with the session's history; a task read is one `GETEX`, which refreshes the record's TTL. A record that
+ * does not decode fails the read (treating it as absent would let the next write drop what it holds). Redis
+ * failures are `RedisError`s: the caller decides to retry or to answer 503.
+ */
+export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never, Redis> =>
+  Layer.effect(
+    TaskStore,
+    Effect.gen(function*() {
+      const redis = yield* Redis
+      const { client } = redis
+      const prefix = yield* checkPrefix(options?.prefix ?? "altan")
+      const px = ttlMillis(options?.ttl ?? Duration.days(7))
+      const keyOf = (kind: string, tenantId: TenantId, sessionId: string) =>
+        `${prefix}:t:${tenantId}:${kind}:${sessionTag(tenantId, sessionId)}`
+      const recordKey = (tenantId: TenantId, sessionId: string, taskId: string) =>
+        `${keyOf("tr", tenantId, sessionId)}:${taskId}`
+      const sessionOfTask = (taskId: TaskId) => taskId.slice(0, taskId.lastIndexOf("."))
+
+      const exec = (operation: string, build: (multi: ReturnType<typeof client.multi>) => void) =>
+        attempt(operation, async () => {
+          const multi = client.multi()
+          build(multi)
+          const results = await multi.exec()
+          if (results === null) throw new Error("transaction aborted")
+          for (const [error] of results) if (error) throw error
+          return results.map(([, value]) => value)
+        })
+      const corrupt = (what: string, message: string) =>
+        new RedisError({ message: `${what} does not decode (refusing to treat it as absent): ${message}` })
+      const touchSession = (multi: ReturnType<typeof client.multi>, tenantId: TenantId, sessionId: string, at: string) =>
+        multi.hset(keyOf("sh", tenantId, sessionId), "updated_at", at).pexpire(keyOf("sh", tenantId, sessionId), px)
+
+      return TaskStore.of({
+        get: (tenantId, taskId) =>
+          Effect.gen(function*() {
+            const key = recordKey(tenantId, sessionOfTask(taskId), taskId)
+            const raw = yield* attempt("GETEX", () => client.getex(key, "PX", px))
+            if (raw === null) return Option.none()
+            const record = yield* decodeRecord(raw).pipe(Effect.mapError((e) => corrupt(key, e.message)))
+            if (record.task.task_id !== taskId) return yield* corrupt(key, "it holds another task")
+            return Option.some(record)
+          }),
+
+        put: (tenantId, record, options) =>
+          Effect.gen(function*() {
+            const { session_id: sessionId, task_id: taskId, updated_at: at } = record.task
+            const json = yield* encodeRecord(record).pipe(
+              Effect.mapError((e) => new RedisError({ message: `cannot encode task ${taskId}: ${e.message}` }))
+            )
+            yield* exec("write task", (multi) => {
+              multi.set(recordKey(tenantId, sessionId, taskId), json, "PX", px)
+              if (options?.created) {
+                const list = keyOf("st", tenantId, sessionId)
+                multi.rpush(list, taskId).pexpire(list, px)
+              }
+              touchSession(multi, tenantId, sessionId, at)
+            })
+          }),
+
+        appendMessages: (tenantId, sessionId, messages, at) =>
+          Effect.gen(function*() {
+            if (messages.length === 0) return
+            const encoded = yield* Effect.forEach(messages, (m) => encodeMessage(m)).pipe(
+              Effect.mapError((e) => new RedisError({ message: `cannot encode a message: ${e.message}` }))
+            )
+            const list = keyOf("sm", tenantId, sessionId)
+            yield* exec("append messages", (multi) => {
+              multi.rpush(list, ...encoded).pexpire(list, px)
+              touchSession(multi, tenantId, sessionId, at)
+            })
+          }),
+
+        recentMessages: (tenantId, sessionId, budget) =>
+          Effect.gen(function*() {
+            const list = keyOf("sm", tenantId, sessionId)
+            // newest first, a page at a time, until the budget is spent or the conversation's start is reached
+            const newest: Array<ChatMessage> = []
+            let chars = 0
+            for (let from = 0;; from += page) {
+              const raw = yield* attempt("LRANGE", () => client.lrange(list, -(from + page), -(from + 1)))
+              for (let i = raw.length - 1; i >= 0; i--) {
+                const message = yield* decodeMessage(raw[i]).pipe(Effect.mapError((e) => corrupt(list, e.message)))
+                newest.push(message)
+                chars += messageSize(message)
+              }
+              if (raw.length < page || chars > budget) break
+            }
+            return trimHistory(newest.reverse(), budget)
+          }),
+
+        summary: (tenantId, sessionId) =>
+          Effect.gen(function*() {
+            const [ids, count, at] = (yield* exec("session summary", (multi) => {
+              multi.lrange(keyOf("st", tenantId, sessionId), 0, -1)
+                .llen(keyOf("sm", tenantId, sessionId))
+                .hget(keyOf("sh", tenantId, sessionId), "updated_at")
+            })) as [Array<string>, number, string | null]
+            if (at === null) return Option.none()
+            return Option.some({ task_ids: ids as Array<TaskId>, message_count: count, updated_at: at })
+          }),
+
+        resetMessages: (tenantId, sessionId, at) =>
+          exec("reset messages", (multi) => {
+            multi.del(keyOf("sm", tenantId, sessionId))
+            touchSession(multi, tenantId, sessionId, at)
+          }).pipe(Effect.asVoid),
+
+        onReconnect: (f) =>
+          Effect.gen(function*() {
+            const runtime = yield* Effect.runtime<never>()
+            yield* Effect.acquireRelease(
+              Effect.sync(() => redis.onReconnect(() => void Runtime.runFork(runtime)(f))),
+              (unregister) => Effect.sync(unregister)
+            )
+          })
+      })
+    })
+  )

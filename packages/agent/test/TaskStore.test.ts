@@ -1,0 +1,184 @@
+import type { SessionId, TaskId, TenantId, ToolId } from "@altan/domain/Ids"
+import type { ChatMessage } from "@altan/domain/Llm"
+import { emptyUsage, type Task } from "@altan/domain/Task"
+import { expect, layer } from "@effect/vitest"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import { Redis } from "../src/Redis.js"
+import * as TaskStore from "../src/TaskStore.js"
+import { cleanup, redisLayer, uniquePrefix, withClient } from "./redis.js"
+
+const prefix = uniquePrefix()
+const ttl = Duration.minutes(1)
+const ttlMs = Duration.toMillis(ttl)
+const acme = "acme" as TenantId
+const globex = "globex" as TenantId
+
+/** A store and the connection it uses; every `Effect.provide` opens a new connection. */
+const redisStore = TaskStore.layerRedis({ prefix, ttl }).pipe(Layer.provideMerge(redisLayer("altan-taskstore-test")))
+const recordKey = (tenant: string, session: string, task: string) => `${prefix}:t:${tenant}:tr:{${tenant}/${session}}:${task}`
+
+const task = (session: string, suffix: string, at = "2024-05-01T10:00:00.003Z"): Task => ({
+  task_id: `${session}.${suffix}` as TaskId,
+  session_id: session as SessionId,
+  status: "running",
+  input: { steps: [{ id: "a", tool: "text.upper" as ToolId, input: { text: "hi" } }] },
+  steps: [{ id: "a", tool: "text.upper", status: "running", input: { text: "hi" }, attempts: 1 }],
+  usage: { ...emptyUsage, tool_calls: 1 },
+  created_at: "2024-05-01T10:00:00.000Z",
+  updated_at: at
+})
+const record = (t: Task): TaskStore.TaskRecord => ({ task: t, specs: [], on_unknown_outcome: "fail" })
+const store = TaskStore.TaskStore
+
+/** What every implementation must do. */
+const contract = Effect.gen(function*() {
+  const s = yield* store
+  const session = `c${Math.random().toString(36).slice(2, 8)}` as SessionId
+  const first = task(session, "a")
+  yield* s.put(acme, record(first), { created: true })
+  expect(yield* s.get(acme, first.task_id)).toEqual(Option.some(record(first)))
+  // a transition rewrites the whole record
+  const done = { ...first, status: "succeeded" as const, output: { text: "HI" }, updated_at: "2024-05-01T10:00:01.000Z" }
+  yield* s.put(acme, record(done))
+  expect(Option.getOrThrow(yield* s.get(acme, first.task_id)).task).toEqual(done)
+  yield* s.put(acme, record(task(session, "b")), { created: true })
+  // another tenant never sees it, whatever the ids
+  expect(yield* s.get(globex, first.task_id)).toEqual(Option.none())
+  expect(yield* s.summary(globex, session)).toEqual(Option.none())
+  expect(yield* s.get(acme, `${session}.nosuch` as TaskId)).toEqual(Option.none())
+
+  // the conversation is appended to, and read back newest-first within a budget, cut at user messages
+  const turn = (i: number): Array<ChatMessage> => [
+    { role: "user", content: `question ${i}` },
+    { role: "assistant", content: `answer ${i}`.padEnd(40, ".") }
+  ]
+  for (let i = 0; i < 100; i++) yield* s.appendMessages(acme, session, turn(i), "2024-05-01T10:00:02.000Z")
+  const summary = Option.getOrThrow(yield* s.summary(acme, session))
+  expect(summary).toEqual({
+    task_ids: [first.task_id, `${session}.b`],
+    message_count: 200,
+    updated_at: "2024-05-01T10:00:02.000Z"
+  })
+  const recent = yield* s.recentMessages(acme, session, 500)
+  expect(recent[0]).toEqual({ role: "user", content: `question ${100 - recent.length / 2}` })
+  expect(recent.at(-1)).toEqual(turn(99)[1])
+  expect(recent.reduce((n, m) => n + (m.content?.length ?? 0), 0)).toBeLessThanOrEqual(500)
+  expect(recent.length).toBeGreaterThan(2)
+  // all of it when the budget allows (more than one page of the Redis list)
+  expect((yield* s.recentMessages(acme, session, 1_000_000)).length).toBe(200)
+
+  yield* s.resetMessages(acme, session, "2024-05-01T10:00:03.000Z")
+  expect(Option.getOrThrow(yield* s.summary(acme, session)).message_count).toBe(0)
+  expect(yield* s.recentMessages(acme, session, 1000)).toEqual([])
+  // the tasks stay
+  expect(Option.isSome(yield* s.get(acme, first.task_id))).toBe(true)
+})
+
+layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
+  it.effect("memory: records, session lists and conversations", () =>
+    contract.pipe(Effect.provide(TaskStore.layerMemory())))
+
+  it.effect("redis: records, session lists and conversations", () => contract.pipe(Effect.provide(redisStore)))
+
+  it.effect("redis: what one connection wrote, a new one reads; keys carry the TTL and reads refresh it", () =>
+    Effect.gen(function*() {
+      const t = task("trip", "a")
+      yield* Effect.flatMap(store, (s) => s.put(acme, record(t), { created: true })).pipe(Effect.provide(redisStore))
+      const loaded = yield* Effect.flatMap(store, (s) => s.get(acme, t.task_id)).pipe(Effect.provide(redisStore))
+      expect(Option.getOrThrow(loaded)).toEqual(record(t))
+      const key = recordKey(acme, "trip", t.task_id)
+      yield* withClient((client) => client.pexpire(key, 1_000))
+      yield* Effect.flatMap(store, (s) => s.get(acme, t.task_id)).pipe(Effect.provide(redisStore))
+      expect(yield* withClient((client) => client.pttl(key))).toBeGreaterThan(ttlMs - 5_000)
+    }))
+
+  it.effect("redis: a task's write costs the same at the 300th task of a session as at the 10th", () =>
+    Effect.gen(function*() {
+      const s = yield* store
+      const { client } = yield* Redis
+      const info = (yield* Effect.promise(() => client.client("INFO"))) as string
+      const address = /addr=(\S+)/.exec(info)![1]!
+      // MONITOR on another connection, keeping what the store's connection sends and how many bytes
+      const monitor = yield* Effect.acquireRelease(
+        withClient((c) => c.monitor()),
+        (m) => Effect.sync(() => m.disconnect())
+      )
+      let seen: Array<{ command: string; bytes: number }> = []
+      monitor.on("monitor", (_time: string, args: Array<string>, source: string) => {
+        if (source === address) {
+          seen.push({ command: args[0]!.toLowerCase(), bytes: args.reduce((n, a) => n + Buffer.byteLength(a), 0) })
+        }
+      })
+      const sent = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        Effect.gen(function*() {
+          seen = []
+          yield* effect
+          // a marker on the same connection: once MONITOR shows it, it has shown everything before it
+          yield* Effect.promise(() => client.ping("marker"))
+          while (!seen.some((c) => c.command === "ping")) yield* Effect.sleep("2 millis")
+          return seen.slice(0, seen.findIndex((c) => c.command === "ping"))
+        })
+      const lifecycle = (i: number) =>
+        Effect.gen(function*() {
+          const t = task("long", `t${i}`)
+          const created = yield* sent(s.put(acme, record(t), { created: true }))
+          const done = yield* sent(s.put(acme, record({ ...t, status: "succeeded", output: { n: i } })))
+          const messages = yield* sent(s.appendMessages(acme, "long" as SessionId, [
+            { role: "user", content: `q${i}` },
+            { role: "assistant", content: `a${i}` }
+          ], t.updated_at))
+          return [...created, ...done, ...messages]
+        })
+      const tenth = yield* Effect.gen(function*() {
+        let at10: Array<{ command: string; bytes: number }> = []
+        for (let i = 1; i <= 300; i++) {
+          const commands = yield* lifecycle(i)
+          if (i === 10) at10 = commands
+          if (i === 300) return { at10, at300: commands }
+        }
+        return { at10, at300: at10 }
+      })
+      expect(tenth.at300.map((c) => c.command)).toEqual(tenth.at10.map((c) => c.command))
+      expect(tenth.at10.map((c) => c.command)).toEqual([
+        "multi", "set", "rpush", "pexpire", "hset", "pexpire", "exec",
+        "multi", "set", "hset", "pexpire", "exec",
+        "multi", "rpush", "pexpire", "hset", "pexpire", "exec"
+      ])
+      const bytes = (cs: ReadonlyArray<{ bytes: number }>) => cs.reduce((n, c) => n + c.bytes, 0)
+      // the same up to the digits of the ids
+      expect(Math.abs(bytes(tenth.at300) - bytes(tenth.at10))).toBeLessThan(20)
+    }).pipe(Effect.scoped, Effect.provide(redisStore)))
+
+  it.effect("redis: a record that does not decode is an error, never an absent task", () =>
+    Effect.gen(function*() {
+      const key = recordKey(acme, "corrupt", "corrupt.a")
+      yield* withClient((client) => client.set(key, "{\"not\": \"a task\"}", "PX", 60_000))
+      const error = yield* Effect.flip(Effect.flatMap(store, (s) => s.get(acme, "corrupt.a" as TaskId)))
+      expect(error._tag).toBe("RedisError")
+      expect(error.message).toContain("does not decode")
+      expect(yield* withClient((client) => client.get(key))).toBe("{\"not\": \"a task\"}")
+    }).pipe(Effect.provide(redisStore)))
+
+  it.effect("redis: a lost connection, once back, runs what was registered to rewrite state", () =>
+    Effect.gen(function*() {
+      const s = yield* store
+      let reconnects = 0
+      yield* s.onReconnect(Effect.sync(() => void reconnects++))
+      // the server drops the store's connection; ioredis reconnects by itself
+      yield* withClient(async (client) => {
+        const list = (await client.client("LIST")) as string
+        const ids = list.split("\n").filter((l) => l.includes(" name=altan-taskstore-test ")).map((l) =>
+          /id=(\d+)/.exec(l)![1]!
+        )
+        for (const id of ids) await client.client("KILL", "ID", id)
+      })
+      while (reconnects === 0) yield* Effect.sleep("20 millis")
+      expect(reconnects).toBe(1)
+      // and the store works again
+      yield* s.put(acme, record(task("back", "a")), { created: true })
+      expect(Option.isSome(yield* s.get(acme, "back.a" as TaskId))).toBe(true)
+    }).pipe(Effect.scoped, Effect.provide(redisStore)), { timeout: 15_000 })
+})
