@@ -2,7 +2,8 @@ import { llmProvider } from "@altan/domain/Connection"
 import type { TaskId } from "@altan/domain/Ids"
 import type { ChatMessage, Completion } from "@altan/domain/Llm"
 import type { Task, TaskError, Turn } from "@altan/domain/Task"
-import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
+import type { ToolWorker } from "@altan/domain/ToolWorker"
+import { catalogId } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Schedule from "effect/Schedule"
@@ -141,7 +142,9 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         yield* callTools(turn, last.tool_calls!)
         continue
       }
-      if (last.role === "assistant") return yield* finish(last.content)
+      if (last.role === "assistant") {
+        return yield* finish(last.content)
+      }
       if (turn >= maxSteps) {
         return yield* fail({ code: "max_steps", message: `no final answer after ${maxSteps} LLM turns` })
       }
@@ -160,7 +163,11 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
       }).pipe(
         Effect.timeoutFail({
           duration: ctx.stepTimeout,
-          onTimeout: () => ({ _tag: "StepTimedOut" as const, code: "timeout", message: "the LLM did not answer in time" })
+          onTimeout: () => ({
+            _tag: "StepTimedOut" as const,
+            code: "timeout",
+            message: "the LLM did not answer in time"
+          })
         }),
         Effect.either
       )
@@ -187,7 +194,9 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         {
           llm_id: completion.llm_id,
           attempts: completion.attempts,
-          tool_calls: completion.tool_calls.map((c) => c.name),
+          tool_calls: completion.tool_calls.map((c) =>
+            c.name
+          ),
           ...completion.usage
         },
         completion.tool_calls.length > 0

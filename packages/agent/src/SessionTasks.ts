@@ -109,7 +109,10 @@ export const make = (
     const emit: SessionTasks["emit"] = (taskId, type, extra = {}) =>
       Effect.gen(function*() {
         const at = yield* now
-        yield* durably(`event ${type} of ${taskId}`, events.append(tenantId, taskId, { type, task_id: taskId, at, ...extra }))
+        yield* durably(
+          `event ${type} of ${taskId}`,
+          events.append(tenantId, taskId, { type, task_id: taskId, at, ...extra })
+        )
         const entry = entries.get(taskId)
         if (entry) yield* auditTask(entry.record.task, type)
       })

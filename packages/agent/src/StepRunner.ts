@@ -1,4 +1,4 @@
-import { Connection } from "@altan/domain/Connection"
+import type { Connection } from "@altan/domain/Connection"
 import type { TaskId, TenantId } from "@altan/domain/Ids"
 import type { TaskError } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
@@ -112,7 +112,13 @@ export const runStep = (
             steps: r.task.steps.map((s) => {
               if (s.id !== stepId) return s
               const { error: _, ...rest } = s
-              return { ...rest, status: "running", input, attempts: attempt, started_at: new Date(startedMs).toISOString() }
+              return {
+                ...rest,
+                status: "running",
+                input,
+                attempts: attempt,
+                started_at: new Date(startedMs).toISOString()
+              }
             })
           }
         }))

@@ -60,7 +60,10 @@ export class TaskStore extends Context.Tag("@altan/agent/TaskStore")<TaskStore, 
     budget: number
   ) => Effect.Effect<ReadonlyArray<ChatMessage>, RedisError>
   /** The session's summary; none when it never had a task nor a message. */
-  readonly summary: (tenantId: TenantId, sessionId: SessionId) => Effect.Effect<Option.Option<SessionSummary>, RedisError>
+  readonly summary: (
+    tenantId: TenantId,
+    sessionId: SessionId
+  ) => Effect.Effect<Option.Option<SessionSummary>, RedisError>
   /** Forgets the session's conversation; its tasks stay. */
   readonly resetMessages: (tenantId: TenantId, sessionId: SessionId, at: string) => Effect.Effect<void, RedisError>
   /**
@@ -187,8 +190,12 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
         })
       const corrupt = (what: string, message: string) =>
         new RedisError({ message: `${what} does not decode (refusing to treat it as absent): ${message}` })
-      const touchSession = (multi: ReturnType<typeof client.multi>, tenantId: TenantId, sessionId: string, at: string) =>
-        multi.hset(keyOf("sh", tenantId, sessionId), "updated_at", at).pexpire(keyOf("sh", tenantId, sessionId), px)
+      const touchSession = (
+        multi: ReturnType<typeof client.multi>,
+        tenantId: TenantId,
+        sessionId: string,
+        at: string
+      ) => multi.hset(keyOf("sh", tenantId, sessionId), "updated_at", at).pexpire(keyOf("sh", tenantId, sessionId), px)
 
       return TaskStore.of({
         get: (tenantId, taskId) =>

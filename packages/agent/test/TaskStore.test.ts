@@ -18,7 +18,8 @@ const globex = "globex" as TenantId
 
 /** A store and the connection it uses; every `Effect.provide` opens a new connection. */
 const redisStore = TaskStore.layerRedis({ prefix, ttl }).pipe(Layer.provideMerge(redisLayer("altan-taskstore-test")))
-const recordKey = (tenant: string, session: string, task: string) => `${prefix}:t:${tenant}:tr:{${tenant}/${session}}:${task}`
+const recordKey = (tenant: string, session: string, task: string) =>
+  `${prefix}:t:${tenant}:tr:{${tenant}/${session}}:${task}`
 
 const task = (session: string, suffix: string, at = "2024-05-01T10:00:00.003Z"): Task => ({
   task_id: `${session}.${suffix}` as TaskId,
@@ -41,7 +42,12 @@ const contract = Effect.gen(function*() {
   yield* s.put(acme, record(first), { created: true })
   expect(yield* s.get(acme, first.task_id)).toEqual(Option.some(record(first)))
   // a transition rewrites the whole record
-  const done = { ...first, status: "succeeded" as const, output: { text: "HI" }, updated_at: "2024-05-01T10:00:01.000Z" }
+  const done = {
+    ...first,
+    status: "succeeded" as const,
+    output: { text: "HI" },
+    updated_at: "2024-05-01T10:00:01.000Z"
+  }
   yield* s.put(acme, record(done))
   expect(Option.getOrThrow(yield* s.get(acme, first.task_id)).task).toEqual(done)
   yield* s.put(acme, record(task(session, "b")), { created: true })
@@ -143,9 +149,24 @@ layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
       })
       expect(tenth.at300.map((c) => c.command)).toEqual(tenth.at10.map((c) => c.command))
       expect(tenth.at10.map((c) => c.command)).toEqual([
-        "multi", "set", "rpush", "pexpire", "hset", "pexpire", "exec",
-        "multi", "set", "hset", "pexpire", "exec",
-        "multi", "rpush", "pexpire", "hset", "pexpire", "exec"
+        "multi",
+        "set",
+        "rpush",
+        "pexpire",
+        "hset",
+        "pexpire",
+        "exec",
+        "multi",
+        "set",
+        "hset",
+        "pexpire",
+        "exec",
+        "multi",
+        "rpush",
+        "pexpire",
+        "hset",
+        "pexpire",
+        "exec"
       ])
       const bytes = (cs: ReadonlyArray<{ bytes: number }>) => cs.reduce((n, c) => n + c.bytes, 0)
       // the same up to the digits of the ids
@@ -162,23 +183,27 @@ layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
       expect(yield* withClient((client) => client.get(key))).toBe("{\"not\": \"a task\"}")
     }).pipe(Effect.provide(redisStore)))
 
-  it.effect("redis: a lost connection, once back, runs what was registered to rewrite state", () =>
-    Effect.gen(function*() {
-      const s = yield* store
-      let reconnects = 0
-      yield* s.onReconnect(Effect.sync(() => void reconnects++))
-      // the server drops the store's connection; ioredis reconnects by itself
-      yield* withClient(async (client) => {
-        const list = (await client.client("LIST")) as string
-        const ids = list.split("\n").filter((l) => l.includes(" name=altan-taskstore-test ")).map((l) =>
-          /id=(\d+)/.exec(l)![1]!
-        )
-        for (const id of ids) await client.client("KILL", "ID", id)
-      })
-      while (reconnects === 0) yield* Effect.sleep("20 millis")
-      expect(reconnects).toBe(1)
-      // and the store works again
-      yield* s.put(acme, record(task("back", "a")), { created: true })
-      expect(Option.isSome(yield* s.get(acme, "back.a" as TaskId))).toBe(true)
-    }).pipe(Effect.scoped, Effect.provide(redisStore)), { timeout: 15_000 })
+  it.effect(
+    "redis: a lost connection, once back, runs what was registered to rewrite state",
+    () =>
+      Effect.gen(function*() {
+        const s = yield* store
+        let reconnects = 0
+        yield* s.onReconnect(Effect.sync(() => void reconnects++))
+        // the server drops the store's connection; ioredis reconnects by itself
+        yield* withClient(async (client) => {
+          const list = (await client.client("LIST")) as string
+          const ids = list.split("\n").filter((l) => l.includes(" name=altan-taskstore-test ")).map((l) =>
+            /id=(\d+)/.exec(l)![1]!
+          )
+          for (const id of ids) await client.client("KILL", "ID", id)
+        })
+        while (reconnects === 0) yield* Effect.sleep("20 millis")
+        expect(reconnects).toBe(1)
+        // and the store works again
+        yield* s.put(acme, record(task("back", "a")), { created: true })
+        expect(Option.isSome(yield* s.get(acme, "back.a" as TaskId))).toBe(true)
+      }).pipe(Effect.scoped, Effect.provide(redisStore)),
+    { timeout: 15_000 }
+  )
 })

@@ -195,6 +195,11 @@ describe("tenant isolation of configuration and connections", () => {
     // a vendor that echoes the credential it was sent in its error message, which ends up in the step error
     const echo = createServer((req, res) => {
       req.resume().on("end", () => {
+        if (req.url === "/ok") {
+          const token = String(req.headers.authorization).slice("Bearer ".length)
+          res.writeHead(200, { "content-type": "application/json" })
+          return res.end(JSON.stringify({ you_are: req.headers.authorization, [`key:${token}`]: true }))
+        }
         res.writeHead(401, { "content-type": "application/json" })
         res.end(JSON.stringify({ status: "error", message: `Authentication failed for ${req.headers.authorization}` }))
       })
@@ -219,6 +224,38 @@ describe("tenant isolation of configuration and connections", () => {
       })
       expect(echoed.body.status).toBe("failed")
       expect(echoed.body.steps[0].error.message).toContain("Authentication failed for <redacted>")
+
+      // one that echoes it in a good (2xx) answer: the output, the events and the next step see it masked
+      await call("PUT", "/v1/connections/echoer", adminA, { type: "api_key", secret: "slack_token", prefix: "Bearer " })
+      await call("PUT", "/v1/settings", adminA, {
+        ...settings,
+        egress_allowlist: [...settings.egress_allowlist, new URL(echoBase).host]
+      })
+      expect(
+        (await call("PUT", "/v1/tools/whoami", adminA, {
+          tool_id: "whoami",
+          name: "Who am I",
+          parameters: [],
+          endpoint: `${echoBase}/ok`,
+          method: "POST",
+          auth: "api_key",
+          provider: "echoer"
+        })).status
+      ).toBe(200)
+      const ok = await call("POST", "/v1/tasks", adminA, {
+        input: {
+          steps: [
+            { id: "who", tool: "whoami" },
+            { id: "say", tool: "text.template", input: { template: "{{x}}", variables: { x: { $ref: "who.output" } } } }
+          ]
+        }
+      })
+      expect(ok.body.status, ok.text).toBe("succeeded")
+      expect(ok.body.steps[0].output).toEqual({ you_are: "<redacted>", [`key:<redacted>`]: true })
+      expect(ok.text).not.toContain(secrets.slackToken)
+      const events = await call("GET", `/v1/tasks/${ok.body.task_id}/events`, adminA)
+      answers.push(events.text)
+      expect(events.text).toContain("task.succeeded")
     } finally {
       echo.closeAllConnections()
       await new Promise((r) => echo.close(r))

@@ -98,8 +98,25 @@ export const makeProbes = () => {
         return Effect.never
       })
   })
+  const effect = Tool.make({
+    id: "probe.effect",
+    name: "effect",
+    description: "A write with a side effect (counted per label), answered after `ms`.",
+    input: Schema.Struct({ label: Schema.String, ms: Schema.optionalWith(Schema.Number, { default: () => 0 }) }),
+    output: Schema.Struct({ label: Schema.String, n: Schema.Number }),
+    sideEffect: true,
+    run: ({ label, ms }) =>
+      Effect.gen(function*() {
+        calls.push({ tool: "probe.effect", input: { label } })
+        const n = calls.filter((c) =>
+          c.tool === "probe.effect" && (c.input as { label: string }).label === label
+        ).length
+        yield* Effect.sleep(ms)
+        return { label, n }
+      })
+  })
   return {
-    tools: [barrier, echo, fail, hang],
+    tools: [barrier, echo, fail, hang, effect],
     calls,
     maxInFlight: () => maxInFlight,
     reset: () => {
@@ -124,8 +141,10 @@ export const clusterLayer = (
     readonly egressAllow?: ReadonlyArray<string>
     /** Retry and circuit-breaker settings of the connections. */
     readonly resilience?: Partial<Resilience.ResilienceConfig["Type"]>
-    /** Keep sessions and events in this Redis, under `prefix`; memory otherwise. */
+    /** Keep sessions, events and the tool execution ledger in this Redis, under `prefix`; memory otherwise. */
     readonly redis?: { readonly url: string; readonly prefix: string }
+    /** The tool service's execution ledger, when a test sets it up itself. */
+    readonly ledger?: Layer.Layer<ExecutionLedger.ExecutionLedger>
   } = {}
 ) => {
   // one guard for the LLM gateway and the tools, as in production
@@ -153,7 +172,12 @@ export const clusterLayer = (
     ToolWorkerLive.pipe(
       Layer.provide(ToolRegistry.layerMemory({ extra: probes.tools })),
       Layer.provide(ToolCache.layerMemory()),
-      Layer.provide(ExecutionLedger.layerMemory()),
+      Layer.provide(
+        options.ledger ??
+          (options.redis
+            ? Layer.orDie(ExecutionLedger.layerRedis({ url: options.redis.url, prefix: options.redis.prefix }))
+            : ExecutionLedger.layerMemory())
+      ),
       Layer.provide(
         egress
       )

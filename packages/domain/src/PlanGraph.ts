@@ -1,7 +1,7 @@
+import * as Either from "effect/Either"
 import { InvalidRequest } from "./Errors.js"
 import type { Plan, PlanStep } from "./Task.js"
 import type { JsonSchema, ToolSpec } from "./ToolDefinition.js"
-import * as Either from "effect/Either"
 
 /** A `{"$ref": "<step>.output.<path>"}` found in a step's input. */
 export interface Ref {

@@ -138,19 +138,25 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
           }
         }
         const tools = [...new Set(plan.steps.map((s) => s.tool as string))]
-        const described = yield* Effect.forEach(tools, (tool) =>
-          workers(entityId(principal.tenantId, tool)).Describe().pipe(
-            Effect.map(Option.some),
-            Effect.catchTag("ToolNotFound", () => Effect.succeed(Option.none<ToolSpec>()))
-          ), { concurrency: "unbounded" }).pipe(
-            Effect.timeoutFail({
-              duration: describeWait,
-              onTimeout: () => ({ _tag: "no answer in time" as const })
-            }),
-            Effect.mapError((e) =>
-              new Unavailable({ message: `the tool service could not describe the plan's tools (${e._tag}); retry later` })
-            )
+        const described = yield* Effect.forEach(
+          tools,
+          (tool) =>
+            workers(entityId(principal.tenantId, tool)).Describe().pipe(
+              Effect.map(Option.some),
+              Effect.catchTag("ToolNotFound", () => Effect.succeed(Option.none<ToolSpec>()))
+            ),
+          { concurrency: "unbounded" }
+        ).pipe(
+          Effect.timeoutFail({
+            duration: describeWait,
+            onTimeout: () => ({ _tag: "no answer in time" as const })
+          }),
+          Effect.mapError((e) =>
+            new Unavailable({
+              message: `the tool service could not describe the plan's tools (${e._tag}); retry later`
+            })
           )
+        )
         const specs = new Map<string, ToolSpec>()
         tools.forEach((tool, i) => Option.map(described[i]!, (spec) => specs.set(tool, spec)))
         for (const [i, step] of plan.steps.entries()) {

@@ -84,46 +84,49 @@ const defaultTtl = Duration.hours(24)
 
 /** In-process ledger: the embedded runtime (one process, so one ledger) and tests. Entries expire after `ttl`. */
 export const layerMemory = (options?: { readonly ttl?: Duration.DurationInput }): Layer.Layer<ExecutionLedger> =>
-  Layer.sync(ExecutionLedger, () => {
-    const ttl = Duration.toMillis(options?.ttl ?? defaultTtl)
-    // insertion order is creation order, so expired entries are at the front
-    const entries = new Map<string, { entry: Entry; readonly expiresAt: number; leaseUntil: number }>()
-    const sweep = (now: number) => {
-      for (const [key, { expiresAt }] of entries) {
-        if (expiresAt > now) break
-        entries.delete(key)
-      }
+  Layer.sync(ExecutionLedger, () => makeMemory(options))
+
+/** The in-process ledger itself (tests hold it to look at, or set up, what a crashed runner left). */
+export const makeMemory = (options?: { readonly ttl?: Duration.DurationInput }): ExecutionLedger["Type"] => {
+  const ttl = Duration.toMillis(options?.ttl ?? defaultTtl)
+  // insertion order is creation order, so expired entries are at the front
+  const entries = new Map<string, { entry: Entry; readonly expiresAt: number; leaseUntil: number }>()
+  const sweep = (now: number) => {
+    for (const [key, { expiresAt }] of entries) {
+      if (expiresAt > now) break
+      entries.delete(key)
     }
-    const claimAt = (key: string) => {
-      const now = Date.now()
-      sweep(now)
-      const found = entries.get(key)
-      return claimOf(found?.entry, found !== undefined && found.leaseUntil > now)
-    }
-    return ExecutionLedger.of({
-      claim: (tenantId, toolId, key, started) =>
-        Effect.sync(() => {
-          const k = entryKey(tenantId, toolId, key)
-          const existing = claimAt(k)
-          if (existing._tag !== "Claimed") return existing
-          const now = Date.now()
-          entries.set(k, { entry: { state: "started", ...started }, expiresAt: now + ttl, leaseUntil: now + leaseMillis })
-          return existing
-        }),
-      renew: (tenantId, toolId, key) =>
-        Effect.sync(() => {
-          const found = entries.get(entryKey(tenantId, toolId, key))
-          if (found) found.leaseUntil = Date.now() + leaseMillis
-        }),
-      finish: (tenantId, toolId, key, outcome) =>
-        Effect.sync(() => {
-          const k = entryKey(tenantId, toolId, key)
-          const expiresAt = entries.get(k)?.expiresAt ?? Date.now() + ttl
-          entries.set(k, { entry: { state: "done", outcome }, expiresAt, leaseUntil: 0 })
-        }),
-      read: (tenantId, toolId, key) => Effect.sync(() => claimAt(entryKey(tenantId, toolId, key)))
-    })
+  }
+  const claimAt = (key: string) => {
+    const now = Date.now()
+    sweep(now)
+    const found = entries.get(key)
+    return claimOf(found?.entry, found !== undefined && found.leaseUntil > now)
+  }
+  return ExecutionLedger.of({
+    claim: (tenantId, toolId, key, started) =>
+      Effect.sync(() => {
+        const k = entryKey(tenantId, toolId, key)
+        const existing = claimAt(k)
+        if (existing._tag !== "Claimed") return existing
+        const now = Date.now()
+        entries.set(k, { entry: { state: "started", ...started }, expiresAt: now + ttl, leaseUntil: now + leaseMillis })
+        return existing
+      }),
+    renew: (tenantId, toolId, key) =>
+      Effect.sync(() => {
+        const found = entries.get(entryKey(tenantId, toolId, key))
+        if (found) found.leaseUntil = Date.now() + leaseMillis
+      }),
+    finish: (tenantId, toolId, key, outcome) =>
+      Effect.sync(() => {
+        const k = entryKey(tenantId, toolId, key)
+        const expiresAt = entries.get(k)?.expiresAt ?? Date.now() + ttl
+        entries.set(k, { entry: { state: "done", outcome }, expiresAt, leaseUntil: 0 })
+      }),
+    read: (tenantId, toolId, key) => Effect.sync(() => claimAt(entryKey(tenantId, toolId, key)))
   })
+}
 
 /**
  * The ledger in Redis, shared by every tool runner, so an execution started on a runner that died is known to
@@ -164,7 +167,10 @@ export const layerRedis = (
           const entry = JSON.stringify({ state: "started", ...started } satisfies Entry)
           const attempt = (left: number): Effect.Effect<Claim, LedgerUnavailable> =>
             Effect.gen(function*() {
-              const claimed = yield* run("claim", () => client.eval(claimScript, 2, k, `${k}:lease`, entry, px, leaseMillis))
+              const claimed = yield* run(
+                "claim",
+                () => client.eval(claimScript, 2, k, `${k}:lease`, entry, px, leaseMillis)
+              )
               if (claimed === 1) return { _tag: "Claimed" } as const
               const claim = yield* readClaim(k)
               // expired between the two commands: claim again

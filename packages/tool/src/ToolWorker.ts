@@ -17,7 +17,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
-import { type Claim, ExecutionLedger, type LedgerUnavailable, leaseMillis, type Outcome } from "./ExecutionLedger.js"
+import { type Claim, ExecutionLedger, leaseMillis, type LedgerUnavailable, type Outcome } from "./ExecutionLedger.js"
 import { cacheKey, ToolCache } from "./ToolCache.js"
 import { ToolRegistry } from "./ToolRegistry.js"
 
@@ -68,10 +68,12 @@ const unknownOutcome = (toolId: string) =>
 const toOutcome = (exit: Exit.Exit<ToolResult, ToolFailed>): Outcome =>
   Exit.isSuccess(exit)
     ? { ok: { output: exit.value.output } }
-    : { failed: Option.match(Cause.failureOption(exit.cause), {
-      onNone: () => ({ message: Cause.pretty(exit.cause), retryable: false }),
-      onSome: (e) => toolFailedFields(e)
-    }) }
+    : {
+      failed: Option.match(Cause.failureOption(exit.cause), {
+        onNone: () => ({ message: Cause.pretty(exit.cause), retryable: false }),
+        onSome: (e) => toolFailedFields(e)
+      })
+    }
 
 const fromOutcome = (outcome: Outcome): Effect.Effect<ToolResult, ToolFailed> =>
   "ok" in outcome
@@ -283,7 +285,9 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
               ? once(payload.execution_key, tool.spec, run)
               : run).pipe(
                 // the headers of this execution (none when the outcome came from the ledger)
-                Effect.mapError((e) => rateHeaders !== undefined ? new ToolFailed({ ...toolFailedFields(e), rate_headers: rateHeaders }) : e)
+                Effect.mapError((e) =>
+                  rateHeaders !== undefined ? new ToolFailed({ ...toolFailedFields(e), rate_headers: rateHeaders }) : e
+                )
               )
             if (key) yield* cache.set(key, result.output)
             return { ...result, ...(rateHeaders ? { rate_headers: rateHeaders } : {}) }
