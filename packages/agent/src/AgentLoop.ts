@@ -6,11 +6,10 @@ import type { ToolWorker } from "@altan/domain/ToolWorker"
 import { catalogId } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Schedule from "effect/Schedule"
 import type { AgentConfig } from "./AgentConfig.js"
 import { systemPrompt, toolResult } from "./Conversation.js"
 import { durably, now } from "./SessionTasks.js"
-import { runStep, type StepContext } from "./StepRunner.js"
+import { askAgain, notTaken, runStep, type StepContext } from "./StepRunner.js"
 import type { TaskStore } from "./TaskStore.js"
 
 /** What the agent loop needs besides a step's context. */
@@ -40,7 +39,8 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
     const fail = (error: TaskError) => tasks.updateTask(taskId, (t) => ({ ...t, status: "failed", error }))
 
     const catalog = yield* ctx.toolWorker(catalogId(tenantId)).List().pipe(
-      Effect.retry({ times: 5, schedule: Schedule.exponential("200 millis") }),
+      Effect.retry({ schedule: askAgain, while: (e) => notTaken.has(e._tag) }),
+      Effect.timeout(ctx.stepTimeout),
       Effect.either
     )
     if (Either.isLeft(catalog)) {
@@ -161,6 +161,11 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         fallbacks: llms.slice(1),
         task_id: taskId
       }).pipe(
+        Effect.retry({
+          schedule: askAgain,
+          while: (e) =>
+            notTaken.has(e._tag)
+        }),
         Effect.timeoutFail({
           duration: ctx.stepTimeout,
           onTimeout: () => ({
@@ -194,9 +199,7 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         {
           llm_id: completion.llm_id,
           attempts: completion.attempts,
-          tool_calls: completion.tool_calls.map((c) =>
-            c.name
-          ),
+          tool_calls: completion.tool_calls.map((c) => c.name),
           ...completion.usage
         },
         completion.tool_calls.length > 0

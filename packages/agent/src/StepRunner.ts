@@ -8,6 +8,7 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Schedule from "effect/Schedule"
 import type { SessionTasks } from "./SessionTasks.js"
 
 /** A step did not succeed; what happened is on its record. */
@@ -68,6 +69,17 @@ export interface StepContext {
 
 /** How long a resumed step, already past its deadline, may still take to learn its attempt's outcome. */
 const resumeGrace = Duration.seconds(30)
+
+/** Failures that say a call was not taken now, rather than how it went: asking again later is safe. */
+export const notTaken: ReadonlySet<string> = new Set([
+  "Unavailable",
+  "MailboxFull",
+  "AlreadyProcessingMessage",
+  "PersistenceError"
+])
+
+/** How often a call that was not taken is asked again: backing off to every 2 s. */
+export const askAgain = Schedule.exponential("100 millis", 2).pipe(Schedule.union(Schedule.spaced("2 seconds")))
 
 /** Attempts a step makes after outcomes turned out unknown, when calling again is safe. */
 const maxUnknownRetries = 2
@@ -147,10 +159,11 @@ export const runStep = (
     let startedMs = found.status === "running" && found.started_at !== undefined
       ? Date.parse(found.started_at)
       : yield* start(attempt)
-    for (let unknowns = 0;; unknowns++) {
+    let unknowns = 0
+    for (let asks = 0;; asks++) {
       const remaining = Math.max(
         startedMs + Duration.toMillis(ctx.stepTimeout) - (yield* Clock.currentTimeMillis),
-        found.status === "running" && unknowns === 0 ? Duration.toMillis(resumeGrace) : 0
+        found.status === "running" && asks === 0 ? Duration.toMillis(resumeGrace) : 0
       )
       const exit = yield* invoke(attempt).pipe(
         Effect.timeoutFail({ duration: Duration.millis(remaining), onTimeout: () => new StepTimedOut() }),
@@ -178,8 +191,18 @@ export const runStep = (
       }
       if (Exit.isInterrupted(exit)) return yield* Effect.interrupt
       const failure = Cause.squash(exit.cause) as { readonly _tag?: string; readonly unknown_outcome?: boolean }
+      // the call was not taken (a store or the cluster could not take it now): asking again for the same attempt is
+      // safe whatever happened, the tool service runs it at most once
+      if (
+        notTaken.has(failure._tag ?? "") &&
+        (yield* Clock.currentTimeMillis) < startedMs + Duration.toMillis(ctx.stepTimeout)
+      ) {
+        yield* Effect.sleep(Duration.millis(Math.min(2_000, 100 * 2 ** Math.min(asks, 5))))
+        continue
+      }
       const unknown = failure._tag === "ToolFailed" && failure.unknown_outcome === true
       if (unknown && retryUnknown && unknowns < maxUnknownRetries) {
+        unknowns++
         attempt++
         startedMs = yield* start(attempt)
         continue

@@ -59,7 +59,8 @@ export const Connection = Entity.make("Connection", [
       task_id: Schema.optional(Schema.String)
     }),
     success: Completion,
-    error: LlmError
+    /** `Unavailable`: a store the call needs cannot be reached right now; asking again later is safe. */
+    error: Schema.Union(LlmError, Unavailable)
   }),
   /**
    * The end of an OAuth2 authorization: exchanges the code (with its PKCE verifier) at the tenant's

@@ -2,7 +2,7 @@ import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
-import { ErrorDetails, InvalidRequest } from "./Errors.js"
+import { ErrorDetails, InvalidRequest, Unavailable } from "./Errors.js"
 import { payload } from "./RpcPayload.js"
 import { ToolDefinition, ToolSpec } from "./ToolDefinition.js"
 
@@ -115,7 +115,12 @@ export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited"
   }
 }
 
+/**
+ * What a call to a tool can fail with. `Unavailable`: the runtime could not take the call right now (a store it needs
+ * is unreachable); nothing was executed, and asking again later is safe.
+ */
 export const ToolError = Schema.Union(
+  Unavailable,
   ToolNotFound,
   ToolInputInvalid,
   ToolFailed,
@@ -203,12 +208,20 @@ export const ToolWorker = Entity.make("ToolWorker", [
     success: ToolResult,
     error: ToolError
   }).annotate(ClusterSchema.Uninterruptible, "client"),
-  Rpc.make("Describe", { success: ToolSpec, error: ToolNotFound }),
+  Rpc.make("Describe", { success: ToolSpec, error: Schema.Union(ToolNotFound, Unavailable) }),
   /** Every tool of the tenant; sent to `ToolWorker[tenant/_catalog]`, like the three below. */
-  Rpc.make("List", { success: Schema.Array(ToolSpec) }),
-  Rpc.make("PutTool", { payload: { definition: ToolDefinition }, success: ToolSpec, error: InvalidRequest }),
-  Rpc.make("GetTool", { payload: { tool_id: Schema.String }, success: ToolView, error: ToolNotFound }),
-  Rpc.make("DeleteTool", { payload: { tool_id: Schema.String }, error: ToolNotFound })
+  Rpc.make("List", { success: Schema.Array(ToolSpec), error: Unavailable }),
+  Rpc.make("PutTool", {
+    payload: { definition: ToolDefinition },
+    success: ToolSpec,
+    error: Schema.Union(InvalidRequest, Unavailable)
+  }),
+  Rpc.make("GetTool", {
+    payload: { tool_id: Schema.String },
+    success: ToolView,
+    error: Schema.Union(ToolNotFound, Unavailable)
+  }),
+  Rpc.make("DeleteTool", { payload: { tool_id: Schema.String }, error: Schema.Union(ToolNotFound, Unavailable) })
 ]).annotate(ClusterSchema.ShardGroup, (entityId) => toolShardGroup(entityId.slice(entityId.indexOf("/") + 1)))
 
 /** The entity that answers `List` for a tenant (not a tool id: those cannot start with `_`). */

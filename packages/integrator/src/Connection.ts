@@ -45,9 +45,22 @@ import {
   tokensSecret
 } from "./OAuth.js"
 import * as RateBudget from "./RateBudget.js"
+import { RedisError } from "./Redis.js"
 import { backoff, isClusterError, makeBreaker, ResilienceConfig } from "./Resilience.js"
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
+
+/**
+ * The integrator's stores fail with a `RedisError` defect while their Redis is unreachable: for the caller that is
+ * `Unavailable` (nothing was executed; asking again later is safe), not a crash.
+ */
+const storeUnavailable = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | Unavailable, R> =>
+  Effect.catchAllDefect(effect, (defect) =>
+    defect instanceof RedisError
+      ? Effect.fail(
+        new Unavailable({ message: `the connection's configuration cannot be read now: ${defect.message}` })
+      )
+      : Effect.die(defect))
 
 /**
  * `Connection[tenant/provider]`: the tenant's relationship with one upstream. Tool calls go on to
@@ -500,6 +513,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 )
             )
           )).pipe(
+            storeUnavailable,
             auditInvoke(payload),
             Effect.tapError((e) =>
               Effect.logWarning(`tool call failed: ${e.message}`).pipe(
@@ -609,7 +623,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               return { ...fallback.right, attempts: [...failed.attempts, ...fallback.right.attempts] }
             }
             const f = fallback.left
-            if (f._tag === "LlmNotConfigured") {
+            if (f._tag === "LlmNotConfigured" || f._tag === "Unavailable") {
               return yield* f
             }
             const attempts = [...failed.attempts, ...f.attempts]
@@ -617,6 +631,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               ? new LlmUnavailable({ message: f.message, attempts })
               : new LlmBadResponse({ message: f.message, attempts }))
           }).pipe(
+            storeUnavailable,
             (effect) =>
               Effect.gen(function*() {
                 const started = yield* Clock.currentTimeMillis
@@ -648,6 +663,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
           )
       })
     }),
-    { concurrency: "unbounded", maxIdleTime: "15 minutes" }
+    // a defect fails the message it happened in, never restarts the connection (which would replay the others)
+    { concurrency: "unbounded", maxIdleTime: "15 minutes", disableFatalDefects: true }
   )
 }))

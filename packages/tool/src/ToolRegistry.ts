@@ -1,4 +1,4 @@
-import { InvalidRequest } from "@altan/domain/Errors"
+import { InvalidRequest, Unavailable } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import { type ToolDefinition, ToolDefinition as ToolDefinitionSchema } from "@altan/domain/ToolDefinition"
 import { ToolNotFound } from "@altan/domain/ToolWorker"
@@ -25,13 +25,16 @@ import type { Tool } from "./Tool.js"
 
 /** The tools available to a tenant: the built-ins plus the tenant's own. */
 export class ToolRegistry extends Context.Tag("@altan/tool/ToolRegistry")<ToolRegistry, {
-  readonly get: (tenantId: TenantId, toolId: string) => Effect.Effect<Tool, ToolNotFound>
-  readonly list: (tenantId: TenantId) => Effect.Effect<ReadonlyArray<Tool>>
+  readonly get: (tenantId: TenantId, toolId: string) => Effect.Effect<Tool, ToolNotFound | Unavailable>
+  readonly list: (tenantId: TenantId) => Effect.Effect<ReadonlyArray<Tool>, Unavailable>
   /** Adds or replaces one of the tenant's tools; a built-in id cannot be taken. */
-  readonly put: (tenantId: TenantId, definition: ToolDefinition) => Effect.Effect<Tool, InvalidRequest>
+  readonly put: (tenantId: TenantId, definition: ToolDefinition) => Effect.Effect<Tool, InvalidRequest | Unavailable>
   /** The tenant's definition of one of its tools, as it was written. */
-  readonly definition: (tenantId: TenantId, toolId: string) => Effect.Effect<Option.Option<ToolDefinition>>
-  readonly remove: (tenantId: TenantId, toolId: string) => Effect.Effect<boolean>
+  readonly definition: (
+    tenantId: TenantId,
+    toolId: string
+  ) => Effect.Effect<Option.Option<ToolDefinition>, Unavailable>
+  readonly remove: (tenantId: TenantId, toolId: string) => Effect.Effect<boolean, Unavailable>
 }>() {}
 
 /** The built-in tools, available to every tenant. */
@@ -131,7 +134,13 @@ export const layerRedis = (options: {
         compiled.set(cacheKey, { json, tool })
         return tool
       }
-      const redis = <A>(f: () => Promise<A>) => Effect.orDie(Effect.tryPromise(f))
+      // the registry's storage being away is the caller's 503, not a defect: nothing was run
+      const redis = <A>(f: () => Promise<A>) =>
+        Effect.tryPromise({
+          try: f,
+          catch: (e) =>
+            new Unavailable({ message: `the tool registry cannot be read right now: ${(e as Error).message}` })
+        })
       return {
         get: (tenantId, toolId) => {
           const builtin = sharedById.get(toolId)

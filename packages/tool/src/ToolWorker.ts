@@ -1,6 +1,7 @@
 import { AuditLog } from "@altan/domain/AuditLog"
 import { Connection, llmProvider } from "@altan/domain/Connection"
 import { Egress, type EgressResponse } from "@altan/domain/Egress"
+import { Unavailable } from "@altan/domain/Errors"
 import { parseEntityId } from "@altan/domain/Ids"
 import { LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
 import { maskSecrets, maskValuesDeep } from "@altan/domain/Secret"
@@ -51,9 +52,8 @@ const maxCallMillis = 30_000
 /** Beyond a call's own limit, how long an execution that started elsewhere is waited for before it is unknown. */
 const callMarginMillis = 5_000
 
-/** The ledger cannot be read: nothing was sent, so the connection may try again. */
-const ledgerFailed = (e: LedgerUnavailable) =>
-  new ToolFailed({ tool_id: "ledger", message: e.message, retryable: true, not_applied: true })
+/** The ledger cannot be read: nothing was sent, and the caller may ask again later. */
+const ledgerFailed = (e: LedgerUnavailable) => new Unavailable({ message: e.message })
 
 /** An execution of the call started before and its outcome is unknown: it is not sent again. */
 const unknownOutcome = (toolId: string) =>
@@ -126,7 +126,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
       const runner = yield* Entity.CurrentRunnerAddress
       const runnerId = `${runner.host}:${runner.port}`
       /** Executions of this tool running in this process, by execution key: a repeat joins the one in flight. */
-      const inFlight = new Map<string, Deferred.Deferred<ToolResult, ToolFailed>>()
+      const inFlight = new Map<string, Deferred.Deferred<ToolResult, ToolFailed | Unavailable>>()
 
       /**
        * Runs a call with side effects at most once per execution key. The key is claimed in the ledger before the
@@ -139,12 +139,12 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
         key: string,
         spec: { readonly idempotency_key?: boolean | undefined; readonly timeout_ms?: number | undefined },
         run: Effect.Effect<ToolResult, ToolFailed>
-      ): Effect.Effect<ToolResult, ToolFailed> =>
+      ): Effect.Effect<ToolResult, ToolFailed | Unavailable> =>
         Effect.suspend(() => {
           const joined = inFlight.get(key)
           if (joined) return Deferred.await(joined)
           // registered before the claim, so a repeat arriving meanwhile joins instead of claiming too
-          const done = Deferred.unsafeMake<ToolResult, ToolFailed>(FiberId.none)
+          const done = Deferred.unsafeMake<ToolResult, ToolFailed | Unavailable>(FiberId.none)
           inFlight.set(key, done)
           return Effect.gen(function*() {
             const deadline = (yield* Clock.currentTimeMillis) + (spec.timeout_ms ?? maxCallMillis) + callMarginMillis
@@ -247,7 +247,8 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
                 }).pipe(Effect.catchTags({
                   MailboxFull: unreachable,
                   AlreadyProcessingMessage: unreachable,
-                  PersistenceError: unreachable
+                  PersistenceError: unreachable,
+                  Unavailable: unreachable
                 }))
               }
             }).pipe(
@@ -286,7 +287,9 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
               : run).pipe(
                 // the headers of this execution (none when the outcome came from the ledger)
                 Effect.mapError((e) =>
-                  rateHeaders !== undefined ? new ToolFailed({ ...toolFailedFields(e), rate_headers: rateHeaders }) : e
+                  rateHeaders !== undefined && e._tag === "ToolFailed"
+                    ? new ToolFailed({ ...toolFailedFields(e), rate_headers: rateHeaders })
+                    : e
                 )
               )
             if (key) yield* cache.set(key, result.output)
@@ -324,6 +327,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
           )
       })
     }),
-    { concurrency: "unbounded", maxIdleTime: "5 minutes" }
+    // a defect fails the call it happened in, never restarts the worker (which would cut off the others mid-call)
+    { concurrency: "unbounded", maxIdleTime: "5 minutes", disableFatalDefects: true }
   )
 }))
