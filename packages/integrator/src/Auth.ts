@@ -25,7 +25,7 @@ export const algorithms: ReadonlyArray<string> = ["RS256", "PS256", "ES256", "Ed
 /** Tokens longer than this are refused before parsing. */
 export const maxTokenLength = 8192
 
-/** Seconds of clock skew allowed on `exp` and `nbf`. */
+/** Seconds of clock skew allowed on `exp`, `nbf` and `iat`. */
 export const clockTolerance = 30
 
 /** Where verification keys come from and which issuer/audience tokens must name. */
@@ -386,6 +386,10 @@ export const make = (options: {
           try: () => verifyWith(token),
           catch: (e) => reject(describe(e))
         })
+        // jose checks `iat` only against a maximum age; one from the future is a clock or issuer gone wrong
+        if (payload.iat !== undefined && payload.iat > Math.floor(Date.now() / 1000) + clockTolerance) {
+          return yield* reject("the token's issued-at (iat) is in the future")
+        }
         const claims = decodeClaims(payload)
         if (Either.isLeft(claims)) return yield* reject(claimsProblem(payload))
         return new Principal({ tenantId: claims.right.tenant_id, userId: claims.right.sub, role: claims.right.role })

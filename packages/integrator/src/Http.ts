@@ -16,6 +16,7 @@ import * as HttpMethod from "@effect/platform/HttpMethod"
 import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import * as HttpServerError from "@effect/platform/HttpServerError"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerRespondable from "@effect/platform/HttpServerRespondable"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
@@ -345,9 +346,67 @@ const HealthLive = HttpApiBuilder.group(Api, "health", (handlers) =>
 
 const fieldOf = (path: ReadonlyArray<PropertyKey>) => path.map(String).join(".")
 
+/** `Retry-After` on the answer to a 429 or 503, from the error's `details.retry_after_ms` (default 1 s). */
+const withRetryAfter = (e: TooManyRequests | Unavailable) => {
+  const seconds = e instanceof TooManyRequests
+    ? retryAfterSeconds(e)
+    : Math.max(1, Math.ceil(Number(e.details?.["retry_after_ms"] ?? 1000) / 1000))
+  return HttpApp.appendPreResponseHandler((_request, response) =>
+    Effect.succeed(HttpServerResponse.setHeader(response, "retry-after", String(seconds)))
+  )
+}
+
+/** A response (or something that renders as one) raised as a defect: the framework answers it as it is. */
+const isResponse = (u: unknown) => HttpServerResponse.isServerResponse(u) || HttpServerRespondable.isRespondable(u)
+
+const storageTags = new Set(["RedisError", "SecretStoreError", "SqlError"])
+const outageCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH"])
+const outageMessage = /max retries per request|connection is closed|stream isn't writeable/i
+
 /**
- * Turns what the framework raises before a handler runs (undecodable bodies, bad path params)
- * into the API's own errors, so every answer has the same envelope.
+ * Whether a defect is a storage backend going away rather than a bug: the stores' own errors (they have no
+ * error channel, so Redis failures arrive as defects), ioredis' give-ups and refused or dropped connections.
+ */
+const isStorageOutage = (defect: unknown): boolean => {
+  for (let u = defect, hops = 0; typeof u === "object" && u !== null && hops < 5; u = (u as any).cause, hops++) {
+    const { _tag, code, message, name } = u as Record<string, unknown>
+    if (typeof _tag === "string" && storageTags.has(_tag)) return true
+    if (typeof code === "string" && outageCodes.has(code)) return true
+    if (name === "MaxRetriesPerRequestError") return true
+    if (typeof message === "string" && outageMessage.test(message)) return true
+  }
+  return false
+}
+
+/**
+ * A defect (a bug, or a store that failed) answered with the envelope instead of the framework's empty 500:
+ * 503 `unavailable` with `Retry-After` when storage is away, else 500 `internal_error`. The client gets a
+ * generic message and the trace id; the log gets the cause.
+ */
+const unexpected = (cause: Cause.Cause<unknown>, defect: unknown) =>
+  Effect.gen(function*() {
+    const outage = isStorageOutage(defect)
+    yield* Effect.logError(
+      outage ? "storage unavailable while answering a request" : "defect answering a request",
+      cause
+    )
+    const traceId = Option.map(yield* Effect.option(Effect.currentSpan), (span) => span.traceId)
+    const details = Option.match(traceId, { onNone: () => undefined, onSome: (trace_id) => ({ trace_id }) })
+    if (outage) {
+      const error = new Unavailable({ message: "storage is unavailable; retry later", ...(details ? { details } : {}) })
+      return yield* Effect.zipRight(withRetryAfter(error), Effect.fail(error))
+    }
+    return HttpServerResponse.unsafeJson(
+      {
+        error: { code: "internal_error", message: "the request failed unexpectedly", ...(details ? { details } : {}) }
+      },
+      { status: 500 }
+    )
+  })
+
+/**
+ * Turns what the framework raises before a handler runs (undecodable bodies, bad path params), and any
+ * defect of a handler, into the API's own errors, so every answer has the same envelope.
  */
 const ErrorEnvelope = HttpApiBuilder.middleware((app) =>
   Effect.catchAllCause(app, (cause) => {
@@ -372,14 +431,12 @@ const ErrorEnvelope = HttpApiBuilder.middleware((app) =>
         new InvalidRequest({ message: "the request body is not valid JSON", details: { field: "body" } })
       ) as any
     }
-    // every 429 says when to come back, from the error's own details
-    if (e instanceof TooManyRequests) {
-      return Effect.zipRight(
-        HttpApp.appendPreResponseHandler((_request, response) =>
-          Effect.succeed(HttpServerResponse.setHeader(response, "retry-after", String(retryAfterSeconds(e))))
-        ),
-        Effect.failCause(cause)
-      )
+    // every 429 and 503 says when to come back, from the error's own details
+    if (e instanceof TooManyRequests || e instanceof Unavailable) {
+      return Effect.zipRight(withRetryAfter(e), Effect.failCause(cause))
+    }
+    if (Option.isNone(Cause.failureOption(cause)) && !Cause.isInterruptedOnly(cause) && !isResponse(e)) {
+      return unexpected(cause, e) as any
     }
     return Effect.failCause(cause)
   })
@@ -411,6 +468,39 @@ const tooLarge = (maxBodyBytes: number) =>
     { error: { code: "payload_too_large", message: `the request body is over ${maxBodyBytes} bytes` } },
     { status: 413 }
   )
+
+const tooDeep = (maxJsonDepth: number) =>
+  HttpServerResponse.unsafeJson(
+    {
+      error: {
+        code: "invalid_json",
+        message: `the request body is JSON nesting deeper than ${maxJsonDepth} levels`,
+        details: { field: "body", max_depth: maxJsonDepth }
+      }
+    },
+    { status: 400 }
+  )
+
+/**
+ * Whether JSON (or ndjson) text nests objects and arrays deeper than `max`, in one pass over its bytes and
+ * without parsing it; brackets inside strings do not count. UTF-8 continuation bytes are never ASCII, so
+ * bytes can be read as characters.
+ */
+const nestsDeeperThan = (bytes: Uint8Array, max: number): boolean => {
+  let depth = 0
+  let inString = false
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]
+    if (inString) {
+      if (b === 0x5c) i++ // the escaped character, whatever it is
+      else if (b === 0x22) inString = false
+    } else if (b === 0x22) inString = true
+    else if (b === 0x7b || b === 0x5b) {
+      if (++depth > max) return true
+    } else if ((b === 0x7d || b === 0x5d) && depth > 0) depth--
+  }
+  return false
+}
 
 /** Reads a body of unknown length up to `limit` bytes; `undefined` once it goes over (the rest is left unread). */
 const readLimited = (source: Readable, limit: number) =>
@@ -455,11 +545,14 @@ const withBody = (request: HttpServerRequest.HttpServerRequest, body: Buffer): H
   })
 }
 
+type App = Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, any>
+
 /**
- * The outermost layer of every request: the body limit. A declared length over it is refused before
- * anything is read; a chunked body is read here, up to the limit, and refused as soon as it passes it.
+ * The outermost layer of every request: the body limits. A declared length over the size limit is refused
+ * before anything is read; any other body is read here, up to the limit (a chunked one is refused as soon as
+ * it passes it), and refused when its JSON nests deeper than `maxJsonDepth`, before anything parses it.
  */
-const edge = (maxBodyBytes: number) => (app: Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, any>) =>
+const edge = ({ maxBodyBytes, maxJsonDepth }: IntegratorConfig["Type"]) => (app: App) =>
   Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     yield* HttpApp.appendPreResponseHandler(finishResponse)
@@ -468,15 +561,14 @@ const edge = (maxBodyBytes: number) => (app: Effect.Effect<HttpServerResponse.Ht
     // a fresh holder per request (the app itself is shared by every request)
     const served = Effect.provideService(app, RequestPrincipal, holder)
     const declared = request.headers["content-length"]
-    if (declared !== undefined) {
-      if (Number(declared) > maxBodyBytes) return tooLarge(maxBodyBytes)
-      return yield* served
-    }
-    if (!HttpMethod.hasBody(request.method) || request.headers["transfer-encoding"] === undefined) return yield* served
+    if (declared !== undefined && Number(declared) > maxBodyBytes) return tooLarge(maxBodyBytes)
+    const hasBody = declared === undefined ? request.headers["transfer-encoding"] !== undefined : Number(declared) > 0
+    if (!HttpMethod.hasBody(request.method) || !hasBody) return yield* served
     const body = yield* readLimited(NodeHttpServerRequest.toIncomingMessage(request), maxBodyBytes).pipe(
       Effect.mapError((cause) => new HttpServerError.RequestError({ request, reason: "Transport", cause }))
     )
     if (body === undefined) return tooLarge(maxBodyBytes)
+    if (nestsDeeperThan(body, maxJsonDepth)) return tooDeep(maxJsonDepth)
     return yield* Effect.provideService(served, HttpServerRequest.HttpServerRequest, withBody(request, body))
   })
 
@@ -521,7 +613,7 @@ const auditResponse = (audit: AuditLog["Type"], holder: RequestPrincipal["Type"]
 /** The public API, its docs and its OpenAPI document, served on the configured `HttpServer`. */
 export const HttpLive = Layer.unwrapEffect(Effect.gen(function*() {
   const config = yield* IntegratorConfig
-  return HttpApiBuilder.serve((app) => HttpMiddleware.xForwardedHeaders(edge(config.maxBodyBytes)(app)) as any).pipe(
+  return HttpApiBuilder.serve((app) => HttpMiddleware.xForwardedHeaders(edge(config)(app)) as any).pipe(
     Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(ErrorEnvelope),

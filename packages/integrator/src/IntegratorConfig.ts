@@ -12,6 +12,11 @@ export class IntegratorConfig extends Context.Tag("@altan/integrator/IntegratorC
   /** `MAX_BODY_BYTES`: larger request bodies are refused with 413. */
   readonly maxBodyBytes: number
   /**
+   * `MAX_JSON_DEPTH`: request bodies whose JSON nests deeper (objects and arrays) are refused with 400 before
+   * anything parses them; decoding and error messages recurse per level.
+   */
+  readonly maxJsonDepth: number
+  /**
    * `OAUTH_REDIRECT_URL`: the public URL of `/v1/oauth/callback`, as registered with providers' OAuth
    * apps. Unset: derived from the request (its `Host`, or `X-Forwarded-Host`/`-Proto` behind a proxy).
    */
@@ -21,6 +26,7 @@ export class IntegratorConfig extends Context.Tag("@altan/integrator/IntegratorC
 export const defaults: IntegratorConfig["Type"] = {
   port: 8080,
   maxBodyBytes: 1024 * 1024,
+  maxJsonDepth: 64,
   oauthRedirectUrl: Option.none()
 }
 
@@ -32,6 +38,11 @@ export const config: Config.Config<IntegratorConfig["Type"]> = Config.all({
   maxBodyBytes: Config.integer("MAX_BODY_BYTES").pipe(
     Config.withDefault(defaults.maxBodyBytes),
     Config.withDescription("Largest accepted request body, in bytes.")
+  ),
+  maxJsonDepth: Config.integer("MAX_JSON_DEPTH").pipe(
+    Config.withDefault(defaults.maxJsonDepth),
+    Config.validate({ message: "MAX_JSON_DEPTH must be at least 1", validation: (n) => n >= 1 }),
+    Config.withDescription("Deepest accepted nesting of objects and arrays in a JSON request body.")
   ),
   oauthRedirectUrl: Config.option(Config.url("OAUTH_REDIRECT_URL")).pipe(
     Config.map(Option.map((url) => url.href)),

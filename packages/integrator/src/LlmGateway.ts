@@ -11,7 +11,7 @@ import {
   type ToolCall
 } from "@altan/domain/Llm"
 import { retryAfterMs } from "@altan/domain/RetryAfter"
-import { maskSecrets } from "@altan/domain/Secret"
+import { maskSecrets, maskValues, maskValuesDeep } from "@altan/domain/Secret"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
@@ -164,20 +164,26 @@ const toOpenAi = (message: ChatMessage): OpenAI.Chat.Completions.ChatCompletionM
   }
 }
 
-/** Parses the model's tool calls; the names of the ones whose arguments are not a JSON object. */
+/**
+ * Parses the model's tool calls with the call's `secrets` masked in names and arguments (in the parsed
+ * arguments, so a JSON escape cannot hide one); the names of the ones whose arguments are not a JSON object.
+ */
 const parseToolCalls = (
-  calls: ReadonlyArray<OpenAI.Chat.Completions.ChatCompletionMessageToolCall> | undefined
+  calls: ReadonlyArray<OpenAI.Chat.Completions.ChatCompletionMessageToolCall> | undefined,
+  secrets: ReadonlyArray<string | undefined>
 ): Either.Either<ReadonlyArray<ToolCall>, ReadonlyArray<string>> => {
   const parsed: Array<ToolCall> = []
   const bad: Array<string> = []
   for (const call of calls ?? []) {
     if (call.type !== "function") continue
+    const name = maskValues(call.function.name, secrets)
     try {
       const args = call.function.arguments.trim() === "" ? {} : JSON.parse(call.function.arguments)
       if (typeof args !== "object" || args === null || Array.isArray(args)) throw new Error("not an object")
-      parsed.push({ id: call.id, name: toolIdOf(call.function.name), arguments: args })
+      // arguments too deep to serialize again count as unusable, like invalid JSON
+      parsed.push({ id: call.id, name: toolIdOf(name), arguments: maskValuesDeep(args, secrets) })
     } catch {
-      bad.push(call.function.name)
+      bad.push(name)
     }
   }
   return bad.length > 0 ? Either.left(bad) : Either.right(parsed)
@@ -252,6 +258,11 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
           const attempts: Array<LlmAttempt> = []
           const usage = { prompt_tokens: 0, completion_tokens: 0 }
 
+          // an upstream may echo the key it was sent, and a model may repeat it: it must not reach the task,
+          // its events, the logs, a tool or the next LLM
+          const sent = [apiKey && Redacted.value(apiKey)]
+          const mask = (text: string) => maskSecrets(text, sent)
+
           const call = (messages: ReadonlyArray<ChatMessage>) =>
             Effect.tryPromise({
               try: (signal) =>
@@ -261,10 +272,9 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
                   messages: messages.map(toOpenAi),
                   ...(tools.length > 0 ? { tools } : {})
                 } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, { signal }),
-              // an upstream may echo the key it was sent: it must not reach the task, the logs or the next LLM
               catch: (error) => {
                 const failure = classify(error)
-                return { ...failure, message: maskSecrets(failure.message, [apiKey && Redacted.value(apiKey)]) }
+                return { ...failure, message: mask(failure.message) }
               }
             })
 
@@ -317,7 +327,7 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
 
           let message = toCompletion(yield* answer(request.messages))
           if (!message) return yield* new LlmBadResponse({ message: "the response has no choices", attempts })
-          let calls = parseToolCalls(message.tool_calls)
+          let calls = parseToolCalls(message.tool_calls, sent)
           if (Either.isLeft(calls)) {
             // One repair round trip: tell the model what was wrong and ask again.
             attempts[attempts.length - 1] = { ...attempts[attempts.length - 1]!, outcome: "bad_response" }
@@ -329,7 +339,7 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
             }
             message = toCompletion(yield* answer([...request.messages, repair]))
             if (!message) return yield* new LlmBadResponse({ message: "the response has no choices", attempts })
-            calls = parseToolCalls(message.tool_calls)
+            calls = parseToolCalls(message.tool_calls, sent)
             if (Either.isLeft(calls)) {
               return yield* new LlmBadResponse({
                 message: `the model sent invalid JSON arguments for ${calls.left.map(toolIdOf).join(", ")} twice`,
@@ -340,7 +350,7 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
           }
           return {
             llm_id: llmId,
-            content: typeof message.content === "string" ? message.content : null,
+            content: typeof message.content === "string" ? mask(message.content) : null,
             tool_calls: calls.right,
             usage,
             attempts

@@ -89,6 +89,8 @@ interface TokenOptions {
   /** Seconds since the epoch; `null` leaves the claim out. */
   readonly exp?: number | null
   readonly nbf?: number
+  /** Seconds since the epoch (default now); `null` leaves the claim out. */
+  readonly iat?: number | null
   readonly header?: Record<string, unknown>
 }
 
@@ -98,7 +100,7 @@ const sign = (key: SigningKey, claims: Record<string, unknown> = {}, options: To
     .setProtectedHeader({ alg: key.alg, kid: key.kid, ...options.header })
     .setIssuer(options.iss ?? issuer)
     .setAudience(options.aud ?? audience)
-    .setIssuedAt()
+  if (options.iat !== null) jwt.setIssuedAt(options.iat)
   if (options.exp !== null) jwt.setExpirationTime(options.exp ?? now() + 600)
   if (options.nbf !== undefined) jwt.setNotBefore(options.nbf)
   return jwt.sign(key.privateKey)
@@ -309,6 +311,17 @@ describe("AUTH_JWKS_URL", () => {
   it("401 when nbf is in the future beyond the tolerance; accepted within it", async () => {
     await rejected(sign(k1, {}, { nbf: now() + 120 }), /^the token is not valid yet \(nbf is in the future\)$/)
     expectPrincipal((await call(await sign(k1, {}, { nbf: now() + 10 }))).answer, acmeMember)
+  })
+
+  it("401 when iat is in the future beyond the tolerance; accepted within it, and without iat", async () => {
+    const inAYear = now() + 365 * 24 * 3600
+    await rejected(
+      sign(k1, {}, { iat: inAYear, exp: inAYear + 600 }),
+      /^the token's issued-at \(iat\) is in the future$/
+    )
+    await rejected(sign(k1, {}, { iat: now() + 120 }), /^the token's issued-at \(iat\) is in the future$/)
+    expectPrincipal((await call(await sign(k1, {}, { iat: now() + 10 }))).answer, acmeMember)
+    expectPrincipal((await call(await sign(k1, {}, { iat: null }))).answer, acmeMember)
   })
 
   it("401 without tenant_id, or with one the TenantId schema refuses", async () => {
