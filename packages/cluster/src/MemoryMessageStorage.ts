@@ -97,9 +97,11 @@ const bySeq = (a: Stored, b: Stored) => a.seq - b.seq
 /** Options of a `Store`. */
 export interface StoreOptions {
   /**
-   * Copy envelopes and replies through JSON when saved, as the library's driver does to simulate a wire.
-   * Not needed for correctness in one process: schema encoding builds new structs, arrays and records, so
-   * only values typed `Unknown` are shared with the sender or handler, and nothing mutates those in place.
+   * Copy envelopes and replies through JSON when saved, as the library's driver does to simulate a wire (on
+   * with `simulateRemoteSerialization`, as in tests). Off, the storage holds what the cluster encoded: schema
+   * encoding builds new structs, arrays and records, so only `Unknown`-typed values are shared with the sender
+   * and the handler, which already share them with each other when the wire is not simulated; neither the
+   * cluster nor our entities mutate those in place.
    */
   readonly copy: boolean
   /** The storage clock, in milliseconds: when a request became processed. */
@@ -398,10 +400,10 @@ export const layer: Layer.Layer<
   MessageStorage.MessageStorage | MemoryMessageStorage,
   never,
   ShardingConfig.ShardingConfig
-> = Layer.effectContext(
-  Effect.map(make, ({ storage, store }) =>
-    Context.make(MessageStorage.MessageStorage, storage).pipe(Context.add(MemoryMessageStorage, store)))
-).pipe(Layer.provide(Snowflake.layerGenerator))
+> = Layer.effectContext(Effect.gen(function*() {
+  const { storage, store } = yield* make
+  return Context.make(MessageStorage.MessageStorage, storage).pipe(Context.add(MemoryMessageStorage, store))
+})).pipe(Layer.provide(Snowflake.layerGenerator))
 
 /** Forgets processed requests whose exit was saved before `before` (epoch ms); returns how many. */
 export const prune = (store: Store, before: number): number => store.prune(before)

@@ -21,7 +21,7 @@ import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
 import * as ToolCache from "@altan/tool/ToolCache"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
 import { ToolWorkerLive } from "@altan/tool/ToolWorker"
-import * as MessageStorage from "@effect/cluster/MessageStorage"
+import type * as MessageStorage from "@effect/cluster/MessageStorage"
 import * as RunnerAddress from "@effect/cluster/RunnerAddress"
 import * as RunnerHealth from "@effect/cluster/RunnerHealth"
 import * as Runners from "@effect/cluster/Runners"
@@ -163,7 +163,8 @@ export const ToolLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
   ToolWorkerLive.pipe(
     Layer.provide(
       Option.match(config.redisUrl, {
-        onNone: () => Layer.mergeAll(ToolRegistry.layerMemory(), ToolCache.layerMemory(), ExecutionLedger.layerMemory()),
+        onNone: () =>
+          Layer.mergeAll(ToolRegistry.layerMemory(), ToolCache.layerMemory(), ExecutionLedger.layerMemory()),
         onSome: (url) =>
           Layer.orDie(Layer.mergeAll(
             ToolRegistry.layerRedis({ url: Redacted.value(url) }),

@@ -2,6 +2,7 @@ import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as EntityAddress from "@effect/cluster/EntityAddress"
 import * as EntityId from "@effect/cluster/EntityId"
+import * as EntityType from "@effect/cluster/EntityType"
 import type * as Envelope from "@effect/cluster/Envelope"
 import * as MessageStorage from "@effect/cluster/MessageStorage"
 import type * as Reply from "@effect/cluster/Reply"
@@ -67,7 +68,7 @@ const interrupt = (req: RequestEncoded): Envelope.Envelope.Encoded => ({
 const save = (
   driver: MessageStorage.Encoded,
   envelope: Envelope.Envelope.Encoded,
-  options: { primaryKey?: string; deliverAt?: number } = {}
+  options: { primaryKey?: string; deliverAt?: number | null } = {}
 ) => driver.saveEnvelope({ envelope, primaryKey: options.primaryKey ?? null, deliverAt: options.deliverAt ?? null })
 
 const read = (driver: MessageStorage.Encoded, shards: ReadonlyArray<number>, now = 0) =>
@@ -218,7 +219,7 @@ describe("MemoryMessageStorage", () => {
       yield* driver.clearAddress(
         EntityAddress.EntityAddress.make({
           shardId: ShardId.make("g", 1),
-          entityType: "E",
+          entityType: EntityType.EntityType.make("E"),
           entityId: EntityId.make("x")
         })
       )
@@ -365,7 +366,10 @@ describe("MemoryMessageStorage", () => {
           const shards = Array.from({ length: 1 + random(3) }, () => 1 + random(6))
           yield* both((d) => read(d, shards, now))
         } else if (kind === 12) {
-          const ids = Array.from({ length: 1 + random(3) }, () => Snowflake.Snowflake(pick(requests).envelope.requestId))
+          const ids = Array.from(
+            { length: 1 + random(3) },
+            () => Snowflake.Snowflake(pick(requests).envelope.requestId)
+          )
           // the library answers in the order it last marked them unprocessed, ours in save order
           const expected = byKind(yield* library.unprocessedMessagesById(ids as any, now))
           expect(byKind(yield* ours.unprocessedMessagesById(ids as any, now))).toEqual(expected)

@@ -29,7 +29,8 @@ const submit = (input: unknown, extra: Partial<TaskRequest> = {}) =>
     return { rejected: undefined, task: res.body }
   })
 
-const call = (method: string, path: string, body?: unknown) => Effect.promise(() => edge.call(method, path, token, body))
+const call = (method: string, path: string, body?: unknown) =>
+  Effect.promise(() => edge.call(method, path, token, body))
 
 describe("structured plans", () => {
   it.effect("runs independent steps concurrently and feeds outputs to dependants", () =>
@@ -163,7 +164,7 @@ describe("structured plans", () => {
         details: { failed_steps: ["bad", "after_bad", "later"] }
       })
       expect(task!.error!.message).toContain("upstream said no")
-      const byId = Object.fromEntries(task!.steps.map((s) => [s.id, s]))
+      const byId = Object.fromEntries(task!.steps.map((s: { id: string }) => [s.id, s]))
       expect(byId.bad).toMatchObject({
         status: "failed",
         error: { code: "tool_failed", details: { retryable: false, status: 400 } }
