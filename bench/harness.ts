@@ -27,6 +27,7 @@ import * as Exit from "effect/Exit"
 import * as FiberRefs from "effect/FiberRefs"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import { fork } from "node:child_process"
@@ -46,6 +47,8 @@ export const startRuntime = async (
   options: {
     readonly extra?: Layer.Layer<never, never, Sharding.Sharding>
     readonly sharding?: Layer.Layer<Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage>
+    /** Keep tasks, conversations and events in this Redis (under `prefix`) instead of process memory. */
+    readonly redis?: { readonly url: string; readonly prefix: string }
   } = {}
 ) => {
   const layer = HttpLive.pipe(
@@ -66,7 +69,14 @@ export const startRuntime = async (
     Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })),
     Layer.provideMerge(Layer.mergeAll(
       options.extra ?? Layer.empty,
-      AgentSessionLive.pipe(Layer.provide(AgentStores(Option.none())), Layer.provide(AgentConfig.layer())),
+      AgentSessionLive.pipe(
+        Layer.provide(
+          options.redis
+            ? AgentStores(Option.some(Redacted.make(options.redis.url)), options.redis.prefix)
+            : AgentStores(Option.none())
+        ),
+        Layer.provide(AgentConfig.layer())
+      ),
       ConnectionLive.pipe(
         Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue()))),
         Layer.provide(Resilience.layer()),

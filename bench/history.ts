@@ -1,10 +1,14 @@
 /**
- * Cost as history grows. The embedded runtime (`npm start` without `DATABASE_URL`) runs many one-step tasks over
- * HTTP, each in a new session, and the throughput (and CPU per task) of the first window of tasks is set beside the
- * last one's: on our indexed memory storage, and in the same run on the library's memory storage, which scans its
- * whole journal on every read. Settings: `HISTORY_TASKS` (10000), `HISTORY_WINDOW` (1000), `HISTORY_CONCURRENCY`
- * (16), `HISTORY_WARMUP` (1000 tasks before counting, for the JIT), `HISTORY_MAX_SECONDS` (180 per storage: a run past it stops
- * and reports the tasks it finished).
+ * Cost as history grows.
+ *
+ * 1. On Redis: one session's tasks 1-10 against its tasks 291-300 (latency, and the bytes and commands Redis
+ *    received per task), beside tasks that each start a new session (`HISTORY_SESSION_TASKS`, default 300).
+ * 2. Embedded (`npm start` without `DATABASE_URL`): many one-step tasks over HTTP, each in a new session, and the
+ *    throughput (and CPU per task) of the first window of tasks beside the last one's: on our indexed memory storage,
+ *    and in the same run on the library's memory storage, which scans its whole journal on every read. Settings:
+ *    `HISTORY_TASKS` (10000), `HISTORY_WINDOW` (1000), `HISTORY_CONCURRENCY` (16), `HISTORY_WARMUP` (1000 tasks before
+ *    counting, for the JIT), `HISTORY_MAX_SECONDS` (180 per storage: a run past it stops and reports the tasks it
+ *    finished). `HISTORY_ONLY=redis` runs part 1 alone.
  */
 import * as MessageStorage from "@effect/cluster/MessageStorage"
 import * as RunnerHealth from "@effect/cluster/RunnerHealth"
@@ -14,6 +18,9 @@ import * as Sharding from "@effect/cluster/Sharding"
 import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import { Redis as IORedis } from "ioredis"
+import { spawn } from "node:child_process"
+import { createServer } from "node:net"
 import { loadavg } from "node:os"
 import { MemoryMessageStorage } from "../packages/cluster/src/MemoryMessageStorage.js"
 import { shardGroups, shardsPerGroup } from "../packages/cluster/src/RuntimeConfig.js"
@@ -118,12 +125,113 @@ const embedded = async (
   }
 }
 
-/**
- * FOR THE LEAD: the Redis part of bench/history, to be written. Latency and Redis bytes written per task for tasks
- * 1–10 vs 291–300 of one session (`REDIS_URL`), as rows to print beside the embedded ones.
- */
-const sessionHistoryOnRedis = async (): Promise<ReadonlyArray<Row>> => []
+/** A Redis server of the bench's own on a free port (nothing else writes to it, so its counters are ours). */
+const ownRedis = async () => {
+  const port = await new Promise<number>((resolve) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
+  const child = spawn("redis-server", [
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--save",
+    "",
+    "--appendonly",
+    "no"
+  ], {
+    stdio: "ignore"
+  })
+  process.once("exit", () => child.kill("SIGKILL"))
+  const client = new IORedis(`redis://127.0.0.1:${port}`, { lazyConnect: true, retryStrategy: () => 50 })
+  // refused until the server listens: the loop below waits for it
+  client.on("error", () => undefined)
+  for (let i = 0; i < 100; i++) {
+    try {
+      await client.connect()
+      break
+    } catch {
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+  return { url: `redis://127.0.0.1:${port}`, client, stop: () => (client.disconnect(), child.kill("SIGKILL")) }
+}
 
+const historyTasks = setting("HISTORY_SESSION_TASKS", 300)
+
+/**
+ * One session's tasks 1-10 against its tasks 291-300 (`HISTORY_SESSION_TASKS`), on Redis: latency, and the bytes and
+ * commands Redis received per task (its own `total_net_input_bytes` and `total_commands_processed`, on a server of the
+ * bench's own). Beside them, the same for tasks that each start a new session: the cost of a task without history.
+ */
+const sessionHistoryOnRedis = async (): Promise<ReadonlyArray<Row>> => {
+  const redis = await ownRedis()
+  const runtime = await startRuntime({ redis: { url: redis.url, prefix: "bench" } })
+  const headers = { authorization: `Bearer ${runtime.token}`, "content-type": "application/json" }
+  const twoSteps = (session: string) =>
+    JSON.stringify({
+      session_id: session,
+      input: {
+        steps: [
+          { id: "a", tool: "text.template", input: { template: "hi {{n}}", variables: { n: "x" } } },
+          { id: "b", tool: "text.template", input: { template: "{{t}}!", variables: { t: { $ref: "a.output.text" } } } }
+        ]
+      }
+    })
+  const counters = async () => {
+    const info = await redis.client.info("stats")
+    const field = (name: string) => Number(new RegExp(`${name}:(\\d+)`).exec(info)![1])
+    return { bytes: field("total_net_input_bytes"), commands: field("total_commands_processed") }
+  }
+  const measureTasks = async (count: number, session: (i: number) => string) => {
+    const out: Array<{ ms: number; bytes: number; commands: number }> = []
+    for (let i = 0; i < count; i++) {
+      const before = await counters()
+      const started = performance.now()
+      const res = await fetch(`${runtime.base}/v1/tasks`, { method: "POST", headers, body: twoSteps(session(i)) })
+      const json = await res.json() as { status: string }
+      const ms = performance.now() - started
+      if (json.status !== "succeeded") throw new Error(`task ${json.status}: ${JSON.stringify(json)}`)
+      const after = await counters()
+      // the INFO call itself counts one command and its bytes: taken off
+      out.push({ ms, bytes: after.bytes - before.bytes, commands: after.commands - before.commands - 1 })
+    }
+    return out
+  }
+  const median = (values: ReadonlyArray<number>) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
+  const row = (name: string, sample: ReadonlyArray<{ ms: number; bytes: number; commands: number }>): Row => ({
+    storage: name,
+    tasks: sample.length,
+    "p50 ms": median(sample.map((s) => s.ms)).toFixed(2),
+    "bytes to Redis per task (median)": median(sample.map((s) => s.bytes)),
+    "commands per task (median)": median(sample.map((s) => s.commands))
+  })
+  await measureTasks(50, (i) => `warm${i}`)
+  const fresh = await measureTasks(20, (i) => `fresh${i}`)
+  const one = await measureTasks(historyTasks, () => "long")
+  await runtime.stop()
+  redis.stop()
+  const first = one.slice(0, 10)
+  const last = one.slice(-10)
+  const ratio = (f: (s: { ms: number; bytes: number }) => number) =>
+    `${(median(last.map(f)) / median(first.map(f))).toFixed(2)}x`
+  console.log(
+    `one session on Redis: tasks ${historyTasks - 9}-${historyTasks} vs 1-10: latency ${ratio((s) => s.ms)}, ` +
+      `bytes ${ratio((s) => s.bytes)}`
+  )
+  return [
+    row("redis: a new session per task (baseline)", fresh),
+    row("redis: one session, tasks 1-10", first),
+    row(`redis: one session, tasks ${historyTasks - 9}-${historyTasks}`, last)
+  ]
+}
+
+const redisRows = await sessionHistoryOnRedis()
+console.table(redisRows)
+if (process.env.HISTORY_ONLY === "redis") process.exit(0)
 console.log(
   `${tasks} one-step tasks over HTTP (after ${warmup} warm-up), ${concurrency} in flight, each in a new session; ` +
     `windows of ${window}; no retention sweep during the run`
@@ -142,6 +250,4 @@ rows.push(
   )
 )
 console.table(rows)
-const redis = await sessionHistoryOnRedis()
-if (redis.length > 0) console.table(redis)
 process.exit(0)
