@@ -9,7 +9,7 @@ import * as Either from "effect/Either"
 import type { AgentConfig } from "./AgentConfig.js"
 import { systemPrompt, toolResult } from "./Conversation.js"
 import { durably, now } from "./SessionTasks.js"
-import { askAgain, notTaken, runStep, type StepContext } from "./StepRunner.js"
+import { askAgain, notTaken, reaskOnDefect, runStep, type StepContext } from "./StepRunner.js"
 import type { TaskStore } from "./TaskStore.js"
 
 /** What the agent loop needs besides a step's context. */
@@ -161,6 +161,8 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         fallbacks: llms.slice(1),
         task_id: taskId
       }).pipe(
+        // an LLM turn has no side effect: asking again costs tokens at worst
+        reaskOnDefect,
         Effect.retry({
           schedule: askAgain,
           while: (e) =>

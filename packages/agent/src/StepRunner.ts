@@ -8,6 +8,7 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type { SessionTasks } from "./SessionTasks.js"
 
@@ -80,6 +81,16 @@ export const notTaken: ReadonlySet<string> = new Set([
 
 /** How often a call that was not taken is asked again: backing off to every 2 s. */
 export const askAgain = Schedule.exponential("100 millis", 2).pipe(Schedule.union(Schedule.spaced("2 seconds")))
+
+/** Asks again, a few times, when the cluster transport breaks mid-request; for calls that are safe to repeat. */
+export const reaskOnDefect = <A, E, R>(effect: Effect.Effect<A, E, R>, times = 3): Effect.Effect<A, E, R> =>
+  Effect.catchAllDefect(
+    effect,
+    (defect) => (times > 0 ? Effect.delay(reaskOnDefect(effect, times - 1), "500 millis") : Effect.die(defect))
+  )
+
+/** Times a step asks again when its call ended on a defect (a transport break) before it records the defect. */
+const maxDefects = 5
 
 /** Attempts a step makes after outcomes turned out unknown, when calling again is safe. */
 const maxUnknownRetries = 2
@@ -160,6 +171,7 @@ export const runStep = (
       ? Date.parse(found.started_at)
       : yield* start(attempt)
     let unknowns = 0
+    let defects = 0
     for (let asks = 0;; asks++) {
       const remaining = Math.max(
         startedMs + Duration.toMillis(ctx.stepTimeout) - (yield* Clock.currentTimeMillis),
@@ -190,6 +202,15 @@ export const runStep = (
         return result.output
       }
       if (Exit.isInterrupted(exit)) return yield* Effect.interrupt
+      // the cluster transport broke mid-call (a runner died while answering): asking again for the same attempt is
+      // safe, the tool service answers what became of it
+      if (
+        Option.isNone(Cause.failureOption(exit.cause)) && defects++ < maxDefects &&
+        (yield* Clock.currentTimeMillis) < startedMs + Duration.toMillis(ctx.stepTimeout)
+      ) {
+        yield* Effect.sleep(Duration.millis(500))
+        continue
+      }
       const failure = Cause.squash(exit.cause) as { readonly _tag?: string; readonly unknown_outcome?: boolean }
       // the call was not taken (a store or the cluster could not take it now): asking again for the same attempt is
       // safe whatever happened, the tool service runs it at most once

@@ -105,6 +105,7 @@ const underLoad = async (
   const report = await account({ scenario, run, vendor: vendor!, targets, token, deadlineMs: 60_000, inspect })
   if (faulted && faulted.failoverMs !== undefined) report.failoverMs = faulted.failoverMs
   console.log(summarize(report))
+  if (report.failed) console.log("failed steps:", JSON.stringify(report.failedSteps))
   if (report.lostTasks.length) console.log("lost:", JSON.stringify(report.lostTasks))
   if (report.vendor.repeated.length) console.log("repeated effects:", JSON.stringify(report.vendor.repeated))
   await settle(`after-${scenario}`)

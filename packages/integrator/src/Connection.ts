@@ -50,6 +50,13 @@ import { backoff, isClusterError, makeBreaker, ResilienceConfig } from "./Resili
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
 
+/** Asks again, a few times, when the cluster transport breaks mid-request; for calls that are safe to repeat. */
+const reaskOnDefect = <A, E, R>(effect: Effect.Effect<A, E, R>, times = 3): Effect.Effect<A, E, R> =>
+  Effect.catchAllDefect(
+    effect,
+    (defect) => (times > 0 ? Effect.delay(reaskOnDefect(effect, times - 1), "500 millis") : Effect.die(defect))
+  )
+
 /**
  * The integrator's stores fail with a `RedisError` defect while their Redis is unreachable: for the caller that is
  * `Unavailable` (nothing was executed; asking again later is safe), not a crash.
@@ -383,7 +390,10 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 // the same request is still being processed there (it was resent): ask again under a new request,
                 // which joins the execution in flight by its key
                 AlreadyProcessingMessage: () => Effect.delay(execute(settings, forceRefresh, try_), "200 millis")
-              })
+              }),
+              // the transport broke mid-request (a runner died while answering): with an execution key, asking again
+              // is safe, the worker answers what became of it
+              (call) => (executionKey === undefined ? call : reaskOnDefect(call))
             )
           // a 401 with an OAuth2 token: the provider dropped it early; refresh once and try again
           const once = (settings: Settings, try_: number) =>

@@ -1,6 +1,6 @@
 import { acceptedTask, AgentSession } from "@altan/domain/AgentSession"
 import { InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
-import { entityId, type SessionId, sessionOfTask, type TaskId } from "@altan/domain/Ids"
+import { entityId, type SessionId, sessionOfTask, type TaskId, type TenantId } from "@altan/domain/Ids"
 import * as PlanGraph from "@altan/domain/PlanGraph"
 import type { Principal } from "@altan/domain/Principal"
 import type { Settings } from "@altan/domain/Settings"
@@ -50,6 +50,10 @@ const acceptWait = Duration.seconds(3)
 
 /** How long the edge waits for the tool service to describe a plan's tools. */
 const describeWait = Duration.seconds(5)
+/** A tool's spec as the edge last read it is used as is this long, and while the tool service cannot answer, this long. */
+const specFreshMs = 2_000
+const specStaleMs = 10 * 60_000
+const maxSpecs = 10_000
 
 /**
  * Bounds a call into the cluster: while no runner owns the session's shard, the cluster retries
@@ -120,6 +124,37 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
     const session = (principal: Principal, sessionId: SessionId) => sessions(entityId(principal.tenantId, sessionId))
     const sessionFor = (principal: Principal, taskId: TaskId) => session(principal, sessionOfTask(taskId))
 
+    // specs the tool service gave lately, by tenant and tool: fresh ones spare a round trip, older ones answer while
+    // the tool service cannot (a tool runner failing over), so known tools stay usable
+    const specCache = new Map<string, { readonly spec: ToolSpec; readonly at: number }>()
+    const describe = (tenantId: TenantId, tool: string) =>
+      Effect.gen(function*() {
+        const key = entityId(tenantId, tool)
+        const now = yield* Clock.currentTimeMillis
+        const cached = specCache.get(key)
+        if (cached && now - cached.at < specFreshMs) return Option.some(cached.spec)
+        return yield* workers(key).Describe().pipe(
+          Effect.map((spec) => {
+            specCache.delete(key)
+            specCache.set(key, { spec, at: now })
+            if (specCache.size > maxSpecs) specCache.delete(specCache.keys().next().value!)
+            return Option.some(spec)
+          }),
+          Effect.catchTag("ToolNotFound", () => Effect.sync(() => (specCache.delete(key), Option.none<ToolSpec>()))),
+          Effect.timeoutFail({ duration: describeWait, onTimeout: () => ({ _tag: "no answer in time" as const }) }),
+          Effect.catchAll((e) =>
+            cached && now - cached.at < specStaleMs
+              ? Effect.succeed(Option.some(cached.spec))
+              : Effect.fail(
+                new Unavailable({
+                  message: `the tool service could not describe ${tool} (${e._tag}); retry later`,
+                  details: { retry_after_ms: 2000 }
+                })
+              )
+          )
+        )
+      })
+
     /**
      * Checks a plan before anything is accepted: its structure, the task's tool allowlist, that every tool exists,
      * and every `$ref` path against the referenced tool's output schema. Answers the tools' specs, which go with
@@ -138,25 +173,9 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
           }
         }
         const tools = [...new Set(plan.steps.map((s) => s.tool as string))]
-        const described = yield* Effect.forEach(
-          tools,
-          (tool) =>
-            workers(entityId(principal.tenantId, tool)).Describe().pipe(
-              Effect.map(Option.some),
-              Effect.catchTag("ToolNotFound", () => Effect.succeed(Option.none<ToolSpec>()))
-            ),
-          { concurrency: "unbounded" }
-        ).pipe(
-          Effect.timeoutFail({
-            duration: describeWait,
-            onTimeout: () => ({ _tag: "no answer in time" as const })
-          }),
-          Effect.mapError((e) =>
-            new Unavailable({
-              message: `the tool service could not describe the plan's tools (${e._tag}); retry later`
-            })
-          )
-        )
+        const described = yield* Effect.forEach(tools, (tool) => describe(principal.tenantId, tool), {
+          concurrency: "unbounded"
+        })
         const specs = new Map<string, ToolSpec>()
         tools.forEach((tool, i) => Option.map(described[i]!, (spec) => specs.set(tool, spec)))
         for (const [i, step] of plan.steps.entries()) {

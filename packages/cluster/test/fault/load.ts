@@ -393,6 +393,8 @@ export interface Report {
   readonly failed: number
   readonly cancelled: number
   readonly failuresByCode: Record<string, number>
+  /** The failed tasks' steps that did not succeed: `<step>:<status>:<code>:<message>` and how many. */
+  readonly failedSteps: Record<string, number>
   /** Accepted but not terminal by the deadline (or 404). */
   readonly lost: number
   readonly lostTasks: ReadonlyArray<{
@@ -557,6 +559,13 @@ export const account = async (options: {
     cancelled: terminal.filter((o) => status(o) === "cancelled").length,
     failuresByCode: tally(
       terminal.filter((o) => status(o) === "failed").map((o) => String(o.task?.error?.code ?? "unknown"))
+    ),
+    failedSteps: tally(
+      terminal.filter((o) => status(o) === "failed").flatMap((o) =>
+        (o.task?.steps ?? []).filter((st: any) => st.status !== "succeeded" && st.error).map((st: any) =>
+          `${st.id}:${st.status}:${st.error.code}:${String(st.error.message).slice(0, 120)}`
+        )
+      )
     ),
     lost: lost.length,
     lostTasks: await Promise.all(lost.map(async (o) => {
