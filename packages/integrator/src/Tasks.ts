@@ -1,5 +1,5 @@
 import { acceptedTask, AgentSession } from "@altan/domain/AgentSession"
-import { InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
+import { type Conflict, InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
 import { entityId, type SessionId, sessionOfTask, type TaskId, type TenantId } from "@altan/domain/Ids"
 import * as PlanGraph from "@altan/domain/PlanGraph"
 import type { Principal } from "@altan/domain/Principal"
@@ -11,6 +11,7 @@ import * as EntityAddress from "@effect/cluster/EntityAddress"
 import * as EntityId from "@effect/cluster/EntityId"
 import * as MessageStorage from "@effect/cluster/MessageStorage"
 import * as Sharding from "@effect/cluster/Sharding"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -239,23 +240,30 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
       // the submit is uninterruptible from here: stopping to wait for it undoes nothing
       const accepted: Task = yield* target.Submit(payload).pipe(
         Effect.timeoutFail({ duration: acceptWait, onTimeout: () => ({ _tag: "no answer in time" as const }) }),
-        Effect.catchIf(
-          (e): e is Exclude<typeof e, InvalidRequest | { readonly _tag: "Conflict" }> =>
-            e._tag !== "InvalidRequest" && e._tag !== "Conflict",
-          (e) =>
-            isStored(principal, sessionId, taskId).pipe(
-              Effect.mapError((stored) => notAccepted(`${e._tag}; cluster storage: ${stored._tag}`)),
-              Effect.flatMap((stored) =>
-                stored ? Effect.succeed(acceptedTask(payload)) : Effect.fail(notAccepted(e._tag))
-              )
+        // the session's own refusals are answers; anything else (a timeout, a cluster error, a transport defect)
+        // leaves the question of whether the submit was stored, which the cluster's storage settles
+        Effect.catchAllCause((cause): Effect.Effect<Task, InvalidRequest | Conflict | Unavailable> => {
+          const failure = Cause.failureOption(cause)
+          if (Option.exists(failure, (e) => e._tag === "InvalidRequest" || e._tag === "Conflict")) {
+            return Effect.failCause(cause as Cause.Cause<InvalidRequest | Conflict>)
+          }
+          if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
+          const reason = Option.match(failure, { onNone: () => "no answer", onSome: (e) => e._tag })
+          return isStored(principal, sessionId, taskId).pipe(
+            Effect.mapError((stored) => notAccepted(`${reason}; cluster storage: ${stored._tag}`)),
+            Effect.flatMap((stored) =>
+              stored ? Effect.succeed(acceptedTask(payload)) : Effect.fail(notAccepted(reason))
             )
-        )
+          )
+        })
       )
       const task = request.mode === "sync" && !isTerminal(accepted.status)
         ? yield* orUnavailable(target.GetTask({ task_id: taskId, wait_ms: request.timeout_ms }), request.timeout_ms)
           .pipe(
-            // accepted already: a session that cannot answer now gets the task as accepted (202), not a 503
-            Effect.catchTags({ Unavailable: () => Effect.succeed(accepted), NotFound: () => Effect.succeed(accepted) })
+            // accepted already: a session that cannot answer now gets the task as accepted (202), never a 503
+            Effect.catchAllCause((cause): Effect.Effect<Task> =>
+              Cause.isInterruptedOnly(cause) ? Effect.failCause(cause as Cause.Cause<never>) : Effect.succeed(accepted)
+            )
           )
         : accepted
       // a sync task refused by a provider's budget (its wait would pass the timeout) is the caller's 429

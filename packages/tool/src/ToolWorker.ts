@@ -252,12 +252,6 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
                 }))
               }
             }).pipe(
-              // a backstop: whatever a tool does, its execution ends (the egress guard's own limits come first)
-              Effect.timeoutFail({
-                duration: Duration.millis((tool.spec.timeout_ms ?? maxCallMillis) + callMarginMillis),
-                onTimeout: () =>
-                  new ToolFailed({ tool_id: toolId, message: `${toolId} did not finish in time`, retryable: false })
-              }),
               // a bug in a tool (a URL `new URL` rejects, an output that does not encode) fails this call, not the
               // worker: the step gets the message and the task goes on
               Effect.catchAllDefect((defect) =>
