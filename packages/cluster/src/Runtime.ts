@@ -97,6 +97,10 @@ export const ShardingLive: Layer.Layer<
     return NodeClusterSocket.layer({
       storage: "sql",
       runnerHealth: config.runnerHealth,
+      runnerHealthK8s: {
+        labelSelector: config.runnerPods.labelSelector,
+        ...Option.match(config.runnerPods.namespace, { onNone: () => ({}), onSome: (namespace) => ({ namespace }) })
+      },
       shardingConfig: shardingOptions(config)
     }).pipe(
       Layer.provide(migrate(shardingOptions(config))),

@@ -11,8 +11,11 @@ import type * as Redacted from "effect/Redacted"
 export const roles = ["all", "agent", "tool", "integrator"] as const
 export type Role = typeof roles[number]
 
-/** The shard groups of the three services; every runner knows all of them. */
-export const shardGroups: ReadonlyArray<string> = ["agent", "integrator", ...toolShardGroups]
+/**
+ * The shard groups of the three services, and the cluster's own `default` group, where the library runs its
+ * singletons (the runner health check among them); every runner knows all of them.
+ */
+export const shardGroups: ReadonlyArray<string> = ["agent", "integrator", ...toolShardGroups, "default"]
 
 /**
  * How this process takes part in the cluster. Read once from the environment (see README's
@@ -34,6 +37,11 @@ export class RuntimeConfig extends Context.Tag("@altan/cluster/RuntimeConfig")<R
   readonly redisUrl: Option.Option<Redacted.Redacted>
   /** `RUNNER_HEALTH`: `ping` other runners, or ask the Kubernetes API (`k8s`). */
   readonly runnerHealth: "ping" | "k8s"
+  /**
+   * With `k8s`: the namespace whose pods are the runners (`POD_NAMESPACE`, from the downward API) and the label they
+   * carry (`RUNNER_POD_SELECTOR`): a namespaced Role can list them, where listing every namespace would be refused.
+   */
+  readonly runnerPods: { readonly namespace: Option.Option<string>; readonly labelSelector: string }
   /** Cluster timing; identical in every process, or clients keep routing to dead runners. */
   readonly shardLockRefreshInterval: Duration.Duration
   readonly shardLockExpiration: Duration.Duration
@@ -44,8 +52,9 @@ export class RuntimeConfig extends Context.Tag("@altan/cluster/RuntimeConfig")<R
 /** Shards per group; like the groups themselves, the same in every process of a cluster. */
 export const shardsPerGroup = 100
 
+/** The groups a role hosts: its service's, and `default` (any runner may run the cluster's singletons). */
 export const groupsOf = (role: Role): ReadonlyArray<string> =>
-  role === "all" ? shardGroups : role === "tool" ? toolShardGroups : [role]
+  role === "all" ? shardGroups : role === "tool" ? [...toolShardGroups, "default"] : [role, "default"]
 
 export const load: Effect.Effect<RuntimeConfig["Type"], ConfigError.ConfigError> = Effect.gen(function*() {
   const role = yield* Config.literal(...roles)("ROLE").pipe(Config.withDefault("all" as const))
@@ -59,6 +68,12 @@ export const load: Effect.Effect<RuntimeConfig["Type"], ConfigError.ConfigError>
     databaseUrl: yield* Config.option(Config.redacted("DATABASE_URL")),
     redisUrl: yield* Config.option(Config.redacted("REDIS_URL")),
     runnerHealth: yield* Config.literal("ping", "k8s")("RUNNER_HEALTH").pipe(Config.withDefault("ping" as const)),
+    runnerPods: {
+      namespace: yield* Config.option(Config.string("POD_NAMESPACE")),
+      labelSelector: yield* Config.string("RUNNER_POD_SELECTOR").pipe(
+        Config.withDefault("app.kubernetes.io/part-of=altan")
+      )
+    },
     shardLockRefreshInterval: yield* Config.duration("SHARD_LOCK_REFRESH_INTERVAL").pipe(
       Config.withDefault(Duration.seconds(2))
     ),
