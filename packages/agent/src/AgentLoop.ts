@@ -1,15 +1,15 @@
 import { llmProvider } from "@altan/domain/Connection"
 import type { TaskId } from "@altan/domain/Ids"
 import type { ChatMessage, Completion } from "@altan/domain/Llm"
-import type { Task, TaskError, Turn } from "@altan/domain/Task"
+import { isTerminal, type Task, type TaskError, type Turn } from "@altan/domain/Task"
 import type { ToolWorker } from "@altan/domain/ToolWorker"
 import { catalogId } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type { AgentConfig } from "./AgentConfig.js"
 import { systemPrompt, toolResult } from "./Conversation.js"
-import { durably, now } from "./SessionTasks.js"
-import { askAgain, notTaken, reaskOnDefect, runStep, type StepContext } from "./StepRunner.js"
+import { backoff, durably, now } from "./SessionTasks.js"
+import { notTaken, reaskOnBreak, runStep, type StepContext } from "./StepRunner.js"
 import type { TaskStore } from "./TaskStore.js"
 
 /** What the agent loop needs besides a step's context. */
@@ -39,7 +39,8 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
     const fail = (error: TaskError) => tasks.updateTask(taskId, (t) => ({ ...t, status: "failed", error }))
 
     const catalog = yield* ctx.toolWorker(catalogId(tenantId)).List().pipe(
-      Effect.retry({ schedule: askAgain, while: (e) => notTaken.has(e._tag) }),
+      reaskOnBreak,
+      Effect.retry({ schedule: backoff, while: (e) => notTaken.has(e._tag) }),
       Effect.timeout(ctx.stepTimeout),
       Effect.either
     )
@@ -134,6 +135,10 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
     }
     while (true) {
       const record = tasks.current(taskId)
+      // cancelled (or ended) meanwhile: no more turns nor calls
+      if (isTerminal(record.task.status)) {
+        return record.task
+      }
       const transcript = record.transcript ?? []
       const last = transcript[transcript.length - 1]!
       const turn = turnsIn(transcript)
@@ -162,9 +167,9 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         task_id: taskId
       }).pipe(
         // an LLM turn has no side effect: asking again costs tokens at worst
-        reaskOnDefect,
+        reaskOnBreak,
         Effect.retry({
-          schedule: askAgain,
+          schedule: backoff,
           while: (e) =>
             notTaken.has(e._tag)
         }),

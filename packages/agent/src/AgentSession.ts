@@ -10,7 +10,6 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import { AgentConfig } from "./AgentConfig.js"
 import { type LoopContext, runConversation } from "./AgentLoop.js"
@@ -64,7 +63,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
         self.Run({ task_id: taskId }, { discard: true }).pipe(
           Effect.catchTag("AlreadyProcessingMessage", () => Effect.void),
           Effect.tapError((e) => Effect.logWarning(`scheduling task ${taskId} failed, retrying: ${e._tag}`)),
-          Effect.retry(Schedule.exponential("100 millis", 2).pipe(Schedule.union(Schedule.spaced("2 seconds")))),
+          Effect.retry(SessionTasks.backoff),
           Effect.orDie
         )
 
@@ -81,7 +80,10 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
 
       const execute = (taskId: TaskId): Effect.Effect<Task> =>
         Effect.gen(function*() {
-          if (tasks.current(taskId).task.status === "queued") {
+          const { task } = tasks.current(taskId)
+          // cancelled (or ended) while its run was on its way: nothing more to do
+          if (isTerminal(task.status)) return task
+          if (task.status === "queued") {
             yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "running" }))
             yield* tasks.emit(taskId, "task.started")
           }
@@ -159,10 +161,17 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             if (Option.isNone(found)) {
               return yield* Effect.logError(`task ${taskId} has a Run but no record: nothing to run`)
             }
-            if (isTerminal(found.value.task.status)) return yield* tasks.ensureTerminalEvent(taskId)
-            const fiber = running.get(taskId) ?? (yield* Effect.fork(execute(taskId)))
-            running.set(taskId, fiber)
-            yield* Fiber.await(fiber).pipe(Effect.ensuring(Effect.sync(() => running.delete(taskId))))
+            if (isTerminal(found.value.task.status)) return yield* tasks.ensureTerminalEvent(found.value.task)
+            while (true) {
+              const fiber = running.get(taskId) ?? (yield* Effect.fork(execute(taskId)))
+              running.set(taskId, fiber)
+              yield* Fiber.await(fiber).pipe(Effect.ensuring(Effect.sync(() => running.delete(taskId))))
+              if (isTerminal(tasks.current(taskId).task.status)) return
+              // the run stopped short of an end (a call came back interrupted: its handler was stopped on a runner
+              // shutting down): it resumes from what its record says, as it would on another runner
+              yield* Effect.logWarning(`task ${taskId} stopped before its end; resuming it`)
+              yield* Effect.sleep("1 second")
+            }
           }),
 
         GetTask: ({ payload }) =>

@@ -1,6 +1,7 @@
 import type { TaskId } from "@altan/domain/Ids"
 import * as PlanGraph from "@altan/domain/PlanGraph"
 import type { Plan, Task } from "@altan/domain/Task"
+import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -71,6 +72,18 @@ export const runPlan = (ctx: StepContext, taskId: TaskId): Effect.Effect<Task> =
         outputs.set(step.id, output)
         return output
       }).pipe(
+        // a bug in running one step fails that step, with its message, and the others go on
+        Effect.catchAllDefect((defect) =>
+          Effect.zipRight(
+            Effect.logError(`step ${step.id} of task ${taskId} failed on a defect`, Cause.die(defect)),
+            fail(step.id, "failed", {
+              code: "internal_error",
+              message: `the step stopped on an internal error: ${
+                defect instanceof Error ? defect.message : String(defect)
+              }`
+            })
+          )
+        ),
         Effect.exit,
         Effect.flatMap((exit) => Deferred.done(done.get(step.id)!, exit))
       ), { concurrency: "unbounded", discard: true })

@@ -27,11 +27,11 @@ export class Redis extends Context.Tag("@altan/agent/Redis")<Redis, {
    */
   readonly duplicate: Effect.Effect<IORedis, RedisError, Scope.Scope>
   /**
-   * Calls `f` each time the shared connection is ready again after it was lost. Writes acknowledged shortly before
+   * Calls `f` (with when the connection was lost) each time the shared connection is ready again after it was lost. Writes acknowledged shortly before
    * a server crash may be gone (AOF `everysec` loses up to a second): holders of state rewrite what they know.
    * Returns the function that unregisters `f`.
    */
-  readonly onReconnect: (f: () => void) => () => void
+  readonly onReconnect: (f: (lostAt: number) => void) => () => void
 }>() {}
 
 /** Options of `layer`. */
@@ -120,13 +120,14 @@ export const make = (options: Options): Effect.Effect<Redis["Type"], RedisError,
       ...(options.connectionName ? { connectionName: options.connectionName } : {})
     })
     yield* connect(client, where, quit)
-    const listeners = new Set<() => void>()
-    let lost = false
-    client.on("close", () => void (lost = true))
+    const listeners = new Set<(lostAt: number) => void>()
+    let lostAt: number | undefined
+    client.on("close", () => void (lostAt ??= Date.now()))
     client.on("ready", () => {
-      if (!lost) return
-      lost = false
-      for (const f of listeners) f()
+      if (lostAt === undefined) return
+      const at = lostAt
+      lostAt = undefined
+      for (const f of listeners) f(at)
     })
     return {
       client,

@@ -15,6 +15,9 @@ import { type TaskRecord, TaskStore } from "./TaskStore.js"
 
 export const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms).toISOString())
 
+/** How the session waits out a store or a service that cannot answer now: backing off to once every 2 s. */
+export const backoff = Schedule.exponential("100 millis", 2).pipe(Schedule.union(Schedule.spaced("2 seconds")))
+
 /**
  * A storage write that a task's progress depends on: retried until it succeeds (backing off to every 2 s), so a
  * storage outage pauses tasks instead of losing or falsifying what they did. Interruption (a cancel, a runner
@@ -23,12 +26,15 @@ export const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms).toIS
 export const durably = <A>(what: string, effect: Effect.Effect<A, RedisError>): Effect.Effect<A> =>
   effect.pipe(
     Effect.tapError((e) => Effect.logWarning(`${what} failed, retrying: ${e.message}`)),
-    Effect.retry(Schedule.exponential("50 millis", 2).pipe(Schedule.union(Schedule.spaced("2 seconds")))),
+    Effect.retry(backoff),
     Effect.orDie
   )
 
 /** Finished tasks kept in memory besides the running ones: for quick reads and to rewrite after a storage crash. */
 const recentFinished = 32
+
+/** Records written this long before the connection was lost are written again (AOF `everysec` loses ~1 s). */
+const rewriteWindowMs = 5_000
 
 /**
  * The tasks of one session as this activation knows them: the running ones, and the few that finished last. Every
@@ -52,8 +58,8 @@ export interface SessionTasks {
     type: TaskEventType,
     extra?: { readonly step_id?: string; readonly data?: unknown }
   ) => Effect.Effect<void>
-  /** Makes sure a finished task's log ends with its terminal event (its writer may have died in between). */
-  readonly ensureTerminalEvent: (taskId: TaskId) => Effect.Effect<void>
+  /** Makes sure a finished task's log has its terminal event (its writer may have died in between). */
+  readonly ensureTerminalEvent: (task: Task) => Effect.Effect<void>
   /** Waits up to `ms` for the task to reach a terminal status. */
   readonly awaitFinished: (taskId: TaskId, ms: number) => Effect.Effect<void>
 }
@@ -67,13 +73,19 @@ export const make = (
     const events = yield* EventLog
     const audit = yield* AuditLog
 
-    type Entry = { record: TaskRecord; readonly lock: Effect.Semaphore; finished?: Deferred.Deferred<void> }
+    type Entry = {
+      record: TaskRecord
+      readonly lock: Effect.Semaphore
+      finished?: Deferred.Deferred<void>
+      /** When this activation last wrote the record (0: never). */
+      writtenAt: number
+    }
     const entries = new Map<TaskId, Entry>()
     const finishedOrder: Array<TaskId> = []
     const entryOf = (record: TaskRecord): Entry => {
       const existing = entries.get(record.task.task_id)
       if (existing) return existing
-      const entry: Entry = { record, lock: Effect.unsafeMakeSemaphore(1) }
+      const entry: Entry = { record, lock: Effect.unsafeMakeSemaphore(1), writtenAt: 0 }
       entries.set(record.task.task_id, entry)
       return entry
     }
@@ -106,21 +118,36 @@ export const make = (
         }))
     }
 
+    const append = (
+      taskId: TaskId,
+      type: TaskEventType,
+      extra: { readonly step_id?: string; readonly data?: unknown }
+    ) =>
+      Effect.flatMap(
+        now,
+        (at) =>
+          durably(
+            `event ${type} of ${taskId}`,
+            events.append(tenantId, taskId, { type, task_id: taskId, at, ...extra })
+          )
+      )
+
     const emit: SessionTasks["emit"] = (taskId, type, extra = {}) =>
       Effect.gen(function*() {
-        const at = yield* now
-        yield* durably(
-          `event ${type} of ${taskId}`,
-          events.append(tenantId, taskId, { type, task_id: taskId, at, ...extra })
-        )
+        yield* append(taskId, type, extra)
         const entry = entries.get(taskId)
         if (entry) yield* auditTask(entry.record.task, type)
       })
 
-    const terminalEvent = (task: Task) =>
-      emit(task.task_id, `task.${task.status}` as TaskEventType, {
-        data: task.status === "succeeded" ? { output: task.output } : { error: task.error }
-      })
+    const terminalEvent = (task: Task) => {
+      const type = `task.${task.status}` as TaskEventType
+      return Effect.zipRight(
+        append(task.task_id, type, {
+          data: task.status === "succeeded" ? { output: task.output } : { error: task.error }
+        }),
+        auditTask(task, type)
+      )
+    }
 
     const update: SessionTasks["update"] = (taskId, f) =>
       Effect.suspend(() => {
@@ -128,11 +155,14 @@ export const make = (
         if (!entry) return Effect.dieMessage(`task ${taskId} is not held by its session`)
         return entry.lock.withPermits(1)(Effect.gen(function*() {
           const previous = entry.record
+          // a terminal status is final: whatever raced it (a cancel and a run, say) changes nothing more
+          if (isTerminal(previous.task.status)) return previous.task
           const at = yield* now
           const changed = f(previous)
           const next: TaskRecord = { ...changed, task: { ...changed.task, updated_at: at } }
           yield* durably(`writing task ${taskId}`, store.put(tenantId, next))
           entry.record = next
+          entry.writtenAt = yield* Clock.currentTimeMillis
           if (isTerminal(next.task.status) && !isTerminal(previous.task.status)) {
             yield* terminalEvent(next.task)
             if (entry.finished) yield* Deferred.succeed(entry.finished, void 0)
@@ -142,19 +172,28 @@ export const make = (
         }))
       })
 
-    // what the server acknowledged just before it crashed may be lost: write back everything held here
-    yield* store.onReconnect(Effect.suspend(() =>
-      Effect.forEach(
-        [...entries.values()],
-        (entry) =>
-          entry.lock.withPermits(1)(
-            Effect.suspend(() =>
-              durably(`rewriting task ${entry.record.task.task_id}`, store.put(tenantId, entry.record))
-            )
-          ),
-        { discard: true }
+    // what the server acknowledged just before it crashed may be lost (AOF `everysec`: its last second): write back
+    // the records written shortly before the connection dropped; in the session's scope, so a session that moved
+    // to another runner writes nothing more
+    const scope = yield* Effect.scope
+    yield* store.onReconnect((lostAt) =>
+      Effect.forkIn(
+        Effect.gen(function*() {
+          const since = lostAt - rewriteWindowMs
+          yield* Effect.forEach(
+            [...entries.values()].filter((entry) => entry.writtenAt >= since),
+            (entry) =>
+              entry.lock.withPermits(1)(
+                Effect.suspend(() =>
+                  durably(`rewriting task ${entry.record.task.task_id}`, store.put(tenantId, entry.record))
+                )
+              ),
+            { discard: true }
+          )
+        }),
+        scope
       )
-    ))
+    )
 
     return {
       record: (taskId) => {
@@ -170,7 +209,9 @@ export const make = (
       create: (record) =>
         Effect.gen(function*() {
           yield* durably(`recording task ${record.task.task_id}`, store.put(tenantId, record, { created: true }))
-          entryOf(record).record = record
+          const entry = entryOf(record)
+          entry.record = record
+          entry.writtenAt = yield* Clock.currentTimeMillis
           yield* emit(record.task.task_id, "task.queued")
         }),
       update,
@@ -181,12 +222,11 @@ export const make = (
           task: { ...r.task, steps: r.task.steps.map((s) => (s.id === stepId ? f(s) : s)) }
         })),
       emit,
-      ensureTerminalEvent: (taskId) =>
+      ensureTerminalEvent: (task) =>
         Effect.gen(function*() {
-          const entry = entries.get(taskId)
-          if (!entry || !isTerminal(entry.record.task.status)) return
-          const logged = yield* durably(`reading events of ${taskId}`, events.read(tenantId, taskId))
-          if (!logged.some(isTerminalEvent)) yield* terminalEvent(entry.record.task)
+          if (!isTerminal(task.status)) return
+          const logged = yield* durably(`reading events of ${task.task_id}`, events.read(tenantId, task.task_id))
+          if (!logged.some(isTerminalEvent)) yield* terminalEvent(task)
         }),
       awaitFinished: (taskId, ms) =>
         Effect.suspend(() => {

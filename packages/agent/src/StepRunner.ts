@@ -1,6 +1,6 @@
 import type { Connection } from "@altan/domain/Connection"
 import type { TaskId, TenantId } from "@altan/domain/Ids"
-import type { TaskError } from "@altan/domain/Task"
+import { isTerminal, type TaskError } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import { policyOf } from "@altan/domain/ToolWorker"
 import * as Cause from "effect/Cause"
@@ -9,7 +9,6 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
 import type { SessionTasks } from "./SessionTasks.js"
 
 /** A step did not succeed; what happened is on its record. */
@@ -52,6 +51,8 @@ export const stepError = (error: unknown): TaskError => {
     case "AlreadyProcessingMessage":
     case "PersistenceError":
       return { code: "unavailable", message: `the integrator could not take the call (${e._tag})` }
+    case "Unavailable":
+      return { code: "unavailable", message: e.message ?? "a store the call needs could not be reached" }
     default:
       return { code: "internal_error", message: String(e.message ?? error) }
   }
@@ -79,18 +80,22 @@ export const notTaken: ReadonlySet<string> = new Set([
   "PersistenceError"
 ])
 
-/** How often a call that was not taken is asked again: backing off to every 2 s. */
-export const askAgain = Schedule.exponential("100 millis", 2).pipe(Schedule.union(Schedule.spaced("2 seconds")))
-
-/** Asks again, a few times, when the cluster transport breaks mid-request; for calls that are safe to repeat. */
-export const reaskOnDefect = <A, E, R>(effect: Effect.Effect<A, E, R>, times = 3): Effect.Effect<A, E, R> =>
-  Effect.catchAllDefect(
+/**
+ * Asks again, a few times, when a call breaks rather than fails: a defect (the cluster transport broke mid-request)
+ * or an interruption of the call (its handler was stopped on a runner shutting down); for calls safe to repeat.
+ * This fiber's own interruption is not caught: it stops at the delay.
+ */
+export const reaskOnBreak = <A, E, R>(effect: Effect.Effect<A, E, R>, times = 3): Effect.Effect<A, E, R> =>
+  Effect.catchAllCause(
     effect,
-    (defect) => (times > 0 ? Effect.delay(reaskOnDefect(effect, times - 1), "500 millis") : Effect.die(defect))
+    (cause) =>
+      Option.isNone(Cause.failureOption(cause)) && times > 0
+        ? Effect.delay(reaskOnBreak(effect, times - 1), "500 millis")
+        : Effect.failCause(cause)
   )
 
-/** Times a step asks again when its call ended on a defect (a transport break) before it records the defect. */
-const maxDefects = 5
+/** Times a step asks again when its call broke (a defect or an interruption of the call) before it records it. */
+const maxBreaks = 5
 
 /** Attempts a step makes after outcomes turned out unknown, when calling again is safe. */
 const maxUnknownRetries = 2
@@ -149,13 +154,15 @@ export const runStep = (
         return startedMs
       })
 
-    const invoke = (attempt: number) =>
+    const resumed = found.status === "running"
+    const invoke = (attempt: number, resume: boolean) =>
       ctx.connection(`${ctx.tenantId}/${spec.provider}`).Invoke({
         tool_id: spec.tool_id,
         input,
         task_id: taskId,
         step_id: stepId,
         attempt,
+        ...(resume ? { resume: true } : {}),
         ...(task.llms && task.llms.length > 0 ? { llms: task.llms } : {}),
         ...(spec.fallback ? { fallback: spec.fallback } : {}),
         ...(task.tools ? { allowed_tools: task.tools } : {}),
@@ -165,19 +172,23 @@ export const runStep = (
           ? { deadline: Date.parse(task.created_at) + task.timeout_ms }
           : {})
       })
+    // a cancel (or any end of the task) stops the step before it calls anything
+    const ended = () => isTerminal(ctx.tasks.current(taskId).task.status)
 
-    let attempt = found.status === "running" ? found.attempts : found.attempts + 1
-    let startedMs = found.status === "running" && found.started_at !== undefined
-      ? Date.parse(found.started_at)
-      : yield* start(attempt)
+    let attempt = resumed ? found.attempts : found.attempts + 1
+    if (!resumed && ended()) return yield* Effect.fail(new StepFailed(stepId))
+    let startedMs = resumed && found.started_at !== undefined ? Date.parse(found.started_at) : yield* start(attempt)
+    // a step resumed past its deadline still gets a moment to learn what became of its attempt
+    let deadlineMs = Math.max(
+      startedMs + Duration.toMillis(ctx.stepTimeout),
+      resumed ? (yield* Clock.currentTimeMillis) + Duration.toMillis(resumeGrace) : 0
+    )
     let unknowns = 0
-    let defects = 0
+    let breaks = 0
     for (let asks = 0;; asks++) {
-      const remaining = Math.max(
-        startedMs + Duration.toMillis(ctx.stepTimeout) - (yield* Clock.currentTimeMillis),
-        found.status === "running" && asks === 0 ? Duration.toMillis(resumeGrace) : 0
-      )
-      const exit = yield* invoke(attempt).pipe(
+      if (ended()) return yield* Effect.fail(new StepFailed(stepId))
+      const remaining = Math.max(0, deadlineMs - (yield* Clock.currentTimeMillis))
+      const exit = yield* invoke(attempt, resumed || asks > 0).pipe(
         Effect.timeoutFail({ duration: Duration.millis(remaining), onTimeout: () => new StepTimedOut() }),
         Effect.exit
       )
@@ -201,31 +212,26 @@ export const runStep = (
         yield* ctx.tasks.emit(taskId, "tool.completed", { step_id: stepId, data: { tool: spec.tool_id, ...timing } })
         return result.output
       }
-      if (Exit.isInterrupted(exit)) return yield* Effect.interrupt
-      // the cluster transport broke mid-call (a runner died while answering): asking again for the same attempt is
-      // safe, the tool service answers what became of it
-      if (
-        Option.isNone(Cause.failureOption(exit.cause)) && defects++ < maxDefects &&
-        (yield* Clock.currentTimeMillis) < startedMs + Duration.toMillis(ctx.stepTimeout)
-      ) {
+      // a defect or an interruption of the call itself (this fiber's own interruption stops it at the sleep below):
+      // the cluster transport broke mid-call, or the handler was stopped on a runner shutting down; asking again for
+      // the same attempt is safe, the tool service answers what became of it
+      if (Option.isNone(Cause.failureOption(exit.cause)) && breaks++ < maxBreaks && endMs < deadlineMs) {
         yield* Effect.sleep(Duration.millis(500))
         continue
       }
       const failure = Cause.squash(exit.cause) as { readonly _tag?: string; readonly unknown_outcome?: boolean }
       // the call was not taken (a store or the cluster could not take it now): asking again for the same attempt is
       // safe whatever happened, the tool service runs it at most once
-      if (
-        notTaken.has(failure._tag ?? "") &&
-        (yield* Clock.currentTimeMillis) < startedMs + Duration.toMillis(ctx.stepTimeout)
-      ) {
-        yield* Effect.sleep(Duration.millis(Math.min(2_000, 100 * 2 ** Math.min(asks, 5))))
+      if (notTaken.has(failure._tag ?? "") && endMs < deadlineMs) {
+        yield* Effect.sleep(Duration.millis(Math.min(2_000, 100 * 2 ** Math.min(asks, 5)))) // as `backoff` does
         continue
       }
       const unknown = failure._tag === "ToolFailed" && failure.unknown_outcome === true
-      if (unknown && retryUnknown && unknowns < maxUnknownRetries) {
+      if (unknown && retryUnknown && unknowns < maxUnknownRetries && !ended()) {
         unknowns++
         attempt++
         startedMs = yield* start(attempt)
+        deadlineMs = startedMs + Duration.toMillis(ctx.stepTimeout)
         continue
       }
       const [status, error] = unknown
@@ -237,7 +243,9 @@ export const runStep = (
         : failure._tag === "StepTimedOut"
         ? ["failed" as const, {
           code: "timeout",
-          message: `the step did not finish within ${Duration.format(ctx.stepTimeout)}`
+          message: `the step did not finish within ${Duration.format(ctx.stepTimeout)}`,
+          // a call with side effects handed to the tool service may still have been applied
+          ...(spec.side_effect && !spec.idempotent ? { details: { outcome: "unknown" } } : {})
         }]
         : ["failed" as const, stepError(failure)]
       const tries = (failure as { readonly attempts?: number }).attempts

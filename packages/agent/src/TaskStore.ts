@@ -12,7 +12,8 @@ import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import { messageSize, trimHistory } from "./Conversation.js"
-import { attempt, checkPrefix, Redis, RedisError, sessionTag, ttlMillis } from "./Redis.js"
+import type { RedisError } from "./Redis.js"
+import { attempt, checkPrefix, Redis, sessionTag, ttlMillis } from "./Redis.js"
 
 /** A task as stored: what the API shows of it, and what running (or resuming) it needs. */
 export const TaskRecord = Schema.Struct({
@@ -67,10 +68,11 @@ export class TaskStore extends Context.Tag("@altan/agent/TaskStore")<TaskStore, 
   /** Forgets the session's conversation; its tasks stay. */
   readonly resetMessages: (tenantId: TenantId, sessionId: SessionId, at: string) => Effect.Effect<void, RedisError>
   /**
-   * Runs `f` whenever the store's connection is back after it was lost, for the life of the scope: what the
-   * server acknowledged just before it crashed may be gone, and the caller rewrites what it holds.
+   * Runs `f` (with when the connection was lost) whenever the store's connection is back after it was lost, for the
+   * life of the scope: what the server acknowledged just before it crashed may be gone, and the caller rewrites what
+   * it wrote then.
    */
-  readonly onReconnect: (f: Effect.Effect<void>) => Effect.Effect<void, never, Scope.Scope>
+  readonly onReconnect: (f: (lostAt: number) => Effect.Effect<void>) => Effect.Effect<void, never, Scope.Scope>
 }>() {}
 
 const sessionKey = (tenantId: TenantId, sessionId: string) => `${tenantId}/${sessionId}`
@@ -79,21 +81,28 @@ const sessionKey = (tenantId: TenantId, sessionId: string) => `${tenantId}/${ses
 export interface MemoryOptions {
   /** Task records kept; the oldest are dropped first. Default 100 000. */
   readonly maxTasks?: number
+  /** Sessions (task lists and conversations) kept; the least recently used are dropped first. Default 100 000. */
+  readonly maxSessions?: number
 }
 
 /**
  * In-process storage: the embedded default and unit tests. Records are replaced, never mutated, so holding the
- * reference is as good as a copy. Bounded by `maxTasks` records (the oldest go first).
+ * reference is as good as a copy. Bounded by `maxTasks` records and `maxSessions` sessions.
  */
 export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore> =>
   Layer.sync(TaskStore, () => {
     const maxTasks = Math.max(1, options?.maxTasks ?? 100_000)
+    const maxSessions = Math.max(1, options?.maxSessions ?? 100_000)
     const tasks = new Map<string, TaskRecord>()
     const sessions = new Map<string, { task_ids: Array<TaskId>; messages: Array<ChatMessage>; updated_at: string }>()
     const sessionOf = (tenantId: TenantId, sessionId: string, at: string) => {
       const key = sessionKey(tenantId, sessionId)
       let entry = sessions.get(key)
-      if (!entry) sessions.set(key, entry = { task_ids: [], messages: [], updated_at: at })
+      if (entry) sessions.delete(key)
+      else entry = { task_ids: [], messages: [], updated_at: at }
+      // most recently used last: past `maxSessions` the least recently used go first
+      sessions.set(key, entry)
+      if (sessions.size > maxSessions) sessions.delete(sessions.keys().next().value!)
       entry.updated_at = at
       return entry
     }
@@ -161,9 +170,9 @@ const page = 64
  * - `<prefix>:t:<tenant>:sh:{tenant/session}`: its summary fields (`updated_at`), a hash.
  *
  * A write is one `MULTI` touching a task's record and the session's small keys, each with `PX ttl`, so its cost does
- * not grow with the session's history; a task read is one `GETEX`, which refreshes the record's TTL. A record that
- * does not decode fails the read (treating it as absent would let the next write drop what it holds). Redis
- * failures are `RedisError`s: the caller decides to retry or to answer 503.
+ * not grow with the session's history; a task read is one `GETEX`, which refreshes the record's TTL. Redis failures
+ * are `RedisError`s: the caller decides to wait or to answer 503. A record that does not decode is a defect (treating
+ * it as absent would let the next write drop what it holds; waiting would not mend it).
  */
 export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never, Redis> =>
   Layer.effect(
@@ -188,8 +197,10 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
           for (const [error] of results) if (error) throw error
           return results.map(([, value]) => value)
         })
+      // a stored value that does not decode is no outage to wait out (nor an absent task): a defect, logged and
+      // answered as an internal error
       const corrupt = (what: string, message: string) =>
-        new RedisError({ message: `${what} does not decode (refusing to treat it as absent): ${message}` })
+        Effect.dieMessage(`${what} does not decode (refusing to treat it as absent): ${message}`)
       const touchSession = (
         multi: ReturnType<typeof client.multi>,
         tenantId: TenantId,
@@ -203,7 +214,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
             const key = recordKey(tenantId, sessionOfTask(taskId), taskId)
             const raw = yield* attempt("GETEX", () => client.getex(key, "PX", px))
             if (raw === null) return Option.none()
-            const record = yield* decodeRecord(raw).pipe(Effect.mapError((e) => corrupt(key, e.message)))
+            const record = yield* decodeRecord(raw).pipe(Effect.catchAll((e) => corrupt(key, e.message)))
             if (record.task.task_id !== taskId) return yield* corrupt(key, "it holds another task")
             return Option.some(record)
           }),
@@ -212,7 +223,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
           Effect.gen(function*() {
             const { session_id: sessionId, task_id: taskId, updated_at: at } = record.task
             const json = yield* encodeRecord(record).pipe(
-              Effect.mapError((e) => new RedisError({ message: `cannot encode task ${taskId}: ${e.message}` }))
+              Effect.catchAll((e) => Effect.dieMessage(`cannot encode task ${taskId}: ${e.message}`))
             )
             yield* exec("write task", (multi) => {
               multi.set(recordKey(tenantId, sessionId, taskId), json, "PX", px)
@@ -228,7 +239,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
           Effect.gen(function*() {
             if (messages.length === 0) return
             const encoded = yield* Effect.forEach(messages, (m) => encodeMessage(m)).pipe(
-              Effect.mapError((e) => new RedisError({ message: `cannot encode a message: ${e.message}` }))
+              Effect.catchAll((e) => Effect.dieMessage(`cannot encode a message: ${e.message}`))
             )
             const list = keyOf("sm", tenantId, sessionId)
             yield* exec("append messages", (multi) => {
@@ -246,7 +257,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
             for (let from = 0;; from += page) {
               const raw = yield* attempt("LRANGE", () => client.lrange(list, -(from + page), -(from + 1)))
               for (let i = raw.length - 1; i >= 0; i--) {
-                const message = yield* decodeMessage(raw[i]).pipe(Effect.mapError((e) => corrupt(list, e.message)))
+                const message = yield* decodeMessage(raw[i]).pipe(Effect.catchAll((e) => corrupt(list, e.message)))
                 newest.push(message)
                 chars += messageSize(message)
               }
@@ -276,7 +287,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
           Effect.gen(function*() {
             const runtime = yield* Effect.runtime<never>()
             yield* Effect.acquireRelease(
-              Effect.sync(() => redis.onReconnect(() => void Runtime.runFork(runtime)(f))),
+              Effect.sync(() => redis.onReconnect((lostAt) => void Runtime.runFork(runtime)(f(lostAt)))),
               (unregister) => Effect.sync(unregister)
             )
           })

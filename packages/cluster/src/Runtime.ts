@@ -36,6 +36,7 @@ import * as HttpServer from "@effect/platform/HttpServer"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -57,7 +58,12 @@ const shardingOptions = (config: RuntimeConfig["Type"]): Partial<ShardingConfig.
   shardLockRefreshInterval: config.shardLockRefreshInterval,
   shardLockExpiration: config.shardLockExpiration,
   runnerHealthCheckInterval: "2 seconds",
-  refreshAssignmentsInterval: "1 second"
+  refreshAssignmentsInterval: "1 second",
+  // a tool runner shutting down lets the calls it runs finish (the egress guard's 30 s limit, and a margin) rather
+  // than cutting them off with an unknown outcome; the others keep the library's 15 s
+  ...(config.assignedShardGroups.some((group) => group.startsWith("tool"))
+    ? { entityTerminationTimeout: Duration.seconds(35) }
+    : {})
 })
 
 /**

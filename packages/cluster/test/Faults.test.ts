@@ -218,7 +218,8 @@ describe("faults under load (issue #11)", () => {
       killAndRestart(() => cluster!.byRole("integrator")[0]!),
       { retries: 3 }
     )
-    expect(Object.keys(report.failuresByCode).filter((c) => c !== "unknown_outcome")).toEqual([])
+    // the tool runners keep running what the dead integrator handed them, and the re-asks join it: nothing fails
+    expect(report.failed, JSON.stringify(report.failedSteps)).toBe(0)
     expect(report.failoverMs, "failover within 10 s").toBeLessThan(10_000)
   }, 300_000)
 

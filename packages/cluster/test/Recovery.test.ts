@@ -14,7 +14,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import { Redis as IORedis } from "ioredis"
-import { randomBytes } from "node:crypto"
+import { createHash, randomBytes } from "node:crypto"
 import { createServer, type Server } from "node:http"
 import { clusterLayer, makeProbes, startEdge } from "./fixtures.js"
 
@@ -177,7 +177,11 @@ describe("a task resumed after its runner died", () => {
     const task = await resubmit()
     expect(task.body.status, task.text).toBe("succeeded")
     expect(sent("keyed")).toHaveLength(1)
-    expect(sent("keyed")[0]!.key).toMatch(/^[A-Za-z0-9_-]{20,}$/)
+    // the key every attempt of this step sends: derived from tenant, task, step, tool and input
+    const key = createHash("sha256").update(
+      [tenant, taskId, "a", "keyed_post", JSON.stringify({ marker: "keyed" })].join("\u0000")
+    ).digest("base64url")
+    expect(sent("keyed")[0]!.key).toBe(key)
   })
 
   it("calls an attempt that never reached the tool service", async () => {
@@ -238,6 +242,32 @@ describe("steps end, whatever their tool does", () => {
       expect(fine, JSON.stringify(task.body.steps)).toMatchObject({ status: "succeeded" })
     }
   })
+})
+
+describe("calls that break", () => {
+  it(
+    "a call whose handler is interrupted (a runner shutting down) is asked again, by the connection and the step",
+    async () => {
+      const probes = makeProbes()
+      const quick = await startEdge(probes)
+      try {
+        const token = await quick.sign({ tenant_id: "breaks", role: "member" })
+        // twice: the connection asks again; eight times: past the connection's three, the step asks again too
+        for (const times of [2, 8]) {
+          const task = await quick.call("POST", "/v1/tasks", token, {
+            input: { steps: [{ id: "a", tool: "probe.interrupt_first", input: { label: `x${times}`, times } }] },
+            timeout_ms: 30_000
+          })
+          expect(task.body.status, task.text).toBe("succeeded")
+          expect(task.body.output).toEqual({ label: `x${times}`, calls: times + 1 })
+          expect(task.body.steps[0]).toMatchObject({ status: "succeeded", attempts: 1 })
+        }
+      } finally {
+        await quick.close()
+      }
+    },
+    60_000
+  )
 })
 
 describe("step deadlines", () => {

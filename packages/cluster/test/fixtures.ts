@@ -115,8 +115,24 @@ export const makeProbes = () => {
         return { label, n }
       })
   })
+  const interrupted = new Map<string, number>()
+  const interruptFirst = Tool.make({
+    id: "probe.interrupt_first",
+    name: "interrupt first",
+    description:
+      "Its first `times` calls for a label are interrupted (as a handler stopped by a shutdown); then it answers.",
+    input: Schema.Struct({ label: Schema.String, times: Schema.Number }),
+    output: Schema.Struct({ label: Schema.String, calls: Schema.Number }),
+    run: ({ label, times }) =>
+      Effect.suspend(() => {
+        const count = (interrupted.get(label) ?? 0) + 1
+        interrupted.set(label, count)
+        calls.push({ tool: "probe.interrupt_first", input: { label } })
+        return count <= times ? Effect.interrupt : Effect.succeed({ label, calls: count })
+      })
+  })
   return {
-    tools: [barrier, echo, fail, hang, effect],
+    tools: [barrier, echo, fail, hang, effect, interruptFirst],
     calls,
     maxInFlight: () => maxInFlight,
     reset: () => {

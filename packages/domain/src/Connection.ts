@@ -25,6 +25,11 @@ export const Connection = Entity.make("Connection", [
        * `Invoke` of the same attempt (a redelivery, a resumed task) gets the first one's outcome.
        */
       attempt: Schema.optional(Schema.Int),
+      /**
+       * Asked again for an attempt that may have run before (a resumed task, a call that broke): its tries are
+       * answered from the tool service's ledger where they ran, without charging the breaker or the budget again.
+       */
+      resume: Schema.optional(Schema.Boolean),
       /** The task's LLM chain, for tools that generate text; the tenant's default chain otherwise. */
       llms: Schema.optional(Schema.Array(Schema.String)),
       /** The tool's fallback (its spec's `fallback`), tried when the call fails transiently. */

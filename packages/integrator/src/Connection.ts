@@ -50,11 +50,18 @@ import { backoff, isClusterError, makeBreaker, ResilienceConfig } from "./Resili
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
 
-/** Asks again, a few times, when the cluster transport breaks mid-request; for calls that are safe to repeat. */
-const reaskOnDefect = <A, E, R>(effect: Effect.Effect<A, E, R>, times = 3): Effect.Effect<A, E, R> =>
-  Effect.catchAllDefect(
+/**
+ * Asks again, a few times, when a call breaks rather than fails: a defect (the cluster transport broke mid-request)
+ * or an interruption of the call (its handler was stopped on a runner shutting down); for calls safe to repeat.
+ * This fiber's own interruption is not caught: it stops at the delay.
+ */
+const reaskOnBreak = <A, E, R>(effect: Effect.Effect<A, E, R>, times = 3): Effect.Effect<A, E, R> =>
+  Effect.catchAllCause(
     effect,
-    (defect) => (times > 0 ? Effect.delay(reaskOnDefect(effect, times - 1), "500 millis") : Effect.die(defect))
+    (cause) =>
+      Option.isNone(Cause.failureOption(cause)) && times > 0
+        ? Effect.delay(reaskOnBreak(effect, times - 1), "500 millis")
+        : Effect.failCause(cause)
   )
 
 /**
@@ -393,7 +400,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               }),
               // the transport broke mid-request (a runner died while answering): with an execution key, asking again
               // is safe, the worker answers what became of it
-              (call) => (executionKey === undefined ? call : reaskOnDefect(call))
+              (call) => (executionKey === undefined ? call : reaskOnBreak(call))
             )
           // a 401 with an OAuth2 token: the provider dropped it early; refresh once and try again
           const once = (settings: Settings, try_: number) =>
@@ -413,13 +420,15 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
           // whether this call holds the breaker's half-open probe, which it must give back however it ends
           let probe = false
           const settle = (outcome: Effect.Effect<void>) =>
-            Effect.zipRight(outcome, Effect.sync(() => void (probe = false)))
+            Effect.zipRight(payload.resume ? Effect.void : outcome, Effect.sync(() => void (probe = false)))
           const withAttempts = (e: ToolFailed, attempts: number) => new ToolFailed({ ...toolFailedFields(e), attempts })
           const call = Effect.gen(function*() {
             let lastError: string | undefined
             let lastFailure: ToolFailed | undefined
             for (let attempt = 1;; attempt++) {
-              const admitted = yield* breaker.admit
+              // a resumed attempt replays tries the tool service may have run already: neither the breaker nor the
+              // budget is asked (nor charged) again
+              const admitted = payload.resume ? { ok: true as const, probe: false } : yield* breaker.admit
               // the circuit opened while this call was retrying: its own last failure says more
               if (!("ok" in admitted) && lastFailure !== undefined) {
                 return yield* Effect.fail(withAttempts(lastFailure, attempt - 1))
@@ -439,19 +448,21 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               // once a sync task's caller has stopped waiting (its timeout passed, it got 202), the call is
               // background work: no deadline to fail fast on, no priority over async calls
               const waiting = payload.deadline === undefined || (yield* Clock.currentTimeMillis) < payload.deadline
-              yield* budget.acquire({
-                priority: waiting ? payload.priority ?? "sync" : "async",
-                deadline: waiting ? payload.deadline : undefined,
-                key: RateBudget.keyOf(payload.tool_id, payload.input)
-              }).pipe(
-                Effect.catchTag("RateLimited", (e) =>
-                  Effect.zipRight(
-                    metrics.call("rate_limited"),
-                    Effect.fail(
-                      new RateLimited({ provider, message: e.message, retry_after_ms: e.retry_after_ms })
-                    )
-                  ))
-              )
+              if (!payload.resume) {
+                yield* budget.acquire({
+                  priority: waiting ? payload.priority ?? "sync" : "async",
+                  deadline: waiting ? payload.deadline : undefined,
+                  key: RateBudget.keyOf(payload.tool_id, payload.input)
+                }).pipe(
+                  Effect.catchTag("RateLimited", (e) =>
+                    Effect.zipRight(
+                      metrics.call("rate_limited"),
+                      Effect.fail(
+                        new RateLimited({ provider, message: e.message, retry_after_ms: e.retry_after_ms })
+                      )
+                    ))
+                )
+              }
               const exit = yield* Effect.exit(once(settings, attempt))
               if (Exit.isSuccess(exit)) {
                 yield* settle(breaker.success)

@@ -16,6 +16,7 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import { Admission } from "./Admission.js"
@@ -250,7 +251,15 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
           if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
           const reason = Option.match(failure, { onNone: () => "no answer", onSome: (e) => e._tag })
           return isStored(principal, sessionId, taskId).pipe(
-            Effect.mapError((stored) => notAccepted(`${reason}; cluster storage: ${stored._tag}`)),
+            Effect.retry({ times: 3, schedule: Schedule.spaced("300 millis") }),
+            // the storage that would say cannot: say so, rather than that nothing was accepted
+            Effect.mapError((e) =>
+              new Unavailable({
+                message: `whether the task was accepted is not known (${reason}; the cluster's storage did not ` +
+                  `answer: ${e._tag}); repeat the request with the same idempotency_key, which is safe`,
+                details: { task_id: taskId, session_id: sessionId, acceptance: "unknown", retry_after_ms: 1000 }
+              })
+            ),
             Effect.flatMap((stored) =>
               stored ? Effect.succeed(acceptedTask(payload)) : Effect.fail(notAccepted(reason))
             )

@@ -72,9 +72,15 @@ const claimOf = (entry: Entry | undefined, alive: boolean): Claim =>
 
 const entryKey = (tenantId: TenantId, toolId: string, key: string) => `${tenantId}:${toolId}:${key}`
 
-/** Claims a key and starts its lease in one step: a lease is never renewed for a record someone else made. */
+/**
+ * Claims a key and starts its lease in one step: a lease is never renewed for a record someone else made. The same
+ * claim sent again (ioredis resends a command whose answer was lost) is answered as claimed, not as started.
+ */
 const claimScript = `if redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2], "NX") then
   redis.call("SET", KEYS[2], "1", "PX", ARGV[3])
+  return 1
+end
+if redis.call("GET", KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0`
@@ -82,13 +88,20 @@ return 0`
 /** Default time a record is kept: far longer than any redelivery of the call that made it. */
 const defaultTtl = Duration.hours(24)
 
-/** In-process ledger: the embedded runtime (one process, so one ledger) and tests. Entries expire after `ttl`. */
-export const layerMemory = (options?: { readonly ttl?: Duration.DurationInput }): Layer.Layer<ExecutionLedger> =>
-  Layer.sync(ExecutionLedger, () => makeMemory(options))
+/**
+ * In-process ledger: the embedded runtime (one process, so one ledger) and tests. Entries expire after `ttl`; at most
+ * `maxEntries` (default 100 000) are kept.
+ */
+export const layerMemory = (
+  options?: { readonly ttl?: Duration.DurationInput; readonly maxEntries?: number }
+): Layer.Layer<ExecutionLedger> => Layer.sync(ExecutionLedger, () => makeMemory(options))
 
 /** The in-process ledger itself (tests hold it to look at, or set up, what a crashed runner left). */
-export const makeMemory = (options?: { readonly ttl?: Duration.DurationInput }): ExecutionLedger["Type"] => {
+export const makeMemory = (
+  options?: { readonly ttl?: Duration.DurationInput; readonly maxEntries?: number }
+): ExecutionLedger["Type"] => {
   const ttl = Duration.toMillis(options?.ttl ?? defaultTtl)
+  const maxEntries = Math.max(1, options?.maxEntries ?? 100_000)
   // insertion order is creation order, so expired entries are at the front
   const entries = new Map<string, { entry: Entry; readonly expiresAt: number; leaseUntil: number }>()
   const sweep = (now: number) => {
@@ -111,6 +124,8 @@ export const makeMemory = (options?: { readonly ttl?: Duration.DurationInput }):
         if (existing._tag !== "Claimed") return existing
         const now = Date.now()
         entries.set(k, { entry: { state: "started", ...started }, expiresAt: now + ttl, leaseUntil: now + leaseMillis })
+        // bounded: past `maxEntries` the oldest go first, as if their TTL had passed
+        if (entries.size > maxEntries) entries.delete(entries.keys().next().value!)
         return existing
       }),
     renew: (tenantId, toolId, key) =>

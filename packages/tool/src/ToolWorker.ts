@@ -55,6 +55,12 @@ const callMarginMillis = 5_000
 /** The ledger cannot be read: nothing was sent, and the caller may ask again later. */
 const ledgerFailed = (e: LedgerUnavailable) => new Unavailable({ message: e.message })
 
+/** Adds to a set that keeps its newest 1 000 entries. */
+const remember = (set: Set<string>, key: string) => {
+  set.add(key)
+  if (set.size > 1_000) set.delete(set.values().next().value!)
+}
+
 /** An execution of the call started before and its outcome is unknown: it is not sent again. */
 const unknownOutcome = (toolId: string) =>
   new ToolFailed({
@@ -127,6 +133,8 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
       const runnerId = `${runner.host}:${runner.port}`
       /** Executions of this tool running in this process, by execution key: a repeat joins the one in flight. */
       const inFlight = new Map<string, Deferred.Deferred<ToolResult, ToolFailed | Unavailable>>()
+      /** Keys whose claim failed here without an answer: it may have been applied, and nothing ran. */
+      const uncertain = new Set<string>()
 
       /**
        * Runs a call with side effects at most once per execution key. The key is claimed in the ledger before the
@@ -149,9 +157,14 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
           return Effect.gen(function*() {
             const deadline = (yield* Clock.currentTimeMillis) + (spec.timeout_ms ?? maxCallMillis) + callMarginMillis
             const claim = yield* ledger.claim(tenantId, toolId, key, { runner: runnerId, deadline }).pipe(
+              Effect.tapError(() => Effect.sync(() => remember(uncertain, key))),
               Effect.mapError(ledgerFailed)
             )
-            const settled = claim._tag === "Started" && spec.idempotency_key !== true
+            // "started here, not in flight" after a claim of ours whose answer was lost: that claim, never run
+            const ours = claim._tag === "Started" && claim.runner === runnerId && uncertain.delete(key)
+            const settled = ours
+              ? { _tag: "Claimed" as const }
+              : claim._tag === "Started" && spec.idempotency_key !== true
               ? yield* awaitOutcome(key, claim)
               : claim
             if (settled._tag === "Done") return yield* fromOutcome(settled.outcome)
