@@ -3,7 +3,8 @@
  *
  * 1. On Redis: one session's tasks 1-10 against its tasks 291-300 (latency, and the bytes and commands Redis
  *    received per task), beside tasks that each start a new session (`HISTORY_SESSION_TASKS`, default 300).
- * 2. Embedded (`npm start` without `DATABASE_URL`): many one-step tasks over HTTP, each in a new session, and the
+ * 2. Embedded (`npm start` without `DATABASE_URL`): many one-step tasks over HTTP, over a fixed set of sessions
+ *    (`HISTORY_SESSIONS`, 64, so the live entities stay as many while the history grows), and the
  *    throughput (and CPU per task) of the first window of tasks beside the last one's: on our indexed memory storage,
  *    and in the same run on the library's memory storage, which scans its whole journal on every read. Settings:
  *    `HISTORY_TASKS` (10000), `HISTORY_WINDOW` (1000), `HISTORY_CONCURRENCY` (16), `HISTORY_WARMUP` (1000 tasks before
@@ -40,9 +41,14 @@ const maxSeconds = setting("HISTORY_MAX_SECONDS", 180)
 // `bench/run.ts` starts node with --expose-gc
 const gc = (globalThis as { gc?: () => void }).gc
 
-const oneStep = JSON.stringify({
-  input: { steps: [{ id: "t", tool: "text.template", input: { template: "hi {{n}}", variables: { n: "x" } } }] }
-})
+const sessions = Math.max(1, setting("HISTORY_SESSIONS", 64))
+// a fixed set of sessions, used in turn: the runtime holds as many live sessions at the end as at the start, so
+// what grows is the history (messages processed, tasks recorded), not the number of entities in memory
+const oneStep = (n: number) =>
+  JSON.stringify({
+    session_id: `h${n % sessions}`,
+    input: { steps: [{ id: "t", tool: "text.template", input: { template: "hi {{n}}", variables: { n: "x" } } }] }
+  })
 
 /** The same single runner as `ShardingMemory`, on the library's memory storage: the baseline. */
 const librarySharding = Sharding.layer.pipe(
@@ -70,8 +76,9 @@ const embedded = async (
 ): Promise<Row> => {
   const runtime = await startRuntime(options)
   const headers = { authorization: `Bearer ${runtime.token}`, "content-type": "application/json" }
+  let n = 0
   const task = async () => {
-    const res = await fetch(`${runtime.base}/v1/tasks`, { method: "POST", headers, body: oneStep })
+    const res = await fetch(`${runtime.base}/v1/tasks`, { method: "POST", headers, body: oneStep(n++) })
     const json = await res.json() as { status: string }
     if (json.status !== "succeeded") throw new Error(`task ${json.status}: ${JSON.stringify(json)}`)
   }
@@ -233,7 +240,7 @@ const redisRows = await sessionHistoryOnRedis()
 console.table(redisRows)
 if (process.env.HISTORY_ONLY === "redis") process.exit(0)
 console.log(
-  `${tasks} one-step tasks over HTTP (after ${warmup} warm-up), ${concurrency} in flight, each in a new session; ` +
+  `${tasks} one-step tasks over HTTP (after ${warmup} warm-up), ${concurrency} in flight, over ${sessions} sessions; ` +
     `windows of ${window}; no retention sweep during the run`
 )
 const rows: Array<Row> = []
