@@ -149,60 +149,10 @@ describe("faults under load (issue #11)", () => {
    * would restart the pod) and rejoins, shards rebalancing, while the accounting runs.
    */
   it("kill -9 of an agent runner under load", async () => {
-    onTestFailed(() => console.log(cluster!.dump()))
-    await settle("before-kill-agent")
-    const victim = cluster!.byRole("agent")[0]!
-    const loadStart = Date.now()
-    const load = runLoad({
-      targets,
-      token,
-      prefix: `k9agent${Date.now().toString(36)}`,
-      count: 60,
-      ratePerSecond: 10,
-      burst: { atMs: 2_000, count: 20 }
-    })
-    await sleep(loadStart + 2_400 - Date.now())
-    const killedAt = Date.now()
-    cluster!.kill(victim, "SIGKILL")
-    // failover: time from the kill until every probe session (some of them on the victim's shards) ran a task
-    const probe = probeSessions({ targets, token, round: "kill-agent", since: killedAt, deadlineMs: 45_000 })
-    await victim.waitExit(5_000)
-    const failover = await probe
-    const restartedAt = Date.now()
-    await cluster!.restart(victim)
-    const rejoined = cluster!.waitRegistered([victim]).then(
-      () => `${Date.now() - restartedAt} ms`,
-      (e) => `never (${String(e).slice(0, 200)})`
-    )
-    const run = await load
-    const report = await account({
-      scenario: "kill -9 agent",
-      run,
-      vendor: vendor!,
-      targets,
-      token,
-      deadlineMs: 30_000,
-      inspect
-    })
-    report.failoverMs = failover.maxMs
-    console.log(summarize(report, failover))
-    if (report.lostTasks.length) console.log("lost:", JSON.stringify(report.lostTasks))
-    if (report.vendor.repeated.length) console.log("repeated effects:", JSON.stringify(report.vendor.repeated))
-
-    // back to the topology for the next scenario, whatever the assertions say
-    console.log(`[fault] kill -9 agent: restarted runner registered after ${await rejoined}`)
-    await settle("after-kill-agent")
-
-    expect(cluster!.crashes(), "runners that exited without being killed").toEqual([])
-    expect(report.accepted, "most submissions accepted").toBeGreaterThan(run.submissions.length / 2)
-    expect(violations(report)).toEqual({
-      lost: 0,
-      duplicatedUnkeyed: 0,
-      falseSuccess: 0,
-      ranAlthoughRefused: 0,
-      idempotencyMismatches: 0
-    })
-    expect(failover.maxMs, "failover within 10 s").toBeLessThan(10_000)
+    const { report } = await underLoad("kill -9 agent", killAndRestart(() => cluster!.byRole("agent")[0]!))
+    // a session's runner dying cuts no tool call off (they run elsewhere and the resumed step joins them)
+    expect(report.failed, JSON.stringify(report.failedSteps)).toBe(0)
+    expect(report.failoverMs, "failover within 10 s").toBeLessThan(10_000)
   }, 300_000)
 
   it("kill -9 of a tool runner under load", async () => {
