@@ -119,16 +119,14 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         })
       })
 
+    // the exchange joins the session's context for its next tasks in the same write that records the answer: a task
+    // resumed after either is done, not twice
     const finish = (answer: string | null) =>
-      Effect.gen(function*() {
-        const record = tasks.current(taskId)
-        // the exchange becomes part of the session's context for its next tasks
-        yield* durably(
-          `appending to the conversation of ${record.task.session_id}`,
-          ctx.store.appendMessages(tenantId, record.task.session_id, record.transcript ?? [], yield* now)
-        )
-        return yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "succeeded", output: answer ?? "" }))
-      })
+      tasks.update(
+        taskId,
+        (r) => ({ ...r, task: { ...r.task, status: "succeeded", output: answer ?? "" } }),
+        { messages: tasks.current(taskId).transcript ?? [] }
+      )
 
     if (start.transcript === undefined) {
       yield* tasks.update(taskId, (r) => ({ ...r, transcript: [{ role: "user", content: r.task.input as string }] }))

@@ -1,5 +1,6 @@
 import { AuditLog } from "@altan/domain/AuditLog"
 import type { SessionId, TaskId, TenantId } from "@altan/domain/Ids"
+import type { ChatMessage } from "@altan/domain/Llm"
 import type { Step, Task, TaskEventType } from "@altan/domain/Task"
 import { isTerminal } from "@altan/domain/Task"
 import * as Clock from "effect/Clock"
@@ -48,8 +49,15 @@ export interface SessionTasks {
   readonly current: (taskId: TaskId) => TaskRecord
   /** Records a new task and lists it in the session. */
   readonly create: (record: TaskRecord) => Effect.Effect<void>
-  /** Changes a task's record durably; a task reaching a terminal status gets its event, audit record and waiters. */
-  readonly update: (taskId: TaskId, f: (record: TaskRecord) => TaskRecord) => Effect.Effect<Task>
+  /**
+   * Changes a task's record durably; a task reaching a terminal status gets its event, audit record and waiters.
+   * `messages` join the session's conversation in the same write.
+   */
+  readonly update: (
+    taskId: TaskId,
+    f: (record: TaskRecord) => TaskRecord,
+    options?: { readonly messages?: ReadonlyArray<ChatMessage> }
+  ) => Effect.Effect<Task>
   readonly updateTask: (taskId: TaskId, f: (task: Task) => Task) => Effect.Effect<Task>
   readonly updateStep: (taskId: TaskId, stepId: string, f: (step: Step) => Step) => Effect.Effect<Task>
   /** Appends a progress event to the task's log (durably: SSE clients wait for the terminal one). */
@@ -149,7 +157,7 @@ export const make = (
       )
     }
 
-    const update: SessionTasks["update"] = (taskId, f) =>
+    const update: SessionTasks["update"] = (taskId, f, options) =>
       Effect.suspend(() => {
         const entry = entries.get(taskId)
         if (!entry) return Effect.dieMessage(`task ${taskId} is not held by its session`)
@@ -160,7 +168,10 @@ export const make = (
           const at = yield* now
           const changed = f(previous)
           const next: TaskRecord = { ...changed, task: { ...changed.task, updated_at: at } }
-          yield* durably(`writing task ${taskId}`, store.put(tenantId, next))
+          yield* durably(
+            `writing task ${taskId}`,
+            store.put(tenantId, next, options?.messages ? { messages: options.messages } : undefined)
+          )
           entry.record = next
           entry.writtenAt = yield* Clock.currentTimeMillis
           if (isTerminal(next.task.status) && !isTerminal(previous.task.status)) {

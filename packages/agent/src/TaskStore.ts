@@ -41,18 +41,14 @@ export interface SessionSummary {
  */
 export class TaskStore extends Context.Tag("@altan/agent/TaskStore")<TaskStore, {
   readonly get: (tenantId: TenantId, taskId: TaskId) => Effect.Effect<Option.Option<TaskRecord>, RedisError>
-  /** Writes a task's record; `created` also appends the task to its session's list. */
+  /**
+   * Writes a task's record; `created` also appends the task to its session's list, `messages` to its session's
+   * conversation, in the same step (a task's exchange joins the conversation exactly when its end is recorded).
+   */
   readonly put: (
     tenantId: TenantId,
     record: TaskRecord,
-    options?: { readonly created?: boolean }
-  ) => Effect.Effect<void, RedisError>
-  /** Appends messages to the session's conversation. */
-  readonly appendMessages: (
-    tenantId: TenantId,
-    sessionId: SessionId,
-    messages: ReadonlyArray<ChatMessage>,
-    at: string
+    options?: { readonly created?: boolean; readonly messages?: ReadonlyArray<ChatMessage> }
   ) => Effect.Effect<void, RedisError>
   /** The most recent part of the conversation that fits in `budget` characters (see `trimHistory`). */
   readonly recentMessages: (
@@ -117,9 +113,8 @@ export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore> =>
             session.task_ids.push(record.task.task_id)
             if (tasks.size > maxTasks) tasks.delete(tasks.keys().next().value!)
           }
+          if (options?.messages) session.messages.push(...options.messages)
         }),
-      appendMessages: (tenantId, sessionId, messages, at) =>
-        Effect.sync(() => void sessionOf(tenantId, sessionId, at).messages.push(...messages)),
       recentMessages: (tenantId, sessionId, budget) =>
         Effect.sync(() => trimHistory(sessions.get(sessionKey(tenantId, sessionId))?.messages ?? [], budget)),
       summary: (tenantId, sessionId) =>
@@ -169,7 +164,7 @@ const page = 64
  * - `<prefix>:t:<tenant>:sm:{tenant/session}`: its conversation, a list of message JSON appended to;
  * - `<prefix>:t:<tenant>:sh:{tenant/session}`: its summary fields (`updated_at`), a hash.
  *
- * A write is one `MULTI` touching a task's record and the session's small keys, each with `PX ttl`, so its cost does
+ * A write is one `MULTI` touching a task's record and the session's keys (its summary, and the lists it appends to), each with `PX ttl`, so its cost does
  * not grow with the session's history; a task read is one `GETEX`, which refreshes the record's TTL. Redis failures
  * are `RedisError`s: the caller decides to wait or to answer 503. A record that does not decode is a defect (treating
  * it as absent would let the next write drop what it holds; waiting would not mend it).
@@ -225,25 +220,19 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
             const json = yield* encodeRecord(record).pipe(
               Effect.catchAll((e) => Effect.dieMessage(`cannot encode task ${taskId}: ${e.message}`))
             )
+            const messages = yield* Effect.forEach(options?.messages ?? [], (m) => encodeMessage(m)).pipe(
+              Effect.catchAll((e) => Effect.dieMessage(`cannot encode a message: ${e.message}`))
+            )
             yield* exec("write task", (multi) => {
               multi.set(recordKey(tenantId, sessionId, taskId), json, "PX", px)
               if (options?.created) {
                 const list = keyOf("st", tenantId, sessionId)
                 multi.rpush(list, taskId).pexpire(list, px)
               }
-              touchSession(multi, tenantId, sessionId, at)
-            })
-          }),
-
-        appendMessages: (tenantId, sessionId, messages, at) =>
-          Effect.gen(function*() {
-            if (messages.length === 0) return
-            const encoded = yield* Effect.forEach(messages, (m) => encodeMessage(m)).pipe(
-              Effect.catchAll((e) => Effect.dieMessage(`cannot encode a message: ${e.message}`))
-            )
-            const list = keyOf("sm", tenantId, sessionId)
-            yield* exec("append messages", (multi) => {
-              multi.rpush(list, ...encoded).pexpire(list, px)
+              if (messages.length > 0) {
+                const list = keyOf("sm", tenantId, sessionId)
+                multi.rpush(list, ...messages).pexpire(list, px)
+              }
               touchSession(multi, tenantId, sessionId, at)
             })
           }),
@@ -274,7 +263,8 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
                 .hget(keyOf("sh", tenantId, sessionId), "updated_at")
             })) as [Array<string>, number, string | null]
             if (at === null) return Option.none()
-            return Option.some({ task_ids: ids as Array<TaskId>, message_count: count, updated_at: at })
+            // a list append retried after its answer was lost may have landed twice
+            return Option.some({ task_ids: [...new Set(ids)] as Array<TaskId>, message_count: count, updated_at: at })
           }),
 
         resetMessages: (tenantId, sessionId, at) =>
