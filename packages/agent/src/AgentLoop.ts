@@ -1,4 +1,5 @@
 import { llmProvider } from "@altan/domain/Connection"
+import { reaskOnBreak } from "@altan/domain/EntityCall"
 import type { TaskId } from "@altan/domain/Ids"
 import type { ChatMessage, Completion } from "@altan/domain/Llm"
 import { isTerminal, type Task, type TaskError, type Turn } from "@altan/domain/Task"
@@ -9,7 +10,7 @@ import * as Either from "effect/Either"
 import type { AgentConfig } from "./AgentConfig.js"
 import { systemPrompt, toolResult } from "./Conversation.js"
 import { backoff, durably, now } from "./SessionTasks.js"
-import { notTaken, reaskOnBreak, runStep, type StepContext } from "./StepRunner.js"
+import { notTaken, runStep, type StepContext } from "./StepRunner.js"
 import type { TaskStore } from "./TaskStore.js"
 
 /** What the agent loop needs besides a step's context. */

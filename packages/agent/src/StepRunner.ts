@@ -80,20 +80,6 @@ export const notTaken: ReadonlySet<string> = new Set([
   "PersistenceError"
 ])
 
-/**
- * Asks again, a few times, when a call breaks rather than fails: a defect (the cluster transport broke mid-request)
- * or an interruption of the call (its handler was stopped on a runner shutting down); for calls safe to repeat.
- * This fiber's own interruption is not caught: it stops at the delay.
- */
-export const reaskOnBreak = <A, E, R>(effect: Effect.Effect<A, E, R>, times = 3): Effect.Effect<A, E, R> =>
-  Effect.catchAllCause(
-    effect,
-    (cause) =>
-      Option.isNone(Cause.failureOption(cause)) && times > 0
-        ? Effect.delay(reaskOnBreak(effect, times - 1), "500 millis")
-        : Effect.failCause(cause)
-  )
-
 /** Times a step asks again when its call broke (a defect or an interruption of the call) before it records it. */
 const maxBreaks = 5
 

@@ -2,6 +2,7 @@ import { AuditLog } from "@altan/domain/AuditLog"
 import { Connection, llmProvider } from "@altan/domain/Connection"
 import type { OAuth2Connection } from "@altan/domain/ConnectionConfig"
 import { Egress } from "@altan/domain/Egress"
+import { reaskOnBreak } from "@altan/domain/EntityCall"
 import { NotFound, Unavailable, UpstreamFailed } from "@altan/domain/Errors"
 import { parseEntityId, type TenantId } from "@altan/domain/Ids"
 import { LlmBadResponse, LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
@@ -49,20 +50,6 @@ import { RedisError } from "./Redis.js"
 import { backoff, isClusterError, makeBreaker, ResilienceConfig } from "./Resilience.js"
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
-
-/**
- * Asks again, a few times, when a call breaks rather than fails: a defect (the cluster transport broke mid-request)
- * or an interruption of the call (its handler was stopped on a runner shutting down); for calls safe to repeat.
- * This fiber's own interruption is not caught: it stops at the delay.
- */
-const reaskOnBreak = <A, E, R>(effect: Effect.Effect<A, E, R>, times = 3): Effect.Effect<A, E, R> =>
-  Effect.catchAllCause(
-    effect,
-    (cause) =>
-      Option.isNone(Cause.failureOption(cause)) && times > 0
-        ? Effect.delay(reaskOnBreak(effect, times - 1), "500 millis")
-        : Effect.failCause(cause)
-  )
 
 /**
  * The integrator's stores fail with a `RedisError` defect while their Redis is unreachable: for the caller that is

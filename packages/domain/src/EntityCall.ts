@@ -1,0 +1,18 @@
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+
+/**
+ * Asks again, a few times, when a call to an entity breaks rather than fails: a defect (the cluster transport broke
+ * mid-request, a runner died while answering) or an interruption of the call (its handler was stopped on a runner
+ * shutting down). Only for calls that are safe to repeat: side-effect free, or keyed so the callee runs them once.
+ * The calling fiber's own interruption is not caught: it stops at the delay.
+ */
+export const reaskOnBreak = <A, E, R>(effect: Effect.Effect<A, E, R>, times = 3): Effect.Effect<A, E, R> =>
+  Effect.catchAllCause(
+    effect,
+    (cause) =>
+      Option.isNone(Cause.failureOption(cause)) && times > 0
+        ? Effect.delay(reaskOnBreak(effect, times - 1), "500 millis")
+        : Effect.failCause(cause)
+  )
