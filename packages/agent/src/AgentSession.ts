@@ -2,6 +2,7 @@ import { acceptedTask, AgentSession } from "@altan/domain/AgentSession"
 import { Connection } from "@altan/domain/Connection"
 import { Conflict, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
 import { parseEntityId, type SessionId, type TaskId } from "@altan/domain/Ids"
+import { taskMetrics } from "@altan/domain/Metrics"
 import { isTerminal, type Task } from "@altan/domain/Task"
 import { ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
@@ -35,6 +36,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
   const connection = yield* Connection.client
   const toolWorker = yield* ToolWorker.client
   const sessions = yield* AgentSession.client
+  yield* taskMetrics.initialize
   return AgentSession.toLayer(
     Effect.gen(function*() {
       const address = yield* Entity.CurrentAddress
@@ -44,7 +46,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const events = yield* EventLog
       const tasks = yield* SessionTasks.make(tenantId, sessionId)
       const self = sessions(address.entityId)
-      const attributes = { "tenant.id": tenantId, "session.id": sessionId }
+      const attributes = { "altan.tenant_id": tenantId, "altan.session_id": sessionId }
       const running = new Map<TaskId, Fiber.RuntimeFiber<Task>>()
       // tasks whose interruption is a cancel (not a runner shutting down, after which the task resumes elsewhere)
       const cancelling = new Set<TaskId>()
@@ -121,7 +123,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           Effect.onInterrupt(() => (cancelling.has(taskId) ? cancelled(taskId) : Effect.void)),
           Effect.ensuring(Effect.sync(() => cancelling.delete(taskId))),
           Effect.withSpan("AgentSession.execute", {
-            attributes: { ...attributes, "task.id": taskId },
+            attributes: { ...attributes, "altan.task_id": taskId },
             captureStackTrace: false
           })
         )
@@ -149,7 +151,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             return task
           }).pipe(
             Effect.withSpan("AgentSession.submit", {
-              attributes: { ...attributes, "task.id": payload.task_id },
+              attributes: { ...attributes, "altan.task_id": payload.task_id },
               captureStackTrace: false
             })
           ),

@@ -1,6 +1,7 @@
 import { AuditLog } from "@altan/domain/AuditLog"
 import type { SessionId, TaskId, TenantId } from "@altan/domain/Ids"
 import type { ChatMessage } from "@altan/domain/Llm"
+import { taskMetrics } from "@altan/domain/Metrics"
 import type { Step, Task, TaskEventType } from "@altan/domain/Task"
 import { isTerminal } from "@altan/domain/Task"
 import * as Clock from "effect/Clock"
@@ -87,13 +88,17 @@ export const make = (
       finished?: Deferred.Deferred<void>
       /** When this activation last wrote the record (0: never). */
       writtenAt: number
+      /** Counted in this process's tasks in flight: held here and not finished. */
+      inFlight: boolean
     }
     const entries = new Map<TaskId, Entry>()
     const finishedOrder: Array<TaskId> = []
     const entryOf = (record: TaskRecord): Entry => {
       const existing = entries.get(record.task.task_id)
       if (existing) return existing
-      const entry: Entry = { record, lock: Effect.unsafeMakeSemaphore(1), writtenAt: 0 }
+      const inFlight = !isTerminal(record.task.status)
+      const entry: Entry = { record, lock: Effect.unsafeMakeSemaphore(1), writtenAt: 0, inFlight }
+      if (inFlight) taskMetrics.inFlight(1)
       entries.set(record.task.task_id, entry)
       return entry
     }
@@ -175,6 +180,9 @@ export const make = (
           entry.record = next
           entry.writtenAt = yield* Clock.currentTimeMillis
           if (isTerminal(next.task.status) && !isTerminal(previous.task.status)) {
+            if (entry.inFlight) taskMetrics.inFlight(-1)
+            entry.inFlight = false
+            yield* taskMetrics.finished(next.task.status, entry.writtenAt - Date.parse(next.task.created_at))
             yield* terminalEvent(next.task)
             if (entry.finished) yield* Deferred.succeed(entry.finished, void 0)
             noteFinished(taskId)
@@ -187,6 +195,15 @@ export const make = (
     // the records written shortly before the connection dropped; in the session's scope, so a session that moved
     // to another runner writes nothing more
     const scope = yield* Effect.scope
+    // a session that stops (passivated, or its shard moved) no longer holds its unfinished tasks here
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        for (const entry of entries.values()) {
+          if (entry.inFlight) taskMetrics.inFlight(-1)
+          entry.inFlight = false
+        }
+      })
+    )
     yield* store.onReconnect((lostAt) =>
       Effect.forkIn(
         Effect.gen(function*() {
@@ -223,6 +240,7 @@ export const make = (
           const entry = entryOf(record)
           entry.record = record
           entry.writtenAt = yield* Clock.currentTimeMillis
+          yield* taskMetrics.accepted
           yield* emit(record.task.task_id, "task.queued")
         }),
       update,

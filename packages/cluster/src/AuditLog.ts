@@ -555,6 +555,8 @@ export const layerFromConfig: Layer.Layer<AuditLog, ConfigError.ConfigError> = L
     const config = yield* loadConfig
     const sink = yield* sinkOf(config)
     const service = yield* make(sink)
+    // reported from the start at 0, so an alert on its increase sees the first failure
+    yield* Metric.incrementBy(Metrics.withTags(Metrics.auditSinkFailuresKey, { sink: sink.name }), 0)
     if (config.sink === "gcp") {
       yield* Effect.logInfo(`audit records to Cloud Logging: projects/${config.projectId}/logs/${config.logName}`)
     } else if (config.sink === "none") {

@@ -47,6 +47,7 @@ import * as AuditLog from "./AuditLog.js"
 import * as MemoryMessageStorage from "./MemoryMessageStorage.js"
 import * as MessageRetention from "./MessageRetention.js"
 import { layerConfig, type Role, RuntimeConfig, shardGroups, shardsPerGroup } from "./RuntimeConfig.js"
+import * as Telemetry from "./Telemetry.js"
 
 const shardingOptions = (config: RuntimeConfig["Type"]): Partial<ShardingConfig.ShardingConfig["Type"]> => ({
   runnerAddress: Option.some(RunnerAddress.make(config.host, config.runnerPort)),
@@ -332,10 +333,13 @@ export const RuntimeLive: Layer.Layer<never> = Layer.unwrapEffect(Effect.gen(fun
     ? Layer.provideMerge(Banner, services.integrator)
     : Layer.empty
   const others = roles.filter((r) => r !== "integrator").map((r) => services[r])
-  // one audit trail per process, shared by every service it runs
-  return Layer.mergeAll(withBanner, ...others).pipe(
+  const operator = Telemetry.layerOperatorServer(config.httpHost).pipe(Layer.provide(ReadinessLive))
+  // one audit trail per process, shared by every service it runs; telemetry first, so everything records into it
+  return Layer.mergeAll(withBanner, ...others, operator).pipe(
     Layer.provide(ShardingLive),
-    Layer.provide(Layer.orDie(AuditLog.layerFromConfig))
+    Layer.provide(Layer.orDie(AuditLog.layerFromConfig)),
+    Layer.provide(Telemetry.layer),
+    Layer.provide(Layer.orDie(Telemetry.TelemetryConfig.layerConfig(config.role)))
   ) as Layer.Layer<
     never,
     never,

@@ -3,4 +3,9 @@ import * as Layer from "effect/Layer"
 import { LoggingLive } from "./Logging.js"
 import { RuntimeLive } from "./Runtime.js"
 
-RuntimeLive.pipe(Layer.provide(LoggingLive), Layer.launch, NodeRuntime.runMain({ disableErrorReporting: false }))
+// LoggingLive chooses the one logger (runMain's own pretty one would print every JSON line a second time)
+RuntimeLive.pipe(
+  Layer.provide(LoggingLive),
+  Layer.launch,
+  NodeRuntime.runMain({ disableErrorReporting: false, disablePrettyLogger: true })
+)

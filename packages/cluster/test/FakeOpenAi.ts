@@ -5,6 +5,8 @@ export interface Received {
   readonly at: number
   readonly path: string
   readonly authorization: string | undefined
+  /** The W3C trace context the request carried, if any. */
+  readonly traceparent: string | undefined
   readonly body: any
 }
 
@@ -91,6 +93,7 @@ export const startFakeOpenAi = async () => {
         at: Date.now(),
         path: req.url ?? "",
         authorization: req.headers.authorization,
+        traceparent: req.headers.traceparent as string | undefined,
         body: chunks.length > 0 ? JSON.parse(Buffer.concat(chunks).toString()) : undefined
       }
       received.push(request)

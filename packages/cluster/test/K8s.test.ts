@@ -313,7 +313,7 @@ describe("runners", () => {
   )
 
   it(
-    "probes: /healthz and /readyz on the integrator's API port; the runner port for agent and tool",
+    "probes: /healthz and /readyz on the integrator's API port, on the operator port (9464) for agent and tool",
     each((r) => {
       for (const role of roles) {
         const container = statefulSet(r, role).spec.template.spec.containers[0]
@@ -325,9 +325,11 @@ describe("runners", () => {
           expect(port(container.livenessProbe.httpGet.port)).toBe(8080)
           expect(port(container.readinessProbe.httpGet.port)).toBe(8080)
         } else {
-          // Runtime.ts serves HTTP for the integrator only
-          expect(port(container.livenessProbe.tcpSocket.port)).toBe(34431)
-          expect(port(container.readinessProbe.tcpSocket.port)).toBe(34431)
+          // every role serves /healthz and /readyz on METRICS_PORT (Telemetry.layerOperatorServer)
+          expect(container.livenessProbe.httpGet.path).toBe("/healthz")
+          expect(container.readinessProbe.httpGet.path).toBe("/readyz")
+          expect(port(container.livenessProbe.httpGet.port)).toBe(9464)
+          expect(port(container.readinessProbe.httpGet.port)).toBe(9464)
         }
       }
     })

@@ -45,7 +45,7 @@ const start = (role: string, env: Record<string, string>) => {
     "packages/cluster/src/main.ts"
   ], {
     cwd: root,
-    env: { ...process.env, ...env, ROLE: role, LOG_LEVEL: "info" },
+    env: { ...process.env, METRICS_PORT: "0", ...env, ROLE: role, LOG_LEVEL: "info" },
     stdio: ["ignore", "pipe", "pipe"]
   })
   const output: Array<string> = []

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Tracer from "effect/Tracer"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import Provider from "oidc-provider"
@@ -29,6 +31,38 @@ const grants: Array<string> = []
 /** Requests the protected API received: the bearer token and whether it was valid. */
 const apiCalls: Array<{ token: string; valid: boolean }> = []
 const revocations: Array<string> = []
+/** Refresh tokens the provider issued. */
+const refreshTokens: Array<string> = []
+
+/** Every span of the edge's runtime as an exporter would send it: name, attributes, events, how it ended. */
+const spans: Array<{
+  readonly name: string
+  readonly attributes: ReadonlyMap<string, unknown>
+  readonly events: Array<unknown>
+  end?: string
+}> = []
+const capturing = (): Tracer.Tracer => {
+  const native = Effect.runSync(Effect.tracer)
+  return Tracer.make({
+    span: (...args) => {
+      const span = native.span(...args)
+      const record: (typeof spans)[number] = { name: span.name, attributes: span.attributes, events: [] }
+      spans.push(record)
+      const end = span.end.bind(span)
+      span.end = (endTime, exit) => {
+        record.end = Exit.isFailure(exit) ? Cause.pretty(exit.cause, { renderErrorCause: true }) : "ok"
+        end(endTime, exit)
+      }
+      const event = span.event.bind(span)
+      span.event = (name, startTime, attributes) => {
+        record.events.push([name, attributes])
+        event(name, startTime, attributes)
+      }
+      return span
+    },
+    context: (f) => f()
+  })
+}
 
 const call = (method: string, path: string, body?: unknown, token = admin) => edge.call(method, path, token, body)
 
@@ -75,7 +109,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 beforeAll(async () => {
   // 50 tool calls at once from one tenant: above the edge's default of 32 concurrent tasks
-  edge = await startEdge(makeProbes(), { admission: { maxConcurrentTasks: 100 } })
+  edge = await startEdge(makeProbes(), { admission: { maxConcurrentTasks: 100 }, tracer: capturing() })
   admin = await edge.sign({ tenant_id: "tenant-oauth", role: "admin" })
   member = await edge.sign({ tenant_id: "tenant-oauth", role: "member" })
   otherAdmin = await edge.sign({ tenant_id: "tenant-other", role: "admin" })
@@ -124,6 +158,7 @@ beforeAll(async () => {
     cookies: { keys: ["test-cookie-key"] }
   })
   provider.on("grant.success", (ctx: any) => grants.push(ctx.oidc.params.grant_type))
+  provider.on("refresh_token.saved", (token: any) => refreshTokens.push(token.jti))
   const callback = provider.callback()
   // the user's consent, given at once: login as user-1 and grant what was asked
   idp.on("request", async (req: IncomingMessage, res: ServerResponse) => {
@@ -363,31 +398,35 @@ describe("OAuth2 connections", () => {
     expect((await runTool()).body.status).toBe("succeeded")
   })
 
-  it("keeps the callback's code and state out of every span", async () => {
-    const spans: Array<{ name: string; attributes: ReadonlyMap<string, unknown> }> = []
-    const native = Effect.runSync(Effect.tracer)
-    const tracer = Tracer.make({
-      span: (name, parent, context, links, startTime, kind) => {
-        const span = native.span(name, parent, context, links, startTime, kind)
-        spans.push({ name, attributes: span.attributes })
-        return span
-      },
-      context: (f) => f()
-    })
-    const traced = await startEdge(makeProbes(), { tracer })
-    try {
-      const res = await fetch(`${traced.base}/v1/oauth/callback?state=state-4b1d&code=code-9f3e`)
-      expect(res.status).toBe(400)
-      const token = await traced.sign({ tenant_id: "traced", role: "member" })
-      expect((await traced.call("GET", "/v1/tasks/ses_x.y", token)).status).toBe(404)
-      // the tracer sees the other request, so its silence about the callback is not an accident
-      expect(spans.some((s) => [...s.attributes.values()].some((v) => String(v).includes("/v1/tasks/ses_x.y"))))
-        .toBe(true)
-      const all = JSON.stringify(spans.map((s) => [s.name, [...s.attributes.entries()]]))
-      expect(all).not.toContain("code-9f3e")
-      expect(all).not.toContain("state-4b1d")
-    } finally {
-      await traced.close()
+  it("keeps the callback's code and state, the grant's tokens and the client secret out of every span", async () => {
+    spans.length = 0
+    expect((await call("PUT", "/v1/connections/acme", app())).status).toBe(200)
+    const connected = await connect()
+    expect(connected.body.status).toBe("connected")
+    const query = new URL(connected.callback).searchParams
+    const [code, state] = [query.get("code")!, query.get("state")!]
+    apiCalls.length = 0
+    expect((await runTool()).body.status).toBe("succeeded")
+    // past the access token's lifetime the next call refreshes it (a rotated refresh token comes back)
+    await sleep(accessTokenTtl * 1000 + 300)
+    expect((await runTool()).body.status).toBe("succeeded")
+    const accessTokens = [...new Set(apiCalls.map((c) => c.token))]
+    expect(accessTokens).toHaveLength(2)
+    expect(await provider.RefreshToken.find(refreshTokens.at(-1))).toBeDefined()
+    // a forged callback, refused
+    expect((await fetch(`${edge.base}/v1/oauth/callback?state=state-4b1d&code=code-9f3e`)).status).toBe(400)
+
+    // the tracer saw the exchange, the refresh and the calls, so its silence about the secrets is not an accident
+    const grantTypes = spans.filter((s) => s.name === "OAuth.requestTokens").map((s) =>
+      s.attributes.get("altan.oauth.grant_type")
+    )
+    expect(grantTypes).toEqual(["authorization_code", "refresh_token"])
+    expect(spans.some((s) => [...s.attributes.values()].some((v) => String(v).includes("/v1/tasks")))).toBe(true)
+    expect(spans.filter((s) => s.name === "Egress.request").length).toBeGreaterThanOrEqual(4)
+    const all = JSON.stringify(spans.map((s) => [s.name, [...s.attributes.entries()], s.events, s.end]))
+    const secrets = [code, state, "code-9f3e", "state-4b1d", clientSecret, ...accessTokens, ...refreshTokens]
+    for (const secret of [...secrets, admin, member, admin.split(".")[2]!]) {
+      expect(all.includes(secret), "a span holds a secret").toBe(false)
     }
   })
 })

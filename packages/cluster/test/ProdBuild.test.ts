@@ -181,6 +181,7 @@ describe("production build", () => {
 
   it("the compiled services start from the production tree, run a task and stop on SIGTERM", async () => {
     const port = await freePort()
+    const metricsPort = await freePort()
     const argv = startProd.split(/\s+/).slice(1)
     // embedded mode: no DATABASE_URL, REDIS_URL or real token issuer, whatever this shell has
     child = spawn(process.execPath, argv, {
@@ -191,6 +192,7 @@ describe("production build", () => {
         PORT: String(port),
         HTTP_HOST: "127.0.0.1",
         RUNNER_PORT: String(await freePort()),
+        METRICS_PORT: String(metricsPort),
         LOG_LEVEL: "info"
       },
       stdio: ["ignore", "pipe", "pipe"]
@@ -248,6 +250,9 @@ describe("production build", () => {
     expect(response.status, JSON.stringify(task)).toBe(200)
     expect(task.status).toBe("succeeded")
     expect(task.output).toEqual({ text: "Hi Ada Lovelace, noted: \"Launch review\" on 2024-03-05T13:30:00.000Z." })
+    // the operator port, whose exporter libraries the production tree must hold too
+    const metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text())
+    expect(metrics).toMatch(/^altan_tasks_finished_total\{status="succeeded"\} 1$/m)
 
     running.kill("SIGTERM")
     const exit = await Promise.race([

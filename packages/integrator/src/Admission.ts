@@ -190,7 +190,10 @@ export const make = (options?: Partial<Options>): Effect.Effect<Admission["Type"
     return Admission.of({
       admit: (tenantId, settings) =>
         admit(tenantId, settings).pipe(
-          Effect.withSpan("Admission.admit", { attributes: { "tenant.id": tenantId }, captureStackTrace: false })
+          Effect.withSpan("Admission.admit", {
+            attributes: { "altan.tenant_id": tenantId },
+            captureStackTrace: false
+          })
         ),
       task,
       snapshot

@@ -6,7 +6,7 @@ import { reaskOnBreak } from "@altan/domain/EntityCall"
 import { NotFound, Unavailable, UpstreamFailed } from "@altan/domain/Errors"
 import { parseEntityId, type TenantId } from "@altan/domain/Ids"
 import { LlmBadResponse, LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
-import { callMetrics } from "@altan/domain/Metrics"
+import { breakerMetric, callMetrics } from "@altan/domain/Metrics"
 import type { Settings } from "@altan/domain/Settings"
 import {
   ConnectionNeedsReauth,
@@ -168,7 +168,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
         return next
       }).pipe(
         Effect.withSpan("Connection.refresh", {
-          attributes: { "tenant.id": tenantId, provider },
+          attributes: { "altan.tenant_id": tenantId, "altan.provider": provider },
           captureStackTrace: false
         })
       )
@@ -261,7 +261,8 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const address = yield* Entity.CurrentAddress
       const { key: provider, tenantId } = parseEntityId(address.entityId)
       const oauth = makeOAuthSession(tenantId, provider)
-      const breaker = makeBreaker(resilience)
+      const breaker = makeBreaker(resilience, breakerMetric(tenantId, provider))
+      yield* Effect.addFinalizer(() => breaker.stop)
       // one budget per tenant and provider: this actor is its only holder across the cluster
       const budget = yield* RateBudget.make({
         tenant: tenantId,
@@ -487,7 +488,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               ) {
                 return yield* Effect.fail(withAttempts(e, attempt))
               }
-              yield* Effect.annotateCurrentSpan("retries", attempt)
+              yield* Effect.annotateCurrentSpan("altan.retries", attempt)
               yield* Effect.sleep(Duration.millis(wait))
             }
           }).pipe(Effect.onExit(() => (probe ? settle(breaker.abandon) : Effect.void)))
@@ -515,7 +516,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                   return { ...result, served_by: result.served_by ?? fallback }
                 }).pipe(
                   Effect.withSpan("Connection.fallback", {
-                    attributes: { "tool.id": fallback },
+                    attributes: { "altan.tool_id": fallback },
                     captureStackTrace: false
                   })
                 )
@@ -529,7 +530,12 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               )
             ),
             Effect.withSpan("Connection.invoke", {
-              attributes: { "tenant.id": tenantId, provider, "tool.id": payload.tool_id },
+              attributes: {
+                "altan.tenant_id": tenantId,
+                "altan.provider": provider,
+                "altan.tool_id": payload.tool_id,
+                ...(payload.task_id ? { "altan.task_id": payload.task_id } : {})
+              },
               captureStackTrace: false
             })
           )
@@ -569,7 +575,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 })
             }),
             Effect.withSpan("Connection.completeAuthorization", {
-              attributes: { "tenant.id": tenantId, provider },
+              attributes: { "altan.tenant_id": tenantId, "altan.provider": provider },
               captureStackTrace: false
             })
           ),
@@ -583,7 +589,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
             return yield* connections_.remove(tenantId, provider)
           }).pipe(
             Effect.withSpan("Connection.disconnect", {
-              attributes: { "tenant.id": tenantId, provider },
+              attributes: { "altan.tenant_id": tenantId, "altan.provider": provider },
               captureStackTrace: false
             })
           ),
@@ -603,6 +609,14 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                     : r.left._tag === "LlmUnavailable"
                     ? breaker.failure
                     : breaker.abandon
+                ),
+                // an LLM call is a call to a third party too; a missing configuration never reached one
+                Effect.tap((r) =>
+                  Either.isRight(r)
+                    ? metrics.call("ok")
+                    : r.left._tag === "LlmNotConfigured"
+                    ? Effect.void
+                    : metrics.call("failed")
                 ),
                 Effect.onInterrupt(() => (admitted.probe ? breaker.abandon : Effect.void))
               )
@@ -664,8 +678,21 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 })
                 return yield* exit
               }),
+            // the answer's token usage (fallbacks' included), per the GenAI conventions
+            Effect.tap((completion) =>
+              Effect.annotateCurrentSpan({
+                "gen_ai.usage.input_tokens": completion.usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": completion.usage.completion_tokens,
+                "altan.llm_id": completion.llm_id
+              })
+            ),
             Effect.withSpan("Connection.complete", {
-              attributes: { "tenant.id": tenantId, provider },
+              attributes: {
+                "altan.tenant_id": tenantId,
+                "altan.provider": provider,
+                "gen_ai.operation.name": "chat",
+                ...(payload.task_id ? { "altan.task_id": payload.task_id } : {})
+              },
               captureStackTrace: false
             })
           )

@@ -65,7 +65,9 @@ export const layerRedis = (options: RedisOptions): Layer.Layer<ConnectionStore, 
       const key = (tenantId: TenantId) => `${prefix}:t:${tenantId}:connections`
       const span = (name: string, tenantId: TenantId, provider?: string) =>
         Effect.withSpan(`ConnectionStore.${name}`, {
-          attributes: provider === undefined ? { tenant_id: tenantId } : { tenant_id: tenantId, provider },
+          attributes: provider === undefined
+            ? { "altan.tenant_id": tenantId }
+            : { "altan.tenant_id": tenantId, "altan.provider": provider },
           captureStackTrace: false
         })
       return ConnectionStore.of({

@@ -10,6 +10,7 @@ import {
   LlmUnavailable,
   type ToolCall
 } from "@altan/domain/Llm"
+import { countLlmTokens } from "@altan/domain/Metrics"
 import { retryAfterMs } from "@altan/domain/RetryAfter"
 import { maskSecrets, maskValues, maskValuesDeep } from "@altan/domain/Secret"
 import * as Cause from "effect/Cause"
@@ -23,6 +24,8 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Runtime from "effect/Runtime"
+import { AsyncLocalStorage } from "node:async_hooks"
 import OpenAI from "openai"
 import { backoff } from "./Resilience.js"
 import { SecretStore } from "./SecretStore.js"
@@ -75,6 +78,12 @@ export const toolIdOf = (name: string) => name.replace(/-/g, ".")
 export const baseUrlOf = (endpoint: string) => endpoint.replace(/\/+$/, "").replace(/\/chat\/completions$/, "")
 
 /**
+ * The runtime of the LLM call the SDK is making (its span, its tracer): the SDK's `fetch` runs the egress request in
+ * it, so that request is a child of the call's span, in the task's trace.
+ */
+const callRuntime = new AsyncLocalStorage<Runtime.Runtime<never>>()
+
+/**
  * `fetch` for the SDK over the egress guard: an LLM endpoint may be any public host the tenant
  * configured, never a private or metadata address (unless the operator allowed it), and its answer is
  * read up to `maxBytes` only.
@@ -87,7 +96,8 @@ const egressFetch =
       headers[name] = value
     })
     const body = typeof init?.body === "string" || init?.body instanceof Uint8Array ? init.body : undefined
-    const exit = await Effect.runPromiseExit(
+    const runtime = callRuntime.getStore()
+    const exit = await (runtime ? Runtime.runPromiseExit(runtime) : Effect.runPromiseExit)(
       egress.request({
         url,
         method: (init?.method ?? "GET").toUpperCase() as EgressMethod,
@@ -263,20 +273,24 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
           const sent = [apiKey && Redacted.value(apiKey)]
           const mask = (text: string) => maskSecrets(text, sent)
 
+          const model = config.model ?? config.llm_id
+          yield* Effect.annotateCurrentSpan("gen_ai.request.model", model)
           const call = (messages: ReadonlyArray<ChatMessage>) =>
-            Effect.tryPromise({
-              try: (signal) =>
-                client.chat.completions.create({
-                  ...config.parameters,
-                  model: config.model ?? config.llm_id,
-                  messages: messages.map(toOpenAi),
-                  ...(tools.length > 0 ? { tools } : {})
-                } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, { signal }),
-              catch: (error) => {
-                const failure = classify(error)
-                return { ...failure, message: mask(failure.message) }
-              }
-            })
+            Effect.flatMap(Effect.runtime<never>(), (runtime) =>
+              Effect.tryPromise({
+                try: (signal) =>
+                  callRuntime.run(runtime, () =>
+                    client.chat.completions.create({
+                      ...config.parameters,
+                      model,
+                      messages: messages.map(toOpenAi),
+                      ...(tools.length > 0 ? { tools } : {})
+                    } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, { signal })),
+                catch: (error) => {
+                  const failure = classify(error)
+                  return { ...failure, message: mask(failure.message) }
+                }
+              }))
 
           /** Calls until an answer, retrying transient failures with full-jitter backoff and Retry-After. */
           const answer = (messages: ReadonlyArray<ChatMessage>) =>
@@ -319,11 +333,24 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
               }
             })
 
+          let responseModel: string | undefined
           const toCompletion = (response: OpenAI.Chat.Completions.ChatCompletion) => {
             usage.prompt_tokens += response.usage?.prompt_tokens ?? 0
             usage.completion_tokens += response.usage?.completion_tokens ?? 0
+            if (typeof response.model === "string") responseModel = response.model
             return response.choices?.[0]?.message
           }
+          // whatever the answer, the tokens it cost are counted and on the span (GenAI conventions)
+          yield* Effect.addFinalizer(() =>
+            Effect.zipRight(
+              Effect.annotateCurrentSpan({
+                "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": usage.completion_tokens,
+                ...(responseModel !== undefined ? { "gen_ai.response.model": responseModel } : {})
+              }),
+              countLlmTokens(tenantId, model, { input: usage.prompt_tokens, output: usage.completion_tokens })
+            )
+          )
 
           let message = toCompletion(yield* answer(request.messages))
           if (!message) return yield* new LlmBadResponse({ message: "the response has no choices", attempts })
@@ -356,8 +383,15 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
             attempts
           }
         }).pipe(
+          Effect.scoped,
           Effect.withSpan("LlmGateway.complete", {
-            attributes: { "tenant.id": tenantId, "llm.id": llmId },
+            kind: "client",
+            attributes: {
+              "altan.tenant_id": tenantId,
+              "altan.llm_id": llmId,
+              "gen_ai.operation.name": "chat",
+              "gen_ai.provider.name": "openai"
+            },
             captureStackTrace: false
           })
         )

@@ -288,7 +288,10 @@ export const requestTokens = (
       scopes: scope !== undefined ? scope.split(/[ ,]+/).filter((s) => s !== "") : (previous?.scopes ?? [])
     }
   }).pipe(
-    Effect.withSpan("OAuth.requestTokens", { attributes: { "grant_type": form.grant_type }, captureStackTrace: false })
+    Effect.withSpan("OAuth.requestTokens", {
+      attributes: { "altan.oauth.grant_type": form.grant_type },
+      captureStackTrace: false
+    })
   )
 
 /** RFC 7009 revocation of one token; the provider answers 200 even for tokens it no longer knows. */

@@ -864,7 +864,11 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
         })
       ).pipe(
         Effect.withSpan("RateBudget.acquire", {
-          attributes: { provider, priority: request.priority },
+          attributes: {
+            "altan.tenant_id": options.tenant,
+            "altan.provider": provider,
+            "altan.priority": request.priority
+          },
           captureStackTrace: false
         })
       )

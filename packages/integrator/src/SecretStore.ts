@@ -58,7 +58,7 @@ export const layerMemory: Layer.Layer<SecretStore> = Layer.sync(SecretStore, () 
 const traced = (backend: string, store: SecretStore["Type"]): SecretStore["Type"] => {
   const span = (method: string, tenantId: TenantId, name: string) =>
     Effect.withSpan(`SecretStore.${method}`, {
-      attributes: { "tenant.id": tenantId, "secret.name": name, "secret.backend": backend },
+      attributes: { "altan.tenant_id": tenantId, "altan.secret_name": name, "altan.secret_backend": backend },
       captureStackTrace: false
     })
   return {
@@ -444,7 +444,7 @@ export const rewrapDataKeys = (options: RedisOptions): Effect.Effect<RewrapResul
   }).pipe(
     Effect.scoped,
     Effect.withSpan("SecretStore.rewrapDataKeys", {
-      attributes: { "master_key.id": options.masterKeys.current.id },
+      attributes: { "altan.master_key_id": options.masterKeys.current.id },
       captureStackTrace: false
     })
   )

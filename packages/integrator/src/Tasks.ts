@@ -219,6 +219,11 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
       settings: Settings
     ) {
       const { sessionId, taskId } = taskIds(principal.tenantId, request.session_id, request.idempotency_key)
+      yield* Effect.annotateCurrentSpan({
+        "altan.tenant_id": principal.tenantId,
+        "altan.session_id": sessionId,
+        "altan.task_id": taskId
+      })
       const target = session(principal, sessionId)
       const llms = yield* resolveLlms(config, principal, request, settings)
       const specs = typeof request.input === "string"

@@ -71,7 +71,10 @@ export const layerRedis = (options: RedisOptions): Layer.Layer<TenantConfig, Red
       const llmsKey = (tenantId: TenantId) => `${prefix}:t:${tenantId}:llms`
       const settingsKey = (tenantId: TenantId) => `${prefix}:t:${tenantId}:settings`
       const span = (name: string, tenantId: TenantId) =>
-        Effect.withSpan(`TenantConfig.${name}`, { attributes: { tenant_id: tenantId }, captureStackTrace: false })
+        Effect.withSpan(`TenantConfig.${name}`, {
+          attributes: { "altan.tenant_id": tenantId },
+          captureStackTrace: false
+        })
       return TenantConfig.of({
         getLlm: (tenantId, llmId) => llms.get(llmsKey(tenantId), llmId).pipe(span("getLlm", tenantId)),
         listLlms: (tenantId) =>

@@ -630,9 +630,9 @@ describe("spans", () => {
       const ours = spans.filter((s) => s.name.startsWith("SecretStore."))
       expect(ours.map((s) => s.name)).toEqual(["SecretStore.put", "SecretStore.get", "SecretStore.delete"])
       expect(Object.fromEntries(ours[1]!.attributes)).toEqual({
-        "tenant.id": "acme",
-        "secret.name": "traced",
-        "secret.backend": "redis"
+        "altan.tenant_id": "acme",
+        "altan.secret_name": "traced",
+        "altan.secret_backend": "redis"
       })
       for (const span of spans) {
         expect(JSON.stringify([...span.attributes])).not.toContain(secret)

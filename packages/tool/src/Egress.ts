@@ -5,6 +5,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
+import type * as Tracer from "effect/Tracer"
 import type * as IpAddr from "ipaddr.js"
 import * as dns from "node:dns"
 import { createRequire } from "node:module"
@@ -50,6 +51,11 @@ export interface EgressSettings {
   /** Largest response body, counted both on the wire and after decompression. */
   readonly maxResponseBytes: number
   readonly maxRedirects: number
+  /**
+   * `OTEL_PROPAGATE_UPSTREAM` (default `true`): every request carries the W3C `traceparent` of its `Egress.request`
+   * span, so an upstream that traces (an LLM gateway, a tenant's own API) joins the task's trace.
+   */
+  readonly propagateTraceContext: boolean
 }
 
 /** Limits and the operator's allowlist of the egress guard. */
@@ -59,7 +65,8 @@ export class EgressConfig extends Context.Tag("@altan/tool/EgressConfig")<Egress
     connectTimeout: Duration.seconds(10),
     totalTimeout: Duration.seconds(30),
     maxResponseBytes: 1024 * 1024,
-    maxRedirects: 5
+    maxRedirects: 5,
+    propagateTraceContext: true
   }
 
   static readonly layer = (options?: Partial<EgressSettings>): Layer.Layer<EgressConfig> =>
@@ -88,7 +95,11 @@ export class EgressConfig extends Context.Tag("@altan/tool/EgressConfig")<Egress
     maxResponseBytes: Config.integer("EGRESS_MAX_RESPONSE_BYTES").pipe(
       Config.withDefault(EgressConfig.defaults.maxResponseBytes)
     ),
-    maxRedirects: Config.integer("EGRESS_MAX_REDIRECTS").pipe(Config.withDefault(EgressConfig.defaults.maxRedirects))
+    maxRedirects: Config.integer("EGRESS_MAX_REDIRECTS").pipe(Config.withDefault(EgressConfig.defaults.maxRedirects)),
+    propagateTraceContext: Config.boolean("OTEL_PROPAGATE_UPSTREAM").pipe(
+      Config.withDefault(EgressConfig.defaults.propagateTraceContext),
+      Config.withDescription("whether outbound requests carry the W3C traceparent of their span.")
+    )
   })
 
   static readonly layerConfig: Layer.Layer<EgressConfig, ConfigError.ConfigError> = Layer.effect(
@@ -276,6 +287,27 @@ const hostOf = (raw: string): string => {
     return "invalid-url"
   }
 }
+
+/** The `Egress.request` span's attributes (OpenTelemetry HTTP client conventions): never the path or the query. */
+const spanAttributes = (req: EgressRequest): Record<string, string | number> => {
+  try {
+    const url = new URL(req.url)
+    return {
+      "http.request.method": req.method,
+      "server.address": url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname,
+      "server.port": defaultPort(url),
+      "url.scheme": url.protocol.slice(0, -1)
+    }
+  } catch {
+    return { "http.request.method": req.method, "server.address": "invalid-url" }
+  }
+}
+
+/** The W3C `traceparent` of `span`: the upstream's spans become its children. */
+const traceparent = (span: Tracer.AnySpan): string | undefined =>
+  span.traceId.length === 32 && span.spanId.length === 16
+    ? `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+    : undefined
 
 // ---------------------------------------------------------------------------------------------------------------
 // The guard
@@ -709,7 +741,13 @@ export const make = (settings: EgressSettings) =>
       (pools) => Effect.promise(pools.destroyAll)
     )
 
-    const run = (req: EgressRequest, timeoutMs: number, maxBytes: number, deadline: Deadline) =>
+    const run = (
+      req: EgressRequest,
+      timeoutMs: number,
+      maxBytes: number,
+      deadline: Deadline,
+      parent: string | undefined
+    ) =>
       Effect.gen(function*() {
         const allowHosts = req.allowHosts === "any-public"
           ? "any-public" as const
@@ -722,6 +760,7 @@ export const make = (settings: EgressSettings) =>
           if (!droppedHeaders.has(lower)) headers[lower] = value
         }
         headers["accept-encoding"] ??= "gzip, deflate, br"
+        if (parent !== undefined) headers["traceparent"] = parent
         let current: string | URL = req.url
         for (let redirects = 0;; redirects++) {
           const target = yield* check(current, allowHosts, operator, deadline)
@@ -777,7 +816,8 @@ export const make = (settings: EgressSettings) =>
         ? req.timeoutMs
         : Duration.toMillis(settings.totalTimeout)
       const maxBytes = req.maxBytes !== undefined && req.maxBytes > 0 ? req.maxBytes : settings.maxResponseBytes
-      return Effect.suspend(() => {
+      const spanOptions = { kind: "client", attributes: spanAttributes(req), captureStackTrace: false } as const
+      return Effect.useSpan("Egress.request", spanOptions, (span) => {
         const end = Date.now() + timeoutMs
         const deadline: Deadline = {
           remaining: () => Math.max(0, end - Date.now()),
@@ -789,13 +829,9 @@ export const make = (settings: EgressSettings) =>
               url: safeUrl(req.url)
             })
         }
-        return run(req, timeoutMs, maxBytes, deadline)
-      }).pipe(
-        Effect.withSpan("Egress.request", {
-          attributes: { "http.method": req.method, "url.host": hostOf(req.url) },
-          captureStackTrace: false
-        })
-      )
+        const parent = settings.propagateTraceContext ? traceparent(span) : undefined
+        return Effect.withParentSpan(run(req, timeoutMs, maxBytes, deadline, parent), span)
+      })
     }
 
     return Egress.of({ request })

@@ -101,7 +101,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
       const cache = yield* ToolCache
       const ledger = yield* ExecutionLedger
       const audit = yield* AuditLog
-      const attributes = { "tenant.id": tenantId, "tool.id": toolId }
+      const attributes = { "altan.tenant_id": tenantId, "altan.tool_id": toolId }
       /** Every request to a third party is audited: where (host and path, no query), how it went, how long. */
       const auditRequest =
         (request: { readonly url: string; readonly method: string }) =>
@@ -209,6 +209,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
         Execute: ({ payload }) =>
           Effect.gen(function*() {
             const tool = yield* registry.get(tenantId, toolId)
+            yield* Effect.annotateCurrentSpan("altan.provider", tool.spec.provider)
             const input = yield* tool.decode(payload.input)
             const baseUrls = payload.base_urls ?? {}
             const allowHosts = [
@@ -301,7 +302,12 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
               )
             if (key) yield* cache.set(key, result.output)
             return { ...result, ...(rateHeaders ? { rate_headers: rateHeaders } : {}) }
-          }).pipe(Effect.withSpan("ToolWorker.execute", { attributes, captureStackTrace: false })),
+          }).pipe(
+            Effect.withSpan("ToolWorker.execute", {
+              attributes: payload.task_id ? { ...attributes, "altan.task_id": payload.task_id } : attributes,
+              captureStackTrace: false
+            })
+          ),
         Describe: () =>
           registry.get(tenantId, toolId).pipe(
             Effect.map((tool) => tool.spec),
@@ -312,7 +318,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
           registry.put(tenantId, payload.definition).pipe(
             Effect.map((tool) => tool.spec),
             Effect.withSpan("ToolWorker.putTool", {
-              attributes: { ...attributes, "tool.id": payload.definition.tool_id },
+              attributes: { ...attributes, "altan.tool_id": payload.definition.tool_id },
               captureStackTrace: false
             })
           ),

@@ -357,7 +357,9 @@ export class Runner {
     /** The public API port (integrators only). */
     readonly httpPort: number | undefined,
     readonly env: Record<string, string>,
-    private readonly tail: OutputTail
+    private readonly tail: OutputTail,
+    /** The operator port (`METRICS_PORT`: `/metrics`, `/healthz`, `/readyz`), every role. */
+    readonly metricsPort: number
   ) {}
 
   /** The runner's address as registered in `cluster_runners`. */
@@ -369,6 +371,11 @@ export class Runner {
   get base(): string {
     if (this.httpPort === undefined) throw new Error(`${this.name} serves no HTTP API`)
     return `http://127.0.0.1:${this.httpPort}`
+  }
+
+  /** The operator endpoints: `/metrics`, `/healthz`, `/readyz`. */
+  get metricsBase(): string {
+    return `http://127.0.0.1:${this.metricsPort}`
   }
 
   get current(): Proc {
@@ -488,7 +495,8 @@ export class Cluster {
       runnerPort,
       httpPort,
       env,
-      new OutputTail(this.options.outputBytes ?? 64 * 1024, path.join(this.logDir, `${name}.log`))
+      new OutputTail(this.options.outputBytes ?? 64 * 1024, path.join(this.logDir, `${name}.log`)),
+      await freePort()
     )
     this.runners.push(runner)
     runner.spawn(this.processEnv(runner))
@@ -507,6 +515,7 @@ export class Cluster {
       ...runner.env,
       ROLE: runner.role,
       RUNNER_PORT: String(runner.runnerPort),
+      METRICS_PORT: String(runner.metricsPort),
       ...(runner.httpPort === undefined ? {} : { PORT: String(runner.httpPort) })
     }
   }
