@@ -16,6 +16,7 @@ import * as Schema from "effect/Schema"
 import { Redis as IORedis } from "ioredis"
 import { createHash, randomBytes } from "node:crypto"
 import { createServer, type Server } from "node:http"
+import { startFakeOpenAi } from "./FakeOpenAi.js"
 import { clusterLayer, makeProbes, startEdge } from "./fixtures.js"
 
 /**
@@ -217,6 +218,96 @@ describe("a task resumed after its runner died", () => {
     const stored = await withStore((store) => store.get(tenant, task.body.task_id))
     expect(stored._tag === "Some" && stored.value.on_unknown_outcome).toBe("retry")
     expect((await call("PUT", "/v1/settings", { on_unknown_outcome: "sometimes" })).status).toBe(400)
+  })
+})
+
+describe("a natural-language task resumed after its runner died", () => {
+  it("goes on from its recorded transcript: the started call's recorded outcome, then the next turn only", async () => {
+    const fake = await startFakeOpenAi()
+    try {
+      expect((await call("PUT", "/v1/secrets/llm_key", { value: "sk-resume" })).status).toBe(204)
+      expect(
+        (await call("PUT", "/v1/llms/m", {
+          llm_id: "m",
+          endpoint: fake.url,
+          auth: { type: "api_key", key: "llm_key" }
+        })).status
+      ).toBe(200)
+      expect(
+        (await call("PUT", "/v1/settings", {
+          default_llm: "m",
+          egress_allowlist: [new URL(vendorBase).host]
+        })).status
+      ).toBe(200)
+      fake.script({ kind: "answer", content: "All done." })
+      const key = "k-nl-resume"
+      const { taskId } = taskIds(tenant, "nl", key)
+      const request = Schema.decodeUnknownSync(TaskRequest)({
+        input: "Post it.",
+        session_id: "nl",
+        idempotency_key: key
+      })
+      const accepted = acceptedTask({
+        task_id: taskId,
+        request,
+        principal,
+        llms: ["m"],
+        accepted_at: new Date().toISOString()
+      })
+      // the dead runner had asked the model once (it called plain_post) and started that call
+      await withStore((store) =>
+        store.put(tenant, {
+          task: {
+            ...accepted,
+            status: "running",
+            steps: [{
+              id: "1.1",
+              tool: "plain_post",
+              status: "running",
+              input: { marker: "nl" },
+              attempts: 1,
+              started_at: accepted.created_at
+            }],
+            turns: [{
+              llm_id: "m",
+              attempts: [{ llm_id: "m", outcome: "ok", duration_ms: 3 }],
+              tool_calls: ["plain_post"],
+              prompt_tokens: 11,
+              completion_tokens: 7,
+              finished_at: accepted.created_at
+            }]
+          },
+          on_unknown_outcome: "fail",
+          transcript: [
+            { role: "user", content: "Post it." },
+            {
+              role: "assistant",
+              content: null,
+              tool_calls: [{ id: "call_1", name: "plain_post", arguments: { marker: "nl" } }]
+            }
+          ]
+        }, { created: true })
+      )
+      await redis.set(
+        ledgerKey("plain_post", `${taskId}/1.1/1/1`),
+        JSON.stringify({ state: "done", outcome: { ok: { output: { marker: "nl", n: 1 } } } })
+      )
+      const task = await call("POST", "/v1/tasks", { ...request, timeout_ms: 15_000 })
+      expect(task.body.status, task.text).toBe("succeeded")
+      expect(task.body.output).toBe("All done.")
+      expect(task.body.steps).toMatchObject([{ id: "1.1", status: "succeeded", output: { marker: "nl", n: 1 } }])
+      expect(task.body.turns).toHaveLength(2)
+      // the model was asked the second turn only, with the first turn's call and its recorded result
+      expect(fake.received).toHaveLength(1)
+      const messages = fake.received[0]!.body.messages
+      expect(messages.at(-1)).toMatchObject({ role: "tool", tool_call_id: "call_1" })
+      expect(messages.at(-1).content).toContain("\"n\":1")
+      expect(sent("nl")).toEqual([])
+      // the exchange joined the session's conversation once
+      expect((await call("GET", "/v1/sessions/nl")).body.message_count).toBe(4)
+    } finally {
+      await fake.close()
+    }
   })
 })
 
