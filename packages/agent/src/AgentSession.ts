@@ -1,4 +1,4 @@
-import { acceptedTask, AgentSession } from "@altan/domain/AgentSession"
+import { acceptedTask, AgentSession, type SubmitPayload } from "@altan/domain/AgentSession"
 import { Connection } from "@altan/domain/Connection"
 import { Conflict, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
 import { parseEntityId, type SessionId, type TaskId } from "@altan/domain/Ids"
@@ -60,14 +60,29 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           }))
         )
 
-      /** Makes sure the task's `Run` is stored: sending it again is harmless, its primary key is the task id. */
-      const schedule = (taskId: TaskId) =>
-        self.Run({ task_id: taskId }, { discard: true }).pipe(
+      /**
+       * Makes sure the task's `Run` is stored: sending it again is harmless, its primary key is the task id. It
+       * carries the submit, to record the task again should its record be lost.
+       */
+      const schedule = (submit: SubmitPayload) =>
+        self.Run({ task_id: submit.task_id, submit }, { discard: true }).pipe(
           Effect.catchTag("AlreadyProcessingMessage", () => Effect.void),
-          Effect.tapError((e) => Effect.logWarning(`scheduling task ${taskId} failed, retrying: ${e._tag}`)),
+          Effect.tapError((e) => Effect.logWarning(`scheduling task ${submit.task_id} failed, retrying: ${e._tag}`)),
           Effect.retry(SessionTasks.backoff),
           Effect.orDie
         )
+
+      /** Records a submitted task, as accepted. */
+      const record = (submit: SubmitPayload) =>
+        Effect.gen(function*() {
+          const task = acceptedTask(submit)
+          yield* tasks.create({
+            task,
+            specs: submit.specs ?? [],
+            on_unknown_outcome: submit.on_unknown_outcome ?? "fail"
+          })
+          return task
+        })
 
       const cancelled = (taskId: TaskId) =>
         tasks.updateTask(taskId, (t) =>
@@ -138,16 +153,11 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             // a redelivered or repeated submit: the task exists, and its `Run` must too
             const existing = yield* SessionTasks.durably(`reading task ${task_id}`, tasks.record(task_id))
             if (Option.isSome(existing)) {
-              if (!isTerminal(existing.value.task.status)) yield* schedule(task_id)
+              if (!isTerminal(existing.value.task.status)) yield* schedule(payload)
               return existing.value.task
             }
-            const task = acceptedTask(payload)
-            yield* tasks.create({
-              task,
-              specs: payload.specs ?? [],
-              on_unknown_outcome: payload.on_unknown_outcome ?? "fail"
-            })
-            yield* schedule(task_id)
+            const task = yield* record(payload)
+            yield* schedule(payload)
             return task
           }).pipe(
             Effect.withSpan("AgentSession.submit", {
@@ -161,9 +171,16 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             const taskId = payload.task_id
             const found = yield* SessionTasks.durably(`reading task ${taskId}`, tasks.record(taskId))
             if (Option.isNone(found)) {
-              return yield* Effect.logError(`task ${taskId} has a Run but no record: nothing to run`)
+              if (payload.submit === undefined) {
+                return yield* Effect.logError(`task ${taskId} has a Run but no record: nothing to run`)
+              }
+              // its record was lost (Redis dropped what it acknowledged last, and the session moved meanwhile):
+              // recorded again as accepted; steps that had run are asked again for their attempts
+              yield* Effect.logWarning(`task ${taskId} has a Run but no record: recording it again from its submit`)
+              yield* record(payload.submit)
+            } else if (isTerminal(found.value.task.status)) {
+              return yield* tasks.ensureTerminalEvent(found.value.task)
             }
-            if (isTerminal(found.value.task.status)) return yield* tasks.ensureTerminalEvent(found.value.task)
             while (true) {
               const fiber = running.get(taskId) ?? (yield* Effect.fork(execute(taskId)))
               running.set(taskId, fiber)

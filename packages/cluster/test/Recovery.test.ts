@@ -1,7 +1,7 @@
 import * as Redis from "@altan/agent/Redis"
 import * as TaskStore from "@altan/agent/TaskStore"
-import { acceptedTask } from "@altan/domain/AgentSession"
-import type { TenantId } from "@altan/domain/Ids"
+import { acceptedTask, AgentSession } from "@altan/domain/AgentSession"
+import type { TaskId, TenantId } from "@altan/domain/Ids"
 import { Principal } from "@altan/domain/Principal"
 import { TaskRequest } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
@@ -386,6 +386,27 @@ describe("an execution key runs once", () => {
   layer(clusterLayer(probes, { ledger: Layer.succeed(ExecutionLedger.ExecutionLedger, ledger) }), {
     excludeTestServices: true
   })("tool service ledger", (it) => {
+    it.effect("a Run whose task record is gone records the task again from its submit, and runs it", () =>
+      Effect.gen(function*() {
+        const session = (yield* AgentSession.client)("t9/lost")
+        const submit = {
+          task_id: "lost.t1" as TaskId,
+          request: Schema.decodeUnknownSync(TaskRequest)({
+            input: { steps: [{ id: "a", tool: "probe.echo", input: { value: "again" } }] }
+          }),
+          principal: new Principal({ tenantId: "t9" as TenantId, userId: "ops" as any, role: "member" }),
+          llms: [],
+          specs: probes.tools.map((t) => t.spec),
+          accepted_at: new Date().toISOString()
+        }
+        // no Submit was ever processed here, as if its record had been lost with the runner that made it
+        yield* session.Run({ task_id: submit.task_id, submit })
+        const task = yield* session.GetTask({ task_id: submit.task_id })
+        expect(task.status).toBe("succeeded")
+        expect(task.output).toEqual({ value: "again", nested: { list: [1, 2, 3] } })
+        expect(task.created_at).toBe(submit.accepted_at)
+      }))
+
     it.effect(
       "repeats of a key join the execution in flight or get its recorded outcome; a new key runs",
       () =>

@@ -24,31 +24,36 @@ export const ReadError = Schema.Union(NotFound, Unavailable)
  * records the task and makes sure its `Run` exists; it is uninterruptible from the edge, which may stop
  * waiting for the answer without undoing anything.
  */
+/** What the edge submits for a task, once it checked it. */
+export const SubmitPayload = Schema.Struct({
+  task_id: TaskId,
+  request: TaskRequest,
+  principal: Principal,
+  /** The LLMs to use, in order: the task's or tenant's default, then the tenant's fallbacks. */
+  llms: Schema.Array(Schema.String),
+  /** The specs of a plan's tools, as the edge checked the plan against them. */
+  specs: Schema.optional(Schema.Array(ToolSpec)),
+  /** The tenant's `on_unknown_outcome` when the task was accepted. */
+  on_unknown_outcome: Schema.optional(OnUnknownOutcome),
+  /** When the edge accepted the task: its `created_at`, the same in every answer. */
+  accepted_at: Schema.String
+})
+export type SubmitPayload = typeof SubmitPayload.Type
+
 export const AgentSession = Entity.make("AgentSession", [
   Rpc.make("Submit", {
-    payload: {
-      task_id: TaskId,
-      request: TaskRequest,
-      principal: Principal,
-      /** The LLMs to use, in order: the task's or tenant's default, then the tenant's fallbacks. */
-      llms: Schema.Array(Schema.String),
-      /** The specs of a plan's tools, as the edge checked the plan against them. */
-      specs: Schema.optional(Schema.Array(ToolSpec)),
-      /** The tenant's `on_unknown_outcome` when the task was accepted. */
-      on_unknown_outcome: Schema.optional(OnUnknownOutcome),
-      /** When the edge accepted the task: its `created_at`, the same in every answer. */
-      accepted_at: Schema.String
-    },
+    payload: SubmitPayload.fields,
     success: Task,
     error: SubmitError,
     primaryKey: (p) => p.task_id
   }).annotate(ClusterSchema.Persisted, true).annotate(ClusterSchema.Uninterruptible, "client"),
   /**
    * Runs an accepted task to its end; sent by the session to itself so execution is durable too. It never
-   * fails: whatever happens ends up recorded on the task.
+   * fails: whatever happens ends up recorded on the task. It carries the submit, so a run whose task record was
+   * lost (Redis dropped its last second, and the session moved) records the task again and runs it.
    */
   Rpc.make("Run", {
-    payload: { task_id: TaskId },
+    payload: { task_id: TaskId, submit: Schema.optional(SubmitPayload) },
     primaryKey: (p) => p.task_id
   }).annotate(ClusterSchema.Persisted, true),
   /** The task as durably recorded; with `wait_ms`, waits up to that long for it to finish. */
