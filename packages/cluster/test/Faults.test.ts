@@ -121,26 +121,33 @@ const underLoad = async (
   return { report, run }
 }
 
-/** Kills `victim` 2.4 s into the load, measures failover with probe sessions, then restarts it (as Kubernetes would). */
-const killAndRestart =
-  (victim: () => Runner, signal: "SIGKILL" | "SIGTERM" = "SIGKILL") =>
-  async ({ startedAt }: { readonly startedAt: number }) => {
-    await sleep(startedAt + 2_400 - Date.now())
-    const runner = victim()
-    const killedAt = Date.now()
-    cluster!.kill(runner, signal)
-    const probe = probeSessions({
-      targets,
-      token,
-      round: `${signal}-${runner.name}-${killedAt}`,
-      since: killedAt,
-      deadlineMs: 45_000
-    })
-    await runner.waitExit(signal === "SIGTERM" ? 60_000 : 5_000)
-    const failover = await probe
-    await cluster!.restart(runner)
-    return { failoverMs: failover.maxMs }
-  }
+/**
+ * Kills `victim` 2.4 s into the load, measures failover with probe sessions (whose one step is `probe`'s, by default
+ * a `text.template`), then restarts it (as Kubernetes would).
+ */
+const killAndRestart = (
+  victim: () => Runner | Promise<Runner>,
+  probe?: (round: string) => (session: string) => { readonly tool: string; readonly input: Record<string, unknown> }
+) =>
+async ({ startedAt }: { readonly startedAt: number }) => {
+  const runner = await victim()
+  await sleep(startedAt + 2_400 - Date.now())
+  const killedAt = Date.now()
+  cluster!.kill(runner, "SIGKILL")
+  const round = `kill-${runner.name}-${killedAt}`
+  const probed = probeSessions({
+    targets,
+    token,
+    round,
+    since: killedAt,
+    deadlineMs: 45_000,
+    ...(probe ? { step: probe(round) } : {})
+  })
+  await runner.waitExit(5_000)
+  const failover = await probed
+  await cluster!.restart(runner)
+  return { failoverMs: failover.maxMs }
+}
 
 describe("faults under load (issue #11)", () => {
   /**
@@ -156,7 +163,16 @@ describe("faults under load (issue #11)", () => {
   }, 300_000)
 
   it("kill -9 of a tool runner under load", async () => {
-    const { report } = await underLoad("kill -9 tool", killAndRestart(() => cluster!.byRole("tool")[0]!))
+    // the tool runner that holds the plain POST tool, so calls are cut off mid-way; probed through that tool too
+    let victim: Runner | undefined
+    const { report } = await underLoad(
+      "kill -9 tool",
+      killAndRestart(
+        async () => (victim = await cluster!.runnerOf("tool", `${tenant}/plain_post`)) ?? cluster!.byRole("tool")[0]!,
+        (round) => (session) => ({ tool: "plain_post", input: { marker: `probe-${round}-${session}`, step: "probe" } })
+      )
+    )
+    expect(victim?.role, "the tool runner holding plain_post was found").toBe("tool")
     // a call cut off on the killed runner fails its task as unknown_outcome, never silently and never twice
     expect(Object.keys(report.failuresByCode).filter((c) => c !== "unknown_outcome")).toEqual([])
     expect(report.failoverMs, "failover within 10 s").toBeLessThan(10_000)

@@ -10,7 +10,7 @@
  * - HTTP calls go to loopback addresses only (`call` refuses anything else).
  */
 import * as jose from "jose"
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import { connect, createServer } from "node:net"
@@ -18,6 +18,15 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
+import { shardGroups, shardsPerGroup } from "../../src/RuntimeConfig.js"
+
+/** The library's string hash (`@effect/cluster` internal/hash.ts), which places an entity id on a shard. */
+const hashString = (str: string) => {
+  let h = 5381
+  let i = str.length
+  while (i) h = (h * 33) ^ str.charCodeAt(--i)
+  return (h & 0xbfffffff) | ((h >>> 1) & 0x40000000)
+}
 
 /** The repository the test runs from. */
 export const repoRoot = fileURLToPath(new URL("../../../..", import.meta.url))
@@ -575,6 +584,27 @@ export class Cluster {
   }
 
   /** A query on the cluster's database. */
+  /**
+   * The runner holding an entity's shard (e.g. `ToolWorker` `faults/plain_post` in group `tool`), to kill the one
+   * that matters: the shard as the library computes it (`Sharding.getShardId`), its advisory lock as
+   * `SqlRunnerStorage` numbers it ((index of the group + 1) * 1,000,000 + shard, groups sorted by name), the
+   * PostgreSQL backend holding that lock, and the runner process on the other end of that backend's connection.
+   */
+  async runnerOf(group: string, entityId: string): Promise<Runner | undefined> {
+    const shard = Math.abs(hashString(entityId) % shardsPerGroup) + 1
+    // the library sorts the groups (`ShardingConfig.shardGroupConfig`)
+    const lock = ([...shardGroups].sort().indexOf(group) + 1) * 1_000_000 + shard
+    const [row] = await this.sql<{ client_port: number | null }>(
+      "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid " +
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1",
+      [lock]
+    )
+    if (!row?.client_port) return undefined
+    const sockets = execFileSync("ss", ["-tnpH", `sport = :${row.client_port}`]).toString()
+    const pid = Number(/pid=(\d+)/.exec(sockets)?.[1])
+    return this.runners.find((r) => r.alive && r.pid === pid)
+  }
+
   async sql<Row extends Record<string, unknown> = Record<string, any>>(
     text: string,
     values: ReadonlyArray<unknown> = []

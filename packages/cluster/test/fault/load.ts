@@ -335,6 +335,8 @@ export const probeSessions = async (options: {
   readonly sessions?: ReadonlyArray<string>
   readonly since?: number
   readonly deadlineMs?: number
+  /** The probe task's one step (default `text.template`, no vendor), for a given session. */
+  readonly step?: (session: string) => { readonly tool: string; readonly input: Record<string, unknown> }
 }): Promise<ProbeResult> => {
   const since = options.since ?? Date.now()
   const deadline = Date.now() + (options.deadlineMs ?? 45_000)
@@ -348,7 +350,11 @@ export const probeSessions = async (options: {
     const body = {
       session_id: p.session,
       input: {
-        steps: [{ id: "t", tool: "text.template", input: { template: "probe {{r}}", variables: { r: options.round } } }]
+        steps: [{
+          id: "t",
+          ...(options.step?.(p.session) ??
+            { tool: "text.template", input: { template: "probe {{r}}", variables: { r: options.round } } })
+        }]
       },
       mode: "sync",
       timeout_ms: 20_000,
