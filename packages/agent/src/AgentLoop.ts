@@ -41,7 +41,7 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
 
     const catalog = yield* ctx.toolWorker(catalogId(tenantId)).List().pipe(
       reaskOnBreak,
-      Effect.retry({ schedule: backoff, while: (e) => notTaken.has(e._tag) }),
+      Effect.retry({ schedule: backoff, while: notTaken }),
       Effect.timeout(ctx.stepTimeout),
       Effect.either
     )
@@ -167,11 +167,7 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
       }).pipe(
         // an LLM turn has no side effect: asking again costs tokens at worst
         reaskOnBreak,
-        Effect.retry({
-          schedule: backoff,
-          while: (e) =>
-            notTaken.has(e._tag)
-        }),
+        Effect.retry({ schedule: backoff, while: notTaken }),
         Effect.timeoutFail({
           duration: ctx.stepTimeout,
           onTimeout: () => ({
@@ -205,7 +201,9 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         {
           llm_id: completion.llm_id,
           attempts: completion.attempts,
-          tool_calls: completion.tool_calls.map((c) => c.name),
+          tool_calls: completion.tool_calls.map((c) =>
+            c.name
+          ),
           ...completion.usage
         },
         completion.tool_calls.length > 0

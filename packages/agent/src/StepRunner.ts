@@ -1,4 +1,5 @@
 import type { Connection } from "@altan/domain/Connection"
+import { isClusterError } from "@altan/domain/EntityCall"
 import type { TaskId, TenantId } from "@altan/domain/Ids"
 import { isTerminal, type TaskError } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
@@ -73,12 +74,8 @@ export interface StepContext {
 const resumeGrace = Duration.seconds(30)
 
 /** Failures that say a call was not taken now, rather than how it went: asking again later is safe. */
-export const notTaken: ReadonlySet<string> = new Set([
-  "Unavailable",
-  "MailboxFull",
-  "AlreadyProcessingMessage",
-  "PersistenceError"
-])
+export const notTaken = (e: { readonly _tag?: string }): boolean =>
+  e._tag === "Unavailable" || isClusterError({ _tag: e._tag ?? "" })
 
 /** Times a step asks again when its call broke (a defect or an interruption of the call) before it records it. */
 const maxBreaks = 5
@@ -208,7 +205,7 @@ export const runStep = (
       const failure = Cause.squash(exit.cause) as { readonly _tag?: string; readonly unknown_outcome?: boolean }
       // the call was not taken (a store or the cluster could not take it now): asking again for the same attempt is
       // safe whatever happened, the tool service runs it at most once
-      if (notTaken.has(failure._tag ?? "") && endMs < deadlineMs) {
+      if (notTaken(failure) && endMs < deadlineMs) {
         yield* Effect.sleep(Duration.millis(Math.min(2_000, 100 * 2 ** Math.min(asks, 5)))) // as `backoff` does
         continue
       }

@@ -1,3 +1,4 @@
+import type { AlreadyProcessingMessage, MailboxFull, PersistenceError } from "@effect/cluster/ClusterError"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -16,3 +17,10 @@ export const reaskOnBreak = <A, E, R>(effect: Effect.Effect<A, E, R>, times = 3)
         ? Effect.delay(reaskOnBreak(effect, times - 1), "500 millis")
         : Effect.failCause(cause)
   )
+
+/** A message the cluster could not deliver (mailbox full, already in process, storage down): the runtime's failure. */
+export type ClusterError = MailboxFull | AlreadyProcessingMessage | PersistenceError
+
+/** Whether `e` is a cluster delivery failure (see `ClusterError`), for `Effect.catchIf`. */
+export const isClusterError = <E extends { readonly _tag: string }>(e: E): e is Extract<E, ClusterError> =>
+  e._tag === "MailboxFull" || e._tag === "AlreadyProcessingMessage" || e._tag === "PersistenceError"

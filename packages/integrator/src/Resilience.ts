@@ -1,4 +1,3 @@
-import type { AlreadyProcessingMessage, MailboxFull, PersistenceError } from "@effect/cluster/ClusterError"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -60,13 +59,6 @@ export const backoff = (
       Math.floor(
         r * Math.min(Duration.toMillis(config.maxDelay), Duration.toMillis(config.baseDelay) * 2 ** (attempt - 1))
       ))
-
-/** A message the cluster could not deliver (mailbox full, already in process, storage down): the runtime's failure. */
-export type ClusterError = MailboxFull | AlreadyProcessingMessage | PersistenceError
-
-/** Whether `e` is a cluster delivery failure (see `ClusterError`), for `Effect.catchIf`. */
-export const isClusterError = <E extends { readonly _tag: string }>(e: E): e is Extract<E, ClusterError> =>
-  e._tag === "MailboxFull" || e._tag === "AlreadyProcessingMessage" || e._tag === "PersistenceError"
 
 type BreakerState = "closed" | "open" | "half_open"
 

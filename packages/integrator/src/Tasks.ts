@@ -1,4 +1,5 @@
 import { acceptedTask, AgentSession } from "@altan/domain/AgentSession"
+import { type ClusterError, isClusterError } from "@altan/domain/EntityCall"
 import { type Conflict, InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
 import { entityId, type SessionId, sessionOfTask, type TaskId, type TenantId } from "@altan/domain/Ids"
 import * as PlanGraph from "@altan/domain/PlanGraph"
@@ -20,7 +21,6 @@ import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import { Admission } from "./Admission.js"
-import { type ClusterError, isClusterError } from "./Resilience.js"
 import { TenantConfig } from "./TenantConfig.js"
 
 const random = () => randomBytes(12).toString("base64url")

@@ -1,6 +1,7 @@
 import { AuditLog } from "@altan/domain/AuditLog"
 import { Connection, llmProvider } from "@altan/domain/Connection"
 import { Egress, type EgressResponse } from "@altan/domain/Egress"
+import { isClusterError } from "@altan/domain/EntityCall"
 import { Unavailable } from "@altan/domain/Errors"
 import { parseEntityId } from "@altan/domain/Ids"
 import { LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
@@ -258,12 +259,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
                   tools: [],
                   fallbacks,
                   ...(payload.task_id ? { task_id: payload.task_id } : {})
-                }).pipe(Effect.catchTags({
-                  MailboxFull: unreachable,
-                  AlreadyProcessingMessage: unreachable,
-                  PersistenceError: unreachable,
-                  Unavailable: unreachable
-                }))
+                }).pipe(Effect.catchIf((e) => e._tag === "Unavailable" || isClusterError(e), unreachable))
               }
             }).pipe(
               // a bug in a tool (a URL `new URL` rejects, an output that does not encode) fails this call, not the
