@@ -15,12 +15,12 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { execFileSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { createServer } from "node:net"
 import * as AuditLog from "../src/AuditLog.js"
 import { edgeServer, ShardingMemory } from "../src/Runtime.js"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
+import { type RedisServer, startRedis } from "./fault/harness.js"
 import { makeProbes, startEdge } from "./fixtures.js"
 
 /**
@@ -146,50 +146,6 @@ describe("deeply nested JSON", () => {
   })
 })
 
-// A Redis of the test's own, so it can go away -----------------------------------------------------------------
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = createServer()
-    server.on("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-
-const startRedis = (port: number) =>
-  new Promise<ChildProcess>((resolve, reject) => {
-    const child = spawn("redis-server", [
-      "--bind",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--save",
-      "",
-      "--appendonly",
-      "no"
-    ], { stdio: ["ignore", "pipe", "pipe"] })
-    let output = ""
-    child.stderr!.on("data", (chunk) => output += String(chunk))
-    const timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${output}`)), 10_000)
-    child.stdout!.on("data", (chunk) => {
-      output += String(chunk)
-      if (output.includes("Ready to accept connections")) {
-        clearTimeout(timer)
-        resolve(child)
-      }
-    })
-    child.on("exit", (code) => reject(new Error(`redis-server exited (${code}):\n${output}`)))
-  })
-
-const stopRedis = (child: ChildProcess) =>
-  new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve()
-    child.once("exit", () => resolve())
-    child.kill("SIGKILL")
-  })
-
 /**
  * The public API over the integrator's Redis-backed stores (tenant configuration, connections, OAuth state;
  * reads uncached) and a cluster with no entities: enough for the configuration routes, and task routes
@@ -237,24 +193,24 @@ const expectUnavailable = (answer: Answer, what: string) => {
 }
 
 describe("defects and storage outages at the edge", () => {
-  let port = 0
-  let redis: ChildProcess
+  // a Redis of the test's own, so it can go away
+  let redis: RedisServer
   let edge: Awaited<ReturnType<typeof startRedisEdge>>
   const prefix = `badinput-${randomBytes(4).toString("hex")}`
+  const cli = (...args: Array<string>) => execFileSync("redis-cli", ["-p", String(redis.port), ...args])
 
   beforeAll(async () => {
-    port = await freePort()
-    redis = await startRedis(port)
-    edge = await startRedisEdge(`redis://127.0.0.1:${port}`, prefix)
+    redis = await startRedis()
+    edge = await startRedisEdge(redis.url, prefix)
   })
   afterAll(async () => {
     await edge?.close()
-    if (redis) await stopRedis(redis)
+    await redis?.close()
   })
 
   it("a defect in a handler is a 500 with the envelope and a generic message, not an empty body", async () => {
     // a stored value that does not decode is a defect of the store (it names the key; the answer must not)
-    execFileSync("redis-cli", ["-p", String(port), "SET", `${prefix}:t:acme:settings`, "{not json"])
+    cli("SET", `${prefix}:t:acme:settings`, "{not json")
     try {
       const answer = await edge.call("GET", "/v1/settings")
       expect(answer.status, answer.text).toBe(500)
@@ -266,7 +222,7 @@ describe("defects and storage outages at the edge", () => {
       expect(answer.text).not.toContain(prefix)
       expect(answer.text).not.toMatch(/does not decode|\.ts:\d+/)
     } finally {
-      execFileSync("redis-cli", ["-p", String(port), "DEL", `${prefix}:t:acme:settings`])
+      cli("DEL", `${prefix}:t:acme:settings`)
     }
     // with the depth limit out of the way, 10,000 levels overflow the stack formatting the decode error
     const deep = `{"llm_id": "gpt-4", "endpoint": ${nested(10_000)}}`
@@ -283,7 +239,8 @@ describe("defects and storage outages at the edge", () => {
       auth: { type: "api_key", key: "openai" }
     }
     expect((await edge.call("PUT", "/v1/llms/gpt-4", llm)).status).toBe(200)
-    await stopRedis(redis)
+    redis.kill()
+    await redis.waitExit()
     const requests: ReadonlyArray<readonly [string, string, unknown?]> = [
       ["GET", "/v1/settings"],
       ["PUT", "/v1/settings", { default_llm: "gpt-4" }],
@@ -296,7 +253,7 @@ describe("defects and storage outages at the edge", () => {
     const answers = await Promise.all(requests.map(([method, path, body]) => edge.call(method, path, body)))
     answers.forEach((answer, i) => expectUnavailable(answer, `${requests[i]![0]} ${requests[i]![1]}`))
 
-    redis = await startRedis(port)
+    await redis.start()
     let settings: Answer | undefined
     for (let i = 0; i < 100 && settings?.status !== 200; i++) {
       if (i > 0) await new Promise((resolve) => setTimeout(resolve, 100))

@@ -6,10 +6,10 @@ import * as jose from "jose"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { createServer as createHttpServer, type Server } from "node:http"
-import { createServer } from "node:net"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
 import { pruneSql } from "../src/MessageRetention.js"
+import { freePort } from "./fault/harness.js"
 
 /**
  * The three services as OS processes on loopback, sharing one PostgreSQL database as cluster
@@ -22,14 +22,6 @@ const root = fileURLToPath(new URL("../../..", import.meta.url))
 const database = `altan_test_${randomBytes(6).toString("hex")}`
 const issuer = "https://idp.multi.test"
 const audience = "altan-multi"
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    }).on("error", reject)
-  })
 
 const processes: Array<{ role: string; child: ChildProcess; output: Array<string> }> = []
 let base = ""

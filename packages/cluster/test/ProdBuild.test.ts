@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
-import { createServer } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
+import { freePort } from "./fault/harness.js"
 
 /**
  * The production build as the Dockerfile makes it, without Docker: `npm run build` (`tsc -b`, incremental: CI's
@@ -18,14 +18,6 @@ const root = fileURLToPath(new URL("../../..", import.meta.url))
 const rootPackage = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"))
 const workspaces: ReadonlyArray<string> = rootPackage.workspaces
 const startProd: string = rootPackage.scripts["start:prod"]
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    }).on("error", reject)
-  })
 
 /** Hard-links (or copies, across file systems) `from` into `to`, leaving out `skip` (absolute paths). */
 const linkTree = (from: string, to: string, skip: ReadonlySet<string> = new Set()) => {
