@@ -9,8 +9,9 @@
 # Node 20, pinned; set NODE_IMAGE to a digest (node:20.20.2-bookworm-slim@sha256:...) for byte-identical rebuilds.
 ARG NODE_IMAGE=node:20.20.2-bookworm-slim
 
-# 1. Build: every dependency, then tsc -b to packages/*/dist.
-FROM ${NODE_IMAGE} AS build
+# 1. What npm ci needs: the lockfile, every workspace's package.json, and the dependency patches (npm ci's
+# postinstall applies them with patch-package; the patched dependencies run in production too).
+FROM ${NODE_IMAGE} AS manifests
 WORKDIR /app
 COPY package.json package-lock.json ./
 COPY packages/domain/package.json packages/domain/
@@ -18,27 +19,20 @@ COPY packages/tool/package.json packages/tool/
 COPY packages/agent/package.json packages/agent/
 COPY packages/integrator/package.json packages/integrator/
 COPY packages/cluster/package.json packages/cluster/
-# npm ci's postinstall applies them (patch-package)
 COPY patches/ patches/
+
+# 2. Build: every dependency, then tsc -b to packages/*/dist.
+FROM manifests AS build
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.base.json ./
 COPY packages/ packages/
 RUN npm run build
 
-# 2. Production dependencies only (the workspaces are linked, as npm ci links them).
-FROM ${NODE_IMAGE} AS deps
-WORKDIR /app
-COPY package.json package-lock.json ./
-COPY packages/domain/package.json packages/domain/
-COPY packages/tool/package.json packages/tool/
-COPY packages/agent/package.json packages/agent/
-COPY packages/integrator/package.json packages/integrator/
-COPY packages/cluster/package.json packages/cluster/
-# the patched dependencies run in production too
-COPY patches/ patches/
+# 3. Production dependencies only (the workspaces are linked, as npm ci links them).
+FROM manifests AS deps
 RUN npm ci --omit=dev --no-audit --no-fund
 
-# 3. Runtime: production dependencies, package.json files and compiled JavaScript; no sources, no build tools.
+# 4. Runtime: production dependencies, package.json files and compiled JavaScript; no sources, no build tools.
 # Files stay owned by root and read-only to the runtime user (the pods also mount the root file system read-only).
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production
