@@ -23,7 +23,6 @@ import {
 import * as Entity from "@effect/cluster/Entity"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
@@ -47,7 +46,8 @@ import {
 } from "./OAuth.js"
 import * as RateBudget from "./RateBudget.js"
 import { RedisError } from "./Redis.js"
-import { backoff, makeBreaker, ResilienceConfig } from "./Resilience.js"
+import { makeBreaker, ResilienceConfig } from "./Resilience.js"
+import * as Retry from "./Retry.js"
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
 
@@ -399,36 +399,37 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               )
             )
           const policy = payload.policy ?? { idempotent: false, idempotency_key: false }
-          // a write is tried again only when that cannot apply it twice
           const safeToRepeat = policy.idempotent || policy.idempotency_key
-          const maxAttempts = Math.max(1, policy.max_attempts ?? resilience.maxAttempts)
-          const maxRetryAfter = Duration.toMillis(resilience.maxRetryAfter)
 
-          /** Attempts until one succeeds or a retry cannot help; each attempt passes the breaker first. */
           // whether this call holds the breaker's half-open probe, which it must give back however it ends
           let probe = false
           const settle = (outcome: Effect.Effect<void>) =>
             Effect.zipRight(payload.resume ? Effect.void : outcome, Effect.sync(() => void (probe = false)))
           const withAttempts = (e: ToolFailed, attempts: number) => new ToolFailed({ ...toolFailedFields(e), attempts })
-          const call = Effect.gen(function*() {
-            let lastError: string | undefined
-            let lastFailure: ToolFailed | undefined
-            for (let attempt = 1;; attempt++) {
+          // the circuit opened while this call was retrying: its own last failure says more, and ends the retries
+          let refused = false
+          let lastFailure: ToolFailed | undefined
+
+          /** One attempt: it passes the breaker and the budget first, and teaches both what became of it. */
+          const attempt = (n: number) =>
+            Effect.gen(function*() {
+              if (n > 1) yield* Effect.annotateCurrentSpan("altan.retries", n - 1)
               // a resumed attempt replays tries the tool service may have run already: neither the breaker nor the
               // budget is asked (nor charged) again
               const admitted = payload.resume ? { ok: true as const, probe: false } : yield* breaker.admit
-              // the circuit opened while this call was retrying: its own last failure says more
-              if (!("ok" in admitted) && lastFailure !== undefined) {
-                return yield* Effect.fail(withAttempts(lastFailure, attempt - 1))
-              }
               if (!("ok" in admitted)) {
-                return yield* new UpstreamUnavailable({
-                  provider,
-                  message:
-                    `${provider} is failing: calls are paused for ${Math.ceil(admitted.retryAfterMs / 1000)} s ` +
-                    `after ${resilience.breakerThreshold} consecutive failures`,
-                  retry_after_ms: admitted.retryAfterMs
-                })
+                refused = true
+                return yield* Effect.fail(
+                  lastFailure !== undefined
+                    ? withAttempts(lastFailure, n - 1)
+                    : new UpstreamUnavailable({
+                      provider,
+                      message:
+                        `${provider} is failing: calls are paused for ${Math.ceil(admitted.retryAfterMs / 1000)} s ` +
+                        `after ${resilience.breakerThreshold} consecutive failures`,
+                      retry_after_ms: admitted.retryAfterMs
+                    })
+                )
               }
               probe = admitted.probe
               const settings = yield* config.getSettings(tenantId)
@@ -445,19 +446,17 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
                   Effect.catchTag("RateLimited", (e) =>
                     Effect.zipRight(
                       metrics.call("rate_limited"),
-                      Effect.fail(
-                        new RateLimited({ provider, message: e.message, retry_after_ms: e.retry_after_ms })
-                      )
+                      Effect.fail(new RateLimited({ provider, message: e.message, retry_after_ms: e.retry_after_ms }))
                     ))
                 )
               }
-              const exit = yield* Effect.exit(once(settings, attempt))
+              const exit = yield* Effect.exit(once(settings, n))
               if (Exit.isSuccess(exit)) {
                 yield* settle(breaker.success)
                 yield* budget.observe({ status: 200, headers: exit.value.rate_headers })
                 yield* metrics.call("ok")
                 const { rate_headers: _, ...result } = exit.value
-                return { ...result, attempts: attempt, ...(lastError ? { last_error: lastError } : {}) }
+                return result
               }
               const error = Cause.failureOption(exit.cause)
               // a defect says nothing about the upstream; the probe, if this was it, is given back on exit
@@ -476,22 +475,32 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               if (e.status !== undefined) {
                 yield* budget.observe({ status: e.status, headers: e.rate_headers, retry_after_ms: e.retry_after_ms })
               }
-              lastError = e.message
-              const retry = e.retryable && attempt < maxAttempts && (safeToRepeat || e.not_applied === true)
-              // a Retry-After pauses the provider's budget, which the next attempt waits for when it acquires
-              const paused = e.status !== undefined && e.retry_after_ms !== undefined
-              const wait = !retry ? 0 : paused ? 0 : yield* backoff(resilience, attempt, e.retry_after_ms)
-              const now = yield* Clock.currentTimeMillis
-              if (
-                !retry || wait > maxRetryAfter || (e.retry_after_ms ?? 0) > maxRetryAfter ||
-                (payload.deadline !== undefined && now < payload.deadline && now + wait > payload.deadline)
-              ) {
-                return yield* Effect.fail(withAttempts(e, attempt))
-              }
-              yield* Effect.annotateCurrentSpan("altan.retries", attempt)
-              yield* Effect.sleep(Duration.millis(wait))
-            }
-          }).pipe(Effect.onExit(() => (probe ? settle(breaker.abandon) : Effect.void)))
+              return yield* Effect.fail(e)
+            })
+
+          /** Attempts until one succeeds or a retry cannot help; a write is tried again only when that cannot apply it twice. */
+          const call = Retry.retry(attempt, {
+            maxAttempts: Math.max(1, policy.max_attempts ?? resilience.maxAttempts),
+            baseDelay: resilience.baseDelay,
+            maxDelay: resilience.maxDelay,
+            maxWait: resilience.maxRetryAfter,
+            deadline: payload.deadline,
+            retryable: (e) =>
+              !refused && e._tag === "ToolFailed" && e.retryable && (safeToRepeat || e.not_applied === true),
+            retryAfter: (e) => (e._tag === "ToolFailed" ? e.retry_after_ms : undefined),
+            // a Retry-After pauses the provider's budget, which the next attempt waits for when it acquires
+            waitedElsewhere: (e) => e._tag === "ToolFailed" && e.status !== undefined
+          }).pipe(
+            Effect.map(({ attempts, value }) => ({
+              ...value,
+              attempts,
+              ...(lastFailure ? { last_error: lastFailure.message } : {})
+            })),
+            Effect.mapError(({ attempts, error }) =>
+              error._tag === "ToolFailed" && !refused ? withAttempts(error, attempts) : error
+            ),
+            Effect.onExit(() => (probe ? settle(breaker.abandon) : Effect.void))
+          )
           const tried = [...(payload.tried ?? []), payload.tool_id]
           const fallback = payload.fallback
           // a task restricted to some tools gets no fallback outside them

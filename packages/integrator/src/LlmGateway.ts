@@ -27,7 +27,7 @@ import * as Redacted from "effect/Redacted"
 import * as Runtime from "effect/Runtime"
 import { AsyncLocalStorage } from "node:async_hooks"
 import OpenAI from "openai"
-import { backoff } from "./Resilience.js"
+import * as Retry from "./Retry.js"
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
 
@@ -217,7 +217,14 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
       const tuning = yield* LlmGatewayConfig
       const fetchGuarded = egressFetch(yield* Egress, tuning.maxResponseBytes, Duration.toMillis(tuning.timeout))
       // doubling from `baseDelay` with full jitter, uncapped: `maxRetryAfter` bounds the wait
-      const llmBackoff = { baseDelay: tuning.baseDelay, maxDelay: Duration.infinity }
+      const retryPolicy: Retry.Policy<Failure> = {
+        maxAttempts: tuning.maxAttempts,
+        baseDelay: tuning.baseDelay,
+        maxDelay: Duration.infinity,
+        maxWait: tuning.maxRetryAfter,
+        retryable: (failure) => failure._tag === "Transient",
+        retryAfter: (failure) => (failure._tag === "Transient" ? failure.retryAfterMs : undefined)
+      }
 
       // One SDK client per tenant LLM, rebuilt only when its endpoint or key changes: not one per turn.
       const clients = new Map<string, { readonly endpoint: string; readonly key: string; readonly client: OpenAI }>()
@@ -294,8 +301,8 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
 
           /** Calls until an answer, retrying transient failures with full-jitter backoff and Retry-After. */
           const answer = (messages: ReadonlyArray<ChatMessage>) =>
-            Effect.gen(function*() {
-              for (let attempt = 1;; attempt++) {
+            Retry.retry((attempt) =>
+              Effect.gen(function*() {
                 const started = yield* Clock.currentTimeMillis
                 const result = yield* Effect.either(call(messages))
                 const duration_ms = (yield* Clock.currentTimeMillis) - started
@@ -313,25 +320,23 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
                 })
                 yield* Effect.logWarning(`LLM call failed (${last ? "giving up" : "will retry"}): ${failure.message}`)
                   .pipe(Effect.annotateLogs({ "tenant.id": tenantId, "llm.id": llmId, attempt }))
-                if (failure._tag === "BadResponse") {
-                  return yield* new LlmBadResponse({ message: failure.message, attempts })
-                }
-                if (last) {
-                  return yield* new LlmUnavailable({
-                    message: `LLM "${llmId}" failed after ${attempt} attempt(s): ${failure.message}`,
-                    attempts
-                  })
-                }
-                const wait = Duration.millis(yield* backoff(llmBackoff, attempt, failure.retryAfterMs))
-                if (Duration.greaterThan(wait, tuning.maxRetryAfter)) {
-                  return yield* new LlmUnavailable({
-                    message: `LLM "${llmId}" asked to wait ${Duration.format(wait)}; moving on`,
-                    attempts
-                  })
-                }
-                yield* Effect.sleep(wait)
-              }
-            })
+                return yield* Effect.fail(failure)
+              }), retryPolicy).pipe(
+                Effect.map(({ value }) => value),
+                Effect.mapError(({ attempts: tried, error, wait }) =>
+                  error._tag === "BadResponse"
+                    ? new LlmBadResponse({ message: error.message, attempts })
+                    : wait !== undefined
+                    ? new LlmUnavailable({
+                      message: `LLM "${llmId}" asked to wait ${Duration.format(wait)}; moving on`,
+                      attempts
+                    })
+                    : new LlmUnavailable({
+                      message: `LLM "${llmId}" failed after ${tried} attempt(s): ${error.message}`,
+                      attempts
+                    })
+                )
+              )
 
           let responseModel: string | undefined
           const toCompletion = (response: OpenAI.Chat.Completions.ChatCompletion) => {
