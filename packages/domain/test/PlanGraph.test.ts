@@ -3,7 +3,7 @@ import * as Either from "effect/Either"
 import * as Schema from "effect/Schema"
 import * as PlanGraph from "../src/PlanGraph.js"
 import { Plan } from "../src/Task.js"
-import type { ToolSpec } from "../src/ToolDefinition.js"
+import { ToolSpec } from "../src/ToolDefinition.js"
 
 const plan = (steps: ReadonlyArray<Record<string, unknown>>) => Schema.decodeUnknownSync(Plan)({ steps })
 
@@ -12,18 +12,19 @@ const error = (result: Either.Either<unknown, { readonly message: string; readon
   return { message: result.left.message, details: result.left.details }
 }
 
-const spec = (tool_id: string, output_schema?: Record<string, unknown>): ToolSpec => ({
-  tool_id,
-  name: tool_id,
-  description: "",
-  provider: "test",
-  builtin: false,
-  input_schema: { type: "object" },
-  ...(output_schema ? { output_schema } : {}),
-  side_effect: false,
-  cacheable: false,
-  idempotent: true
-} as ToolSpec)
+const spec = (tool_id: string, output_schema?: Record<string, unknown>): ToolSpec =>
+  Schema.decodeUnknownSync(ToolSpec)({
+    tool_id,
+    name: tool_id,
+    description: "",
+    provider: "test",
+    builtin: false,
+    input_schema: { type: "object" },
+    ...(output_schema ? { output_schema } : {}),
+    side_effect: false,
+    cacheable: false,
+    idempotent: true
+  })
 
 describe("PlanGraph.validate", () => {
   it("derives dependencies from depends_on and from $refs, with where each reference stands", () => {

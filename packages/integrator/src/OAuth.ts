@@ -3,6 +3,7 @@ import { Egress, type EgressResponse } from "@altan/domain/Egress"
 import { UpstreamFailed } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import { maskSecrets } from "@altan/domain/Secret"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
@@ -274,7 +275,7 @@ export const requestTokens = (
         details: { provider_host: host }
       })
     }
-    const now = Date.now()
+    const now = yield* Clock.currentTimeMillis
     const { access_token, expires_in, refresh_token, scope, token_type } = answer.value
     return {
       access_token,
