@@ -3,7 +3,7 @@ import { isClusterError } from "@altan/domain/EntityCall"
 import type { TaskId, TenantId } from "@altan/domain/Ids"
 import { isTerminal, type TaskError } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
-import { policyOf } from "@altan/domain/ToolWorker"
+import { policyOf, type ToolError } from "@altan/domain/ToolWorker"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -23,31 +23,32 @@ class StepTimedOut {
   readonly _tag = "StepTimedOut"
 }
 
+/** What a step's call can fail with: the tool's errors, or the cluster's when the call was not delivered. */
+type CallError = ToolError | { readonly _tag: "MailboxFull" | "AlreadyProcessingMessage" | "PersistenceError" }
+
 /** Maps any failure of a cluster call or tool to what is recorded on a step. */
 export const stepError = (error: unknown): TaskError => {
-  const e = error as { _tag?: string; code?: string; message?: string; details?: Record<string, unknown> }
+  const e = error as CallError | { readonly _tag?: undefined; readonly message?: string }
   switch (e._tag) {
     case "ToolNotFound":
+      return { code: e.code, message: e.message }
     case "ToolInputInvalid":
-    case "ToolFailed": {
-      const extra = e._tag === "ToolFailed"
-        ? {
-          retryable: (e as any).retryable,
-          ...((e as any).status ? { status: (e as any).status } : {}),
-          ...((e as any).retry_after_ms !== undefined ? { retry_after_ms: (e as any).retry_after_ms } : {})
+      return { code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) }
+    case "ToolFailed":
+      return {
+        code: e.code,
+        message: e.message,
+        details: {
+          retryable: e.retryable,
+          ...(e.status ? { status: e.status } : {}),
+          ...(e.retry_after_ms !== undefined ? { retry_after_ms: e.retry_after_ms } : {})
         }
-        : e.details
-      return { code: e.code!, message: e.message!, ...(extra ? { details: extra } : {}) }
-    }
+      }
     case "ConnectionNeedsReauth":
-      return { code: e.code!, message: e.message!, details: { provider: (e as any).provider } }
+      return { code: e.code, message: e.message, details: { provider: e.provider } }
     case "RateLimited":
     case "UpstreamUnavailable":
-      return {
-        code: e.code!,
-        message: e.message!,
-        details: { provider: (e as any).provider, retry_after_ms: (e as any).retry_after_ms }
-      }
+      return { code: e.code, message: e.message, details: { provider: e.provider, retry_after_ms: e.retry_after_ms } }
     case "MailboxFull":
     case "AlreadyProcessingMessage":
     case "PersistenceError":
