@@ -14,8 +14,9 @@ import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as zlib from "node:zlib"
-import type { EgressRequest, EgressResponse, EgressSettings } from "../src/Egress.js"
-import { Egress, EgressConfig, EgressDenied, EgressFailed, json, layer, text } from "../src/Egress.js"
+import type { EgressRequest, EgressResponse } from "../src/Egress.js"
+import { Egress, EgressDenied, EgressFailed, json, layer, text } from "../src/Egress.js"
+import { EgressConfig, type EgressSettings } from "../src/EgressConfig.js"
 
 // Real sockets only: every server listens on 127.0.0.1 and counts the connections it receives.
 
