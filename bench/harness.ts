@@ -12,6 +12,7 @@ import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as Resilience from "@altan/integrator/Resilience"
 import * as Egress from "@altan/tool/Egress"
+import { EgressConfig } from "@altan/tool/EgressConfig"
 import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
 import * as ToolCache from "@altan/tool/ToolCache"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
@@ -37,7 +38,7 @@ import * as AuditLog from "../packages/cluster/src/AuditLog.js"
 import { AgentStores, clusterRoundTrip, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
 
 // one guard (and one set of connection pools) for the LLM gateway and the tools, as in production
-const egress = Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
+const egress = Egress.layer.pipe(Layer.provide(EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
 
 /**
  * The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port; `sharding`

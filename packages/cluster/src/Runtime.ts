@@ -17,6 +17,7 @@ import * as Resilience from "@altan/integrator/Resilience"
 import * as SecretStore from "@altan/integrator/SecretStore"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
 import * as ToolEgress from "@altan/tool/Egress"
+import { EgressConfig } from "@altan/tool/EgressConfig"
 import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
 import * as ToolCache from "@altan/tool/ToolCache"
 import * as ToolRegistry from "@altan/tool/ToolRegistry"
@@ -164,7 +165,7 @@ export const AgentLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =
   )))
 
 /** The one guarded HTTP client for outbound calls (`EGRESS_*` settings). */
-export const EgressLive = ToolEgress.layer.pipe(Layer.provide(ToolEgress.EgressConfig.layerConfig), Layer.orDie)
+export const EgressLive = ToolEgress.layer.pipe(Layer.provide(EgressConfig.layerConfig), Layer.orDie)
 
 /**
  * Tool Service: `ToolWorker` entities. With `REDIS_URL`, tenant tools, the response cache and the execution ledger

@@ -1,5 +1,6 @@
 import * as OAuth from "@altan/integrator/OAuth"
 import * as Egress from "@altan/tool/Egress"
+import { EgressConfig } from "@altan/tool/EgressConfig"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -28,7 +29,7 @@ beforeAll(async () => {
 })
 afterAll(() => new Promise<void>((r) => server.close(() => r())))
 
-const egress = Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
+const egress = Egress.layer.pipe(Layer.provide(EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
 const app = (client_auth: "post" | "basic" = "post") => ({
   type: "oauth2" as const,
   client_id: "my app",

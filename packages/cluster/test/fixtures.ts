@@ -10,6 +10,7 @@ import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as Resilience from "@altan/integrator/Resilience"
 import * as Egress from "@altan/tool/Egress"
+import { EgressConfig } from "@altan/tool/EgressConfig"
 import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
 import * as Tool from "@altan/tool/Tool"
 import * as ToolCache from "@altan/tool/ToolCache"
@@ -165,7 +166,7 @@ export const clusterLayer = (
 ) => {
   // one guard for the LLM gateway and the tools, as in production
   const egress = Egress.layer.pipe(
-    Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: options.egressAllow ?? ["127.0.0.1"] }))
+    Layer.provide(EgressConfig.layer({ operatorAllowHosts: options.egressAllow ?? ["127.0.0.1"] }))
   )
   return Layer.mergeAll(
     AgentSessionLive.pipe(

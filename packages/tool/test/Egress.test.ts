@@ -14,10 +14,13 @@ import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as zlib from "node:zlib"
-import type { EgressRequest, EgressResponse, EgressSettings } from "../src/Egress.js"
-import { Egress, EgressConfig, EgressDenied, EgressFailed, json, layer, text } from "../src/Egress.js"
+import type { EgressRequest, EgressResponse } from "../src/Egress.js"
+import { Egress, EgressDenied, EgressFailed, json, layer, text } from "../src/Egress.js"
+import { EgressConfig, type EgressSettings } from "../src/EgressConfig.js"
+import { installConnectTripwire } from "./connectTripwire.js"
 
-// Real sockets only: every server listens on 127.0.0.1 and counts the connections it receives.
+// Real sockets only: every server listens on 127.0.0.1 and counts the connections it receives; the tripwire refuses
+// (and reports) any connection that would leave the machine.
 
 interface Seen {
   readonly method: string
@@ -137,7 +140,10 @@ let unlisted: TestServer
 const servers = () => [first, second, unlisted]
 const connections = () => servers().reduce((n, s) => n + s.connections, 0)
 
+let tripwire: ReturnType<typeof installConnectTripwire>
+
 beforeAll(async () => {
+  tripwire = installConnectTripwire()
   bomb = zlib.gzipSync(Buffer.alloc(100 * MiB), { level: 9 })
   first = await makeServer("first")
   second = await makeServer("second")
@@ -149,6 +155,8 @@ afterAll(async () => {
     s.server.closeAllConnections()
     await new Promise((resolve) => s.server.close(resolve))
   }
+  tripwire.restore()
+  expect(tripwire.refused).toEqual([])
 })
 
 /** The guard with the first and second servers vouched for by the operator; the third is never allowed. */

@@ -4,7 +4,8 @@ import * as Effect from "effect/Effect"
 import * as Tracer from "effect/Tracer"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
-import { EgressConfig, make } from "../src/Egress.js"
+import { make } from "../src/Egress.js"
+import { EgressConfig } from "../src/EgressConfig.js"
 
 /**
  * W3C trace context on outbound calls: every request through the egress guard carries the `traceparent` of its

@@ -5,7 +5,8 @@ import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
-import { Egress, EgressConfig, layer as egressLayer } from "../src/Egress.js"
+import { Egress, layer as egressLayer } from "../src/Egress.js"
+import { EgressConfig } from "../src/EgressConfig.js"
 import type { Tool, ToolContext } from "../src/Tool.js"
 
 // Fake vendor APIs on real loopback sockets, reached through the real egress guard.

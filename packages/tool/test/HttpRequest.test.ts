@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { HttpRequest, tools, WebhookNotify } from "../src/builtin/Http.js"
+import { HttpRequest, tools, WebhookNotify } from "../src/builtin/HttpRequest.js"
 import type { Tool } from "../src/Tool.js"
 import type { Fake } from "./vendorFake.js"
 import { runTool, startFake } from "./vendorFake.js"
