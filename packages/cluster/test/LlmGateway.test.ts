@@ -4,6 +4,7 @@ import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as SecretStore from "@altan/integrator/SecretStore"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
 import * as Egress from "@altan/tool/Egress"
+import { EgressConfig } from "@altan/tool/EgressConfig"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -27,7 +28,7 @@ const gateway = Layer.unwrapEffect(Effect.sync(() =>
     Layer.provide(
       LlmGateway.layerConfigValue({ baseDelay: Duration.millis(10), maxRetryAfter: Duration.seconds(2) })
     ),
-    Layer.provide(Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] }))))
+    Layer.provide(Egress.layer.pipe(Layer.provide(EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] }))))
   )
 ))
 

@@ -1,6 +1,7 @@
 import type { OAuth2Connection } from "@altan/domain/ConnectionConfig"
 import * as OAuth from "@altan/integrator/OAuth"
 import * as Egress from "@altan/tool/Egress"
+import { EgressConfig } from "@altan/tool/EgressConfig"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -43,7 +44,7 @@ const reset = (...next: typeof answers) => {
 }
 
 /** The real egress guard, with loopback allowed as the operator would for a local provider. */
-const egress = Egress.layer.pipe(Layer.provide(Egress.EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
+const egress = Egress.layer.pipe(Layer.provide(EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
 
 const config = (options: Partial<OAuth2Connection> = {}): OAuth2Connection => ({
   type: "oauth2",
