@@ -1,4 +1,4 @@
-import { AuditLog } from "@altan/domain/AuditLog"
+import { AuditLog } from "@altan/audit/AuditLog"
 import { Connection, llmProvider } from "@altan/domain/Connection"
 import type { OAuth2Connection } from "@altan/domain/ConnectionConfig"
 import { Egress } from "@altan/domain/Egress"

@@ -1,4 +1,4 @@
-import { AuditLog } from "@altan/domain/AuditLog"
+import { AuditLog } from "@altan/audit/AuditLog"
 import { Connection, llmProvider } from "@altan/domain/Connection"
 import { Egress, type EgressResponse } from "@altan/domain/Egress"
 import { isClusterError } from "@altan/domain/EntityCall"
