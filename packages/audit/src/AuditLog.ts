@@ -10,7 +10,9 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
+import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Schema from "effect/Schema"
@@ -68,12 +70,42 @@ export const AuditRecord = Schema.Struct({
 export type AuditRecord = typeof AuditRecord.Type
 
 /**
+ * Runs an effect and records how it went: `entry` makes the record from the effect's exit and the milliseconds
+ * it took by the `Clock`. The effect's success or failure is passed on unchanged; nothing is recorded when the
+ * fiber is interrupted.
+ */
+export const timed: {
+  <A, E>(
+    audit: AuditLog["Type"],
+    entry: (exit: Exit.Exit<NoInfer<A>, NoInfer<E>>, latencyMs: number) => AuditEntry
+  ): <R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  <A, E, R>(
+    self: Effect.Effect<A, E, R>,
+    audit: AuditLog["Type"],
+    entry: (exit: Exit.Exit<A, E>, latencyMs: number) => AuditEntry
+  ): Effect.Effect<A, E, R>
+} = dual(3, <A, E, R>(
+  self: Effect.Effect<A, E, R>,
+  audit: AuditLog["Type"],
+  entry: (exit: Exit.Exit<A, E>, latencyMs: number) => AuditEntry
+): Effect.Effect<A, E, R> =>
+  Effect.gen(function*() {
+    const started = yield* Clock.currentTimeMillis
+    const exit = yield* Effect.exit(self)
+    yield* audit.record(entry(exit, (yield* Clock.currentTimeMillis) - started))
+    return yield* exit
+  }))
+
+/**
  * The audit trail. Recording never fails the caller: a sink that cannot write is reported in the
  * logs and the call goes on.
  */
 export class AuditLog extends Context.Tag("@altan/audit/AuditLog")<AuditLog, {
   readonly record: (entry: AuditEntry) => Effect.Effect<void>
-}>() {}
+}>() {
+  /** `timed`, for modules that import the Tag alone. */
+  static readonly timed = timed
+}
 
 /** Records nothing: for unit tests of services that do not look at the audit trail. */
 export const layerNoop: Layer.Layer<AuditLog> = Layer.succeed(AuditLog, { record: () => Effect.void })

@@ -1,11 +1,17 @@
 import * as Metrics from "@altan/domain/Metrics"
 import { describe, expect, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
+import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as TestClock from "effect/TestClock"
 import * as AuditChain from "../src/AuditChain.js"
 import * as AuditLog from "../src/AuditLog.js"
+import type { AuditEntry } from "../src/AuditLog.js"
 import * as MemorySink from "../src/MemorySink.js"
 import * as Redaction from "../src/Redaction.js"
 import { verify } from "../src/Verify.js"
@@ -272,5 +278,74 @@ describe("record", () => {
       expect((yield* Metric.value(tagged("rate_limited"))).count).toBe(1)
       const wait = Metric.tagged(Metric.tagged(Metrics.rateLimitWaitSeconds, "tenant", "acme"), "provider", "slack")
       expect(yield* Metric.value(wait)).toMatchObject({ count: 1, sum: 0.25 })
+    }).pipe(Effect.provide(MemorySink.layer)))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Timing a call
+// ---------------------------------------------------------------------------------------------------------------
+
+class Refused extends Data.TaggedError("Refused")<{ readonly code: string }> {}
+
+describe("timed", () => {
+  /** The entry of a call to `target`, with what its exit says. */
+  const callEntry = (target: string) => (exit: Exit.Exit<number, Refused>, latency_ms: number): AuditEntry => ({
+    tenant_id: "acme",
+    action: "http.request",
+    target,
+    outcome: Exit.isSuccess(exit) ? "ok" : "failed",
+    latency_ms,
+    details: Exit.match(exit, {
+      onSuccess: (result) => ({ result }),
+      onFailure: (cause) => ({
+        error: Option.match(Cause.failureOption(cause), { onNone: () => "defect", onSome: (e) => e.code })
+      })
+    })
+  })
+
+  it.effect("records the outcome and the time the call took by the Clock, and passes on its result", () =>
+    Effect.gen(function*() {
+      const audit = yield* AuditLog.AuditLog
+      const call = Effect.as(Effect.sleep("250 millis"), 42)
+      const fiber = yield* Effect.fork(AuditLog.timed(call, audit, callEntry("api.example.com/ok")))
+      yield* TestClock.adjust("100 millis")
+      expect(yield* records).toEqual([])
+      yield* TestClock.adjust("150 millis")
+      expect(yield* Fiber.join(fiber)).toBe(42)
+      expect(yield* records).toMatchObject([{
+        action: "http.request",
+        target: "api.example.com/ok",
+        outcome: "ok",
+        latency_ms: 250,
+        details: { result: 42 }
+      }])
+    }).pipe(Effect.provide(MemorySink.layer)))
+
+  it.effect("records a failure and fails with the same error, used in a pipe as in one call", () =>
+    Effect.gen(function*() {
+      const audit = yield* AuditLog.AuditLog
+      const refused = new Refused({ code: "quota" })
+      const call = Effect.zipRight(Effect.sleep("2 seconds"), Effect.fail(refused))
+      const fiber = yield* Effect.fork(call.pipe(AuditLog.timed(audit, callEntry("api.example.com/refused"))))
+      yield* TestClock.adjust("2 seconds")
+      expect(yield* Effect.flip(Fiber.join(fiber))).toBe(refused)
+      // a defect too is recorded, and stays the caller's defect
+      const died = yield* Effect.exit(AuditLog.timed(Effect.die("boom"), audit, callEntry("api.example.com/died")))
+      expect(died).toEqual(Exit.die("boom"))
+      expect(yield* records).toMatchObject([
+        { target: "api.example.com/refused", outcome: "failed", latency_ms: 2000, details: { error: "quota" } },
+        { target: "api.example.com/died", outcome: "failed", latency_ms: 0, details: { error: "defect" } }
+      ])
+    }).pipe(Effect.provide(MemorySink.layer)))
+
+  it.effect("records nothing when the call is interrupted", () =>
+    Effect.gen(function*() {
+      const audit = yield* AuditLog.AuditLog
+      const fiber = yield* Effect.fork(AuditLog.timed(Effect.never, audit, callEntry("api.example.com/never")))
+      yield* TestClock.adjust("1 second")
+      expect(Exit.isInterrupted(yield* Fiber.interrupt(fiber))).toBe(true)
+      expect(yield* records).toEqual([])
+      // the Tag carries the same helper, for modules that import only the Tag
+      expect(AuditLog.AuditLog.timed).toBe(AuditLog.timed)
     }).pipe(Effect.provide(MemorySink.layer)))
 })
