@@ -25,21 +25,20 @@ export const recordHash = (record: object): string => {
   return sha256Hex(canonicalJson(rest))
 }
 
-/** The fields a record gets from its place in a chain. */
+/** Where a record goes in its chain: the fields it gets before it is hashed. */
 export interface Link {
   readonly chain: string
   readonly seq: number
   readonly prev_hash: string
-  readonly hash: string
 }
 
 /** The chains of one writer, by tenant. */
 export interface Chains {
   /**
-   * `unlinked` as the next record of its tenant's chain: `chain`, `seq` and `prev_hash` added, then `hash`.
-   * Synchronous, so two appends never fork a chain.
+   * The next record of `tenantId`'s chain: `build` makes it from its `Link` (spread last, as the records have
+   * it), and it comes back with its `hash`. Synchronous, so two appends never fork a chain.
    */
-  readonly append: <A extends { readonly tenant_id: string }>(unlinked: A) => A & Link
+  readonly append: <A extends Link>(tenantId: string, build: (link: Link) => A) => A & { readonly hash: string }
 }
 
 interface ChainState {
@@ -60,9 +59,10 @@ export const makeChains = (processId: string): Chains => {
     return chain
   }
   return {
-    append: (unlinked) => {
-      const chain = chainOf(unlinked.tenant_id)
-      const unhashed = { ...unlinked, chain: chain.name, seq: chain.seq + 1, prev_hash: chain.last }
+    append: (tenantId, build) => {
+      const chain = chainOf(tenantId)
+      // built in one literal: copying a finished record to add the link costs as much as hashing it
+      const unhashed = build({ chain: chain.name, seq: chain.seq + 1, prev_hash: chain.last })
       const record = { ...unhashed, hash: sha256Hex(canonicalJson(unhashed)) }
       chain.seq = record.seq
       chain.last = record.hash

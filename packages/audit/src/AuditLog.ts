@@ -181,7 +181,7 @@ export const make = (sink: AuditSink, options: MakeOptions = {}): Effect.Effect<
         try {
           const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
           const span = fiber.currentSpan
-          record = chains.append({
+          record = chains.append(entry.tenant_id, (link) => ({
             tenant_id: entry.tenant_id,
             ...(entry.user === undefined ? {} : { user: entry.user }),
             action: entry.action,
@@ -192,8 +192,9 @@ export const make = (sink: AuditSink, options: MakeOptions = {}): Effect.Effect<
               : {}),
             ...(entry.details === undefined ? {} : { details: sanitizeDetails(entry.details) }),
             time: new Date(now).toISOString(),
-            ...(span === undefined ? {} : { trace_id: span.traceId })
-          })
+            ...(span === undefined ? {} : { trace_id: span.traceId }),
+            ...link
+          }))
           recordCounter(entry.action, entry.outcome).unsafeUpdate(1, fiber.getFiberRef(FiberRef.currentMetricLabels))
         } catch (cause) {
           return Effect.logWarning("audit: could not record an entry", Cause.die(cause))
