@@ -29,7 +29,7 @@ export default tseslint.config(
       }]
     }
   },
-  // The services talk only through the domain's contracts: no service imports another.
+  // The services talk only through the domain's contracts and write the audit log: no service imports another.
   {
     files: ["packages/domain/src/**/*.ts"],
     rules: {
@@ -38,13 +38,29 @@ export default tseslint.config(
       }]
     }
   },
+  {
+    files: ["packages/audit/src/**/*.ts", "packages/audit/test/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", {
+        patterns: [{
+          group: ["@altan/*", "!@altan/domain", "!@altan/domain/*"],
+          message: "the audit library depends only on @altan/domain"
+        }]
+      }]
+    }
+  },
   ...services.map((service) => ({
     files: [`packages/${service}/src/**/*.ts`, `packages/${service}/test/**/*.ts`],
     rules: {
       "no-restricted-imports": ["error", {
         patterns: [{
-          group: [...services.filter((s) => s !== service), "cluster"].flatMap((s) => [`@altan/${s}`, `@altan/${s}/*`]),
-          message: "services depend only on @altan/domain; compose them in packages/cluster"
+          // the audit library's internals are not part of it: its package.json does not export them either
+          group: [
+            "@altan/*",
+            ...[service, "domain", "audit"].flatMap((allowed) => [`!@altan/${allowed}`, `!@altan/${allowed}/*`]),
+            "@altan/audit/internal/*"
+          ],
+          message: "services depend only on @altan/domain and @altan/audit; compose them in packages/cluster"
         }]
       }]
     }

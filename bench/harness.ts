@@ -1,5 +1,6 @@
 import * as AgentConfig from "@altan/agent/AgentConfig"
 import { AgentSessionLive } from "@altan/agent/AgentSession"
+import * as StdoutSink from "@altan/audit/StdoutSink"
 import type { TenantId } from "@altan/domain/Ids"
 import type { ToolDefinition } from "@altan/domain/ToolDefinition"
 import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
@@ -34,7 +35,6 @@ import * as Scope from "effect/Scope"
 import { fork } from "node:child_process"
 import { createServer } from "node:http"
 import { fileURLToPath } from "node:url"
-import * as AuditLog from "../packages/cluster/src/AuditLog.js"
 import { AgentStores, clusterRoundTrip, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
 
 // one guard (and one set of connection pools) for the LLM gateway and the tools, as in production
@@ -96,7 +96,7 @@ export const startRuntime = async (
     )),
     Layer.provideMerge(IntegratorStores),
     // as production writes them (one JSON line per record), to nowhere: the memory sink would grow the heap all run
-    Layer.provideMerge(AuditLog.layer(AuditLog.stdoutSink({ write: () => undefined }))),
+    Layer.provideMerge(StdoutSink.layer({ write: () => undefined })),
     // as `npm start` runs: one process, no simulated wire
     Layer.provideMerge(options.sharding ?? ShardingMemory({ simulateRemoteSerialization: false }))
   )

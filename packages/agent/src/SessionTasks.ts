@@ -1,4 +1,4 @@
-import { AuditLog } from "@altan/domain/AuditLog"
+import { AuditLog } from "@altan/audit/AuditLog"
 import type { SessionId, TaskId, TenantId } from "@altan/domain/Ids"
 import type { ChatMessage } from "@altan/domain/Llm"
 import { taskMetrics } from "@altan/domain/Metrics"

@@ -3,6 +3,7 @@ import { AgentSessionLive } from "@altan/agent/AgentSession"
 import * as EventLog from "@altan/agent/EventLog"
 import * as Redis from "@altan/agent/Redis"
 import * as TaskStore from "@altan/agent/TaskStore"
+import * as AuditConfig from "@altan/audit/AuditConfig"
 import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
 import * as Auth from "@altan/integrator/Auth"
@@ -44,7 +45,6 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import { createServer } from "node:http"
-import * as AuditLog from "./AuditLog.js"
 import * as MemoryMessageStorage from "./MemoryMessageStorage.js"
 import * as MessageRetention from "./MessageRetention.js"
 import { layerConfig, type Role, RuntimeConfig, shardGroups, shardsPerGroup } from "./RuntimeConfig.js"
@@ -338,7 +338,7 @@ export const RuntimeLive: Layer.Layer<never> = Layer.unwrapEffect(Effect.gen(fun
   // one audit trail per process, shared by every service it runs; telemetry first, so everything records into it
   return Layer.mergeAll(withBanner, ...others, operator).pipe(
     Layer.provide(ShardingLive),
-    Layer.provide(Layer.orDie(AuditLog.layerFromConfig)),
+    Layer.provide(Layer.orDie(AuditConfig.layerFromConfig)),
     Layer.provide(Telemetry.layer),
     Layer.provide(Layer.orDie(Telemetry.TelemetryConfig.layerConfig(config.role)))
   ) as Layer.Layer<

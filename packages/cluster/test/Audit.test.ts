@@ -1,7 +1,7 @@
-import type { AuditRecord } from "@altan/domain/AuditLog"
+import type { AuditRecord } from "@altan/audit/AuditLog"
+import { verify } from "@altan/audit/Verify"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { createServer, type Server } from "node:http"
-import { verify } from "../src/AuditLog.js"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
 import { makeProbes, startEdge } from "./fixtures.js"
 

@@ -1,3 +1,4 @@
+import * as MemorySink from "@altan/audit/MemorySink"
 import * as Admission from "@altan/integrator/Admission"
 import * as Auth from "@altan/integrator/Auth"
 import * as ConnectionStore from "@altan/integrator/ConnectionStore"
@@ -17,7 +18,6 @@ import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import { execFileSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import * as AuditLog from "../src/AuditLog.js"
 import { edgeServer, ShardingMemory } from "../src/Runtime.js"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
 import { type RedisServer, startRedis } from "./fault/harness.js"
@@ -168,7 +168,7 @@ const startRedisEdge = async (url: string, prefix: string) => {
     Layer.provideMerge(NodeHttpServer.layer(edgeServer, { port: 0, host: "127.0.0.1" })),
     Layer.provide(Layer.orDie(stores)),
     Layer.provide(ShardingMemory()),
-    Layer.provide(AuditLog.layerMemory)
+    Layer.provide(MemorySink.layer)
   )
   const scope = Effect.runSync(Scope.make())
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))

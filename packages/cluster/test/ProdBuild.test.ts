@@ -161,7 +161,7 @@ describe("production build", () => {
     const bare = Object.keys(resolved).filter((k) => !k.split(" ")[1]!.startsWith("file:"))
     // the lazily imported cloud clients are checked too, though embedded mode never loads them
     expect(bare).toEqual(expect.arrayContaining([
-      "packages/cluster @google-cloud/logging",
+      "packages/audit @google-cloud/logging",
       "packages/integrator @google-cloud/secret-manager"
     ]))
     const problems = Object.entries(resolved).filter(([, url]) =>

@@ -1,5 +1,6 @@
 import * as AgentConfig from "@altan/agent/AgentConfig"
 import { AgentSessionLive } from "@altan/agent/AgentSession"
+import * as MemorySink from "@altan/audit/MemorySink"
 import { ToolFailed } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
 import * as Auth from "@altan/integrator/Auth"
@@ -31,7 +32,6 @@ import * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 import * as jose from "jose"
 import { createPublicKey } from "node:crypto"
-import * as AuditLog from "../src/AuditLog.js"
 import { AgentStores, clusterRoundTrip, edgeServer, IntegratorStores, ShardingMemory } from "../src/Runtime.js"
 
 /**
@@ -204,7 +204,7 @@ export const clusterLayer = (
     // a test tool that never answers keeps its entity busy: shutting down need not wait for it as long
     Layer.provideMerge(ShardingMemory({ entityTerminationTimeout: Duration.seconds(1) })),
     // the audit trail in memory, readable by the tests (`AuditMemory`)
-    Layer.provideMerge(AuditLog.layerMemory)
+    Layer.provideMerge(MemorySink.layer)
   )
 }
 
@@ -287,7 +287,7 @@ export const startEdge = async (
       body: res.headers.get("content-type")?.includes("json") ? JSON.parse(text) : undefined
     }
   }
-  const auditMemory = Context.get(context, AuditLog.AuditMemory)
+  const auditMemory = Context.get(context, MemorySink.AuditMemory)
   return {
     base,
     call,

@@ -1,6 +1,5 @@
 export * as AgentSession from "./AgentSession.js"
 export * as Api from "./Api.js"
-export * as AuditLog from "./AuditLog.js"
 export * as Client from "./Client.js"
 export * as Connection from "./Connection.js"
 export * as ConnectionConfig from "./ConnectionConfig.js"

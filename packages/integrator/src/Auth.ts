@@ -1,5 +1,5 @@
+import { AuditLog } from "@altan/audit/AuditLog"
 import { Authentication } from "@altan/domain/Api"
-import { AuditLog } from "@altan/domain/AuditLog"
 import { Unauthorized } from "@altan/domain/Errors"
 import { TenantId, UserId } from "@altan/domain/Ids"
 import { Principal, Role } from "@altan/domain/Principal"

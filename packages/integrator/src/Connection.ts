@@ -1,4 +1,4 @@
-import { AuditLog } from "@altan/domain/AuditLog"
+import { AuditLog } from "@altan/audit/AuditLog"
 import { Connection, llmProvider } from "@altan/domain/Connection"
 import type { OAuth2Connection } from "@altan/domain/ConnectionConfig"
 import { Egress } from "@altan/domain/Egress"
@@ -287,12 +287,9 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
         E extends { readonly _tag: string; readonly code?: string },
         R
       >(effect: Effect.Effect<A, E, R>) =>
-        Effect.gen(function*() {
-          const started = yield* Clock.currentTimeMillis
-          const exit = yield* Effect.exit(effect)
-          const latency_ms = (yield* Clock.currentTimeMillis) - started
+        AuditLog.timed(effect, audit, (exit, latency_ms) => {
           const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
-          yield* audit.record({
+          return {
             tenant_id: tenantId,
             action: "tool.invoke",
             target: `tool:${payload.tool_id}`,
@@ -306,8 +303,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               ...(Exit.isSuccess(exit) && exit.value.served_by ? { served_by: exit.value.served_by } : {}),
               ...(Option.isSome(error) ? { error: error.value.code ?? error.value._tag } : {})
             }
-          })
-          return yield* exit
+          }
         })
       /**
        * The credential of this connection for one call: an API key read from its secret, or the OAuth2
@@ -664,30 +660,24 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               : new LlmBadResponse({ message: f.message, attempts }))
           }).pipe(
             storeUnavailable,
-            (effect) =>
-              Effect.gen(function*() {
-                const started = yield* Clock.currentTimeMillis
-                const exit = yield* Effect.exit(effect)
-                yield* audit.record({
-                  tenant_id: tenantId,
-                  action: "llm.call",
-                  target: provider,
-                  outcome: Exit.isSuccess(exit) ? "ok" : "failed",
-                  latency_ms: (yield* Clock.currentTimeMillis) - started,
-                  details: {
-                    ...(payload.task_id ? { task_id: payload.task_id } : {}),
-                    ...(Exit.isSuccess(exit)
-                      ? {
-                        llm_id: exit.value.llm_id,
-                        attempts: exit.value.attempts.length,
-                        prompt_tokens: exit.value.usage.prompt_tokens,
-                        completion_tokens: exit.value.usage.completion_tokens
-                      }
-                      : {})
+            AuditLog.timed(audit, (exit, latency_ms) => ({
+              tenant_id: tenantId,
+              action: "llm.call",
+              target: provider,
+              outcome: Exit.isSuccess(exit) ? "ok" : "failed",
+              latency_ms,
+              details: {
+                ...(payload.task_id ? { task_id: payload.task_id } : {}),
+                ...(Exit.isSuccess(exit)
+                  ? {
+                    llm_id: exit.value.llm_id,
+                    attempts: exit.value.attempts.length,
+                    prompt_tokens: exit.value.usage.prompt_tokens,
+                    completion_tokens: exit.value.usage.completion_tokens
                   }
-                })
-                return yield* exit
-              }),
+                  : {})
+              }
+            })),
             // the answer's token usage (fallbacks' included), per the GenAI conventions
             Effect.tap((completion) =>
               Effect.annotateCurrentSpan({

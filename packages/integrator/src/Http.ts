@@ -1,5 +1,5 @@
+import { AuditLog } from "@altan/audit/AuditLog"
 import { Api } from "@altan/domain/Api"
-import { AuditLog } from "@altan/domain/AuditLog"
 import { Connection } from "@altan/domain/Connection"
 import type { ConnectionConfig, ConnectionInfo } from "@altan/domain/ConnectionConfig"
 import { Conflict, Forbidden, InvalidRequest, NotFound, TooManyRequests, Unavailable } from "@altan/domain/Errors"

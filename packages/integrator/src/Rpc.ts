@@ -1,4 +1,4 @@
-import { AuditLog } from "@altan/domain/AuditLog"
+import { AuditLog } from "@altan/audit/AuditLog"
 import { CurrentPrincipal } from "@altan/domain/Principal"
 import { RpcAuthentication, TaskRpcs } from "@altan/domain/TaskRpc"
 import type { Headers } from "@effect/platform/Headers"

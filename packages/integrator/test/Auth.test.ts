@@ -1,5 +1,5 @@
+import * as AuditLog from "@altan/audit/AuditLog"
 import { Authentication } from "@altan/domain/Api"
-import * as AuditLog from "@altan/domain/AuditLog"
 import { CurrentPrincipal } from "@altan/domain/Principal"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpApi from "@effect/platform/HttpApi"

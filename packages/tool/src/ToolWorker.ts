@@ -1,4 +1,4 @@
-import { AuditLog } from "@altan/domain/AuditLog"
+import { AuditLog } from "@altan/audit/AuditLog"
 import { Connection, llmProvider } from "@altan/domain/Connection"
 import { Egress, type EgressResponse } from "@altan/domain/Egress"
 import { isClusterError } from "@altan/domain/EntityCall"
@@ -107,11 +107,9 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
       const auditRequest =
         (request: { readonly url: string; readonly method: string }) =>
         <E extends { readonly _tag: string }>(effect: Effect.Effect<EgressResponse, E>) =>
-          Effect.gen(function*() {
-            const started = yield* Clock.currentTimeMillis
-            const exit = yield* Effect.exit(effect)
+          AuditLog.timed(effect, audit, (exit, latency_ms) => {
             const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
-            yield* audit.record({
+            return {
               tenant_id: tenantId,
               action: "http.request",
               target: safeTarget(request.url),
@@ -120,15 +118,14 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
                 : Option.exists(error, (e) => e._tag === "EgressDenied")
                 ? "denied"
                 : "failed",
-              latency_ms: (yield* Clock.currentTimeMillis) - started,
+              latency_ms,
               details: {
                 tool: toolId,
                 method: request.method,
                 ...(Exit.isSuccess(exit) ? { status: exit.value.status } : {}),
                 ...(Option.isSome(error) ? { error: error.value._tag } : {})
               }
-            })
-            return yield* exit
+            }
           })
       const runner = yield* Entity.CurrentRunnerAddress
       const runnerId = `${runner.host}:${runner.port}`

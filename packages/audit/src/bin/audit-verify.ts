@@ -10,7 +10,7 @@ import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { readFile } from "node:fs/promises"
-import * as AuditLog from "./AuditLog.js"
+import * as Verify from "../Verify.js"
 
 const usage = "usage: audit-verify [--partial] [file]   (reads stdin without a file)"
 
@@ -36,9 +36,9 @@ const main = Effect.gen(function*() {
     yield* Console.error(`audit-verify: cannot read ${file ?? "stdin"}`)
     return 2
   }
-  const items = AuditLog.parseExport(text.value)
-  const result = AuditLog.verify(items.map((item) => item.value), { partial })
-  yield* Console.log(AuditLog.formatReport(result, (index) => items[index]?.where ?? `item ${index + 1}`))
+  const items = Verify.parseExport(text.value)
+  const result = Verify.verify(items.map((item) => item.value), { partial })
+  yield* Console.log(Verify.formatReport(result, (index) => items[index]?.where ?? `item ${index + 1}`))
   return result.ok ? 0 : 1
 })
 

@@ -1,0 +1,8 @@
+export * as AuditChain from "./AuditChain.js"
+export * as AuditConfig from "./AuditConfig.js"
+export * as AuditLog from "./AuditLog.js"
+export * as GcpSink from "./GcpSink.js"
+export * as MemorySink from "./MemorySink.js"
+export * as Redaction from "./Redaction.js"
+export * as StdoutSink from "./StdoutSink.js"
+export * as Verify from "./Verify.js"
