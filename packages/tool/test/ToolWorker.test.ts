@@ -1,4 +1,5 @@
-import { type AuditEntry, AuditLog } from "@altan/domain/AuditLog"
+import * as AuditLog from "@altan/audit/AuditLog"
+import * as MemorySink from "@altan/audit/MemorySink"
 import type { TenantId } from "@altan/domain/Ids"
 import type { ChatMessage, Completion } from "@altan/domain/Llm"
 import { ToolDefinition } from "@altan/domain/ToolDefinition"
@@ -92,7 +93,10 @@ const arrival = (path: string) =>
 /** What the worker's services saw: audit records, completions asked of the integrator's LLM connection. */
 interface World {
   readonly ledger: ExecutionLedger.ExecutionLedger["Type"]
-  readonly audit: Array<AuditEntry>
+  /** The audit log the worker writes to: the library's own, in memory. */
+  readonly sink: ReturnType<typeof MemorySink.make>
+  /** What was recorded, as entries (without the chain's time and hashes). */
+  readonly audit: ReadonlyArray<AuditLog.AuditEntry>
   readonly completions: Array<{ readonly entityId: string; readonly payload: CompleteRequest }>
 }
 
@@ -102,7 +106,24 @@ interface CompleteRequest {
   readonly task_id?: string
 }
 
-const makeWorld = (ledger = ExecutionLedger.makeMemory()): World => ({ ledger, audit: [], completions: [] })
+const makeWorld = (ledger = ExecutionLedger.makeMemory()): World => {
+  const sink = MemorySink.make()
+  return {
+    ledger,
+    sink,
+    get audit() {
+      return sink.records().map(({ action, details, latency_ms, outcome, target, tenant_id }) => ({
+        tenant_id,
+        action,
+        target,
+        outcome,
+        ...(latency_ms !== undefined ? { latency_ms } : {}),
+        ...(details !== undefined ? { details } : {})
+      }))
+    },
+    completions: []
+  }
+}
 
 const completion = (llmId: string, content: string): Completion => ({
   llm_id: llmId,
@@ -140,7 +161,7 @@ const servicesLayer = (world: World) =>
     ToolRegistry.layerMemory(),
     ToolCache.layerMemory(),
     Layer.succeed(ExecutionLedger.ExecutionLedger, world.ledger),
-    Layer.succeed(AuditLog, AuditLog.of({ record: (entry) => Effect.sync(() => void world.audit.push(entry)) })),
+    Layer.effect(AuditLog.AuditLog, AuditLog.make(world.sink)),
     Egress.layer.pipe(Layer.provide(EgressConfig.layer({
       operatorAllowHosts: [base.slice("http://".length)],
       // a call to the hanging endpoint that should never have been sent fails its test in seconds, not 30
