@@ -8,47 +8,60 @@ import { ChatMessage, Completion, FunctionTool, LlmError } from "./Llm.js"
 import { payload } from "./RpcPayload.js"
 import { ToolError, ToolResult } from "./ToolWorker.js"
 
+/** `Connection.Invoke`: one tool call as the agent asked for it. */
+export const InvokePayload = payload({
+  tool_id: Schema.String,
+  input: Schema.Unknown,
+  task_id: Schema.optional(Schema.String),
+  step_id: Schema.optional(Schema.String),
+  /**
+   * The step's attempt (from 1). Every execution of a call with side effects is keyed by task, step, tool,
+   * attempt and the connection's own try, and the tool service runs each key at most once: a repeated
+   * `Invoke` of the same attempt (a redelivery, a resumed task) gets the first one's outcome.
+   */
+  attempt: Schema.optional(Schema.Int),
+  /**
+   * Asked again for an attempt that may have run before (a resumed task, a call that broke): its tries are
+   * answered from the tool service's ledger where they ran, without charging the breaker or the budget again.
+   */
+  resume: Schema.optional(Schema.Boolean),
+  /** The task's LLM chain, for tools that generate text; the tenant's default chain otherwise. */
+  llms: Schema.optional(Schema.Array(Schema.String)),
+  /** The tool's fallback (its spec's `fallback`), tried when the call fails transiently. */
+  fallback: Schema.optional(Schema.String),
+  /** The task's tool allowlist, which a fallback must respect too. */
+  allowed_tools: Schema.optional(Schema.Array(Schema.String)),
+  /** Tools already tried for this call, so a cycle of fallbacks ends. */
+  tried: Schema.optional(Schema.Array(Schema.String)),
+  /** What the tool's spec says about retrying it. */
+  policy: Schema.optional(Schema.Struct({
+    idempotent: Schema.Boolean,
+    idempotency_key: Schema.Boolean,
+    max_attempts: Schema.optional(Schema.Int)
+  })),
+  /** `sync` calls go before `async` ones when the provider's budget is short. */
+  priority: Schema.optional(Schema.Literal("sync", "async")),
+  /** Epoch ms after which the caller no longer waits (a sync task's timeout). */
+  deadline: Schema.optional(Schema.Number)
+})
+export type InvokePayload = typeof InvokePayload.Type
+
+/** `Connection.Complete`: one LLM turn, and the LLMs to try after this one. */
+export const CompletePayload = payload({
+  messages: Schema.Array(ChatMessage),
+  tools: Schema.Array(FunctionTool),
+  fallbacks: Schema.Array(Schema.String),
+  task_id: Schema.optional(Schema.String)
+})
+export type CompletePayload = typeof CompletePayload.Type
+
 /**
  * A tenant's relationship with one upstream provider (credentials, budget, retries).
  * Entity id: `tenantId/provider`.
  */
 export const Connection = Entity.make("Connection", [
   Rpc.make("Invoke", {
-    payload: payload({
-      tool_id: Schema.String,
-      input: Schema.Unknown,
-      task_id: Schema.optional(Schema.String),
-      step_id: Schema.optional(Schema.String),
-      /**
-       * The step's attempt (from 1). Every execution of a call with side effects is keyed by task, step, tool,
-       * attempt and the connection's own try, and the tool service runs each key at most once: a repeated
-       * `Invoke` of the same attempt (a redelivery, a resumed task) gets the first one's outcome.
-       */
-      attempt: Schema.optional(Schema.Int),
-      /**
-       * Asked again for an attempt that may have run before (a resumed task, a call that broke): its tries are
-       * answered from the tool service's ledger where they ran, without charging the breaker or the budget again.
-       */
-      resume: Schema.optional(Schema.Boolean),
-      /** The task's LLM chain, for tools that generate text; the tenant's default chain otherwise. */
-      llms: Schema.optional(Schema.Array(Schema.String)),
-      /** The tool's fallback (its spec's `fallback`), tried when the call fails transiently. */
-      fallback: Schema.optional(Schema.String),
-      /** The task's tool allowlist, which a fallback must respect too. */
-      allowed_tools: Schema.optional(Schema.Array(Schema.String)),
-      /** Tools already tried for this call, so a cycle of fallbacks ends. */
-      tried: Schema.optional(Schema.Array(Schema.String)),
-      /** What the tool's spec says about retrying it. */
-      policy: Schema.optional(Schema.Struct({
-        idempotent: Schema.Boolean,
-        idempotency_key: Schema.Boolean,
-        max_attempts: Schema.optional(Schema.Int)
-      })),
-      /** `sync` calls go before `async` ones when the provider's budget is short. */
-      priority: Schema.optional(Schema.Literal("sync", "async")),
-      /** Epoch ms after which the caller no longer waits (a sync task's timeout). */
-      deadline: Schema.optional(Schema.Number)
-    }),
+    payload: InvokePayload,
     success: ToolResult,
     error: ToolError
   }),
@@ -57,12 +70,7 @@ export const Connection = Entity.make("Connection", [
    * hands the turn to the next of `fallbacks`, in order.
    */
   Rpc.make("Complete", {
-    payload: payload({
-      messages: Schema.Array(ChatMessage),
-      tools: Schema.Array(FunctionTool),
-      fallbacks: Schema.Array(Schema.String),
-      task_id: Schema.optional(Schema.String)
-    }),
+    payload: CompletePayload,
     success: Completion,
     /** `Unavailable`: a store the call needs cannot be reached right now; asking again later is safe. */
     error: Schema.Union(LlmError, Unavailable)

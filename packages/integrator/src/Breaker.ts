@@ -70,3 +70,6 @@ export const makeBreaker = (
       }))
   }
 }
+
+/** A circuit breaker of one connection. */
+export type Breaker = ReturnType<typeof makeBreaker>

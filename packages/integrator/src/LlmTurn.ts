@@ -1,0 +1,127 @@
+import { AuditLog } from "@altan/audit/AuditLog"
+import type { CompletePayload, Connection } from "@altan/domain/Connection"
+import { llmProvider } from "@altan/domain/Connection"
+import { isClusterError } from "@altan/domain/EntityCall"
+import type { Unavailable } from "@altan/domain/Errors"
+import type { TenantId } from "@altan/domain/Ids"
+import { type Completion, LlmBadResponse, type LlmError, LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
+import type { callMetrics } from "@altan/domain/Metrics"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import type { Breaker } from "./Breaker.js"
+import type { LlmGateway } from "./LlmGateway.js"
+import { storeUnavailable } from "./StoreUnavailable.js"
+
+/** What one LLM connection (`llm:<id>`) holds for its turns. */
+export interface LlmTurnContext {
+  readonly tenantId: TenantId
+  readonly provider: string
+  readonly gateway: LlmGateway["Type"]
+  readonly connections: Effect.Effect.Success<typeof Connection.client>
+  readonly breaker: Breaker
+  readonly metrics: ReturnType<typeof callMetrics>
+  readonly audit: AuditLog["Type"]
+}
+
+/**
+ * One LLM turn: this connection's LLM through the gateway, behind its breaker; when it fails, the next fallback's
+ * connection answers, and the attempts of both are kept.
+ */
+export const complete = (
+  { audit, breaker, connections, gateway, metrics, provider, tenantId }: LlmTurnContext,
+  payload: CompletePayload
+): Effect.Effect<Completion, LlmError | Unavailable> =>
+  Effect.gen(function*() {
+    if (!provider.startsWith("llm:")) {
+      return yield* new LlmNotConfigured({ message: `${provider} is not an LLM connection` })
+    }
+    const llmId = provider.slice(4)
+    const admitted = yield* breaker.admit
+    const first = "ok" in admitted
+      ? yield* Effect.either(gateway.complete(tenantId, llmId, payload)).pipe(
+        Effect.tap((r) =>
+          Either.isRight(r) || r.left._tag === "LlmBadResponse"
+            ? breaker.success
+            : r.left._tag === "LlmUnavailable"
+            ? breaker.failure
+            : breaker.abandon
+        ),
+        // an LLM call is a call to a third party too; a missing configuration never reached one
+        Effect.tap((r) =>
+          Either.isRight(r)
+            ? metrics.call("ok")
+            : r.left._tag === "LlmNotConfigured"
+            ? Effect.void
+            : metrics.call("failed")
+        ),
+        Effect.onInterrupt(() => (admitted.probe ? breaker.abandon : Effect.void))
+      )
+      : Either.left(
+        new LlmUnavailable({
+          message: `LLM "${llmId}" is failing: calls are paused for ${Math.ceil(admitted.retryAfterMs / 1000)} s`,
+          attempts: [{ llm_id: llmId, outcome: "failed", error: "circuit open", duration_ms: 0 }]
+        })
+      )
+    const [next, ...rest] = payload.fallbacks
+    if (Either.isRight(first)) return first.right
+    const failed = first.left
+    if (next === undefined || failed._tag === "LlmNotConfigured") return yield* failed
+    const unreachable = (e: { readonly _tag: string }) =>
+      Effect.fail(
+        new LlmUnavailable({ message: `fallback ${next} could not be reached (${e._tag})`, attempts: [] })
+      )
+    const fallback = yield* Effect.either(
+      connections(`${tenantId}/${llmProvider(next)}`).Complete({ ...payload, fallbacks: rest }).pipe(
+        Effect.catchIf(isClusterError, unreachable)
+      )
+    )
+    if (Either.isRight(fallback)) {
+      return { ...fallback.right, attempts: [...failed.attempts, ...fallback.right.attempts] }
+    }
+    const f = fallback.left
+    if (f._tag === "LlmNotConfigured" || f._tag === "Unavailable") {
+      return yield* f
+    }
+    const attempts = [...failed.attempts, ...f.attempts]
+    return yield* (f._tag === "LlmUnavailable"
+      ? new LlmUnavailable({ message: f.message, attempts })
+      : new LlmBadResponse({ message: f.message, attempts }))
+  }).pipe(
+    storeUnavailable,
+    AuditLog.timed(audit, (exit, latency_ms) => ({
+      tenant_id: tenantId,
+      action: "llm.call",
+      target: provider,
+      outcome: Exit.isSuccess(exit) ? "ok" : "failed",
+      latency_ms,
+      details: {
+        ...(payload.task_id ? { task_id: payload.task_id } : {}),
+        ...(Exit.isSuccess(exit)
+          ? {
+            llm_id: exit.value.llm_id,
+            attempts: exit.value.attempts.length,
+            prompt_tokens: exit.value.usage.prompt_tokens,
+            completion_tokens: exit.value.usage.completion_tokens
+          }
+          : {})
+      }
+    })),
+    // the answer's token usage (fallbacks' included), per the GenAI conventions
+    Effect.tap((completion) =>
+      Effect.annotateCurrentSpan({
+        "gen_ai.usage.input_tokens": completion.usage.prompt_tokens,
+        "gen_ai.usage.output_tokens": completion.usage.completion_tokens,
+        "altan.llm_id": completion.llm_id
+      })
+    ),
+    Effect.withSpan("Connection.complete", {
+      attributes: {
+        "altan.tenant_id": tenantId,
+        "altan.provider": provider,
+        "gen_ai.operation.name": "chat",
+        ...(payload.task_id ? { "altan.task_id": payload.task_id } : {})
+      },
+      captureStackTrace: false
+    })
+  )

@@ -1,0 +1,204 @@
+import type { OAuth2Connection } from "@altan/domain/ConnectionConfig"
+import { Egress } from "@altan/domain/Egress"
+import { Unavailable, UpstreamFailed } from "@altan/domain/Errors"
+import type { TenantId } from "@altan/domain/Ids"
+import { ConnectionNeedsReauth, ToolFailed } from "@altan/domain/ToolWorker"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
+import type { OAuthStatus, OAuthStore } from "./OAuth.js"
+import { decodeTokens, encodeTokens, isStale, requestTokens, revokeToken, type Tokens, tokensSecret } from "./OAuth.js"
+import type { SecretStore } from "./SecretStore.js"
+
+/** What an OAuth session works with: the vault, the connection statuses and the guarded HTTP client. */
+export interface Services {
+  readonly secrets: SecretStore["Type"]
+  readonly oauthStore: OAuthStore["Type"]
+  readonly egress: Egress["Type"]
+}
+
+/** The OAuth2 tokens of one connection, held by its `Connection` actor. */
+export type OAuthSession = ReturnType<typeof make>
+
+const clientSecretOf = (
+  secrets: SecretStore["Type"],
+  tenantId: TenantId,
+  provider: string,
+  config: OAuth2Connection
+) =>
+  secrets.get(tenantId, config.client_secret_secret).pipe(
+    Effect.mapError((e) => new Unavailable({ message: e.message })),
+    Effect.flatMap(Option.match({
+      onNone: () =>
+        Effect.fail(
+          new UpstreamFailed({
+            message: `the client secret "${config.client_secret_secret}" of the ${provider} OAuth app is not set`,
+            details: { configuration: true }
+          })
+        ),
+      onSome: Effect.succeed
+    }))
+  )
+
+/**
+ * The OAuth2 tokens of one connection, owned by its actor: as the only holder cluster-wide, the
+ * actor refreshes once however many calls wait, and rotated refresh tokens never race.
+ */
+export const make = (services: Services, tenantId: TenantId, provider: string) => {
+  const { egress, oauthStore, secrets } = services
+  let tokens: Tokens | undefined
+  const lock = Effect.unsafeMakeSemaphore(1)
+  const statusOf = (t: Tokens): OAuthStatus => ({
+    status: "connected",
+    scopes: t.scopes,
+    expires_at: t.expires_at === undefined ? null : new Date(t.expires_at).toISOString()
+  })
+  // held in memory first: a rotated refresh token is the only valid one, even if the vault write fails
+  const store = (t: Tokens) =>
+    Effect.sync(() => void (tokens = t)).pipe(
+      Effect.zipRight(
+        secrets.put(tenantId, tokensSecret(provider), encodeTokens(t)).pipe(
+          Effect.retry({ times: 3, schedule: Schedule.exponential("100 millis") }),
+          Effect.mapError((e) => new Unavailable({ message: e.message }))
+        )
+      ),
+      Effect.zipRight(oauthStore.putStatus(tenantId, provider, statusOf(t)))
+    )
+  const load = Effect.gen(function*() {
+    if (tokens !== undefined) return Option.some(tokens)
+    const stored = yield* secrets.get(tenantId, tokensSecret(provider)).pipe(
+      Effect.mapError((e) => new Unavailable({ message: e.message }))
+    )
+    const decoded = Option.flatMap(stored, decodeTokens)
+    if (Option.isSome(decoded)) tokens = decoded.value
+    return decoded
+  })
+  const needsReauth = (description: string) =>
+    Effect.gen(function*() {
+      const status = yield* oauthStore.getStatus(tenantId, provider)
+      yield* oauthStore.putStatus(tenantId, provider, {
+        status: "needs_reauth",
+        scopes: Option.match(status, { onNone: () => [], onSome: (s) => s.scopes }),
+        expires_at: null
+      })
+      tokens = undefined
+      yield* secrets.delete(tenantId, tokensSecret(provider)).pipe(Effect.ignore)
+      yield* Effect.logWarning(`${provider} connection needs reauthorization: ${description}`).pipe(
+        Effect.annotateLogs({ "tenant.id": tenantId, provider })
+      )
+    })
+  // a missing client secret is the tenant's to fix: trying again cannot help, nor is the provider unwell
+  const toolError = (e: UpstreamFailed | Unavailable) =>
+    new ToolFailed({
+      tool_id: provider,
+      message: `${provider} credentials: ${e.message}`,
+      retryable: e.details?.["configuration"] !== true
+    })
+
+  const refreshed = (config: OAuth2Connection, stale: Tokens) =>
+    Effect.gen(function*() {
+      if (stale.refresh_token === undefined) {
+        yield* needsReauth("the access token expired and the provider issued no refresh token")
+        return yield* new ConnectionNeedsReauth({ provider })
+      }
+      const secret = yield* clientSecretOf(secrets, tenantId, provider, config)
+      const next = yield* requestTokens(config, secret, {
+        grant_type: "refresh_token",
+        refresh_token: stale.refresh_token
+      }, stale).pipe(
+        Effect.provideService(Egress, egress),
+        Effect.catchTag("InvalidGrant", (e) =>
+          Effect.zipRight(needsReauth(e.description), Effect.fail(new ConnectionNeedsReauth({ provider }))))
+      )
+      yield* store(next)
+      return next
+    }).pipe(
+      Effect.withSpan("Connection.refresh", {
+        attributes: { "altan.tenant_id": tenantId, "altan.provider": provider },
+        captureStackTrace: false
+      })
+    )
+
+  return {
+    holdsToken: () => tokens !== undefined,
+    accessToken: (config: OAuth2Connection, force: boolean) =>
+      Effect.gen(function*() {
+        const fresh = (t: Tokens | undefined) => t !== undefined && !isStale(t, Date.now())
+        if (!force && fresh(tokens)) return tokens!
+        const seen = tokens
+        // one refresh at a time; whoever waited finds the new token and does not refresh again
+        return yield* lock.withPermits(1)(Effect.gen(function*() {
+          if (tokens !== undefined && tokens !== seen && fresh(tokens)) return tokens
+          const current = yield* load
+          if (Option.isNone(current)) {
+            const status = yield* oauthStore.getStatus(tenantId, provider)
+            if (Option.isSome(status) && status.value.status === "needs_reauth") {
+              return yield* new ConnectionNeedsReauth({ provider })
+            }
+            return yield* new ToolFailed({
+              tool_id: provider,
+              message: `the ${provider} connection is not authorized yet: ` +
+                `an admin must call POST /v1/connections/${provider}/authorize`,
+              retryable: false
+            })
+          }
+          if (!force && fresh(current.value)) return current.value
+          if (force && current.value !== seen && fresh(current.value)) return current.value
+          return yield* refreshed(config, current.value)
+        }))
+      }).pipe(
+        Effect.catchTags({
+          UpstreamFailed: (e) => Effect.fail(toolError(e)),
+          Unavailable: (e) => Effect.fail(toolError(e))
+        }),
+        Effect.map((t) => Redacted.make(`${t.token_type === "bearer" ? "Bearer" : t.token_type} ${t.access_token}`))
+      ),
+    exchange: (config: OAuth2Connection, grant: { code: string; code_verifier: string; redirect_uri: string }) =>
+      lock.withPermits(1)(Effect.gen(function*() {
+        const secret = yield* clientSecretOf(secrets, tenantId, provider, config)
+        const next = yield* requestTokens(config, secret, {
+          grant_type: "authorization_code",
+          code: grant.code,
+          code_verifier: grant.code_verifier,
+          redirect_uri: grant.redirect_uri
+        }).pipe(
+          Effect.provideService(Egress, egress),
+          Effect.catchTag("InvalidGrant", (e) =>
+            Effect.fail(
+              new UpstreamFailed({ message: `the provider refused the authorization code: ${e.description}` })
+            ))
+        )
+        yield* store(next)
+        return next
+      })),
+    revoke: (config: OAuth2Connection) =>
+      lock.withPermits(1)(Effect.gen(function*() {
+        const current = yield* load
+        const secret = Option.isSome(current) && config.revoke_url !== undefined
+          ? yield* Effect.option(clientSecretOf(secrets, tenantId, provider, config))
+          : Option.none()
+        if (Option.isSome(current) && config.revoke_url !== undefined && Option.isNone(secret)) {
+          // without the app's client secret the provider cannot be asked; the tokens are still forgotten here
+          yield* Effect.logWarning(`${provider} tokens deleted without revocation: the app's client secret is gone`)
+        }
+        if (Option.isSome(current) && Option.isSome(secret)) {
+          const t = current.value
+          // revoking the refresh token ends the grant (RFC 7009 2.1); the access token too, where supported
+          if (t.refresh_token !== undefined) {
+            yield* revokeToken(config, secret.value, t.refresh_token, "refresh_token").pipe(
+              Effect.provideService(Egress, egress)
+            )
+          }
+          yield* revokeToken(config, secret.value, t.access_token, "access_token").pipe(
+            Effect.provideService(Egress, egress)
+          )
+        }
+        tokens = undefined
+        yield* secrets.delete(tenantId, tokensSecret(provider)).pipe(
+          Effect.mapError((e) => new Unavailable({ message: e.message }))
+        )
+        yield* oauthStore.removeStatus(tenantId, provider)
+      }))
+  }
+}
