@@ -293,7 +293,7 @@ describe("agent loop", () => {
   it("cancels a running task, interrupting its tool calls", async () => {
     primary.script({ kind: "tools", calls: [{ name: "probe-hang", arguments: "{}" }] })
     const task = await run("Wait forever", { mode: "async" })
-    while (!probes.calls.some((c) => c.tool === "probe.hang")) await new Promise((r) => setTimeout(r, 10))
+    await probes.called("probe.hang")
     const cancelled = await call("POST", `/v1/tasks/${task.task_id}/cancel`)
     expect(cancelled.status).toBe(200)
     expect(cancelled.body).toMatchObject({ status: "cancelled", steps: [{ tool: "probe.hang", status: "cancelled" }] })

@@ -53,7 +53,7 @@ const request = (input: unknown, extra: Record<string, unknown> = {}) =>
 const hangingPlan = { steps: [{ id: "h", tool: "probe.hang", input: {} }] }
 
 const waitForHang = Effect.promise(async () => {
-  while (!probes.calls.some((c) => c.tool === "probe.hang")) await new Promise((r) => setTimeout(r, 10))
+  await probes.called("probe.hang")
 })
 
 /** What a client process provides: fetch for HTTP, `ws` for websockets (Node 20 has no global WebSocket). */

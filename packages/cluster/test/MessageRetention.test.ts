@@ -34,7 +34,7 @@ layer(clusterLayer(probes), { excludeTestServices: true })("message retention (m
       // a task that never finishes: its Run message stays unprocessed
       const hanging = sessions("t1/hang")
       yield* hanging.Submit({ task_id: "hang.1" as TaskId, request: plan("probe.hang"), ...submitted })
-      while (!probes.calls.some((c) => c.tool === "probe.hang")) yield* Effect.sleep("5 millis")
+      yield* probes.calledEffect("probe.hang")
       for (let i = 0; i < 20; i++) {
         const s = sessions(`t1/r${i}`)
         yield* s.Submit({ task_id: `r${i}.t` as TaskId, request: plan("probe.echo"), ...submitted })

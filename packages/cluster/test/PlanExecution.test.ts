@@ -193,7 +193,7 @@ describe("structured plans", () => {
       expect(accepted.status).toBe(202)
       const taskId = accepted.body.task_id
       // wait until the hanging tool is really running
-      while (!probes.calls.some((c) => c.tool === "probe.hang")) yield* Effect.sleep("10 millis")
+      yield* probes.calledEffect("probe.hang")
       const cancelled = yield* call("POST", `/v1/tasks/${taskId}/cancel`)
       expect(cancelled.body.status).toBe("cancelled")
       expect(cancelled.body.steps[0].status).toBe("cancelled")

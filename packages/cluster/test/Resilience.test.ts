@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
+import { EventEmitter } from "node:events"
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from "node:http"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
 import { makeProbes, startEdge } from "./fixtures.js"
@@ -30,6 +31,7 @@ interface Request {
 /** A loopback upstream: each path answers from its own script (the last reply repeats), and records what came. */
 const startUpstream = async () => {
   const received: Array<Request> = []
+  const arrivals = new EventEmitter()
   const scripts = new Map<string, Array<Reply>>()
   const open = new Set<ServerResponse>()
   const server: Server = createServer((req, res) => {
@@ -44,6 +46,7 @@ const startUpstream = async () => {
         headers: req.headers,
         body: text ? JSON.parse(text) : undefined
       })
+      arrivals.emit(path)
       const script = scripts.get(path) ?? []
       const reply = script.length > 1 ? script.shift()! : script[0] ?? { status: 200 }
       open.add(res)
@@ -61,6 +64,11 @@ const startUpstream = async () => {
     received,
     /** The requests that reached `path`. */
     at: (path: string) => received.filter((r) => r.path === path),
+    /** Resolves once a request has reached `path` (at once if one has). */
+    reached: (path: string) =>
+      received.some((r) => r.path === path)
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => arrivals.once(path, () => resolve())),
     /** Replaces the script of `path`. */
     script: (path: string, ...replies: Array<Reply>) => void scripts.set(path, replies),
     close: () =>
@@ -292,7 +300,7 @@ describe("circuit breaker", () => {
       input: { steps: [{ id: "s", tool: "stuck_read", input: { q: "probe" } }] }
     })
     expect(probe.status).toBe(202)
-    while (upstream.at("/stuck").length === 0) await sleep(10)
+    await upstream.reached("/stuck")
     expect((await call("POST", `/v1/tasks/${probe.body.task_id}/cancel`)).body.status).toBe("cancelled")
     // the upstream is back; within a cooldown (plus the probe's own time limit) a new probe must go
     upstream.script("/stuck", { status: 200 })

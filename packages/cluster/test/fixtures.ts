@@ -39,7 +39,16 @@ import { AgentStores, clusterRoundTrip, edgeServer, IntegratorStores, ShardingMe
  * the real AgentSession -> Connection -> ToolWorker path, and record what happened to them.
  */
 export const makeProbes = () => {
+  const waiters: Array<{ readonly tool: string; readonly resolve: () => void }> = []
   const calls: Array<{ tool: string; input: unknown }> = []
+  /** Notes a call, and wakes whoever waits for its tool. */
+  const record = (call: { tool: string; input: unknown }) => {
+    calls.push(call)
+    for (const w of waiters.filter((w) => w.tool === call.tool)) {
+      waiters.splice(waiters.indexOf(w), 1)
+      w.resolve()
+    }
+  }
   let inFlight = 0
   let maxInFlight = 0
   let bothIn = Deferred.unsafeMake<void>(undefined as any)
@@ -51,7 +60,7 @@ export const makeProbes = () => {
     output: Schema.Struct({ label: Schema.String, concurrent: Schema.Number }),
     run: ({ label }) =>
       Effect.gen(function*() {
-        calls.push({ tool: "probe.barrier", input: { label } })
+        record({ tool: "probe.barrier", input: { label } })
         inFlight++
         maxInFlight = Math.max(maxInFlight, inFlight)
         if (inFlight >= 2) yield* Deferred.succeed(bothIn, void 0)
@@ -69,7 +78,7 @@ export const makeProbes = () => {
     output: Schema.Struct({ value: Schema.Unknown, nested: Schema.Struct({ list: Schema.Array(Schema.Number) }) }),
     run: ({ value }) =>
       Effect.sync(() => {
-        calls.push({ tool: "probe.echo", input: { value } })
+        record({ tool: "probe.echo", input: { value } })
         return { value, nested: { list: [1, 2, 3] } }
       })
   })
@@ -81,7 +90,7 @@ export const makeProbes = () => {
     output: Schema.Struct({}),
     run: () =>
       Effect.suspend(() => {
-        calls.push({ tool: "probe.fail", input: {} })
+        record({ tool: "probe.fail", input: {} })
         return Effect.fail(
           new ToolFailed({ tool_id: "probe.fail", message: "upstream said no", retryable: false, status: 400 })
         )
@@ -95,7 +104,7 @@ export const makeProbes = () => {
     output: Schema.Struct({}),
     run: () =>
       Effect.suspend(() => {
-        calls.push({ tool: "probe.hang", input: {} })
+        record({ tool: "probe.hang", input: {} })
         return Effect.never
       })
   })
@@ -108,7 +117,7 @@ export const makeProbes = () => {
     sideEffect: true,
     run: ({ label, ms }) =>
       Effect.gen(function*() {
-        calls.push({ tool: "probe.effect", input: { label } })
+        record({ tool: "probe.effect", input: { label } })
         const n = calls.filter((c) =>
           c.tool === "probe.effect" && (c.input as { label: string }).label === label
         ).length
@@ -128,13 +137,21 @@ export const makeProbes = () => {
       Effect.suspend(() => {
         const count = (interrupted.get(label) ?? 0) + 1
         interrupted.set(label, count)
-        calls.push({ tool: "probe.interrupt_first", input: { label } })
+        record({ tool: "probe.interrupt_first", input: { label } })
         return count <= times ? Effect.interrupt : Effect.succeed({ label, calls: count })
       })
   })
+  /** Resolves once `tool` has been called (at once if it was already). */
+  const called = (tool: string): Promise<void> =>
+    calls.some((c) => c.tool === tool)
+      ? Promise.resolve()
+      : new Promise((resolve) => waiters.push({ tool, resolve }))
   return {
     tools: [barrier, echo, fail, hang, effect, interruptFirst],
     calls,
+    called,
+    /** `called` as an effect. */
+    calledEffect: (tool: string) => Effect.promise(() => called(tool)),
     maxInFlight: () => maxInFlight,
     reset: () => {
       calls.length = 0
