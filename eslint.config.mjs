@@ -29,12 +29,24 @@ export default tseslint.config(
       }]
     }
   },
-  // The services talk only through the domain's contracts: no service imports another.
+  // The services talk only through the domain's contracts: no service imports another. Beside the domain they
+  // may use the libraries (`@altan/redis`), which import nothing but the domain.
   {
     files: ["packages/domain/src/**/*.ts"],
     rules: {
       "no-restricted-imports": ["error", {
         patterns: [{ group: ["@altan/*"], message: "domain holds contracts only" }]
+      }]
+    }
+  },
+  {
+    files: ["packages/redis/src/**/*.ts", "packages/redis/test/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", {
+        patterns: [{
+          group: ["@altan/*", "!@altan/domain", "!@altan/domain/*"],
+          message: "a library imports only @altan/domain"
+        }]
       }]
     }
   },
@@ -44,7 +56,7 @@ export default tseslint.config(
       "no-restricted-imports": ["error", {
         patterns: [{
           group: [...services.filter((s) => s !== service), "cluster"].flatMap((s) => [`@altan/${s}`, `@altan/${s}/*`]),
-          message: "services depend only on @altan/domain; compose them in packages/cluster"
+          message: "services depend only on @altan/domain and the libraries; compose them in packages/cluster"
         }]
       }]
     }

@@ -4,17 +4,15 @@
  * themselves are not touched; runners keep serving meanwhile.
  */
 import * as SecretStore from "@altan/integrator/SecretStore"
+import * as Redis from "@altan/redis/Redis"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
-import * as Redacted from "effect/Redacted"
 
 Effect.gen(function*() {
-  const url = yield* Config.redacted("REDIS_URL")
   const masterKeys = yield* SecretStore.masterKeysConfig
-  const result = yield* SecretStore.rewrapDataKeys({ url: Redacted.value(url), masterKeys })
+  const result = yield* SecretStore.rewrapDataKeys({ masterKeys })
   yield* Effect.logInfo(
     `data keys re-wrapped under master key ${masterKeys.current.id}: ${result.rewrapped} re-wrapped, ` +
       `${result.unchanged} already current`
   )
-}).pipe(NodeRuntime.runMain)
+}).pipe(Effect.provide(Redis.layerConfig), NodeRuntime.runMain)

@@ -20,6 +20,7 @@ import {
   ToolWorker,
   UpstreamUnavailable
 } from "@altan/domain/ToolWorker"
+import { RedisError } from "@altan/redis/Redis"
 import * as Entity from "@effect/cluster/Entity"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -46,7 +47,6 @@ import {
   tokensSecret
 } from "./OAuth.js"
 import * as RateBudget from "./RateBudget.js"
-import { RedisError } from "./Redis.js"
 import { backoff, makeBreaker, ResilienceConfig } from "./Resilience.js"
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"

@@ -1,5 +1,7 @@
+import { errorMessage } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import { isReservedSecretName } from "@altan/domain/Secret"
+import { Redis } from "@altan/redis/Redis"
 import type { SecretManagerServiceClient } from "@google-cloud/secret-manager"
 import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
@@ -11,8 +13,6 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
-import type * as Scope from "effect/Scope"
-import type { Redis as IORedis } from "ioredis"
 import {
   createCipheriv,
   createDecipheriv,
@@ -22,7 +22,7 @@ import {
   type KeyObject,
   randomBytes
 } from "node:crypto"
-import { connect, makeReadCache } from "./Redis.js"
+import { makeReadCache } from "./internal/ReadCache.js"
 
 /**
  * The secret store could not answer (a backend down, a ciphertext that does not decrypt). Reads fail
@@ -67,8 +67,6 @@ const traced = (backend: string, store: SecretStore["Type"]): SecretStore["Type"
     delete: (tenantId, name) => store.delete(tenantId, name).pipe(span("delete", tenantId, name))
   }
 }
-
-const errorMessage = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
 
 // ---------------------------------------------------------------------------------------------------------------
 // Master keys and envelope encryption
@@ -255,15 +253,10 @@ const unwrapDataKey = (
 
 /** Options of `layerRedis` and `rewrapDataKeys`. */
 export interface RedisOptions {
-  /** `redis://[[user]:password@]host[:port][/db]` or `rediss://...` for TLS. */
-  readonly url: string
   /** Key prefix, `altan` by default: `<prefix>:t:<tenant>:secrets` and `<prefix>:t:<tenant>:dek`. */
   readonly prefix?: string
   readonly masterKeys: MasterKeyRing
 }
-
-const connectRedis = (url: string): Effect.Effect<IORedis, SecretStoreError, Scope.Scope> =>
-  connect(url, "secret store").pipe(Effect.mapError((e) => new SecretStoreError({ message: e.message })))
 
 const redisCommand = <A>(command: string, f: () => Promise<A>): Effect.Effect<A, SecretStoreError> =>
   Effect.tryPromise({
@@ -284,21 +277,21 @@ const redisKeys = (options: RedisOptions) => {
 }
 
 /**
- * Secrets in Redis under envelope encryption. Each tenant has a random 256-bit data key, stored wrapped
+ * Secrets in the process's Redis under envelope encryption. Each tenant has a random 256-bit data key, stored wrapped
  * (AES-256-GCM) by the operator's current master key at `<prefix>:t:<tenant>:dek`; each secret is sealed
  * with it (AES-256-GCM, fresh 96-bit IV, associated data binding tenant and name) into the hash
  * `<prefix>:t:<tenant>:secrets`. Redis never holds a plaintext value or an unwrapped key; a ciphertext
  * moved to another slot, or a master key that does not match, fails closed with `SecretStoreError`.
  */
-export const layerRedis = (options: RedisOptions): Layer.Layer<SecretStore, SecretStoreError> =>
-  Layer.scoped(
+export const layerRedis = (options: RedisOptions): Layer.Layer<SecretStore, SecretStoreError, Redis> =>
+  Layer.effect(
     SecretStore,
     Effect.gen(function*() {
       const keys = yield* Effect.try({
         try: () => redisKeys(options),
         catch: (cause) => new SecretStoreError({ message: errorMessage(cause) })
       })
-      const client = yield* connectRedis(options.url)
+      const { client } = yield* Redis
       const ring = options.masterKeys
       // Unwrapped data keys of this process; a rewrap changes their wrapping, never the keys themselves.
       const dataKeys = new Map<string, DataKey>()
@@ -397,13 +390,13 @@ const compareAndSet =
  * be retired. Idempotent and safe to run while runners serve; a data key that no key of the ring unwraps
  * fails it (the ones done so far stay done).
  */
-export const rewrapDataKeys = (options: RedisOptions): Effect.Effect<RewrapResult, SecretStoreError> =>
+export const rewrapDataKeys = (options: RedisOptions): Effect.Effect<RewrapResult, SecretStoreError, Redis> =>
   Effect.gen(function*() {
     const keys = yield* Effect.try({
       try: () => redisKeys(options),
       catch: (cause) => new SecretStoreError({ message: errorMessage(cause) })
     })
-    const client = yield* connectRedis(options.url)
+    const { client } = yield* Redis
     const ring = options.masterKeys
     const head = `${keys.prefix}:t:`
     let rewrapped = 0
@@ -442,7 +435,6 @@ export const rewrapDataKeys = (options: RedisOptions): Effect.Effect<RewrapResul
     } while (cursor !== "0")
     return { rewrapped, unchanged }
   }).pipe(
-    Effect.scoped,
     Effect.withSpan("SecretStore.rewrapDataKeys", {
       attributes: { "altan.master_key_id": options.masterKeys.current.id },
       captureStackTrace: false
@@ -695,17 +687,17 @@ export const loadConfig: Effect.Effect<SecretStoreConfig, ConfigError.ConfigErro
 })
 
 /**
- * The `SecretStore` the environment asks for (`loadConfig`); `redisUrl` is the process's `REDIS_URL`, which
- * the redis backend requires. Remote stores come with `withCache(SECRETS_CACHE_TTL)`.
+ * The `SecretStore` the environment asks for (`loadConfig`); `redis` is the process's Redis when `REDIS_URL` is
+ * set, which the redis backend requires. Remote stores come with `withCache(SECRETS_CACHE_TTL)`.
  */
-export const layerFromConfig = (
-  redisUrl: Option.Option<Redacted.Redacted<string>>
-): Layer.Layer<SecretStore, ConfigError.ConfigError | Error> =>
+export const layerFromConfig = <E = never, R = never>(
+  redis: Option.Option<Layer.Layer<Redis, E, R>>
+): Layer.Layer<SecretStore, ConfigError.ConfigError | SecretStoreError | E, R> =>
   Layer.unwrapEffect(Effect.gen(function*() {
     const config = yield* loadConfig
     switch (config.backend) {
       case "memory": {
-        if (Option.isSome(redisUrl)) {
+        if (Option.isSome(redis)) {
           yield* Effect.logWarning(
             "tenant secrets are kept in process memory (SECRETS_BACKEND=memory): they are lost on restart and not " +
               "shared between runners; set SECRETS_BACKEND=redis and SECRETS_MASTER_KEY"
@@ -714,7 +706,7 @@ export const layerFromConfig = (
         return layerMemory
       }
       case "redis": {
-        if (Option.isNone(redisUrl)) {
+        if (Option.isNone(redis)) {
           return yield* Effect.fail(ConfigError.MissingData(["REDIS_URL"], "SECRETS_BACKEND=redis needs REDIS_URL"))
         }
         yield* Effect.logInfo(
@@ -723,7 +715,8 @@ export const layerFromConfig = (
               ? ` (also unwrapping with ${config.masterKeys.previous.map((k) => `"${k.id}"`).join(", ")})`
               : "")
         )
-        return layerRedis({ url: Redacted.value(redisUrl.value), masterKeys: config.masterKeys }).pipe(
+        return layerRedis({ masterKeys: config.masterKeys }).pipe(
+          Layer.provide(redis.value),
           withCache(config.cacheTtl)
         )
       }

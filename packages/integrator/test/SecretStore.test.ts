@@ -1,4 +1,5 @@
 import type { TenantId } from "@altan/domain/Ids"
+import * as Redis from "@altan/redis/Redis"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "@effect/vitest"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Duration from "effect/Duration"
@@ -109,10 +110,12 @@ afterAll(async () => {
 
 const keyA = newKey()
 const redis = (masterKeys: SecretStore.MasterKeyRing, p = prefix) =>
-  SecretStore.layerRedis({ url: redisUrl, prefix: p, masterKeys })
+  SecretStore.layerRedis({ prefix: p, masterKeys }).pipe(Layer.provide(Layer.orDie(Redis.layer({ url: redisUrl }))))
 const redisA = redis(ring(keyA))
+const rewrap = (options: SecretStore.RedisOptions) =>
+  SecretStore.rewrapDataKeys(options).pipe(Effect.provide(Redis.layer({ url: redisUrl })))
 
-describe("layerRedis", () => {
+describe("SecretStore.layer", () => {
   it.live("puts, gets and deletes a tenant's secrets", () =>
     Effect.gen(function*() {
       const first = secretValue()
@@ -232,10 +235,10 @@ describe("layerRedis", () => {
       yield* put(t4, "api_key", values.get(t4)!).pipe(Effect.provide(redis(both, p)))
       expect((yield* getKey(`${p}:t:t4:dek`))!.split(".")[1]).toBe("b")
 
-      const result = yield* SecretStore.rewrapDataKeys({ url: redisUrl, prefix: p, masterKeys: both })
+      const result = yield* rewrap({ prefix: p, masterKeys: both })
       expect(result).toEqual({ rewrapped: 3, unchanged: 1 })
       for (const t of [...tenants, t4]) expect((yield* getKey(`${p}:t:${t}:dek`))!.split(".")[1]).toBe("b")
-      expect(yield* SecretStore.rewrapDataKeys({ url: redisUrl, prefix: p, masterKeys: both }))
+      expect(yield* rewrap({ prefix: p, masterKeys: both }))
         .toEqual({ rewrapped: 0, unchanged: 4 })
 
       // restart with only B: all readable; the secrets' ciphertexts are byte-identical
@@ -247,7 +250,7 @@ describe("layerRedis", () => {
       yield* failure(get(tenants[0]!, "api_key").pipe(Effect.provide(redis(ring(a), p))), values.get(tenants[0]!)!)
       // a rewrap with a ring that opens none of the data keys fails closed
       const foreign = yield* Effect.flip(
-        SecretStore.rewrapDataKeys({ url: redisUrl, prefix: p, masterKeys: ring(newKey("c")) })
+        rewrap({ prefix: p, masterKeys: ring(newKey("c")) })
       )
       expect(foreign.message).toContain("wrong or missing master key")
     }))
@@ -272,14 +275,21 @@ describe("layerRedis", () => {
       }
     }))
 
-  it.live("fails with a SecretStoreError when Redis cannot be reached", () =>
+  it.live("fails with a SecretStoreError when a Redis command fails", () =>
     Effect.gen(function*() {
+      const tenant = `wrongtype-${randomUUID().slice(0, 8)}` as TenantId
+      yield* withClient((client) => client.set(secretsKey(tenant), "not a hash"))
+      const error = yield* failure(get(tenant, "name"), "not a hash")
+      expect(error.message).toContain("secret store: redis HGET failed: WRONGTYPE")
+    }).pipe(Effect.provide(redisA)))
+
+  it.live("over a Redis that cannot be reached, the process's connection fails, naming the host but no password", () =>
+    Effect.gen(function*() {
+      const unreachable = Redis.layer({ url: "redis://user:hunter2@127.0.0.1:1" })
       const error = yield* Effect.flip(
-        Layer.build(SecretStore.layerRedis({ url: "redis://user:hunter2@127.0.0.1:1", masterKeys: ring(keyA) }))
-          .pipe(Effect.scoped)
-      )
-      expect(error).toBeInstanceOf(SecretStore.SecretStoreError)
-      expect(error.message).toContain("cannot connect to redis for the secret store at redis://127.0.0.1:1")
+        Layer.build(SecretStore.layerRedis({ masterKeys: ring(keyA) }).pipe(Layer.provide(unreachable)))
+      ).pipe(Effect.scoped)
+      expect(error.message).toContain("cannot connect to redis at redis://127.0.0.1:1")
       expect(error.message).not.toContain("hunter2")
     }))
 })
@@ -450,7 +460,7 @@ const gcp = () =>
 
 const summary = () => calls.map((c) => `${c.method} ${c.path}`)
 
-describe("layerGcp", () => {
+describe("SecretStore.layer", () => {
   it.live("stores one secret per tenant and name, labelled with the tenant, and reads the latest version", () =>
     Effect.gen(function*() {
       const first = secretValue()
@@ -641,13 +651,16 @@ describe("spans", () => {
 })
 
 describe("layerFromConfig", () => {
-  const build = (env: Record<string, string>, url: Option.Option<Redacted.Redacted> = Option.none()) =>
+  const build = (
+    env: Record<string, string>,
+    shared: Option.Option<Layer.Layer<Redis.Redis, Redis.RedisError>> = Option.none()
+  ) =>
     Effect.gen(function*() {
       const store = yield* SecretStore.SecretStore
       yield* store.put(acme, "config", Redacted.make("v"))
       return yield* store.get(acme, "config")
     }).pipe(
-      Effect.provide(SecretStore.layerFromConfig(url)),
+      Effect.provide(SecretStore.layerFromConfig(shared)),
       Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
     )
 
@@ -657,7 +670,7 @@ describe("layerFromConfig", () => {
       // the redis backend needs REDIS_URL and a master key
       const noUrl = yield* Effect.flip(build({ SECRETS_BACKEND: "redis", SECRETS_MASTER_KEY: newKey() }))
       expect(String(noUrl)).toContain("REDIS_URL")
-      const noKey = yield* Effect.flip(build({ SECRETS_BACKEND: "redis" }, Option.some(Redacted.make(redisUrl))))
+      const noKey = yield* Effect.flip(build({ SECRETS_BACKEND: "redis" }, Option.some(Redis.layer({ url: redisUrl }))))
       expect(String(noKey)).toContain("SECRETS_MASTER_KEY")
       const noProject = yield* Effect.flip(build({ SECRETS_BACKEND: "gcp" }))
       expect(String(noProject)).toContain("GCP_PROJECT")
@@ -666,7 +679,7 @@ describe("layerFromConfig", () => {
       const badTtl = yield* Effect.flip(
         build(
           { SECRETS_BACKEND: "redis", SECRETS_MASTER_KEY: newKey(), SECRETS_CACHE_TTL: "soon" },
-          Option.some(Redacted.make(redisUrl))
+          Option.some(Redis.layer({ url: redisUrl }))
         )
       )
       expect(String(badTtl)).toContain("SECRETS_CACHE_TTL")
