@@ -14,6 +14,7 @@ import * as OAuth from "@altan/integrator/OAuth"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as Resilience from "@altan/integrator/Resilience"
 import * as SecretStore from "@altan/integrator/SecretStore"
+import * as SecretStoreConfig from "@altan/integrator/SecretStoreConfig"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
 import * as Redis from "@altan/redis/Redis"
 import * as ToolEgress from "@altan/tool/Egress"
@@ -246,7 +247,7 @@ export const IntegratorStoresFrom = <R = never>(redis: Option.Option<Layer.Layer
           Layer.provide(redis)
         )
     }),
-    SecretStore.layerFromConfig(redis)
+    SecretStoreConfig.layerFromConfig(redis)
   ).pipe(Layer.orDie)
 
 /** The integrator's stores as configured: in the process's Redis when `REDIS_URL` is set. */

@@ -16,6 +16,9 @@ import { randomBytes, randomUUID } from "node:crypto"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as SecretStore from "../src/SecretStore.js"
+import * as SecretStoreConfig from "../src/SecretStoreConfig.js"
+import * as SecretStoreGcp from "../src/SecretStoreGcp.js"
+import * as SecretStoreRedis from "../src/SecretStoreRedis.js"
 
 const acme = "acme" as TenantId
 const globex = "globex" as TenantId
@@ -25,7 +28,7 @@ const secretValue = () => `sk-live-${randomUUID()}`
 
 const newKey = (id?: string) => `${id ? `${id}:` : ""}${randomBytes(32).toString("base64")}`
 const ring = (current: string, previous: ReadonlyArray<string> = []) =>
-  Either.getOrThrow(SecretStore.makeMasterKeyRing(current, previous))
+  Either.getOrThrow(SecretStoreRedis.makeMasterKeyRing(current, previous))
 
 const get = (tenantId: TenantId, name: string) =>
   Effect.flatMap(SecretStore.SecretStore, (store) => store.get(tenantId, name))
@@ -109,13 +112,13 @@ afterAll(async () => {
 })
 
 const keyA = newKey()
-const redis = (masterKeys: SecretStore.MasterKeyRing, p = prefix) =>
-  SecretStore.layerRedis({ prefix: p, masterKeys }).pipe(Layer.provide(Layer.orDie(Redis.layer({ url: redisUrl }))))
+const redis = (masterKeys: SecretStoreRedis.MasterKeyRing, p = prefix) =>
+  SecretStoreRedis.layer({ prefix: p, masterKeys }).pipe(Layer.provide(Layer.orDie(Redis.layer({ url: redisUrl }))))
 const redisA = redis(ring(keyA))
-const rewrap = (options: SecretStore.RedisOptions) =>
-  SecretStore.rewrapDataKeys(options).pipe(Effect.provide(Redis.layer({ url: redisUrl })))
+const rewrap = (options: SecretStoreRedis.Options) =>
+  SecretStoreRedis.rewrapDataKeys(options).pipe(Effect.provide(Redis.layer({ url: redisUrl })))
 
-describe("SecretStore.layer", () => {
+describe("SecretStoreRedis.layer", () => {
   it.live("puts, gets and deletes a tenant's secrets", () =>
     Effect.gen(function*() {
       const first = secretValue()
@@ -287,7 +290,7 @@ describe("SecretStore.layer", () => {
     Effect.gen(function*() {
       const unreachable = Redis.layer({ url: "redis://user:hunter2@127.0.0.1:1" })
       const error = yield* Effect.flip(
-        Layer.build(SecretStore.layerRedis({ masterKeys: ring(keyA) }).pipe(Layer.provide(unreachable)))
+        Layer.build(SecretStoreRedis.layer({ masterKeys: ring(keyA) }).pipe(Layer.provide(unreachable)))
       ).pipe(Effect.scoped)
       expect(error.message).toContain("cannot connect to redis at redis://127.0.0.1:1")
       expect(error.message).not.toContain("hunter2")
@@ -297,7 +300,7 @@ describe("SecretStore.layer", () => {
 describe("master keys", () => {
   const parse = (env: Record<string, string>) =>
     Effect.flip(
-      Effect.withConfigProvider(SecretStore.masterKeysConfig, ConfigProvider.fromMap(new Map(Object.entries(env))))
+      Effect.withConfigProvider(SecretStoreRedis.masterKeysConfig, ConfigProvider.fromMap(new Map(Object.entries(env))))
     )
 
   it.effect("reads SECRETS_MASTER_KEY and SECRETS_MASTER_KEYS_PREVIOUS", () =>
@@ -305,7 +308,7 @@ describe("master keys", () => {
       const current = newKey("k2")
       const previous = [newKey("k1"), newKey()]
       const keys = yield* Effect.withConfigProvider(
-        SecretStore.masterKeysConfig,
+        SecretStoreRedis.masterKeysConfig,
         ConfigProvider.fromMap(
           new Map([["SECRETS_MASTER_KEY", current], ["SECRETS_MASTER_KEYS_PREVIOUS", ` ${previous.join(" , ")} `]])
         )
@@ -450,17 +453,17 @@ beforeEach(() => {
 const noAuth = {
   getRequestHeaders: async () => new Headers(),
   fetch: (url: string | URL, init: RequestInit) => fetch(url, init)
-} as unknown as NonNullable<SecretStore.GcpClientOptions["authClient"]>
+} as unknown as NonNullable<SecretStoreGcp.GcpClientOptions["authClient"]>
 
 const gcp = () =>
-  SecretStore.layerGcp({
+  SecretStoreGcp.layer({
     projectId: project,
     client: { fallback: true, apiEndpoint: "127.0.0.1", port, protocol: "http", authClient: noAuth }
   })
 
 const summary = () => calls.map((c) => `${c.method} ${c.path}`)
 
-describe("SecretStore.layer", () => {
+describe("SecretStoreGcp.layer", () => {
   it.live("stores one secret per tenant and name, labelled with the tenant, and reads the latest version", () =>
     Effect.gen(function*() {
       const first = secretValue()
@@ -523,25 +526,25 @@ describe("SecretStore.layer", () => {
       const create = calls.find((c) => c.path.endsWith("/secrets"))!
       const id = create.query.get("secretId")!
       expect(id).toMatch(/^[A-Za-z0-9_-]{1,255}$/)
-      expect(id).toBe(SecretStore.gcpSecretId(tenant, name))
+      expect(id).toBe(SecretStoreGcp.gcpSecretId(tenant, name))
       expect(create.json.labels["altan-tenant"]).toMatch(/^[a-z0-9_-]{1,63}$/)
       expect(create.json.annotations).toEqual({ "altan-tenant-id": tenant, "altan-secret-name": name })
 
       // separators inside a part cannot make two pairs collide
-      expect(SecretStore.gcpSecretId("a-b", "c")).not.toBe(SecretStore.gcpSecretId("a", "b-c"))
-      expect(SecretStore.gcpSecretId("a_2d", "b")).not.toBe(SecretStore.gcpSecretId("a-", "b"))
+      expect(SecretStoreGcp.gcpSecretId("a-b", "c")).not.toBe(SecretStoreGcp.gcpSecretId("a", "b-c"))
+      expect(SecretStoreGcp.gcpSecretId("a_2d", "b")).not.toBe(SecretStoreGcp.gcpSecretId("a-", "b"))
       // too long for a readable id: a hash, still valid
-      const long = SecretStore.gcpSecretId(acme, "n".repeat(300))
+      const long = SecretStoreGcp.gcpSecretId(acme, "n".repeat(300))
       expect(long).toMatch(/^altan_[0-9a-f]{64}$/)
       yield* put(acme, "n".repeat(300), "x")
       expect(secrets.has(long)).toBe(true)
-      expect(SecretStore.gcpTenantLabel("acme_1-x")).toBe("acme_1-x")
-      expect(SecretStore.gcpTenantLabel("Acme")).toMatch(/^acme-[0-9a-f]{8}$/)
+      expect(SecretStoreGcp.gcpTenantLabel("acme_1-x")).toBe("acme_1-x")
+      expect(SecretStoreGcp.gcpTenantLabel("Acme")).toMatch(/^acme-[0-9a-f]{8}$/)
     }).pipe(Effect.provide(gcp())))
 
   it.live("treats a secret another runner created meanwhile (ALREADY_EXISTS) as created", () =>
     Effect.gen(function*() {
-      const id = SecretStore.gcpSecretId(globex, "raced")
+      const id = SecretStoreGcp.gcpSecretId(globex, "raced")
       const secret = secretValue()
       createdBehind.add(id)
       yield* put(globex, "raced", secret)
@@ -553,14 +556,14 @@ describe("SecretStore.layer", () => {
     Effect.gen(function*() {
       const secret = secretValue()
       yield* put(acme, "flaky", secret)
-      const id = SecretStore.gcpSecretId(acme, "flaky")
+      const id = SecretStoreGcp.gcpSecretId(acme, "flaky")
       broken.add(id)
       const read = yield* failure(get(acme, "flaky"), secret)
       expect(read.message).toContain(`accessSecretVersion of projects/${project}/secrets/${id}/versions/latest failed`)
       const write = yield* failure(put(acme, "flaky", secret), secret)
       expect(write.message).toContain("addSecretVersion")
       yield* failure(del(acme, "flaky"), secret)
-      broken.add(SecretStore.gcpSecretId(acme, "new"))
+      broken.add(SecretStoreGcp.gcpSecretId(acme, "new"))
       yield* failure(put(acme, "new", secret), secret)
     }).pipe(Effect.provide(gcp())))
 })
@@ -586,7 +589,7 @@ describe("withCache", () => {
       expect(accesses()).toBe(2)
 
       // another process writes: seen once the TTL has passed
-      const id = SecretStore.gcpSecretId(acme, "cached")
+      const id = SecretStoreGcp.gcpSecretId(acme, "cached")
       secrets.get(id)!.versions.push(Buffer.from(second).toString("base64"))
       yield* TestClock.adjust(Duration.seconds(29))
       expect(yield* value(acme, "cached")).toEqual(Option.some(first))
@@ -650,7 +653,7 @@ describe("spans", () => {
     }))
 })
 
-describe("layerFromConfig", () => {
+describe("SecretStoreConfig.layerFromConfig", () => {
   const build = (
     env: Record<string, string>,
     shared: Option.Option<Layer.Layer<Redis.Redis, Redis.RedisError>> = Option.none()
@@ -660,7 +663,7 @@ describe("layerFromConfig", () => {
       yield* store.put(acme, "config", Redacted.make("v"))
       return yield* store.get(acme, "config")
     }).pipe(
-      Effect.provide(SecretStore.layerFromConfig(shared)),
+      Effect.provide(SecretStoreConfig.layerFromConfig(shared)),
       Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
     )
 
@@ -684,7 +687,7 @@ describe("layerFromConfig", () => {
       )
       expect(String(badTtl)).toContain("SECRETS_CACHE_TTL")
 
-      const config = yield* SecretStore.loadConfig.pipe(
+      const config = yield* SecretStoreConfig.loadConfig.pipe(
         Effect.withConfigProvider(
           ConfigProvider.fromMap(new Map([["SECRETS_BACKEND", "gcp"], ["GOOGLE_CLOUD_PROJECT", "p1"]]))
         )
