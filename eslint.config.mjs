@@ -2,6 +2,7 @@ import * as effectEslint from "@effect/eslint-plugin"
 import tseslint from "typescript-eslint"
 
 const services = ["agent", "tool", "integrator"]
+const libraries = ["audit", "redis"]
 
 export default tseslint.config(
   { ignores: ["**/dist", "**/node_modules", "**/*.md", "**/coverage"] },
@@ -29,7 +30,8 @@ export default tseslint.config(
       }]
     }
   },
-  // The services talk only through the domain's contracts and write the audit log: no service imports another.
+  // The services talk only through the domain's contracts: no service imports another. Beside the domain they
+  // may use the libraries (`@altan/audit`, `@altan/redis`), which import nothing of ours but the domain.
   {
     files: ["packages/domain/src/**/*.ts"],
     rules: {
@@ -39,12 +41,17 @@ export default tseslint.config(
     }
   },
   {
-    files: ["packages/audit/src/**/*.ts", "packages/audit/test/**/*.ts"],
+    files: [
+      "packages/audit/src/**/*.ts",
+      "packages/audit/test/**/*.ts",
+      "packages/redis/src/**/*.ts",
+      "packages/redis/test/**/*.ts"
+    ],
     rules: {
       "no-restricted-imports": ["error", {
         patterns: [{
           group: ["@altan/*", "!@altan/domain", "!@altan/domain/*"],
-          message: "the audit library depends only on @altan/domain"
+          message: "a library imports only @altan/domain"
         }]
       }]
     }
@@ -54,13 +61,13 @@ export default tseslint.config(
     rules: {
       "no-restricted-imports": ["error", {
         patterns: [{
-          // the audit library's internals are not part of it: its package.json does not export them either
+          // a library's internals are not part of it: its package.json does not export them either
           group: [
             "@altan/*",
-            ...[service, "domain", "audit"].flatMap((allowed) => [`!@altan/${allowed}`, `!@altan/${allowed}/*`]),
-            "@altan/audit/internal/*"
+            ...[service, "domain", ...libraries].flatMap((allowed) => [`!@altan/${allowed}`, `!@altan/${allowed}/*`]),
+            ...libraries.map((library) => `@altan/${library}/internal/*`)
           ],
-          message: "services depend only on @altan/domain and @altan/audit; compose them in packages/cluster"
+          message: "services depend only on @altan/domain and the libraries; compose them in packages/cluster"
         }]
       }]
     }

@@ -12,6 +12,7 @@ import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as Resilience from "@altan/integrator/Resilience"
+import * as Redis from "@altan/redis/Redis"
 import * as Egress from "@altan/tool/Egress"
 import { EgressConfig } from "@altan/tool/EgressConfig"
 import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
@@ -29,7 +30,6 @@ import * as Exit from "effect/Exit"
 import * as FiberRefs from "effect/FiberRefs"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Redacted from "effect/Redacted"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import { fork } from "node:child_process"
@@ -72,9 +72,10 @@ export const startRuntime = async (
       options.extra ?? Layer.empty,
       AgentSessionLive.pipe(
         Layer.provide(
-          options.redis
-            ? AgentStores(Option.some(Redacted.make(options.redis.url)), options.redis.prefix)
-            : AgentStores(Option.none())
+          AgentStores(
+            options.redis ? Option.some(Layer.orDie(Redis.layer({ url: options.redis.url }))) : Option.none(),
+            options.redis?.prefix
+          )
         ),
         Layer.provide(AgentConfig.layer())
       ),

@@ -1,5 +1,6 @@
 import { sessionOfTask, type TaskId, type TenantId } from "@altan/domain/Ids"
 import { TaskEvent, type TaskEventType } from "@altan/domain/Task"
+import { attempt, checkPrefix, Redis, RedisError, ttlMillis } from "@altan/redis/Redis"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -13,7 +14,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { attempt, checkPrefix, Redis, RedisError, sessionTag, ttlMillis } from "./Redis.js"
+import { sessionTag } from "./internal/redisKeys.js"
 
 /**
  * Per-task append-only logs of progress events, with their own retention (a task's events outlive neither

@@ -3,6 +3,8 @@ import { ChatMessage } from "@altan/domain/Llm"
 import { OnUnknownOutcome } from "@altan/domain/Settings"
 import { Task } from "@altan/domain/Task"
 import { ToolSpec } from "@altan/domain/ToolDefinition"
+import type { RedisError } from "@altan/redis/Redis"
+import { attempt, checkPrefix, Redis, ttlMillis } from "@altan/redis/Redis"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -12,8 +14,7 @@ import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import { messageSize, trimHistory } from "./Conversation.js"
-import type { RedisError } from "./Redis.js"
-import { attempt, checkPrefix, Redis, sessionTag, ttlMillis } from "./Redis.js"
+import { sessionTag } from "./internal/redisKeys.js"
 
 /** A task as stored: what the API shows of it, and what running (or resuming) it needs. */
 export const TaskRecord = Schema.Struct({

@@ -1,5 +1,6 @@
 import type { TaskId, TenantId } from "@altan/domain/Ids"
 import type { TaskEvent, TaskEventType } from "@altan/domain/Task"
+import { Redis } from "@altan/redis/Redis"
 import { describe, expect, layer } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
@@ -9,7 +10,6 @@ import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import * as EventLog from "../src/EventLog.js"
-import { Redis } from "../src/Redis.js"
 import { cleanup, connections, redisLayer, uniquePrefix, withClient } from "./redis.js"
 
 const prefix = uniquePrefix()

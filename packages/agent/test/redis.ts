@@ -1,8 +1,8 @@
+import * as Redis from "@altan/redis/Redis"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { Redis as IORedis } from "ioredis"
 import { randomUUID } from "node:crypto"
-import * as Redis from "../src/Redis.js"
 
 /** The Redis the tests run against; `REDIS_URL` overrides the local default. */
 export const url = process.env.REDIS_URL ?? "redis://127.0.0.1:6379"

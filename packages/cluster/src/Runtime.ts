@@ -1,7 +1,6 @@
 import * as AgentConfig from "@altan/agent/AgentConfig"
 import { AgentSessionLive } from "@altan/agent/AgentSession"
 import * as EventLog from "@altan/agent/EventLog"
-import * as Redis from "@altan/agent/Redis"
 import * as TaskStore from "@altan/agent/TaskStore"
 import * as AuditConfig from "@altan/audit/AuditConfig"
 import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
@@ -16,7 +15,9 @@ import * as OAuth from "@altan/integrator/OAuth"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as Resilience from "@altan/integrator/Resilience"
 import * as SecretStore from "@altan/integrator/SecretStore"
+import * as SecretStoreConfig from "@altan/integrator/SecretStoreConfig"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
+import * as Redis from "@altan/redis/Redis"
 import * as ToolEgress from "@altan/tool/Egress"
 import { EgressConfig } from "@altan/tool/EgressConfig"
 import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
@@ -146,13 +147,26 @@ export const ShardingMemory = (
     )
   )
 
-/** Where tasks, conversations and event logs live: Redis when `REDIS_URL` is set, else process memory. */
-export const AgentStores = (redisUrl: Option.Option<Redacted.Redacted>, prefix = "altan") =>
-  Option.match(redisUrl, {
+/**
+ * The process's one Redis connection, from `REDIS_URL`: every store and the readiness check share it (a layer is
+ * built once per process, however many layers it is provided to). Provided only where `REDIS_URL` is set.
+ */
+export const RedisLive: Layer.Layer<Redis.Redis, never, RuntimeConfig> = Layer.unwrapEffect(Effect.gen(function*() {
+  const config = yield* RuntimeConfig
+  const url = yield* config.redisUrl
+  return Redis.layer({ url: Redacted.value(url), connectionName: Telemetry.TelemetryConfig.serviceNameOf(config.role) })
+})).pipe(Layer.orDie)
+
+/** The process's Redis when `REDIS_URL` is set. */
+const redisOf = (config: RuntimeConfig["Type"]) => Option.map(config.redisUrl, () => RedisLive)
+
+/** Where tasks, conversations and event logs live: in `redis` when given, else process memory. */
+export const AgentStores = <R = never>(redis: Option.Option<Layer.Layer<Redis.Redis, never, R>>, prefix = "altan") =>
+  Option.match(redis, {
     onNone: () => Layer.mergeAll(TaskStore.layerMemory(), EventLog.layerMemory()),
-    onSome: (url) =>
+    onSome: (redis) =>
       Layer.mergeAll(TaskStore.layerRedis({ prefix }), EventLog.layerRedis({ prefix })).pipe(
-        Layer.provide(Redis.layer({ url: Redacted.value(url), connectionName: "altan-agent" })),
+        Layer.provide(redis),
         Layer.orDie
       )
   })
@@ -160,7 +174,7 @@ export const AgentStores = (redisUrl: Option.Option<Redacted.Redacted>, prefix =
 /** Agent Service: `AgentSession` entities. */
 export const AgentLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
   AgentSessionLive.pipe(
-    Layer.provide(AgentStores(config.redisUrl)),
+    Layer.provide(AgentStores(redisOf(config))),
     Layer.provide(AgentConfig.layerConfig)
   )))
 
@@ -168,23 +182,22 @@ export const AgentLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =
 export const EgressLive = ToolEgress.layer.pipe(Layer.provide(EgressConfig.layerConfig), Layer.orDie)
 
 /**
- * Tool Service: `ToolWorker` entities. With `REDIS_URL`, tenant tools, the response cache and the execution ledger
- * are in Redis, so every tool runner sees them (and a runner taking over a dead one's tools knows what it started).
+ * Where the tool service's tenant tools, response cache and execution ledger live: in `redis` when given, so every
+ * tool runner sees them (and a runner taking over a dead one's tools knows what it started); else process memory.
  */
+export const ToolStores = <R = never>(redis: Option.Option<Layer.Layer<Redis.Redis, never, R>>) =>
+  Option.match(redis, {
+    onNone: () => Layer.mergeAll(ToolRegistry.layerMemory(), ToolCache.layerMemory(), ExecutionLedger.layerMemory()),
+    onSome: (redis) =>
+      Layer.mergeAll(ToolRegistry.layerRedis(), ToolCache.layerRedis(), ExecutionLedger.layerRedis()).pipe(
+        Layer.provide(redis)
+      )
+  })
+
+/** Tool Service: `ToolWorker` entities. */
 export const ToolLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
   ToolWorkerLive.pipe(
-    Layer.provide(
-      Option.match(config.redisUrl, {
-        onNone: () =>
-          Layer.mergeAll(ToolRegistry.layerMemory(), ToolCache.layerMemory(), ExecutionLedger.layerMemory()),
-        onSome: (url) =>
-          Layer.orDie(Layer.mergeAll(
-            ToolRegistry.layerRedis({ url: Redacted.value(url) }),
-            ToolCache.layerRedis({ url: Redacted.value(url) }),
-            ExecutionLedger.layerRedis({ url: Redacted.value(url) })
-          ))
-      })
-    ),
+    Layer.provide(ToolStores(redisOf(config))),
     Layer.provide(EgressLive)
   )))
 
@@ -199,30 +212,20 @@ export const clusterRoundTrip = Effect.map(ToolWorker.client, (workers) =>
     Effect.mapError((e) => e._tag)
   ))
 
-/** What `/readyz` checks: the cluster's storage when there is one, and Redis when configured. */
-const ReadinessLive = Layer.scoped(
-  Readiness.Readiness,
-  Effect.gen(function*() {
-    const config = yield* RuntimeConfig
-    const sql = yield* Effect.serviceOption(SqlClient.SqlClient)
-    const checks: Array<readonly [string, Effect.Effect<void, string>]> = Option.isSome(sql)
-      ? [["cluster_storage", sql.value`SELECT 1`.pipe(Effect.asVoid, Effect.mapError((e) => e.message))]]
-      : [["cluster", yield* clusterRoundTrip]]
-    if (Option.isSome(config.redisUrl)) {
-      const redis = yield* Redis.make({ url: Redacted.value(config.redisUrl.value), connectionName: "altan-readiness" })
-        .pipe(
-          Effect.either
-        )
-      checks.push([
-        "redis",
-        redis._tag === "Right"
-          ? Effect.provideService(Redis.ping, Redis.Redis, redis.right)
-          : Effect.fail(redis.left.message)
-      ])
-    }
-    return { checks }
-  })
-)
+/** What `/readyz` checks: the cluster's storage when there is one, and the process's Redis when configured. */
+const ReadinessLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
+  Layer.effect(
+    Readiness.Readiness,
+    Effect.gen(function*() {
+      const sql = yield* Effect.serviceOption(SqlClient.SqlClient)
+      const redis = yield* Effect.serviceOption(Redis.Redis)
+      const checks: Array<readonly [string, Effect.Effect<void, string>]> = Option.isSome(sql)
+        ? [["cluster_storage", sql.value`SELECT 1`.pipe(Effect.asVoid, Effect.mapError((e) => e.message))]]
+        : [["cluster", yield* clusterRoundTrip]]
+      if (Option.isSome(redis)) checks.push(["redis", Effect.mapError(redis.value.ping, (e) => e.message)])
+      return { checks }
+    })
+  ).pipe(Layer.provide(Option.getOrElse(redisOf(config), () => Layer.empty)))))
 
 /** The integrator's tenant configuration and secrets, shared by the HTTP edge and the connections. */
 export const IntegratorStores = Layer.mergeAll(
@@ -233,22 +236,25 @@ export const IntegratorStores = Layer.mergeAll(
 )
 
 /**
- * The integrator's stores as configured: with `REDIS_URL`, tenant configuration, connections and OAuth2
- * state live in Redis, so every integrator runner shares them; secrets follow `SECRETS_BACKEND`.
+ * The integrator's stores: with `redis`, tenant configuration, connections and OAuth2 state live in it, so every
+ * integrator runner shares them; secrets follow `SECRETS_BACKEND`.
  */
-export const IntegratorStoresLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
+export const IntegratorStoresFrom = <R = never>(redis: Option.Option<Layer.Layer<Redis.Redis, never, R>>) =>
   Layer.merge(
-    Option.match(config.redisUrl, {
+    Option.match(redis, {
       onNone: () => Layer.mergeAll(TenantConfig.layerMemory, ConnectionStore.layerMemory, OAuth.layerMemory),
-      onSome: (url) =>
-        Layer.mergeAll(
-          TenantConfig.layerRedis({ url: Redacted.value(url) }),
-          ConnectionStore.layerRedis({ url: Redacted.value(url) }),
-          OAuth.layerRedis({ url: Redacted.value(url) })
+      onSome: (redis) =>
+        Layer.mergeAll(TenantConfig.layerRedis(), ConnectionStore.layerRedis(), OAuth.layerRedis()).pipe(
+          Layer.provide(redis)
         )
     }),
-    SecretStore.layerFromConfig(config.redisUrl)
-  ).pipe(Layer.orDie)))
+    SecretStoreConfig.layerFromConfig(redis)
+  ).pipe(Layer.orDie)
+
+/** The integrator's stores as configured: in the process's Redis when `REDIS_URL` is set. */
+export const IntegratorStoresLive = Layer.unwrapEffect(
+  Effect.map(RuntimeConfig, (config) => IntegratorStoresFrom(redisOf(config)))
+)
 
 /** The LLM gateway over the integrator's stores, calling out through the egress guard. */
 export const GatewayLive = LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfig), Layer.provide(EgressLive))

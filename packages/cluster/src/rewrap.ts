@@ -3,18 +3,16 @@
  * `SECRETS_MASTER_KEYS_PREVIOUS`), re-wraps every tenant's data key under the new master key. Secrets
  * themselves are not touched; runners keep serving meanwhile.
  */
-import * as SecretStore from "@altan/integrator/SecretStore"
+import * as SecretStoreRedis from "@altan/integrator/SecretStoreRedis"
+import * as Redis from "@altan/redis/Redis"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
-import * as Redacted from "effect/Redacted"
 
 Effect.gen(function*() {
-  const url = yield* Config.redacted("REDIS_URL")
-  const masterKeys = yield* SecretStore.masterKeysConfig
-  const result = yield* SecretStore.rewrapDataKeys({ url: Redacted.value(url), masterKeys })
+  const masterKeys = yield* SecretStoreRedis.masterKeysConfig
+  const result = yield* SecretStoreRedis.rewrapDataKeys({ masterKeys })
   yield* Effect.logInfo(
     `data keys re-wrapped under master key ${masterKeys.current.id}: ${result.rewrapped} re-wrapped, ` +
       `${result.unchanged} already current`
   )
-}).pipe(NodeRuntime.runMain)
+}).pipe(Effect.provide(Redis.layerConfig), NodeRuntime.runMain)

@@ -8,6 +8,7 @@ import * as OAuth from "@altan/integrator/OAuth"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as SecretStore from "@altan/integrator/SecretStore"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
+import * as Redis from "@altan/redis/Redis"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpServer from "@effect/platform/HttpServer"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "@effect/vitest"
@@ -153,11 +154,11 @@ describe("deeply nested JSON", () => {
  */
 const startRedisEdge = async (url: string, prefix: string) => {
   const stores = Layer.mergeAll(
-    TenantConfig.layerRedis({ url, prefix, cacheTtl: 0 }),
-    ConnectionStore.layerRedis({ url, prefix, cacheTtl: 0 }),
-    OAuth.layerRedis({ url, prefix }),
+    TenantConfig.layerRedis({ prefix, cacheTtl: 0 }),
+    ConnectionStore.layerRedis({ prefix, cacheTtl: 0 }),
+    OAuth.layerRedis({ prefix }),
     SecretStore.layerMemory
-  )
+  ).pipe(Layer.provide(Redis.layer({ url })))
   const layer = HttpLive.pipe(
     Layer.provide(Readiness.layer([])),
     Layer.provide(Auth.layer),

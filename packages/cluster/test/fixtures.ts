@@ -10,6 +10,7 @@ import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as Resilience from "@altan/integrator/Resilience"
+import * as Redis from "@altan/redis/Redis"
 import * as Egress from "@altan/tool/Egress"
 import { EgressConfig } from "@altan/tool/EgressConfig"
 import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
@@ -26,7 +27,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
@@ -185,13 +185,11 @@ export const clusterLayer = (
   const egress = Egress.layer.pipe(
     Layer.provide(EgressConfig.layer({ operatorAllowHosts: options.egressAllow ?? ["127.0.0.1"] }))
   )
+  // one Redis connection shared by the stores that use it, as in production
+  const redis = options.redis ? Option.some(Layer.orDie(Redis.layer({ url: options.redis.url }))) : Option.none()
   return Layer.mergeAll(
     AgentSessionLive.pipe(
-      Layer.provide(
-        options.redis
-          ? AgentStores(Option.some(Redacted.make(options.redis.url)), options.redis.prefix)
-          : AgentStores(Option.none())
-      ),
+      Layer.provide(AgentStores(redis, options.redis?.prefix)),
       Layer.provide(AgentConfig.layer(options.agent))
     ),
     ConnectionLive.pipe(
@@ -208,9 +206,10 @@ export const clusterLayer = (
       Layer.provide(ToolCache.layerMemory()),
       Layer.provide(
         options.ledger ??
-          (options.redis
-            ? Layer.orDie(ExecutionLedger.layerRedis({ url: options.redis.url, prefix: options.redis.prefix }))
-            : ExecutionLedger.layerMemory())
+          Option.match(redis, {
+            onNone: () => ExecutionLedger.layerMemory(),
+            onSome: (redis) => ExecutionLedger.layerRedis({ prefix: options.redis!.prefix }).pipe(Layer.provide(redis))
+          })
       ),
       Layer.provide(
         egress

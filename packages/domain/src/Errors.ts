@@ -71,3 +71,6 @@ export const PayloadTooLargeHttp = httpError(PayloadTooLarge, 413)
 export const UnavailableHttp = httpError(Unavailable, 503)
 export const UpstreamFailedHttp = httpError(UpstreamFailed, 502)
 export const TooManyRequestsHttp = httpError(TooManyRequests, 429)
+
+/** The message of something thrown or rejected, which need not be an `Error`. */
+export const errorMessage = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))

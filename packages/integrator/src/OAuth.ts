@@ -3,6 +3,7 @@ import { Egress, type EgressResponse } from "@altan/domain/Egress"
 import { UpstreamFailed } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import { maskSecrets } from "@altan/domain/Secret"
+import { Redis } from "@altan/redis/Redis"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
@@ -12,7 +13,6 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import { createHash, randomBytes } from "node:crypto"
-import { connect } from "./Redis.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // State kept between the authorize call and the callback, and each connection's status
@@ -74,16 +74,16 @@ export const layerMemory: Layer.Layer<OAuthStore> = Layer.sync(OAuthStore, () =>
   }
 })
 
-/** Pending states expire in Redis on their own; `GETDEL` makes taking one atomic across edges. */
-export const layerRedis = (options: { readonly url: string; readonly prefix?: string }): Layer.Layer<
-  OAuthStore,
-  Error
-> =>
-  Layer.scoped(
+/**
+ * In the process's Redis: pending states expire on their own; `GETDEL` makes taking one atomic across edges.
+ * A failed command is a defect (the interface has no error channel).
+ */
+export const layerRedis = (options?: { readonly prefix?: string }): Layer.Layer<OAuthStore, never, Redis> =>
+  Layer.effect(
     OAuthStore,
     Effect.gen(function*() {
-      const client = yield* connect(options.url, "oauth store")
-      const prefix = options.prefix ?? "altan"
+      const { client } = yield* Redis
+      const prefix = options?.prefix ?? "altan"
       const redis = <A>(f: () => Promise<A>) => Effect.orDie(Effect.tryPromise(f))
       const decodePending = Schema.decodeUnknownSync(Schema.parseJson(PendingAuthorization))
       const decodeStatus = Schema.decodeUnknownSync(Schema.parseJson(OAuthStatus))

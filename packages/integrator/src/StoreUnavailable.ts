@@ -1,6 +1,6 @@
 import { Unavailable } from "@altan/domain/Errors"
+import { RedisError } from "@altan/redis/Redis"
 import * as Effect from "effect/Effect"
-import { RedisError } from "./Redis.js"
 
 /**
  * The integrator's stores fail with a `RedisError` defect while their Redis is unreachable: for the caller that is

@@ -1,12 +1,12 @@
 import type { TenantId } from "@altan/domain/Ids"
 import { LlmConfig } from "@altan/domain/LlmConfig"
 import { emptySettings, Settings } from "@altan/domain/Settings"
+import type { Redis } from "@altan/redis/Redis"
 import * as Context from "effect/Context"
-import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Redis from "./Redis.js"
+import * as KeyedStore from "./internal/KeyedStore.js"
 
 /** A tenant's configuration: its LLMs and settings. Every read and write is scoped by tenant. */
 export class TenantConfig extends Context.Tag("@altan/integrator/TenantConfig")<TenantConfig, {
@@ -18,40 +18,38 @@ export class TenantConfig extends Context.Tag("@altan/integrator/TenantConfig")<
   readonly putSettings: (tenantId: TenantId, settings: Settings) => Effect.Effect<void>
 }>() {}
 
-/** In-process configuration: the embedded default and tests. */
-export const layerMemory: Layer.Layer<TenantConfig> = Layer.sync(TenantConfig, () => {
-  const llms = new Map<TenantId, Map<string, LlmConfig>>()
-  const settings = new Map<TenantId, Settings>()
-  const of = (tenantId: TenantId) => {
-    let m = llms.get(tenantId)
-    if (!m) llms.set(tenantId, m = new Map())
-    return m
-  }
-  return {
-    getLlm: (tenantId, llmId) => Effect.sync(() => Option.fromNullable(llms.get(tenantId)?.get(llmId))),
-    listLlms: (tenantId) => Effect.sync(() => [...(llms.get(tenantId)?.values() ?? [])]),
-    putLlm: (tenantId, config) => Effect.sync(() => void of(tenantId).set(config.llm_id, config)),
-    deleteLlm: (tenantId, llmId) => Effect.sync(() => llms.get(tenantId)?.delete(llmId) ?? false),
-    getSettings: (tenantId) => Effect.sync(() => settings.get(tenantId) ?? emptySettings),
-    putSettings: (tenantId, value) => Effect.sync(() => void settings.set(tenantId, value))
-  }
-})
-
-/** Options of `layerRedis`. */
-export interface RedisOptions {
-  /** `redis://[[user]:password@]host[:port][/db]` or `rediss://...` for TLS. */
-  readonly url: string
-  /** First segment of every key, so deployments (or test runs) can share a Redis. Default `altan`. */
-  readonly prefix?: string
-  /**
-   * How long this process serves a read from memory; its own writes are visible at once, another runner's
-   * within this time. Zero disables the cache. Default 2 seconds.
-   */
-  readonly cacheTtl?: Duration.DurationInput
+const make = (store: KeyedStore.KeyedStore): TenantConfig["Type"] => {
+  const llms = store.hash(LlmConfig, "LlmConfig")
+  const settings = store.value(Settings, "Settings")
+  const llmsKey = (tenantId: TenantId) => store.tenantKey(tenantId, "llms")
+  const settingsKey = (tenantId: TenantId) => store.tenantKey(tenantId, "settings")
+  const span = (name: string, tenantId: TenantId) => store.span(`TenantConfig.${name}`, { "altan.tenant_id": tenantId })
+  return TenantConfig.of({
+    getLlm: (tenantId, llmId) => llms.get(llmsKey(tenantId), llmId).pipe(span("getLlm", tenantId)),
+    listLlms: (tenantId) =>
+      llms.entries(llmsKey(tenantId)).pipe(
+        Effect.map((entries) => entries.map(([, config]) => config)),
+        span("listLlms", tenantId)
+      ),
+    putLlm: (tenantId, config) => llms.set(llmsKey(tenantId), config.llm_id, config).pipe(span("putLlm", tenantId)),
+    deleteLlm: (tenantId, llmId) => llms.delete(llmsKey(tenantId), llmId).pipe(span("deleteLlm", tenantId)),
+    getSettings: (tenantId) =>
+      settings.get(settingsKey(tenantId)).pipe(
+        Effect.map(Option.getOrElse(() => emptySettings)),
+        span("getSettings", tenantId)
+      ),
+    putSettings: (tenantId, value) => settings.set(settingsKey(tenantId), value).pipe(span("putSettings", tenantId))
+  })
 }
 
+/** In-process configuration: the embedded default and tests. */
+export const layerMemory: Layer.Layer<TenantConfig> = Layer.sync(TenantConfig, () => make(KeyedStore.memory()))
+
+/** Options of `layerRedis`. */
+export type RedisOptions = KeyedStore.RedisOptions
+
 /**
- * Configuration in Redis, shared by every runner:
+ * Configuration in the process's Redis, shared by every runner:
  *
  * - `<prefix>:t:<tenant>:llms` hash, `llm_id` -> `LlmConfig` JSON
  * - `<prefix>:t:<tenant>:settings` string, `Settings` JSON (absent: `emptySettings`)
@@ -59,37 +57,5 @@ export interface RedisOptions {
  * Reads go through a per-process cache of `cacheTtl` (see `RedisOptions`). A stored value that does not decode
  * is a defect naming its key, never a default; so is a Redis failure (the interface has no error channel).
  */
-export const layerRedis = (options: RedisOptions): Layer.Layer<TenantConfig, Redis.RedisError> =>
-  Layer.scoped(
-    TenantConfig,
-    Effect.gen(function*() {
-      const prefix = yield* Redis.checkPrefix(options.prefix ?? "altan")
-      const client = yield* Redis.connect(options.url, "tenant config")
-      const cache = { cacheTtl: options.cacheTtl }
-      const llms = Redis.makeJsonHash(client, LlmConfig, { ...cache, what: "LlmConfig" })
-      const settings = Redis.makeJsonString(client, Settings, { ...cache, what: "Settings" })
-      const llmsKey = (tenantId: TenantId) => `${prefix}:t:${tenantId}:llms`
-      const settingsKey = (tenantId: TenantId) => `${prefix}:t:${tenantId}:settings`
-      const span = (name: string, tenantId: TenantId) =>
-        Effect.withSpan(`TenantConfig.${name}`, {
-          attributes: { "altan.tenant_id": tenantId },
-          captureStackTrace: false
-        })
-      return TenantConfig.of({
-        getLlm: (tenantId, llmId) => llms.get(llmsKey(tenantId), llmId).pipe(span("getLlm", tenantId)),
-        listLlms: (tenantId) =>
-          llms.entries(llmsKey(tenantId)).pipe(
-            Effect.map((entries) => entries.map(([, config]) => config)),
-            span("listLlms", tenantId)
-          ),
-        putLlm: (tenantId, config) => llms.set(llmsKey(tenantId), config.llm_id, config).pipe(span("putLlm", tenantId)),
-        deleteLlm: (tenantId, llmId) => llms.delete(llmsKey(tenantId), llmId).pipe(span("deleteLlm", tenantId)),
-        getSettings: (tenantId) =>
-          settings.get(settingsKey(tenantId)).pipe(
-            Effect.map(Option.getOrElse(() => emptySettings)),
-            span("getSettings", tenantId)
-          ),
-        putSettings: (tenantId, value) => settings.set(settingsKey(tenantId), value).pipe(span("putSettings", tenantId))
-      })
-    })
-  )
+export const layerRedis = (options?: RedisOptions): Layer.Layer<TenantConfig, never, Redis> =>
+  Layer.effect(TenantConfig, Effect.map(KeyedStore.redis(options), make))

@@ -1,5 +1,6 @@
 import type { ConnectionConfig } from "@altan/domain/ConnectionConfig"
 import type { TenantId } from "@altan/domain/Ids"
+import * as Redis from "@altan/redis/Redis"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
@@ -13,7 +14,7 @@ import * as TestClock from "effect/TestClock"
 import { Redis as IORedis } from "ioredis"
 import { randomUUID } from "node:crypto"
 import * as ConnectionStore from "../src/ConnectionStore.js"
-import { makeReadCache } from "../src/Redis.js"
+import { makeReadCache } from "../src/internal/ReadCache.js"
 
 const url = process.env.REDIS_URL ?? "redis://127.0.0.1:6379"
 const prefix = `altan-test-${randomUUID().slice(0, 12)}`
@@ -40,9 +41,9 @@ afterAll(() =>
 )
 
 /** One runner's store: a layer instance of its own, with its own connection and cache. */
-const runner = (options?: Omit<ConnectionStore.RedisOptions, "url" | "prefix">) =>
+const runner = (options?: Omit<ConnectionStore.RedisOptions, "prefix">) =>
   Effect.map(
-    Layer.build(ConnectionStore.layerRedis({ url, prefix, ...options })),
+    Layer.build(ConnectionStore.layerRedis({ prefix, ...options }).pipe(Layer.provide(Redis.layer({ url })))),
     Context.get(ConnectionStore.ConnectionStore)
   )
 

@@ -1,4 +1,5 @@
 import type { TenantId } from "@altan/domain/Ids"
+import * as Redis from "@altan/redis/Redis"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "@effect/vitest"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Duration from "effect/Duration"
@@ -15,6 +16,9 @@ import { randomBytes, randomUUID } from "node:crypto"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as SecretStore from "../src/SecretStore.js"
+import * as SecretStoreConfig from "../src/SecretStoreConfig.js"
+import * as SecretStoreGcp from "../src/SecretStoreGcp.js"
+import * as SecretStoreRedis from "../src/SecretStoreRedis.js"
 
 const acme = "acme" as TenantId
 const globex = "globex" as TenantId
@@ -24,7 +28,7 @@ const secretValue = () => `sk-live-${randomUUID()}`
 
 const newKey = (id?: string) => `${id ? `${id}:` : ""}${randomBytes(32).toString("base64")}`
 const ring = (current: string, previous: ReadonlyArray<string> = []) =>
-  Either.getOrThrow(SecretStore.makeMasterKeyRing(current, previous))
+  Either.getOrThrow(SecretStoreRedis.makeMasterKeyRing(current, previous))
 
 const get = (tenantId: TenantId, name: string) =>
   Effect.flatMap(SecretStore.SecretStore, (store) => store.get(tenantId, name))
@@ -108,11 +112,13 @@ afterAll(async () => {
 })
 
 const keyA = newKey()
-const redis = (masterKeys: SecretStore.MasterKeyRing, p = prefix) =>
-  SecretStore.layerRedis({ url: redisUrl, prefix: p, masterKeys })
+const redis = (masterKeys: SecretStoreRedis.MasterKeyRing, p = prefix) =>
+  SecretStoreRedis.layer({ prefix: p, masterKeys }).pipe(Layer.provide(Layer.orDie(Redis.layer({ url: redisUrl }))))
 const redisA = redis(ring(keyA))
+const rewrap = (options: SecretStoreRedis.Options) =>
+  SecretStoreRedis.rewrapDataKeys(options).pipe(Effect.provide(Redis.layer({ url: redisUrl })))
 
-describe("layerRedis", () => {
+describe("SecretStoreRedis.layer", () => {
   it.live("puts, gets and deletes a tenant's secrets", () =>
     Effect.gen(function*() {
       const first = secretValue()
@@ -232,10 +238,10 @@ describe("layerRedis", () => {
       yield* put(t4, "api_key", values.get(t4)!).pipe(Effect.provide(redis(both, p)))
       expect((yield* getKey(`${p}:t:t4:dek`))!.split(".")[1]).toBe("b")
 
-      const result = yield* SecretStore.rewrapDataKeys({ url: redisUrl, prefix: p, masterKeys: both })
+      const result = yield* rewrap({ prefix: p, masterKeys: both })
       expect(result).toEqual({ rewrapped: 3, unchanged: 1 })
       for (const t of [...tenants, t4]) expect((yield* getKey(`${p}:t:${t}:dek`))!.split(".")[1]).toBe("b")
-      expect(yield* SecretStore.rewrapDataKeys({ url: redisUrl, prefix: p, masterKeys: both }))
+      expect(yield* rewrap({ prefix: p, masterKeys: both }))
         .toEqual({ rewrapped: 0, unchanged: 4 })
 
       // restart with only B: all readable; the secrets' ciphertexts are byte-identical
@@ -247,7 +253,7 @@ describe("layerRedis", () => {
       yield* failure(get(tenants[0]!, "api_key").pipe(Effect.provide(redis(ring(a), p))), values.get(tenants[0]!)!)
       // a rewrap with a ring that opens none of the data keys fails closed
       const foreign = yield* Effect.flip(
-        SecretStore.rewrapDataKeys({ url: redisUrl, prefix: p, masterKeys: ring(newKey("c")) })
+        rewrap({ prefix: p, masterKeys: ring(newKey("c")) })
       )
       expect(foreign.message).toContain("wrong or missing master key")
     }))
@@ -272,14 +278,21 @@ describe("layerRedis", () => {
       }
     }))
 
-  it.live("fails with a SecretStoreError when Redis cannot be reached", () =>
+  it.live("fails with a SecretStoreError when a Redis command fails", () =>
     Effect.gen(function*() {
+      const tenant = `wrongtype-${randomUUID().slice(0, 8)}` as TenantId
+      yield* withClient((client) => client.set(secretsKey(tenant), "not a hash"))
+      const error = yield* failure(get(tenant, "name"), "not a hash")
+      expect(error.message).toContain("secret store: redis HGET failed: WRONGTYPE")
+    }).pipe(Effect.provide(redisA)))
+
+  it.live("over a Redis that cannot be reached, the process's connection fails, naming the host but no password", () =>
+    Effect.gen(function*() {
+      const unreachable = Redis.layer({ url: "redis://user:hunter2@127.0.0.1:1" })
       const error = yield* Effect.flip(
-        Layer.build(SecretStore.layerRedis({ url: "redis://user:hunter2@127.0.0.1:1", masterKeys: ring(keyA) }))
-          .pipe(Effect.scoped)
-      )
-      expect(error).toBeInstanceOf(SecretStore.SecretStoreError)
-      expect(error.message).toContain("cannot connect to redis for the secret store at redis://127.0.0.1:1")
+        Layer.build(SecretStoreRedis.layer({ masterKeys: ring(keyA) }).pipe(Layer.provide(unreachable)))
+      ).pipe(Effect.scoped)
+      expect(error.message).toContain("cannot connect to redis at redis://127.0.0.1:1")
       expect(error.message).not.toContain("hunter2")
     }))
 })
@@ -287,7 +300,7 @@ describe("layerRedis", () => {
 describe("master keys", () => {
   const parse = (env: Record<string, string>) =>
     Effect.flip(
-      Effect.withConfigProvider(SecretStore.masterKeysConfig, ConfigProvider.fromMap(new Map(Object.entries(env))))
+      Effect.withConfigProvider(SecretStoreRedis.masterKeysConfig, ConfigProvider.fromMap(new Map(Object.entries(env))))
     )
 
   it.effect("reads SECRETS_MASTER_KEY and SECRETS_MASTER_KEYS_PREVIOUS", () =>
@@ -295,7 +308,7 @@ describe("master keys", () => {
       const current = newKey("k2")
       const previous = [newKey("k1"), newKey()]
       const keys = yield* Effect.withConfigProvider(
-        SecretStore.masterKeysConfig,
+        SecretStoreRedis.masterKeysConfig,
         ConfigProvider.fromMap(
           new Map([["SECRETS_MASTER_KEY", current], ["SECRETS_MASTER_KEYS_PREVIOUS", ` ${previous.join(" , ")} `]])
         )
@@ -440,17 +453,17 @@ beforeEach(() => {
 const noAuth = {
   getRequestHeaders: async () => new Headers(),
   fetch: (url: string | URL, init: RequestInit) => fetch(url, init)
-} as unknown as NonNullable<SecretStore.GcpClientOptions["authClient"]>
+} as unknown as NonNullable<SecretStoreGcp.GcpClientOptions["authClient"]>
 
 const gcp = () =>
-  SecretStore.layerGcp({
+  SecretStoreGcp.layer({
     projectId: project,
     client: { fallback: true, apiEndpoint: "127.0.0.1", port, protocol: "http", authClient: noAuth }
   })
 
 const summary = () => calls.map((c) => `${c.method} ${c.path}`)
 
-describe("layerGcp", () => {
+describe("SecretStoreGcp.layer", () => {
   it.live("stores one secret per tenant and name, labelled with the tenant, and reads the latest version", () =>
     Effect.gen(function*() {
       const first = secretValue()
@@ -513,25 +526,25 @@ describe("layerGcp", () => {
       const create = calls.find((c) => c.path.endsWith("/secrets"))!
       const id = create.query.get("secretId")!
       expect(id).toMatch(/^[A-Za-z0-9_-]{1,255}$/)
-      expect(id).toBe(SecretStore.gcpSecretId(tenant, name))
+      expect(id).toBe(SecretStoreGcp.gcpSecretId(tenant, name))
       expect(create.json.labels["altan-tenant"]).toMatch(/^[a-z0-9_-]{1,63}$/)
       expect(create.json.annotations).toEqual({ "altan-tenant-id": tenant, "altan-secret-name": name })
 
       // separators inside a part cannot make two pairs collide
-      expect(SecretStore.gcpSecretId("a-b", "c")).not.toBe(SecretStore.gcpSecretId("a", "b-c"))
-      expect(SecretStore.gcpSecretId("a_2d", "b")).not.toBe(SecretStore.gcpSecretId("a-", "b"))
+      expect(SecretStoreGcp.gcpSecretId("a-b", "c")).not.toBe(SecretStoreGcp.gcpSecretId("a", "b-c"))
+      expect(SecretStoreGcp.gcpSecretId("a_2d", "b")).not.toBe(SecretStoreGcp.gcpSecretId("a-", "b"))
       // too long for a readable id: a hash, still valid
-      const long = SecretStore.gcpSecretId(acme, "n".repeat(300))
+      const long = SecretStoreGcp.gcpSecretId(acme, "n".repeat(300))
       expect(long).toMatch(/^altan_[0-9a-f]{64}$/)
       yield* put(acme, "n".repeat(300), "x")
       expect(secrets.has(long)).toBe(true)
-      expect(SecretStore.gcpTenantLabel("acme_1-x")).toBe("acme_1-x")
-      expect(SecretStore.gcpTenantLabel("Acme")).toMatch(/^acme-[0-9a-f]{8}$/)
+      expect(SecretStoreGcp.gcpTenantLabel("acme_1-x")).toBe("acme_1-x")
+      expect(SecretStoreGcp.gcpTenantLabel("Acme")).toMatch(/^acme-[0-9a-f]{8}$/)
     }).pipe(Effect.provide(gcp())))
 
   it.live("treats a secret another runner created meanwhile (ALREADY_EXISTS) as created", () =>
     Effect.gen(function*() {
-      const id = SecretStore.gcpSecretId(globex, "raced")
+      const id = SecretStoreGcp.gcpSecretId(globex, "raced")
       const secret = secretValue()
       createdBehind.add(id)
       yield* put(globex, "raced", secret)
@@ -543,14 +556,14 @@ describe("layerGcp", () => {
     Effect.gen(function*() {
       const secret = secretValue()
       yield* put(acme, "flaky", secret)
-      const id = SecretStore.gcpSecretId(acme, "flaky")
+      const id = SecretStoreGcp.gcpSecretId(acme, "flaky")
       broken.add(id)
       const read = yield* failure(get(acme, "flaky"), secret)
       expect(read.message).toContain(`accessSecretVersion of projects/${project}/secrets/${id}/versions/latest failed`)
       const write = yield* failure(put(acme, "flaky", secret), secret)
       expect(write.message).toContain("addSecretVersion")
       yield* failure(del(acme, "flaky"), secret)
-      broken.add(SecretStore.gcpSecretId(acme, "new"))
+      broken.add(SecretStoreGcp.gcpSecretId(acme, "new"))
       yield* failure(put(acme, "new", secret), secret)
     }).pipe(Effect.provide(gcp())))
 })
@@ -576,7 +589,7 @@ describe("withCache", () => {
       expect(accesses()).toBe(2)
 
       // another process writes: seen once the TTL has passed
-      const id = SecretStore.gcpSecretId(acme, "cached")
+      const id = SecretStoreGcp.gcpSecretId(acme, "cached")
       secrets.get(id)!.versions.push(Buffer.from(second).toString("base64"))
       yield* TestClock.adjust(Duration.seconds(29))
       expect(yield* value(acme, "cached")).toEqual(Option.some(first))
@@ -640,14 +653,17 @@ describe("spans", () => {
     }))
 })
 
-describe("layerFromConfig", () => {
-  const build = (env: Record<string, string>, url: Option.Option<Redacted.Redacted> = Option.none()) =>
+describe("SecretStoreConfig.layerFromConfig", () => {
+  const build = (
+    env: Record<string, string>,
+    shared: Option.Option<Layer.Layer<Redis.Redis, Redis.RedisError>> = Option.none()
+  ) =>
     Effect.gen(function*() {
       const store = yield* SecretStore.SecretStore
       yield* store.put(acme, "config", Redacted.make("v"))
       return yield* store.get(acme, "config")
     }).pipe(
-      Effect.provide(SecretStore.layerFromConfig(url)),
+      Effect.provide(SecretStoreConfig.layerFromConfig(shared)),
       Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
     )
 
@@ -657,7 +673,7 @@ describe("layerFromConfig", () => {
       // the redis backend needs REDIS_URL and a master key
       const noUrl = yield* Effect.flip(build({ SECRETS_BACKEND: "redis", SECRETS_MASTER_KEY: newKey() }))
       expect(String(noUrl)).toContain("REDIS_URL")
-      const noKey = yield* Effect.flip(build({ SECRETS_BACKEND: "redis" }, Option.some(Redacted.make(redisUrl))))
+      const noKey = yield* Effect.flip(build({ SECRETS_BACKEND: "redis" }, Option.some(Redis.layer({ url: redisUrl }))))
       expect(String(noKey)).toContain("SECRETS_MASTER_KEY")
       const noProject = yield* Effect.flip(build({ SECRETS_BACKEND: "gcp" }))
       expect(String(noProject)).toContain("GCP_PROJECT")
@@ -666,12 +682,12 @@ describe("layerFromConfig", () => {
       const badTtl = yield* Effect.flip(
         build(
           { SECRETS_BACKEND: "redis", SECRETS_MASTER_KEY: newKey(), SECRETS_CACHE_TTL: "soon" },
-          Option.some(Redacted.make(redisUrl))
+          Option.some(Redis.layer({ url: redisUrl }))
         )
       )
       expect(String(badTtl)).toContain("SECRETS_CACHE_TTL")
 
-      const config = yield* SecretStore.loadConfig.pipe(
+      const config = yield* SecretStoreConfig.loadConfig.pipe(
         Effect.withConfigProvider(
           ConfigProvider.fromMap(new Map([["SECRETS_BACKEND", "gcp"], ["GOOGLE_CLOUD_PROJECT", "p1"]]))
         )

@@ -1,6 +1,7 @@
 import type { TenantId } from "@altan/domain/Ids"
 import type { LlmConfig } from "@altan/domain/LlmConfig"
 import { emptySettings, type Settings } from "@altan/domain/Settings"
+import * as Redis from "@altan/redis/Redis"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
@@ -38,8 +39,10 @@ afterAll(() =>
 )
 
 /** One runner's store: a layer instance of its own, with its own connection and cache. */
-const runner = (options?: Omit<TenantConfig.RedisOptions, "url" | "prefix">) =>
-  Effect.map(Layer.build(TenantConfig.layerRedis({ url, prefix, ...options })), Context.get(TenantConfig.TenantConfig))
+const runner = (options?: Omit<TenantConfig.RedisOptions, "prefix">) =>
+  Layer.build(TenantConfig.layerRedis({ prefix, ...options }).pipe(Layer.provide(Redis.layer({ url })))).pipe(
+    Effect.map(Context.get(TenantConfig.TenantConfig))
+  )
 
 const gpt4: LlmConfig = {
   llm_id: "gpt-4",
@@ -202,7 +205,9 @@ describe("TenantConfig.layerRedis", () => {
   it.live("a server that cannot be reached fails the layer, naming the host but no password", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(
-        Layer.build(TenantConfig.layerRedis({ url: "redis://:hunter2@127.0.0.1:1", prefix }))
+        Layer.build(
+          TenantConfig.layerRedis({ prefix }).pipe(Layer.provide(Redis.layer({ url: "redis://:hunter2@127.0.0.1:1" })))
+        )
       )
       expect(error._tag).toBe("RedisError")
       expect(error.message).toContain("redis://127.0.0.1:1")

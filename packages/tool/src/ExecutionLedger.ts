@@ -1,10 +1,11 @@
+import { errorMessage } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
+import { Redis } from "@altan/redis/Redis"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { connect } from "./RedisClient.js"
 
 /** How an execution ended, as recorded: the tool's output, or the fields of its `ToolFailed`. */
 export type Outcome =
@@ -149,19 +150,19 @@ export const makeMemory = (
  * An entry that does not parse is treated as started with an unknown outcome: never as free to run again.
  */
 export const layerRedis = (
-  options: { readonly url: string; readonly prefix?: string; readonly ttl?: Duration.DurationInput }
-): Layer.Layer<ExecutionLedger, Error> =>
-  Layer.scoped(
+  options?: { readonly prefix?: string; readonly ttl?: Duration.DurationInput }
+): Layer.Layer<ExecutionLedger, never, Redis> =>
+  Layer.effect(
     ExecutionLedger,
     Effect.gen(function*() {
-      const client = yield* connect(options.url, "execution ledger")
-      const prefix = `${options.prefix ?? "altan"}:t:`
-      const px = Math.max(1, Duration.toMillis(options.ttl ?? defaultTtl))
+      const { client } = yield* Redis
+      const prefix = `${options?.prefix ?? "altan"}:t:`
+      const px = Math.max(1, Duration.toMillis(options?.ttl ?? defaultTtl))
       const redisKey = (tenantId: TenantId, toolId: string, key: string) => `${prefix}${tenantId}:x:${toolId}:${key}`
       const run = <A>(operation: string, f: () => Promise<A>) =>
         Effect.tryPromise({
           try: f,
-          catch: (e) => new LedgerUnavailable({ message: `execution ledger ${operation}: ${(e as Error).message}` })
+          catch: (e) => new LedgerUnavailable({ message: `execution ledger ${operation}: ${errorMessage(e)}` })
         })
       const parse = (raw: string | null, alive: boolean): Claim => {
         if (raw === null) return { _tag: "Claimed" }

@@ -1,12 +1,12 @@
 import type { TenantId } from "@altan/domain/Ids"
 import { canonicalJson } from "@altan/domain/Json"
+import { Redis } from "@altan/redis/Redis"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { createHash } from "node:crypto"
-import { connect } from "./RedisClient.js"
 
 /** The cache key of one call: tenant, tool and input; a tenant never reads another's entries. */
 export const cacheKey = (tenantId: TenantId, toolId: string, input: unknown) =>
@@ -46,14 +46,14 @@ export const layerMemory = (options?: { readonly ttl?: Duration.DurationInput; r
 
 /** The cache in Redis with a TTL, shared by every tool runner; failures of the cache never fail a call. */
 export const layerRedis = (
-  options: { readonly url: string; readonly prefix?: string; readonly ttl?: Duration.DurationInput }
-) =>
-  Layer.scoped(
+  options?: { readonly prefix?: string; readonly ttl?: Duration.DurationInput }
+): Layer.Layer<ToolCache, never, Redis> =>
+  Layer.effect(
     ToolCache,
     Effect.gen(function*() {
-      const client = yield* connect(options.url, "tool cache")
-      const prefix = `${options.prefix ?? "altan"}:cache:`
-      const ttl = Duration.toMillis(options.ttl ?? Duration.minutes(1))
+      const { client } = yield* Redis
+      const prefix = `${options?.prefix ?? "altan"}:cache:`
+      const ttl = Duration.toMillis(options?.ttl ?? Duration.minutes(1))
       return {
         get: (key) =>
           // parsed inside the try: an entry that is not JSON is a miss, not a defect

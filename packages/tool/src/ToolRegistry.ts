@@ -1,7 +1,8 @@
-import { InvalidRequest, Unavailable } from "@altan/domain/Errors"
+import { errorMessage, InvalidRequest, Unavailable } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import { type ToolDefinition, ToolDefinition as ToolDefinitionSchema } from "@altan/domain/ToolDefinition"
 import { ToolNotFound } from "@altan/domain/ToolWorker"
+import { Redis } from "@altan/redis/Redis"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -20,7 +21,6 @@ import * as Salesforce from "./builtin/Salesforce.js"
 import * as Slack from "./builtin/Slack.js"
 import { TextTemplate } from "./builtin/Text.js"
 import { fromDefinition } from "./CustomTool.js"
-import { connect } from "./RedisClient.js"
 import type { Tool } from "./Tool.js"
 
 /** The tools available to a tenant: the built-ins plus the tenant's own. */
@@ -108,19 +108,18 @@ export const layerMemory = (
  * written per tool. Compiled tools are kept per runner and rebuilt only when the stored definition
  * changes, so a call costs one `HGET`.
  */
-export const layerRedis = (options: {
-  readonly url: string
+export const layerRedis = (options?: {
   readonly prefix?: string
   readonly extra?: ReadonlyArray<Tool> | undefined
-}): Layer.Layer<ToolRegistry, Error> =>
-  Layer.scoped(
+}): Layer.Layer<ToolRegistry, never, Redis> =>
+  Layer.effect(
     ToolRegistry,
     Effect.gen(function*() {
-      const client = yield* connect(options.url, "tool registry")
-      const shared = [...builtins, ...(options.extra ?? [])]
+      const { client } = yield* Redis
+      const shared = [...builtins, ...(options?.extra ?? [])]
       const sharedById = new Map(shared.map((t) => [t.spec.tool_id as string, t]))
       const hosts = vendorHosts(shared)
-      const prefix = options.prefix ?? "altan"
+      const prefix = options?.prefix ?? "altan"
       const key = (tenantId: TenantId) => `${prefix}:t:${tenantId}:tools`
       const decode = Schema.decodeUnknownSync(Schema.parseJson(ToolDefinitionSchema))
       const compiled = new Map<string, { readonly json: string; readonly tool: Tool }>()
@@ -138,8 +137,7 @@ export const layerRedis = (options: {
       const redis = <A>(f: () => Promise<A>) =>
         Effect.tryPromise({
           try: f,
-          catch: (e) =>
-            new Unavailable({ message: `the tool registry cannot be read right now: ${(e as Error).message}` })
+          catch: (e) => new Unavailable({ message: `the tool registry cannot be read right now: ${errorMessage(e)}` })
         })
       return {
         get: (tenantId, toolId) => {

@@ -1,4 +1,5 @@
 import type { TenantId } from "@altan/domain/Ids"
+import * as SharedRedis from "@altan/redis/Redis"
 import { describe, expect, it } from "@effect/vitest"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -38,8 +39,11 @@ describe("ToolCache.layerRedis", () => {
   it.live("shares entries between runners, expires them, and treats a corrupt entry as a miss", () =>
     Effect.gen(function*() {
       const prefix = `test-${randomBytes(5).toString("hex")}`
-      const runner1 = Context.get(yield* Layer.build(layerRedis({ url, prefix, ttl: "300 millis" })), ToolCache)
-      const runner2 = Context.get(yield* Layer.build(layerRedis({ url, prefix, ttl: "300 millis" })), ToolCache)
+      const runner = Layer.build(
+        layerRedis({ prefix, ttl: "300 millis" }).pipe(Layer.provide(SharedRedis.layer({ url })))
+      )
+      const runner1 = Context.get(yield* runner, ToolCache)
+      const runner2 = Context.get(yield* runner, ToolCache)
       const key = cacheKey(a, "weather", { city: "Lyon" })
       yield* runner1.set(key, { temperature: 21 })
       expect(yield* runner2.get(key)).toEqual(Option.some({ temperature: 21 }))

@@ -1,4 +1,5 @@
 import type { TenantId } from "@altan/domain/Ids"
+import * as SharedRedis from "@altan/redis/Redis"
 import { describe, expect, it } from "@effect/vitest"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -28,9 +29,10 @@ describe("ToolRegistry.layerRedis", () => {
   it.live("shares a tenant's tools between runners and keeps tenants apart", () =>
     Effect.gen(function*() {
       const prefix = `test-${randomBytes(5).toString("hex")}`
-      // two registries over one Redis: two tool runners
-      const runner1 = Context.get(yield* Layer.build(layerRedis({ url, prefix })), ToolRegistry)
-      const runner2 = Context.get(yield* Layer.build(layerRedis({ url, prefix })), ToolRegistry)
+      // two registries over one Redis, each with its connection: two tool runners
+      const runner = Layer.build(layerRedis({ prefix }).pipe(Layer.provide(SharedRedis.layer({ url }))))
+      const runner1 = Context.get(yield* runner, ToolRegistry)
+      const runner2 = Context.get(yield* runner, ToolRegistry)
       yield* runner1.put(a, definition)
       const seen = yield* runner2.get(a, "slack_notify")
       expect(seen.spec).toMatchObject({ tool_id: "slack_notify", provider: "slack", builtin: false })

@@ -1,4 +1,4 @@
-import type { TenantId } from "@altan/domain/Ids"
+import { errorMessage } from "@altan/domain/Errors"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -17,8 +17,8 @@ export class RedisError extends Data.TaggedError("RedisError")<{
   readonly cause?: unknown
 }> {}
 
-/** A connected Redis client, shared by the stores of a process. */
-export class Redis extends Context.Tag("@altan/agent/Redis")<Redis, {
+/** The process's Redis connection, shared by every store of the process. */
+export class Redis extends Context.Tag("@altan/redis/Redis")<Redis, {
   /** The shared connection; never use it for blocking commands (`XREAD BLOCK`), they stall every other caller. */
   readonly client: IORedis
   /**
@@ -27,11 +27,13 @@ export class Redis extends Context.Tag("@altan/agent/Redis")<Redis, {
    */
   readonly duplicate: Effect.Effect<IORedis, RedisError, Scope.Scope>
   /**
-   * Calls `f` (with when the connection was lost) each time the shared connection is ready again after it was lost. Writes acknowledged shortly before
-   * a server crash may be gone (AOF `everysec` loses up to a second): holders of state rewrite what they know.
-   * Returns the function that unregisters `f`.
+   * Calls `f` (with when the connection was lost) each time the shared connection is ready again after it was
+   * lost. Writes acknowledged shortly before a server crash may be gone (AOF `everysec` loses up to a second):
+   * holders of state rewrite what they know. Returns the function that unregisters `f`.
    */
   readonly onReconnect: (f: (lostAt: number) => void) => () => void
+  /** `PING` on the shared connection: the readiness check. */
+  readonly ping: Effect.Effect<void, RedisError>
 }>() {}
 
 /** Options of `layer`. */
@@ -48,8 +50,6 @@ export const attempt = <A>(operation: string, f: () => Promise<A>): Effect.Effec
     try: f,
     catch: (cause) => new RedisError({ message: `${operation}: ${errorMessage(cause)}`, cause })
   })
-
-const errorMessage = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
 
 /** `scheme://host:port` of a URL, without credentials, for messages. */
 const describe = (url: string) => {
@@ -135,11 +135,15 @@ export const make = (options: Options): Effect.Effect<Redis["Type"], RedisError,
       onReconnect: (f) => {
         listeners.add(f)
         return () => void listeners.delete(f)
-      }
+      },
+      ping: Effect.asVoid(attempt("PING", () => client.ping()))
     }
   })
 
-/** A Redis connection for the layer's lifetime; a server that cannot be reached fails the layer. */
+/**
+ * A Redis connection for the layer's lifetime; a server that cannot be reached fails the layer. Provide one
+ * instance to every store of a process: each use of the same layer value shares its connection.
+ */
 export const layer = (options: Options): Layer.Layer<Redis, RedisError> => Layer.scoped(Redis, make(options))
 
 /** `REDIS_URL` (secret: it may carry a password). */
@@ -155,23 +159,7 @@ export const layerConfig: Layer.Layer<Redis, ConfigError.ConfigError | RedisErro
   })
 )
 
-/** Readiness check: fails with a short reason when Redis does not answer `PING`. */
-export const ping: Effect.Effect<void, string, Redis> = Effect.flatMap(
-  Redis,
-  ({ client }) =>
-    attempt("PING", () => client.ping()).pipe(
-      Effect.asVoid,
-      Effect.mapError((e) => e.message)
-    )
-)
-
-/**
- * The Redis Cluster hash tag of a session: every key of a session (state, task index, event logs) carries it,
- * so the keys of one session live in one slot and a `MULTI` over them stays valid on a cluster.
- */
-export const sessionTag = (tenantId: TenantId, sessionId: string): string => `{${tenantId}/${sessionId}}`
-
-/** Checks a key prefix: a `{` or `}` in it would become the hash tag instead of the session's. */
+/** Checks a key prefix: non-empty, no spaces, no braces (they would become a Redis Cluster hash tag). */
 export const checkPrefix = (prefix: string): Effect.Effect<string> =>
   /^[^{}\s]+$/.test(prefix)
     ? Effect.succeed(prefix)

@@ -1,0 +1,7 @@
+import type { TenantId } from "@altan/domain/Ids"
+
+/**
+ * The Redis Cluster hash tag of a session: every key of a session (state, task index, event logs) carries it,
+ * so the keys of one session live in one slot and a `MULTI` over them stays valid on a cluster.
+ */
+export const sessionTag = (tenantId: TenantId, sessionId: string): string => `{${tenantId}/${sessionId}}`

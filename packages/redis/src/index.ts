@@ -1,0 +1,1 @@
+export * as Redis from "./Redis.js"
