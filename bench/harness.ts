@@ -1,5 +1,4 @@
-import * as AgentConfig from "@altan/agent/AgentConfig"
-import { AgentSessionLive } from "@altan/agent/AgentSession"
+import * as AgentService from "@altan/agent/AgentService"
 import * as StdoutSink from "@altan/audit/StdoutSink"
 import type { TenantId } from "@altan/domain/Ids"
 import type { ToolDefinition } from "@altan/domain/ToolDefinition"
@@ -13,12 +12,7 @@ import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as Resilience from "@altan/integrator/Resilience"
 import * as Redis from "@altan/redis/Redis"
-import * as Egress from "@altan/tool/Egress"
-import { EgressConfig } from "@altan/tool/EgressConfig"
-import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
-import * as ToolCache from "@altan/tool/ToolCache"
-import * as ToolRegistry from "@altan/tool/ToolRegistry"
-import { ToolWorkerLive } from "@altan/tool/ToolWorker"
+import * as ToolService from "@altan/tool/ToolService"
 import type * as MessageStorage from "@effect/cluster/MessageStorage"
 import type * as Runners from "@effect/cluster/Runners"
 import type * as Sharding from "@effect/cluster/Sharding"
@@ -29,16 +23,15 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRefs from "effect/FiberRefs"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import { fork } from "node:child_process"
 import { createServer } from "node:http"
 import { fileURLToPath } from "node:url"
-import { AgentStores, clusterRoundTrip, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
+import { clusterRoundTrip, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
 
 // one guard (and one set of connection pools) for the LLM gateway and the tools, as in production
-const egress = Egress.layer.pipe(Layer.provide(EgressConfig.layer({ operatorAllowHosts: ["127.0.0.1"] })))
+const egress = ToolService.egressTest(["127.0.0.1"])
 
 /**
  * The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port; `sharding`
@@ -70,15 +63,11 @@ export const startRuntime = async (
     Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })),
     Layer.provideMerge(Layer.mergeAll(
       options.extra ?? Layer.empty,
-      AgentSessionLive.pipe(
-        Layer.provide(
-          AgentStores(
-            options.redis ? Option.some(Layer.orDie(Redis.layer({ url: options.redis.url }))) : Option.none(),
-            options.redis?.prefix
-          )
-        ),
-        Layer.provide(AgentConfig.layer())
-      ),
+      AgentService.layerTest({
+        redis: options.redis
+          ? { layer: Layer.orDie(Redis.layer({ url: options.redis.url })), prefix: options.redis.prefix }
+          : undefined
+      }),
       ConnectionLive.pipe(
         Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue()))),
         Layer.provide(Resilience.layer()),
@@ -86,14 +75,7 @@ export const startRuntime = async (
           egress
         )
       ),
-      ToolWorkerLive.pipe(
-        Layer.provide(ToolRegistry.layerMemory()),
-        Layer.provide(ToolCache.layerMemory()),
-        Layer.provide(ExecutionLedger.layerMemory()),
-        Layer.provide(
-          egress
-        )
-      )
+      ToolService.layerTest({ egress })
     )),
     Layer.provideMerge(IntegratorStores),
     // as production writes them (one JSON line per record), to nowhere: the memory sink would grow the heap all run

@@ -1,7 +1,4 @@
-import * as AgentConfig from "@altan/agent/AgentConfig"
-import { AgentSessionLive } from "@altan/agent/AgentSession"
-import * as EventLog from "@altan/agent/EventLog"
-import * as TaskStore from "@altan/agent/TaskStore"
+import * as AgentService from "@altan/agent/AgentService"
 import * as AuditConfig from "@altan/audit/AuditConfig"
 import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
@@ -18,12 +15,7 @@ import * as SecretStore from "@altan/integrator/SecretStore"
 import * as SecretStoreConfig from "@altan/integrator/SecretStoreConfig"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
 import * as Redis from "@altan/redis/Redis"
-import * as ToolEgress from "@altan/tool/Egress"
-import { EgressConfig } from "@altan/tool/EgressConfig"
-import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
-import * as ToolCache from "@altan/tool/ToolCache"
-import * as ToolRegistry from "@altan/tool/ToolRegistry"
-import { ToolWorkerLive } from "@altan/tool/ToolWorker"
+import * as ToolService from "@altan/tool/ToolService"
 import type * as MessageStorage from "@effect/cluster/MessageStorage"
 import * as RunnerAddress from "@effect/cluster/RunnerAddress"
 import * as RunnerHealth from "@effect/cluster/RunnerHealth"
@@ -160,47 +152,6 @@ export const RedisLive: Layer.Layer<Redis.Redis, never, RuntimeConfig> = Layer.u
 /** The process's Redis when `REDIS_URL` is set. */
 const redisOf = (config: RuntimeConfig["Type"]) => Option.map(config.redisUrl, () => RedisLive)
 
-/** Where tasks, conversations and event logs live: in `redis` when given, else process memory. */
-export const AgentStores = <R = never>(redis: Option.Option<Layer.Layer<Redis.Redis, never, R>>, prefix = "altan") =>
-  Option.match(redis, {
-    onNone: () => Layer.mergeAll(TaskStore.layerMemory(), EventLog.layerMemory()),
-    onSome: (redis) =>
-      Layer.mergeAll(TaskStore.layerRedis({ prefix }), EventLog.layerRedis({ prefix })).pipe(
-        Layer.provide(redis),
-        Layer.orDie
-      )
-  })
-
-/** Agent Service: `AgentSession` entities. */
-export const AgentLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
-  AgentSessionLive.pipe(
-    Layer.provide(AgentStores(redisOf(config))),
-    Layer.provide(AgentConfig.layerConfig)
-  )))
-
-/** The one guarded HTTP client for outbound calls (`EGRESS_*` settings). */
-export const EgressLive = ToolEgress.layer.pipe(Layer.provide(EgressConfig.layerConfig), Layer.orDie)
-
-/**
- * Where the tool service's tenant tools, response cache and execution ledger live: in `redis` when given, so every
- * tool runner sees them (and a runner taking over a dead one's tools knows what it started); else process memory.
- */
-export const ToolStores = <R = never>(redis: Option.Option<Layer.Layer<Redis.Redis, never, R>>) =>
-  Option.match(redis, {
-    onNone: () => Layer.mergeAll(ToolRegistry.layerMemory(), ToolCache.layerMemory(), ExecutionLedger.layerMemory()),
-    onSome: (redis) =>
-      Layer.mergeAll(ToolRegistry.layerRedis(), ToolCache.layerRedis(), ExecutionLedger.layerRedis()).pipe(
-        Layer.provide(redis)
-      )
-  })
-
-/** Tool Service: `ToolWorker` entities. */
-export const ToolLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
-  ToolWorkerLive.pipe(
-    Layer.provide(ToolStores(redisOf(config))),
-    Layer.provide(EgressLive)
-  )))
-
 /**
  * A message through the cluster and back: the tool catalog of a reserved tenant id (`_` cannot
  * start a real tenant's id), so readiness means entities are being delivered, not just that the process runs.
@@ -257,7 +208,10 @@ export const IntegratorStoresLive = Layer.unwrapEffect(
 )
 
 /** The LLM gateway over the integrator's stores, calling out through the egress guard. */
-export const GatewayLive = LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfig), Layer.provide(EgressLive))
+export const GatewayLive = LlmGateway.layer.pipe(
+  Layer.provide(LlmGateway.layerConfig),
+  Layer.provide(ToolService.egress)
+)
 
 /**
  * The edge's HTTP server. Requests Node refuses before any handler runs (headers over its 16 KiB
@@ -296,15 +250,15 @@ export const IntegratorLive = Layer.unwrapEffect(Effect.gen(function*() {
     )
   ).pipe(
     Layer.provide(GatewayLive),
-    Layer.provide(EgressLive),
+    Layer.provide(ToolService.egress),
     Layer.provide(Layer.orDie(Resilience.layerConfig)),
     Layer.provide(IntegratorStoresLive)
   )
 })).pipe(Layer.provideMerge(Auth.layerDevIssuer), Layer.provideMerge(Auth.layerConfig))
 
 const services: Record<Exclude<Role, "all">, Layer.Layer<never, any, any>> = {
-  agent: AgentLive,
-  tool: ToolLive,
+  agent: AgentService.layer,
+  tool: ToolService.layer,
   integrator: IntegratorLive
 }
 
@@ -343,6 +297,8 @@ export const RuntimeLive: Layer.Layer<never> = Layer.unwrapEffect(Effect.gen(fun
   const operator = Telemetry.layerOperatorServer(config.httpHost).pipe(Layer.provide(ReadinessLive))
   // one audit trail per process, shared by every service it runs; telemetry first, so everything records into it
   return Layer.mergeAll(withBanner, ...others, operator).pipe(
+    // the process's one Redis connection, for the stores of every service it runs
+    Layer.provide(Option.getOrElse(redisOf(config), () => Layer.empty)),
     Layer.provide(ShardingLive),
     Layer.provide(Layer.orDie(AuditConfig.layerFromConfig)),
     Layer.provide(Telemetry.layer),

@@ -1,3 +1,4 @@
+import * as AgentService from "@altan/agent/AgentService"
 import { EventLog } from "@altan/agent/EventLog"
 import { TaskStore } from "@altan/agent/TaskStore"
 import type { TaskId, TenantId } from "@altan/domain/Ids"
@@ -9,6 +10,7 @@ import * as Redis from "@altan/redis/Redis"
 import { ExecutionLedger } from "@altan/tool/ExecutionLedger"
 import { ToolCache } from "@altan/tool/ToolCache"
 import { ToolRegistry } from "@altan/tool/ToolRegistry"
+import * as ToolService from "@altan/tool/ToolService"
 import { expect, it } from "@effect/vitest"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
@@ -16,7 +18,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import { randomBytes } from "node:crypto"
-import { AgentStores, IntegratorStoresFrom, ToolStores } from "../src/Runtime.js"
+import { IntegratorStoresFrom } from "../src/Runtime.js"
 
 /**
  * The stores of every service, chosen as the runtime chooses them, given one Redis layer (what `RedisLive` is for a
@@ -32,8 +34,8 @@ const tenant = `shared-${run}` as TenantId
 
 const redis = Layer.orDie(Redis.layer({ url, connectionName: name }))
 const stores = Layer.mergeAll(
-  AgentStores(Option.some(redis), prefix),
-  ToolStores(Option.some(redis)),
+  AgentService.stores(Option.some(redis), prefix),
+  ToolService.stores(Option.some(redis)),
   IntegratorStoresFrom(Option.some(redis))
 )
 const config = ConfigProvider.fromMap(

@@ -1,5 +1,5 @@
-import * as AgentConfig from "@altan/agent/AgentConfig"
-import { AgentSessionLive } from "@altan/agent/AgentSession"
+import type * as AgentConfig from "@altan/agent/AgentConfig"
+import * as AgentService from "@altan/agent/AgentService"
 import * as MemorySink from "@altan/audit/MemorySink"
 import { ToolFailed } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
@@ -11,13 +11,9 @@ import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as Resilience from "@altan/integrator/Resilience"
 import * as Redis from "@altan/redis/Redis"
-import * as Egress from "@altan/tool/Egress"
-import { EgressConfig } from "@altan/tool/EgressConfig"
-import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
+import type * as ExecutionLedger from "@altan/tool/ExecutionLedger"
 import * as Tool from "@altan/tool/Tool"
-import * as ToolCache from "@altan/tool/ToolCache"
-import * as ToolRegistry from "@altan/tool/ToolRegistry"
-import { ToolWorkerLive } from "@altan/tool/ToolWorker"
+import * as ToolService from "@altan/tool/ToolService"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as Context from "effect/Context"
@@ -26,13 +22,12 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 import * as jose from "jose"
 import { createPublicKey } from "node:crypto"
-import { AgentStores, clusterRoundTrip, edgeServer, IntegratorStores, ShardingMemory } from "../src/Runtime.js"
+import { clusterRoundTrip, edgeServer, IntegratorStores, ShardingMemory } from "../src/Runtime.js"
 
 /**
  * Probe tools registered beside the built-ins. They run inside the real ToolWorker, reached through
@@ -181,40 +176,20 @@ export const clusterLayer = (
     readonly ledger?: Layer.Layer<ExecutionLedger.ExecutionLedger>
   } = {}
 ) => {
-  // one guard for the LLM gateway and the tools, as in production
-  const egress = Egress.layer.pipe(
-    Layer.provide(EgressConfig.layer({ operatorAllowHosts: options.egressAllow ?? ["127.0.0.1"] }))
-  )
-  // one Redis connection shared by the stores that use it, as in production
-  const redis = options.redis ? Option.some(Layer.orDie(Redis.layer({ url: options.redis.url }))) : Option.none()
+  // one guard for the LLM gateway and the tools, and one Redis connection for the stores, as in production
+  const egress = ToolService.egressTest(options.egressAllow)
+  const redisStores = options.redis
+    ? { layer: Layer.orDie(Redis.layer({ url: options.redis.url })), prefix: options.redis.prefix }
+    : undefined
   return Layer.mergeAll(
-    AgentSessionLive.pipe(
-      Layer.provide(AgentStores(redis, options.redis?.prefix)),
-      Layer.provide(AgentConfig.layer(options.agent))
-    ),
+    AgentService.layerTest({ config: options.agent, redis: redisStores }),
     ConnectionLive.pipe(
       Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue(options.llm)))),
       // fast backoff keeps retry tests quick; the policy is the production one
       Layer.provide(Resilience.layer({ baseDelay: Duration.millis(20), ...options.resilience })),
-      // loopback fakes are reachable only because the operator allowlist says so, as in production
-      Layer.provide(
-        egress
-      )
+      Layer.provide(egress)
     ),
-    ToolWorkerLive.pipe(
-      Layer.provide(ToolRegistry.layerMemory({ extra: probes.tools })),
-      Layer.provide(ToolCache.layerMemory()),
-      Layer.provide(
-        options.ledger ??
-          Option.match(redis, {
-            onNone: () => ExecutionLedger.layerMemory(),
-            onSome: (redis) => ExecutionLedger.layerRedis({ prefix: options.redis!.prefix }).pipe(Layer.provide(redis))
-          })
-      ),
-      Layer.provide(
-        egress
-      )
-    )
+    ToolService.layerTest({ egress, extra: probes.tools, redis: redisStores, ledger: options.ledger })
   ).pipe(
     Layer.provideMerge(IntegratorStores),
     // a test tool that never answers keeps its entity busy: shutting down need not wait for it as long
