@@ -10,6 +10,7 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import * as RateBudget from "../src/RateBudget.js"
+import * as VendorLimits from "../src/VendorLimits.js"
 
 const DAY_AND_SLOT = 86_400_000 + 5 * 60_000
 
@@ -309,7 +310,7 @@ describe("RateBudget", () => {
       const budget = yield* RateBudget.make({
         tenant: "acme",
         provider: "hubspot",
-        ...RateBudget.defaultsFor("hubspot")
+        ...VendorLimits.defaultsFor("hubspot")
       })
       yield* budget.observe({
         status: 200,
@@ -331,7 +332,7 @@ describe("RateBudget", () => {
       const budget = yield* RateBudget.make({
         tenant: "acme",
         provider: "salesforce",
-        ...RateBudget.defaultsFor("salesforce")
+        ...VendorLimits.defaultsFor("salesforce")
       })
       yield* budget.observe({ status: 200, headers: { "Sforce-Limit-Info": "api-usage=18/15000" } })
       expect((yield* budget.snapshot()).daily).toEqual({ used: 18, limit: 15_000, reserve: 1500 })
@@ -417,7 +418,7 @@ describe("RateBudget", () => {
 
   it.scoped("per-key windows: two Slack channels do not share their 1 message per second", () =>
     Effect.gen(function*() {
-      const budget = yield* RateBudget.make({ tenant: "acme", provider: "slack", ...RateBudget.defaultsFor("slack") })
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "slack", ...VendorLimits.defaultsFor("slack") })
       const a = RateBudget.keyOf("slack.post_message", { channel: "C1", text: "hi" })
       const b = RateBudget.keyOf("slack.post_message", { channel: "C2", text: "hi" })
       expect(a).toBe("channel:C1")
@@ -535,63 +536,4 @@ describe("RateBudget", () => {
       expect(elapsed).toBeGreaterThanOrEqual(380)
       expect(elapsed).toBeLessThan(1500)
     }))
-})
-
-describe("RateBudget limits", () => {
-  it("vendor defaults; unknown providers and LLMs have none", () => {
-    expect(RateBudget.defaultsFor("slack")).toEqual({
-      rate_limit: { requests: 50, per_seconds: 60 },
-      perKey: { requests: 1, per_seconds: 1 }
-    })
-    expect(RateBudget.defaultsFor("hubspot").rate_limit).toEqual({ requests: 100, per_seconds: 10 })
-    expect(RateBudget.defaultsFor("salesforce")).toEqual({})
-    expect(RateBudget.defaultsFor("llm:gpt-4")).toEqual({})
-    expect(RateBudget.defaultsFor("acme-crm")).toEqual({})
-  })
-
-  it("tenant settings replace the rate and daily limit, not the per-key limit", () => {
-    expect(RateBudget.effectiveLimits("slack", { rate_limit: { requests: 5, per_seconds: 1 }, daily_limit: 1000 }))
-      .toEqual({
-        rate_limit: { requests: 5, per_seconds: 1 },
-        daily_limit: 1000,
-        perKey: { requests: 1, per_seconds: 1 }
-      })
-    expect(RateBudget.effectiveLimits("hubspot")).toEqual({
-      rate_limit: { requests: 100, per_seconds: 10 },
-      daily_limit: undefined,
-      perKey: undefined
-    })
-    expect(RateBudget.effectiveLimits("custom", { daily_limit: 10 }).daily_limit).toBe(10)
-  })
-
-  it("keyOf: Slack channel, Teams team, Gmail sends", () => {
-    expect(RateBudget.keyOf("teams.post_channel_message", { teamId: "T", channelId: "C" })).toBe("team:T")
-    expect(RateBudget.keyOf("gmail.send", {})).toBe("gmail.send")
-    expect(RateBudget.keyOf("gmail.list_messages", {})).toBe(undefined)
-    expect(RateBudget.keyOf("slack.post_message", null)).toBe(undefined)
-  })
-
-  it("reset headers: epoch ms, epoch s, seconds from now, Go durations, HTTP dates", () => {
-    const now = 1_700_000_000_000
-    expect(RateBudget.parseReset("1700000060000", now)).toBe(1_700_000_060_000)
-    expect(RateBudget.parseReset("1700000060", now)).toBe(1_700_000_060_000)
-    expect(RateBudget.parseReset("60", now)).toBe(now + 60_000)
-    expect(RateBudget.parseReset("6m0s", now)).toBe(now + 360_000)
-    expect(RateBudget.parseReset("20ms", now)).toBe(now + 20)
-    expect(RateBudget.parseReset("Tue, 14 Nov 2023 22:14:20 GMT", now)).toBe(1_700_000_060_000)
-    expect(RateBudget.parseReset("soon", now)).toBe(undefined)
-  })
-
-  it("signals: OpenAI's request window, a stale-free 200 says nothing", () => {
-    expect(
-      RateBudget.readSignals(
-        { status: 200, headers: { "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s" } },
-        0,
-        1000
-      )
-    ).toEqual({ pauseUntil: 1500, window: undefined, daily: undefined })
-    expect(RateBudget.readSignals({ status: 200, headers: { "content-type": "application/json" } }, 0, 1000))
-      .toEqual({ pauseUntil: undefined, window: undefined, daily: undefined })
-    expect(RateBudget.readSignals({ status: 429, retry_after_ms: 250 }, 0, 1000).pauseUntil).toBe(250)
-  })
 })
