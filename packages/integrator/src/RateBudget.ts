@@ -105,13 +105,12 @@ export interface Snapshot {
   readonly provider: string
   readonly rate_limit: RateLimit | null
   /**
-   * The calls `rate_limit` still lets start now: `requests` minus the starts in the last `per_seconds` (an integer;
-   * the name is kept from the token bucket it replaced). After a pause it counts the paced starts (see `observe`)
-   * as taken, so it stays low until they are out of the window. Pauses, the provider's window and the daily
-   * allowance are not taken into account (see `paused_until`, `provider_window`, `daily`). Null without
-   * `rate_limit`.
+   * The calls `rate_limit` still lets start now: `requests` minus the starts in the last `per_seconds`. After a
+   * pause it counts the paced starts (see `observe`) as taken, so it stays low until they are out of the window.
+   * Pauses, the provider's window and the daily allowance are not taken into account (see `paused_until`,
+   * `provider_window`, `daily`). Null without `rate_limit`.
    */
-  readonly tokens: number | null
+  readonly available: number | null
   /** Epoch milliseconds until which nothing starts, after a 429 or an exhausted provider window. */
   readonly paused_until: number | null
   /** The provider's own window from `X-RateLimit-Remaining`/`-Reset` (or equivalents), while it runs. */
@@ -480,7 +479,7 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
         return {
           provider,
           rate_limit: limits.rate_limit ?? null,
-          tokens: window === undefined ? null : Math.max(0, window.requests - SlidingWindow.startsIn(window, now)),
+          available: window === undefined ? null : Math.max(0, window.requests - SlidingWindow.startsIn(window, now)),
           paused_until: pausedUntil > now ? pausedUntil : null,
           provider_window: providerWindow === undefined
             ? null

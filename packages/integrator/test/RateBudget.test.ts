@@ -57,7 +57,7 @@ describe("RateBudget", () => {
       const snapshot = yield* budget.snapshot()
       expect(snapshot.queued).toEqual({ sync: 0, async: 0 })
       // 10 starts at 9000 are in the window until 10000
-      expect(snapshot.tokens).toBe(10)
+      expect(snapshot.available).toBe(10)
     }))
 
   it.scoped("a window, not a bucket: the last start of the window, not a refill, lets the next call in", () =>
@@ -67,12 +67,12 @@ describe("RateBudget", () => {
         provider: "test",
         rate_limit: { requests: 3, per_seconds: 1 }
       })
-      expect((yield* budget.snapshot()).tokens).toBe(3)
+      expect((yield* budget.snapshot()).available).toBe(3)
       yield* budget.acquire({ priority: "sync" })
       yield* TestClock.adjust(400)
       yield* budget.acquire({ priority: "sync" })
       yield* budget.acquire({ priority: "sync" })
-      expect((yield* budget.snapshot()).tokens).toBe(0)
+      expect((yield* budget.snapshot()).available).toBe(0)
       // starts at 0, 400, 400: the next when 0 leaves the window (a bucket would have refilled at 333 ms)
       const early = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 999 }))
       expect(Either.isLeft(early) && early.left.retry_after_ms).toBe(600)
@@ -85,12 +85,12 @@ describe("RateBudget", () => {
       const fourth = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 1999 }))
       expect(Either.isLeft(fourth) && fourth.left.retry_after_ms).toBe(1600)
       yield* TestClock.adjust(600)
-      expect((yield* budget.snapshot()).tokens).toBe(0)
+      expect((yield* budget.snapshot()).available).toBe(0)
       yield* TestClock.adjust(400)
       expect(yield* Effect.forEach(calls, Fiber.join)).toEqual([1000, 1400, 1400])
       yield* TestClock.adjust(600)
       // the start at 1000 has left the window
-      expect((yield* budget.snapshot()).tokens).toBe(1)
+      expect((yield* budget.snapshot()).available).toBe(1)
     }))
 
   it.scoped("sync calls go before async calls, first come first served within a priority", () =>
@@ -238,7 +238,7 @@ describe("RateBudget", () => {
       })
       yield* budget.observe({ status: 429, headers: { "retry-after": "2" } })
       // while paused, the window holds the paced starts: 1 call may go at 2000
-      expect((yield* budget.snapshot()).tokens).toBe(1)
+      expect((yield* budget.snapshot()).available).toBe(1)
       const fiber = yield* Effect.forEach(
         Array.from({ length: 25 }, () => startedAt(budget, { priority: "async" })),
         (call) => call,
@@ -250,7 +250,7 @@ describe("RateBudget", () => {
       expect(times).toEqual(times.map((_, i) => 2000 + i * 100))
       for (const t of times) expect(times.filter((x) => x >= t && x < t + 1000).length).toBeLessThanOrEqual(10)
       // once they stop (the last started at 4400), the window empties and lets a full burst in again
-      expect((yield* budget.snapshot()).tokens).toBe(10)
+      expect((yield* budget.snapshot()).available).toBe(10)
       const burst = yield* Effect.forEach(
         Array.from({ length: 10 }, () => startedAt(budget, { priority: "async" })),
         (call) => call,
@@ -445,11 +445,11 @@ describe("RateBudget", () => {
       })
       yield* budget.acquire({ priority: "sync" })
       yield* budget.reconfigure({ rate_limit: { requests: 1, per_seconds: 1 } })
-      expect((yield* budget.snapshot()).tokens).toBe(0)
+      expect((yield* budget.snapshot()).available).toBe(0)
       const waiting = yield* queue(budget, { priority: "sync" })
       yield* budget.reconfigure({})
       expect(yield* Fiber.join(waiting)).toBe(0)
-      expect((yield* budget.snapshot()).tokens).toBe(null)
+      expect((yield* budget.snapshot()).available).toBe(null)
     }))
 
   it.scoped("a call interrupted once it may start gives its start back", () =>
@@ -465,7 +465,7 @@ describe("RateBudget", () => {
       yield* budget.reconfigure({ rate_limit: { requests: 2, per_seconds: 1 } })
       yield* Fiber.interrupt(waiting)
       const snapshot = yield* budget.snapshot()
-      expect(snapshot.tokens).toBe(1)
+      expect(snapshot.available).toBe(1)
       expect(snapshot.daily.used).toBe(1)
       expect(yield* startedAt(budget, { priority: "sync" })).toBe(0)
     }))
@@ -486,13 +486,13 @@ describe("RateBudget", () => {
       expect(yield* Fiber.join(fiber)).toEqual([0, 0, 1000, 1000, 2000, 2000])
       // 4 per 10 s: the starts at 1000 and 2000 are in the window until 11000 (the log held only those at 2000)
       yield* budget.reconfigure({ rate_limit: { requests: 4, per_seconds: 10 } })
-      expect((yield* budget.snapshot()).tokens).toBe(0)
+      expect((yield* budget.snapshot()).available).toBe(0)
       const next = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 10_999 }))
       expect(Either.isLeft(next) && next.left.retry_after_ms).toBe(9000)
       // back to 2/s: only the last two starts count
       yield* budget.reconfigure({ rate_limit: { requests: 2, per_seconds: 1 } })
       yield* TestClock.adjust(1000)
-      expect((yield* budget.snapshot()).tokens).toBe(2)
+      expect((yield* budget.snapshot()).available).toBe(2)
     }))
 
   it.scoped("per-key windows: idle keys whose starts have left the window are dropped beyond maxKeys", () =>
