@@ -520,6 +520,41 @@ describe("RateBudget", () => {
       expect((yield* budget.snapshot()).keys).toBe(3)
     }))
 
+  it.scoped("windowMargin: a start counts against the limit for per_seconds plus the margin", () =>
+    Effect.gen(function*() {
+      const options = { rate_limit: { requests: 1, per_seconds: 1 }, windowMargin: "100 millis" } as const
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "test", ...options })
+      yield* budget.acquire({ priority: "sync" })
+      const next = yield* queue(budget, { priority: "sync" })
+      yield* TestClock.adjust(1099)
+      expect(yield* isDone(next)).toBe(false)
+      yield* TestClock.adjust(1)
+      expect(yield* Fiber.join(next)).toBe(1100)
+    }))
+
+  it.scoped("a provider cannot pause the budget, nor stretch its window, beyond maxPause", () =>
+    Effect.gen(function*() {
+      const capped = yield* RateBudget.make({ tenant: "acme", provider: "test" })
+      yield* capped.observe({ status: 429, headers: { "retry-after": "7200" } })
+      // the default: 1 hour
+      expect((yield* capped.snapshot()).paused_until).toBe(3_600_000)
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "test", maxPause: "10 seconds" })
+      yield* budget.observe({ status: 200, headers: { "x-ratelimit-remaining": "5", "x-ratelimit-reset": "600" } })
+      expect((yield* budget.snapshot()).provider_window).toEqual({ remaining: 5, reset_at: 10_000 })
+    }))
+
+  it.scoped("dailyReserve and defaultPause replace the defaults", () =>
+    Effect.gen(function*() {
+      const options = { daily_limit: 10, dailyReserve: 0.5, defaultPause: "3 seconds" } as const
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "test", ...options })
+      expect((yield* budget.snapshot()).daily).toEqual({ used: 0, limit: 10, reserve: 5 })
+      for (let i = 0; i < 5; i++) yield* budget.acquire({ priority: "async" })
+      const background = yield* queue(budget, { priority: "async" })
+      expect(yield* isDone(background)).toBe(false)
+      yield* budget.observe({ status: 429 })
+      expect((yield* budget.snapshot()).paused_until).toBe(3000)
+    }))
+
   it.scopedLive("real clock: 5 calls at 2 per 200 ms take about 400 ms", () =>
     Effect.gen(function*() {
       const budget = yield* RateBudget.make({
