@@ -39,12 +39,12 @@ export { effectiveLimits, keyOf, type Limits } from "./VendorLimits.js"
  */
 export interface RateBudget {
   /**
-   * Waits until the call may start and takes its share of the budget. Fails with `RateLimited` at once when it
+   * Waits until the call may start and takes its share of the budget. Fails with `OverBudget` at once when it
    * could not start by `deadline`, or when it is `sync` and the daily allowance is spent. Without a deadline
    * the call waits (an `async` call also waits for the daily allowance). Interrupting a waiting call removes it
    * from the queue without spending anything.
    */
-  readonly acquire: (request: AcquireRequest) => Effect.Effect<void, RateLimited>
+  readonly acquire: (request: AcquireRequest) => Effect.Effect<void, OverBudget>
   /** Learns from a provider's answer (any status): pauses, the provider's own window, the daily usage. */
   readonly observe: (response: ObservedResponse) => Effect.Effect<void>
   /** Applies new limits (e.g. changed tenant settings); a no-op when they are unchanged. */
@@ -53,8 +53,11 @@ export interface RateBudget {
   readonly snapshot: () => Effect.Effect<Snapshot>
 }
 
-/** A call the budget cannot start in time; `retry_after_ms` is when it could (an estimate). */
-export class RateLimited extends Data.TaggedError("RateLimited")<{
+/**
+ * A call the budget cannot start in time; `retry_after_ms` is when it could (an estimate). Local to the actor:
+ * `Connection` answers it as `ToolWorker`'s `RateLimited`.
+ */
+export class OverBudget extends Data.TaggedError("OverBudget")<{
   readonly retry_after_ms: number
   readonly message: string
 }> {}
@@ -136,7 +139,7 @@ interface Waiter {
   readonly key: string | undefined
   readonly deadline: number | undefined
   readonly enqueuedAt: number
-  readonly deferred: Deferred.Deferred<void, RateLimited>
+  readonly deferred: Deferred.Deferred<void, OverBudget>
   state: "queued" | "granted" | "gone"
   taken?: {
     readonly at: number
@@ -238,8 +241,8 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
       return Math.max(at, daily.readyAt(priority, now))
     }
 
-    const rateLimited = (message: string, at: number, now: number) =>
-      new RateLimited({
+    const overBudget = (message: string, at: number, now: number) =>
+      new OverBudget({
         message: `${provider}: ${message}`,
         retry_after_ms: Number.isFinite(at) ? Math.max(1, Math.ceil(at - now)) : DailyAllowance.DAY
       })
@@ -249,7 +252,7 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
       countWaiting(w, -1)
     }
 
-    const reject = (w: Waiter, error: RateLimited) => {
+    const reject = (w: Waiter, error: OverBudget) => {
       dequeue(w)
       w.state = "gone"
       Deferred.unsafeDone(w.deferred, Exit.fail(error))
@@ -301,7 +304,7 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
       if (providerWindow !== undefined && now >= providerWindow.resetAt) providerWindow = undefined
       for (let w = next(now); w !== undefined; w = next(now)) grant(w, now)
       if (queues.sync.size > 0 && !daily.canSpend("sync")) {
-        const error = rateLimited("the daily API allowance is spent", daily.readyAt("sync", now), now)
+        const error = overBudget("the daily API allowance is spent", daily.readyAt("sync", now), now)
         for (const w of queues.sync) reject(w, error)
       }
     }
@@ -366,22 +369,22 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
       })
     )
 
-    const enqueue = (request: AcquireRequest, now: number): Waiter | RateLimited => {
+    const enqueue = (request: AcquireRequest, now: number): Waiter | OverBudget => {
       pump(now)
       const key = keyOfWaiter(request.key)
       if (request.priority === "sync" && !daily.canSpend("sync")) {
-        return rateLimited("the daily API allowance is spent", daily.readyAt("sync", now), now)
+        return overBudget("the daily API allowance is spent", daily.readyAt("sync", now), now)
       }
       if (request.deadline !== undefined) {
         const at = estimate(request.priority, key, now)
-        if (at > request.deadline) return rateLimited("no call can start before the deadline", at, now)
+        if (at > request.deadline) return overBudget("no call can start before the deadline", at, now)
       }
       const w: Waiter = {
         priority: request.priority,
         key,
         deadline: request.deadline,
         enqueuedAt: now,
-        deferred: Deferred.unsafeMake<void, RateLimited>(FiberId.none),
+        deferred: Deferred.unsafeMake<void, OverBudget>(FiberId.none),
         state: "queued"
       }
       queues[w.priority].add(w)
@@ -399,16 +402,16 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
       w.state = "gone"
       Deferred.unsafeDone(
         w.deferred,
-        Exit.fail(rateLimited("no call could start before the deadline", estimate(w.priority, w.key, now), now))
+        Exit.fail(overBudget("no call could start before the deadline", estimate(w.priority, w.key, now), now))
       )
       signal()
     }
 
-    const acquire = (request: AcquireRequest): Effect.Effect<void, RateLimited> =>
+    const acquire = (request: AcquireRequest): Effect.Effect<void, OverBudget> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) => {
           const w = enqueue(request, now)
-          if (w instanceof RateLimited) return Effect.fail(w)
+          if (w instanceof OverBudget) return Effect.fail(w)
           const deadline = w.deadline
           const started = deadline === undefined || w.state !== "queued"
             ? Deferred.await(w.deferred)
@@ -451,7 +454,7 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
             for (const priority of priorities) {
               for (const w of queues[priority]) {
                 if (w.deadline !== undefined && w.deadline < pausedUntil) {
-                  reject(w, rateLimited(`paused by the provider (HTTP ${response.status})`, pausedUntil, now))
+                  reject(w, overBudget(`paused by the provider (HTTP ${response.status})`, pausedUntil, now))
                 }
               }
             }

@@ -126,7 +126,7 @@ describe("RateBudget", () => {
       yield* budget.acquire({ priority: "sync" })
       // the next start at 1000, when the one at 0 leaves the window
       const early = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 500 }))
-      expect(Either.isLeft(early) && early.left._tag).toBe("RateLimited")
+      expect(Either.isLeft(early) && early.left._tag).toBe("OverBudget")
       expect(Either.isLeft(early) && early.left.retry_after_ms).toBe(1000)
       // one sync call waits ahead: this one would start at 2000
       const ahead = yield* queue(budget, { priority: "sync" })
