@@ -10,6 +10,7 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import * as RateBudget from "../src/RateBudget.js"
+import * as VendorLimits from "../src/VendorLimits.js"
 
 const DAY_AND_SLOT = 86_400_000 + 5 * 60_000
 
@@ -56,7 +57,7 @@ describe("RateBudget", () => {
       const snapshot = yield* budget.snapshot()
       expect(snapshot.queued).toEqual({ sync: 0, async: 0 })
       // 10 starts at 9000 are in the window until 10000
-      expect(snapshot.tokens).toBe(10)
+      expect(snapshot.available).toBe(10)
     }))
 
   it.scoped("a window, not a bucket: the last start of the window, not a refill, lets the next call in", () =>
@@ -66,12 +67,12 @@ describe("RateBudget", () => {
         provider: "test",
         rate_limit: { requests: 3, per_seconds: 1 }
       })
-      expect((yield* budget.snapshot()).tokens).toBe(3)
+      expect((yield* budget.snapshot()).available).toBe(3)
       yield* budget.acquire({ priority: "sync" })
       yield* TestClock.adjust(400)
       yield* budget.acquire({ priority: "sync" })
       yield* budget.acquire({ priority: "sync" })
-      expect((yield* budget.snapshot()).tokens).toBe(0)
+      expect((yield* budget.snapshot()).available).toBe(0)
       // starts at 0, 400, 400: the next when 0 leaves the window (a bucket would have refilled at 333 ms)
       const early = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 999 }))
       expect(Either.isLeft(early) && early.left.retry_after_ms).toBe(600)
@@ -84,12 +85,12 @@ describe("RateBudget", () => {
       const fourth = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 1999 }))
       expect(Either.isLeft(fourth) && fourth.left.retry_after_ms).toBe(1600)
       yield* TestClock.adjust(600)
-      expect((yield* budget.snapshot()).tokens).toBe(0)
+      expect((yield* budget.snapshot()).available).toBe(0)
       yield* TestClock.adjust(400)
       expect(yield* Effect.forEach(calls, Fiber.join)).toEqual([1000, 1400, 1400])
       yield* TestClock.adjust(600)
       // the start at 1000 has left the window
-      expect((yield* budget.snapshot()).tokens).toBe(1)
+      expect((yield* budget.snapshot()).available).toBe(1)
     }))
 
   it.scoped("sync calls go before async calls, first come first served within a priority", () =>
@@ -125,7 +126,7 @@ describe("RateBudget", () => {
       yield* budget.acquire({ priority: "sync" })
       // the next start at 1000, when the one at 0 leaves the window
       const early = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 500 }))
-      expect(Either.isLeft(early) && early.left._tag).toBe("RateLimited")
+      expect(Either.isLeft(early) && early.left._tag).toBe("OverBudget")
       expect(Either.isLeft(early) && early.left.retry_after_ms).toBe(1000)
       // one sync call waits ahead: this one would start at 2000
       const ahead = yield* queue(budget, { priority: "sync" })
@@ -237,7 +238,7 @@ describe("RateBudget", () => {
       })
       yield* budget.observe({ status: 429, headers: { "retry-after": "2" } })
       // while paused, the window holds the paced starts: 1 call may go at 2000
-      expect((yield* budget.snapshot()).tokens).toBe(1)
+      expect((yield* budget.snapshot()).available).toBe(1)
       const fiber = yield* Effect.forEach(
         Array.from({ length: 25 }, () => startedAt(budget, { priority: "async" })),
         (call) => call,
@@ -249,7 +250,7 @@ describe("RateBudget", () => {
       expect(times).toEqual(times.map((_, i) => 2000 + i * 100))
       for (const t of times) expect(times.filter((x) => x >= t && x < t + 1000).length).toBeLessThanOrEqual(10)
       // once they stop (the last started at 4400), the window empties and lets a full burst in again
-      expect((yield* budget.snapshot()).tokens).toBe(10)
+      expect((yield* budget.snapshot()).available).toBe(10)
       const burst = yield* Effect.forEach(
         Array.from({ length: 10 }, () => startedAt(budget, { priority: "async" })),
         (call) => call,
@@ -309,7 +310,7 @@ describe("RateBudget", () => {
       const budget = yield* RateBudget.make({
         tenant: "acme",
         provider: "hubspot",
-        ...RateBudget.defaultsFor("hubspot")
+        ...VendorLimits.defaultsFor("hubspot")
       })
       yield* budget.observe({
         status: 200,
@@ -331,7 +332,7 @@ describe("RateBudget", () => {
       const budget = yield* RateBudget.make({
         tenant: "acme",
         provider: "salesforce",
-        ...RateBudget.defaultsFor("salesforce")
+        ...VendorLimits.defaultsFor("salesforce")
       })
       yield* budget.observe({ status: 200, headers: { "Sforce-Limit-Info": "api-usage=18/15000" } })
       expect((yield* budget.snapshot()).daily).toEqual({ used: 18, limit: 15_000, reserve: 1500 })
@@ -417,7 +418,7 @@ describe("RateBudget", () => {
 
   it.scoped("per-key windows: two Slack channels do not share their 1 message per second", () =>
     Effect.gen(function*() {
-      const budget = yield* RateBudget.make({ tenant: "acme", provider: "slack", ...RateBudget.defaultsFor("slack") })
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "slack", ...VendorLimits.defaultsFor("slack") })
       const a = RateBudget.keyOf("slack.post_message", { channel: "C1", text: "hi" })
       const b = RateBudget.keyOf("slack.post_message", { channel: "C2", text: "hi" })
       expect(a).toBe("channel:C1")
@@ -444,11 +445,11 @@ describe("RateBudget", () => {
       })
       yield* budget.acquire({ priority: "sync" })
       yield* budget.reconfigure({ rate_limit: { requests: 1, per_seconds: 1 } })
-      expect((yield* budget.snapshot()).tokens).toBe(0)
+      expect((yield* budget.snapshot()).available).toBe(0)
       const waiting = yield* queue(budget, { priority: "sync" })
       yield* budget.reconfigure({})
       expect(yield* Fiber.join(waiting)).toBe(0)
-      expect((yield* budget.snapshot()).tokens).toBe(null)
+      expect((yield* budget.snapshot()).available).toBe(null)
     }))
 
   it.scoped("a call interrupted once it may start gives its start back", () =>
@@ -464,7 +465,7 @@ describe("RateBudget", () => {
       yield* budget.reconfigure({ rate_limit: { requests: 2, per_seconds: 1 } })
       yield* Fiber.interrupt(waiting)
       const snapshot = yield* budget.snapshot()
-      expect(snapshot.tokens).toBe(1)
+      expect(snapshot.available).toBe(1)
       expect(snapshot.daily.used).toBe(1)
       expect(yield* startedAt(budget, { priority: "sync" })).toBe(0)
     }))
@@ -485,13 +486,13 @@ describe("RateBudget", () => {
       expect(yield* Fiber.join(fiber)).toEqual([0, 0, 1000, 1000, 2000, 2000])
       // 4 per 10 s: the starts at 1000 and 2000 are in the window until 11000 (the log held only those at 2000)
       yield* budget.reconfigure({ rate_limit: { requests: 4, per_seconds: 10 } })
-      expect((yield* budget.snapshot()).tokens).toBe(0)
+      expect((yield* budget.snapshot()).available).toBe(0)
       const next = yield* Effect.either(budget.acquire({ priority: "sync", deadline: 10_999 }))
       expect(Either.isLeft(next) && next.left.retry_after_ms).toBe(9000)
       // back to 2/s: only the last two starts count
       yield* budget.reconfigure({ rate_limit: { requests: 2, per_seconds: 1 } })
       yield* TestClock.adjust(1000)
-      expect((yield* budget.snapshot()).tokens).toBe(2)
+      expect((yield* budget.snapshot()).available).toBe(2)
     }))
 
   it.scoped("per-key windows: idle keys whose starts have left the window are dropped beyond maxKeys", () =>
@@ -519,6 +520,41 @@ describe("RateBudget", () => {
       expect((yield* budget.snapshot()).keys).toBe(3)
     }))
 
+  it.scoped("windowMargin: a start counts against the limit for per_seconds plus the margin", () =>
+    Effect.gen(function*() {
+      const options = { rate_limit: { requests: 1, per_seconds: 1 }, windowMargin: "100 millis" } as const
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "test", ...options })
+      yield* budget.acquire({ priority: "sync" })
+      const next = yield* queue(budget, { priority: "sync" })
+      yield* TestClock.adjust(1099)
+      expect(yield* isDone(next)).toBe(false)
+      yield* TestClock.adjust(1)
+      expect(yield* Fiber.join(next)).toBe(1100)
+    }))
+
+  it.scoped("a provider cannot pause the budget, nor stretch its window, beyond maxPause", () =>
+    Effect.gen(function*() {
+      const capped = yield* RateBudget.make({ tenant: "acme", provider: "test" })
+      yield* capped.observe({ status: 429, headers: { "retry-after": "7200" } })
+      // the default: 1 hour
+      expect((yield* capped.snapshot()).paused_until).toBe(3_600_000)
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "test", maxPause: "10 seconds" })
+      yield* budget.observe({ status: 200, headers: { "x-ratelimit-remaining": "5", "x-ratelimit-reset": "600" } })
+      expect((yield* budget.snapshot()).provider_window).toEqual({ remaining: 5, reset_at: 10_000 })
+    }))
+
+  it.scoped("dailyReserve and defaultPause replace the defaults", () =>
+    Effect.gen(function*() {
+      const options = { daily_limit: 10, dailyReserve: 0.5, defaultPause: "3 seconds" } as const
+      const budget = yield* RateBudget.make({ tenant: "acme", provider: "test", ...options })
+      expect((yield* budget.snapshot()).daily).toEqual({ used: 0, limit: 10, reserve: 5 })
+      for (let i = 0; i < 5; i++) yield* budget.acquire({ priority: "async" })
+      const background = yield* queue(budget, { priority: "async" })
+      expect(yield* isDone(background)).toBe(false)
+      yield* budget.observe({ status: 429 })
+      expect((yield* budget.snapshot()).paused_until).toBe(3000)
+    }))
+
   it.scopedLive("real clock: 5 calls at 2 per 200 ms take about 400 ms", () =>
     Effect.gen(function*() {
       const budget = yield* RateBudget.make({
@@ -535,63 +571,4 @@ describe("RateBudget", () => {
       expect(elapsed).toBeGreaterThanOrEqual(380)
       expect(elapsed).toBeLessThan(1500)
     }))
-})
-
-describe("RateBudget limits", () => {
-  it("vendor defaults; unknown providers and LLMs have none", () => {
-    expect(RateBudget.defaultsFor("slack")).toEqual({
-      rate_limit: { requests: 50, per_seconds: 60 },
-      perKey: { requests: 1, per_seconds: 1 }
-    })
-    expect(RateBudget.defaultsFor("hubspot").rate_limit).toEqual({ requests: 100, per_seconds: 10 })
-    expect(RateBudget.defaultsFor("salesforce")).toEqual({})
-    expect(RateBudget.defaultsFor("llm:gpt-4")).toEqual({})
-    expect(RateBudget.defaultsFor("acme-crm")).toEqual({})
-  })
-
-  it("tenant settings replace the rate and daily limit, not the per-key limit", () => {
-    expect(RateBudget.effectiveLimits("slack", { rate_limit: { requests: 5, per_seconds: 1 }, daily_limit: 1000 }))
-      .toEqual({
-        rate_limit: { requests: 5, per_seconds: 1 },
-        daily_limit: 1000,
-        perKey: { requests: 1, per_seconds: 1 }
-      })
-    expect(RateBudget.effectiveLimits("hubspot")).toEqual({
-      rate_limit: { requests: 100, per_seconds: 10 },
-      daily_limit: undefined,
-      perKey: undefined
-    })
-    expect(RateBudget.effectiveLimits("custom", { daily_limit: 10 }).daily_limit).toBe(10)
-  })
-
-  it("keyOf: Slack channel, Teams team, Gmail sends", () => {
-    expect(RateBudget.keyOf("teams.post_channel_message", { teamId: "T", channelId: "C" })).toBe("team:T")
-    expect(RateBudget.keyOf("gmail.send", {})).toBe("gmail.send")
-    expect(RateBudget.keyOf("gmail.list_messages", {})).toBe(undefined)
-    expect(RateBudget.keyOf("slack.post_message", null)).toBe(undefined)
-  })
-
-  it("reset headers: epoch ms, epoch s, seconds from now, Go durations, HTTP dates", () => {
-    const now = 1_700_000_000_000
-    expect(RateBudget.parseReset("1700000060000", now)).toBe(1_700_000_060_000)
-    expect(RateBudget.parseReset("1700000060", now)).toBe(1_700_000_060_000)
-    expect(RateBudget.parseReset("60", now)).toBe(now + 60_000)
-    expect(RateBudget.parseReset("6m0s", now)).toBe(now + 360_000)
-    expect(RateBudget.parseReset("20ms", now)).toBe(now + 20)
-    expect(RateBudget.parseReset("Tue, 14 Nov 2023 22:14:20 GMT", now)).toBe(1_700_000_060_000)
-    expect(RateBudget.parseReset("soon", now)).toBe(undefined)
-  })
-
-  it("signals: OpenAI's request window, a stale-free 200 says nothing", () => {
-    expect(
-      RateBudget.readSignals(
-        { status: 200, headers: { "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s" } },
-        0,
-        1000
-      )
-    ).toEqual({ pauseUntil: 1500, window: undefined, daily: undefined })
-    expect(RateBudget.readSignals({ status: 200, headers: { "content-type": "application/json" } }, 0, 1000))
-      .toEqual({ pauseUntil: undefined, window: undefined, daily: undefined })
-    expect(RateBudget.readSignals({ status: 429, retry_after_ms: 250 }, 0, 1000).pauseUntil).toBe(250)
-  })
 })
