@@ -224,7 +224,7 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
           deadline: waiting ? payload.deadline : undefined,
           key: RateBudget.keyOf(payload.tool_id, payload.input)
         }).pipe(
-          Effect.catchTag("RateLimited", (e) =>
+          Effect.catchTag("OverBudget", (e) =>
             Effect.zipRight(
               metrics.call("rate_limited"),
               Effect.fail(new RateLimited({ provider, message: e.message, retry_after_ms: e.retry_after_ms }))
