@@ -6,7 +6,7 @@
  * exporters through `@effect/opentelemetry`; unset, nothing is exported and the tracer stays Effect's own.
  * Every process serves its metrics as Prometheus text, and its health, on the operator port (`METRICS_PORT`).
  */
-import * as Readiness from "@altan/integrator/Readiness"
+import * as Readiness from "@altan/domain/Readiness"
 import * as Metrics from "@effect/opentelemetry/Metrics"
 import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
 import * as Resource from "@effect/opentelemetry/Resource"
