@@ -17,6 +17,9 @@ import * as Resilience from "@altan/integrator/Resilience"
 import * as SecretStore from "@altan/integrator/SecretStore"
 import * as SecretStoreConfig from "@altan/integrator/SecretStoreConfig"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
+import * as OperatorServer from "@altan/observability/OperatorServer"
+import * as Telemetry from "@altan/observability/Telemetry"
+import { TelemetryConfig } from "@altan/observability/TelemetryConfig"
 import * as Redis from "@altan/redis/Redis"
 import * as MemoryMessageStorage from "@altan/storage/MemoryMessageStorage"
 import * as MessageRetention from "@altan/storage/MessageRetention"
@@ -49,7 +52,6 @@ import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import { createServer } from "node:http"
 import { layerConfig, type Role, RuntimeConfig, shardGroups, shardsPerGroup } from "./RuntimeConfig.js"
-import * as Telemetry from "./Telemetry.js"
 
 const shardingOptions = (config: RuntimeConfig["Type"]): Partial<ShardingConfig.ShardingConfig["Type"]> => ({
   runnerAddress: Option.some(RunnerAddress.make(config.host, config.runnerPort)),
@@ -154,7 +156,7 @@ export const ShardingMemory = (
 export const RedisLive: Layer.Layer<Redis.Redis, never, RuntimeConfig> = Layer.unwrapEffect(Effect.gen(function*() {
   const config = yield* RuntimeConfig
   const url = yield* config.redisUrl
-  return Redis.layer({ url: Redacted.value(url), connectionName: Telemetry.TelemetryConfig.serviceNameOf(config.role) })
+  return Redis.layer({ url: Redacted.value(url), connectionName: TelemetryConfig.serviceNameOf(config.role) })
 })).pipe(Layer.orDie)
 
 /** The process's Redis when `REDIS_URL` is set. */
@@ -340,13 +342,13 @@ export const RuntimeLive: Layer.Layer<never> = Layer.unwrapEffect(Effect.gen(fun
     ? Layer.provideMerge(Banner, services.integrator)
     : Layer.empty
   const others = roles.filter((r) => r !== "integrator").map((r) => services[r])
-  const operator = Telemetry.layerOperatorServer(config.httpHost).pipe(Layer.provide(ReadinessLive))
+  const operator = OperatorServer.layer(config.httpHost).pipe(Layer.provide(ReadinessLive))
   // one audit trail per process, shared by every service it runs; telemetry first, so everything records into it
   return Layer.mergeAll(withBanner, ...others, operator).pipe(
     Layer.provide(ShardingLive),
     Layer.provide(Layer.orDie(AuditConfig.layerFromConfig)),
     Layer.provide(Telemetry.layer),
-    Layer.provide(Layer.orDie(Telemetry.TelemetryConfig.layerConfig(config.role)))
+    Layer.provide(Layer.orDie(TelemetryConfig.layerConfig(config.role)))
   ) as Layer.Layer<
     never,
     never,
