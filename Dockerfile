@@ -17,6 +17,8 @@ COPY package.json package-lock.json ./
 COPY packages/domain/package.json packages/domain/
 COPY packages/audit/package.json packages/audit/
 COPY packages/redis/package.json packages/redis/
+COPY packages/storage/package.json packages/storage/
+COPY packages/observability/package.json packages/observability/
 COPY packages/tool/package.json packages/tool/
 COPY packages/agent/package.json packages/agent/
 COPY packages/integrator/package.json packages/integrator/
@@ -43,6 +45,8 @@ COPY --from=deps /app/ ./
 COPY --from=build /app/packages/domain/dist/ packages/domain/dist/
 COPY --from=build /app/packages/audit/dist/ packages/audit/dist/
 COPY --from=build /app/packages/redis/dist/ packages/redis/dist/
+COPY --from=build /app/packages/storage/dist/ packages/storage/dist/
+COPY --from=build /app/packages/observability/dist/ packages/observability/dist/
 COPY --from=build /app/packages/tool/dist/ packages/tool/dist/
 COPY --from=build /app/packages/agent/dist/ packages/agent/dist/
 COPY --from=build /app/packages/integrator/dist/ packages/integrator/dist/

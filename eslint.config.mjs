@@ -2,7 +2,7 @@ import * as effectEslint from "@effect/eslint-plugin"
 import tseslint from "typescript-eslint"
 
 const services = ["agent", "tool", "integrator"]
-const libraries = ["audit", "redis"]
+const libraries = ["audit", "redis", "storage", "observability"]
 
 export default tseslint.config(
   { ignores: ["**/dist", "**/node_modules", "**/*.md", "**/coverage"] },
@@ -31,7 +31,8 @@ export default tseslint.config(
     }
   },
   // The services talk only through the domain's contracts: no service imports another. Beside the domain they
-  // may use the libraries (`@altan/audit`, `@altan/redis`), which import nothing of ours but the domain.
+  // may use the libraries (`@altan/audit`, `@altan/redis`, `@altan/storage`, `@altan/observability`), which import
+  // nothing of ours but the domain.
   {
     files: ["packages/domain/src/**/*.ts"],
     rules: {
@@ -41,12 +42,7 @@ export default tseslint.config(
     }
   },
   {
-    files: [
-      "packages/audit/src/**/*.ts",
-      "packages/audit/test/**/*.ts",
-      "packages/redis/src/**/*.ts",
-      "packages/redis/test/**/*.ts"
-    ],
+    files: libraries.flatMap((library) => [`packages/${library}/src/**/*.ts`, `packages/${library}/test/**/*.ts`]),
     rules: {
       "no-restricted-imports": ["error", {
         patterns: [{

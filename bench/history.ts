@@ -11,6 +11,7 @@
  *    counting, for the JIT), `HISTORY_MAX_SECONDS` (180 per storage: a run past it stops and reports the tasks it
  *    finished). `HISTORY_ONLY=redis` runs part 1 alone.
  */
+import { MemoryMessageStorage } from "@altan/storage/MemoryMessageStorage"
 import * as MessageStorage from "@effect/cluster/MessageStorage"
 import * as RunnerHealth from "@effect/cluster/RunnerHealth"
 import * as Runners from "@effect/cluster/Runners"
@@ -23,7 +24,6 @@ import { Redis as IORedis } from "ioredis"
 import { spawn } from "node:child_process"
 import { createServer } from "node:net"
 import { loadavg } from "node:os"
-import { MemoryMessageStorage } from "../packages/cluster/src/MemoryMessageStorage.js"
 import { shardGroups, shardsPerGroup } from "../packages/cluster/src/RuntimeConfig.js"
 import { startRuntime } from "./harness.js"
 

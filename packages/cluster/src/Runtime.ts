@@ -1,5 +1,6 @@
 import * as AgentService from "@altan/agent/AgentService"
 import * as AuditConfig from "@altan/audit/AuditConfig"
+import * as Readiness from "@altan/domain/Readiness"
 import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
 import * as Auth from "@altan/integrator/Auth"
@@ -9,12 +10,16 @@ import { HttpLive } from "@altan/integrator/Http"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as OAuth from "@altan/integrator/OAuth"
-import * as Readiness from "@altan/integrator/Readiness"
 import * as Resilience from "@altan/integrator/Resilience"
 import * as SecretStore from "@altan/integrator/SecretStore"
 import * as SecretStoreConfig from "@altan/integrator/SecretStoreConfig"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
+import * as OperatorServer from "@altan/observability/OperatorServer"
+import * as Telemetry from "@altan/observability/Telemetry"
+import { TelemetryConfig } from "@altan/observability/TelemetryConfig"
 import * as Redis from "@altan/redis/Redis"
+import * as MemoryMessageStorage from "@altan/storage/MemoryMessageStorage"
+import * as MessageRetention from "@altan/storage/MessageRetention"
 import * as ToolService from "@altan/tool/ToolService"
 import type * as MessageStorage from "@effect/cluster/MessageStorage"
 import * as RunnerAddress from "@effect/cluster/RunnerAddress"
@@ -38,10 +43,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import { createServer } from "node:http"
-import * as MemoryMessageStorage from "./MemoryMessageStorage.js"
-import * as MessageRetention from "./MessageRetention.js"
 import { layerConfig, type Role, RuntimeConfig, shardGroups, shardsPerGroup } from "./RuntimeConfig.js"
-import * as Telemetry from "./Telemetry.js"
 
 const shardingOptions = (config: RuntimeConfig["Type"]): Partial<ShardingConfig.ShardingConfig["Type"]> => ({
   runnerAddress: Option.some(RunnerAddress.make(config.host, config.runnerPort)),
@@ -146,7 +148,7 @@ export const ShardingMemory = (
 export const RedisLive: Layer.Layer<Redis.Redis, never, RuntimeConfig> = Layer.unwrapEffect(Effect.gen(function*() {
   const config = yield* RuntimeConfig
   const url = yield* config.redisUrl
-  return Redis.layer({ url: Redacted.value(url), connectionName: Telemetry.TelemetryConfig.serviceNameOf(config.role) })
+  return Redis.layer({ url: Redacted.value(url), connectionName: TelemetryConfig.serviceNameOf(config.role) })
 })).pipe(Layer.orDie)
 
 /** The process's Redis when `REDIS_URL` is set. */
@@ -294,7 +296,7 @@ export const RuntimeLive: Layer.Layer<never> = Layer.unwrapEffect(Effect.gen(fun
     ? Layer.provideMerge(Banner, services.integrator)
     : Layer.empty
   const others = roles.filter((r) => r !== "integrator").map((r) => services[r])
-  const operator = Telemetry.layerOperatorServer(config.httpHost).pipe(Layer.provide(ReadinessLive))
+  const operator = OperatorServer.layer(config.httpHost).pipe(Layer.provide(ReadinessLive))
   // one audit trail per process, shared by every service it runs; telemetry first, so everything records into it
   return Layer.mergeAll(withBanner, ...others, operator).pipe(
     // the process's one Redis connection, for the stores of every service it runs
@@ -302,7 +304,7 @@ export const RuntimeLive: Layer.Layer<never> = Layer.unwrapEffect(Effect.gen(fun
     Layer.provide(ShardingLive),
     Layer.provide(Layer.orDie(AuditConfig.layerFromConfig)),
     Layer.provide(Telemetry.layer),
-    Layer.provide(Layer.orDie(Telemetry.TelemetryConfig.layerConfig(config.role)))
+    Layer.provide(Layer.orDie(TelemetryConfig.layerConfig(config.role)))
   ) as Layer.Layer<
     never,
     never,

@@ -325,7 +325,7 @@ describe("runners", () => {
           expect(port(container.livenessProbe.httpGet.port)).toBe(8080)
           expect(port(container.readinessProbe.httpGet.port)).toBe(8080)
         } else {
-          // every role serves /healthz and /readyz on METRICS_PORT (Telemetry.layerOperatorServer)
+          // every role serves /healthz and /readyz on METRICS_PORT (OperatorServer.layer)
           expect(container.livenessProbe.httpGet.path).toBe("/healthz")
           expect(container.readinessProbe.httpGet.path).toBe("/readyz")
           expect(port(container.livenessProbe.httpGet.port)).toBe(9464)

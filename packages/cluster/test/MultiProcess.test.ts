@@ -1,3 +1,4 @@
+import { pruneSql } from "@altan/storage/MessageRetention"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
@@ -8,7 +9,6 @@ import { randomBytes } from "node:crypto"
 import { createServer as createHttpServer, type Server } from "node:http"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
-import { pruneSql } from "../src/MessageRetention.js"
 import { freePort } from "./fault/harness.js"
 
 /**

@@ -3,7 +3,7 @@
  * rate-limit waits, an audit sink that drops records, tasks failing) can be seen and alerted on. Only definitions
  * live here: services update them. Every runner serves them as Prometheus text on its operator port
  * (`METRICS_PORT`, `GET /metrics`) and exports them over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
- * (`packages/cluster/src/Telemetry.ts`). The alert rules and the autoscaler in `k8s/` use these names.
+ * (`packages/observability/src/Telemetry.ts`). The alert rules and the autoscaler in `k8s/` use these names.
  *
  * Cardinality: `altan_audit_records_total` has no tenant tag (actions × outcomes, a few dozen series); the task
  * metrics none either (statuses × buckets); `altan_calls_total`, `altan_rate_limit_wait_seconds` and

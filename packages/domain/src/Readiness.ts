@@ -6,7 +6,7 @@ import * as Layer from "effect/Layer"
  * Named checks behind `GET /readyz` (cluster storage, Redis, ...): each fails with a short reason.
  * The process composing the runner registers what it depends on.
  */
-export class Readiness extends Context.Tag("@altan/integrator/Readiness")<Readiness, {
+export class Readiness extends Context.Tag("@altan/domain/Readiness")<Readiness, {
   readonly checks: ReadonlyArray<readonly [name: string, check: Effect.Effect<void, string>]>
 }>() {}
 

@@ -8,6 +8,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import { bySeq, isRequest, shardKey, ShardQueue, type Stored, type StoredRequest } from "./internal/shardQueue.js"
 
 /**
  * The cluster's message storage for one in-process runner (the embedded default), with the semantics of
@@ -20,65 +21,10 @@ import * as Option from "effect/Option"
  * AckChunk/Interrupt envelopes too, as the SQL storage does (the library leaves primary keys that answer
  * `Duplicate` for deleted requests); `unprocessedMessagesById` answers in save order.
  */
-export class MemoryMessageStorage extends Context.Tag("@altan/cluster/MemoryMessageStorage")<
+export class MemoryMessageStorage extends Context.Tag("@altan/storage/MemoryMessageStorage")<
   MemoryMessageStorage,
   Store
 >() {}
-
-/** A stored message, queued in its shard while unprocessed. */
-interface Stored {
-  /** Save order, across shards. */
-  readonly seq: number
-  readonly shard: string
-  readonly envelope: Envelope.Envelope.Encoded
-}
-
-/** A request: unprocessed until it has an exit reply. */
-interface StoredRequest extends Stored {
-  readonly envelope: Envelope.Request.Encoded
-  readonly primaryKey: string | null
-  readonly deliverAt: number | null
-  replies: Array<Reply.ReplyEncoded<any>>
-  lastReceivedChunk: Option.Option<Reply.ChunkEncoded<any>>
-  /** Ids of replies dropped by `clearReplies`: still refused as duplicates until the request is forgotten. */
-  cleared: Array<string> | undefined
-  queued: boolean
-  /** When its exit was saved (the storage clock); retention counts from here. */
-  processedAt: number
-}
-
-const isRequest = (stored: Stored): stored is StoredRequest => stored.envelope._tag === "Request"
-
-/** One shard's unprocessed messages in save order. */
-class ShardQueue {
-  private items = new Map<number, Stored>()
-  private last = -1
-  /** The read that last visited this queue, so a shard asked twice in one read is read once. */
-  readBy = 0
-
-  get size() {
-    return this.items.size
-  }
-
-  add(stored: Stored) {
-    if (stored.seq > this.last) {
-      this.items.set(stored.seq, stored)
-      this.last = stored.seq
-      return
-    }
-    // a request made unprocessed again by `clearReplies` goes back to its place (rare: rebuild the order)
-    const all = [...this.items.values(), stored].sort((a, b) => a.seq - b.seq)
-    this.items = new Map(all.map((s) => [s.seq, s]))
-  }
-
-  delete(stored: Stored) {
-    this.items.delete(stored.seq)
-  }
-
-  values() {
-    return this.items.values()
-  }
-}
 
 type Unprocessed = {
   readonly envelope: Envelope.Envelope.Encoded
@@ -89,10 +35,6 @@ const unprocessed = (stored: Stored): Unprocessed => ({
   envelope: stored.envelope,
   lastSentReply: isRequest(stored) ? Arr.last(stored.replies) : Option.none()
 })
-
-const shardKey = (shardId: { readonly group: string; readonly id: number }) => `${shardId.group}:${shardId.id}`
-
-const bySeq = (a: Stored, b: Stored) => a.seq - b.seq
 
 /** Options of a `Store`. */
 export interface StoreOptions {

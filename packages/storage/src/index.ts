@@ -1,0 +1,2 @@
+export * as MemoryMessageStorage from "./MemoryMessageStorage.js"
+export * as MessageRetention from "./MessageRetention.js"
