@@ -3,6 +3,7 @@ import { Egress } from "@altan/domain/Egress"
 import { Unavailable, UpstreamFailed } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import { ConnectionNeedsReauth, ToolFailed } from "@altan/domain/ToolWorker"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
@@ -124,7 +125,8 @@ export const make = (services: Services, tenantId: TenantId, provider: string) =
     holdsToken: () => tokens !== undefined,
     accessToken: (config: OAuth2Connection, force: boolean) =>
       Effect.gen(function*() {
-        const fresh = (t: Tokens | undefined) => t !== undefined && !isStale(t, Date.now())
+        const now = yield* Clock.currentTimeMillis
+        const fresh = (t: Tokens | undefined) => t !== undefined && !isStale(t, now)
         if (!force && fresh(tokens)) return tokens!
         const seen = tokens
         // one refresh at a time; whoever waited finds the new token and does not refresh again
