@@ -10,7 +10,7 @@ import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import * as EventLog from "../src/EventLog.js"
-import { cleanup, connections, redisLayer, uniquePrefix, withClient } from "./redis.js"
+import { blockedInXread, cleanup, connections, redisLayer, uniquePrefix, withClient } from "./redis.js"
 
 const prefix = uniquePrefix()
 const maxLen = 20
@@ -219,10 +219,11 @@ layer(
   it.effect("a follower joining while the shared XREAD blocks gets live events at once", () =>
     Effect.gen(function*() {
       const idle = yield* followInto(acme, newTask())
-      yield* Effect.sleep("50 millis") // the shared XREAD is now blocked on the idle log only
+      // the shared XREAD is blocked on the idle log only
+      yield* blockedInXread(connectionName)
       const task = newTask()
+      // appended as soon as the late follower has asked: it is delivered only if the blocked read was woken
       const late = yield* followInto(acme, task)
-      yield* Effect.sleep("20 millis")
       const started = Date.now()
       yield* append(acme, task, "task.started")
       yield* Queue.take(late.seen)

@@ -49,3 +49,17 @@ export const connections = (name: string): Effect.Effect<number> =>
     const list = (await client.client("LIST")) as string
     return list.split("\n").filter((line) => line.includes(` name=${name} `)).length
   })
+
+/** Resolves once a connection named `name` is blocked in an `XREAD` (`CLIENT LIST`: `cmd=xread`, flag `b`); dies after 5 s. */
+export const blockedInXread = (name: string): Effect.Effect<void> =>
+  withClient(async (client) => {
+    for (const deadline = Date.now() + 5_000; Date.now() < deadline;) {
+      const list = (await client.client("LIST")) as string
+      const blocked = list.split("\n").some((line) =>
+        line.includes(` name=${name} `) && / cmd=xread /.test(line) && /flags=\S*b/.test(line)
+      )
+      if (blocked) return
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+    throw new Error(`no connection named ${name} blocked in XREAD within 5 s`)
+  })
