@@ -117,9 +117,11 @@ layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
         (m) => Effect.sync(() => m.disconnect())
       )
       let seen: Array<{ command: string; bytes: number }> = []
+      let markerSeen = () => {}
       monitor.on("monitor", (_time: string, args: Array<string>, source: string) => {
         if (source === address) {
           seen.push({ command: args[0]!.toLowerCase(), bytes: args.reduce((n, a) => n + Buffer.byteLength(a), 0) })
+          if (args[0]!.toLowerCase() === "ping") markerSeen()
         }
       })
       const sent = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
@@ -127,8 +129,9 @@ layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
           seen = []
           yield* effect
           // a marker on the same connection: once MONITOR shows it, it has shown everything before it
+          const marker = new Promise<void>((resolve) => (markerSeen = resolve))
           yield* Effect.promise(() => client.ping("marker"))
-          while (!seen.some((c) => c.command === "ping")) yield* Effect.sleep("2 millis")
+          yield* Effect.promise(() => marker)
           return seen.slice(0, seen.findIndex((c) => c.command === "ping"))
         })
       const lifecycle = (i: number) =>
