@@ -3,13 +3,15 @@ import { AgentSessionLive } from "@altan/agent/AgentSession"
 import * as MemorySink from "@altan/audit/MemorySink"
 import { ToolFailed } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
-import * as Auth from "@altan/integrator/Auth"
+import * as AuthConfig from "@altan/integrator/AuthConfig"
 import { ConnectionLive } from "@altan/integrator/Connection"
-import { HttpLive } from "@altan/integrator/Http"
+import * as DevIssuer from "@altan/integrator/DevIssuer"
+import { HttpEdgeLive } from "@altan/integrator/HttpEdge"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Readiness from "@altan/integrator/Readiness"
 import * as Resilience from "@altan/integrator/Resilience"
+import * as TokenVerifier from "@altan/integrator/TokenVerifier"
 import * as Egress from "@altan/tool/Egress"
 import { EgressConfig } from "@altan/tool/EgressConfig"
 import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
@@ -227,21 +229,21 @@ export const startEdge = async (
 ) => {
   const pair = await jose.generateKeyPair("ES256", { extractable: true })
   const publicPem = await jose.exportSPKI(pair.publicKey)
-  const authConfig = Layer.succeed(Auth.AuthConfig, {
+  const authConfig = Layer.succeed(AuthConfig.AuthConfig, {
     keys: { _tag: "PublicKey", key: createPublicKey(publicPem) },
     issuer,
     audience
   })
-  const layer = HttpLive.pipe(
+  const layer = HttpEdgeLive.pipe(
     Layer.provide(
       Layer.effect(
         Readiness.Readiness,
         Effect.map(clusterRoundTrip, (check) => ({ checks: [["cluster", check]] as const }))
       )
     ),
-    Layer.provide(Auth.layer),
+    Layer.provide(TokenVerifier.layer),
     Layer.provide(Admission.layer(options.admission)),
-    Layer.provide(Auth.layerDevIssuer),
+    Layer.provide(DevIssuer.layer),
     Layer.provide(authConfig),
     Layer.provide(IntegratorConfig.layer(options.maxBodyBytes ? { maxBodyBytes: options.maxBodyBytes } : {})),
     Layer.provideMerge(NodeHttpServer.layer(edgeServer, { port: 0, host: "127.0.0.1" })),

@@ -1,5 +1,5 @@
 import * as AuditLog from "@altan/audit/AuditLog"
-import { Authentication } from "@altan/domain/Api"
+import * as Api from "@altan/domain/Api"
 import { CurrentPrincipal } from "@altan/domain/Principal"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpApi from "@effect/platform/HttpApi"
@@ -20,7 +20,11 @@ import * as jose from "jose"
 import { randomUUID } from "node:crypto"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
-import * as Auth from "../src/Auth.js"
+import * as AuthConfig from "../src/AuthConfig.js"
+import * as Authentication from "../src/Authentication.js"
+import * as DevIssuer from "../src/DevIssuer.js"
+import * as RemoteKeySet from "../src/RemoteKeySet.js"
+import * as TokenVerifier from "../src/TokenVerifier.js"
 
 const issuer = "https://idp.test"
 const audience = "altan-test"
@@ -126,7 +130,7 @@ const Whoami = Schema.Struct({ tenant_id: Schema.String, user_id: Schema.String,
 
 class WhoamiGroup extends HttpApiGroup.make("whoami")
   .add(HttpApiEndpoint.get("whoami", "/whoami").addSuccess(Whoami))
-  .middleware(Authentication)
+  .middleware(Api.Authentication)
 {}
 class TestApi extends HttpApi.make("test").add(WhoamiGroup) {}
 
@@ -142,7 +146,7 @@ const WhoamiLive = HttpApiBuilder.group(
 
 interface Edge {
   readonly call: (token: string | undefined) => Promise<Answer>
-  readonly verifier: Auth.TokenVerifier["Type"]
+  readonly verifier: TokenVerifier.TokenVerifier["Type"]
   readonly close: () => Promise<void>
 }
 
@@ -153,12 +157,12 @@ interface Answer {
   readonly body: any
 }
 
-/** Serves `GET /whoami` behind `Auth.AuthenticationLive` over the given verifier. */
-const startEdge = async (verifier: Layer.Layer<Auth.TokenVerifier, any>): Promise<Edge> => {
+/** Serves `GET /whoami` behind `Authentication.layer` over the given verifier. */
+const startEdge = async (verifier: Layer.Layer<TokenVerifier.TokenVerifier, any>): Promise<Edge> => {
   const layer = HttpApiBuilder.serve().pipe(
     Layer.provide(HttpApiBuilder.api(TestApi)),
     Layer.provide(WhoamiLive),
-    Layer.provide(Auth.AuthenticationLive),
+    Layer.provide(Authentication.layer),
     Layer.provide(AuditLog.layerNoop),
     // large enough for the 100 KiB token to reach the middleware (Node's default is 16 KiB)
     Layer.provideMerge(
@@ -183,20 +187,20 @@ const startEdge = async (verifier: Layer.Layer<Auth.TokenVerifier, any>): Promis
         body: res.headers.get("content-type")?.includes("json") ? JSON.parse(text) : undefined
       }
     },
-    verifier: Context.get(context, Auth.TokenVerifier),
+    verifier: Context.get(context, TokenVerifier.TokenVerifier),
     close: () => Effect.runPromise(Scope.close(scope, Exit.void))
   }
 }
 
-/** A verifier built by `Auth.layer` from a given `AuthConfig`. */
-const fromConfig = (config: Auth.AuthConfig["Type"]) =>
-  Auth.layer.pipe(Layer.provide(Auth.layerDevIssuer), Layer.provide(Layer.succeed(Auth.AuthConfig, config)))
+/** A verifier built by `TokenVerifier.layer` from a given `AuthConfig`. */
+const fromConfig = (config: AuthConfig.AuthConfig["Type"]) =>
+  TokenVerifier.layer.pipe(Layer.provide(DevIssuer.layer), Layer.provide(Layer.succeed(AuthConfig.AuthConfig, config)))
 
-/** A verifier built by `Auth.layer` from environment variables. */
+/** A verifier built by `TokenVerifier.layer` from environment variables. */
 const fromEnv = (env: Record<string, string>) =>
-  Auth.layer.pipe(
-    Layer.provide(Auth.layerDevIssuer),
-    Layer.provideMerge(Auth.layerConfig),
+  TokenVerifier.layer.pipe(
+    Layer.provide(DevIssuer.layer),
+    Layer.provideMerge(AuthConfig.layerConfig),
     Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
   )
 
@@ -204,8 +208,8 @@ const configError = (env: Record<string, string>) =>
   Effect.runPromise(
     Effect.flip(
       Effect.provide(
-        Auth.AuthConfig,
-        Auth.layerConfig.pipe(
+        AuthConfig.AuthConfig,
+        AuthConfig.layerConfig.pipe(
           Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
         )
       )
@@ -392,8 +396,8 @@ describe("key rotation", () => {
     k2 = await makeKey("RS256", "2024-02")
     keys = await startKeyServer([k1.jwk])
     const verifier = Layer.succeed(
-      Auth.TokenVerifier,
-      Auth.make({ key: Auth.remoteKeySet(keys.url, { cooldownMs }), issuer, audience })
+      TokenVerifier.TokenVerifier,
+      TokenVerifier.make({ key: RemoteKeySet.make(keys.url, { cooldownMs }), issuer, audience })
     )
     edge = await startEdge(verifier)
   })
@@ -423,8 +427,8 @@ describe("key rotation", () => {
   it("drops a key the set no longer publishes once the cached set is past its max age", async () => {
     const server = await startKeyServer([k1.jwk, k2.jwk])
     try {
-      const verifier = Auth.make({
-        key: Auth.remoteKeySet(server.url, { cooldownMs: 50, maxAgeMs: 200 }),
+      const verifier = TokenVerifier.make({
+        key: RemoteKeySet.make(server.url, { cooldownMs: 50, maxAgeMs: 200 }),
         issuer,
         audience
       })
@@ -477,8 +481,8 @@ describe("unknown kid flood", () => {
     const keys = await startKeyServer([k1.jwk])
     keys.failWith(500)
     const failures: Array<unknown> = []
-    const verifier = Auth.make({
-      key: Auth.remoteKeySet(keys.url, { retryMs: 400, onFailure: (error) => failures.push(error) }),
+    const verifier = TokenVerifier.make({
+      key: RemoteKeySet.make(keys.url, { retryMs: 400, onFailure: (error) => failures.push(error) }),
       issuer,
       audience
     })
@@ -585,8 +589,8 @@ describe("configuration", () => {
     const read = (env: Record<string, string>) =>
       Effect.runPromise(
         Effect.provide(
-          Auth.AuthConfig,
-          Auth.layerConfig.pipe(
+          AuthConfig.AuthConfig,
+          AuthConfig.layerConfig.pipe(
             Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
           )
         )
@@ -597,7 +601,11 @@ describe("configuration", () => {
       AUTH_AUDIENCE: audience
     })
     expect(jwks).toEqual({ keys: { _tag: "Jwks", url: new URL("https://idp.test/jwks.json") }, issuer, audience })
-    expect(await read({})).toEqual({ keys: { _tag: "Dev" }, issuer: Auth.devIssuer, audience: Auth.devAudience })
+    expect(await read({})).toEqual({
+      keys: { _tag: "Dev" },
+      issuer: AuthConfig.devIssuer,
+      audience: AuthConfig.devAudience
+    })
   })
 
   it("never falls back to the development key when an issuer or audience says this is a real deployment", async () => {
