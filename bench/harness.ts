@@ -5,12 +5,14 @@ import * as Readiness from "@altan/domain/Readiness"
 import type { ToolDefinition } from "@altan/domain/ToolDefinition"
 import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
-import * as Auth from "@altan/integrator/Auth"
+import * as AuthConfig from "@altan/integrator/AuthConfig"
 import { ConnectionLive } from "@altan/integrator/Connection"
-import { HttpLive } from "@altan/integrator/Http"
+import * as DevIssuer from "@altan/integrator/DevIssuer"
+import { HttpEdgeLive } from "@altan/integrator/HttpEdge"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Resilience from "@altan/integrator/Resilience"
+import * as TokenVerifier from "@altan/integrator/TokenVerifier"
 import * as Redis from "@altan/redis/Redis"
 import * as ToolService from "@altan/tool/ToolService"
 import type * as MessageStorage from "@effect/cluster/MessageStorage"
@@ -45,19 +47,23 @@ export const startRuntime = async (
     readonly redis?: { readonly url: string; readonly prefix: string }
   } = {}
 ) => {
-  const layer = HttpLive.pipe(
+  const layer = HttpEdgeLive.pipe(
     Layer.provide(
       Layer.effect(
         Readiness.Readiness,
         Effect.map(clusterRoundTrip, (check) => ({ checks: [["cluster", check]] as const }))
       )
     ),
-    Layer.provide(Auth.layer),
+    Layer.provide(TokenVerifier.layer),
     // the benchmarks drive one tenant hard on purpose
     Layer.provide(Admission.layer({ requestsPerSecond: 1_000_000, maxConcurrentTasks: 100_000 })),
-    Layer.provideMerge(Auth.layerDevIssuer),
+    Layer.provideMerge(DevIssuer.layer),
     Layer.provide(
-      Layer.succeed(Auth.AuthConfig, { keys: { _tag: "Dev" }, issuer: Auth.devIssuer, audience: Auth.devAudience })
+      Layer.succeed(AuthConfig.AuthConfig, {
+        keys: { _tag: "Dev" },
+        issuer: AuthConfig.devIssuer,
+        audience: AuthConfig.devAudience
+      })
     ),
     Layer.provide(IntegratorConfig.layer()),
     Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })),
@@ -87,7 +93,7 @@ export const startRuntime = async (
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
   const address = (context.unsafeMap.get(HttpServer.HttpServer.key) as HttpServer.HttpServer)
     .address as HttpServer.TcpAddress
-  const issuer = context.unsafeMap.get(Auth.DevIssuer.key) as Context.Tag.Service<typeof Auth.DevIssuer>
+  const issuer = context.unsafeMap.get(DevIssuer.DevIssuer.key) as Context.Tag.Service<typeof DevIssuer.DevIssuer>
   // one runtime for every call, as a fiber inside the cluster holds its context (no per-call context merge)
   const runtime = Runtime.make({
     context: context as Context.Context<any>,

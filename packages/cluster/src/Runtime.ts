@@ -3,10 +3,11 @@ import * as AuditConfig from "@altan/audit/AuditConfig"
 import * as Readiness from "@altan/domain/Readiness"
 import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
-import * as Auth from "@altan/integrator/Auth"
+import * as AuthConfig from "@altan/integrator/AuthConfig"
 import { ConnectionLive } from "@altan/integrator/Connection"
 import * as ConnectionStore from "@altan/integrator/ConnectionStore"
-import { HttpLive } from "@altan/integrator/Http"
+import * as DevIssuer from "@altan/integrator/DevIssuer"
+import { HttpEdgeLive } from "@altan/integrator/HttpEdge"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as OAuth from "@altan/integrator/OAuth"
@@ -14,6 +15,7 @@ import * as Resilience from "@altan/integrator/Resilience"
 import * as SecretStore from "@altan/integrator/SecretStore"
 import * as SecretStoreConfig from "@altan/integrator/SecretStoreConfig"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
+import * as TokenVerifier from "@altan/integrator/TokenVerifier"
 import * as OperatorServer from "@altan/observability/OperatorServer"
 import * as Telemetry from "@altan/observability/Telemetry"
 import { TelemetryConfig } from "@altan/observability/TelemetryConfig"
@@ -243,9 +245,9 @@ export const IntegratorLive = Layer.unwrapEffect(Effect.gen(function*() {
   const http = yield* IntegratorConfig.config
   return Layer.mergeAll(
     ConnectionLive,
-    HttpLive.pipe(
+    HttpEdgeLive.pipe(
       Layer.provide(ReadinessLive),
-      Layer.provide(Auth.layer),
+      Layer.provide(TokenVerifier.layer),
       Layer.provide(Layer.orDie(Admission.layerConfig)),
       Layer.provideMerge(NodeHttpServer.layer(edgeServer, { port: http.port, host: config.httpHost })),
       Layer.provide(IntegratorConfig.layer(http))
@@ -256,7 +258,7 @@ export const IntegratorLive = Layer.unwrapEffect(Effect.gen(function*() {
     Layer.provide(Layer.orDie(Resilience.layerConfig)),
     Layer.provide(IntegratorStoresLive)
   )
-})).pipe(Layer.provideMerge(Auth.layerDevIssuer), Layer.provideMerge(Auth.layerConfig))
+})).pipe(Layer.provideMerge(DevIssuer.layer), Layer.provideMerge(AuthConfig.layerConfig))
 
 const services: Record<Exclude<Role, "all">, Layer.Layer<never, any, any>> = {
   agent: AgentService.layer,
@@ -274,10 +276,10 @@ const Banner = Layer.effectDiscard(Effect.gen(function*() {
       address.hostname === "0.0.0.0" || address.hostname === "::" ? "localhost" : address.hostname
     }:${address.port}`
     : address.path
-  const auth = yield* Auth.AuthConfig
+  const auth = yield* AuthConfig.AuthConfig
   yield* Effect.logInfo(`Altan API listening on ${url} (docs: ${url}/docs)`)
   if (auth.keys._tag === "Dev") {
-    const issuer = yield* Auth.DevIssuer
+    const issuer = yield* DevIssuer.DevIssuer
     const token = yield* issuer.issue({ tenant_id: "demo", sub: "admin", role: "admin" })
     // The dev token goes to stdout on purpose: it is what `npm start` users copy into curl.
     yield* Effect.sync(() =>

@@ -1,13 +1,15 @@
 import * as MemorySink from "@altan/audit/MemorySink"
 import * as Readiness from "@altan/domain/Readiness"
 import * as Admission from "@altan/integrator/Admission"
-import * as Auth from "@altan/integrator/Auth"
+import * as AuthConfig from "@altan/integrator/AuthConfig"
 import * as ConnectionStore from "@altan/integrator/ConnectionStore"
-import { HttpLive } from "@altan/integrator/Http"
+import * as DevIssuer from "@altan/integrator/DevIssuer"
+import { HttpEdgeLive } from "@altan/integrator/HttpEdge"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as OAuth from "@altan/integrator/OAuth"
 import * as SecretStore from "@altan/integrator/SecretStore"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
+import * as TokenVerifier from "@altan/integrator/TokenVerifier"
 import * as Redis from "@altan/redis/Redis"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpServer from "@effect/platform/HttpServer"
@@ -159,12 +161,14 @@ const startRedisEdge = async (url: string, prefix: string) => {
     OAuth.layerRedis({ prefix }),
     SecretStore.layerMemory
   ).pipe(Layer.provide(Redis.layer({ url })))
-  const layer = HttpLive.pipe(
+  const layer = HttpEdgeLive.pipe(
     Layer.provide(Readiness.layer([])),
-    Layer.provide(Auth.layer),
+    Layer.provide(TokenVerifier.layer),
     Layer.provide(Admission.layer()),
-    Layer.provideMerge(Auth.layerDevIssuer),
-    Layer.provide(Layer.succeed(Auth.AuthConfig, { keys: { _tag: "Dev" }, issuer: "altan-dev", audience: "altan" })),
+    Layer.provideMerge(DevIssuer.layer),
+    Layer.provide(
+      Layer.succeed(AuthConfig.AuthConfig, { keys: { _tag: "Dev" }, issuer: "altan-dev", audience: "altan" })
+    ),
     Layer.provide(IntegratorConfig.layer({ maxJsonDepth: 1_000_000 })),
     Layer.provideMerge(NodeHttpServer.layer(edgeServer, { port: 0, host: "127.0.0.1" })),
     Layer.provide(Layer.orDie(stores)),
@@ -175,7 +179,7 @@ const startRedisEdge = async (url: string, prefix: string) => {
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
   const address = Context.get(context, HttpServer.HttpServer).address as HttpServer.TcpAddress
   const admin = await Effect.runPromise(
-    Context.get(context, Auth.DevIssuer).issue({ tenant_id: "acme", sub: "ada", role: "admin" })
+    Context.get(context, DevIssuer.DevIssuer).issue({ tenant_id: "acme", sub: "ada", role: "admin" })
   )
   const base = `http://127.0.0.1:${address.port}`
   return {

@@ -4,12 +4,14 @@ import * as MemorySink from "@altan/audit/MemorySink"
 import * as Readiness from "@altan/domain/Readiness"
 import { ToolFailed } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
-import * as Auth from "@altan/integrator/Auth"
+import * as AuthConfig from "@altan/integrator/AuthConfig"
 import { ConnectionLive } from "@altan/integrator/Connection"
-import { HttpLive } from "@altan/integrator/Http"
+import * as DevIssuer from "@altan/integrator/DevIssuer"
+import { HttpEdgeLive } from "@altan/integrator/HttpEdge"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as LlmGateway from "@altan/integrator/LlmGateway"
 import * as Resilience from "@altan/integrator/Resilience"
+import * as TokenVerifier from "@altan/integrator/TokenVerifier"
 import * as Redis from "@altan/redis/Redis"
 import type * as ExecutionLedger from "@altan/tool/ExecutionLedger"
 import * as Tool from "@altan/tool/Tool"
@@ -218,21 +220,21 @@ export const startEdge = async (
 ) => {
   const pair = await jose.generateKeyPair("ES256", { extractable: true })
   const publicPem = await jose.exportSPKI(pair.publicKey)
-  const authConfig = Layer.succeed(Auth.AuthConfig, {
+  const authConfig = Layer.succeed(AuthConfig.AuthConfig, {
     keys: { _tag: "PublicKey", key: createPublicKey(publicPem) },
     issuer,
     audience
   })
-  const layer = HttpLive.pipe(
+  const layer = HttpEdgeLive.pipe(
     Layer.provide(
       Layer.effect(
         Readiness.Readiness,
         Effect.map(clusterRoundTrip, (check) => ({ checks: [["cluster", check]] as const }))
       )
     ),
-    Layer.provide(Auth.layer),
+    Layer.provide(TokenVerifier.layer),
     Layer.provide(Admission.layer(options.admission)),
-    Layer.provide(Auth.layerDevIssuer),
+    Layer.provide(DevIssuer.layer),
     Layer.provide(authConfig),
     Layer.provide(IntegratorConfig.layer(options.maxBodyBytes ? { maxBodyBytes: options.maxBodyBytes } : {})),
     Layer.provideMerge(NodeHttpServer.layer(edgeServer, { port: 0, host: "127.0.0.1" })),

@@ -49,7 +49,7 @@ type WireError = { readonly code: string; readonly message: string; readonly det
  * Over RPC the same classes travel in their tagged form.
  */
 export const httpError = <A extends WireError, I, R>(
-  error: Schema.Schema<A, I, R> & { new(props: any): A },
+  error: Schema.Schema<A, I, R> & { new(props: ErrorBody): A },
   status: number
 ): Schema.Schema<A, { readonly error: ErrorBody }> =>
   Schema.transform(Schema.Struct({ error: ErrorBody }), Schema.typeSchema(error), {
@@ -60,7 +60,7 @@ export const httpError = <A extends WireError, I, R>(
         ? { code: e.code, message: e.message }
         : { code: e.code, message: e.message, details: e.details }
     })
-  }).annotations(HttpApiSchema.annotations({ status })) as any
+  }).annotations(HttpApiSchema.annotations({ status }))
 
 export const InvalidRequestHttp = httpError(InvalidRequest, 400)
 export const UnauthorizedHttp = httpError(Unauthorized, 401)

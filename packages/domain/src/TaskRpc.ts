@@ -106,11 +106,10 @@ export const layerProtocol = (
     RpcSerialization.RpcSerialization | HttpClient.HttpClient | Socket.WebSocketConstructor
   > = options.protocol === "websocket"
     ? RpcClient.layerProtocolSocket().pipe(Layer.provide(Socket.layerWebSocket(options.url)))
-    // the protocol turns any HTTP failure into an RpcClientError
-    : RpcClient.layerProtocolHttp({
-      url: options.url,
-      transformClient: (client) => HttpClient.filterStatusOk(client) as any
-    })
+    // a non-2xx answer fails the request, which the protocol turns into an RpcClientError
+    : RpcClient.layerProtocolHttp({ url: options.url }).pipe(
+      Layer.provide(Layer.effect(HttpClient.HttpClient, Effect.map(HttpClient.HttpClient, HttpClient.filterStatusOk)))
+    )
   return Layer.provide(protocol, RpcSerialization.layerNdjson)
 }
 

@@ -1,4 +1,4 @@
-import { TooManyRequests } from "@altan/domain/Errors"
+import { TooManyRequests, type Unavailable } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import type { AdmissionSettings } from "@altan/domain/Settings"
 import * as Clock from "effect/Clock"
@@ -9,8 +9,8 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 
-/** The `Retry-After` header of a `TooManyRequests`: whole seconds, at least 1. */
-export const retryAfterSeconds = (error: TooManyRequests): number =>
+/** The `Retry-After` header of a `TooManyRequests` (or an `Unavailable`): whole seconds, at least 1. */
+export const retryAfterSeconds = (error: TooManyRequests | Unavailable): number =>
   Math.max(1, Math.ceil(Number(error.details?.["retry_after_ms"] ?? 1000) / 1000))
 
 /**

@@ -1,43 +1,16 @@
-import { AuditLog } from "@altan/audit/AuditLog"
+import type { AuditLog } from "@altan/audit/AuditLog"
 import { CurrentPrincipal } from "@altan/domain/Principal"
-import { RpcAuthentication, TaskRpcs } from "@altan/domain/TaskRpc"
-import type { Headers } from "@effect/platform/Headers"
+import { TaskRpcs } from "@altan/domain/TaskRpc"
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import * as RpcSerialization from "@effect/rpc/RpcSerialization"
 import * as RpcServer from "@effect/rpc/RpcServer"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
-import { TokenVerifier } from "./Auth.js"
+import * as Authentication from "./Authentication.js"
 import { IntegratorConfig } from "./IntegratorConfig.js"
 import { Tasks } from "./Tasks.js"
-
-/** The token of an `authorization: Bearer <token>` header; empty when there is none. */
-const bearerToken = (headers: Headers): string => {
-  const header = headers.authorization ?? ""
-  return /^bearer /i.test(header) ? header.slice("bearer ".length).trim() : ""
-}
-
-/** `RpcAuthentication`: the request's bearer token, verified like the HTTP API's, becomes `CurrentPrincipal`. */
-export const RpcAuthenticationLive: Layer.Layer<RpcAuthentication, never, TokenVerifier | AuditLog> = Layer.effect(
-  RpcAuthentication,
-  Effect.gen(function*() {
-    const verifier = yield* TokenVerifier
-    const audit = yield* AuditLog
-    return ({ headers, rpc }) =>
-      verifier.verify(bearerToken(headers)).pipe(
-        Effect.tapError((error) =>
-          audit.record({
-            tenant_id: "-",
-            action: "auth.failure",
-            target: `rpc ${rpc._tag}`,
-            outcome: "denied",
-            details: { reason: error.message }
-          })
-        )
-      )
-  })
-)
+import type { TokenVerifier } from "./TokenVerifier.js"
 
 /** The task RPCs, answered by the same `Tasks` as the HTTP handlers. */
 export const TaskRpcsLive = TaskRpcs.toLayer(Effect.gen(function*() {
@@ -71,6 +44,6 @@ export const RpcLive: Layer.Layer<never, never, IntegratorConfig | Tasks | Token
       return Layer.mergeAll(
         server(RpcServer.layerProtocolHttp({ path: "/rpc", routerTag: HttpApiBuilder.Router })),
         server(RpcServer.layerProtocolWebsocket({ path: "/rpc/ws", routerTag: HttpApiBuilder.Router }))
-      ).pipe(Layer.provide(TaskRpcsLive), Layer.provide(RpcAuthenticationLive))
+      ).pipe(Layer.provide(TaskRpcsLive), Layer.provide(Authentication.layerRpc))
     })
   )

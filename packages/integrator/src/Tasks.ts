@@ -21,6 +21,7 @@ import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import { Admission } from "./Admission.js"
+import { clusterUnavailable, orUnavailable } from "./internal/clusterCall.js"
 import { TenantConfig } from "./TenantConfig.js"
 
 const random = () => randomBytes(12).toString("base64url")
@@ -37,13 +38,6 @@ export const taskIds = (tenantId: string, sessionId: string | undefined, key: st
   return { sessionId: session as SessionId, taskId: task as TaskId }
 }
 
-/** Cluster delivery failures are the runtime's, not the caller's: 503. */
-const clusterUnavailable = (e: { readonly _tag: string }) =>
-  new Unavailable({ message: `the agent service could not take the request (${e._tag}); retry later` })
-
-/** How long the edge waits for the agent service beyond any wait the request itself asked for. */
-const callTimeout = Duration.seconds(15)
-
 /**
  * How long the edge waits for the session to answer a submit. Past it the edge asks the cluster's storage
  * whether the submit is stored: if it is, the task is accepted (it will run) and the edge answers 202 at once.
@@ -56,22 +50,6 @@ const describeWait = Duration.seconds(5)
 const specFreshMs = 2_000
 const specStaleMs = 10 * 60_000
 const maxSpecs = 10_000
-
-/**
- * Bounds a call into the cluster: while no runner owns the session's shard, the cluster retries
- * delivery indefinitely, and the caller gets a 503 rather than a hung request.
- */
-export const orUnavailable = <A, E extends { readonly _tag: string }, R>(
-  effect: Effect.Effect<A, E, R>,
-  extraWait: Duration.DurationInput = 0
-): Effect.Effect<A, Exclude<E, ClusterError> | Unavailable, R> =>
-  effect.pipe(
-    Effect.catchIf(isClusterError, (e) => Effect.fail(clusterUnavailable(e))),
-    Effect.timeoutFail({
-      duration: Duration.sum(callTimeout, extraWait),
-      onTimeout: () => new Unavailable({ message: "the agent service did not answer in time; retry later" })
-    })
-  ) as any
 
 /**
  * The LLMs a natural-language task will use, in order: the task's `llm_id` or the tenant's

@@ -1,5 +1,5 @@
 import * as AuditLog from "@altan/audit/AuditLog"
-import { Authentication } from "@altan/domain/Api"
+import * as Api from "@altan/domain/Api"
 import { CurrentPrincipal } from "@altan/domain/Principal"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpApi from "@effect/platform/HttpApi"
@@ -18,93 +18,12 @@ import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as jose from "jose"
 import { randomUUID } from "node:crypto"
-import { createServer, type Server } from "node:http"
-import type { AddressInfo } from "node:net"
-import * as Auth from "../src/Auth.js"
-
-const issuer = "https://idp.test"
-const audience = "altan-test"
-const now = () => Math.floor(Date.now() / 1000)
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-// A loopback JWKS endpoint that counts what it receives -------------------------------------------------------
-
-interface KeyServer {
-  readonly url: URL
-  readonly requests: () => number
-  readonly publish: (keys: ReadonlyArray<jose.JWK>) => void
-  readonly failWith: (status: number | undefined) => void
-  readonly close: () => Promise<void>
-}
-
-const listen = (server: Server) =>
-  new Promise<number>((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port)))
-
-const startKeyServer = async (keys: ReadonlyArray<jose.JWK>): Promise<KeyServer> => {
-  let published = keys
-  let status: number | undefined
-  let requests = 0
-  const server = createServer((req, res) => {
-    requests++
-    if (status !== undefined || req.url !== "/jwks.json") {
-      res.writeHead(status ?? 404).end()
-      return
-    }
-    res.writeHead(200, { "content-type": "application/jwk-set+json" }).end(JSON.stringify({ keys: published }))
-  })
-  const port = await listen(server)
-  return {
-    url: new URL(`http://127.0.0.1:${port}/jwks.json`),
-    requests: () => requests,
-    publish: (keys) => {
-      published = keys
-    },
-    failWith: (s) => {
-      status = s
-    },
-    close: () => new Promise((resolve) => server.close(() => resolve()))
-  }
-}
-
-// Signing keys and tokens -------------------------------------------------------------------------------------
-
-interface SigningKey {
-  readonly alg: string
-  readonly kid: string
-  readonly privateKey: jose.CryptoKey
-  readonly publicKey: jose.CryptoKey
-  readonly jwk: jose.JWK
-  readonly pem: string
-}
-
-const makeKey = async (alg: string, kid: string): Promise<SigningKey> => {
-  const { privateKey, publicKey } = await jose.generateKeyPair(alg, { extractable: true })
-  const jwk = { ...(await jose.exportJWK(publicKey)), kid, alg, use: "sig" }
-  return { alg, kid, privateKey, publicKey, jwk, pem: await jose.exportSPKI(publicKey) }
-}
-
-interface TokenOptions {
-  readonly iss?: string
-  readonly aud?: string
-  /** Seconds since the epoch; `null` leaves the claim out. */
-  readonly exp?: number | null
-  readonly nbf?: number
-  /** Seconds since the epoch (default now); `null` leaves the claim out. */
-  readonly iat?: number | null
-  readonly header?: Record<string, unknown>
-}
-
-/** A token for tenant `acme`, user `user-1`; `claims` overrides (an `undefined` claim is left out). */
-const sign = (key: SigningKey, claims: Record<string, unknown> = {}, options: TokenOptions = {}) => {
-  const jwt = new jose.SignJWT({ tenant_id: "acme", sub: "user-1", ...claims })
-    .setProtectedHeader({ alg: key.alg, kid: key.kid, ...options.header })
-    .setIssuer(options.iss ?? issuer)
-    .setAudience(options.aud ?? audience)
-  if (options.iat !== null) jwt.setIssuedAt(options.iat)
-  if (options.exp !== null) jwt.setExpirationTime(options.exp ?? now() + 600)
-  if (options.nbf !== undefined) jwt.setNotBefore(options.nbf)
-  return jwt.sign(key.privateKey)
-}
+import { createServer } from "node:http"
+import * as AuthConfig from "../src/AuthConfig.js"
+import * as Authentication from "../src/Authentication.js"
+import * as DevIssuer from "../src/DevIssuer.js"
+import * as TokenVerifier from "../src/TokenVerifier.js"
+import { audience, issuer, type KeyServer, makeKey, now, sign, type SigningKey, startKeyServer } from "./jwks.js"
 
 const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url")
 const claimsOf = (extra: Record<string, unknown> = {}) => ({
@@ -126,7 +45,7 @@ const Whoami = Schema.Struct({ tenant_id: Schema.String, user_id: Schema.String,
 
 class WhoamiGroup extends HttpApiGroup.make("whoami")
   .add(HttpApiEndpoint.get("whoami", "/whoami").addSuccess(Whoami))
-  .middleware(Authentication)
+  .middleware(Api.Authentication)
 {}
 class TestApi extends HttpApi.make("test").add(WhoamiGroup) {}
 
@@ -142,7 +61,7 @@ const WhoamiLive = HttpApiBuilder.group(
 
 interface Edge {
   readonly call: (token: string | undefined) => Promise<Answer>
-  readonly verifier: Auth.TokenVerifier["Type"]
+  readonly verifier: TokenVerifier.TokenVerifier["Type"]
   readonly close: () => Promise<void>
 }
 
@@ -153,12 +72,12 @@ interface Answer {
   readonly body: any
 }
 
-/** Serves `GET /whoami` behind `Auth.AuthenticationLive` over the given verifier. */
-const startEdge = async (verifier: Layer.Layer<Auth.TokenVerifier, any>): Promise<Edge> => {
+/** Serves `GET /whoami` behind `Authentication.layer` over the given verifier. */
+const startEdge = async (verifier: Layer.Layer<TokenVerifier.TokenVerifier, any>): Promise<Edge> => {
   const layer = HttpApiBuilder.serve().pipe(
     Layer.provide(HttpApiBuilder.api(TestApi)),
     Layer.provide(WhoamiLive),
-    Layer.provide(Auth.AuthenticationLive),
+    Layer.provide(Authentication.layer),
     Layer.provide(AuditLog.layerNoop),
     // large enough for the 100 KiB token to reach the middleware (Node's default is 16 KiB)
     Layer.provideMerge(
@@ -183,20 +102,20 @@ const startEdge = async (verifier: Layer.Layer<Auth.TokenVerifier, any>): Promis
         body: res.headers.get("content-type")?.includes("json") ? JSON.parse(text) : undefined
       }
     },
-    verifier: Context.get(context, Auth.TokenVerifier),
+    verifier: Context.get(context, TokenVerifier.TokenVerifier),
     close: () => Effect.runPromise(Scope.close(scope, Exit.void))
   }
 }
 
-/** A verifier built by `Auth.layer` from a given `AuthConfig`. */
-const fromConfig = (config: Auth.AuthConfig["Type"]) =>
-  Auth.layer.pipe(Layer.provide(Auth.layerDevIssuer), Layer.provide(Layer.succeed(Auth.AuthConfig, config)))
+/** A verifier built by `TokenVerifier.layer` from a given `AuthConfig`. */
+const fromConfig = (config: AuthConfig.AuthConfig["Type"]) =>
+  TokenVerifier.layer.pipe(Layer.provide(DevIssuer.layer), Layer.provide(Layer.succeed(AuthConfig.AuthConfig, config)))
 
-/** A verifier built by `Auth.layer` from environment variables. */
+/** A verifier built by `TokenVerifier.layer` from environment variables. */
 const fromEnv = (env: Record<string, string>) =>
-  Auth.layer.pipe(
-    Layer.provide(Auth.layerDevIssuer),
-    Layer.provideMerge(Auth.layerConfig),
+  TokenVerifier.layer.pipe(
+    Layer.provide(DevIssuer.layer),
+    Layer.provideMerge(AuthConfig.layerConfig),
     Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
   )
 
@@ -204,8 +123,8 @@ const configError = (env: Record<string, string>) =>
   Effect.runPromise(
     Effect.flip(
       Effect.provide(
-        Auth.AuthConfig,
-        Auth.layerConfig.pipe(
+        AuthConfig.AuthConfig,
+        AuthConfig.layerConfig.pipe(
           Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
         )
       )
@@ -380,72 +299,6 @@ describe("AUTH_JWKS_URL", () => {
   })
 })
 
-describe("key rotation", () => {
-  let k1: SigningKey
-  let k2: SigningKey
-  let keys: KeyServer
-  let edge: Edge
-  const cooldownMs = 300
-
-  beforeAll(async () => {
-    k1 = await makeKey("ES256", "2024-01")
-    k2 = await makeKey("RS256", "2024-02")
-    keys = await startKeyServer([k1.jwk])
-    const verifier = Layer.succeed(
-      Auth.TokenVerifier,
-      Auth.make({ key: Auth.remoteKeySet(keys.url, { cooldownMs }), issuer, audience })
-    )
-    edge = await startEdge(verifier)
-  })
-  afterAll(async () => {
-    await edge?.close()
-    await keys?.close()
-  })
-
-  it("finds a new kid with one refetch after the cooldown; old-key tokens verify while it stays published", async () => {
-    expectPrincipal(await edge.call(await sign(k1)), acmeMember)
-    expect(keys.requests()).toBe(1)
-
-    keys.publish([k1.jwk, k2.jwk])
-    // within the cooldown of the last fetch: unknown, and no refetch
-    const early = await sign(k2)
-    expect401(await edge.call(early), /^no trusted key matches the token's kid and algorithm$/, early)
-    expect(keys.requests()).toBe(1)
-
-    await sleep(cooldownMs + 50)
-    expectPrincipal(await edge.call(await sign(k2, { sub: "rotated" })), { ...acmeMember, user_id: "rotated" })
-    expect(keys.requests()).toBe(2)
-    expectPrincipal(await edge.call(await sign(k1)), acmeMember)
-    expectPrincipal(await edge.call(await sign(k2)), acmeMember)
-    expect(keys.requests()).toBe(2)
-  })
-
-  it("drops a key the set no longer publishes once the cached set is past its max age", async () => {
-    const server = await startKeyServer([k1.jwk, k2.jwk])
-    try {
-      const verifier = Auth.make({
-        key: Auth.remoteKeySet(server.url, { cooldownMs: 50, maxAgeMs: 200 }),
-        issuer,
-        audience
-      })
-      const verify = async (key: SigningKey) => Effect.runPromiseExit(verifier.verify(await sign(key)))
-      expect(Exit.isSuccess(await verify(k1))).toBe(true)
-      server.publish([k2.jwk])
-      expect(Exit.isSuccess(await verify(k1))).toBe(true)
-      await sleep(250)
-      const exit = await verify(k1)
-      expect(exit).toMatchObject({
-        _tag: "Failure",
-        cause: { error: { _tag: "Unauthorized", message: "no trusted key matches the token's kid and algorithm" } }
-      })
-      expect(Exit.isSuccess(await verify(k2))).toBe(true)
-      expect(server.requests()).toBe(2)
-    } finally {
-      await server.close()
-    }
-  })
-})
-
 describe("unknown kid flood", () => {
   it("200 tokens with random kids in parallel cost one JWKS fetch", async () => {
     const k1 = await makeKey("ES256", "k1")
@@ -468,39 +321,6 @@ describe("unknown kid flood", () => {
       expect(keys.requests()).toBe(1)
     } finally {
       await edge.close()
-      await keys.close()
-    }
-  })
-
-  it("an issuer answering 500 is asked once per retry interval, not once per token", async () => {
-    const k1 = await makeKey("ES256", "k1")
-    const keys = await startKeyServer([k1.jwk])
-    keys.failWith(500)
-    const failures: Array<unknown> = []
-    const verifier = Auth.make({
-      key: Auth.remoteKeySet(keys.url, { retryMs: 400, onFailure: (error) => failures.push(error) }),
-      issuer,
-      audience
-    })
-    try {
-      const tokens = await Promise.all(Array.from({ length: 100 }, () => sign(k1)))
-      const exits = await Promise.all(tokens.map((token) => Effect.runPromiseExit(verifier.verify(token))))
-      for (const token of tokens.slice(0, 20)) exits.push(await Effect.runPromiseExit(verifier.verify(token)))
-      for (const exit of exits) {
-        expect(exit).toMatchObject({
-          _tag: "Failure",
-          cause: { error: { message: "the issuer's key set could not be fetched; try again later" } }
-        })
-      }
-      expect(keys.requests()).toBe(1)
-      expect(failures).toHaveLength(1)
-
-      keys.failWith(undefined)
-      await sleep(450)
-      const ok = await Effect.runPromise(verifier.verify(await sign(k1)))
-      expect(ok).toMatchObject({ tenantId: "acme", userId: "user-1", role: "member" })
-      expect(keys.requests()).toBe(2)
-    } finally {
       await keys.close()
     }
   })
@@ -585,8 +405,8 @@ describe("configuration", () => {
     const read = (env: Record<string, string>) =>
       Effect.runPromise(
         Effect.provide(
-          Auth.AuthConfig,
-          Auth.layerConfig.pipe(
+          AuthConfig.AuthConfig,
+          AuthConfig.layerConfig.pipe(
             Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
           )
         )
@@ -597,7 +417,11 @@ describe("configuration", () => {
       AUTH_AUDIENCE: audience
     })
     expect(jwks).toEqual({ keys: { _tag: "Jwks", url: new URL("https://idp.test/jwks.json") }, issuer, audience })
-    expect(await read({})).toEqual({ keys: { _tag: "Dev" }, issuer: Auth.devIssuer, audience: Auth.devAudience })
+    expect(await read({})).toEqual({
+      keys: { _tag: "Dev" },
+      issuer: AuthConfig.devIssuer,
+      audience: AuthConfig.devAudience
+    })
   })
 
   it("never falls back to the development key when an issuer or audience says this is a real deployment", async () => {

@@ -1,0 +1,93 @@
+import { Api } from "@altan/domain/Api"
+import { InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import { requireAdmin } from "./internal/requireAdmin.js"
+import { SecretStore, type SecretStoreError } from "./SecretStore.js"
+import { TenantConfig } from "./TenantConfig.js"
+
+/** `/v1/llms`: the tenant's LLM configurations. Admin only. */
+export const LlmsLive = HttpApiBuilder.group(Api, "llms", (handlers) =>
+  Effect.gen(function*() {
+    const config = yield* TenantConfig
+    const notFound = (llmId: string) => new NotFound({ message: `no LLM "${llmId}"` })
+    return handlers
+      .handle("put", ({ path, payload }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          if (payload.llm_id !== path.llm_id) {
+            return yield* new InvalidRequest({
+              message: `the body's llm_id "${payload.llm_id}" differs from the path's "${path.llm_id}"`,
+              details: { field: "llm_id" }
+            })
+          }
+          yield* config.putLlm(tenantId, payload)
+          return payload
+        }))
+      .handle("get", ({ path }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          return yield* Effect.flatMap(
+            config.getLlm(tenantId, path.llm_id),
+            Option.match({
+              onNone: () => Effect.fail(notFound(path.llm_id)),
+              onSome: Effect.succeed
+            })
+          )
+        }))
+      .handle("list", () => Effect.flatMap(requireAdmin, ({ tenantId }) => config.listLlms(tenantId)))
+      .handle("delete", ({ path }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          if (!(yield* config.deleteLlm(tenantId, path.llm_id))) return yield* notFound(path.llm_id)
+        }))
+  }))
+
+/** `/v1/settings`: default and fallback LLMs, egress allowlist, provider base URLs. Admin only. */
+export const SettingsLive = HttpApiBuilder.group(Api, "settings", (handlers) =>
+  Effect.gen(function*() {
+    const config = yield* TenantConfig
+    return handlers
+      .handle("put", ({ payload }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          for (
+            const [field, id] of [
+              ["default_llm", payload.default_llm],
+              ...payload.fallback_llms.map((id, i) => [`fallback_llms.${i}`, id] as const)
+            ] as const
+          ) {
+            if (id !== undefined && Option.isNone(yield* config.getLlm(tenantId, id))) {
+              return yield* new InvalidRequest({
+                code: "unknown_llm",
+                message: `no LLM "${id}" is configured`,
+                details: { field }
+              })
+            }
+          }
+          yield* config.putSettings(tenantId, payload)
+          return payload
+        }))
+      .handle("get", () => Effect.flatMap(requireAdmin, ({ tenantId }) => config.getSettings(tenantId)))
+  }))
+
+const secretsUnavailable = (e: SecretStoreError) => new Unavailable({ message: e.message })
+
+/** `/v1/secrets`: write-only secrets. Admin only. */
+export const SecretsLive = HttpApiBuilder.group(Api, "secrets", (handlers) =>
+  Effect.gen(function*() {
+    const secrets = yield* SecretStore
+    return handlers
+      .handle("put", ({ path, payload }) =>
+        Effect.flatMap(requireAdmin, ({ tenantId }) =>
+          secrets.put(tenantId, path.name, Redacted.make(payload.value)).pipe(Effect.mapError(secretsUnavailable))))
+      .handle("delete", ({ path }) =>
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          if (!(yield* secrets.delete(tenantId, path.name).pipe(Effect.mapError(secretsUnavailable)))) {
+            return yield* new NotFound({ message: `no secret "${path.name}"` })
+          }
+        }))
+  }))

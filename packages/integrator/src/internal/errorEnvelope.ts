@@ -1,0 +1,133 @@
+import { InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
+import { HttpApiDecodeError } from "@effect/platform/HttpApiError"
+import * as HttpApp from "@effect/platform/HttpApp"
+import * as HttpServerError from "@effect/platform/HttpServerError"
+import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerRespondable from "@effect/platform/HttpServerRespondable"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import { retryAfterSeconds } from "../Admission.js"
+
+const fieldOf = (path: ReadonlyArray<PropertyKey>) => path.map(String).join(".")
+
+/** A request the API's schemas refused, as the API's own error: the deepest issue names the field. */
+export const invalidRequestOf = (e: HttpApiDecodeError): InvalidRequest => {
+  const issues = e.issues.map((i) => ({ field: fieldOf(i.path), message: i.message }))
+  // For a union (text OR plan) the deepest issue is the one that says what is wrong.
+  const first = issues.reduce<typeof issues[number] | undefined>(
+    (deepest, i) => (!deepest || i.field.split(".").length > deepest.field.split(".").length ? i : deepest),
+    undefined
+  )
+  return new InvalidRequest({
+    message: first ? `${first.field || "body"}: ${first.message}` : e.message,
+    details: { field: first?.field ?? "", issues }
+  })
+}
+
+/** `Retry-After` on the answer to a 429 or 503, from the error's `details.retry_after_ms` (default 1 s). */
+const withRetryAfter = (e: TooManyRequests | Unavailable) => {
+  const seconds = retryAfterSeconds(e)
+  return HttpApp.appendPreResponseHandler((_request, response) =>
+    Effect.succeed(HttpServerResponse.setHeader(response, "retry-after", String(seconds)))
+  )
+}
+
+/** A response (or something that renders as one) raised as a defect: the framework answers it as it is. */
+const isResponse = (u: unknown) => HttpServerResponse.isServerResponse(u) || HttpServerRespondable.isRespondable(u)
+
+const storageTags = new Set(["RedisError", "SecretStoreError", "SqlError"])
+const outageCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH"])
+const outageMessage = /max retries per request|connection is closed|stream isn't writeable/i
+
+/**
+ * Whether a defect is a storage backend going away rather than a bug: the stores' own errors (they have no
+ * error channel, so Redis failures arrive as defects), ioredis' give-ups and refused or dropped connections.
+ */
+export const isStorageOutage = (defect: unknown): boolean => {
+  let u = defect
+  for (let hops = 0; typeof u === "object" && u !== null && hops < 5; hops++) {
+    const { _tag, code, message, name } = u as Record<string, unknown>
+    if (typeof _tag === "string" && storageTags.has(_tag)) return true
+    if (typeof code === "string" && outageCodes.has(code)) return true
+    if (name === "MaxRetriesPerRequestError") return true
+    if (typeof message === "string" && outageMessage.test(message)) return true
+    u = (u as { readonly cause?: unknown }).cause
+  }
+  return false
+}
+
+/**
+ * A defect (a bug, or a store that failed) answered with the envelope instead of the framework's empty 500:
+ * 503 `unavailable` with `Retry-After` when storage is away, else 500 `internal_error`. The client gets a
+ * generic message and the trace id; the log gets the cause.
+ */
+const unexpected = (
+  cause: Cause.Cause<unknown>,
+  defect: unknown
+): Effect.Effect<HttpServerResponse.HttpServerResponse, Unavailable> =>
+  Effect.gen(function*() {
+    const outage = isStorageOutage(defect)
+    yield* Effect.logError(
+      outage ? "storage unavailable while answering a request" : "defect answering a request",
+      cause
+    )
+    const traceId = Option.map(yield* Effect.option(Effect.currentSpan), (span) => span.traceId)
+    const details = Option.match(traceId, { onNone: () => undefined, onSome: (trace_id) => ({ trace_id }) })
+    if (outage) {
+      const error = new Unavailable({ message: "storage is unavailable; retry later", ...(details ? { details } : {}) })
+      return yield* Effect.zipRight(withRetryAfter(error), Effect.fail(error))
+    }
+    return HttpServerResponse.unsafeJson(
+      {
+        error: { code: "internal_error", message: "the request failed unexpectedly", ...(details ? { details } : {}) }
+      },
+      { status: 500 }
+    )
+  })
+
+/**
+ * Turns what the framework raises before a handler runs (undecodable bodies, bad path params), and any
+ * defect of a handler, into the API's own errors, so every answer has the same envelope.
+ */
+export const errorEnvelope = (app: HttpApp.Default): HttpApp.Default<InvalidRequest | Unavailable> =>
+  Effect.catchAllCause(app, (cause): HttpApp.Default<InvalidRequest | Unavailable> => {
+    // A body that cannot be read arrives as a defect (the framework reads it with orDie).
+    const e: unknown = Option.getOrUndefined(Option.orElse(Cause.failureOption(cause), () => Cause.dieOption(cause)))
+    if (e instanceof HttpApiDecodeError) return Effect.fail(invalidRequestOf(e))
+    if (HttpServerError.isServerError(e) && e._tag === "RequestError") {
+      return Effect.fail(
+        new InvalidRequest({ message: "the request body is not valid JSON", details: { field: "body" } })
+      )
+    }
+    // every 429 and 503 says when to come back, from the error's own details
+    if (e instanceof TooManyRequests || e instanceof Unavailable) {
+      return Effect.zipRight(withRetryAfter(e), Effect.failCause(cause))
+    }
+    if (Option.isNone(Cause.failureOption(cause)) && !Cause.isInterruptedOnly(cause) && !isResponse(e)) {
+      return unexpected(cause, e)
+    }
+    return Effect.failCause(cause)
+  })
+
+const wwwAuthenticate = `Bearer realm="altan", error="invalid_token"`
+
+/** Last touches on every response: the `WWW-Authenticate` challenge on 401, JSON bodies on bare 404s. */
+export const finishResponse = (
+  request: HttpServerRequest.HttpServerRequest,
+  response: HttpServerResponse.HttpServerResponse
+) => {
+  if (response.status === 401) {
+    return Effect.succeed(HttpServerResponse.setHeader(response, "www-authenticate", wwwAuthenticate))
+  }
+  // the rest of an oversized body is not worth reading: close the connection after answering
+  if (response.status === 413) return Effect.succeed(HttpServerResponse.setHeader(response, "connection", "close"))
+  if (response.status === 404 && response.body._tag === "Empty") {
+    return Effect.succeed(HttpServerResponse.unsafeJson(
+      { error: { code: "not_found", message: `no route for ${request.method} ${request.url.split("?")[0]}` } },
+      { status: 404 }
+    ))
+  }
+  return Effect.succeed(response)
+}
