@@ -6,11 +6,10 @@ import type { ToolDefinition } from "@altan/domain/ToolDefinition"
 import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
 import * as AuthConfig from "@altan/integrator/AuthConfig"
-import { ConnectionLive } from "@altan/integrator/Connection"
 import * as DevIssuer from "@altan/integrator/DevIssuer"
 import { HttpEdgeLive } from "@altan/integrator/HttpEdge"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
-import * as LlmGateway from "@altan/integrator/LlmGateway"
+import * as IntegratorService from "@altan/integrator/IntegratorService"
 import * as Resilience from "@altan/integrator/Resilience"
 import * as TokenVerifier from "@altan/integrator/TokenVerifier"
 import * as Redis from "@altan/redis/Redis"
@@ -30,7 +29,7 @@ import * as Scope from "effect/Scope"
 import { fork } from "node:child_process"
 import { createServer } from "node:http"
 import { fileURLToPath } from "node:url"
-import { clusterRoundTrip, IntegratorStores, ShardingMemory } from "../packages/cluster/src/Runtime.js"
+import { clusterRoundTrip, ShardingMemory } from "../packages/cluster/src/Runtime.js"
 
 // one guard (and one set of connection pools) for the LLM gateway and the tools, as in production
 const egress = ToolService.egressTest(["127.0.0.1"])
@@ -74,16 +73,10 @@ export const startRuntime = async (
           ? { layer: Layer.orDie(Redis.layer({ url: options.redis.url })), prefix: options.redis.prefix }
           : undefined
       }),
-      ConnectionLive.pipe(
-        Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue()))),
-        Layer.provide(Resilience.layer()),
-        Layer.provide(
-          egress
-        )
-      ),
+      IntegratorService.layerTest({ resilience: Resilience.defaults }).pipe(Layer.provide(egress)),
       ToolService.layerTest({ egress })
     )),
-    Layer.provideMerge(IntegratorStores),
+    Layer.provideMerge(IntegratorService.storesMemory),
     // as production writes them (one JSON line per record), to nowhere: the memory sink would grow the heap all run
     Layer.provideMerge(StdoutSink.layer({ write: () => undefined })),
     // as `npm start` runs: one process, no simulated wire

@@ -2,20 +2,7 @@ import * as AgentService from "@altan/agent/AgentService"
 import * as AuditConfig from "@altan/audit/AuditConfig"
 import * as Readiness from "@altan/domain/Readiness"
 import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
-import * as Admission from "@altan/integrator/Admission"
-import * as AuthConfig from "@altan/integrator/AuthConfig"
-import { ConnectionLive } from "@altan/integrator/Connection"
-import * as ConnectionStore from "@altan/integrator/ConnectionStore"
-import * as DevIssuer from "@altan/integrator/DevIssuer"
-import { HttpEdgeLive } from "@altan/integrator/HttpEdge"
-import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
-import * as LlmGateway from "@altan/integrator/LlmGateway"
-import * as OAuth from "@altan/integrator/OAuth"
-import * as Resilience from "@altan/integrator/Resilience"
-import * as SecretStore from "@altan/integrator/SecretStore"
-import * as SecretStoreConfig from "@altan/integrator/SecretStoreConfig"
-import * as TenantConfig from "@altan/integrator/TenantConfig"
-import * as TokenVerifier from "@altan/integrator/TokenVerifier"
+import * as IntegratorService from "@altan/integrator/IntegratorService"
 import * as OperatorServer from "@altan/observability/OperatorServer"
 import * as Telemetry from "@altan/observability/Telemetry"
 import { TelemetryConfig } from "@altan/observability/TelemetryConfig"
@@ -33,8 +20,6 @@ import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
 import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
 import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
-import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import * as HttpServer from "@effect/platform/HttpServer"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Cause from "effect/Cause"
@@ -44,7 +29,6 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
-import { createServer } from "node:http"
 import { layerConfig, type Role, RuntimeConfig, shardGroups, shardsPerGroup } from "./RuntimeConfig.js"
 
 const shardingOptions = (config: RuntimeConfig["Type"]): Partial<ShardingConfig.ShardingConfig["Type"]> => ({
@@ -182,111 +166,15 @@ const ReadinessLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
     })
   ).pipe(Layer.provide(Option.getOrElse(redisOf(config), () => Layer.empty)))))
 
-/** The integrator's tenant configuration and secrets, shared by the HTTP edge and the connections. */
-export const IntegratorStores = Layer.mergeAll(
-  TenantConfig.layerMemory,
-  SecretStore.layerMemory,
-  ConnectionStore.layerMemory,
-  OAuth.layerMemory
-)
-
-/**
- * The integrator's stores: with `redis`, tenant configuration, connections and OAuth2 state live in it, so every
- * integrator runner shares them; secrets follow `SECRETS_BACKEND`.
- */
-export const IntegratorStoresFrom = <R = never>(redis: Option.Option<Layer.Layer<Redis.Redis, never, R>>) =>
-  Layer.merge(
-    Option.match(redis, {
-      onNone: () => Layer.mergeAll(TenantConfig.layerMemory, ConnectionStore.layerMemory, OAuth.layerMemory),
-      onSome: (redis) =>
-        Layer.mergeAll(TenantConfig.layerRedis(), ConnectionStore.layerRedis(), OAuth.layerRedis()).pipe(
-          Layer.provide(redis)
-        )
-    }),
-    SecretStoreConfig.layerFromConfig(redis)
-  ).pipe(Layer.orDie)
-
-/** The integrator's stores as configured: in the process's Redis when `REDIS_URL` is set. */
-export const IntegratorStoresLive = Layer.unwrapEffect(
-  Effect.map(RuntimeConfig, (config) => IntegratorStoresFrom(redisOf(config)))
-)
-
-/** The LLM gateway over the integrator's stores, calling out through the egress guard. */
-export const GatewayLive = LlmGateway.layer.pipe(
-  Layer.provide(LlmGateway.layerConfig),
-  Layer.provide(ToolService.egress)
-)
-
-/**
- * The edge's HTTP server. Requests Node refuses before any handler runs (headers over its 16 KiB
- * limit, e.g. a 100 KiB token; malformed HTTP) still get the API's JSON error envelope.
- */
-export const edgeServer = () => {
-  const server = createServer()
-  server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
-    if (!socket.writable) return socket.destroy()
-    const [status, code, message] = error.code === "HPE_HEADER_OVERFLOW"
-      ? [431, "headers_too_large", "the request headers (a token included) are over the 16 KiB limit"]
-      : [400, "bad_request", "malformed HTTP request"]
-    const body = JSON.stringify({ error: { code, message } })
-    socket.end(
-      `HTTP/1.1 ${status} ${status === 431 ? "Request Header Fields Too Large" : "Bad Request"}\r\n` +
-        `content-type: application/json\r\ncontent-length: ${
-          Buffer.byteLength(body)
-        }\r\nconnection: close\r\n\r\n${body}`
-    )
-  })
-  return server
-}
-
-/** Integrator Engine: `Connection` entities and the public HTTP API. */
-export const IntegratorLive = Layer.unwrapEffect(Effect.gen(function*() {
-  const config = yield* RuntimeConfig
-  const http = yield* IntegratorConfig.config
-  return Layer.mergeAll(
-    ConnectionLive,
-    HttpEdgeLive.pipe(
-      Layer.provide(ReadinessLive),
-      Layer.provide(TokenVerifier.layer),
-      Layer.provide(Layer.orDie(Admission.layerConfig)),
-      Layer.provideMerge(NodeHttpServer.layer(edgeServer, { port: http.port, host: config.httpHost })),
-      Layer.provide(IntegratorConfig.layer(http))
-    )
-  ).pipe(
-    Layer.provide(GatewayLive),
-    Layer.provide(ToolService.egress),
-    Layer.provide(Layer.orDie(Resilience.layerConfig)),
-    Layer.provide(IntegratorStoresLive)
-  )
-})).pipe(Layer.provideMerge(DevIssuer.layer), Layer.provideMerge(AuthConfig.layerConfig))
-
-const services: Record<Exclude<Role, "all">, Layer.Layer<never, any, any>> = {
+/** Each role's service, on the process's Redis (when configured), egress guard and readiness checks. */
+const services = (config: RuntimeConfig["Type"]): Record<Exclude<Role, "all">, Layer.Layer<never, any, any>> => ({
   agent: AgentService.layer,
   tool: ToolService.layer,
-  integrator: IntegratorLive
-}
-
-/** Prints where the API listens and, with the generated development key, a ready admin token. */
-const Banner = Layer.effectDiscard(Effect.gen(function*() {
-  const server = yield* Effect.serviceOption(HttpServer.HttpServer)
-  if (Option.isNone(server)) return
-  const address = server.value.address
-  const url = address._tag === "TcpAddress"
-    ? `http://${
-      address.hostname === "0.0.0.0" || address.hostname === "::" ? "localhost" : address.hostname
-    }:${address.port}`
-    : address.path
-  const auth = yield* AuthConfig.AuthConfig
-  yield* Effect.logInfo(`Altan API listening on ${url} (docs: ${url}/docs)`)
-  if (auth.keys._tag === "Dev") {
-    const issuer = yield* DevIssuer.DevIssuer
-    const token = yield* issuer.issue({ tenant_id: "demo", sub: "admin", role: "admin" })
-    // The dev token goes to stdout on purpose: it is what `npm start` users copy into curl.
-    yield* Effect.sync(() =>
-      console.log(`\nDevelopment admin token for tenant "demo" (valid 30 days):\n\nexport TOKEN=${token}\n`)
-    )
-  }
-}))
+  integrator: IntegratorService.layer({ host: config.httpHost }).pipe(
+    Layer.provide(ReadinessLive),
+    Layer.provide(ToolService.egress)
+  )
+})
 
 /** The services of this process's role on top of cluster membership. */
 export const RuntimeLive: Layer.Layer<never> = Layer.unwrapEffect(Effect.gen(function*() {
@@ -294,13 +182,9 @@ export const RuntimeLive: Layer.Layer<never> = Layer.unwrapEffect(Effect.gen(fun
   const roles: ReadonlyArray<Exclude<Role, "all">> = config.role === "all"
     ? ["agent", "tool", "integrator"]
     : [config.role]
-  const withBanner = roles.includes("integrator")
-    ? Layer.provideMerge(Banner, services.integrator)
-    : Layer.empty
-  const others = roles.filter((r) => r !== "integrator").map((r) => services[r])
   const operator = OperatorServer.layer(config.httpHost).pipe(Layer.provide(ReadinessLive))
   // one audit trail per process, shared by every service it runs; telemetry first, so everything records into it
-  return Layer.mergeAll(withBanner, ...others, operator).pipe(
+  return Layer.mergeAll(operator, ...roles.map((role) => services(config)[role])).pipe(
     // the process's one Redis connection, for the stores of every service it runs
     Layer.provide(Option.getOrElse(redisOf(config), () => Layer.empty)),
     Layer.provide(ShardingLive),

@@ -4,6 +4,7 @@ import * as Admission from "@altan/integrator/Admission"
 import * as AuthConfig from "@altan/integrator/AuthConfig"
 import * as ConnectionStore from "@altan/integrator/ConnectionStore"
 import * as DevIssuer from "@altan/integrator/DevIssuer"
+import * as EdgeServer from "@altan/integrator/EdgeServer"
 import { HttpEdgeLive } from "@altan/integrator/HttpEdge"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
 import * as OAuth from "@altan/integrator/OAuth"
@@ -21,7 +22,7 @@ import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import { execFileSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { edgeServer, ShardingMemory } from "../src/Runtime.js"
+import { ShardingMemory } from "../src/Runtime.js"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
 import { type RedisServer, startRedis } from "./fault/harness.js"
 import { makeProbes, startEdge } from "./fixtures.js"
@@ -170,7 +171,7 @@ const startRedisEdge = async (url: string, prefix: string) => {
       Layer.succeed(AuthConfig.AuthConfig, { keys: { _tag: "Dev" }, issuer: "altan-dev", audience: "altan" })
     ),
     Layer.provide(IntegratorConfig.layer({ maxJsonDepth: 1_000_000 })),
-    Layer.provideMerge(NodeHttpServer.layer(edgeServer, { port: 0, host: "127.0.0.1" })),
+    Layer.provideMerge(NodeHttpServer.layer(EdgeServer.make, { port: 0, host: "127.0.0.1" })),
     Layer.provide(Layer.orDie(stores)),
     Layer.provide(ShardingMemory()),
     Layer.provide(MemorySink.layer)

@@ -3,6 +3,7 @@ import { EventLog } from "@altan/agent/EventLog"
 import { TaskStore } from "@altan/agent/TaskStore"
 import type { TaskId, TenantId } from "@altan/domain/Ids"
 import { ConnectionStore } from "@altan/integrator/ConnectionStore"
+import * as IntegratorService from "@altan/integrator/IntegratorService"
 import { OAuthStore } from "@altan/integrator/OAuth"
 import { SecretStore } from "@altan/integrator/SecretStore"
 import { TenantConfig } from "@altan/integrator/TenantConfig"
@@ -18,7 +19,6 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import { randomBytes } from "node:crypto"
-import { IntegratorStoresFrom } from "../src/Runtime.js"
 
 /**
  * The stores of every service, chosen as the runtime chooses them, given one Redis layer (what `RedisLive` is for a
@@ -36,7 +36,7 @@ const redis = Layer.orDie(Redis.layer({ url, connectionName: name }))
 const stores = Layer.mergeAll(
   AgentService.stores(Option.some(redis), prefix),
   ToolService.stores(Option.some(redis)),
-  IntegratorStoresFrom(Option.some(redis))
+  IntegratorService.stores(Option.some(redis))
 )
 const config = ConfigProvider.fromMap(
   new Map([["SECRETS_BACKEND", "redis"], ["SECRETS_MASTER_KEY", randomBytes(32).toString("base64")]])

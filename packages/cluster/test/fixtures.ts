@@ -5,12 +5,13 @@ import * as Readiness from "@altan/domain/Readiness"
 import { ToolFailed } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
 import * as AuthConfig from "@altan/integrator/AuthConfig"
-import { ConnectionLive } from "@altan/integrator/Connection"
 import * as DevIssuer from "@altan/integrator/DevIssuer"
+import * as EdgeServer from "@altan/integrator/EdgeServer"
 import { HttpEdgeLive } from "@altan/integrator/HttpEdge"
 import * as IntegratorConfig from "@altan/integrator/IntegratorConfig"
-import * as LlmGateway from "@altan/integrator/LlmGateway"
-import * as Resilience from "@altan/integrator/Resilience"
+import * as IntegratorService from "@altan/integrator/IntegratorService"
+import type * as LlmGateway from "@altan/integrator/LlmGateway"
+import type * as Resilience from "@altan/integrator/Resilience"
 import * as TokenVerifier from "@altan/integrator/TokenVerifier"
 import * as Redis from "@altan/redis/Redis"
 import type * as ExecutionLedger from "@altan/tool/ExecutionLedger"
@@ -29,7 +30,7 @@ import * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 import * as jose from "jose"
 import { createPublicKey } from "node:crypto"
-import { clusterRoundTrip, edgeServer, IntegratorStores, ShardingMemory } from "../src/Runtime.js"
+import { clusterRoundTrip, ShardingMemory } from "../src/Runtime.js"
 
 /**
  * Probe tools registered beside the built-ins. They run inside the real ToolWorker, reached through
@@ -185,15 +186,10 @@ export const clusterLayer = (
     : undefined
   return Layer.mergeAll(
     AgentService.layerTest({ config: options.agent, redis: redisStores }),
-    ConnectionLive.pipe(
-      Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfigValue(options.llm)))),
-      // fast backoff keeps retry tests quick; the policy is the production one
-      Layer.provide(Resilience.layer({ baseDelay: Duration.millis(20), ...options.resilience })),
-      Layer.provide(egress)
-    ),
+    IntegratorService.layerTest({ llm: options.llm, resilience: options.resilience }).pipe(Layer.provide(egress)),
     ToolService.layerTest({ egress, extra: probes.tools, redis: redisStores, ledger: options.ledger })
   ).pipe(
-    Layer.provideMerge(IntegratorStores),
+    Layer.provideMerge(IntegratorService.storesMemory),
     // a test tool that never answers keeps its entity busy: shutting down need not wait for it as long
     Layer.provideMerge(ShardingMemory({ entityTerminationTimeout: Duration.seconds(1) })),
     // the audit trail in memory, readable by the tests (`AuditMemory`)
@@ -237,7 +233,7 @@ export const startEdge = async (
     Layer.provide(DevIssuer.layer),
     Layer.provide(authConfig),
     Layer.provide(IntegratorConfig.layer(options.maxBodyBytes ? { maxBodyBytes: options.maxBodyBytes } : {})),
-    Layer.provideMerge(NodeHttpServer.layer(edgeServer, { port: 0, host: "127.0.0.1" })),
+    Layer.provideMerge(NodeHttpServer.layer(EdgeServer.make, { port: 0, host: "127.0.0.1" })),
     Layer.provideMerge(clusterLayer(probes, options)),
     Layer.provide(options.tracer ? Layer.setTracer(options.tracer) : Layer.empty)
   )
