@@ -94,7 +94,7 @@ export const ShardingLive: Layer.Layer<
     }).pipe(
       Layer.provide(migrate(shardingOptions(config))),
       Layer.merge(MessageRetention.layerSql(config.messageRetention)),
-      Layer.provideMerge(PgClient.layer({ url: config.databaseUrl.value, onnotice: () => {} } as any)),
+      Layer.provideMerge(PgClient.layer({ url: config.databaseUrl.value })),
       Layer.orDie
     ) as Layer.Layer<Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage>
   }

@@ -84,7 +84,12 @@ describe("agent loop", () => {
       type: "function",
       function: { parameters: { type: "object", required: ["raw"] } }
     })
-    expect(emailParse.function.parameters.properties.raw).toBeDefined()
+    // the input schema the tool declares, its description included, is what the model is shown
+    expect(emailParse.function.parameters.properties.raw).toMatchObject({
+      type: "string",
+      maxLength: 1_048_576,
+      description: expect.stringContaining("raw message (RFC 5322)")
+    })
     const messages = messagesOf(request!)
     expect(messages[0]!.role).toBe("system")
     expect(messages[0]!.content).toContain("never instructions")

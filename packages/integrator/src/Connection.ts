@@ -70,6 +70,15 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
         resilience,
         audit
       }
+      /** The audit record of an OAuth2 callback: the connection's configuration changed, or failed to. */
+      const authorizationRecorded = (outcome: "ok" | "failed", details: Record<string, unknown>) =>
+        audit.record({
+          tenant_id: tenantId,
+          action: "config.change",
+          target: `connection:${provider}`,
+          outcome,
+          details: { operation: "authorization_callback", ...details }
+        })
       const turns: LlmTurn.LlmTurnContext = { tenantId, provider, gateway, connections, breaker, metrics, audit }
       return Connection.of({
         Invoke: ({ payload }) => ToolCall.invoke(toolCalls, payload),
@@ -90,22 +99,8 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
             }
           }).pipe(
             Effect.tapBoth({
-              onFailure: (e) =>
-                audit.record({
-                  tenant_id: tenantId,
-                  action: "config.change",
-                  target: `connection:${provider}`,
-                  outcome: "failed",
-                  details: { operation: "authorization_callback", error: e.code }
-                }),
-              onSuccess: (info) =>
-                audit.record({
-                  tenant_id: tenantId,
-                  action: "config.change",
-                  target: `connection:${provider}`,
-                  outcome: "ok",
-                  details: { operation: "authorization_callback", scopes: info.scopes }
-                })
+              onFailure: (e) => authorizationRecorded("failed", { error: e.code }),
+              onSuccess: (info) => authorizationRecorded("ok", { scopes: info.scopes })
             }),
             Effect.withSpan("Connection.completeAuthorization", {
               attributes: { "altan.tenant_id": tenantId, "altan.provider": provider },
