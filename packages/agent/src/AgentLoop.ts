@@ -1,4 +1,4 @@
-import { llmProvider } from "@altan/domain/Connection"
+import { llmConnectionId } from "@altan/domain/Connection"
 import { reaskOnBreak } from "@altan/domain/EntityCall"
 import type { TaskId } from "@altan/domain/Ids"
 import type { ChatMessage, Completion } from "@altan/domain/Llm"
@@ -159,7 +159,7 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
           message: `the task spent its budget of ${config.taskTokenBudget} tokens`
         })
       }
-      const result = yield* ctx.connection(`${tenantId}/${llmProvider(llms[0]!)}`).Complete({
+      const result = yield* ctx.connection(llmConnectionId(tenantId, llms[0]!)).Complete({
         messages: [systemPrompt(allowed), ...history, ...transcript],
         tools: functions,
         fallbacks: llms.slice(1),

@@ -1,7 +1,7 @@
 import * as AgentService from "@altan/agent/AgentService"
 import * as AuditConfig from "@altan/audit/AuditConfig"
 import * as Readiness from "@altan/domain/Readiness"
-import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
+import { readinessProbeId, ToolWorker } from "@altan/domain/ToolWorker"
 import * as IntegratorService from "@altan/integrator/IntegratorService"
 import * as OperatorServer from "@altan/observability/OperatorServer"
 import * as Telemetry from "@altan/observability/Telemetry"
@@ -145,7 +145,7 @@ const redisOf = (config: RuntimeConfig["Type"]) => Option.map(config.redisUrl, (
  * start a real tenant's id), so readiness means entities are being delivered, not just that the process runs.
  */
 export const clusterRoundTrip = Effect.map(ToolWorker.client, (workers) =>
-  workers(catalogId("_readiness")).List().pipe(
+  workers(readinessProbeId).List().pipe(
     Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => ({ _tag: "no answer in 2 s" }) }),
     Effect.asVoid,
     Effect.mapError((e) => e._tag)

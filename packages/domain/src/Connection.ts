@@ -4,6 +4,7 @@ import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
 import { ConnectionInfo } from "./ConnectionConfig.js"
 import { NotFound, Unavailable, UpstreamFailed } from "./Errors.js"
+import { entityId, type TenantId } from "./Ids.js"
 import { ChatMessage, Completion, FunctionTool, LlmError } from "./Llm.js"
 import { payload } from "./RpcPayload.js"
 import { ToolError, ToolResult } from "./ToolWorker.js"
@@ -93,3 +94,9 @@ export const Connection = Entity.make("Connection", [
 
 /** The provider name of an LLM's connection. */
 export const llmProvider = (llmId: string) => `llm:${llmId}`
+
+/** The entity id of a tenant's connection to `provider`. */
+export const connectionId = (tenantId: TenantId, provider: string) => entityId(tenantId, provider)
+
+/** The entity id of a tenant's connection to its LLM `llmId` (`llm:<id>`). */
+export const llmConnectionId = (tenantId: TenantId, llmId: string) => entityId(tenantId, llmProvider(llmId))

@@ -3,6 +3,7 @@ import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
 import { ErrorDetails, InvalidRequest, Unavailable } from "./Errors.js"
+import { entityId, type TenantId } from "./Ids.js"
 import { payload } from "./RpcPayload.js"
 import { ToolDefinition, ToolSpec } from "./ToolDefinition.js"
 
@@ -226,3 +227,12 @@ export const ToolWorker = Entity.make("ToolWorker", [
 
 /** The entity that answers `List` for a tenant (not a tool id: those cannot start with `_`). */
 export const catalogId = (tenantId: string) => `${tenantId}/_catalog`
+
+/** The entity id of a tenant's tool. */
+export const toolWorkerId = (tenantId: TenantId, toolId: string) => entityId(tenantId, toolId)
+
+/**
+ * The catalog the readiness check asks, of a tenant id no token can carry (`_` cannot start one): an answer means
+ * entities are being delivered, and it touches no tenant's data.
+ */
+export const readinessProbeId = catalogId("_readiness")

@@ -1,6 +1,6 @@
 import { AuditLog } from "@altan/audit/AuditLog"
 import type { CompletePayload, Connection } from "@altan/domain/Connection"
-import { llmProvider } from "@altan/domain/Connection"
+import { llmConnectionId } from "@altan/domain/Connection"
 import { isClusterError } from "@altan/domain/EntityCall"
 import type { Unavailable } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
@@ -72,7 +72,7 @@ export const complete = (
         new LlmUnavailable({ message: `fallback ${next} could not be reached (${e._tag})`, attempts: [] })
       )
     const fallback = yield* Effect.either(
-      connections(`${tenantId}/${llmProvider(next)}`).Complete({ ...payload, fallbacks: rest }).pipe(
+      connections(llmConnectionId(tenantId, next)).Complete({ ...payload, fallbacks: rest }).pipe(
         Effect.catchIf(isClusterError, unreachable)
       )
     )

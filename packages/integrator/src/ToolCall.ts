@@ -1,5 +1,5 @@
 import { AuditLog } from "@altan/audit/AuditLog"
-import type { Connection, InvokePayload } from "@altan/domain/Connection"
+import { type Connection, connectionId, type InvokePayload } from "@altan/domain/Connection"
 import { isClusterError, reaskOnBreak } from "@altan/domain/EntityCall"
 import type { TenantId } from "@altan/domain/Ids"
 import type { callMetrics } from "@altan/domain/Metrics"
@@ -13,6 +13,7 @@ import {
   toolFailedFields,
   type ToolResult,
   type ToolWorker,
+  toolWorkerId,
   UpstreamUnavailable
 } from "@altan/domain/ToolWorker"
 import * as Cause from "effect/Cause"
@@ -146,7 +147,7 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
     Effect.flatMap(
       credential(ctx, forceRefresh),
       (cred) =>
-        toolWorker(`${tenantId}/${payload.tool_id}`).Execute({
+        toolWorker(toolWorkerId(tenantId, payload.tool_id)).Execute({
           input: payload.input,
           ...(Option.isSome(cred) ? { credential: cred.value } : {}),
           egress_allowlist: settings.egress_allowlist,
@@ -292,10 +293,10 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
       (e) => (e._tag === "ToolFailed" && e.retryable) || e._tag === "UpstreamUnavailable",
       (failed) =>
         Effect.gen(function*() {
-          const spec = yield* toolWorker(`${tenantId}/${fallback}`).Describe().pipe(
+          const spec = yield* toolWorker(toolWorkerId(tenantId, fallback)).Describe().pipe(
             Effect.catchAll(() => Effect.fail(failed))
           )
-          const result = yield* connections(`${tenantId}/${spec.provider}`).Invoke({
+          const result = yield* connections(connectionId(tenantId, spec.provider)).Invoke({
             ...payload,
             tool_id: fallback,
             tried,

@@ -1,5 +1,5 @@
 import { AuditLog } from "@altan/audit/AuditLog"
-import { Connection, llmProvider } from "@altan/domain/Connection"
+import { Connection, llmConnectionId } from "@altan/domain/Connection"
 import { Egress, type EgressResponse } from "@altan/domain/Egress"
 import { isClusterError } from "@altan/domain/EntityCall"
 import { Unavailable } from "@altan/domain/Errors"
@@ -251,7 +251,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
                   Effect.fail(
                     new LlmUnavailable({ message: `the LLM connection could not be reached (${e._tag})`, attempts: [] })
                   )
-                return connections(`${tenantId}/${llmProvider(first)}`).Complete({
+                return connections(llmConnectionId(tenantId, first)).Complete({
                   messages,
                   tools: [],
                   fallbacks,
