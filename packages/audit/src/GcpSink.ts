@@ -2,6 +2,7 @@
  * The Cloud Logging API sink (`AUDIT_SINK=gcp`): records written as log entries through `@google-cloud/logging`,
  * buffered so that callers never wait on Google.
  */
+import { errorMessage } from "@altan/domain/Errors"
 import * as Metrics from "@altan/domain/Metrics"
 import type { Logging, LoggingOptions, MonitoredResource } from "@google-cloud/logging"
 import * as Cause from "effect/Cause"
@@ -14,7 +15,6 @@ import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import { type AuditRecord, type AuditSink, AuditSinkError } from "./AuditLog.js"
 import { labelsOf, severityOf, traceOf } from "./internal/cloudLogging.js"
-import { errorMessage } from "./internal/errorMessage.js"
 
 /** The log the records go to unless told otherwise: `projects/<projectId>/logs/altan-audit`. */
 export const defaultLogName = "altan-audit"

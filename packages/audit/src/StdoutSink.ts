@@ -2,10 +2,10 @@
  * The stdout sink: one Cloud Logging structured JSON line per record, for Cloud Logging's agent (GKE ships
  * container stdout) or any log collector. The default sink (`AUDIT_SINK=stdout`).
  */
+import { errorMessage } from "@altan/domain/Errors"
 import type * as Layer from "effect/Layer"
 import { type AuditLog, type AuditRecord, type AuditSink, AuditSinkError, layer as layerAudit } from "./AuditLog.js"
 import { labelsOf, messageOf, severityOf, traceOf } from "./internal/cloudLogging.js"
-import { errorMessage } from "./internal/errorMessage.js"
 
 /**
  * A record as one line of Cloud Logging structured logging (https://cloud.google.com/logging/docs/structured-logging):

@@ -1,1 +1,0 @@
-export const errorMessage = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
