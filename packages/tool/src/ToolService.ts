@@ -17,20 +17,25 @@ import { ToolWorkerLive } from "./ToolWorker.js"
  */
 export const stores = <R = never>(
   redis: Option.Option<Layer.Layer<Redis, never, R>>,
-  options: { readonly prefix?: string | undefined; readonly extra?: ReadonlyArray<Tool> | undefined } = {}
+  options: {
+    readonly prefix?: string | undefined
+    readonly extra?: ReadonlyArray<Tool> | undefined
+    /** A ledger of the caller's own instead of the chosen one (tests that set it up themselves). */
+    readonly ledger?: Layer.Layer<ExecutionLedger.ExecutionLedger> | undefined
+  } = {}
 ) =>
   Option.match(redis, {
     onNone: () =>
       Layer.mergeAll(
         ToolRegistry.layerMemory({ extra: options.extra }),
         ToolCache.layerMemory(),
-        ExecutionLedger.layerMemory()
+        options.ledger ?? ExecutionLedger.layerMemory()
       ),
     onSome: (redis) =>
       Layer.mergeAll(
         ToolRegistry.layerRedis({ ...(options.prefix ? { prefix: options.prefix } : {}), extra: options.extra }),
         ToolCache.layerRedis(options.prefix ? { prefix: options.prefix } : undefined),
-        ExecutionLedger.layerRedis(options.prefix ? { prefix: options.prefix } : undefined)
+        options.ledger ?? ExecutionLedger.layerRedis(options.prefix ? { prefix: options.prefix } : undefined)
       ).pipe(Layer.provide(redis))
   })
 
@@ -60,11 +65,11 @@ export const layerTest = (options: {
   readonly ledger?: Layer.Layer<ExecutionLedger.ExecutionLedger> | undefined
 } = {}) =>
   ToolWorkerLive.pipe(
-    Layer.provide(options.ledger ?? Layer.empty),
     Layer.provide(
       stores(Option.map(Option.fromNullable(options.redis), (r) => r.layer), {
         prefix: options.redis?.prefix,
-        extra: options.extra
+        extra: options.extra,
+        ledger: options.ledger
       })
     ),
     Layer.provide(options.egress ?? egressTest(options.egressAllow))
