@@ -295,6 +295,8 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<EventLog, RedisE
       const loop = Effect.gen(function*() {
         while (true) {
           if (watchers.entries.size === 0) {
+            // Followers that joined and left before the next XREAD leave nothing to pick up: the kick stops.
+            stale = false
             idle = Deferred.unsafeMake<void>(FiberId.none)
             yield* Deferred.await(idle)
             continue
@@ -346,7 +348,8 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<EventLog, RedisE
             if (idle) Deferred.unsafeDone(idle, Exit.void)
             if (!kicking) {
               kicking = true
-              yield* Effect.forkIn(kick, scope)
+              // Forked from an acquire, which is uninterruptible: the kick must stay interruptible for the scope's close.
+              yield* Effect.forkIn(Effect.interruptible(kick), scope)
             }
           }),
           () => Effect.sync(() => watchers.release(key))

@@ -5,12 +5,15 @@ import { describe, expect, layer } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as EventLog from "../src/EventLog.js"
-import { blockedInXread, cleanup, connections, redisLayer, uniquePrefix, withClient } from "./redis.js"
+import { blockedInXread, cleanup, connections, lastCommands, redisLayer, uniquePrefix, withClient } from "./redis.js"
 
 const prefix = uniquePrefix()
 const maxLen = 20
@@ -223,9 +226,6 @@ layer(
       yield* blockedInXread(connectionName)
       const task = newTask()
       const late = yield* followInto(acme, task)
-      // appending within a few ms of the join, before the shared read is issued again, leaves the layer's teardown
-      // hanging (found while replacing the sleeps; left for the event log's own issue): give it that time
-      yield* Effect.sleep("20 millis")
       const started = Date.now()
       yield* append(acme, task, "task.started")
       yield* Queue.take(late.seen)
@@ -233,6 +233,29 @@ layer(
       expect(Date.now() - started).toBeLessThan(1_000)
       yield* Fiber.interrupt(idle.fiber)
       yield* Fiber.interrupt(late.fiber)
+    }))
+
+  it.effect("a follower that leaves before the shared read picks it up stops the wake-ups; the layer closes at once", () =>
+    Effect.gen(function*() {
+      const name = `${connectionName}-churn`
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(redisLog.pipe(Layer.provide(redisLayer(name))), scope)
+      const idle = yield* followInto(acme, newTask()).pipe(Effect.provide(context))
+      yield* blockedInXread(name)
+      const task = newTask()
+      yield* append(acme, task, "task.queued").pipe(Effect.provide(context))
+      const passing = yield* followInto(acme, task).pipe(Effect.provide(context))
+      // it is registered (it has read), and both leave before the cut-short XREAD is issued again
+      yield* Queue.take(passing.seen)
+      yield* Fiber.interrupt(passing.fiber)
+      yield* Fiber.interrupt(idle.fiber)
+      yield* append(acme, task, "task.started").pipe(Effect.provide(context))
+      yield* Effect.sleep("100 millis")
+      // the wake-ups (CLIENT UNBLOCK every 5 ms) stopped with nothing left to pick up
+      expect(yield* lastCommands(name)).not.toContain("client|unblock")
+      const closed = yield* Scope.close(scope, Exit.void).pipe(Effect.timeout("3 seconds"), Effect.option)
+      expect(Option.isSome(closed)).toBe(true)
+      expect(yield* connections(name)).toBe(0)
     }))
 
   it.effect("events survive the layer: written through one instance, read through a fresh one", () =>

@@ -50,6 +50,15 @@ export const connections = (name: string): Effect.Effect<number> =>
     return list.split("\n").filter((line) => line.includes(` name=${name} `)).length
   })
 
+/** The last command of each connection named `name` (`CLIENT LIST`'s `cmd`, e.g. `xread`, `client|unblock`). */
+export const lastCommands = (name: string): Effect.Effect<Array<string>> =>
+  withClient(async (client) => {
+    const list = (await client.client("LIST")) as string
+    return list.split("\n").filter((line) => line.includes(` name=${name} `)).map((line) =>
+      / cmd=(\S+)/.exec(line)?.[1] ?? ""
+    )
+  })
+
 /** Resolves once a connection named `name` is blocked in an `XREAD` (`CLIENT LIST`: `cmd=xread`, flag `b`); dies after 5 s. */
 export const blockedInXread = (name: string): Effect.Effect<void> =>
   withClient(async (client) => {
