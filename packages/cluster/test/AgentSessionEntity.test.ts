@@ -1,0 +1,208 @@
+import * as AgentService from "@altan/agent/AgentService"
+import * as MemorySink from "@altan/audit/MemorySink"
+import { AgentSession, type SubmitPayload } from "@altan/domain/AgentSession"
+import { Connection } from "@altan/domain/Connection"
+import { Egress } from "@altan/domain/Egress"
+import type { TaskId, TenantId, UserId } from "@altan/domain/Ids"
+import { Principal } from "@altan/domain/Principal"
+import { TaskRequest } from "@altan/domain/Task"
+import { ToolWorker } from "@altan/domain/ToolWorker"
+import * as IntegratorService from "@altan/integrator/IntegratorService"
+import { SecretStore } from "@altan/integrator/SecretStore"
+import { TenantConfig } from "@altan/integrator/TenantConfig"
+import * as ToolService from "@altan/tool/ToolService"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import { makePeers } from "./entityPeers.js"
+import { startFakeOpenAi } from "./FakeOpenAi.js"
+import { makeProbes } from "./fixtures.js"
+
+// `AgentSessionLive`'s handlers through `Entity.makeTestClient`, with `Connection` and `ToolWorker` test clients as
+// the entities it calls: no sharding, no runner, no message storage (so nothing here is about redelivery; the
+// durability tests run real runners for that).
+
+const acme = "acme" as TenantId
+const globex = "globex" as TenantId
+
+let fake: Awaited<ReturnType<typeof startFakeOpenAi>>
+beforeAll(async () => {
+  fake = await startFakeOpenAi()
+})
+afterAll(() => fake.close())
+
+const services = Layer.mergeAll(
+  IntegratorService.storesMemory,
+  MemorySink.layer,
+  ToolService.egressTest(),
+  ShardingConfig.layerDefaults
+)
+
+const setup = Effect.gen(function*() {
+  const probes = makeProbes()
+  const context = yield* Layer.build(services)
+  const peers = makePeers()
+  const sharedEgress = Layer.succeedContext(context).pipe(Layer.project(Egress, Egress, (e) => e))
+  yield* peers.add(ToolWorker, ToolService.layerTest({ egress: sharedEgress, extra: probes.tools })).pipe(
+    Effect.provide(context)
+  )
+  yield* peers.add(Connection, IntegratorService.layerTest({ llm: { maxAttempts: 1 } })).pipe(Effect.provide(context))
+  const sessions = yield* peers.add(AgentSession, AgentService.layerTest()).pipe(Effect.provide(context))
+  return {
+    probes,
+    session: (tenant: TenantId, session: string) => sessions(`${tenant}/${session}`),
+    config: Context.get(context, TenantConfig),
+    secrets: Context.get(context, SecretStore)
+  }
+})
+
+let counter = 0
+const submitOf = (
+  tenant: TenantId,
+  session: string,
+  request: unknown,
+  options: { readonly llms?: ReadonlyArray<string>; readonly specs?: SubmitPayload["specs"] } = {}
+): SubmitPayload => ({
+  task_id: `${session}.t${++counter}` as TaskId,
+  request: Schema.decodeUnknownSync(TaskRequest)(request),
+  principal: new Principal({ tenantId: tenant, userId: "ana" as UserId, role: "member" }),
+  llms: options.llms ?? [],
+  ...(options.specs ? { specs: options.specs } : {}),
+  accepted_at: new Date().toISOString()
+})
+
+describe("AgentSession (entity test client)", () => {
+  it.scopedLive("a plan submitted runs by the session's own Run: steps in order, events to the end, its output", () =>
+    Effect.gen(function*() {
+      const world = yield* setup
+      const session = yield* world.session(acme, "s1")
+      const submit = submitOf(acme, "s1", {
+        input: {
+          steps: [
+            { id: "a", tool: "probe.echo", input: { value: "first" } },
+            { id: "b", tool: "probe.echo", input: { value: { $ref: "a.output.value" } } }
+          ]
+        }
+      }, { specs: world.probes.tools.map((t) => t.spec) })
+      const accepted = yield* session.Submit(submit)
+      expect(accepted).toMatchObject({ task_id: submit.task_id, status: "queued", user_id: "ana" })
+      expect(accepted.steps.map((s) => s.status)).toEqual(["pending", "pending"])
+
+      const done = yield* session.GetTask({ task_id: submit.task_id, wait_ms: 5_000 })
+      expect(done.status).toBe("succeeded")
+      expect(done.output).toEqual({ value: "first", nested: { list: [1, 2, 3] } })
+      expect(world.probes.calls.map((c) => c.input)).toEqual([{ value: "first" }, { value: "first" }])
+
+      const events = Chunk.toReadonlyArray(yield* Stream.runCollect(session.Events({ task_id: submit.task_id })))
+      expect(events[0]!.type).toBe("task.queued")
+      expect(events.at(-1)!.type).toBe("task.succeeded")
+      expect(events.filter((e) => e.type === "tool.completed").map((e) => e.step_id)).toEqual(["a", "b"])
+      // from a Last-Event-ID: only what came after it
+      const rest = yield* Stream.runCollect(session.Events({ task_id: submit.task_id, after: events.at(-2)!.id }))
+      expect(Chunk.toReadonlyArray(rest).map((e) => e.id)).toEqual([events.at(-1)!.id])
+      expect((yield* session.GetSession()).task_ids).toEqual([submit.task_id])
+    }))
+
+  it.scopedLive("a repeated submit answers the recorded task and its write runs once", () =>
+    Effect.gen(function*() {
+      const world = yield* setup
+      const session = yield* world.session(acme, "s2")
+      const submit = submitOf(acme, "s2", {
+        input: { steps: [{ id: "w", tool: "probe.effect", input: { label: "once", ms: 150 } }] }
+      }, { specs: world.probes.tools.map((t) => t.spec) })
+      const first = yield* session.Submit(submit)
+      yield* world.probes.calledEffect("probe.effect")
+      const again = yield* session.Submit(submit)
+      expect(again.task_id).toBe(first.task_id)
+      expect(again.status).toBe("running")
+      const done = yield* session.GetTask({ task_id: submit.task_id, wait_ms: 5_000 })
+      expect(done).toMatchObject({ status: "succeeded", output: { label: "once", n: 1 } })
+      const afterEnd = yield* session.Submit(submit)
+      expect(afterEnd.status).toBe("succeeded")
+      expect(world.probes.calls.filter((c) => c.tool === "probe.effect")).toHaveLength(1)
+    }))
+
+  it.scopedLive("a principal of another tenant is refused, and a session never shows another tenant's task", () =>
+    Effect.gen(function*() {
+      const world = yield* setup
+      const session = yield* world.session(acme, "s3")
+      const foreign = submitOf(globex, "s3", {
+        input: { steps: [{ id: "a", tool: "probe.echo", input: { value: 1 } }] }
+      })
+      expect(yield* Effect.flip(session.Submit(foreign))).toMatchObject({ _tag: "InvalidRequest" })
+      expect(yield* Effect.flip(session.GetTask({ task_id: foreign.task_id }))).toMatchObject({ _tag: "NotFound" })
+      expect(world.probes.calls).toEqual([])
+
+      const own = submitOf(globex, "s3", { input: { steps: [{ id: "a", tool: "probe.echo", input: { value: 1 } }] } }, {
+        specs: world.probes.tools.map((t) => t.spec)
+      })
+      yield* (yield* world.session(globex, "s3")).Submit(own)
+      // the same session name under acme is another session
+      expect(yield* Effect.flip(session.GetTask({ task_id: own.task_id }))).toMatchObject({ _tag: "NotFound" })
+      expect(yield* Effect.flip(session.Cancel({ task_id: own.task_id }))).toMatchObject({ _tag: "NotFound" })
+    }))
+
+  it.scopedLive("Cancel stops a running step and ends the task; a finished task cannot be cancelled", () =>
+    Effect.gen(function*() {
+      const world = yield* setup
+      const session = yield* world.session(acme, "s4")
+      const submit = submitOf(acme, "s4", {
+        input: {
+          steps: [
+            { id: "stuck", tool: "probe.hang", input: {} },
+            { id: "after", tool: "probe.echo", input: { value: 2 }, depends_on: ["stuck"] }
+          ]
+        }
+      }, { specs: world.probes.tools.map((t) => t.spec) })
+      yield* session.Submit(submit)
+      yield* world.probes.calledEffect("probe.hang")
+      const cancelled = yield* session.Cancel({ task_id: submit.task_id })
+      expect(cancelled.status).toBe("cancelled")
+      expect(cancelled.steps.map((s) => s.status)).toEqual(["cancelled", "cancelled"])
+      expect((yield* session.GetTask({ task_id: submit.task_id })).status).toBe("cancelled")
+      expect(yield* Effect.flip(session.Cancel({ task_id: submit.task_id }))).toMatchObject({
+        _tag: "Conflict",
+        code: "task_finished"
+      })
+      expect(world.probes.calls.map((c) => c.tool)).toEqual(["probe.hang"])
+    }))
+
+  it.scopedLive("a natural-language task: the model's tool call runs through the connection, and it answers", () =>
+    Effect.gen(function*() {
+      const world = yield* setup
+      yield* Effect.orDie(world.secrets.put(acme, "llm_key", Redacted.make("sk-llm-5")))
+      yield* world.config.putLlm(acme, {
+        llm_id: "main",
+        endpoint: fake.url,
+        auth: { type: "api_key", key: "llm_key" },
+        model: "m"
+      })
+      fake.script(
+        { kind: "tools", calls: [{ name: "probe-echo", arguments: `{"value": "ping"}` }] },
+        { kind: "answer", content: "echoed ping" }
+      )
+      const session = yield* world.session(acme, "s5")
+      const submit = submitOf(acme, "s5", { input: "echo ping", tools: ["probe.echo"] }, { llms: ["main"] })
+      yield* session.Submit(submit)
+      const done = yield* session.GetTask({ task_id: submit.task_id, wait_ms: 5_000 })
+      expect(done).toMatchObject({ status: "succeeded", output: "echoed ping", llm_id: "main" })
+      expect(world.probes.calls).toEqual([{ tool: "probe.echo", input: { value: "ping" } }])
+      expect(fake.received).toHaveLength(2)
+      expect(fake.received[0]!.authorization).toBe("Bearer sk-llm-5")
+      // the model was offered the task's one tool, and saw its result
+      expect(fake.received[0]!.body.tools.map((t: any) => t.function.name)).toEqual(["probe-echo"])
+      const toolMessage = fake.received[1]!.body.messages.find((m: any) => m.role === "tool")
+      expect(JSON.parse(toolMessage.content)).toMatchObject({ output: { value: "ping" } })
+
+      // the session keeps the conversation; Reset forgets it, not the tasks
+      expect((yield* session.GetSession()).message_count).toBeGreaterThan(0)
+      yield* session.Reset()
+      expect(yield* session.GetSession()).toMatchObject({ message_count: 0, task_ids: [submit.task_id] })
+    }))
+})
