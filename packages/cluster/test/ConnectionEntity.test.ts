@@ -12,12 +12,16 @@ import * as Tool from "@altan/tool/Tool"
 import * as ToolService from "@altan/tool/ToolService"
 import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
+import * as TestClock from "effect/TestClock"
 import { makePeers } from "./entityPeers.js"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
 
@@ -63,6 +67,45 @@ const flaky = Tool.make({
     })
 })
 
+/** A provider `switch` upstream whose health the test sets; a call may be held until `release`. */
+const upstream = {
+  healthy: false,
+  hold: undefined as Deferred.Deferred<void> | undefined,
+  calls: 0,
+  interrupted: 0,
+  /** Answers of the next calls, before `healthy` is looked at: a status, and a Retry-After in ms. */
+  next: [] as Array<{ readonly status: number; readonly retryAfterMs?: number }>
+}
+const switched = Tool.make({
+  id: "probe.switch",
+  name: "switch",
+  description: "Fails (503) or answers, as the test says.",
+  provider: "switch",
+  input: Schema.Struct({}),
+  output: Schema.Struct({ n: Schema.Number }),
+  run: () =>
+    Effect.gen(function*() {
+      const n = ++upstream.calls
+      if (upstream.hold) {
+        yield* Deferred.await(upstream.hold).pipe(Effect.onInterrupt(() => Effect.sync(() => upstream.interrupted++)))
+      }
+      const scripted = upstream.next.shift()
+      if (scripted) {
+        return yield* new ToolFailed({
+          tool_id: "probe.switch",
+          message: `HTTP ${scripted.status}`,
+          retryable: true,
+          status: scripted.status,
+          ...(scripted.retryAfterMs ? { retry_after_ms: scripted.retryAfterMs } : {})
+        })
+      }
+      if (!upstream.healthy) {
+        return yield* new ToolFailed({ tool_id: "probe.switch", message: "HTTP 503", retryable: true, status: 503 })
+      }
+      return { n }
+    })
+})
+
 let fake: Awaited<ReturnType<typeof startFakeOpenAi>>
 let fallbackFake: Awaited<ReturnType<typeof startFakeOpenAi>>
 beforeAll(async () => {
@@ -87,14 +130,14 @@ const setup = Effect.gen(function*() {
   const peers = makePeers()
   // the tool service shares the process's guard, as in production
   const sharedEgress = Layer.succeedContext(context).pipe(Layer.project(Egress, Egress, (e) => e))
-  yield* peers.add(ToolWorker, ToolService.layerTest({ egress: sharedEgress, extra: [whoami, flaky] })).pipe(
+  yield* peers.add(ToolWorker, ToolService.layerTest({ egress: sharedEgress, extra: [whoami, flaky, switched] })).pipe(
     Effect.provide(context)
   )
   const connections = yield* peers.add(
     Connection,
     IntegratorService.layerTest({
       llm: { maxAttempts: 1 },
-      resilience: { maxAttempts: 3, breakerThreshold: 3, breakerCooldown: Duration.minutes(1) }
+      resilience: { maxAttempts: 3, breakerThreshold: 3, breakerCooldown: Duration.seconds(10) }
     })
   ).pipe(Effect.provide(context))
   const connection = (tenant: TenantId, provider: string) => connections(connectionId(tenant, provider))
@@ -195,6 +238,115 @@ describe("Connection (entity test client)", () => {
           policy: { idempotent: true, idempotency_key: false }
         })).output
       ).toEqual({ calls: 1 })
+    }))
+
+  // on the test clock: the cooldown passes when the test says, not after a wall-clock sleep
+  it.scoped("after the cooldown one probe goes: its failure reopens the circuit, its success closes it", () =>
+    Effect.gen(function*() {
+      const world = yield* setup
+      const connection = yield* world.connection(acme, "switch")
+      // one try per call: the threshold counts calls here
+      const call = Effect.either(connection.Invoke({
+        tool_id: "probe.switch",
+        input: {},
+        policy: { idempotent: true, idempotency_key: false, max_attempts: 1 }
+      }))
+      const tag = (r: Effect.Effect.Success<typeof call>) => (r._tag === "Right" ? "ok" : r.left._tag)
+      Object.assign(upstream, { healthy: false, hold: undefined, calls: 0, interrupted: 0, next: [] })
+      expect([tag(yield* call), tag(yield* call), tag(yield* call)]).toEqual(["ToolFailed", "ToolFailed", "ToolFailed"])
+      // open: refused without a call, and told when to come back
+      const refused = yield* call
+      expect(refused).toMatchObject({ left: { _tag: "UpstreamUnavailable", retry_after_ms: 10_000 } })
+      expect(upstream.calls).toBe(3)
+      yield* TestClock.adjust("9 seconds")
+      expect(tag(yield* call)).toBe("UpstreamUnavailable")
+      expect(upstream.calls).toBe(3)
+
+      // the cooldown is over: one probe reaches the upstream, fails, and the circuit is open again at once
+      yield* TestClock.adjust("1 second")
+      expect(tag(yield* call)).toBe("ToolFailed")
+      expect(upstream.calls).toBe(4)
+      expect(tag(yield* call)).toBe("UpstreamUnavailable")
+      expect(upstream.calls).toBe(4)
+
+      // recovered; after the cooldown, of four concurrent calls only the probe goes, and its success closes it
+      upstream.healthy = true
+      upstream.hold = yield* Deferred.make<void>()
+      yield* TestClock.adjust("10 seconds")
+      const probe = yield* Effect.fork(call)
+      while (upstream.calls < 5) yield* Effect.yieldNow()
+      const others = yield* Effect.all([call, call, call])
+      expect(others.map(tag)).toEqual(["UpstreamUnavailable", "UpstreamUnavailable", "UpstreamUnavailable"])
+      yield* Deferred.succeed(upstream.hold, void 0)
+      upstream.hold = undefined
+      expect(tag(yield* Fiber.join(probe))).toBe("ok")
+      expect([tag(yield* call), tag(yield* call)]).toEqual(["ok", "ok"])
+      expect(upstream.calls).toBe(7)
+    }))
+
+  it.scoped("an interrupted probe gives the probe back: the next call after it may go", () =>
+    Effect.gen(function*() {
+      const world = yield* setup
+      const connection = yield* world.connection(globex, "switch")
+      const call = Effect.either(connection.Invoke({
+        tool_id: "probe.switch",
+        input: {},
+        policy: { idempotent: true, idempotency_key: false, max_attempts: 1 }
+      }))
+      Object.assign(upstream, { healthy: false, hold: undefined, calls: 0, interrupted: 0, next: [] })
+      yield* Effect.repeatN(call, 2)
+      expect(upstream.calls).toBe(3)
+      yield* TestClock.adjust("10 seconds")
+      // the probe hangs, and its caller gives up on it
+      upstream.hold = yield* Deferred.make<void>()
+      const probe = yield* Effect.fork(call)
+      while (upstream.calls < 4) yield* Effect.yieldNow()
+      yield* Fiber.interrupt(probe)
+      // the interruption travels to the tool worker's handler, as it would to another runner's
+      while (upstream.interrupted < 1) yield* Effect.yieldNow()
+      upstream.hold = undefined
+      upstream.healthy = true
+      // the connection's handler ends after its tool call did, giving the probe back on its way out: with no time
+      // passing, a call soon goes (a probe kept would refuse every call until the circuit is fed a result)
+      let next = yield* call
+      for (let i = 0; i < 100 && next._tag === "Left"; i++) {
+        expect(next.left._tag).toBe("UpstreamUnavailable")
+        yield* Effect.yieldNow()
+        next = yield* call
+      }
+      expect(next).toMatchObject({ _tag: "Right" })
+      expect(upstream.calls).toBe(5)
+    }))
+
+  // the breaker admits the probe before the rate budget does; a probe the budget refuses is given back
+  it.scoped("a probe the rate budget refuses does not hold the circuit: the budget's answer is what callers get", () =>
+    Effect.gen(function*() {
+      const world = yield* setup
+      const connection = yield* world.connection(acme, "switch")
+      const call = (deadline?: number) =>
+        Effect.either(connection.Invoke({
+          tool_id: "probe.switch",
+          input: {},
+          policy: { idempotent: true, idempotency_key: false, max_attempts: 1 },
+          ...(deadline !== undefined ? { deadline } : {})
+        }))
+      Object.assign(upstream, {
+        healthy: true,
+        hold: undefined,
+        calls: 0,
+        interrupted: 0,
+        // the third failure opens the circuit, and its Retry-After pauses the provider's budget for 20 s
+        next: [{ status: 503 }, { status: 503 }, { status: 429, retryAfterMs: 20_000 }]
+      })
+      yield* Effect.repeatN(call(), 2)
+      expect(upstream.calls).toBe(3)
+      yield* TestClock.adjust("10 seconds")
+      // the cooldown is over but the budget is still paused: a caller that waits one second gets the budget's answer
+      const withinASecond = () => Effect.flatMap(Clock.currentTimeMillis, (now) => call(now + 1_000))
+      expect(yield* withinASecond()).toMatchObject({ left: { _tag: "RateLimited", provider: "switch" } })
+      // no probe is held by the refused call: again the budget answers, not a circuit open "for 1 s"
+      expect(yield* withinASecond()).toMatchObject({ left: { _tag: "RateLimited" } })
+      expect(upstream.calls).toBe(3)
     }))
 
   it.scopedLive("Complete answers through the tenant's LLM with its key, and hands a failing turn to the fallback", () =>
