@@ -4,6 +4,7 @@ import { emptyUsage, type Task } from "@altan/domain/Task"
 import { Redis } from "@altan/redis/Redis"
 import { expect, layer } from "@effect/vitest"
 import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -183,7 +184,10 @@ layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
         let reconnects = 0
         let lost = 0
         const before = Date.now()
-        yield* s.onReconnect((lostAt) => Effect.sync(() => void (reconnects++, lost = lostAt)))
+        const reconnected = yield* Deferred.make<void>()
+        yield* s.onReconnect((lostAt) =>
+          Effect.zipRight(Effect.sync(() => void (reconnects++, lost = lostAt)), Deferred.succeed(reconnected, void 0))
+        )
         // the server drops the store's connection; ioredis reconnects by itself
         yield* withClient(async (client) => {
           const list = (await client.client("LIST")) as string
@@ -192,7 +196,7 @@ layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
           )
           for (const id of ids) await client.client("KILL", "ID", id)
         })
-        while (reconnects === 0) yield* Effect.sleep("20 millis")
+        yield* Deferred.await(reconnected)
         expect(reconnects).toBe(1)
         expect(lost).toBeGreaterThanOrEqual(before)
         // and the store works again
