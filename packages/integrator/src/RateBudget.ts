@@ -55,7 +55,7 @@ export interface RateBudget {
 
 /**
  * A call the budget cannot start in time; `retry_after_ms` is when it could (an estimate). Local to the actor:
- * `Connection` answers it as `ToolWorker`'s `RateLimited`.
+ * `Connection` answers it as its `RateLimited`.
  */
 export class OverBudget extends Data.TaggedError("OverBudget")<{
   readonly retry_after_ms: number

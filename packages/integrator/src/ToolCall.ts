@@ -1,5 +1,11 @@
 import { AuditLog } from "@altan/audit/AuditLog"
-import { type Connection, connectionId, type InvokePayload } from "@altan/domain/Connection"
+import {
+  type Connection,
+  connectionId,
+  type InvokePayload,
+  RateLimited,
+  UpstreamUnavailable
+} from "@altan/domain/Connection"
 import { isClusterError, reaskOnBreak } from "@altan/domain/EntityCall"
 import type { TenantId } from "@altan/domain/Ids"
 import type { callMetrics } from "@altan/domain/Metrics"
@@ -7,14 +13,12 @@ import type { Settings } from "@altan/domain/Settings"
 import {
   type Credential,
   policyOf,
-  RateLimited,
   type ToolError,
   ToolFailed,
   toolFailedFields,
   type ToolResult,
   type ToolWorker,
-  toolWorkerId,
-  UpstreamUnavailable
+  toolWorkerId
 } from "@altan/domain/ToolWorker"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
