@@ -1,3 +1,4 @@
+import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 
 /*
@@ -13,6 +14,9 @@ import * as Schema from "effect/Schema"
 export class ConnectionNeedsReauth extends Schema.TaggedError<ConnectionNeedsReauth>()("ConnectionNeedsReauth", {
   provider: Schema.String
 }) {
+  static is(u: unknown): u is ConnectionNeedsReauth {
+    return Predicate.isTagged(u, "ConnectionNeedsReauth")
+  }
   get code() {
     return "connection_needs_reauth"
   }
@@ -28,6 +32,9 @@ export class UpstreamUnavailable extends Schema.TaggedError<UpstreamUnavailable>
   message: Schema.String,
   retry_after_ms: Schema.Number
 }) {
+  static is(u: unknown): u is UpstreamUnavailable {
+    return Predicate.isTagged(u, "UpstreamUnavailable")
+  }
   get code() {
     return "upstream_unavailable"
   }
@@ -39,6 +46,9 @@ export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited"
   message: Schema.String,
   retry_after_ms: Schema.Number
 }) {
+  static is(u: unknown): u is RateLimited {
+    return Predicate.isTagged(u, "RateLimited")
+  }
   get code() {
     return "rate_limited"
   }

@@ -1,6 +1,7 @@
 import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
+import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import { ConnectionNeedsReauth, RateLimited, UpstreamUnavailable } from "./ConnectionErrors.js"
 import { ErrorDetails, InvalidRequest, Unavailable } from "./Errors.js"
@@ -12,6 +13,9 @@ import { ToolDefinition, ToolSpec } from "./ToolDefinition.js"
 export class ToolNotFound extends Schema.TaggedError<ToolNotFound>()("ToolNotFound", {
   tool_id: Schema.String
 }) {
+  static is(u: unknown): u is ToolNotFound {
+    return Predicate.isTagged(u, "ToolNotFound")
+  }
   get code() {
     return "tool_not_found"
   }
@@ -26,6 +30,9 @@ export class ToolInputInvalid extends Schema.TaggedError<ToolInputInvalid>()("To
   message: Schema.String,
   details: Schema.optional(ErrorDetails)
 }) {
+  static is(u: unknown): u is ToolInputInvalid {
+    return Predicate.isTagged(u, "ToolInputInvalid")
+  }
   get code() {
     return "invalid_tool_input"
   }
@@ -55,6 +62,9 @@ export class ToolFailed extends Schema.TaggedError<ToolFailed>()("ToolFailed", {
   /** The upstream's rate-limit headers (`Retry-After`, `X-RateLimit-*`, vendor ones), for the provider's budget. */
   rate_headers: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String }))
 }) {
+  static is(u: unknown): u is ToolFailed {
+    return Predicate.isTagged(u, "ToolFailed")
+  }
   get code() {
     return "tool_failed"
   }

@@ -2,7 +2,7 @@ import { AuditLog } from "@altan/audit/AuditLog"
 import type { CompletePayload, Connection } from "@altan/domain/Connection"
 import { llmConnectionId } from "@altan/domain/Connection"
 import { isClusterError } from "@altan/domain/EntityCall"
-import type { Unavailable } from "@altan/domain/Errors"
+import { Unavailable } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import { type Completion, LlmBadResponse, type LlmError, LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
 import type { callMetrics } from "@altan/domain/Metrics"
@@ -41,9 +41,9 @@ export const complete = (
     const first = "ok" in admitted
       ? yield* Effect.either(gateway.complete(tenantId, llmId, payload)).pipe(
         Effect.tap((r) =>
-          Either.isRight(r) || r.left._tag === "LlmBadResponse"
+          Either.isRight(r) || LlmBadResponse.is(r.left)
             ? breaker.success
-            : r.left._tag === "LlmUnavailable"
+            : LlmUnavailable.is(r.left)
             ? breaker.failure
             : breaker.abandon
         ),
@@ -51,7 +51,7 @@ export const complete = (
         Effect.tap((r) =>
           Either.isRight(r)
             ? metrics.call("ok")
-            : r.left._tag === "LlmNotConfigured"
+            : LlmNotConfigured.is(r.left)
             ? Effect.void
             : metrics.call("failed")
         ),
@@ -66,7 +66,7 @@ export const complete = (
     const [next, ...rest] = payload.fallbacks
     if (Either.isRight(first)) return first.right
     const failed = first.left
-    if (next === undefined || failed._tag === "LlmNotConfigured") return yield* failed
+    if (next === undefined || LlmNotConfigured.is(failed)) return yield* failed
     const unreachable = (e: { readonly _tag: string }) =>
       Effect.fail(
         new LlmUnavailable({ message: `fallback ${next} could not be reached (${e._tag})`, attempts: [] })
@@ -80,11 +80,11 @@ export const complete = (
       return { ...fallback.right, attempts: [...failed.attempts, ...fallback.right.attempts] }
     }
     const f = fallback.left
-    if (f._tag === "LlmNotConfigured" || f._tag === "Unavailable") {
+    if (LlmNotConfigured.is(f) || Unavailable.is(f)) {
       return yield* f
     }
     const attempts = [...failed.attempts, ...f.attempts]
-    return yield* (f._tag === "LlmUnavailable"
+    return yield* (LlmUnavailable.is(f)
       ? new LlmUnavailable({ message: f.message, attempts })
       : new LlmBadResponse({ message: f.message, attempts }))
   }).pipe(

@@ -6,6 +6,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import type * as Redacted from "effect/Redacted"
 import { makeReadCache } from "./internal/ReadCache.js"
 
@@ -16,7 +17,11 @@ import { makeReadCache } from "./internal/ReadCache.js"
 export class SecretStoreError extends Data.TaggedError("SecretStoreError")<{
   readonly message: string
   readonly cause?: unknown
-}> {}
+}> {
+  static is(u: unknown): u is SecretStoreError {
+    return Predicate.isTagged(u, "SecretStoreError")
+  }
+}
 
 /**
  * A tenant's secrets (API keys, client secrets, tokens), by name. Values stay `Redacted` end to end,

@@ -181,7 +181,7 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
   const once = (settings: Settings, try_: number) =>
     execute(settings, false, String(try_)).pipe(
       Effect.catchIf(
-        (e) => e._tag === "ToolFailed" && e.status === 401 && oauth.holdsToken(),
+        (e) => ToolFailed.is(e) && e.status === 401 && oauth.holdsToken(),
         () => execute(settings, true, `${try_}r`)
       )
     )
@@ -249,7 +249,7 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
       if (Option.isNone(error)) return yield* Effect.failCause(exit.cause)
       const e = error.value
       // not found, invalid input, lost grant: nothing was learnt about the upstream's health
-      if (e._tag !== "ToolFailed") {
+      if (!ToolFailed.is(e)) {
         yield* settle(breaker.abandon)
         return yield* Effect.fail(e)
       }
@@ -271,19 +271,17 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
     maxDelay: resilience.maxDelay,
     maxWait: resilience.maxRetryAfter,
     deadline: payload.deadline,
-    retryable: (e) => !refused && e._tag === "ToolFailed" && e.retryable && (safeToRepeat || e.not_applied === true),
-    retryAfter: (e) => (e._tag === "ToolFailed" ? e.retry_after_ms : undefined),
+    retryable: (e) => !refused && ToolFailed.is(e) && e.retryable && (safeToRepeat || e.not_applied === true),
+    retryAfter: (e) => (ToolFailed.is(e) ? e.retry_after_ms : undefined),
     // a Retry-After pauses the provider's budget, which the next attempt waits for when it acquires
-    waitedElsewhere: (e) => e._tag === "ToolFailed" && e.status !== undefined
+    waitedElsewhere: (e) => ToolFailed.is(e) && e.status !== undefined
   }).pipe(
     Effect.map(({ attempts, value }) => ({
       ...value,
       attempts,
       ...(lastFailure ? { last_error: lastFailure.message } : {})
     })),
-    Effect.mapError(({ attempts, error }) =>
-      error._tag === "ToolFailed" && !refused ? withAttempts(error, attempts) : error
-    ),
+    Effect.mapError(({ attempts, error }) => ToolFailed.is(error) && !refused ? withAttempts(error, attempts) : error),
     Effect.onExit(() => (probe ? settle(breaker.abandon) : Effect.void))
   )
   const tried = [...(payload.tried ?? []), payload.tool_id]
@@ -294,7 +292,7 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
   return (noFallback ? call : call.pipe(
     // the fallback answers only when a retry might have helped; a bad request stays the caller's to fix
     Effect.catchIf(
-      (e) => (e._tag === "ToolFailed" && e.retryable) || e._tag === "UpstreamUnavailable",
+      (e) => (ToolFailed.is(e) && e.retryable) || UpstreamUnavailable.is(e),
       (failed) =>
         Effect.gen(function*() {
           const spec = yield* toolWorker(toolWorkerId(tenantId, fallback)).Describe().pipe(

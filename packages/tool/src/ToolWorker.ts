@@ -1,6 +1,6 @@
 import { AuditLog } from "@altan/audit/AuditLog"
 import { Connection, llmConnectionId } from "@altan/domain/Connection"
-import { Egress, type EgressResponse } from "@altan/domain/Egress"
+import { Egress, EgressDenied, type EgressResponse } from "@altan/domain/Egress"
 import { isClusterError } from "@altan/domain/EntityCall"
 import { Unavailable } from "@altan/domain/Errors"
 import { parseEntityId } from "@altan/domain/Ids"
@@ -115,7 +115,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
               target: safeTarget(request.url),
               outcome: Exit.isSuccess(exit) && exit.value.status < 400
                 ? "ok"
-                : Option.exists(error, (e) => e._tag === "EgressDenied")
+                : Option.exists(error, EgressDenied.is)
                 ? "denied"
                 : "failed",
               latency_ms,
@@ -256,7 +256,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
                   tools: [],
                   fallbacks,
                   ...(payload.task_id ? { task_id: payload.task_id } : {})
-                }).pipe(Effect.catchIf((e) => e._tag === "Unavailable" || isClusterError(e), unreachable))
+                }).pipe(Effect.catchIf((e) => Unavailable.is(e) || isClusterError(e), unreachable))
               }
             }).pipe(
               // a bug in a tool (a URL `new URL` rejects, an output that does not encode) fails this call, not the
@@ -288,7 +288,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
               : run).pipe(
                 // the headers of this execution (none when the outcome came from the ledger)
                 Effect.mapError((e) =>
-                  rateHeaders !== undefined && e._tag === "ToolFailed"
+                  rateHeaders !== undefined && ToolFailed.is(e)
                     ? new ToolFailed({ ...toolFailedFields(e), rate_headers: rateHeaders })
                     : e
                 )
