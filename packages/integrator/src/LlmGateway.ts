@@ -259,8 +259,13 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
         return client
       }
 
-      const complete: LlmGateway["Type"]["complete"] = (tenantId, llmId, request) =>
-        Effect.gen(function*() {
+      const complete: LlmGateway["Type"]["complete"] = Effect.fn("LlmGateway.complete", {
+        kind: "client",
+        attributes: { "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai" },
+        captureStackTrace: false
+      })(
+        function*(tenantId, llmId, request) {
+          yield* Effect.annotateCurrentSpan({ "altan.tenant_id": tenantId, "altan.llm_id": llmId })
           const config = yield* configs.getLlm(tenantId, llmId).pipe(
             Effect.flatMap(Option.match({
               onNone: () =>
@@ -399,19 +404,9 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
             usage,
             attempts
           }
-        }).pipe(
-          Effect.scoped,
-          Effect.withSpan("LlmGateway.complete", {
-            kind: "client",
-            attributes: {
-              "altan.tenant_id": tenantId,
-              "altan.llm_id": llmId,
-              "gen_ai.operation.name": "chat",
-              "gen_ai.provider.name": "openai"
-            },
-            captureStackTrace: false
-          })
-        )
+        },
+        Effect.scoped
+      )
 
       return { complete }
     })

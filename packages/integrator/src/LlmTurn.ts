@@ -28,11 +28,19 @@ export interface LlmTurnContext {
  * One LLM turn: this connection's LLM through the gateway, behind its breaker; when it fails, the next fallback's
  * connection answers, and the attempts of both are kept.
  */
-export const complete = (
-  { audit, breaker, connections, gateway, metrics, provider, tenantId }: LlmTurnContext,
+export const complete: (
+  ctx: LlmTurnContext,
   payload: CompletePayload
-): Effect.Effect<Completion, LlmError | Unavailable> =>
-  Effect.gen(function*() {
+) => Effect.Effect<Completion, LlmError | Unavailable> = Effect.fn("Connection.complete", {
+  attributes: { "gen_ai.operation.name": "chat" },
+  captureStackTrace: false
+})(
+  function*({ breaker, connections, gateway, metrics, provider, tenantId }, payload) {
+    yield* Effect.annotateCurrentSpan({
+      "altan.tenant_id": tenantId,
+      "altan.provider": provider,
+      ...(payload.task_id ? { "altan.task_id": payload.task_id } : {})
+    })
     if (!provider.startsWith("llm:")) {
       return yield* new LlmNotConfigured({ message: `${provider} is not an LLM connection` })
     }
@@ -87,9 +95,10 @@ export const complete = (
     return yield* (LlmUnavailable.is(f)
       ? new LlmUnavailable({ message: f.message, attempts })
       : new LlmBadResponse({ message: f.message, attempts }))
-  }).pipe(
-    storeUnavailable,
-    AuditLog.timed(audit, (exit, latency_ms) => ({
+  },
+  storeUnavailable,
+  (effect, { audit, provider, tenantId }, payload) =>
+    AuditLog.timed(effect, audit, (exit, latency_ms) => ({
       tenant_id: tenantId,
       action: "llm.call",
       target: provider,
@@ -107,21 +116,12 @@ export const complete = (
           : {})
       }
     })),
-    // the answer's token usage (fallbacks' included), per the GenAI conventions
-    Effect.tap((completion) =>
-      Effect.annotateCurrentSpan({
-        "gen_ai.usage.input_tokens": completion.usage.prompt_tokens,
-        "gen_ai.usage.output_tokens": completion.usage.completion_tokens,
-        "altan.llm_id": completion.llm_id
-      })
-    ),
-    Effect.withSpan("Connection.complete", {
-      attributes: {
-        "altan.tenant_id": tenantId,
-        "altan.provider": provider,
-        "gen_ai.operation.name": "chat",
-        ...(payload.task_id ? { "altan.task_id": payload.task_id } : {})
-      },
-      captureStackTrace: false
+  // the answer's token usage (fallbacks' included), per the GenAI conventions
+  Effect.tap((completion) =>
+    Effect.annotateCurrentSpan({
+      "gen_ai.usage.input_tokens": completion.usage.prompt_tokens,
+      "gen_ai.usage.output_tokens": completion.usage.completion_tokens,
+      "altan.llm_id": completion.llm_id
     })
   )
+)

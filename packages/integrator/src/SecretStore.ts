@@ -49,15 +49,13 @@ export const layerMemory: Layer.Layer<SecretStore> = Layer.sync(SecretStore, () 
  * its value.
  */
 export const traced = (backend: string, store: SecretStore["Type"]): SecretStore["Type"] => {
-  const span = (method: string, tenantId: TenantId, name: string) =>
-    Effect.withSpan(`SecretStore.${method}`, {
-      attributes: { "altan.tenant_id": tenantId, "altan.secret_name": name, "altan.secret_backend": backend },
-      captureStackTrace: false
-    })
+  const options = { attributes: { "altan.secret_backend": backend }, captureStackTrace: false }
+  const annotated = <A, E, R>(effect: Effect.Effect<A, E, R>, tenantId: TenantId, name: string) =>
+    Effect.zipRight(Effect.annotateCurrentSpan({ "altan.tenant_id": tenantId, "altan.secret_name": name }), effect)
   return {
-    get: (tenantId, name) => store.get(tenantId, name).pipe(span("get", tenantId, name)),
-    put: (tenantId, name, value) => store.put(tenantId, name, value).pipe(span("put", tenantId, name)),
-    delete: (tenantId, name) => store.delete(tenantId, name).pipe(span("delete", tenantId, name))
+    get: Effect.fn("SecretStore.get", options)((tenantId, name) => store.get(tenantId, name), annotated),
+    put: Effect.fn("SecretStore.put", options)((tenantId, name, value) => store.put(tenantId, name, value), annotated),
+    delete: Effect.fn("SecretStore.delete", options)((tenantId, name) => store.delete(tenantId, name), annotated)
   }
 }
 

@@ -112,7 +112,10 @@ const credential = (
  * One tool call through the connection: the tenant's credential, the breaker and the rate budget before each attempt,
  * retries when they cannot apply a write twice, the tool's fallback when a retry might have helped, one audit record.
  */
-export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Effect<ToolResult, ToolError> => {
+export const invoke = Effect.fn("Connection.invoke", { captureStackTrace: false })((
+  ctx: ToolCallContext,
+  payload: InvokePayload
+): Effect.Effect<ToolResult, ToolError> => {
   const { breaker, budget, config, connections, metrics, oauth, provider, resilience, tenantId, toolWorker } = ctx
 
   // the step's attempt, for the tool worker's ledger: one execution per key, whatever is redelivered
@@ -293,8 +296,8 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
     // the fallback answers only when a retry might have helped; a bad request stays the caller's to fix
     Effect.catchIf(
       (e) => (ToolFailed.is(e) && e.retryable) || UpstreamUnavailable.is(e),
-      (failed) =>
-        Effect.gen(function*() {
+      Effect.fn("Connection.fallback", { attributes: { "altan.tool_id": fallback }, captureStackTrace: false })(
+        function*(failed) {
           const spec = yield* toolWorker(toolWorkerId(tenantId, fallback)).Describe().pipe(
             Effect.catchAll(() => Effect.fail(failed))
           )
@@ -306,12 +309,8 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
             ...(spec.fallback ? { fallback: spec.fallback } : { fallback: undefined })
           }).pipe(Effect.catchIf(isClusterError, () => Effect.fail(failed)))
           return { ...result, served_by: result.served_by ?? fallback }
-        }).pipe(
-          Effect.withSpan("Connection.fallback", {
-            attributes: { "altan.tool_id": fallback },
-            captureStackTrace: false
-          })
-        )
+        }
+      )
     )
   )).pipe(
     storeUnavailable,
@@ -320,15 +319,16 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
       Effect.logWarning(`tool call failed: ${e.message}`).pipe(
         Effect.annotateLogs({ "tenant.id": tenantId, provider, "tool.id": payload.tool_id, error: e._tag })
       )
-    ),
-    Effect.withSpan("Connection.invoke", {
-      attributes: {
-        "altan.tenant_id": tenantId,
-        "altan.provider": provider,
-        "altan.tool_id": payload.tool_id,
-        ...(payload.task_id ? { "altan.task_id": payload.task_id } : {})
-      },
-      captureStackTrace: false
-    })
+    )
   )
-}
+}, (effect, { provider, tenantId }, payload) =>
+  // the call's attributes, on its span
+  Effect.zipRight(
+    Effect.annotateCurrentSpan({
+      "altan.tenant_id": tenantId,
+      "altan.provider": provider,
+      "altan.tool_id": payload.tool_id,
+      ...(payload.task_id ? { "altan.task_id": payload.task_id } : {})
+    }),
+    effect
+  ))
