@@ -95,8 +95,12 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             )
           })
 
-      const execute = (taskId: TaskId): Effect.Effect<Task> =>
-        Effect.gen(function*() {
+      const execute: (taskId: TaskId) => Effect.Effect<Task> = Effect.fn("AgentSession.execute", {
+        attributes,
+        captureStackTrace: false
+      })(
+        function*(taskId: TaskId) {
+          yield* Effect.annotateCurrentSpan("altan.task_id", taskId)
           const { task } = tasks.current(taskId)
           // cancelled (or ended) while its run was on its way: nothing more to do
           if (isTerminal(task.status)) return task
@@ -117,9 +121,10 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           return yield* typeof tasks.current(taskId).task.input === "string"
             ? runConversation(ctx, taskId)
             : runPlan(ctx, taskId)
-        }).pipe(
-          // a bug must not leave the task running forever: it fails, with the message
-          Effect.catchAllDefect((defect) =>
+        },
+        // a bug must not leave the task running forever: it fails, with the message
+        (effect, taskId) =>
+          Effect.catchAllDefect(effect, (defect) =>
             Effect.zipRight(
               Effect.logError(`task ${taskId} failed on a defect`, Cause.die(defect)),
               tasks.updateTask(taskId, (t) => ({
@@ -132,39 +137,30 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
                   }`
                 }
               }))
-            )
-          ),
-          // interrupted by a runner shutting down: left as recorded, the redelivered `Run` resumes it elsewhere
-          Effect.onInterrupt(() => (cancelling.has(taskId) ? cancelled(taskId) : Effect.void)),
-          Effect.ensuring(Effect.sync(() => cancelling.delete(taskId))),
-          Effect.withSpan("AgentSession.execute", {
-            attributes: { ...attributes, "altan.task_id": taskId },
-            captureStackTrace: false
-          })
-        )
+            )),
+        // interrupted by a runner shutting down: left as recorded, the redelivered `Run` resumes it elsewhere
+        (effect, taskId) =>
+          Effect.onInterrupt(effect, () => (cancelling.has(taskId) ? cancelled(taskId) : Effect.void)),
+        (effect, taskId) => Effect.ensuring(effect, Effect.sync(() => cancelling.delete(taskId)))
+      )
 
       return AgentSession.of({
-        Submit: ({ payload }) =>
-          Effect.gen(function*() {
-            const { principal, task_id } = payload
-            if (principal.tenantId !== tenantId) {
-              return yield* new InvalidRequest({ message: "the principal does not belong to this session's tenant" })
-            }
-            // a redelivered or repeated submit: the task exists, and its `Run` must too
-            const existing = yield* SessionTasks.durably(`reading task ${task_id}`, tasks.record(task_id))
-            if (Option.isSome(existing)) {
-              if (!isTerminal(existing.value.task.status)) yield* schedule(payload)
-              return existing.value.task
-            }
-            const task = yield* record(payload)
-            yield* schedule(payload)
-            return task
-          }).pipe(
-            Effect.withSpan("AgentSession.submit", {
-              attributes: { ...attributes, "altan.task_id": payload.task_id },
-              captureStackTrace: false
-            })
-          ),
+        Submit: Effect.fn("AgentSession.submit", { attributes, captureStackTrace: false })(function*({ payload }) {
+          yield* Effect.annotateCurrentSpan("altan.task_id", payload.task_id)
+          const { principal, task_id } = payload
+          if (principal.tenantId !== tenantId) {
+            return yield* new InvalidRequest({ message: "the principal does not belong to this session's tenant" })
+          }
+          // a redelivered or repeated submit: the task exists, and its `Run` must too
+          const existing = yield* SessionTasks.durably(`reading task ${task_id}`, tasks.record(task_id))
+          if (Option.isSome(existing)) {
+            if (!isTerminal(existing.value.task.status)) yield* schedule(payload)
+            return existing.value.task
+          }
+          const task = yield* record(payload)
+          yield* schedule(payload)
+          return task
+        }),
 
         Run: ({ payload }) =>
           Effect.gen(function*() {
@@ -209,24 +205,23 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             Stream.unwrap
           ),
 
-        Cancel: ({ payload }) =>
-          Effect.gen(function*() {
-            const record = yield* read(payload.task_id)
-            if (isTerminal(record.task.status)) {
-              return yield* new Conflict({
-                code: "task_finished",
-                message: `task ${payload.task_id} already ${record.task.status}`,
-                details: { status: record.task.status }
-              })
-            }
-            const fiber = running.get(payload.task_id)
-            if (fiber) {
-              cancelling.add(payload.task_id)
-              yield* Fiber.interrupt(fiber)
-              return tasks.current(payload.task_id).task
-            }
-            return yield* cancelled(payload.task_id)
-          }).pipe(Effect.withSpan("AgentSession.cancel", { attributes, captureStackTrace: false })),
+        Cancel: Effect.fn("AgentSession.cancel", { attributes, captureStackTrace: false })(function*({ payload }) {
+          const record = yield* read(payload.task_id)
+          if (isTerminal(record.task.status)) {
+            return yield* new Conflict({
+              code: "task_finished",
+              message: `task ${payload.task_id} already ${record.task.status}`,
+              details: { status: record.task.status }
+            })
+          }
+          const fiber = running.get(payload.task_id)
+          if (fiber) {
+            cancelling.add(payload.task_id)
+            yield* Fiber.interrupt(fiber)
+            return tasks.current(payload.task_id).task
+          }
+          return yield* cancelled(payload.task_id)
+        }),
 
         GetSession: () =>
           store.summary(tenantId, sessionId).pipe(

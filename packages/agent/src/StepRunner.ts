@@ -1,15 +1,17 @@
-import type { Connection } from "@altan/domain/Connection"
+import { type Connection, ConnectionNeedsReauth, RateLimited, UpstreamUnavailable } from "@altan/domain/Connection"
 import { isClusterError } from "@altan/domain/EntityCall"
+import { Unavailable } from "@altan/domain/Errors"
 import type { TaskId, TenantId } from "@altan/domain/Ids"
 import { isTerminal, type TaskError } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
-import { policyOf, type ToolError } from "@altan/domain/ToolWorker"
+import { policyOf, ToolFailed, ToolInputInvalid, ToolNotFound } from "@altan/domain/ToolWorker"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import type { SessionTasks } from "./SessionTasks.js"
 
 /** A step did not succeed; what happened is on its record. */
@@ -21,43 +23,45 @@ export class StepFailed {
 /** The step's deadline passed before its call answered. */
 class StepTimedOut {
   readonly _tag = "StepTimedOut"
+  static is(u: unknown): u is StepTimedOut {
+    return Predicate.isTagged(u, "StepTimedOut")
+  }
 }
-
-/** What a step's call can fail with: the tool's errors, or the cluster's when the call was not delivered. */
-type CallError = ToolError | { readonly _tag: "MailboxFull" | "AlreadyProcessingMessage" | "PersistenceError" }
 
 /** Maps any failure of a cluster call or tool to what is recorded on a step. */
 export const stepError = (error: unknown): TaskError => {
-  const e = error as CallError | { readonly _tag?: undefined; readonly message?: string }
-  switch (e._tag) {
-    case "ToolNotFound":
-      return { code: e.code, message: e.message }
-    case "ToolInputInvalid":
-      return { code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) }
-    case "ToolFailed":
-      return {
-        code: e.code,
-        message: e.message,
-        details: {
-          retryable: e.retryable,
-          ...(e.status ? { status: e.status } : {}),
-          ...(e.retry_after_ms !== undefined ? { retry_after_ms: e.retry_after_ms } : {})
-        }
-      }
-    case "ConnectionNeedsReauth":
-      return { code: e.code, message: e.message, details: { provider: e.provider } }
-    case "RateLimited":
-    case "UpstreamUnavailable":
-      return { code: e.code, message: e.message, details: { provider: e.provider, retry_after_ms: e.retry_after_ms } }
-    case "MailboxFull":
-    case "AlreadyProcessingMessage":
-    case "PersistenceError":
-      return { code: "unavailable", message: `the integrator could not take the call (${e._tag})` }
-    case "Unavailable":
-      return { code: "unavailable", message: e.message ?? "a store the call needs could not be reached" }
-    default:
-      return { code: "internal_error", message: String(e.message ?? error) }
+  if (ToolNotFound.is(error)) return { code: error.code, message: error.message }
+  if (ToolInputInvalid.is(error)) {
+    return { code: error.code, message: error.message, ...(error.details ? { details: error.details } : {}) }
   }
+  if (ToolFailed.is(error)) {
+    return {
+      code: error.code,
+      message: error.message,
+      details: {
+        retryable: error.retryable,
+        ...(error.status ? { status: error.status } : {}),
+        ...(error.retry_after_ms !== undefined ? { retry_after_ms: error.retry_after_ms } : {})
+      }
+    }
+  }
+  if (ConnectionNeedsReauth.is(error)) {
+    return { code: error.code, message: error.message, details: { provider: error.provider } }
+  }
+  if (RateLimited.is(error) || UpstreamUnavailable.is(error)) {
+    return {
+      code: error.code,
+      message: error.message,
+      details: { provider: error.provider, retry_after_ms: error.retry_after_ms }
+    }
+  }
+  if (isClusterError(error)) {
+    return { code: "unavailable", message: `the integrator could not take the call (${error._tag})` }
+  }
+  if (Unavailable.is(error)) {
+    return { code: "unavailable", message: error.message ?? "a store the call needs could not be reached" }
+  }
+  return { code: "internal_error", message: String((error as { readonly message?: string }).message ?? error) }
 }
 
 /** What running a step needs from its session. */
@@ -75,8 +79,7 @@ export interface StepContext {
 const resumeGrace = Duration.seconds(30)
 
 /** Failures that say a call was not taken now, rather than how it went: asking again later is safe. */
-export const notTaken = (e: { readonly _tag?: string }): boolean =>
-  e._tag === "Unavailable" || isClusterError({ _tag: e._tag ?? "" })
+export const notTaken = (e: unknown): boolean => Unavailable.is(e) || isClusterError(e)
 
 /** Times a step asks again when its call broke (a defect or an interruption of the call) before it records it. */
 const maxBreaks = 5
@@ -203,14 +206,14 @@ export const runStep = (
         yield* Effect.sleep(Duration.millis(500))
         continue
       }
-      const failure = Cause.squash(exit.cause) as { readonly _tag?: string; readonly unknown_outcome?: boolean }
+      const failure = Cause.squash(exit.cause)
       // the call was not taken (a store or the cluster could not take it now): asking again for the same attempt is
       // safe whatever happened, the tool service runs it at most once
       if (notTaken(failure) && endMs < deadlineMs) {
         yield* Effect.sleep(Duration.millis(Math.min(2_000, 100 * 2 ** Math.min(asks, 5)))) // as `backoff` does
         continue
       }
-      const unknown = failure._tag === "ToolFailed" && failure.unknown_outcome === true
+      const unknown = ToolFailed.is(failure) && failure.unknown_outcome === true
       if (unknown && retryUnknown && unknowns < maxUnknownRetries && !ended()) {
         unknowns++
         attempt++
@@ -224,7 +227,7 @@ export const runStep = (
           message: `${spec.tool_id} was called and its outcome is unknown (the call was cut off mid-way); it was not ` +
             `called again, as that could apply it twice`
         }]
-        : failure._tag === "StepTimedOut"
+        : StepTimedOut.is(failure)
         ? ["failed" as const, {
           code: "timeout",
           message: `the step did not finish within ${Duration.format(ctx.stepTimeout)}`,

@@ -1,7 +1,7 @@
+import { ConnectionNeedsReauth } from "@altan/domain/Connection"
 import type { OAuth2Connection } from "@altan/domain/ConnectionConfig"
 import { Egress } from "@altan/domain/Egress"
 import type { TenantId } from "@altan/domain/Ids"
-import { ConnectionNeedsReauth } from "@altan/domain/ToolWorker"
 import * as OAuth from "@altan/integrator/OAuth"
 import * as OAuthSession from "@altan/integrator/OAuthSession"
 import * as SecretStore from "@altan/integrator/SecretStore"

@@ -9,6 +9,9 @@ import { ChatMessage, Completion, FunctionTool, LlmError } from "./Llm.js"
 import { payload } from "./RpcPayload.js"
 import { ToolError, ToolResult } from "./ToolWorker.js"
 
+/** What only a connection fails a tool call with (its grant, its breaker, its budget): part of `ToolError`. */
+export { ConnectionNeedsReauth, RateLimited, UpstreamUnavailable } from "./ConnectionErrors.js"
+
 /** `Connection.Invoke`: one tool call as the agent asked for it. */
 export const InvokePayload = payload({
   tool_id: Schema.String,

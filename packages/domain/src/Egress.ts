@@ -1,5 +1,6 @@
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
+import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 
 /** Methods an outbound call may use. */
@@ -44,6 +45,9 @@ export class EgressDenied extends Schema.TaggedError<EgressDenied>()("EgressDeni
   message: Schema.String,
   url: Schema.String
 }) {
+  static is(u: unknown): u is EgressDenied {
+    return Predicate.isTagged(u, "EgressDenied")
+  }
   get code() {
     return "egress_denied" as const
   }
@@ -68,6 +72,9 @@ export class EgressFailed extends Schema.TaggedError<EgressFailed>()("EgressFail
   message: Schema.String,
   url: Schema.String
 }) {
+  static is(u: unknown): u is EgressFailed {
+    return Predicate.isTagged(u, "EgressFailed")
+  }
   get code() {
     return "egress_failed" as const
   }

@@ -1,3 +1,4 @@
+import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import { ErrorDetails } from "./Errors.js"
 
@@ -55,6 +56,9 @@ export class LlmUnavailable extends Schema.TaggedError<LlmUnavailable>()("LlmUna
   attempts: Schema.Array(LlmAttempt),
   details: Schema.optional(ErrorDetails)
 }) {
+  static is(u: unknown): u is LlmUnavailable {
+    return Predicate.isTagged(u, "LlmUnavailable")
+  }
   get code() {
     return "llm_unavailable"
   }
@@ -65,6 +69,9 @@ export class LlmBadResponse extends Schema.TaggedError<LlmBadResponse>()("LlmBad
   message: Schema.String,
   attempts: Schema.Array(LlmAttempt)
 }) {
+  static is(u: unknown): u is LlmBadResponse {
+    return Predicate.isTagged(u, "LlmBadResponse")
+  }
   get code() {
     return "llm_bad_response"
   }
@@ -74,6 +81,9 @@ export class LlmBadResponse extends Schema.TaggedError<LlmBadResponse>()("LlmBad
 export class LlmNotConfigured extends Schema.TaggedError<LlmNotConfigured>()("LlmNotConfigured", {
   message: Schema.String
 }) {
+  static is(u: unknown): u is LlmNotConfigured {
+    return Predicate.isTagged(u, "LlmNotConfigured")
+  }
   get code() {
     return "llm_not_configured"
   }

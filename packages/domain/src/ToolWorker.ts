@@ -1,7 +1,9 @@
 import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
+import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
+import { ConnectionNeedsReauth, RateLimited, UpstreamUnavailable } from "./ConnectionErrors.js"
 import { ErrorDetails, InvalidRequest, Unavailable } from "./Errors.js"
 import { entityId, type TenantId } from "./Ids.js"
 import { payload } from "./RpcPayload.js"
@@ -11,6 +13,9 @@ import { ToolDefinition, ToolSpec } from "./ToolDefinition.js"
 export class ToolNotFound extends Schema.TaggedError<ToolNotFound>()("ToolNotFound", {
   tool_id: Schema.String
 }) {
+  static is(u: unknown): u is ToolNotFound {
+    return Predicate.isTagged(u, "ToolNotFound")
+  }
   get code() {
     return "tool_not_found"
   }
@@ -25,6 +30,9 @@ export class ToolInputInvalid extends Schema.TaggedError<ToolInputInvalid>()("To
   message: Schema.String,
   details: Schema.optional(ErrorDetails)
 }) {
+  static is(u: unknown): u is ToolInputInvalid {
+    return Predicate.isTagged(u, "ToolInputInvalid")
+  }
   get code() {
     return "invalid_tool_input"
   }
@@ -54,6 +62,9 @@ export class ToolFailed extends Schema.TaggedError<ToolFailed>()("ToolFailed", {
   /** The upstream's rate-limit headers (`Retry-After`, `X-RateLimit-*`, vendor ones), for the provider's budget. */
   rate_headers: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String }))
 }) {
+  static is(u: unknown): u is ToolFailed {
+    return Predicate.isTagged(u, "ToolFailed")
+  }
   get code() {
     return "tool_failed"
   }
@@ -79,46 +90,9 @@ export const toolFailedFields = (e: ToolFailed) => ({
 })
 
 /**
- * The tenant's OAuth2 connection to the provider lost its grant (revoked, expired refresh token):
- * an admin must connect it again (`POST /v1/connections/{provider}/authorize`).
- */
-export class ConnectionNeedsReauth extends Schema.TaggedError<ConnectionNeedsReauth>()("ConnectionNeedsReauth", {
-  provider: Schema.String
-}) {
-  get code() {
-    return "connection_needs_reauth"
-  }
-  override get message() {
-    return `the ${this.provider} connection needs to be authorized again: ` +
-      `an admin must call POST /v1/connections/${this.provider}/authorize`
-  }
-}
-
-/** The provider's circuit breaker is open after repeated failures: calls fail fast until a probe succeeds. */
-export class UpstreamUnavailable extends Schema.TaggedError<UpstreamUnavailable>()("UpstreamUnavailable", {
-  provider: Schema.String,
-  message: Schema.String,
-  retry_after_ms: Schema.Number
-}) {
-  get code() {
-    return "upstream_unavailable"
-  }
-}
-
-/** The tenant's budget at the provider cannot fit the call before its deadline (a sync task's timeout). */
-export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited", {
-  provider: Schema.String,
-  message: Schema.String,
-  retry_after_ms: Schema.Number
-}) {
-  get code() {
-    return "rate_limited"
-  }
-}
-
-/**
  * What a call to a tool can fail with. `Unavailable`: the runtime could not take the call right now (a store it needs
- * is unreachable); nothing was executed, and asking again later is safe.
+ * is unreachable); nothing was executed, and asking again later is safe. `ConnectionNeedsReauth`, `UpstreamUnavailable`
+ * and `RateLimited` are the `Connection`'s, which fronts every tool call (see `ConnectionErrors.ts`).
  */
 export const ToolError = Schema.Union(
   Unavailable,

@@ -188,13 +188,10 @@ export const make = (options?: Partial<Options>): Effect.Effect<Admission["Type"
       })
 
     return Admission.of({
-      admit: (tenantId, settings) =>
-        admit(tenantId, settings).pipe(
-          Effect.withSpan("Admission.admit", {
-            attributes: { "altan.tenant_id": tenantId },
-            captureStackTrace: false
-          })
-        ),
+      admit: Effect.fn("Admission.admit", { captureStackTrace: false })(function*(tenantId, settings) {
+        yield* Effect.annotateCurrentSpan("altan.tenant_id", tenantId)
+        return yield* admit(tenantId, settings)
+      }),
       task,
       snapshot
     })

@@ -80,11 +80,15 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
           details: { operation: "authorization_callback", ...details }
         })
       const turns: LlmTurn.LlmTurnContext = { tenantId, provider, gateway, connections, breaker, metrics, audit }
+      const spanOptions = {
+        attributes: { "altan.tenant_id": tenantId, "altan.provider": provider },
+        captureStackTrace: false
+      }
       return Connection.of({
         Invoke: ({ payload }) => ToolCall.invoke(toolCalls, payload),
 
-        CompleteAuthorization: ({ payload }) =>
-          Effect.gen(function*() {
+        CompleteAuthorization: Effect.fn("Connection.completeAuthorization", spanOptions)(
+          function*({ payload }) {
             const connection = yield* connectionStore.get(tenantId, provider)
             if (Option.isNone(connection) || connection.value.type !== "oauth2") {
               return yield* new NotFound({ message: `no OAuth2 connection for ${provider}` })
@@ -97,30 +101,20 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
               scopes: tokens.scopes,
               expires_at: tokens.expires_at === undefined ? null : new Date(tokens.expires_at).toISOString()
             }
-          }).pipe(
-            Effect.tapBoth({
-              onFailure: (e) => authorizationRecorded("failed", { error: e.code }),
-              onSuccess: (info) => authorizationRecorded("ok", { scopes: info.scopes })
-            }),
-            Effect.withSpan("Connection.completeAuthorization", {
-              attributes: { "altan.tenant_id": tenantId, "altan.provider": provider },
-              captureStackTrace: false
-            })
-          ),
+          },
+          Effect.tapBoth({
+            onFailure: (e) => authorizationRecorded("failed", { error: e.code }),
+            onSuccess: (info) => authorizationRecorded("ok", { scopes: info.scopes })
+          })
+        ),
 
-        Disconnect: () =>
-          Effect.gen(function*() {
-            const connection = yield* connectionStore.get(tenantId, provider)
-            if (Option.isSome(connection) && connection.value.type === "oauth2") {
-              yield* oauth.revoke(connection.value)
-            }
-            return yield* connectionStore.remove(tenantId, provider)
-          }).pipe(
-            Effect.withSpan("Connection.disconnect", {
-              attributes: { "altan.tenant_id": tenantId, "altan.provider": provider },
-              captureStackTrace: false
-            })
-          ),
+        Disconnect: Effect.fn("Connection.disconnect", spanOptions)(function*() {
+          const connection = yield* connectionStore.get(tenantId, provider)
+          if (Option.isSome(connection) && connection.value.type === "oauth2") {
+            yield* oauth.revoke(connection.value)
+          }
+          return yield* connectionStore.remove(tenantId, provider)
+        }),
 
         Complete: ({ payload }) => LlmTurn.complete(turns, payload)
       })

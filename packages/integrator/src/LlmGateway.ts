@@ -17,12 +17,14 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
+import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
 import * as Runtime from "effect/Runtime"
 import { AsyncLocalStorage } from "node:async_hooks"
@@ -114,41 +116,54 @@ const egressFetch =
     return new Response(status === 204 || status === 304 ? null : bytes, { status, headers: responseHeaders })
   }
 
-type Failure =
-  | { readonly _tag: "Transient"; readonly message: string; readonly retryAfterMs: number | undefined }
-  | { readonly _tag: "Permanent"; readonly message: string }
-  | { readonly _tag: "BadResponse"; readonly message: string }
-
-const classify = (error: unknown): Failure => {
-  if (error instanceof OpenAI.APIConnectionTimeoutError) {
-    return { _tag: "Transient", message: "timed out", retryAfterMs: undefined }
+/** A call that may succeed if tried again (a timeout, no connection, 408, 429, 5xx); `retryAfterMs` as asked. */
+class Transient extends Data.TaggedClass("Transient")<{
+  readonly message: string
+  readonly retryAfterMs: number | undefined
+}> {
+  static is(u: unknown): u is Transient {
+    return Predicate.isTagged(u, "Transient")
   }
+}
+
+/** A call that would fail the same way again (refused by the egress guard, another 4xx). */
+class Permanent extends Data.TaggedClass("Permanent")<{ readonly message: string }> {}
+
+/** An answer that is not a usable response (not JSON, or unreadable). */
+class BadResponse extends Data.TaggedClass("BadResponse")<{ readonly message: string }> {
+  static is(u: unknown): u is BadResponse {
+    return Predicate.isTagged(u, "BadResponse")
+  }
+}
+
+type Failure = Transient | Permanent | BadResponse
+
+/** What became of a failed call, its messages masked (`mask`): an upstream may echo the key it was sent. */
+const classify = (error: unknown, mask: (text: string) => string): Failure => {
+  const transient = (message: string, waitMs?: number) =>
+    new Transient({ message: mask(message), retryAfterMs: waitMs })
+  const permanent = (message: string) => new Permanent({ message: mask(message) })
+  const badResponse = (message: string) => new BadResponse({ message: mask(message) })
+  if (error instanceof OpenAI.APIConnectionTimeoutError) return transient("timed out")
   if (error instanceof OpenAI.APIConnectionError) {
     const cause = error.cause
-    if (cause instanceof EgressDenied) return { _tag: "Permanent", message: `egress_denied: ${cause.message}` }
-    if (cause instanceof EgressFailed && cause.reason === "timeout") {
-      return { _tag: "Transient", message: "timed out", retryAfterMs: undefined }
-    }
-    if (cause instanceof EgressFailed && !cause.retryable) return { _tag: "BadResponse", message: cause.message }
-    return { _tag: "Transient", message: "could not connect", retryAfterMs: undefined }
+    if (cause instanceof EgressDenied) return permanent(`egress_denied: ${cause.message}`)
+    if (cause instanceof EgressFailed && cause.reason === "timeout") return transient("timed out")
+    if (cause instanceof EgressFailed && !cause.retryable) return badResponse(cause.message)
+    return transient("could not connect")
   }
   if (error instanceof OpenAI.APIError) {
     const status = error.status ?? 0
     if (status === 429 || status >= 500 || status === 408) {
-      return {
-        _tag: "Transient",
-        message: `HTTP ${status}`,
-        retryAfterMs: error.headers ? retryAfterMs(Object.fromEntries(error.headers)) : undefined
-      }
+      return transient(
+        `HTTP ${status}`,
+        error.headers ? retryAfterMs(Object.fromEntries(error.headers)) : undefined
+      )
     }
-    return { _tag: "Permanent", message: `HTTP ${status}: ${error.message.slice(0, 200)}` }
+    return permanent(`HTTP ${status}: ${error.message.slice(0, 200)}`)
   }
-  if (error instanceof SyntaxError) return { _tag: "BadResponse", message: "the response is not JSON" }
-  return {
-    _tag: "Transient",
-    message: error instanceof Error ? error.message.slice(0, 200) : "failed",
-    retryAfterMs: undefined
-  }
+  if (error instanceof SyntaxError) return badResponse("the response is not JSON")
+  return transient(error instanceof Error ? error.message.slice(0, 200) : "failed")
 }
 
 const toOpenAi = (message: ChatMessage): OpenAI.Chat.Completions.ChatCompletionMessageParam => {
@@ -222,8 +237,8 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
         baseDelay: tuning.baseDelay,
         maxDelay: Duration.infinity,
         maxWait: tuning.maxRetryAfter,
-        retryable: (failure) => failure._tag === "Transient",
-        retryAfter: (failure) => (failure._tag === "Transient" ? failure.retryAfterMs : undefined)
+        retryable: Transient.is,
+        retryAfter: (failure) => (Transient.is(failure) ? failure.retryAfterMs : undefined)
       }
 
       // One SDK client per tenant LLM, rebuilt only when its endpoint or key changes: not one per turn.
@@ -244,8 +259,13 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
         return client
       }
 
-      const complete: LlmGateway["Type"]["complete"] = (tenantId, llmId, request) =>
-        Effect.gen(function*() {
+      const complete: LlmGateway["Type"]["complete"] = Effect.fn("LlmGateway.complete", {
+        kind: "client",
+        attributes: { "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai" },
+        captureStackTrace: false
+      })(
+        function*(tenantId, llmId, request) {
+          yield* Effect.annotateCurrentSpan({ "altan.tenant_id": tenantId, "altan.llm_id": llmId })
           const config = yield* configs.getLlm(tenantId, llmId).pipe(
             Effect.flatMap(Option.match({
               onNone: () =>
@@ -293,10 +313,7 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
                       messages: messages.map(toOpenAi),
                       ...(tools.length > 0 ? { tools } : {})
                     } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, { signal })),
-                catch: (error) => {
-                  const failure = classify(error)
-                  return { ...failure, message: mask(failure.message) }
-                }
+                catch: (error) => classify(error, mask)
               }))
 
           /** Calls until an answer, retrying transient failures with full-jitter backoff and Retry-After. */
@@ -311,7 +328,7 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
                   return result.right
                 }
                 const failure = result.left
-                const last = attempt >= tuning.maxAttempts || failure._tag !== "Transient"
+                const last = attempt >= tuning.maxAttempts || !Transient.is(failure)
                 attempts.push({
                   llm_id: llmId,
                   outcome: last ? "failed" : "retry",
@@ -324,7 +341,7 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
               }), retryPolicy).pipe(
                 Effect.map(({ value }) => value),
                 Effect.mapError(({ attempts: tried, error, wait }) =>
-                  error._tag === "BadResponse"
+                  BadResponse.is(error)
                     ? new LlmBadResponse({ message: error.message, attempts })
                     : wait !== undefined
                     ? new LlmUnavailable({
@@ -387,19 +404,9 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
             usage,
             attempts
           }
-        }).pipe(
-          Effect.scoped,
-          Effect.withSpan("LlmGateway.complete", {
-            kind: "client",
-            attributes: {
-              "altan.tenant_id": tenantId,
-              "altan.llm_id": llmId,
-              "gen_ai.operation.name": "chat",
-              "gen_ai.provider.name": "openai"
-            },
-            captureStackTrace: false
-          })
-        )
+        },
+        Effect.scoped
+      )
 
       return { complete }
     })

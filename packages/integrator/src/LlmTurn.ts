@@ -2,7 +2,7 @@ import { AuditLog } from "@altan/audit/AuditLog"
 import type { CompletePayload, Connection } from "@altan/domain/Connection"
 import { llmConnectionId } from "@altan/domain/Connection"
 import { isClusterError } from "@altan/domain/EntityCall"
-import type { Unavailable } from "@altan/domain/Errors"
+import { Unavailable } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import { type Completion, LlmBadResponse, type LlmError, LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
 import type { callMetrics } from "@altan/domain/Metrics"
@@ -28,11 +28,19 @@ export interface LlmTurnContext {
  * One LLM turn: this connection's LLM through the gateway, behind its breaker; when it fails, the next fallback's
  * connection answers, and the attempts of both are kept.
  */
-export const complete = (
-  { audit, breaker, connections, gateway, metrics, provider, tenantId }: LlmTurnContext,
+export const complete: (
+  ctx: LlmTurnContext,
   payload: CompletePayload
-): Effect.Effect<Completion, LlmError | Unavailable> =>
-  Effect.gen(function*() {
+) => Effect.Effect<Completion, LlmError | Unavailable> = Effect.fn("Connection.complete", {
+  attributes: { "gen_ai.operation.name": "chat" },
+  captureStackTrace: false
+})(
+  function*({ breaker, connections, gateway, metrics, provider, tenantId }, payload) {
+    yield* Effect.annotateCurrentSpan({
+      "altan.tenant_id": tenantId,
+      "altan.provider": provider,
+      ...(payload.task_id ? { "altan.task_id": payload.task_id } : {})
+    })
     if (!provider.startsWith("llm:")) {
       return yield* new LlmNotConfigured({ message: `${provider} is not an LLM connection` })
     }
@@ -41,9 +49,9 @@ export const complete = (
     const first = "ok" in admitted
       ? yield* Effect.either(gateway.complete(tenantId, llmId, payload)).pipe(
         Effect.tap((r) =>
-          Either.isRight(r) || r.left._tag === "LlmBadResponse"
+          Either.isRight(r) || LlmBadResponse.is(r.left)
             ? breaker.success
-            : r.left._tag === "LlmUnavailable"
+            : LlmUnavailable.is(r.left)
             ? breaker.failure
             : breaker.abandon
         ),
@@ -51,7 +59,7 @@ export const complete = (
         Effect.tap((r) =>
           Either.isRight(r)
             ? metrics.call("ok")
-            : r.left._tag === "LlmNotConfigured"
+            : LlmNotConfigured.is(r.left)
             ? Effect.void
             : metrics.call("failed")
         ),
@@ -66,7 +74,7 @@ export const complete = (
     const [next, ...rest] = payload.fallbacks
     if (Either.isRight(first)) return first.right
     const failed = first.left
-    if (next === undefined || failed._tag === "LlmNotConfigured") return yield* failed
+    if (next === undefined || LlmNotConfigured.is(failed)) return yield* failed
     const unreachable = (e: { readonly _tag: string }) =>
       Effect.fail(
         new LlmUnavailable({ message: `fallback ${next} could not be reached (${e._tag})`, attempts: [] })
@@ -80,16 +88,17 @@ export const complete = (
       return { ...fallback.right, attempts: [...failed.attempts, ...fallback.right.attempts] }
     }
     const f = fallback.left
-    if (f._tag === "LlmNotConfigured" || f._tag === "Unavailable") {
+    if (LlmNotConfigured.is(f) || Unavailable.is(f)) {
       return yield* f
     }
     const attempts = [...failed.attempts, ...f.attempts]
-    return yield* (f._tag === "LlmUnavailable"
+    return yield* (LlmUnavailable.is(f)
       ? new LlmUnavailable({ message: f.message, attempts })
       : new LlmBadResponse({ message: f.message, attempts }))
-  }).pipe(
-    storeUnavailable,
-    AuditLog.timed(audit, (exit, latency_ms) => ({
+  },
+  storeUnavailable,
+  (effect, { audit, provider, tenantId }, payload) =>
+    AuditLog.timed(effect, audit, (exit, latency_ms) => ({
       tenant_id: tenantId,
       action: "llm.call",
       target: provider,
@@ -107,21 +116,12 @@ export const complete = (
           : {})
       }
     })),
-    // the answer's token usage (fallbacks' included), per the GenAI conventions
-    Effect.tap((completion) =>
-      Effect.annotateCurrentSpan({
-        "gen_ai.usage.input_tokens": completion.usage.prompt_tokens,
-        "gen_ai.usage.output_tokens": completion.usage.completion_tokens,
-        "altan.llm_id": completion.llm_id
-      })
-    ),
-    Effect.withSpan("Connection.complete", {
-      attributes: {
-        "altan.tenant_id": tenantId,
-        "altan.provider": provider,
-        "gen_ai.operation.name": "chat",
-        ...(payload.task_id ? { "altan.task_id": payload.task_id } : {})
-      },
-      captureStackTrace: false
+  // the answer's token usage (fallbacks' included), per the GenAI conventions
+  Effect.tap((completion) =>
+    Effect.annotateCurrentSpan({
+      "gen_ai.usage.input_tokens": completion.usage.prompt_tokens,
+      "gen_ai.usage.output_tokens": completion.usage.completion_tokens,
+      "altan.llm_id": completion.llm_id
     })
   )
+)

@@ -242,13 +242,16 @@ const post = (
   })
 
 /** Exchanges a code or a refresh token for tokens. `invalid_grant` is told apart: it means "authorize again". */
-export const requestTokens = (
+export const requestTokens: (
   config: OAuth2Connection,
   clientSecret: Redacted.Redacted,
   form: Record<string, string>,
   previous?: Tokens
-): Effect.Effect<Tokens, UpstreamFailed | InvalidGrant, Egress> =>
-  Effect.gen(function*() {
+) => Effect.Effect<Tokens, UpstreamFailed | InvalidGrant, Egress> = Effect.fn("OAuth.requestTokens", {
+  captureStackTrace: false
+})(
+  function*(config, clientSecret, form, previous) {
+    yield* Effect.annotateCurrentSpan("altan.oauth.grant_type", form.grant_type)
     const response = yield* post(config.token_url, config, clientSecret, form)
     const json = parseJson(response)
     // the provider may echo what it was sent in its error text
@@ -288,21 +291,17 @@ export const requestTokens = (
       issued_at: now,
       scopes: scope !== undefined ? scope.split(/[ ,]+/).filter((s) => s !== "") : (previous?.scopes ?? [])
     }
-  }).pipe(
-    Effect.withSpan("OAuth.requestTokens", {
-      attributes: { "altan.oauth.grant_type": form.grant_type },
-      captureStackTrace: false
-    })
-  )
+  }
+)
 
 /** RFC 7009 revocation of one token; the provider answers 200 even for tokens it no longer knows. */
-export const revokeToken = (
+export const revokeToken: (
   config: OAuth2Connection,
   clientSecret: Redacted.Redacted,
   token: string,
   hint: "refresh_token" | "access_token"
-): Effect.Effect<void, UpstreamFailed, Egress> =>
-  Effect.gen(function*() {
+) => Effect.Effect<void, UpstreamFailed, Egress> = Effect.fn("OAuth.revoke", { captureStackTrace: false })(
+  function*(config, clientSecret, token, hint) {
     if (config.revoke_url === undefined) return
     const response = yield* post(config.revoke_url, config, clientSecret, { token, token_type_hint: hint })
     // 400 unsupported_token_type: the provider does not revoke that kind; nothing left to do for it
@@ -313,7 +312,8 @@ export const revokeToken = (
       message: `revocation at ${hostOf(config.revoke_url)} failed with HTTP ${response.status}`,
       details: { provider_host: hostOf(config.revoke_url), status: response.status }
     })
-  }).pipe(Effect.withSpan("OAuth.revoke", { captureStackTrace: false }))
+  }
+)
 
 /** Whether the access token should be refreshed now: within a minute (or a quarter of its life) of expiry. */
 export const isStale = (tokens: Tokens, now: number) => {

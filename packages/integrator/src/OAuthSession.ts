@@ -1,8 +1,9 @@
+import { ConnectionNeedsReauth } from "@altan/domain/Connection"
 import type { OAuth2Connection } from "@altan/domain/ConnectionConfig"
 import { Egress } from "@altan/domain/Egress"
 import { Unavailable, UpstreamFailed } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
-import { ConnectionNeedsReauth, ToolFailed } from "@altan/domain/ToolWorker"
+import { ToolFailed } from "@altan/domain/ToolWorker"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -97,29 +98,28 @@ export const make = (services: Services, tenantId: TenantId, provider: string) =
       retryable: e.details?.["configuration"] !== true
     })
 
-  const refreshed = (config: OAuth2Connection, stale: Tokens) =>
-    Effect.gen(function*() {
-      if (stale.refresh_token === undefined) {
-        yield* needsReauth("the access token expired and the provider issued no refresh token")
-        return yield* new ConnectionNeedsReauth({ provider })
-      }
-      const secret = yield* clientSecretOf(secrets, tenantId, provider, config)
-      const next = yield* requestTokens(config, secret, {
-        grant_type: "refresh_token",
-        refresh_token: stale.refresh_token
-      }, stale).pipe(
-        Effect.provideService(Egress, egress),
-        Effect.catchTag("InvalidGrant", (e) =>
-          Effect.zipRight(needsReauth(e.description), Effect.fail(new ConnectionNeedsReauth({ provider }))))
+  const refreshed = Effect.fn("Connection.refresh", {
+    attributes: { "altan.tenant_id": tenantId, "altan.provider": provider },
+    captureStackTrace: false
+  })(function*(config: OAuth2Connection, stale: Tokens) {
+    if (stale.refresh_token === undefined) {
+      yield* needsReauth("the access token expired and the provider issued no refresh token")
+      return yield* new ConnectionNeedsReauth({ provider })
+    }
+    const secret = yield* clientSecretOf(secrets, tenantId, provider, config)
+    const next = yield* requestTokens(config, secret, {
+      grant_type: "refresh_token",
+      refresh_token: stale.refresh_token
+    }, stale).pipe(
+      Effect.provideService(Egress, egress),
+      Effect.catchTag(
+        "InvalidGrant",
+        (e) => Effect.zipRight(needsReauth(e.description), Effect.fail(new ConnectionNeedsReauth({ provider })))
       )
-      yield* store(next)
-      return next
-    }).pipe(
-      Effect.withSpan("Connection.refresh", {
-        attributes: { "altan.tenant_id": tenantId, "altan.provider": provider },
-        captureStackTrace: false
-      })
     )
+    yield* store(next)
+    return next
+  })
 
   return {
     holdsToken: () => tokens !== undefined,

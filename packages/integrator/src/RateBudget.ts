@@ -55,7 +55,7 @@ export interface RateBudget {
 
 /**
  * A call the budget cannot start in time; `retry_after_ms` is when it could (an estimate). Local to the actor:
- * `Connection` answers it as `ToolWorker`'s `RateLimited`.
+ * `Connection` answers it as its `RateLimited`.
  */
 export class OverBudget extends Data.TaggedError("OverBudget")<{
   readonly retry_after_ms: number
@@ -407,38 +407,36 @@ export const make = (options: Options): Effect.Effect<RateBudget, never, Scope.S
       signal()
     }
 
-    const acquire = (request: AcquireRequest): Effect.Effect<void, OverBudget> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          const w = enqueue(request, now)
-          if (w instanceof OverBudget) return Effect.fail(w)
-          const deadline = w.deadline
-          const started = deadline === undefined || w.state !== "queued"
-            ? Deferred.await(w.deferred)
-            : Effect.raceFirst(
-              Deferred.await(w.deferred),
-              Effect.sleep(Duration.millis(Math.max(0, deadline - now))).pipe(
-                Effect.zipRight(Clock.currentTimeMillis),
-                Effect.flatMap((at) => Effect.sync(() => expire(w, at))),
-                Effect.zipRight(Effect.never)
+    const acquire = Effect.fn("RateBudget.acquire", {
+      attributes: { "altan.tenant_id": options.tenant, "altan.provider": provider },
+      captureStackTrace: false
+    })(
+      (request: AcquireRequest): Effect.Effect<void, OverBudget> =>
+        Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            const w = enqueue(request, now)
+            if (w instanceof OverBudget) return Effect.fail(w)
+            const deadline = w.deadline
+            const started = deadline === undefined || w.state !== "queued"
+              ? Deferred.await(w.deferred)
+              : Effect.raceFirst(
+                Deferred.await(w.deferred),
+                Effect.sleep(Duration.millis(Math.max(0, deadline - now))).pipe(
+                  Effect.zipRight(Clock.currentTimeMillis),
+                  Effect.flatMap((at) => Effect.sync(() => expire(w, at))),
+                  Effect.zipRight(Effect.never)
+                )
               )
+            return restore(started).pipe(
+              Effect.onInterrupt(() => Effect.sync(() => cancel(w))),
+              // every call that started, 0 when it did not wait: `altan_rate_limit_wait_seconds{tenant,provider}`
+              Effect.zipRight(Effect.suspend(() => metrics.rateLimitWait(Duration.millis(w.taken!.at - w.enqueuedAt))))
             )
-          return restore(started).pipe(
-            Effect.onInterrupt(() => Effect.sync(() => cancel(w))),
-            // every call that started, 0 when it did not wait: `altan_rate_limit_wait_seconds{tenant,provider}`
-            Effect.zipRight(Effect.suspend(() => metrics.rateLimitWait(Duration.millis(w.taken!.at - w.enqueuedAt))))
-          )
-        })
-      ).pipe(
-        Effect.withSpan("RateBudget.acquire", {
-          attributes: {
-            "altan.tenant_id": options.tenant,
-            "altan.provider": provider,
-            "altan.priority": request.priority
-          },
-          captureStackTrace: false
-        })
-      )
+          })
+        ),
+      // the call's priority, on its span
+      (effect, request) => Effect.zipRight(Effect.annotateCurrentSpan("altan.priority", request.priority), effect)
+    )
 
     const observe = (response: ObservedResponse): Effect.Effect<void> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>

@@ -6,6 +6,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import type * as Redacted from "effect/Redacted"
 import { makeReadCache } from "./internal/ReadCache.js"
 
@@ -16,7 +17,11 @@ import { makeReadCache } from "./internal/ReadCache.js"
 export class SecretStoreError extends Data.TaggedError("SecretStoreError")<{
   readonly message: string
   readonly cause?: unknown
-}> {}
+}> {
+  static is(u: unknown): u is SecretStoreError {
+    return Predicate.isTagged(u, "SecretStoreError")
+  }
+}
 
 /**
  * A tenant's secrets (API keys, client secrets, tokens), by name. Values stay `Redacted` end to end,
@@ -44,15 +49,13 @@ export const layerMemory: Layer.Layer<SecretStore> = Layer.sync(SecretStore, () 
  * its value.
  */
 export const traced = (backend: string, store: SecretStore["Type"]): SecretStore["Type"] => {
-  const span = (method: string, tenantId: TenantId, name: string) =>
-    Effect.withSpan(`SecretStore.${method}`, {
-      attributes: { "altan.tenant_id": tenantId, "altan.secret_name": name, "altan.secret_backend": backend },
-      captureStackTrace: false
-    })
+  const options = { attributes: { "altan.secret_backend": backend }, captureStackTrace: false }
+  const annotated = <A, E, R>(effect: Effect.Effect<A, E, R>, tenantId: TenantId, name: string) =>
+    Effect.zipRight(Effect.annotateCurrentSpan({ "altan.tenant_id": tenantId, "altan.secret_name": name }), effect)
   return {
-    get: (tenantId, name) => store.get(tenantId, name).pipe(span("get", tenantId, name)),
-    put: (tenantId, name, value) => store.put(tenantId, name, value).pipe(span("put", tenantId, name)),
-    delete: (tenantId, name) => store.delete(tenantId, name).pipe(span("delete", tenantId, name))
+    get: Effect.fn("SecretStore.get", options)((tenantId, name) => store.get(tenantId, name), annotated),
+    put: Effect.fn("SecretStore.put", options)((tenantId, name, value) => store.put(tenantId, name, value), annotated),
+    delete: Effect.fn("SecretStore.delete", options)((tenantId, name) => store.delete(tenantId, name), annotated)
   }
 }
 

@@ -160,8 +160,13 @@ const compareAndSet =
  * be retired. Idempotent and safe to run while runners serve; a data key that no key of the ring unwraps
  * fails it (the ones done so far stay done).
  */
-export const rewrapDataKeys = (options: Options): Effect.Effect<RewrapResult, SecretStoreError, Redis> =>
-  Effect.gen(function*() {
+export const rewrapDataKeys: (
+  options: Options
+) => Effect.Effect<RewrapResult, SecretStoreError, Redis> = Effect.fn("SecretStore.rewrapDataKeys", {
+  captureStackTrace: false
+})(
+  function*(options) {
+    yield* Effect.annotateCurrentSpan("altan.master_key_id", options.masterKeys.current.id)
     const keys = yield* redisKeys(options)
     const { client } = yield* Redis
     const ring = options.masterKeys
@@ -201,9 +206,5 @@ export const rewrapDataKeys = (options: Options): Effect.Effect<RewrapResult, Se
       for (const key of found) if (!key.slice(head.length, -":dek".length).includes(":")) yield* rewrap(key, 0)
     } while (cursor !== "0")
     return { rewrapped, unchanged }
-  }).pipe(
-    Effect.withSpan("SecretStore.rewrapDataKeys", {
-      attributes: { "altan.master_key_id": options.masterKeys.current.id },
-      captureStackTrace: false
-    })
-  )
+  }
+)

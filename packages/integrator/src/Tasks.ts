@@ -1,6 +1,6 @@
 import { acceptedTask, AgentSession } from "@altan/domain/AgentSession"
 import { type ClusterError, isClusterError } from "@altan/domain/EntityCall"
-import { type Conflict, InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
+import { Conflict, InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
 import { entityId, type SessionId, sessionOfTask, type TaskId, type TenantId } from "@altan/domain/Ids"
 import * as PlanGraph from "@altan/domain/PlanGraph"
 import type { Principal } from "@altan/domain/Principal"
@@ -228,7 +228,7 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
         // leaves the question of whether the submit was stored, which the cluster's storage settles
         Effect.catchAllCause((cause): Effect.Effect<Task, InvalidRequest | Conflict | Unavailable> => {
           const failure = Cause.failureOption(cause)
-          if (Option.exists(failure, (e) => e._tag === "InvalidRequest" || e._tag === "Conflict")) {
+          if (Option.exists(failure, (e) => InvalidRequest.is(e) || Conflict.is(e))) {
             return Effect.failCause(cause as Cause.Cause<InvalidRequest | Conflict>)
           }
           if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)

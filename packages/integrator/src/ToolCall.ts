@@ -1,5 +1,11 @@
 import { AuditLog } from "@altan/audit/AuditLog"
-import { type Connection, connectionId, type InvokePayload } from "@altan/domain/Connection"
+import {
+  type Connection,
+  connectionId,
+  type InvokePayload,
+  RateLimited,
+  UpstreamUnavailable
+} from "@altan/domain/Connection"
 import { isClusterError, reaskOnBreak } from "@altan/domain/EntityCall"
 import type { TenantId } from "@altan/domain/Ids"
 import type { callMetrics } from "@altan/domain/Metrics"
@@ -7,14 +13,12 @@ import type { Settings } from "@altan/domain/Settings"
 import {
   type Credential,
   policyOf,
-  RateLimited,
   type ToolError,
   ToolFailed,
   toolFailedFields,
   type ToolResult,
   type ToolWorker,
-  toolWorkerId,
-  UpstreamUnavailable
+  toolWorkerId
 } from "@altan/domain/ToolWorker"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -108,7 +112,10 @@ const credential = (
  * One tool call through the connection: the tenant's credential, the breaker and the rate budget before each attempt,
  * retries when they cannot apply a write twice, the tool's fallback when a retry might have helped, one audit record.
  */
-export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Effect<ToolResult, ToolError> => {
+export const invoke = Effect.fn("Connection.invoke", { captureStackTrace: false })((
+  ctx: ToolCallContext,
+  payload: InvokePayload
+): Effect.Effect<ToolResult, ToolError> => {
   const { breaker, budget, config, connections, metrics, oauth, provider, resilience, tenantId, toolWorker } = ctx
 
   // the step's attempt, for the tool worker's ledger: one execution per key, whatever is redelivered
@@ -177,7 +184,7 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
   const once = (settings: Settings, try_: number) =>
     execute(settings, false, String(try_)).pipe(
       Effect.catchIf(
-        (e) => e._tag === "ToolFailed" && e.status === 401 && oauth.holdsToken(),
+        (e) => ToolFailed.is(e) && e.status === 401 && oauth.holdsToken(),
         () => execute(settings, true, `${try_}r`)
       )
     )
@@ -245,7 +252,7 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
       if (Option.isNone(error)) return yield* Effect.failCause(exit.cause)
       const e = error.value
       // not found, invalid input, lost grant: nothing was learnt about the upstream's health
-      if (e._tag !== "ToolFailed") {
+      if (!ToolFailed.is(e)) {
         yield* settle(breaker.abandon)
         return yield* Effect.fail(e)
       }
@@ -267,19 +274,17 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
     maxDelay: resilience.maxDelay,
     maxWait: resilience.maxRetryAfter,
     deadline: payload.deadline,
-    retryable: (e) => !refused && e._tag === "ToolFailed" && e.retryable && (safeToRepeat || e.not_applied === true),
-    retryAfter: (e) => (e._tag === "ToolFailed" ? e.retry_after_ms : undefined),
+    retryable: (e) => !refused && ToolFailed.is(e) && e.retryable && (safeToRepeat || e.not_applied === true),
+    retryAfter: (e) => (ToolFailed.is(e) ? e.retry_after_ms : undefined),
     // a Retry-After pauses the provider's budget, which the next attempt waits for when it acquires
-    waitedElsewhere: (e) => e._tag === "ToolFailed" && e.status !== undefined
+    waitedElsewhere: (e) => ToolFailed.is(e) && e.status !== undefined
   }).pipe(
     Effect.map(({ attempts, value }) => ({
       ...value,
       attempts,
       ...(lastFailure ? { last_error: lastFailure.message } : {})
     })),
-    Effect.mapError(({ attempts, error }) =>
-      error._tag === "ToolFailed" && !refused ? withAttempts(error, attempts) : error
-    ),
+    Effect.mapError(({ attempts, error }) => ToolFailed.is(error) && !refused ? withAttempts(error, attempts) : error),
     Effect.onExit(() => (probe ? settle(breaker.abandon) : Effect.void))
   )
   const tried = [...(payload.tried ?? []), payload.tool_id]
@@ -290,9 +295,9 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
   return (noFallback ? call : call.pipe(
     // the fallback answers only when a retry might have helped; a bad request stays the caller's to fix
     Effect.catchIf(
-      (e) => (e._tag === "ToolFailed" && e.retryable) || e._tag === "UpstreamUnavailable",
-      (failed) =>
-        Effect.gen(function*() {
+      (e) => (ToolFailed.is(e) && e.retryable) || UpstreamUnavailable.is(e),
+      Effect.fn("Connection.fallback", { attributes: { "altan.tool_id": fallback }, captureStackTrace: false })(
+        function*(failed) {
           const spec = yield* toolWorker(toolWorkerId(tenantId, fallback)).Describe().pipe(
             Effect.catchAll(() => Effect.fail(failed))
           )
@@ -304,12 +309,8 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
             ...(spec.fallback ? { fallback: spec.fallback } : { fallback: undefined })
           }).pipe(Effect.catchIf(isClusterError, () => Effect.fail(failed)))
           return { ...result, served_by: result.served_by ?? fallback }
-        }).pipe(
-          Effect.withSpan("Connection.fallback", {
-            attributes: { "altan.tool_id": fallback },
-            captureStackTrace: false
-          })
-        )
+        }
+      )
     )
   )).pipe(
     storeUnavailable,
@@ -318,15 +319,16 @@ export const invoke = (ctx: ToolCallContext, payload: InvokePayload): Effect.Eff
       Effect.logWarning(`tool call failed: ${e.message}`).pipe(
         Effect.annotateLogs({ "tenant.id": tenantId, provider, "tool.id": payload.tool_id, error: e._tag })
       )
-    ),
-    Effect.withSpan("Connection.invoke", {
-      attributes: {
-        "altan.tenant_id": tenantId,
-        "altan.provider": provider,
-        "altan.tool_id": payload.tool_id,
-        ...(payload.task_id ? { "altan.task_id": payload.task_id } : {})
-      },
-      captureStackTrace: false
-    })
+    )
   )
-}
+}, (effect, { provider, tenantId }, payload) =>
+  // the call's attributes, on its span
+  Effect.zipRight(
+    Effect.annotateCurrentSpan({
+      "altan.tenant_id": tenantId,
+      "altan.provider": provider,
+      "altan.tool_id": payload.tool_id,
+      ...(payload.task_id ? { "altan.task_id": payload.task_id } : {})
+    }),
+    effect
+  ))

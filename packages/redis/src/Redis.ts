@@ -6,6 +6,7 @@ import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
@@ -15,7 +16,11 @@ import { Redis as IORedis } from "ioredis"
 export class RedisError extends Data.TaggedError("RedisError")<{
   readonly message: string
   readonly cause?: unknown
-}> {}
+}> {
+  static is(u: unknown): u is RedisError {
+    return Predicate.isTagged(u, "RedisError")
+  }
+}
 
 /** The process's Redis connection, shared by every store of the process. */
 export class Redis extends Context.Tag("@altan/redis/Redis")<Redis, {

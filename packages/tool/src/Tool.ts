@@ -1,4 +1,4 @@
-import type { EgressDenied, EgressFailed, EgressRequest, EgressResponse } from "@altan/domain/Egress"
+import { EgressDenied, EgressFailed, type EgressRequest, type EgressResponse } from "@altan/domain/Egress"
 import type { TenantId } from "@altan/domain/Ids"
 import type { ChatMessage, Completion, LlmError, LlmNotConfigured } from "@altan/domain/Llm"
 import { retryAfterMs } from "@altan/domain/RetryAfter"
@@ -57,9 +57,9 @@ export const requireCredential = (
 export const httpFailed = (toolId: string) => (error: EgressDenied | EgressFailed): ToolFailed =>
   new ToolFailedError({
     tool_id: toolId,
-    message: error._tag === "EgressDenied" ? `egress_denied: ${error.message}` : error.message,
-    retryable: error._tag === "EgressFailed" && error.retryable,
-    ...(error._tag === "EgressFailed" && error.reason === "connect" ? { not_applied: true } : {})
+    message: EgressDenied.is(error) ? `egress_denied: ${error.message}` : error.message,
+    retryable: EgressFailed.is(error) && error.retryable,
+    ...(EgressFailed.is(error) && error.reason === "connect" ? { not_applied: true } : {})
   })
 
 /**

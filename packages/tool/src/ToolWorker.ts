@@ -1,6 +1,6 @@
 import { AuditLog } from "@altan/audit/AuditLog"
 import { Connection, llmConnectionId } from "@altan/domain/Connection"
-import { Egress, type EgressResponse } from "@altan/domain/Egress"
+import { Egress, EgressDenied, type EgressResponse } from "@altan/domain/Egress"
 import { isClusterError } from "@altan/domain/EntityCall"
 import { Unavailable } from "@altan/domain/Errors"
 import { parseEntityId } from "@altan/domain/Ids"
@@ -115,7 +115,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
               target: safeTarget(request.url),
               outcome: Exit.isSuccess(exit) && exit.value.status < 400
                 ? "ok"
-                : Option.exists(error, (e) => e._tag === "EgressDenied")
+                : Option.exists(error, EgressDenied.is)
                 ? "denied"
                 : "failed",
               latency_ms,
@@ -204,117 +204,109 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
         })
 
       return ToolWorker.of({
-        Execute: ({ payload }) =>
-          Effect.gen(function*() {
-            const tool = yield* registry.get(tenantId, toolId)
-            yield* Effect.annotateCurrentSpan("altan.provider", tool.spec.provider)
-            const input = yield* tool.decode(payload.input)
-            const baseUrls = payload.base_urls ?? {}
-            const allowHosts = [
-              ...(payload.egress_allowlist ?? []),
-              ...tool.hosts,
-              ...Object.values(baseUrls).map(hostOf)
-            ]
-            const key = tool.spec.cacheable ? cacheKey(tenantId, toolId, input) : undefined
-            if (key) {
-              const hit = yield* cache.get(key)
-              if (Option.isSome(hit)) return { output: hit.value, cached: true }
-            }
-            // whichever header the tenant's credential travels in, it never follows a redirect to another origin
-            const credentialHeaders = payload.credential ? [payload.credential.header] : []
-            // an upstream may echo the credential it was sent: masked before output or error go anywhere
-            const sent = payload.credential ? [Redacted.value(payload.credential.value)] : []
-            // what the provider said about its limits, handed back for the connection's budget
-            let rateHeaders: Record<string, string> | undefined
-            const run = tool.run(input, {
-              tenantId,
-              credential: payload.credential,
-              http: (request) =>
-                egress.request({ ...request, allowHosts, credentialHeaders }).pipe(
-                  Effect.tap((response) => {
-                    rateHeaders = rateLimitHeaders(response.headers)
-                  }),
-                  auditRequest(request)
-                ),
-              baseUrl: (provider) => baseUrls[provider],
-              idempotencyKey: payload.idempotency_key,
-              complete: (messages) => {
-                const [first, ...fallbacks] = payload.llms ?? []
-                if (first === undefined) {
-                  return Effect.fail(
-                    new LlmNotConfigured({
-                      message: "the tenant has no LLM: set default_llm with PUT /v1/settings or llm_id on the task"
-                    })
-                  )
-                }
-                const unreachable = (e: { readonly _tag: string }) =>
-                  Effect.fail(
-                    new LlmUnavailable({ message: `the LLM connection could not be reached (${e._tag})`, attempts: [] })
-                  )
-                return connections(llmConnectionId(tenantId, first)).Complete({
-                  messages,
-                  tools: [],
-                  fallbacks,
-                  ...(payload.task_id ? { task_id: payload.task_id } : {})
-                }).pipe(Effect.catchIf((e) => e._tag === "Unavailable" || isClusterError(e), unreachable))
-              }
-            }).pipe(
-              // a bug in a tool (a URL `new URL` rejects, an output that does not encode) fails this call, not the
-              // worker: the step gets the message and the task goes on
-              Effect.catchAllDefect((defect) =>
-                Effect.fail(
-                  new ToolFailed({
-                    tool_id: toolId,
-                    message: `${toolId} failed: ${defect instanceof Error ? defect.message : String(defect)}`,
-                    retryable: false
+        Execute: Effect.fn("ToolWorker.execute", { attributes, captureStackTrace: false })(function*({ payload }) {
+          if (payload.task_id) yield* Effect.annotateCurrentSpan("altan.task_id", payload.task_id)
+          const tool = yield* registry.get(tenantId, toolId)
+          yield* Effect.annotateCurrentSpan("altan.provider", tool.spec.provider)
+          const input = yield* tool.decode(payload.input)
+          const baseUrls = payload.base_urls ?? {}
+          const allowHosts = [
+            ...(payload.egress_allowlist ?? []),
+            ...tool.hosts,
+            ...Object.values(baseUrls).map(hostOf)
+          ]
+          const key = tool.spec.cacheable ? cacheKey(tenantId, toolId, input) : undefined
+          if (key) {
+            const hit = yield* cache.get(key)
+            if (Option.isSome(hit)) return { output: hit.value, cached: true }
+          }
+          // whichever header the tenant's credential travels in, it never follows a redirect to another origin
+          const credentialHeaders = payload.credential ? [payload.credential.header] : []
+          // an upstream may echo the credential it was sent: masked before output or error go anywhere
+          const sent = payload.credential ? [Redacted.value(payload.credential.value)] : []
+          // what the provider said about its limits, handed back for the connection's budget
+          let rateHeaders: Record<string, string> | undefined
+          const run = tool.run(input, {
+            tenantId,
+            credential: payload.credential,
+            http: (request) =>
+              egress.request({ ...request, allowHosts, credentialHeaders }).pipe(
+                Effect.tap((response) => {
+                  rateHeaders = rateLimitHeaders(response.headers)
+                }),
+                auditRequest(request)
+              ),
+            baseUrl: (provider) => baseUrls[provider],
+            idempotencyKey: payload.idempotency_key,
+            complete: (messages) => {
+              const [first, ...fallbacks] = payload.llms ?? []
+              if (first === undefined) {
+                return Effect.fail(
+                  new LlmNotConfigured({
+                    message: "the tenant has no LLM: set default_llm with PUT /v1/settings or llm_id on the task"
                   })
                 )
-              ),
-              Effect.mapError((e) => {
-                const fields = toolFailedFields(e)
-                return new ToolFailed({
-                  ...fields,
-                  message: maskSecrets(fields.message, sent),
-                  ...(fields.body_excerpt !== undefined
-                    ? { body_excerpt: maskSecrets(fields.body_excerpt, sent) }
-                    : {})
-                })
-              }),
-              Effect.map((output): ToolResult => ({ output: maskValuesDeep(output, sent), cached: false }))
-            )
-            const sideEffect = tool.spec.side_effect && !tool.spec.idempotent
-            const result = yield* (payload.execution_key !== undefined && sideEffect
-              ? once(payload.execution_key, tool.spec, run)
-              : run).pipe(
-                // the headers of this execution (none when the outcome came from the ledger)
-                Effect.mapError((e) =>
-                  rateHeaders !== undefined && e._tag === "ToolFailed"
-                    ? new ToolFailed({ ...toolFailedFields(e), rate_headers: rateHeaders })
-                    : e
+              }
+              const unreachable = (e: { readonly _tag: string }) =>
+                Effect.fail(
+                  new LlmUnavailable({ message: `the LLM connection could not be reached (${e._tag})`, attempts: [] })
                 )
-              )
-            if (key) yield* cache.set(key, result.output)
-            return { ...result, ...(rateHeaders ? { rate_headers: rateHeaders } : {}) }
+              return connections(llmConnectionId(tenantId, first)).Complete({
+                messages,
+                tools: [],
+                fallbacks,
+                ...(payload.task_id ? { task_id: payload.task_id } : {})
+              }).pipe(Effect.catchIf((e) => Unavailable.is(e) || isClusterError(e), unreachable))
+            }
           }).pipe(
-            Effect.withSpan("ToolWorker.execute", {
-              attributes: payload.task_id ? { ...attributes, "altan.task_id": payload.task_id } : attributes,
-              captureStackTrace: false
-            })
-          ),
-        Describe: () =>
-          registry.get(tenantId, toolId).pipe(
-            Effect.map((tool) => tool.spec),
-            Effect.withSpan("ToolWorker.describe", { attributes, captureStackTrace: false })
-          ),
+            // a bug in a tool (a URL `new URL` rejects, an output that does not encode) fails this call, not the
+            // worker: the step gets the message and the task goes on
+            Effect.catchAllDefect((defect) =>
+              Effect.fail(
+                new ToolFailed({
+                  tool_id: toolId,
+                  message: `${toolId} failed: ${defect instanceof Error ? defect.message : String(defect)}`,
+                  retryable: false
+                })
+              )
+            ),
+            Effect.mapError((e) => {
+              const fields = toolFailedFields(e)
+              return new ToolFailed({
+                ...fields,
+                message: maskSecrets(fields.message, sent),
+                ...(fields.body_excerpt !== undefined
+                  ? { body_excerpt: maskSecrets(fields.body_excerpt, sent) }
+                  : {})
+              })
+            }),
+            Effect.map((output): ToolResult => ({ output: maskValuesDeep(output, sent), cached: false }))
+          )
+          const sideEffect = tool.spec.side_effect && !tool.spec.idempotent
+          const result = yield* (payload.execution_key !== undefined && sideEffect
+            ? once(payload.execution_key, tool.spec, run)
+            : run).pipe(
+              // the headers of this execution (none when the outcome came from the ledger)
+              Effect.mapError((e) =>
+                rateHeaders !== undefined && ToolFailed.is(e)
+                  ? new ToolFailed({ ...toolFailedFields(e), rate_headers: rateHeaders })
+                  : e
+              )
+            )
+          if (key) yield* cache.set(key, result.output)
+          return { ...result, ...(rateHeaders ? { rate_headers: rateHeaders } : {}) }
+        }),
+        Describe: Effect.fn("ToolWorker.describe", { attributes, captureStackTrace: false })(() =>
+          Effect.map(registry.get(tenantId, toolId), (tool) => tool.spec)
+        ),
         // answered by `ToolWorker[tenant/_catalog]`; any entity of the tenant would give the same list
-        PutTool: ({ payload }) =>
-          registry.put(tenantId, payload.definition).pipe(
-            Effect.map((tool) => tool.spec),
-            Effect.withSpan("ToolWorker.putTool", {
-              attributes: { ...attributes, "altan.tool_id": payload.definition.tool_id },
-              captureStackTrace: false
-            })
-          ),
+        PutTool: Effect.fn("ToolWorker.putTool", {
+          attributes: { "altan.tenant_id": tenantId },
+          captureStackTrace: false
+        })(function*({ payload }) {
+          yield* Effect.annotateCurrentSpan("altan.tool_id", payload.definition.tool_id)
+          return (yield* registry.put(tenantId, payload.definition)).spec
+        }),
         GetTool: ({ payload }) =>
           Effect.all([registry.get(tenantId, payload.tool_id), registry.definition(tenantId, payload.tool_id)]).pipe(
             Effect.map(([tool, definition]) =>
@@ -326,11 +318,9 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
             registry.remove(tenantId, payload.tool_id),
             (removed) => removed ? Effect.void : Effect.fail(new ToolNotFound({ tool_id: payload.tool_id }))
           ),
-        List: () =>
-          registry.list(tenantId).pipe(
-            Effect.map((tools) => tools.map((tool) => tool.spec)),
-            Effect.withSpan("ToolWorker.list", { attributes, captureStackTrace: false })
-          )
+        List: Effect.fn("ToolWorker.list", { attributes, captureStackTrace: false })(() =>
+          Effect.map(registry.list(tenantId), (tools) => tools.map((tool) => tool.spec))
+        )
       })
     }),
     // a defect fails the call it happened in, never restarts the worker (which would cut off the others mid-call)

@@ -22,7 +22,8 @@ export const orUnavailable = <A, E extends { readonly _tag: string }, R>(
   extraWait: Duration.DurationInput = 0
 ): Effect.Effect<A, WithoutClusterError<E> | Unavailable, R> =>
   effect.pipe(
-    Effect.catchIf(isClusterError, (e) => Effect.fail(clusterUnavailable(e))),
+    // instantiated: a generic `E` needs the overload that keeps the rest of it
+    Effect.catchIf(isClusterError<E>, (e) => Effect.fail(clusterUnavailable(e))),
     Effect.timeoutFail({
       duration: Duration.sum(callTimeout, extraWait),
       onTimeout: () => new Unavailable({ message: "the agent service did not answer in time; retry later" })

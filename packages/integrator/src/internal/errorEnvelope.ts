@@ -1,4 +1,5 @@
 import { InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
+import { RedisError } from "@altan/redis/Redis"
 import { HttpApiDecodeError } from "@effect/platform/HttpApiError"
 import * as HttpApp from "@effect/platform/HttpApp"
 import * as HttpServerError from "@effect/platform/HttpServerError"
@@ -8,7 +9,9 @@ import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import { retryAfterSeconds } from "../Admission.js"
+import { SecretStoreError } from "../SecretStore.js"
 
 const fieldOf = (path: ReadonlyArray<PropertyKey>) => path.map(String).join(".")
 
@@ -37,7 +40,8 @@ const withRetryAfter = (e: TooManyRequests | Unavailable) => {
 /** A response (or something that renders as one) raised as a defect: the framework answers it as it is. */
 const isResponse = (u: unknown) => HttpServerResponse.isServerResponse(u) || HttpServerRespondable.isRespondable(u)
 
-const storageTags = new Set(["RedisError", "SecretStoreError", "SqlError"])
+/** The stores' own errors; `SqlError` is `@effect/sql`'s (the cluster's Postgres storage), not a dependency here. */
+const isStoreError = (u: unknown) => RedisError.is(u) || SecretStoreError.is(u) || Predicate.isTagged(u, "SqlError")
 const outageCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH"])
 const outageMessage = /max retries per request|connection is closed|stream isn't writeable/i
 
@@ -48,8 +52,8 @@ const outageMessage = /max retries per request|connection is closed|stream isn't
 export const isStorageOutage = (defect: unknown): boolean => {
   let u = defect
   for (let hops = 0; typeof u === "object" && u !== null && hops < 5; hops++) {
-    const { _tag, code, message, name } = u as Record<string, unknown>
-    if (typeof _tag === "string" && storageTags.has(_tag)) return true
+    if (isStoreError(u)) return true
+    const { code, message, name } = u as Record<string, unknown>
     if (typeof code === "string" && outageCodes.has(code)) return true
     if (name === "MaxRetriesPerRequestError") return true
     if (typeof message === "string" && outageMessage.test(message)) return true
