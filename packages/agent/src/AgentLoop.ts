@@ -2,7 +2,7 @@ import { llmConnectionId } from "@altan/domain/Connection"
 import { reaskOnBreak } from "@altan/domain/EntityCall"
 import type { TaskId } from "@altan/domain/Ids"
 import type { ChatMessage, Completion } from "@altan/domain/Llm"
-import { isTerminal, type Task, type TaskError, type Turn } from "@altan/domain/Task"
+import { isTerminal, type Task, type TaskError, type Turn, waitingFor, withoutWaiting } from "@altan/domain/Task"
 import type { ToolWorker } from "@altan/domain/ToolWorker"
 import { catalogId } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
@@ -19,6 +19,9 @@ export interface LoopContext extends StepContext {
   readonly store: TaskStore["Type"]
   readonly toolWorker: Effect.Effect.Success<typeof ToolWorker.client>
 }
+
+/** A call of the turn that waits for a decision. */
+const waiting = Symbol("waiting")
 
 /** The LLM turn of this many assistant messages in: turn 1 is the first. */
 const turnsIn = (transcript: ReadonlyArray<ChatMessage>) => transcript.filter((m) => m.role === "assistant").length
@@ -74,16 +77,29 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
           }
           return runStep(ctx, taskId, id, spec, call.arguments).pipe(
             Effect.map((output): unknown => ({ output })),
-            Effect.catchTag("StepFailed", () =>
-              Effect.sync(() => ({ error: tasks.current(taskId).task.steps.find((s) => s.id === id)?.error })))
+            Effect.catchTags({
+              StepFailed: () =>
+                Effect.sync(() => ({ error: tasks.current(taskId).task.steps.find((s) => s.id === id)?.error })),
+              StepWaiting: () => Effect.succeed(waiting)
+            })
           )
         }, { concurrency: "unbounded" })
+        // some calls of the turn wait for a decision (the others ran, and keep their results): the model is asked
+        // again only once every call of the turn has its result
+        if (results.includes(waiting)) {
+          const task = yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }))
+          if (task.status === "waiting") {
+            yield* tasks.emit(taskId, "task.waiting", { data: { waiting_for: task.waiting_for ?? [] } })
+          }
+          return false
+        }
         const toolMessages = calls.map((call, i): ChatMessage => ({
           role: "tool",
           tool_call_id: call.id,
           content: toolResult(results[i], config.maxToolResultChars)
         }))
         yield* tasks.update(taskId, (r) => ({ ...r, transcript: [...(r.transcript ?? []), ...toolMessages] }))
+        return true
       })
 
     /** Records an LLM turn: its usage and attempts, the assistant's message, and the steps of its tool calls. */
@@ -125,7 +141,7 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
     const finish = (answer: string | null) =>
       tasks.update(
         taskId,
-        (r) => ({ ...r, task: { ...r.task, status: "succeeded", output: answer ?? "" } }),
+        (r) => ({ ...r, task: { ...withoutWaiting(r.task), status: "succeeded", output: answer ?? "" } }),
         { messages: tasks.current(taskId).transcript ?? [] }
       )
 
@@ -143,7 +159,7 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
       const turn = turnsIn(transcript)
       if (last.role === "assistant" && (last.tool_calls ?? []).length > 0) {
         // the turn's calls, or those of them not done when the task was interrupted
-        yield* callTools(turn, last.tool_calls!)
+        if (!(yield* callTools(turn, last.tool_calls!))) return tasks.current(taskId).task
         continue
       }
       if (last.role === "assistant") {
@@ -201,9 +217,7 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         {
           llm_id: completion.llm_id,
           attempts: completion.attempts,
-          tool_calls: completion.tool_calls.map((c) =>
-            c.name
-          ),
+          tool_calls: completion.tool_calls.map((c) => c.name),
           ...completion.usage
         },
         completion.tool_calls.length > 0

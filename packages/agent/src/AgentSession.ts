@@ -1,20 +1,25 @@
-import { acceptedTask, AgentSession, type SubmitPayload } from "@altan/domain/AgentSession"
+import { AuditLog } from "@altan/audit/AuditLog"
+import { acceptedTask, AgentSession, ExpireApproval, type SubmitPayload } from "@altan/domain/AgentSession"
 import { Connection } from "@altan/domain/Connection"
-import { Conflict, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
+import { Conflict, Forbidden, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
 import { parseEntityId, type SessionId, type TaskId } from "@altan/domain/Ids"
 import { taskMetrics } from "@altan/domain/Metrics"
-import { isTerminal, type Task } from "@altan/domain/Task"
+import type { Principal } from "@altan/domain/Principal"
+import { isTerminal, type Task, withoutWaiting } from "@altan/domain/Task"
 import { ToolWorker } from "@altan/domain/ToolWorker"
 import type { RedisError } from "@altan/redis/Redis"
 import * as Entity from "@effect/cluster/Entity"
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { AgentConfig } from "./AgentConfig.js"
 import { type LoopContext, runConversation } from "./AgentLoop.js"
+import * as Approvals from "./Approvals.js"
 import { EventLog } from "./EventLog.js"
 import { runPlan } from "./PlanRunner.js"
 import * as SessionTasks from "./SessionTasks.js"
@@ -44,10 +49,13 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const sessionId = key as SessionId
       const store = yield* TaskStore
       const events = yield* EventLog
+      const audit = yield* AuditLog
       const tasks = yield* SessionTasks.make(tenantId, sessionId)
       const self = sessions(address.entityId)
       const attributes = { "altan.tenant_id": tenantId, "altan.session_id": sessionId }
       const running = new Map<TaskId, Fiber.RuntimeFiber<Task>>()
+      // decisions recorded per task by this activation: a run that ends waiting while one came goes on
+      const decisions = new Map<TaskId, number>()
       // tasks whose interruption is a cancel (not a runner shutting down, after which the task resumes elsewhere)
       const cancelling = new Set<TaskId>()
 
@@ -107,6 +115,9 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           if (task.status === "queued") {
             yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "running" }))
             yield* tasks.emit(taskId, "task.started")
+          } else if (task.status === "waiting") {
+            // woken by a decision: it runs what can run now, and waits again for what is still undecided
+            yield* tasks.updateTask(taskId, (t) => ({ ...withoutWaiting(t), status: "running" }))
           }
           const ctx: LoopContext = {
             tenantId,
@@ -116,7 +127,19 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             store,
             config,
             stepTimeout: config.stepTimeout,
-            limit: yield* Effect.makeSemaphore(config.maxParallelToolCalls)
+            limit: yield* Effect.makeSemaphore(config.maxParallelToolCalls),
+            onApprovalAsked: (taskId, stepId, timeoutMs) =>
+              Effect.flatMap(
+                Clock.currentTimeMillis,
+                (nowMs) =>
+                  self.ExpireApproval(new ExpireApproval({ task_id: taskId, step_id: stepId, at: nowMs + timeoutMs }), {
+                    discard: true
+                  }).pipe(
+                    Effect.catchTag("AlreadyProcessingMessage", () => Effect.void),
+                    Effect.retry(SessionTasks.backoff),
+                    Effect.orDie
+                  )
+              )
           }
           return yield* typeof tasks.current(taskId).task.input === "string"
             ? runConversation(ctx, taskId)
@@ -143,6 +166,31 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           Effect.onInterrupt(effect, () => (cancelling.has(taskId) ? cancelled(taskId) : Effect.void)),
         (effect, taskId) => Effect.ensuring(effect, Effect.sync(() => cancelling.delete(taskId)))
       )
+
+      /** Makes sure the task runs again after a decision: a `Run` of its own per decided step. */
+      const wake = (taskId: TaskId, stepId: string) =>
+        self.Run({ task_id: taskId, after: stepId }, { discard: true }).pipe(
+          Effect.catchTag("AlreadyProcessingMessage", () => Effect.void),
+          Effect.tapError((e) => Effect.logWarning(`waking task ${taskId} failed, retrying: ${e._tag}`)),
+          Effect.retry(SessionTasks.backoff),
+          Effect.orDie
+        )
+
+      const auditDecision = (
+        principal: Principal,
+        taskId: TaskId,
+        stepId: string,
+        outcome: "ok" | "denied",
+        details: Record<string, unknown>
+      ) =>
+        audit.record({
+          tenant_id: tenantId,
+          user: principal.userId,
+          action: "approval.decision",
+          target: `task:${taskId}`,
+          outcome,
+          details: { step_id: stepId, ...details }
+        })
 
       return AgentSession.of({
         Submit: Effect.fn("AgentSession.submit", { attributes, captureStackTrace: false })(function*({ payload }) {
@@ -178,16 +226,105 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               return yield* tasks.ensureTerminalEvent(found.value.task)
             }
             while (true) {
+              const seen = decisions.get(taskId) ?? 0
               const fiber = running.get(taskId) ?? (yield* Effect.fork(execute(taskId)))
               running.set(taskId, fiber)
               yield* Fiber.await(fiber).pipe(Effect.ensuring(Effect.sync(() => running.delete(taskId))))
-              if (isTerminal(tasks.current(taskId).task.status)) return
+              const status = tasks.current(taskId).task.status
+              if (isTerminal(status)) return
+              // waiting for decisions: done until one wakes it, unless one came while it ran
+              if (status === "waiting") {
+                if ((decisions.get(taskId) ?? 0) === seen) return
+                continue
+              }
               // the run stopped short of an end (a call came back interrupted: its handler was stopped on a runner
               // shutting down): it resumes from what its record says, as it would on another runner
               yield* Effect.logWarning(`task ${taskId} stopped before its end; resuming it`)
               yield* Effect.sleep("1 second")
             }
           }),
+
+        Decide: Effect.fn("AgentSession.decide", { attributes, captureStackTrace: false })(function*({ payload }) {
+          const { decision, principal, step_id, task_id } = payload
+          yield* Effect.annotateCurrentSpan({ "altan.task_id": task_id, "altan.step_id": step_id })
+          if (principal.tenantId !== tenantId) {
+            return yield* new InvalidRequest({ message: "the principal does not belong to this session's tenant" })
+          }
+          // a stored decision's answer is final: storage that cannot be read now is waited for, not answered
+          const found = yield* SessionTasks.durably(`reading task ${task_id}`, tasks.record(task_id))
+          if (Option.isNone(found)) return yield* new NotFound({ message: `task ${task_id} not found` })
+          const record = found.value
+          const step = record.task.steps.find((s) => s.id === step_id)
+          const verb = decision._tag === "Approve" ? "approved" : "rejected"
+          // a repeat of a decision already recorded (the same message redelivered after a crash): it stands, and the
+          // task is made sure to go on
+          if (
+            step?.approval?.decision === verb && step.approval.decided_by === principal.userId &&
+            (decision._tag === "Reject" || decision.input_hash === step.approval.input_hash ||
+              step.approval.edited === true)
+          ) {
+            if (!isTerminal(record.task.status)) yield* wake(task_id, step_id)
+            return record.task
+          }
+          const at = yield* SessionTasks.now
+          const checked = Approvals.decide(record.task, step_id, principal, decision, at)
+          if (Either.isLeft(checked)) {
+            if (Forbidden.is(checked.left)) {
+              yield* auditDecision(principal, task_id, step_id, "denied", { decision: verb })
+            }
+            return yield* checked.left
+          }
+          // decided again under the task's lock, on the record as it is now
+          const applied: { result: ReturnType<typeof Approvals.decide> } = { result: checked }
+          yield* tasks.update(task_id, (r) => {
+            applied.result = Approvals.decide(r.task, step_id, principal, decision, at)
+            return Either.isRight(applied.result) ? { ...r, task: applied.result.right } : r
+          })
+          if (Either.isLeft(applied.result)) return yield* applied.result.left
+          const decided = applied.result.right.steps.find((s) => s.id === step_id)!
+          yield* tasks.emit(task_id, "approval.decided", {
+            step_id,
+            data: {
+              step_id,
+              tool: decided.tool,
+              decision: verb,
+              decided_by: principal.userId,
+              input_hash: decided.approval!.input_hash,
+              ...(decided.approval!.edited ? { edited: true, input: decided.input } : {}),
+              ...(decided.approval!.reason ? { reason: decided.approval!.reason } : {})
+            }
+          })
+          yield* auditDecision(principal, task_id, step_id, "ok", {
+            decision: verb,
+            tool: decided.tool,
+            input_hash: decided.approval!.input_hash,
+            ...(decided.approval!.edited ? { edited: true } : {})
+          })
+          decisions.set(task_id, (decisions.get(task_id) ?? 0) + 1)
+          yield* wake(task_id, step_id)
+          return tasks.current(task_id).task
+        }),
+
+        ExpireApproval: Effect.fn("AgentSession.expireApproval", { attributes, captureStackTrace: false })(
+          function*({ payload }) {
+            const { step_id, task_id } = payload
+            // delivered early (a storage that does not hold messages until their time): wait for it
+            const early = payload.at - (yield* Clock.currentTimeMillis)
+            if (early > 0) yield* Effect.sleep(early)
+            const found = yield* SessionTasks.durably(`reading task ${task_id}`, tasks.record(task_id))
+            if (Option.isNone(found)) return
+            const step = found.value.task.steps.find((s) => s.id === step_id)
+            if (isTerminal(found.value.task.status) || step?.status !== "waiting_approval") return
+            // a run in flight stops before its next call (the task is terminal), and makes none of the waiting ones
+            const task = yield* tasks.updateTask(task_id, (t) => Approvals.expire(t, step_id))
+            if (task.status === "failed") {
+              yield* tasks.emit(task_id, "approval.decided", {
+                step_id,
+                data: { step_id, tool: step.tool, decision: "expired" }
+              })
+            }
+          }
+        ),
 
         GetTask: ({ payload }) =>
           Effect.gen(function*() {

@@ -1,19 +1,21 @@
 import type { TaskId } from "@altan/domain/Ids"
 import * as PlanGraph from "@altan/domain/PlanGraph"
-import type { Plan, Task } from "@altan/domain/Task"
+import { type Plan, type Task, waitingFor, withoutWaiting } from "@altan/domain/Task"
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as FiberId from "effect/FiberId"
-import { runStep, type StepContext, StepFailed } from "./StepRunner.js"
+import { runStep, type StepContext, StepFailed, StepWaiting } from "./StepRunner.js"
 
 /**
  * Runs a structured task: every step as soon as the steps it depends on succeeded (at most the context's limit of
  * tool calls at once), a step whose dependency did not succeed is skipped. A resumed task keeps what its steps
  * already recorded: succeeded steps give their outputs, a step that was running asks again for its attempt.
- * Ends the task: `succeeded` with the last step's output, or `failed` naming the first step that did not succeed
- * (`unknown_outcome` when one's outcome is unknown).
+ * A step waiting for approval holds back the steps that depend on it (they stay pending); the others go on. Ends
+ * the task: `succeeded` with the last step's output, `failed` naming the first step that did not succeed
+ * (`unknown_outcome` when one's outcome is unknown, `approval_rejected` when a call was rejected), or `waiting` when
+ * nothing failed and some calls wait for a decision (the task goes on when they are decided).
  */
 export const runPlan = (ctx: StepContext, taskId: TaskId): Effect.Effect<Task> =>
   Effect.gen(function*() {
@@ -30,7 +32,9 @@ export const runPlan = (ctx: StepContext, taskId: TaskId): Effect.Effect<Task> =
     }
     const graph = checked.right
     const specs = new Map((record.specs ?? []).map((spec) => [spec.tool_id as string, spec]))
-    const done = new Map(plan.steps.map((s) => [s.id, Deferred.unsafeMake<unknown, StepFailed>(FiberId.none)]))
+    const done = new Map(
+      plan.steps.map((s) => [s.id, Deferred.unsafeMake<unknown, StepFailed | StepWaiting>(FiberId.none)])
+    )
     const outputs = new Map<string, unknown>()
     const fail = (stepId: string, status: "failed" | "skipped", error: { code: string; message: string }) =>
       Effect.zipRight(
@@ -41,16 +45,19 @@ export const runPlan = (ctx: StepContext, taskId: TaskId): Effect.Effect<Task> =
     yield* Effect.forEach(plan.steps, (step) =>
       Effect.gen(function*() {
         const deps = graph.deps.get(step.id) ?? []
-        const failedDep = yield* Effect.forEach(deps, (d) => Deferred.await(done.get(d)!).pipe(Effect.either))
-          .pipe(Effect.map((results) => results.findIndex(Either.isLeft)))
+        const results = yield* Effect.forEach(deps, (d) => Deferred.await(done.get(d)!).pipe(Effect.either))
+        const failedDep = results.findIndex((r) => Either.isLeft(r) && r.left._tag === "StepFailed")
         const recorded = ctx.tasks.current(taskId).task.steps.find((s) => s.id === step.id)!
         if (recorded.status === "succeeded") {
           outputs.set(step.id, recorded.output)
           return recorded.output
         }
+        if (recorded.status === "waiting_approval") return yield* Effect.fail(new StepWaiting(step.id))
         if (recorded.status !== "pending" && recorded.status !== "running") {
           return yield* Effect.fail(new StepFailed(step.id))
         }
+        // a dependency waits for a decision: so does this step, still pending
+        if (failedDep < 0 && results.some(Either.isLeft)) return yield* Effect.fail(new StepWaiting(step.id))
         if (failedDep >= 0) {
           return yield* fail(step.id, "skipped", {
             code: "dependency_failed",
@@ -92,20 +99,34 @@ export const runPlan = (ctx: StepContext, taskId: TaskId): Effect.Effect<Task> =
     const notDone = steps.filter((s) => s.status !== "succeeded")
     if (notDone.length === 0) {
       return yield* ctx.tasks.updateTask(taskId, (t) => ({
-        ...t,
+        ...withoutWaiting(t),
         status: "succeeded",
         output: outputs.get(plan.steps[plan.steps.length - 1]!.id)
       }))
     }
+    const ended = notDone.filter((s) => s.status !== "pending" && s.status !== "waiting_approval")
+    if (ended.length === 0) {
+      // nothing failed: the task waits for the decisions its calls need
+      const task = yield* ctx.tasks.updateTask(taskId, (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }))
+      if (task.status === "waiting") {
+        yield* ctx.tasks.emit(taskId, "task.waiting", { data: { waiting_for: task.waiting_for ?? [] } })
+      }
+      return task
+    }
     const unknown = notDone.find((s) => s.status === "unknown_outcome")
-    const first = unknown ?? notDone.find((s) => s.status === "failed") ?? notDone[0]!
+    const rejected = notDone.find((s) => s.status === "rejected")
+    const first = unknown ?? rejected ?? notDone.find((s) => s.status === "failed") ?? notDone[0]!
     return yield* ctx.tasks.updateTask(taskId, (t) => ({
-      ...t,
+      ...withoutWaiting(t),
       status: "failed",
+      // calls that waited for a decision will not be made: the task ended without them
+      steps: t.steps.map((s) => (s.status === "waiting_approval" ? { ...s, status: "cancelled" as const } : s)),
       error: {
-        code: unknown ? "unknown_outcome" : "step_failed",
+        code: unknown ? "unknown_outcome" : rejected ? "approval_rejected" : "step_failed",
         message: unknown
           ? `step "${first.id}" (${first.tool}) has an unknown outcome: ${first.error?.message ?? "it was cut off"}`
+          : rejected
+          ? `step "${first.id}" (${first.tool}) was rejected: ${first.error?.message ?? "no reason given"}`
           : `step "${first.id}" (${first.tool}) failed: ${first.error?.message ?? "unknown error"}`,
         details: {
           failed_steps: notDone.map((s) => s.id),

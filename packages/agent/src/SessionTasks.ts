@@ -52,6 +52,7 @@ export interface SessionTasks {
   readonly create: (record: TaskRecord) => Effect.Effect<void>
   /**
    * Changes a task's record durably; a task reaching a terminal status gets its event, audit record and waiters.
+   * `f` answering the record it was given changes (and writes) nothing.
    * `messages` join the session's conversation in the same write.
    */
   readonly update: (
@@ -69,7 +70,7 @@ export interface SessionTasks {
   ) => Effect.Effect<void>
   /** Makes sure a finished task's log has its terminal event (its writer may have died in between). */
   readonly ensureTerminalEvent: (task: Task) => Effect.Effect<void>
-  /** Waits up to `ms` for the task to reach a terminal status. */
+  /** Waits up to `ms` for the task to reach a terminal status, or to wait for something (`waiting`). */
   readonly awaitFinished: (taskId: TaskId, ms: number) => Effect.Effect<void>
 }
 
@@ -170,8 +171,10 @@ export const make = (
           const previous = entry.record
           // a terminal status is final: whatever raced it (a cancel and a run, say) changes nothing more
           if (isTerminal(previous.task.status)) return previous.task
-          const at = yield* now
           const changed = f(previous)
+          // nothing to change (a decision that no longer applies, say): nothing written
+          if (changed === previous) return previous.task
+          const at = yield* now
           const next: TaskRecord = { ...changed, task: { ...changed.task, updated_at: at } }
           yield* durably(
             `writing task ${taskId}`,
@@ -179,6 +182,11 @@ export const make = (
           )
           entry.record = next
           entry.writtenAt = yield* Clock.currentTimeMillis
+          // a waiting task has settled for now: whoever waits for it (a sync request) gets it as it is
+          if (next.task.status === "waiting" && previous.task.status !== "waiting" && entry.finished) {
+            yield* Deferred.succeed(entry.finished, void 0)
+            delete entry.finished
+          }
           if (isTerminal(next.task.status) && !isTerminal(previous.task.status)) {
             if (entry.inFlight) taskMetrics.inFlight(-1)
             entry.inFlight = false
@@ -260,7 +268,9 @@ export const make = (
       awaitFinished: (taskId, ms) =>
         Effect.suspend(() => {
           const entry = entries.get(taskId)
-          if (!entry || isTerminal(entry.record.task.status)) return Effect.void
+          if (!entry || isTerminal(entry.record.task.status) || entry.record.task.status === "waiting") {
+            return Effect.void
+          }
           entry.finished ??= Deferred.unsafeMake<void>(FiberId.none)
           return Deferred.await(entry.finished).pipe(Effect.timeoutOption(ms), Effect.asVoid)
         })

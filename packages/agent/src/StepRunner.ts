@@ -1,3 +1,4 @@
+import { defaultApprovalTimeoutSeconds, needsApproval } from "@altan/domain/Approval"
 import { type Connection, ConnectionNeedsReauth, RateLimited, UpstreamUnavailable } from "@altan/domain/Connection"
 import { isClusterError } from "@altan/domain/EntityCall"
 import { Unavailable } from "@altan/domain/Errors"
@@ -12,11 +13,18 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
+import * as Approvals from "./Approvals.js"
 import type { SessionTasks } from "./SessionTasks.js"
 
 /** A step did not succeed; what happened is on its record. */
 export class StepFailed {
   readonly _tag = "StepFailed"
+  constructor(readonly step: string) {}
+}
+
+/** A step waits for a person's decision (`waiting_approval`); its task goes on when it is decided. */
+export class StepWaiting {
+  readonly _tag = "StepWaiting"
   constructor(readonly step: string) {}
 }
 
@@ -73,6 +81,8 @@ export interface StepContext {
   readonly stepTimeout: Duration.Duration
   /** Tool calls of the task that may run at once. */
   readonly limit: Effect.Semaphore
+  /** Told when a call starts waiting for approval, to expire it after `timeoutMs` should no one decide. */
+  readonly onApprovalAsked?: (taskId: TaskId, stepId: string, timeoutMs: number) => Effect.Effect<void>
 }
 
 /** How long a resumed step, already past its deadline, may still take to learn its attempt's outcome. */
@@ -99,6 +109,9 @@ const maxUnknownRetries = 2
  *   idempotency key, or the tenant chose `on_unknown_outcome: "retry"`; otherwise the step ends `unknown_outcome`;
  * - the step's deadline fails it with `timeout`.
  *
+ * A call that needs approval (the tool's `requires_approval`, the task's rules) is not made until a person approved
+ * it: the step waits (`StepWaiting`), and runs, once, with the approved input after the decision.
+ *
  * Fails with `StepFailed` when the step ends in any other way than `succeeded` (the reason is on its record).
  */
 export const runStep = (
@@ -106,14 +119,27 @@ export const runStep = (
   taskId: TaskId,
   stepId: string,
   spec: ToolSpec,
-  input: unknown
-): Effect.Effect<unknown, StepFailed> =>
+  proposed: unknown
+): Effect.Effect<unknown, StepFailed | StepWaiting> =>
   ctx.limit.withPermits(1)(Effect.gen(function*() {
     const record = ctx.tasks.current(taskId)
     const { task } = record
     const found = task.steps.find((s) => s.id === stepId)!
     if (found.status === "succeeded") return found.output
+    if (found.status === "waiting_approval") return yield* Effect.fail(new StepWaiting(stepId))
     if (found.status !== "pending" && found.status !== "running") return yield* Effect.fail(new StepFailed(stepId))
+    if (
+      found.status === "pending" && found.approval?.decision !== "approved" &&
+      needsApproval(spec, task.approval_required ?? [])
+    ) {
+      if (isTerminal(task.status)) return yield* Effect.fail(new StepFailed(stepId))
+      const timeoutMs = record.approval_timeout_ms ?? defaultApprovalTimeoutSeconds * 1000
+      yield* Approvals.ask(ctx.tasks, taskId, stepId, spec, proposed, timeoutMs)
+      if (ctx.onApprovalAsked) yield* ctx.onApprovalAsked(taskId, stepId, timeoutMs)
+      return yield* Effect.fail(new StepWaiting(stepId))
+    }
+    // what was approved runs: the approver may have edited it
+    const input = found.approval?.decision === "approved" ? found.input : proposed
     const retryUnknown = spec.idempotent || spec.idempotency_key === true || record.on_unknown_outcome === "retry"
 
     const start = (attempt: number) =>

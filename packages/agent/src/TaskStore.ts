@@ -24,7 +24,9 @@ export const TaskRecord = Schema.Struct({
   /** What a step with an unknown outcome does (the tenant's setting when the task was accepted). */
   on_unknown_outcome: Schema.optional(OnUnknownOutcome),
   /** The agent loop's exchange so far (natural-language tasks), so a resumed task goes on where it was. */
-  transcript: Schema.optional(Schema.Array(ChatMessage))
+  transcript: Schema.optional(Schema.Array(ChatMessage)),
+  /** How long a call waits for its approval, in ms (the tenant's `approval_timeout` when the task was accepted). */
+  approval_timeout_ms: Schema.optional(Schema.Int)
 })
 export type TaskRecord = typeof TaskRecord.Type
 

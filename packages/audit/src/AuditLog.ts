@@ -23,7 +23,8 @@ import { sanitizeDetails } from "./Redaction.js"
 /**
  * What an audit record is about. `tool.invoke` is one tool call as the agent asked for it;
  * `http.request` one request to a third party (an attempt); `config.change` a write to tools, LLMs,
- * secrets (never their values), connections or settings.
+ * secrets (never their values), connections or settings; `approval.decision` a person approved or rejected a
+ * call (who, the call's input hash, the decision; a refused attempt is `denied`).
  */
 export const AuditAction = Schema.Literal(
   "task.accepted",
@@ -33,7 +34,8 @@ export const AuditAction = Schema.Literal(
   "http.request",
   "config.change",
   "auth.failure",
-  "authz.failure"
+  "authz.failure",
+  "approval.decision"
 )
 export type AuditAction = typeof AuditAction.Type
 

@@ -1,8 +1,12 @@
 import * as ClusterSchema from "@effect/cluster/ClusterSchema"
+import * as DeliverAt from "@effect/cluster/DeliverAt"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
+import * as DateTime from "effect/DateTime"
+import * as PrimaryKey from "effect/PrimaryKey"
 import * as Schema from "effect/Schema"
-import { Conflict, InvalidRequest, NotFound, Unavailable } from "./Errors.js"
+import { Decision } from "./Approval.js"
+import { Conflict, Forbidden, InvalidRequest, NotFound, Unavailable } from "./Errors.js"
 import { TaskId } from "./Ids.js"
 import { Principal } from "./Principal.js"
 import { OnUnknownOutcome } from "./Settings.js"
@@ -36,9 +40,30 @@ export const SubmitPayload = Schema.Struct({
   /** The tenant's `on_unknown_outcome` when the task was accepted. */
   on_unknown_outcome: Schema.optional(OnUnknownOutcome),
   /** When the edge accepted the task: its `created_at`, the same in every answer. */
-  accepted_at: Schema.String
+  accepted_at: Schema.String,
+  /** The calls that wait for approval: the tenant's rules and the task's own. */
+  approval_required: Schema.optional(Schema.Array(Schema.String)),
+  /** How long a call waits for its approval, in ms (the tenant's `approval_timeout`). */
+  approval_timeout_ms: Schema.optional(Schema.Int)
 })
 export type SubmitPayload = typeof SubmitPayload.Type
+
+/**
+ * A call's approval deadline, sent by the session to itself when the call starts waiting: the cluster's storage
+ * delivers it at `at` (epoch ms), and a call still undecided then expires.
+ */
+export class ExpireApproval extends Schema.Class<ExpireApproval>("@altan/domain/ExpireApproval")({
+  task_id: TaskId,
+  step_id: Schema.String,
+  at: Schema.Number
+}) {
+  [PrimaryKey.symbol]() {
+    return `${this.task_id}/${this.step_id}`
+  }
+  [DeliverAt.symbol]() {
+    return DateTime.unsafeMake(this.at)
+  }
+}
 
 export const AgentSession = Entity.make("AgentSession", [
   Rpc.make("Submit", {
@@ -53,10 +78,36 @@ export const AgentSession = Entity.make("AgentSession", [
    * lost (Redis dropped its last second, and the session moved) records the task again and runs it.
    */
   Rpc.make("Run", {
-    payload: { task_id: TaskId, submit: Schema.optional(SubmitPayload) },
-    primaryKey: (p) => p.task_id
+    payload: {
+      task_id: TaskId,
+      submit: Schema.optional(SubmitPayload),
+      /** Sent again after the task waited: what it waited for (a step's decision), so each wake is its own message. */
+      after: Schema.optional(Schema.String)
+    },
+    primaryKey: (p) => (p.after === undefined ? p.task_id : `${p.task_id}/${p.after}`)
   }).annotate(ClusterSchema.Persisted, true),
+  /**
+   * A person's decision on a call waiting for approval. Persisted: once stored, the decision is recorded and the task
+   * goes on, also if the runner dies right after; a repeat (same decider, decision and hash) answers the same.
+   * `Forbidden` for anyone but an admin or the task's submitter; `Conflict` for a call that no longer waits, or whose
+   * input hash is not the one given; `InvalidRequest` for an edited input the tool refuses.
+   */
+  Rpc.make("Decide", {
+    payload: {
+      task_id: TaskId,
+      step_id: Schema.String,
+      principal: Principal,
+      decision: Decision
+    },
+    success: Task,
+    error: Schema.Union(NotFound, Forbidden, Conflict, InvalidRequest, Unavailable),
+    primaryKey: (p) =>
+      `${p.task_id}/${p.step_id}/${p.principal.userId}/${
+        p.decision._tag === "Approve" ? `approve/${p.decision.input_hash}` : "reject"
+      }`
+  }).annotate(ClusterSchema.Persisted, true).annotate(ClusterSchema.Uninterruptible, "client"),
   /** The task as durably recorded; with `wait_ms`, waits up to that long for it to finish. */
+  Rpc.make("ExpireApproval", { payload: ExpireApproval }).annotate(ClusterSchema.Persisted, true),
   Rpc.make("GetTask", {
     payload: { task_id: TaskId, wait_ms: Schema.optional(Schema.Int) },
     success: Task,
@@ -88,6 +139,7 @@ export const acceptedTask = (payload: {
   readonly principal: Principal
   readonly llms: ReadonlyArray<string>
   readonly accepted_at: string
+  readonly approval_required?: ReadonlyArray<string> | undefined
 }): Task => {
   const { request } = payload
   return {
@@ -106,6 +158,9 @@ export const acceptedTask = (payload: {
     mode: request.mode,
     timeout_ms: request.timeout_ms,
     user_id: payload.principal.userId,
+    ...(payload.approval_required && payload.approval_required.length > 0
+      ? { approval_required: payload.approval_required }
+      : {}),
     created_at: payload.accepted_at,
     updated_at: payload.accepted_at
   }

@@ -6,6 +6,7 @@ import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import * as HttpApiSecurity from "@effect/platform/HttpApiSecurity"
 import * as OpenApi from "@effect/platform/OpenApi"
 import * as Schema from "effect/Schema"
+import { ApproveRequest, RejectRequest } from "./Approval.js"
 import { AuthorizeResponse, ConnectionConfig, ConnectionInfo, ProviderName } from "./ConnectionConfig.js"
 import {
   ConflictHttp,
@@ -35,6 +36,7 @@ export class Authentication extends HttpApiMiddleware.Tag<Authentication>()("Aut
 }) {}
 
 const taskId = HttpApiSchema.param("task_id", TaskId)
+const stepId = HttpApiSchema.param("step_id", Schema.String)
 const sessionId = HttpApiSchema.param("session_id", SessionId)
 
 /** Tasks: submit, read, cancel. Any role; always scoped to the token's tenant. */
@@ -58,8 +60,30 @@ export class TasksGroup extends HttpApiGroup.make("tasks")
           "and the stream ends after the terminal event."
       )
   )
+  .add(
+    HttpApiEndpoint.post("approve")`/v1/tasks/${taskId}/steps/${stepId}/approve`
+      .setPayload(ApproveRequest)
+      .addSuccess(Task)
+      .annotate(
+        OpenApi.Description,
+        "Approve a call waiting for approval (step `waiting_approval`): `input_hash` must be the call's (409 " +
+          "otherwise); an edited `input` runs instead, once checked against the tool's schema. The call runs once " +
+          "and the task goes on. An admin or the task's submitter only (403)."
+      )
+  )
+  .add(
+    HttpApiEndpoint.post("reject")`/v1/tasks/${taskId}/steps/${stepId}/reject`
+      .setPayload(RejectRequest)
+      .addSuccess(Task)
+      .annotate(
+        OpenApi.Description,
+        "Reject a call waiting for approval: the step is `rejected`; a plan's task fails (`approval_rejected`), " +
+          "the model of a natural-language task is told why and goes on. An admin or the task's submitter only (403)."
+      )
+  )
   .addError(NotFoundHttp)
   .addError(ConflictHttp)
+  .addError(ForbiddenHttp)
   .middleware(Authentication)
 {}
 

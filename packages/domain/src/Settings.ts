@@ -1,5 +1,6 @@
 import * as Schema from "effect/Schema"
 import { HttpUrl, LlmId } from "./LlmConfig.js"
+import { ApprovalRule } from "./Task.js"
 
 /** `host` or `host:port`; `*.example.com` matches subdomains only. */
 export const EgressHost = Schema.String.pipe(
@@ -45,7 +46,11 @@ export const Settings = Schema.Struct({
     default: () => ({})
   }),
   admission: Schema.optional(AdmissionSettings),
-  on_unknown_outcome: Schema.optional(OnUnknownOutcome)
+  on_unknown_outcome: Schema.optional(OnUnknownOutcome),
+  /** Calls that wait for a person's approval, in every task of the tenant. */
+  approval_required: Schema.optional(Schema.Array(ApprovalRule).pipe(Schema.maxItems(256))),
+  /** Seconds a call waits for its approval before it expires and its task fails (`approval_expired`). Default 1 day. */
+  approval_timeout: Schema.optional(Schema.Int.pipe(Schema.between(1, 30 * 86_400)))
 })
 export type Settings = typeof Settings.Type
 

@@ -33,6 +33,13 @@ export type TaskInput = typeof TaskInput.Type
 export const TaskMode = Schema.Literal("sync", "async")
 export type TaskMode = typeof TaskMode.Type
 
+/**
+ * Which tool calls wait for a person's approval: a tool id, or `*side_effect` for every tool with side effects.
+ * A task's rules are the tenant's (`approval_required` in settings) plus its own: never fewer.
+ */
+export const ApprovalRule = Schema.Union(ToolId, Schema.Literal("*side_effect"))
+export type ApprovalRule = typeof ApprovalRule.Type
+
 /** Body of `POST /v1/tasks`. */
 export const TaskRequest = Schema.Struct({
   session_id: Schema.optional(SessionId),
@@ -42,17 +49,22 @@ export const TaskRequest = Schema.Struct({
   mode: Schema.optionalWith(TaskMode, { default: () => "sync" as const }),
   timeout_ms: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 15 * 60_000)), { default: () => 30_000 }),
   idempotency_key: Schema.optional(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(256))),
-  max_steps: Schema.optional(Schema.Int.pipe(Schema.between(1, 50)))
+  max_steps: Schema.optional(Schema.Int.pipe(Schema.between(1, 50))),
+  /** More calls to approve than the tenant's settings ask for. */
+  approval_required: Schema.optional(Schema.Array(ApprovalRule).pipe(Schema.maxItems(256)))
 })
 export type TaskRequest = typeof TaskRequest.Type
 
-export const TaskStatus = Schema.Literal("queued", "running", "succeeded", "failed", "cancelled")
+/** `waiting`: a step waits for something outside the task (see `waiting_for`); nothing of it runs meanwhile. */
+export const TaskStatus = Schema.Literal("queued", "running", "waiting", "succeeded", "failed", "cancelled")
 export type TaskStatus = typeof TaskStatus.Type
 
 export const isTerminal = (status: TaskStatus): boolean =>
   status === "succeeded" || status === "failed" || status === "cancelled"
 
 /**
+ * `waiting_approval`: the call waits for a person to approve or reject it; `rejected`: they did not; `expired`: no one
+ * decided within the tenant's `approval_timeout`.
  * `unknown_outcome`: the step's call with side effects was started but its outcome was never learnt (the
  * process running it died mid-call), and calling again could apply it twice; the task fails naming the step.
  */
@@ -63,13 +75,44 @@ export const StepStatus = Schema.Literal(
   "failed",
   "skipped",
   "cancelled",
-  "unknown_outcome"
+  "unknown_outcome",
+  "waiting_approval",
+  "rejected",
+  "expired"
 )
 export type StepStatus = typeof StepStatus.Type
 
 /** What went wrong with a task or step, as recorded on it: the same shape as an API error. */
 export const TaskError = ErrorBody
 export type TaskError = typeof TaskError.Type
+
+/**
+ * A call's approval: asked for the call whose tool and input hash to `input_hash` (SHA-256 hex of the canonical JSON
+ * of `{"tool", "input"}`), then decided (by `decided_by`, a user id) or expired.
+ */
+export const StepApproval = Schema.Struct({
+  input_hash: Schema.String,
+  requested_at: Schema.String,
+  expires_at: Schema.String,
+  decision: Schema.optional(Schema.Literal("approved", "rejected")),
+  decided_by: Schema.optional(Schema.String),
+  decided_at: Schema.optional(Schema.String),
+  /** Why it was rejected, as the decider said. */
+  reason: Schema.optional(Schema.String),
+  /** The approver changed the call's input: the step ran with the edited one (`input`), hashed as `input_hash`. */
+  edited: Schema.optional(Schema.Boolean)
+})
+export type StepApproval = typeof StepApproval.Type
+
+/** What a waiting task waits for, one entry per waiting step. */
+export const WaitingFor = Schema.Struct({
+  step_id: Schema.String,
+  kind: Schema.Literal("approval"),
+  tool: Schema.String,
+  input_hash: Schema.optional(Schema.String),
+  expires_at: Schema.optional(Schema.String)
+})
+export type WaitingFor = typeof WaitingFor.Type
 
 /** One tool call of a task, with its outcome and timing. */
 export const Step = Schema.Struct({
@@ -87,7 +130,8 @@ export const Step = Schema.Struct({
   served_by: Schema.optional(Schema.String),
   started_at: Schema.optional(Schema.String),
   finished_at: Schema.optional(Schema.String),
-  duration_ms: Schema.optional(Schema.Number)
+  duration_ms: Schema.optional(Schema.Number),
+  approval: Schema.optional(StepApproval)
 })
 export type Step = typeof Step.Type
 
@@ -134,10 +178,33 @@ export const Task = Schema.Struct({
   timeout_ms: Schema.optional(Schema.Int),
   /** The `sub` of the token that submitted it. */
   user_id: Schema.optional(Schema.String),
+  /** The calls of this task that wait for approval: the tenant's rules and the task's own. */
+  approval_required: Schema.optional(Schema.Array(Schema.String)),
+  /** While `waiting`: what for. */
+  waiting_for: Schema.optional(Schema.Array(WaitingFor)),
   created_at: Schema.String,
   updated_at: Schema.String
 })
 export type Task = typeof Task.Type
+
+/** The task without `waiting_for`: it no longer waits. */
+export const withoutWaiting = (task: Task): Task => {
+  const { waiting_for: _, ...rest } = task
+  return rest
+}
+
+/** The steps of a task that wait, as `waiting_for` lists them. */
+export const waitingFor = (task: Task): Array<WaitingFor> =>
+  task.steps.flatMap((s): Array<WaitingFor> =>
+    s.status === "waiting_approval"
+      ? [{
+        step_id: s.id,
+        kind: "approval",
+        tool: s.tool,
+        ...(s.approval ? { input_hash: s.approval.input_hash, expires_at: s.approval.expires_at } : {})
+      }]
+      : []
+  )
 
 export const TaskEventType = Schema.Literal(
   "task.queued",
@@ -146,6 +213,9 @@ export const TaskEventType = Schema.Literal(
   "tool.started",
   "tool.completed",
   "tool.failed",
+  "approval.requested",
+  "approval.decided",
+  "task.waiting",
   "task.succeeded",
   "task.failed",
   "task.cancelled"

@@ -42,7 +42,9 @@ export const ToolDefinition = Schema.Struct({
   ),
   side_effect: Schema.optional(Schema.Boolean),
   cacheable: Schema.optional(Schema.Boolean),
-  idempotent: Schema.optional(Schema.Boolean)
+  idempotent: Schema.optional(Schema.Boolean),
+  /** Every call waits for a person's approval (`POST /v1/tasks/{id}/steps/{step}/approve`) before it runs. */
+  requires_approval: Schema.optional(Schema.Boolean)
 })
 export type ToolDefinition = typeof ToolDefinition.Type
 
@@ -63,6 +65,8 @@ export const ToolSpec = Schema.Struct({
   timeout_ms: Schema.optional(Schema.Int),
   max_attempts: Schema.optional(Schema.Int),
   /** The tool sends an idempotency key the vendor deduplicates by, so a retried write applies once. */
-  idempotency_key: Schema.optional(Schema.Boolean)
+  idempotency_key: Schema.optional(Schema.Boolean),
+  /** Every call waits for a person's approval. */
+  requires_approval: Schema.optional(Schema.Boolean)
 })
 export type ToolSpec = typeof ToolSpec.Type

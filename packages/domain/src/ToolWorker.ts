@@ -184,6 +184,11 @@ export const ToolWorker = Entity.make("ToolWorker", [
     error: ToolError
   }).annotate(ClusterSchema.Uninterruptible, "client"),
   Rpc.make("Describe", { success: ToolSpec, error: Schema.Union(ToolNotFound, Unavailable) }),
+  /** Checks an input against the tool's schema without running anything (an approver's edited input). */
+  Rpc.make("CheckInput", {
+    payload: { input: Schema.Unknown },
+    error: Schema.Union(ToolNotFound, ToolInputInvalid, Unavailable)
+  }),
   /** Every tool of the tenant; sent to `ToolWorker[tenant/_catalog]`, like the three below. */
   Rpc.make("List", { success: Schema.Array(ToolSpec), error: Unavailable }),
   Rpc.make("PutTool", {

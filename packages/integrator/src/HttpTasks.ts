@@ -42,6 +42,12 @@ export const TasksLive = HttpApiBuilder.group(Api, "tasks", (handlers) =>
         }))
       .handle("cancel", ({ path }) =>
         Effect.flatMap(CurrentPrincipal, (principal) => tasks.cancel(principal, path.task_id)))
+      .handle("approve", ({ path, payload }) =>
+        Effect.flatMap(CurrentPrincipal, (principal) =>
+          tasks.decide(principal, path.task_id, path.step_id, { _tag: "Approve", ...payload })))
+      .handle("reject", ({ path, payload }) =>
+        Effect.flatMap(CurrentPrincipal, (principal) =>
+          tasks.decide(principal, path.task_id, path.step_id, { _tag: "Reject", ...payload })))
   }))
 
 /** `/v1/sessions`: a session's tasks, and clearing its context. */

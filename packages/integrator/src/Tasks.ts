@@ -1,13 +1,14 @@
 import { acceptedTask, AgentSession } from "@altan/domain/AgentSession"
+import { approvalRules, type Decision, defaultApprovalTimeoutSeconds, mayDecide } from "@altan/domain/Approval"
 import { type ClusterError, isClusterError } from "@altan/domain/EntityCall"
-import { Conflict, InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
+import { Conflict, Forbidden, InvalidRequest, NotFound, TooManyRequests, Unavailable } from "@altan/domain/Errors"
 import { entityId, type SessionId, sessionOfTask, type TaskId, type TenantId } from "@altan/domain/Ids"
 import * as PlanGraph from "@altan/domain/PlanGraph"
 import type { Principal } from "@altan/domain/Principal"
 import type { Settings } from "@altan/domain/Settings"
 import { isTerminal, type Plan, type Task, type TaskRequest } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
-import { ToolWorker } from "@altan/domain/ToolWorker"
+import { ToolInputInvalid, ToolWorker } from "@altan/domain/ToolWorker"
 import * as EntityAddress from "@effect/cluster/EntityAddress"
 import * as EntityId from "@effect/cluster/EntityId"
 import * as MessageStorage from "@effect/cluster/MessageStorage"
@@ -214,7 +215,9 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
         llms,
         specs,
         on_unknown_outcome: settings.on_unknown_outcome ?? "fail",
-        accepted_at: new Date(yield* Clock.currentTimeMillis).toISOString()
+        accepted_at: new Date(yield* Clock.currentTimeMillis).toISOString(),
+        approval_required: approvalRules(settings.approval_required, request.approval_required),
+        approval_timeout_ms: (settings.approval_timeout ?? defaultApprovalTimeoutSeconds) * 1000
       }
       const notAccepted = (reason: string) =>
         new Unavailable({
@@ -306,6 +309,61 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
     const resetSession = (principal: Principal, sessionId: SessionId) =>
       orUnavailable(session(principal, sessionId).Reset())
 
-    return { submit, get, cancel, events, getSession, resetSession } as const
+    /**
+     * A decision on a call that waits for approval. The session records it from a persisted message, whose answer is
+     * kept for repeats: what can be refused is refused here first (the wrong person, a call that does not wait, a
+     * stale hash, an edited input the tool would refuse), so a stored answer is the decision's own.
+     */
+    const decide = Effect.fn("Tasks.decide", { captureStackTrace: false })(function*(
+      principal: Principal,
+      taskId: TaskId,
+      stepId: string,
+      decision: Decision
+    ) {
+      const target = sessionFor(principal, taskId)
+      const task = yield* orUnavailable(target.GetTask({ task_id: taskId }))
+      const step = task.steps.find((s) => s.id === stepId)
+      if (step === undefined) return yield* new NotFound({ message: `task ${taskId} has no step ${stepId}` })
+      if (!mayDecide(task, principal)) {
+        return yield* new Forbidden({
+          message: "only an admin or the user who submitted the task may approve or reject its calls"
+        })
+      }
+      const verb = decision._tag === "Approve" ? "approved" : "rejected"
+      const repeat = step.approval?.decision === verb && step.approval.decided_by === principal.userId
+      if (!repeat && (step.status !== "waiting_approval" || step.approval === undefined)) {
+        return yield* new Conflict({
+          code: "not_waiting",
+          message: `step ${stepId} is not waiting for approval (it is ${step.status})`,
+          details: { status: step.status }
+        })
+      }
+      if (!repeat && decision._tag === "Approve" && decision.input_hash !== step.approval!.input_hash) {
+        return yield* new Conflict({
+          code: "stale_input_hash",
+          message: `the call of step ${stepId} is not the one approved: its input hash is ${step.approval!.input_hash}`,
+          details: { input_hash: step.approval!.input_hash }
+        })
+      }
+      if (decision._tag === "Approve" && decision.input !== undefined) {
+        yield* workers(entityId(principal.tenantId, step.tool)).CheckInput({ input: decision.input }).pipe(
+          Effect.mapError((e) =>
+            ToolInputInvalid.is(e)
+              ? new InvalidRequest({
+                code: "invalid_input",
+                message: e.message,
+                details: { ...(e.details ?? {}), field: `input${e.details?.["field"] ? `.${e.details["field"]}` : ""}` }
+              })
+              : new Unavailable({
+                message: `the tool service could not check the edited input (${e._tag}); retry later`,
+                details: { retry_after_ms: 1000 }
+              })
+          )
+        )
+      }
+      return yield* orUnavailable(target.Decide({ task_id: taskId, step_id: stepId, principal, decision }))
+    })
+
+    return { submit, get, cancel, decide, events, getSession, resetSession } as const
   })
 }) {}

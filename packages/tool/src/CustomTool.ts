@@ -99,7 +99,8 @@ export const fromDefinition = (
     ...(definition.fallback ? { fallback: definition.fallback } : {}),
     ...(definition.timeout_ms ? { timeout_ms: definition.timeout_ms } : {}),
     ...(definition.max_attempts ? { max_attempts: definition.max_attempts } : {}),
-    ...(definition.idempotency_header ? { idempotency_key: true } : {})
+    ...(definition.idempotency_header ? { idempotency_key: true } : {}),
+    ...(definition.requires_approval ? { requires_approval: true } : {})
   }
   return Either.right({
     spec,

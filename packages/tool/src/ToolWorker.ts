@@ -299,6 +299,9 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
         Describe: Effect.fn("ToolWorker.describe", { attributes, captureStackTrace: false })(() =>
           Effect.map(registry.get(tenantId, toolId), (tool) => tool.spec)
         ),
+        CheckInput: Effect.fn("ToolWorker.checkInput", { attributes, captureStackTrace: false })(({ payload }) =>
+          Effect.flatMap(registry.get(tenantId, toolId), (tool) => Effect.asVoid(tool.decode(payload.input)))
+        ),
         // answered by `ToolWorker[tenant/_catalog]`; any entity of the tenant would give the same list
         PutTool: Effect.fn("ToolWorker.putTool", {
           attributes: { "altan.tenant_id": tenantId },

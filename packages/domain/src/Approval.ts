@@ -1,0 +1,48 @@
+import * as Schema from "effect/Schema"
+import type { Principal } from "./Principal.js"
+import type { Task } from "./Task.js"
+import type { ToolSpec } from "./ToolDefinition.js"
+
+/** Whether a call of the tool waits for a person's approval under `rules` (the tenant's and the task's). */
+export const needsApproval = (spec: ToolSpec, rules: ReadonlyArray<string>): boolean =>
+  spec.requires_approval === true || rules.includes(spec.tool_id) ||
+  (spec.side_effect && rules.includes("*side_effect"))
+
+/** The rules of a task: the tenant's, then the task's own additions (a task never asks for fewer). */
+export const approvalRules = (
+  tenant: ReadonlyArray<string> | undefined,
+  task: ReadonlyArray<string> | undefined
+): Array<string> => [...new Set([...(tenant ?? []), ...(task ?? [])])]
+
+/** How long a call waits for its approval when the tenant did not say (`approval_timeout`). */
+export const defaultApprovalTimeoutSeconds = 86_400
+
+/**
+ * Body of `POST /v1/tasks/{task_id}/steps/{step_id}/approve`: the hash the approver saw (from `approval.requested` or
+ * the task), so the approval is of that exact call; optionally the input to run instead, checked against the
+ * tool's schema.
+ */
+export const ApproveRequest = Schema.Struct({
+  input_hash: Schema.String.pipe(
+    Schema.pattern(/^[0-9a-f]{64}$/, { message: () => "input_hash must be 64 hex digits" })
+  ),
+  input: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.Unknown }))
+})
+export type ApproveRequest = typeof ApproveRequest.Type
+
+/** Body of `POST /v1/tasks/{task_id}/steps/{step_id}/reject`: why, which the model of a natural-language task is told. */
+export const RejectRequest = Schema.Struct({
+  reason: Schema.optional(Schema.String.pipe(Schema.maxLength(2_000)))
+})
+export type RejectRequest = typeof RejectRequest.Type
+
+/** A decision on a waiting call, as the edge hands it to the task's session. */
+export const Decision = Schema.Union(
+  Schema.TaggedStruct("Approve", ApproveRequest.fields),
+  Schema.TaggedStruct("Reject", RejectRequest.fields)
+)
+export type Decision = typeof Decision.Type
+
+/** Whether `principal` may decide on the task's calls: an admin of its tenant, or the user who submitted it. */
+export const mayDecide = (task: Task, principal: Principal): boolean =>
+  principal.role === "admin" || (task.user_id !== undefined && task.user_id === principal.userId)
