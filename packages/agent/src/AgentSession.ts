@@ -87,7 +87,8 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           yield* tasks.create({
             task,
             specs: submit.specs ?? [],
-            on_unknown_outcome: submit.on_unknown_outcome ?? "fail"
+            on_unknown_outcome: submit.on_unknown_outcome ?? "fail",
+            ...(submit.approval_timeout_ms !== undefined ? { approval_timeout_ms: submit.approval_timeout_ms } : {})
           })
           return task
         })

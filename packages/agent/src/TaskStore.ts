@@ -1,7 +1,8 @@
+import type { PendingApproval } from "@altan/domain/Approval"
 import type { SessionId, TaskId, TenantId } from "@altan/domain/Ids"
 import { ChatMessage } from "@altan/domain/Llm"
 import { OnUnknownOutcome } from "@altan/domain/Settings"
-import { Task } from "@altan/domain/Task"
+import { isTerminal, Task } from "@altan/domain/Task"
 import { ToolSpec } from "@altan/domain/ToolDefinition"
 import type { RedisError } from "@altan/redis/Redis"
 import { attempt, checkPrefix, Redis, ttlMillis } from "@altan/redis/Redis"
@@ -53,6 +54,15 @@ export class TaskStore extends Context.Tag("@altan/agent/TaskStore")<TaskStore, 
     record: TaskRecord,
     options?: { readonly created?: boolean; readonly messages?: ReadonlyArray<ChatMessage> }
   ) => Effect.Effect<void, RedisError>
+  /**
+   * The tenant's calls waiting for approval, oldest request first, `limit` at most after `after` (a cursor from the
+   * previous page). An index kept beside the records by `put`; an entry whose record no longer waits is skipped.
+   */
+  readonly pendingApprovals: (
+    tenantId: TenantId,
+    after: string | undefined,
+    limit: number
+  ) => Effect.Effect<{ readonly entries: ReadonlyArray<PendingApproval>; readonly next?: string }, RedisError>
   /** The most recent part of the conversation that fits in `budget` characters (see `trimHistory`). */
   readonly recentMessages: (
     tenantId: TenantId,
@@ -76,6 +86,35 @@ export class TaskStore extends Context.Tag("@altan/agent/TaskStore")<TaskStore, 
 
 const sessionKey = (tenantId: TenantId, sessionId: string) => `${tenantId}/${sessionId}`
 
+/**
+ * The index entries of a record's calls: one per step that waits for approval (its key orders by request time), and
+ * the keys of the task's other approval steps, which must not be in the index.
+ */
+const approvalEntries = (record: TaskRecord) => {
+  const waiting: Array<readonly [string, PendingApproval]> = []
+  const settled: Array<string> = []
+  for (const step of record.task.steps) {
+    if (step.approval === undefined) continue
+    const key = `${step.approval.requested_at}/${record.task.task_id}/${step.id}`
+    if (step.status === "waiting_approval" && !isTerminal(record.task.status)) {
+      waiting.push([key, {
+        task_id: record.task.task_id,
+        session_id: record.task.session_id,
+        step_id: step.id,
+        tool: step.tool,
+        input: step.input,
+        input_hash: step.approval.input_hash,
+        requested_at: step.approval.requested_at,
+        expires_at: step.approval.expires_at,
+        ...(record.task.user_id ? { user_id: record.task.user_id } : {})
+      }])
+    } else {
+      settled.push(key)
+    }
+  }
+  return { waiting, settled }
+}
+
 /** Options of `layerMemory`. */
 export interface MemoryOptions {
   /** Task records kept; the oldest are dropped first. Default 100 000. */
@@ -94,6 +133,7 @@ export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore> =>
     const maxSessions = Math.max(1, options?.maxSessions ?? 100_000)
     const tasks = new Map<string, TaskRecord>()
     const sessions = new Map<string, { task_ids: Array<TaskId>; messages: Array<ChatMessage>; updated_at: string }>()
+    const approvals = new Map<TenantId, Map<string, PendingApproval>>()
     const sessionOf = (tenantId: TenantId, sessionId: string, at: string) => {
       const key = sessionKey(tenantId, sessionId)
       let entry = sessions.get(key)
@@ -117,6 +157,24 @@ export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore> =>
             if (tasks.size > maxTasks) tasks.delete(tasks.keys().next().value!)
           }
           if (options?.messages) session.messages.push(...options.messages)
+          const { settled, waiting } = approvalEntries(record)
+          if (waiting.length > 0 || settled.length > 0) {
+            const index = approvals.get(tenantId) ?? new Map<string, PendingApproval>()
+            approvals.set(tenantId, index)
+            for (const key of settled) index.delete(key)
+            for (const [key, entry] of waiting) index.set(key, entry)
+          }
+        }),
+      pendingApprovals: (tenantId, after, limit) =>
+        Effect.sync(() => {
+          const keys = [...(approvals.get(tenantId)?.keys() ?? [])].filter((k) => after === undefined || k > after)
+            .sort()
+          const page = keys.slice(0, limit)
+          const index = approvals.get(tenantId)
+          return {
+            entries: page.map((k) => index!.get(k)!),
+            ...(keys.length > limit ? { next: page[page.length - 1]! } : {})
+          }
         }),
       recentMessages: (tenantId, sessionId, budget) =>
         Effect.sync(() => trimHistory(sessions.get(sessionKey(tenantId, sessionId))?.messages ?? [], budget)),
@@ -185,6 +243,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
       const recordKey = (tenantId: TenantId, sessionId: string, taskId: string) =>
         `${keyOf("tr", tenantId, sessionId)}:${taskId}`
       const sessionOfTask = (taskId: TaskId) => taskId.slice(0, taskId.lastIndexOf("."))
+      const approvalsKey = (tenantId: TenantId) => `${prefix}:t:${tenantId}:approvals`
 
       const exec = (operation: string, build: (multi: ReturnType<typeof client.multi>) => void) =>
         attempt(operation, async () => {
@@ -238,6 +297,40 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
               }
               touchSession(multi, tenantId, sessionId, at)
             })
+            // the tenant's index of waiting calls is in another slot than the session's keys: a write of its own,
+            // after the record's (the record is what counts; the index only points at it)
+            const { settled, waiting } = approvalEntries(record)
+            if (waiting.length > 0 || settled.length > 0) {
+              const index = approvalsKey(tenantId)
+              const data = `${index}:data`
+              yield* exec("index approvals", (multi) => {
+                if (settled.length > 0) multi.zrem(index, ...settled).hdel(data, ...settled)
+                for (const [key, entry] of waiting) multi.zadd(index, 0, key).hset(data, key, JSON.stringify(entry))
+                multi.pexpire(index, px).pexpire(data, px)
+              })
+            }
+          }),
+
+        pendingApprovals: (tenantId, after, limit) =>
+          Effect.gen(function*() {
+            const index = approvalsKey(tenantId)
+            const keys = yield* attempt(
+              "ZRANGEBYLEX",
+              () => client.zrangebylex(index, after === undefined ? "-" : `(${after}`, "+", "LIMIT", 0, limit + 1)
+            )
+            const page = keys.slice(0, limit)
+            const raw = page.length > 0
+              ? yield* attempt("HMGET", () => client.hmget(`${index}:data`, ...page))
+              : []
+            const entries = raw.flatMap((json) => {
+              if (json === null) return []
+              try {
+                return [JSON.parse(json) as PendingApproval]
+              } catch {
+                return []
+              }
+            })
+            return { entries, ...(keys.length > limit ? { next: page[page.length - 1]! } : {}) }
           }),
 
         recentMessages: (tenantId, sessionId, budget) =>

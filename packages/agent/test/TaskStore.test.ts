@@ -88,7 +88,53 @@ const contract = Effect.gen(function*() {
   expect(Option.isSome(yield* s.get(acme, first.task_id))).toBe(true)
 })
 
+/** The index of calls waiting for approval follows the records that are put. */
+const approvalIndex = Effect.gen(function*() {
+  const s = yield* store
+  const tenant = `ix${Math.random().toString(36).slice(2, 8)}` as TenantId
+  const waitingTask = (session: string, requestedAt: string): Task => {
+    const t = task(session, "w")
+    return {
+      ...t,
+      status: "waiting",
+      steps: [{
+        ...t.steps[0]!,
+        status: "waiting_approval",
+        approval: { input_hash: "ab".repeat(32), requested_at: requestedAt, expires_at: "2024-05-02T10:00:00.000Z" }
+      }]
+    }
+  }
+  const later = waitingTask("s2", "2024-05-01T10:00:02.000Z")
+  const earlier = waitingTask("s1", "2024-05-01T10:00:01.000Z")
+  yield* s.put(tenant, record(later), { created: true })
+  yield* s.put(tenant, record(earlier), { created: true })
+  const all = yield* s.pendingApprovals(tenant, undefined, 10)
+  expect(all.entries.map((e) => e.task_id)).toEqual([earlier.task_id, later.task_id])
+  expect(all.entries[0]).toMatchObject({ step_id: "a", tool: "text.upper", input: { text: "hi" }, session_id: "s1" })
+  expect(all.next).toBeUndefined()
+  // a page at a time
+  const first = yield* s.pendingApprovals(tenant, undefined, 1)
+  expect(first.entries.map((e) => e.task_id)).toEqual([earlier.task_id])
+  const second = yield* s.pendingApprovals(tenant, first.next, 1)
+  expect(second.entries.map((e) => e.task_id)).toEqual([later.task_id])
+  expect(second.next).toBeUndefined()
+  // decided: out of the index; other tenants never see it
+  const decided = {
+    ...earlier,
+    status: "running" as const,
+    steps: [{ ...earlier.steps[0]!, status: "pending" as const }]
+  }
+  yield* s.put(tenant, record(decided))
+  expect((yield* s.pendingApprovals(tenant, undefined, 10)).entries.map((e) => e.task_id)).toEqual([later.task_id])
+  expect((yield* s.pendingApprovals(globex, undefined, 10)).entries).toEqual([])
+})
+
 layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
+  it.effect("memory: the index of calls waiting for approval", () =>
+    approvalIndex.pipe(Effect.provide(TaskStore.layerMemory())))
+
+  it.effect("redis: the index of calls waiting for approval", () => approvalIndex.pipe(Effect.provide(redisStore)))
+
   it.effect("memory: records, session lists and conversations", () =>
     contract.pipe(Effect.provide(TaskStore.layerMemory())))
 

@@ -20,6 +20,7 @@ import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
+import * as TestClock from "effect/TestClock"
 import { makePeers } from "./entityPeers.js"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
 import { makeProbes } from "./fixtures.js"
@@ -171,6 +172,51 @@ describe("AgentSession (entity test client)", () => {
         code: "task_finished"
       })
       expect(world.probes.calls.map((c) => c.tool)).toEqual(["probe.hang"])
+    }))
+
+  // on the test clock: the deadline passes when the test says (the test client delivers the deadline's message at
+  // once, where the cluster's storage would hold it until its time; the session waits out the rest)
+  it.scoped("a call no one decides expires at its deadline: the task fails approval_expired, nothing runs", () =>
+    Effect.gen(function*() {
+      const world = yield* setup
+      const session = yield* world.session(acme, "s6")
+      const submit = {
+        ...submitOf(acme, "s6", {
+          input: {
+            steps: [
+              { id: "w", tool: "probe.effect", input: { label: "never" } },
+              { id: "later", tool: "probe.echo", input: { value: 1 }, depends_on: ["w"] }
+            ]
+          }
+        }, { specs: world.probes.tools.map((t) => t.spec) }),
+        approval_required: ["*side_effect"],
+        approval_timeout_ms: 60_000
+      }
+      yield* session.Submit(submit)
+      const waiting = yield* session.GetTask({ task_id: submit.task_id, wait_ms: 5_000 })
+      expect(waiting.status).toBe("waiting")
+      expect(waiting.steps.map((s) => s.status)).toEqual(["waiting_approval", "pending"])
+      expect(waiting.steps[0]!.approval).toMatchObject({
+        requested_at: new Date(0).toISOString(),
+        expires_at: new Date(60_000).toISOString()
+      })
+
+      yield* TestClock.adjust("59 seconds")
+      expect((yield* session.GetTask({ task_id: submit.task_id })).status).toBe("waiting")
+      yield* TestClock.adjust("1 second")
+      const expired = yield* session.GetTask({ task_id: submit.task_id, wait_ms: 5_000 })
+      expect(expired.status).toBe("failed")
+      expect(expired.error).toMatchObject({ code: "approval_expired", message: expect.stringContaining("\"w\"") })
+      expect(expired.steps.map((s) => s.status)).toEqual(["expired", "cancelled"])
+      // too late to decide
+      const late = yield* Effect.flip(session.Decide({
+        task_id: submit.task_id,
+        step_id: "w",
+        principal: submit.principal,
+        decision: { _tag: "Approve", input_hash: expired.steps[0]!.approval!.input_hash }
+      }))
+      expect(late).toMatchObject({ _tag: "Conflict", code: "not_waiting" })
+      expect(world.probes.calls).toEqual([])
     }))
 
   it.scopedLive("a natural-language task: the model's tool call runs through the connection, and it answers", () =>

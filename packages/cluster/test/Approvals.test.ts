@@ -91,6 +91,10 @@ describe("approval of tool calls", () => {
       expires_at: expect.any(String)
     }])
     expect(task.approval_required).toEqual(["probe.effect"])
+    // the tenant set no approval_timeout: a day
+    expect(Date.parse(task.waiting_for[0].expires_at) - Date.parse(task.steps[1].approval.requested_at)).toBe(
+      86_400_000
+    )
     expect(effectCalls("p1")).toBe(0)
 
     const approve = (token: string, body: unknown) =>
@@ -208,6 +212,22 @@ describe("approval of tool calls", () => {
     expect(own.body.approval_required).toEqual(["probe.effect", "probe.echo"])
     expect(own.body.steps[0].status).toBe("waiting_approval")
 
+    // the tenant's approval_timeout sets the deadline of what it accepts from then on
+    const withTimeout = await edge.call("PUT", "/v1/settings", admin, {
+      default_llm: "main",
+      approval_required: ["probe.effect"],
+      approval_timeout: 120
+    })
+    expect(withTimeout.status, withTimeout.text).toBe(200)
+    const short = (await edge.call("POST", "/v1/tasks", ana, plan("timeout"))).body
+    const { expires_at, requested_at } = short.steps[1].approval
+    expect(Date.parse(expires_at) - Date.parse(requested_at)).toBe(120_000)
+    await edge.call("POST", `/v1/tasks/${short.task_id}/cancel`, ana)
+    expect(
+      (await edge.call("PUT", "/v1/settings", admin, { default_llm: "main", approval_required: ["probe.effect"] }))
+        .status
+    ).toBe(200)
+
     const put = await edge.call("PUT", "/v1/tools/guarded_read", admin, {
       tool_id: "guarded_read",
       name: "guarded read",
@@ -228,6 +248,59 @@ describe("approval of tool calls", () => {
     // cancelling a waiting task ends it
     const cancelled = await edge.call("POST", `/v1/tasks/${guarded.body.task_id}/cancel`, ana)
     expect(cancelled.body.status).toBe("cancelled")
+  })
+
+  it("GET /v1/approvals lists what waits, oldest first, page by page: all for an admin, their own for a member", async () => {
+    const first = (await edge.call("POST", "/v1/tasks", ana, plan("l1"))).body
+    const second = (await edge.call("POST", "/v1/tasks", bob, plan("l2"))).body
+    expect([first.status, second.status]).toEqual(["waiting", "waiting"])
+    const ours = new Set([first.task_id, second.task_id])
+    const list = async (token: string, query = "") => {
+      const res = await edge.call("GET", `/v1/approvals${query}`, token)
+      expect(res.status, res.text).toBe(200)
+      return res.body
+    }
+    const all = (await list(admin, "?status=pending&limit=100")).approvals.filter((a: any) => ours.has(a.task_id))
+    expect(all).toEqual([
+      {
+        task_id: first.task_id,
+        session_id: first.session_id,
+        step_id: "write",
+        tool: "probe.effect",
+        input: { label: "l1" },
+        input_hash: hashOf("probe.effect", { label: "l1" }),
+        requested_at: expect.any(String),
+        expires_at: expect.any(String),
+        user_id: "ana"
+      },
+      expect.objectContaining({ task_id: second.task_id, user_id: "bob", input: { label: "l2" } })
+    ])
+    // one at a time, with the cursor
+    const seen: Array<string> = []
+    let cursor: string | undefined
+    for (let i = 0; i < 50; i++) {
+      const page = await list(admin, `?limit=1${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`)
+      expect(page.approvals.length).toBeLessThanOrEqual(1)
+      seen.push(...page.approvals.map((a: any) => a.task_id))
+      cursor = page.next_cursor
+      if (cursor === undefined) break
+    }
+    expect(seen.filter((id) => ours.has(id))).toEqual([first.task_id, second.task_id])
+    // a member sees what they may decide; another tenant nothing of this one
+    expect((await list(ana)).approvals.filter((a: any) => ours.has(a.task_id)).map((a: any) => a.task_id)).toEqual([
+      first.task_id
+    ])
+    expect((await list(bob)).approvals.map((a: any) => a.user_id)).toEqual(["bob"])
+    expect((await list(otherTenant)).approvals).toEqual([])
+    expect((await edge.call("GET", "/v1/approvals?status=done", admin)).status).toBe(400)
+    // decided: no longer listed
+    const approved = await edge.call("POST", `/v1/tasks/${first.task_id}/steps/write/approve`, ana, {
+      input_hash: hashOf("probe.effect", { label: "l1" })
+    })
+    expect(approved.status).toBe(200)
+    await eventsOf(first.task_id)
+    const after = (await list(admin, "?limit=100")).approvals.filter((a: any) => ours.has(a.task_id))
+    expect(after.map((a: any) => a.task_id)).toEqual([second.task_id])
   })
 
   it("a natural-language turn's two calls are decided each on its own, in any order, by step id", async () => {

@@ -6,7 +6,7 @@ import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import * as HttpApiSecurity from "@effect/platform/HttpApiSecurity"
 import * as OpenApi from "@effect/platform/OpenApi"
 import * as Schema from "effect/Schema"
-import { ApproveRequest, RejectRequest } from "./Approval.js"
+import { ApprovalPage, ApprovalQuery, ApproveRequest, RejectRequest } from "./Approval.js"
 import { AuthorizeResponse, ConnectionConfig, ConnectionInfo, ProviderName } from "./ConnectionConfig.js"
 import {
   ConflictHttp,
@@ -84,6 +84,21 @@ export class TasksGroup extends HttpApiGroup.make("tasks")
   .addError(NotFoundHttp)
   .addError(ConflictHttp)
   .addError(ForbiddenHttp)
+  .middleware(Authentication)
+{}
+
+/** The tenant's calls waiting for approval: all of them for an admin, a member's own tasks' for a member. */
+export class ApprovalsGroup extends HttpApiGroup.make("approvals")
+  .add(
+    HttpApiEndpoint.get("list", "/v1/approvals")
+      .setUrlParams(ApprovalQuery)
+      .addSuccess(ApprovalPage)
+      .annotate(
+        OpenApi.Description,
+        "Calls waiting for approval (`status=pending`), oldest request first; `cursor` is the previous page's " +
+          "`next_cursor`."
+      )
+  )
   .middleware(Authentication)
 {}
 
@@ -189,6 +204,7 @@ export class HealthGroup extends HttpApiGroup.make("health")
 /** The public HTTP API of ../shared/API.md, served by the integrator. */
 export class Api extends HttpApi.make("altan")
   .add(TasksGroup)
+  .add(ApprovalsGroup)
   .add(SessionsGroup)
   .add(LlmsGroup)
   .add(SettingsGroup)

@@ -46,3 +46,34 @@ export type Decision = typeof Decision.Type
 /** Whether `principal` may decide on the task's calls: an admin of its tenant, or the user who submitted it. */
 export const mayDecide = (task: Task, principal: Principal): boolean =>
   principal.role === "admin" || (task.user_id !== undefined && task.user_id === principal.userId)
+
+/** A call waiting for approval, as `GET /v1/approvals` lists it. */
+export const PendingApproval = Schema.Struct({
+  task_id: Schema.String,
+  session_id: Schema.String,
+  step_id: Schema.String,
+  tool: Schema.String,
+  input: Schema.Unknown,
+  input_hash: Schema.String,
+  requested_at: Schema.String,
+  expires_at: Schema.String,
+  /** Who submitted the task (who may decide, besides an admin). */
+  user_id: Schema.optional(Schema.String)
+})
+export type PendingApproval = typeof PendingApproval.Type
+
+/** A page of `GET /v1/approvals`: oldest request first; `next_cursor` asks for the next page. */
+export const ApprovalPage = Schema.Struct({
+  approvals: Schema.Array(PendingApproval),
+  next_cursor: Schema.optional(Schema.String)
+})
+export type ApprovalPage = typeof ApprovalPage.Type
+
+/** Query of `GET /v1/approvals`. */
+export const ApprovalQuery = Schema.Struct({
+  status: Schema.optionalWith(Schema.Literal("pending"), { default: () => "pending" as const }),
+  cursor: Schema.optional(Schema.String.pipe(Schema.maxLength(512))),
+  limit: Schema.optionalWith(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 100)), {
+    default: () => 50
+  })
+})

@@ -12,7 +12,8 @@ import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import { Conflict, InvalidRequest, NotFound, TooManyRequests, Unauthorized, Unavailable } from "./Errors.js"
+import { ApproveRequest, RejectRequest } from "./Approval.js"
+import { Conflict, Forbidden, InvalidRequest, NotFound, TooManyRequests, Unauthorized, Unavailable } from "./Errors.js"
 import { SessionId, TaskId } from "./Ids.js"
 import { CurrentPrincipal } from "./Principal.js"
 import { SessionInfo, Task, TaskEvent, TaskRequest } from "./Task.js"
@@ -50,6 +51,18 @@ export class TaskRpcs extends RpcGroup.make(
     payload: { task_id: TaskId },
     success: Task,
     error: Schema.Union(NotFound, Conflict, Unavailable)
+  }),
+  /** `POST /v1/tasks/{task_id}/steps/{step_id}/approve`. */
+  Rpc.make("ApproveStep", {
+    payload: { task_id: TaskId, step_id: Schema.String, ...ApproveRequest.fields },
+    success: Task,
+    error: Schema.Union(NotFound, Forbidden, Conflict, InvalidRequest, Unavailable)
+  }),
+  /** `POST /v1/tasks/{task_id}/steps/{step_id}/reject`. */
+  Rpc.make("RejectStep", {
+    payload: { task_id: TaskId, step_id: Schema.String, ...RejectRequest.fields },
+    success: Task,
+    error: Schema.Union(NotFound, Forbidden, Conflict, InvalidRequest, Unavailable)
   }),
   /** `GET /v1/tasks/{task_id}/events`: the events after `after` (an event id), then live ones, up to the terminal event. */
   Rpc.make("TaskEvents", {

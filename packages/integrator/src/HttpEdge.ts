@@ -12,7 +12,7 @@ import * as Authentication from "./Authentication.js"
 import { LlmsLive, SecretsLive, SettingsLive } from "./HttpConfig.js"
 import { ConnectionsLive, OAuthLive } from "./HttpConnections.js"
 import { HealthLive } from "./HttpHealth.js"
-import { SessionsLive, TasksLive } from "./HttpTasks.js"
+import { ApprovalsLive, SessionsLive, TasksLive } from "./HttpTasks.js"
 import { ToolsLive } from "./HttpTools.js"
 import { IntegratorConfig } from "./IntegratorConfig.js"
 import { withBodyLimits } from "./internal/bodyLimit.js"
@@ -49,6 +49,7 @@ export const HttpEdgeLive = Layer.unwrapEffect(Effect.gen(function*() {
     Layer.provide(HttpApiBuilder.api(Api)),
     Layer.provide([
       TasksLive,
+      ApprovalsLive,
       SessionsLive,
       LlmsLive,
       SettingsLive,

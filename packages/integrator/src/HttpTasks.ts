@@ -61,3 +61,12 @@ export const SessionsLive = HttpApiBuilder.group(Api, "sessions", (handlers) =>
         Effect.flatMap(CurrentPrincipal, (principal) =>
           tasks.resetSession(principal, path.session_id)))
   }))
+
+/** `/v1/approvals`: the calls waiting for a decision that the caller may make. */
+export const ApprovalsLive = HttpApiBuilder.group(Api, "approvals", (handlers) =>
+  Effect.gen(function*() {
+    const tasks = yield* Tasks
+    return handlers.handle("list", ({ urlParams }) =>
+      Effect.flatMap(CurrentPrincipal, (principal) =>
+        tasks.pendingApprovals(principal, urlParams.cursor, urlParams.limit)))
+  }))

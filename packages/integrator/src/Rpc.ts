@@ -19,6 +19,16 @@ export const TaskRpcsLive = TaskRpcs.toLayer(Effect.gen(function*() {
     SubmitTask: (request) => Effect.flatMap(CurrentPrincipal, (principal) => tasks.submit(principal, request)),
     GetTask: ({ task_id }) => Effect.flatMap(CurrentPrincipal, (principal) => tasks.get(principal, task_id)),
     CancelTask: ({ task_id }) => Effect.flatMap(CurrentPrincipal, (principal) => tasks.cancel(principal, task_id)),
+    ApproveStep: ({ step_id, task_id, ...approval }) =>
+      Effect.flatMap(
+        CurrentPrincipal,
+        (principal) => tasks.decide(principal, task_id, step_id, { _tag: "Approve", ...approval })
+      ),
+    RejectStep: ({ step_id, task_id, ...rejection }) =>
+      Effect.flatMap(
+        CurrentPrincipal,
+        (principal) => tasks.decide(principal, task_id, step_id, { _tag: "Reject", ...rejection })
+      ),
     TaskEvents: ({ after, task_id }) =>
       Stream.unwrap(Effect.flatMap(CurrentPrincipal, (principal) => tasks.events(principal, task_id, after))),
     GetSession: ({ session_id }) =>

@@ -7,6 +7,7 @@ import * as PlanGraph from "@altan/domain/PlanGraph"
 import type { Principal } from "@altan/domain/Principal"
 import type { Settings } from "@altan/domain/Settings"
 import { isTerminal, type Plan, type Task, type TaskRequest } from "@altan/domain/Task"
+import { TenantTasks } from "@altan/domain/TenantTasks"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import { ToolInputInvalid, ToolWorker } from "@altan/domain/ToolWorker"
 import * as EntityAddress from "@effect/cluster/EntityAddress"
@@ -92,6 +93,7 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
   effect: Effect.gen(function*() {
     const sessions = yield* AgentSession.client
     const workers = yield* ToolWorker.client
+    const tenantTasks = yield* TenantTasks.client
     const sharding = yield* Sharding.Sharding
     const storage = yield* MessageStorage.MessageStorage
     const config = yield* TenantConfig
@@ -364,6 +366,17 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
       return yield* orUnavailable(target.Decide({ task_id: taskId, step_id: stepId, principal, decision }))
     })
 
-    return { submit, get, cancel, decide, events, getSession, resetSession } as const
+    /** The tenant's calls waiting for approval that `principal` may decide: all for an admin, a member's own. */
+    const pendingApprovals = (principal: Principal, cursor: string | undefined, limit: number) =>
+      orUnavailable(tenantTasks(principal.tenantId).PendingApprovals({ ...(cursor ? { cursor } : {}), limit })).pipe(
+        Effect.map((page) =>
+          principal.role === "admin" ? page : {
+            ...page,
+            approvals: page.approvals.filter((a) => a.user_id === principal.userId)
+          }
+        )
+      )
+
+    return { submit, get, cancel, decide, pendingApprovals, events, getSession, resetSession } as const
   })
 }) {}

@@ -1,0 +1,25 @@
+import { Unavailable } from "@altan/domain/Errors"
+import type { TenantId } from "@altan/domain/Ids"
+import { TenantTasks } from "@altan/domain/TenantTasks"
+import * as Entity from "@effect/cluster/Entity"
+import * as Effect from "effect/Effect"
+import { TaskStore } from "./TaskStore.js"
+
+/** `TenantTasks[tenant]`: answers reads across the tenant's sessions from the task store; it keeps nothing itself. */
+export const TenantTasksLive = TenantTasks.toLayer(
+  Effect.gen(function*() {
+    const tenantId = (yield* Entity.CurrentAddress).entityId as string as TenantId
+    const store = yield* TaskStore
+    return TenantTasks.of({
+      PendingApprovals: Effect.fn("TenantTasks.pendingApprovals", { captureStackTrace: false })(({ payload }) =>
+        store.pendingApprovals(tenantId, payload.cursor, payload.limit).pipe(
+          Effect.map(({ entries, next }) => ({ approvals: entries, ...(next ? { next_cursor: next } : {}) })),
+          Effect.mapError((e) =>
+            new Unavailable({ message: `task storage cannot be read right now; retry later (${e.message})` })
+          )
+        )
+      )
+    })
+  }),
+  { concurrency: "unbounded", maxIdleTime: "1 minute" }
+)

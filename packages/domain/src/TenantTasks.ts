@@ -1,0 +1,19 @@
+import * as ClusterSchema from "@effect/cluster/ClusterSchema"
+import * as Entity from "@effect/cluster/Entity"
+import * as Rpc from "@effect/rpc/Rpc"
+import * as Schema from "effect/Schema"
+import { ApprovalPage } from "./Approval.js"
+import { Unavailable } from "./Errors.js"
+
+/**
+ * Reads across a tenant's sessions, which no one session can answer. Entity id: the tenant id. It holds nothing:
+ * each read goes to the agent's stores.
+ */
+export const TenantTasks = Entity.make("TenantTasks", [
+  /** The tenant's calls waiting for approval, oldest request first. */
+  Rpc.make("PendingApprovals", {
+    payload: { cursor: Schema.optional(Schema.String), limit: Schema.Int },
+    success: ApprovalPage,
+    error: Unavailable
+  })
+]).annotate(ClusterSchema.ShardGroup, () => "agent")
