@@ -96,11 +96,13 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const cancelled = (taskId: TaskId) =>
         tasks.updateTask(taskId, (t) =>
           isTerminal(t.status) ? t : {
-            ...t,
+            ...withoutWaiting(t),
             status: "cancelled",
             error: { code: "cancelled", message: "the task was cancelled" },
             steps: t.steps.map((s) =>
-              s.status === "running" || s.status === "pending" ? { ...s, status: "cancelled" as const } : s
+              s.status === "running" || s.status === "pending" || s.status === "waiting_approval"
+                ? { ...s, status: "cancelled" as const }
+                : s
             )
           })
 

@@ -248,6 +248,11 @@ describe("approval of tool calls", () => {
     // cancelling a waiting task ends it
     const cancelled = await edge.call("POST", `/v1/tasks/${guarded.body.task_id}/cancel`, ana)
     expect(cancelled.body.status).toBe("cancelled")
+    expect(cancelled.body.steps[0].status).toBe("cancelled")
+    expect(cancelled.body.waiting_for).toBeUndefined()
+    // and it is no longer listed as waiting
+    const listed = (await edge.call("GET", "/v1/approvals?limit=100", admin)).body.approvals
+    expect(listed.map((a: any) => a.task_id)).not.toContain(guarded.body.task_id)
   })
 
   it("GET /v1/approvals lists what waits, oldest first, page by page: all for an admin, their own for a member", async () => {

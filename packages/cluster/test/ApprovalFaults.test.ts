@@ -1,0 +1,119 @@
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
+import {
+  type Api,
+  api,
+  type Cluster,
+  type RedisServer,
+  type Runner,
+  startCluster,
+  startRedis,
+  until
+} from "./fault/harness.js"
+import { setupTenant } from "./fault/load.js"
+import { startVendor, type Vendor } from "./fault/vendor.js"
+
+/**
+ * Approvals under faults (issue #15): real runner processes on a PostgreSQL database and a Redis of this file's own,
+ * two agent runners, and kill -9 of the one holding the waiting task's session. The call waiting for approval is a
+ * plain POST (no idempotency key) to the counting vendor: applied twice, it would show there.
+ */
+const tenant = "approvals"
+
+let redis: RedisServer | undefined
+let vendor: Vendor | undefined
+let cluster: Cluster | undefined
+let client: Api
+
+beforeAll(async () => {
+  redis = await startRedis()
+  vendor = await startVendor({ minDelayMs: 50, maxDelayMs: 150 })
+  cluster = await startCluster({
+    name: "approvals",
+    env: { REDIS_URL: redis.url, EGRESS_ALLOW_HOSTS: vendor.host }
+  })
+  await cluster.startAll(["integrator", "agent", "agent", "tool"])
+  await cluster.waitReady()
+  await cluster.waitRegistered()
+  const token = await cluster.token({ tenant, role: "admin" })
+  client = api(cluster.integratorBases()[0]!, token)
+  await setupTenant({
+    base: client.base,
+    adminToken: token,
+    vendor,
+    settings: { approval_required: ["plain_post"] }
+  })
+}, 180_000)
+
+afterAll(async () => {
+  await cluster?.close()
+  await redis?.close()
+  await vendor?.close()
+}, 60_000)
+
+/** Submits a one-step task whose call waits for approval, and waits until it does. */
+const waitingTask = async (marker: string) => {
+  const submitted = await client.call("POST", "/v1/tasks", {
+    input: { steps: [{ id: "a", tool: "plain_post", input: { marker, step: "a" } }] },
+    mode: "async",
+    idempotency_key: marker
+  })
+  expect([200, 202], submitted.text).toContain(submitted.status)
+  const taskId: string = submitted.body.task_id
+  const task = await until(`${taskId} waiting`, 60_000, async () => {
+    const res = await client.call("GET", `/v1/tasks/${taskId}`)
+    return res.body?.status === "waiting" ? res.body : undefined
+  })
+  return { taskId, hash: task.waiting_for[0].input_hash as string, session: `${tenant}/${task.session_id}` }
+}
+
+const finished = (taskId: string) =>
+  until(`${taskId} finished`, 90_000, async () => {
+    const res = await client.call("GET", `/v1/tasks/${taskId}`)
+    return ["succeeded", "failed", "cancelled"].includes(res.body?.status) ? res.body : undefined
+  }, { context: () => cluster!.dump() })
+
+/** Kills the agent runner holding the session, and starts it again once its shards have moved. */
+const killOwner = async (session: string): Promise<Runner> => {
+  const owner = await until(`owner of ${session}`, 30_000, () => cluster!.runnerOf("agent", session))
+  cluster!.kill(owner)
+  await owner.waitExit()
+  return owner
+}
+
+describe("approvals under faults", () => {
+  it("a waiting task survives kill -9 of the runner holding it; approved afterwards, its call runs once", async () => {
+    onTestFailed(() => console.log(cluster!.dump()))
+    const marker = `wait-${Date.now().toString(36)}`
+    const { hash, session, taskId } = await waitingTask(marker)
+    const owner = await killOwner(session)
+    // the session comes back on the other agent runner, from what Redis holds: still waiting, nothing called
+    const approved = await until("approval taken", 90_000, async () => {
+      const res = await client.call("POST", `/v1/tasks/${taskId}/steps/a/approve`, { input_hash: hash })
+      return res.status === 200 ? res : undefined
+    })
+    expect(approved.body.steps[0].approval.decision).toBe("approved")
+    const task = await finished(taskId)
+    expect(task.status, JSON.stringify(task)).toBe("succeeded")
+    expect(vendor!.calls(marker, "a")).toBe(1)
+    await cluster!.restart(owner)
+    await cluster!.waitRegistered()
+  }, 240_000)
+
+  it("the runner holding the task is killed right after the approval: the call runs exactly once", async () => {
+    onTestFailed(() => console.log(cluster!.dump()))
+    const marker = `after-${Date.now().toString(36)}`
+    const { hash, session, taskId } = await waitingTask(marker)
+    const owner = await until(`owner of ${session}`, 30_000, () => cluster!.runnerOf("agent", session))
+    const approved = await client.call("POST", `/v1/tasks/${taskId}/steps/a/approve`, { input_hash: hash })
+    expect(approved.status, approved.text).toBe(200)
+    // the decision is stored, and so is the run it wakes: whatever the dead runner had started, the task ends
+    cluster!.kill(owner)
+    await owner.waitExit()
+    const task = await finished(taskId)
+    expect(task.status, JSON.stringify(task)).toBe("succeeded")
+    expect(task.steps[0]).toMatchObject({ status: "succeeded", approval: { decision: "approved" } })
+    expect(vendor!.calls(marker, "a")).toBe(1)
+    await cluster!.restart(owner)
+    await cluster!.waitRegistered()
+  }, 240_000)
+})
