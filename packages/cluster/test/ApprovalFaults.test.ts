@@ -116,4 +116,44 @@ describe("approvals under faults", () => {
     await cluster!.restart(owner)
     await cluster!.waitRegistered()
   }, 240_000)
+  it("an undecided call expires at its deadline, held by the cluster's storage across a kill -9", async () => {
+    onTestFailed(() => console.log(cluster!.dump()))
+    // a tenant of its own, whose calls wait 4 s at most
+    const token = await cluster!.token({ tenant: "approvals-expiry", role: "admin" })
+    const expiry = api(client.base, token)
+    await setupTenant({
+      base: client.base,
+      adminToken: token,
+      vendor: vendor!,
+      settings: { approval_required: ["plain_post"], approval_timeout: 4 }
+    })
+    const marker = `expire-${Date.now().toString(36)}`
+    const submitted = await expiry.call("POST", "/v1/tasks", {
+      input: { steps: [{ id: "a", tool: "plain_post", input: { marker, step: "a" } }] },
+      mode: "async"
+    })
+    const taskId: string = submitted.body.task_id
+    const waiting = await until(`${taskId} waiting`, 60_000, async () => {
+      const res = await expiry.call("GET", `/v1/tasks/${taskId}`)
+      return res.body?.status === "waiting" ? res.body : undefined
+    })
+    // the runner that holds the task, and the deadline's message, dies; the deadline still comes
+    const owner = await until(
+      "owner",
+      30_000,
+      () => cluster!.runnerOf("agent", `approvals-expiry/${waiting.session_id}`)
+    )
+    cluster!.kill(owner)
+    await owner.waitExit()
+    const task = await until(`${taskId} expired`, 90_000, async () => {
+      const res = await expiry.call("GET", `/v1/tasks/${taskId}`)
+      return res.body?.status === "failed" ? res.body : undefined
+    }, { context: () => cluster!.dump() })
+    expect(task.error.code).toBe("approval_expired")
+    expect(task.steps[0].status).toBe("expired")
+    expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(task.steps[0].approval.expires_at))
+    expect(vendor!.calls(marker, "a")).toBe(0)
+    await cluster!.restart(owner)
+    await cluster!.waitRegistered()
+  }, 240_000)
 })
