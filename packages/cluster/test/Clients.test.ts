@@ -134,6 +134,37 @@ for (const protocol of ["http", "websocket"] as const) {
         expect((yield* client.GetTask({ task_id: accepted.task_id })).status).toBe("succeeded")
       }))
 
+    it.scoped("ApproveStep and RejectStep decide a waiting call; the typed HTTP client decides too", () =>
+      Effect.gen(function*() {
+        const client = yield* rpc(tokenA)
+        const oneCall = { steps: [{ id: "e", tool: "probe.echo", input: { value: protocol } }] }
+        const waiting = yield* client.SubmitTask(request(oneCall, { approval_required: ["probe.echo"] }))
+        expect(waiting.status).toBe("waiting")
+        const approved = yield* client.ApproveStep({
+          task_id: waiting.task_id,
+          step_id: "e",
+          input_hash: waiting.waiting_for![0]!.input_hash!
+        })
+        expect(approved.steps[0]!.approval?.decision).toBe("approved")
+        const events = Chunk.toReadonlyArray(yield* Stream.runCollect(client.TaskEvents({ task_id: waiting.task_id })))
+        expect(events.at(-1)!.type).toBe("task.succeeded")
+        // a stale hash is the typed Conflict
+        const other = yield* client.SubmitTask(request(oneCall, { approval_required: ["probe.echo"] }))
+        const stale = yield* Effect.flip(
+          client.ApproveStep({ task_id: other.task_id, step_id: "e", input_hash: "0".repeat(64) })
+        )
+        expect(stale).toMatchObject({ _tag: "Conflict", code: "stale_input_hash" })
+        const rejected = yield* client.RejectStep({ task_id: other.task_id, step_id: "e", reason: "no" })
+        expect(rejected.steps[0]!.status).toBe("rejected")
+        // the HttpApi client has the same routes
+        const third = yield* client.SubmitTask(request(oneCall, { approval_required: ["probe.echo"] }))
+        const http = yield* makeClient({ baseUrl: edge.base, token: tokenA })
+        const viaHttp = yield* http.tasks.reject({ path: { task_id: third.task_id, step_id: "e" }, payload: {} })
+        expect(viaHttp.steps[0]!.status).toBe("rejected")
+        const page = yield* http.approvals.list({ urlParams: {} })
+        expect(page.approvals.map((a) => a.task_id)).not.toContain(third.task_id)
+      }))
+
     it.scoped("a repeated idempotency key answers the same task", () =>
       Effect.gen(function*() {
         const client = yield* rpc(tokenA)

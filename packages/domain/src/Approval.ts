@@ -69,11 +69,9 @@ export const ApprovalPage = Schema.Struct({
 })
 export type ApprovalPage = typeof ApprovalPage.Type
 
-/** Query of `GET /v1/approvals`. */
+/** Query of `GET /v1/approvals`: `status` is `pending` (the only one listed), `limit` 50 unless said. */
 export const ApprovalQuery = Schema.Struct({
-  status: Schema.optionalWith(Schema.Literal("pending"), { default: () => "pending" as const }),
+  status: Schema.optional(Schema.Literal("pending")),
   cursor: Schema.optional(Schema.String.pipe(Schema.maxLength(512))),
-  limit: Schema.optionalWith(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 100)), {
-    default: () => 50
-  })
+  limit: Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 100)))
 })

@@ -68,5 +68,5 @@ export const ApprovalsLive = HttpApiBuilder.group(Api, "approvals", (handlers) =
     const tasks = yield* Tasks
     return handlers.handle("list", ({ urlParams }) =>
       Effect.flatMap(CurrentPrincipal, (principal) =>
-        tasks.pendingApprovals(principal, urlParams.cursor, urlParams.limit)))
+        tasks.pendingApprovals(principal, urlParams.cursor, urlParams.limit ?? 50)))
   }))
