@@ -314,7 +314,16 @@ describe("operations", () => {
     expect(await (await api("/healthz", { token: null })).json()).toEqual({ status: "ok" })
     expect(await (await api("/readyz", { token: null })).json()).toEqual({ status: "ok", checks: { cluster: "ok" } })
     const spec = await (await api("/openapi.json", { token: null })).json()
-    expect(Object.keys(spec.paths)).toEqual(expect.arrayContaining(["/v1/tasks", "/v1/tasks/{task_id}", "/healthz"]))
+    expect(Object.keys(spec.paths)).toEqual(expect.arrayContaining([
+      "/v1/tasks",
+      "/v1/tasks/{task_id}",
+      "/v1/tasks/{task_id}/steps/{step_id}/approve",
+      "/v1/tasks/{task_id}/steps/{step_id}/reject",
+      "/v1/approvals",
+      "/healthz"
+    ]))
+    // the statuses of a task that waits are in the contract
+    expect(JSON.stringify(spec)).toContain("waiting_approval")
     const docs = await api("/docs", { token: null })
     expect(docs.status).toBe(200)
     expect(docs.headers.get("content-type")).toContain("text/html")
