@@ -179,6 +179,33 @@ describe("approval of tool calls", () => {
     expect(effectCalls("p2")).toBe(0)
   })
 
+  it("a decision that lands while the rest of the plan still runs is not lost: the approved call runs after", async () => {
+    // another tenant, whose only rule is the task's own
+    const member = await edge.sign({ tenant_id: "appr-running", role: "member", sub: "cy" })
+    const task = (await edge.call("POST", "/v1/tasks", member, {
+      input: {
+        steps: [
+          { id: "ask", tool: "probe.echo", input: { value: "approved while running" } },
+          { id: "slow", tool: "probe.effect", input: { label: "running-slow", ms: 800 } }
+        ]
+      },
+      approval_required: ["probe.echo"],
+      mode: "async"
+    })).body
+    let now = await get(task.task_id, member)
+    for (let i = 0; i < 100 && now.steps[0].status !== "waiting_approval"; i++) now = await get(task.task_id, member)
+    expect(now.steps.map((s: any) => s.status)).toEqual(["waiting_approval", "running"])
+    const approved = await edge.call("POST", `/v1/tasks/${task.task_id}/steps/ask/approve`, member, {
+      input_hash: now.steps[0].approval.input_hash
+    })
+    expect(approved.status, approved.text).toBe(200)
+    // the run in flight ends after the slow step, and goes round again for the approved call
+    expect((await eventsOf(task.task_id, member)).at(-1).type).toBe("task.succeeded")
+    const done = await get(task.task_id, member)
+    expect(done.steps.map((s: any) => s.status)).toEqual(["succeeded", "succeeded"])
+    expect(done.output).toEqual({ label: "running-slow", n: 1 })
+  })
+
   it("an approver may edit the input: checked against the tool's schema, hashed anew, run as edited", async () => {
     const task = (await edge.call("POST", "/v1/tasks", ana, plan("p3"))).body
     expect(task.status).toBe("waiting")
