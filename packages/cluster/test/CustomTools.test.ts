@@ -57,6 +57,32 @@ afterAll(async () => {
   await new Promise((r) => slack.close(r))
 })
 
+describe("connection status", () => {
+  it("an api_key or OAuth connection whose secret is not stored says missing_secret, until it is", async () => {
+    const put = await call("PUT", "/v1/connections/hubspot", adminA, { type: "api_key", secret: "hubspot_key" })
+    expect(put.status, put.text).toBe(200)
+    expect(put.body).toMatchObject({ provider: "hubspot", type: "api_key", status: "missing_secret" })
+    expect((await call("PUT", "/v1/secrets/hubspot_key", adminA, { value: "pat-na1-0000" })).status).toBe(204)
+    const listed = await call("GET", "/v1/connections", adminA)
+    expect(listed.body.find((c: any) => c.provider === "hubspot")).toMatchObject({ status: "connected" })
+
+    const app = await call("PUT", "/v1/connections/gmail", adminA, {
+      type: "oauth2",
+      client_id: "app",
+      client_secret_secret: "gmail_app_secret",
+      authorize_url: "https://accounts.example.test/authorize",
+      token_url: "https://accounts.example.test/token"
+    })
+    expect(app.status, app.text).toBe(200)
+    expect(app.body.status).toBe("missing_secret")
+    expect((await call("PUT", "/v1/secrets/gmail_app_secret", adminA, { value: "app-secret" })).status).toBe(204)
+    const again = await call("GET", "/v1/connections", adminA)
+    expect(again.body.find((c: any) => c.provider === "gmail")).toMatchObject({ status: "pending" })
+    // tidy: these connections are not the other tests' business
+    for (const provider of ["hubspot", "gmail"]) await call("DELETE", `/v1/connections/${provider}`, adminA)
+  })
+})
+
 describe("custom tools", () => {
   it("accepts the seed's slack_notify as written and runs it in a task", async () => {
     const put = await call("PUT", "/v1/tools/slack_notify", adminA, slackNotify)

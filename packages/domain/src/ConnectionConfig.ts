@@ -43,11 +43,15 @@ export type OAuth2Connection = typeof OAuth2Connection.Type
 export const ConnectionConfig = Schema.Union(ApiKeyConnection, OAuth2Connection)
 export type ConnectionConfig = typeof ConnectionConfig.Type
 
-/** A connection as the API shows it: never a token or key. */
+/**
+ * A connection as the API shows it: never a token or key. `missing_secret`: the secret it names (`secret`, or an
+ * OAuth app's `client_secret_secret`) is not stored (`PUT /v1/secrets/{name}`), so no call can use it yet;
+ * `pending`: an OAuth connection not authorized yet; `needs_reauth`: its grant was refused at refresh.
+ */
 export const ConnectionInfo = Schema.Struct({
   provider: Schema.String,
   type: Schema.Literal("api_key", "oauth2"),
-  status: Schema.Literal("connected", "needs_reauth", "pending"),
+  status: Schema.Literal("connected", "needs_reauth", "pending", "missing_secret"),
   scopes: Schema.Array(Schema.String),
   expires_at: Schema.NullOr(Schema.String)
 })

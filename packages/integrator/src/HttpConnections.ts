@@ -1,7 +1,7 @@
 import { Api } from "@altan/domain/Api"
 import { Connection } from "@altan/domain/Connection"
 import type { ConnectionConfig, ConnectionInfo } from "@altan/domain/ConnectionConfig"
-import { Conflict, InvalidRequest, NotFound } from "@altan/domain/Errors"
+import { Conflict, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
 import { entityId, TenantId } from "@altan/domain/Ids"
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
@@ -12,6 +12,7 @@ import { IntegratorConfig } from "./IntegratorConfig.js"
 import { orUnavailable } from "./internal/clusterCall.js"
 import { requireAdmin } from "./internal/requireAdmin.js"
 import { authorizeUrl, OAuthStore, randomToken, scopesFor, stateTtlMs } from "./OAuth.js"
+import { SecretStore } from "./SecretStore.js"
 
 /** Where the provider sends the user back: `OAUTH_REDIRECT_URL`, else this edge's own callback URL. */
 const redirectUri = Effect.gen(function*() {
@@ -31,15 +32,28 @@ export const ConnectionsLive = HttpApiBuilder.group(Api, "connections", (handler
   Effect.gen(function*() {
     const connections = yield* ConnectionStore
     const oauth = yield* OAuthStore
+    const secrets = yield* SecretStore
     const entities = yield* Connection.client
     const infoOf = (tenantId: TenantId, provider: string, c: ConnectionConfig) =>
-      c.type === "api_key"
-        ? Effect.succeed<ConnectionInfo>({ provider, type: c.type, status: "connected", scopes: [], expires_at: null })
-        : Effect.map(oauth.getStatus(tenantId, provider), (status) => ({
+      Effect.gen(function*() {
+        // whether the secret it names is stored (its value is not read out of the store's answer)
+        const stored = yield* Effect.map(
+          secrets.get(tenantId, c.type === "api_key" ? c.secret : c.client_secret_secret),
+          Option.isSome
+        ).pipe(Effect.mapError((e) => new Unavailable({ message: e.message })))
+        if (!stored) {
+          return { provider, type: c.type, status: "missing_secret" as const, scopes: [], expires_at: null }
+        }
+        if (c.type === "api_key") {
+          return { provider, type: c.type, status: "connected" as const, scopes: [], expires_at: null }
+        }
+        const status = yield* oauth.getStatus(tenantId, provider)
+        return {
           provider,
           type: c.type,
           ...Option.getOrElse(status, () => ({ status: "pending" as const, scopes: [], expires_at: null }))
-        }))
+        } satisfies ConnectionInfo
+      })
     return handlers
       .handle("put", ({ path, payload }) =>
         Effect.gen(function*() {
