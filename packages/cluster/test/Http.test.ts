@@ -274,6 +274,20 @@ describe("bad input", () => {
     expect(res.status).toBe(404)
     expect((await res.json()).error.code).toBe("not_found")
   })
+
+  it("405 with Allow for a known path asked with another method", async () => {
+    const res = await api("/v1/tasks", { method: "GET" })
+    expect(res.status).toBe(405)
+    expect(res.headers.get("allow")).toBe("POST")
+    expect((await res.json()).error).toMatchObject({ code: "method_not_allowed", details: { allow: ["POST"] } })
+    const task = await api("/v1/tasks/s1.t1", { method: "DELETE" })
+    expect(task.status).toBe(405)
+    expect(task.headers.get("allow")).toBe("GET")
+    const cancel = await api("/v1/tasks/s1.t1/cancel", { method: "GET" })
+    expect(cancel.headers.get("allow")).toBe("POST")
+    // a path no route has is still 404, whatever the method
+    expect((await api("/v1/tasks/s1.t1/nope", { method: "POST" })).status).toBe(404)
+  })
 })
 
 describe("tenant isolation", () => {

@@ -12,6 +12,7 @@ import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import { retryAfterSeconds } from "../Admission.js"
 import { SecretStoreError } from "../SecretStore.js"
+import { allowedMethods } from "./allowedMethods.js"
 
 const fieldOf = (path: ReadonlyArray<PropertyKey>) => path.map(String).join(".")
 
@@ -128,8 +129,23 @@ export const finishResponse = (
   // the rest of an oversized body is not worth reading: close the connection after answering
   if (response.status === 413) return Effect.succeed(HttpServerResponse.setHeader(response, "connection", "close"))
   if (response.status === 404 && response.body._tag === "Empty") {
+    const path = request.url.split("?")[0]!
+    // a known path asked with another method: 405, saying which methods it takes
+    const allowed = allowedMethods(path)
+    if (allowed.length > 0) {
+      return Effect.succeed(HttpServerResponse.unsafeJson(
+        {
+          error: {
+            code: "method_not_allowed",
+            message: `${request.method} is not allowed on ${path}; use ${allowed.join(" or ")}`,
+            details: { allow: allowed }
+          }
+        },
+        { status: 405, headers: { allow: allowed.join(", ") } }
+      ))
+    }
     return Effect.succeed(HttpServerResponse.unsafeJson(
-      { error: { code: "not_found", message: `no route for ${request.method} ${request.url.split("?")[0]}` } },
+      { error: { code: "not_found", message: `no route for ${request.method} ${path}` } },
       { status: 404 }
     ))
   }
