@@ -275,6 +275,25 @@ describe("bad input", () => {
     expect((await res.json()).error.code).toBe("not_found")
   })
 
+  it("415 for a body that is not JSON (a form post, plain text), naming the type the API takes", async () => {
+    for (const type of ["application/x-www-form-urlencoded", "text/plain;charset=UTF-8"]) {
+      const res = await api("/v1/tasks", { method: "POST", body: "input=hello", headers: { "content-type": type } })
+      expect(res.status, type).toBe(415)
+      expect((await res.json()).error).toMatchObject({
+        code: "unsupported_media_type",
+        message: expect.stringContaining("application/json"),
+        details: { expected: "application/json" }
+      })
+    }
+    // JSON with a charset, or a +json type, is JSON
+    const ok = await api("/v1/tasks", {
+      method: "POST",
+      body: JSON.stringify({ input: { steps: [{ id: "parse", tool: "email.parse", input: { raw: email } }] } }),
+      headers: { "content-type": "application/json; charset=utf-8" }
+    })
+    expect(ok.status).toBe(200)
+  })
+
   it("405 with Allow for a known path asked with another method", async () => {
     const res = await api("/v1/tasks", { method: "GET" })
     expect(res.status).toBe(405)

@@ -12,6 +12,26 @@ const tooLarge = (maxBodyBytes: number) =>
     { status: 413 }
   )
 
+/** A body the API would misread (a form, plain text): it takes JSON, and says so. */
+const notJson = (contentType: string | undefined) =>
+  HttpServerResponse.unsafeJson(
+    {
+      error: {
+        code: "unsupported_media_type",
+        message: `the request body must be JSON (content-type: application/json), not ${contentType ?? "untyped"}`,
+        details: { field: "content-type", expected: "application/json" }
+      }
+    },
+    { status: 415, headers: { accept: "application/json" } }
+  )
+
+/** `application/json` and `+json` types; the RPC endpoints (ndjson) check their own. */
+const takesBody = (request: HttpServerRequest.HttpServerRequest) => {
+  if (request.url.startsWith("/rpc")) return true
+  const type = request.headers["content-type"]?.split(";")[0]!.trim().toLowerCase()
+  return type === "application/json" || (type !== undefined && /^application\/[a-z0-9.+-]+\+json$/.test(type))
+}
+
 const tooDeep = (maxJsonDepth: number) =>
   HttpServerResponse.unsafeJson(
     {
@@ -91,7 +111,8 @@ const withBody = (request: HttpServerRequest.HttpServerRequest, body: Buffer): H
 /**
  * Serves `request` with `serve` within the body limits. A declared length over the size limit is refused before
  * anything is read; any other body is read here, up to the limit (a chunked one is refused as soon as it passes
- * it), and refused when its JSON nests deeper than `maxJsonDepth`, before anything parses it.
+ * it), and refused when its JSON nests deeper than `maxJsonDepth`, before anything parses it. A body that is not
+ * JSON by its content type (a form post, plain text) gets 415 naming the type the API takes.
  */
 export const withBodyLimits = <E, R>(
   limits: { readonly maxBodyBytes: number; readonly maxJsonDepth: number },
@@ -104,6 +125,7 @@ export const withBodyLimits = <E, R>(
     if (declared !== undefined && Number(declared) > maxBodyBytes) return tooLarge(maxBodyBytes)
     const hasBody = declared === undefined ? request.headers["transfer-encoding"] !== undefined : Number(declared) > 0
     if (!HttpMethod.hasBody(request.method) || !hasBody) return yield* serve
+    if (!takesBody(request)) return notJson(request.headers["content-type"])
     const body = yield* readLimited(NodeHttpServerRequest.toIncomingMessage(request), maxBodyBytes).pipe(
       Effect.mapError((cause) => new HttpServerError.RequestError({ request, reason: "Transport", cause }))
     )
