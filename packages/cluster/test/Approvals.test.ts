@@ -213,7 +213,7 @@ describe("approval of tool calls", () => {
     const url = `/v1/tasks/${task.task_id}/steps/write/approve`
     const wrong = await edge.call("POST", url, ana, { input_hash: inputHash, input: { label: 5 } })
     expect(wrong.status).toBe(400)
-    expect(wrong.body.error.code).toBe("invalid_input")
+    expect(wrong.body.error.code).toBe("invalid_tool_input")
     expect(wrong.body.error.details.field).toBe("input.label")
     expect((await get(task.task_id)).status).toBe("waiting")
 

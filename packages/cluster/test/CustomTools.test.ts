@@ -124,10 +124,14 @@ describe("custom tools", () => {
   it("checks inputs against the tool's schema before any request", async () => {
     received.length = 0
     const task = await call("POST", "/v1/tasks", memberA, {
-      input: { steps: [{ id: "n", tool: "slack_notify", input: { channel_id: 42 } }] }
+      input: { steps: [{ id: "n", tool: "slack_notify", input: { channel_id: 42, message: "hi" } }] }
     })
-    expect(task.body.status).toBe("failed")
-    expect(task.body.steps[0].error.code).toBe("invalid_tool_input")
+    // refused before it is accepted: nothing of it runs
+    expect(task.status).toBe(400)
+    expect(task.body.error).toMatchObject({
+      code: "invalid_tool_input",
+      details: { field: "input.steps.0.input.channel_id" }
+    })
     expect(received).toEqual([])
   })
 

@@ -175,11 +175,33 @@ describe("structured plans", () => {
       expect(probes.calls.map((c) => c.tool).sort()).toEqual(["probe.echo", "probe.fail"])
     }))
 
-  it.effect("a tool input that violates the tool's schema fails the step with the field named", () =>
+  it.effect("a tool input that violates the tool's schema is refused at submit, the step and field named", () =>
     Effect.gen(function*() {
-      const { task } = yield* submit({ steps: [{ id: "a", tool: "probe.echo", input: { valeu: 1 } }] })
-      expect(task!.steps[0]).toMatchObject({ status: "failed", error: { code: "invalid_tool_input" } })
+      const { rejected, task } = yield* submit({
+        steps: [
+          { id: "ok", tool: "probe.echo", input: { value: 1 } },
+          { id: "a", tool: "probe.echo", input: { valeu: 1 } }
+        ]
+      })
+      expect(task).toBeUndefined()
+      expect(rejected).toMatchObject({
+        code: "invalid_tool_input",
+        message: expect.stringContaining("step \"a\""),
+        details: { field: expect.stringMatching(/^input\.steps\.1\.input/) }
+      })
       expect(probes.calls).toEqual([])
+    }))
+
+  it.effect("an input known only once a $ref resolves is checked when the step runs, failing that step", () =>
+    Effect.gen(function*() {
+      const { task } = yield* submit({
+        steps: [
+          { id: "a", tool: "probe.echo", input: { value: 1 } },
+          { id: "b", tool: "probe.effect", input: { label: { $ref: "a.output.value" } } }
+        ]
+      })
+      expect(task!.steps[1]).toMatchObject({ status: "failed", error: { code: "invalid_tool_input" } })
+      expect(probes.calls.map((c) => c.tool)).toEqual(["probe.echo"])
     }))
 
   it.effect("cancels a running task: running steps are interrupted, and a second cancel is a conflict", () =>

@@ -35,6 +35,13 @@ const collectRefs = (value: unknown, field: string, out: Array<{ raw: string; fi
   }
 }
 
+/** Whether a step's input refers to another step's output anywhere (then it is known only when that step ran). */
+export const hasRefs = (value: unknown): boolean => {
+  const found: Array<{ raw: string; field: string }> = []
+  collectRefs(value, "", found)
+  return found.length > 0
+}
+
 /** Finds a cycle among `deps`, as the list of step ids that form it. */
 const findCycle = (ids: ReadonlyArray<string>, deps: ReadonlyMap<string, ReadonlyArray<string>>) => {
   const state = new Map<string, "visiting" | "done">()

@@ -171,6 +171,30 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
           }
         }
         yield* PlanGraph.checkRefPaths(graph, specs)
+        // inputs known now (no $ref) are checked against their tool's schema before anything is accepted
+        yield* Effect.forEach(
+          plan.steps.flatMap((step, i) => (PlanGraph.hasRefs(step.input) ? [] : [[step, i] as const])),
+          ([step, i]) =>
+            workers(entityId(principal.tenantId, step.tool)).CheckInput({ input: step.input }).pipe(
+              Effect.timeoutFail({ duration: describeWait, onTimeout: () => ({ _tag: "no answer in time" as const }) }),
+              Effect.mapError((e) =>
+                ToolInputInvalid.is(e)
+                  ? new InvalidRequest({
+                    code: e.code,
+                    message: `step "${step.id}": ${e.message}`,
+                    details: {
+                      ...(e.details ?? {}),
+                      field: `input.steps.${i}.input${e.details?.["field"] ? `.${e.details["field"]}` : ""}`
+                    }
+                  })
+                  : new Unavailable({
+                    message: `the tool service could not check the input of step "${step.id}" (${e._tag}); retry later`,
+                    details: { retry_after_ms: 2000 }
+                  })
+              )
+            ),
+          { concurrency: "unbounded", discard: true }
+        )
         return [...specs.values()]
       })
 
@@ -352,7 +376,7 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
           Effect.mapError((e) =>
             ToolInputInvalid.is(e)
               ? new InvalidRequest({
-                code: "invalid_input",
+                code: e.code,
                 message: e.message,
                 details: { ...(e.details ?? {}), field: `input${e.details?.["field"] ? `.${e.details["field"]}` : ""}` }
               })
