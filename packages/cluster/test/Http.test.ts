@@ -275,6 +275,14 @@ describe("bad input", () => {
     expect((await res.json()).error.code).toBe("not_found")
   })
 
+  it("an unknown top-level field of a task is named in the 400", async () => {
+    const res = await api("/v1/tasks", { method: "POST", json: { inputs: "hello", input: "hi" } })
+    expect(res.status).toBe(400)
+    const { error } = await res.json()
+    expect(error).toMatchObject({ code: "invalid_request", details: { field: "inputs" } })
+    expect(error.message).toContain("inputs")
+  })
+
   it("415 for a body that is not JSON (a form post, plain text), naming the type the API takes", async () => {
     for (const type of ["application/x-www-form-urlencoded", "text/plain;charset=UTF-8"]) {
       const res = await api("/v1/tasks", { method: "POST", body: "input=hello", headers: { "content-type": type } })

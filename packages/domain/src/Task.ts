@@ -52,6 +52,9 @@ export const TaskRequest = Schema.Struct({
   max_steps: Schema.optional(Schema.Int.pipe(Schema.between(1, 50))),
   /** More calls to approve than the tenant's settings ask for. */
   approval_required: Schema.optional(Schema.Array(ApprovalRule).pipe(Schema.maxItems(256)))
+}).annotations({
+  // a misspelt field (`inputs`) is named in the 400, not silently dropped
+  parseOptions: { onExcessProperty: "error" }
 })
 export type TaskRequest = typeof TaskRequest.Type
 
