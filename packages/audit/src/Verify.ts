@@ -40,8 +40,14 @@ export interface ChainSummary {
 
 export interface VerifyResult {
   readonly ok: boolean
-  /** Items read, well-formed or not. */
+  /** Audit items read, well-formed or not. */
   readonly records: number
+  /**
+   * Items that are no audit record at all, skipped: a log line interleaved with the stdout sink's records (plain
+   * text, or JSON with none of `chain`, `seq`, `hash`). A record replaced by such a line still breaks its chain
+   * (`missing seq N`, or `prev_hash mismatch` after it).
+   */
+  readonly skipped: number
   readonly chains: ReadonlyArray<ChainSummary>
   /** The first broken link of each broken chain; empty when `ok`. */
   readonly breaks: ReadonlyArray<ChainBreak>
@@ -83,17 +89,29 @@ interface Item {
 const wellFormed = (value: unknown): value is AuditRecord =>
   isAuditRecord(value) && value.seq >= 1 && hex64.test(value.hash) && hex64.test(value.prev_hash)
 
+/** Whether an item claims to be an audit record (well-formed or not): an object with a chain, seq or hash. */
+const auditShaped = (value: unknown) =>
+  isObject(value) && ("chain" in value || "seq" in value || "hash" in value || "prev_hash" in value)
+
 /**
  * Checks every chain in `records` (any order; raw records, stdout lines or Cloud Logging entries): seqs
  * continuous from 1, each `prev_hash` equal to the previous record's `hash`, each `hash` that of its record.
- * Reports the first broken link of each chain; identical duplicates (an entry delivered twice) are ignored.
+ * Reports the first broken link of each chain; identical duplicates (an entry delivered twice) are ignored, and so
+ * are items that are no audit record at all (log lines beside the stdout sink's records), which are counted.
  */
 export const verify = (records: Iterable<unknown>, options: VerifyOptions = {}): VerifyResult => {
   const chains = new Map<string, Array<Item>>()
   let count = 0
+  let position = 0
+  let skipped = 0
   for (const value of records) {
-    const index = count++
+    const index = position++
     const candidate = recordOf(value)
+    if (!auditShaped(candidate)) {
+      skipped++
+      continue
+    }
+    count++
     const item: Item = wellFormed(candidate)
       ? { index, seq: candidate.seq, record: candidate }
       : {
@@ -129,7 +147,7 @@ export const verify = (records: Iterable<unknown>, options: VerifyOptions = {}):
     })
     if (broken) breaks.push(broken)
   }
-  return { ok: breaks.length === 0, records: count, chains: summaries, breaks }
+  return { ok: breaks.length === 0, records: count, skipped, chains: summaries, breaks }
 }
 
 /** The first broken link of one chain's items, sorted by seq. */
@@ -164,7 +182,7 @@ export interface ExportItem {
 
 /**
  * The items of an audit export: JSON lines (raw records, stdout sink lines or Cloud Logging entries; a line
- * that is not JSON is kept as a string, which `verify` reports as malformed), or a JSON array of entries as
+ * that is not JSON is kept as a string, which `verify` skips as no record), or a JSON array of entries as
  * `gcloud logging read --format=json` prints them.
  */
 export const parseExport = (text: string): Array<ExportItem> => {
@@ -198,9 +216,9 @@ export const formatReport = (
 ): string => {
   const broken = result.breaks.length
   const lines = [
-    `${result.records} records in ${result.chains.length} chain${result.chains.length === 1 ? "" : "s"}: ${
-      broken === 0 ? "all chains verify" : `${broken} broken chain${broken === 1 ? "" : "s"}`
-    }`
+    `${result.records} records in ${result.chains.length} chain${result.chains.length === 1 ? "" : "s"}${
+      result.skipped > 0 ? ` (${result.skipped} other line${result.skipped === 1 ? "" : "s"} skipped)` : ""
+    }: ${broken === 0 ? "all chains verify" : `${broken} broken chain${broken === 1 ? "" : "s"}`}`
   ]
   const breakOf = new Map(result.breaks.map((b) => [b.chain, b]))
   for (const chain of result.chains) {

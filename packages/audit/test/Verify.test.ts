@@ -108,7 +108,8 @@ describe("verify", () => {
       const shortHash = tamper(all, acme, 2, (r) => ({ ...r, hash: "abc" }))
       expect(Verify.verify(shortHash).breaks).toMatchObject([{ chain: acme, seq: 2, reason: "malformed record" }])
 
-      const text = [...all.map((r) => JSON.stringify(r)), "not json", "{\"hello\":1}", ""].join("\n")
+      // a line claiming to be a record (it has a hash) but naming no chain is malformed, wherever it is
+      const text = [...all.map((r) => JSON.stringify(r)), "{\"hash\": \"abc\"}", ""].join("\n")
       const items = Verify.parseExport(text)
       const result = Verify.verify(items.map((i) => i.value))
       expect(result.ok).toBe(false)
@@ -117,6 +118,28 @@ describe("verify", () => {
       expect(Verify.formatReport(result, (i) => items[i]!.where)).toContain(
         "BROKEN (unknown) at seq ?: malformed record (line 25)"
       )
+    }))
+
+  it.effect("skips log lines interleaved with the stdout sink's records, and still sees a record replaced by one", () =>
+    Effect.gen(function*() {
+      const all = yield* written
+      const logs = [
+        `timestamp=2026-12-06T00:00:00.000Z level=INFO fiber=#1 message="Altan API listening on http://localhost:8080"`,
+        JSON.stringify({ level: "WARN", message: "tool call failed", "tenant.id": "acme" }),
+        ""
+      ]
+      const mixed = all.flatMap((r, i) => [JSON.stringify(r), ...(i % 3 === 0 ? logs : [])]).join("\n")
+      const items = Verify.parseExport(mixed)
+      const result = Verify.verify(items.map((i) => i.value))
+      expect(result.ok).toBe(true)
+      expect(result.records).toBe(all.length)
+      expect(result.skipped).toBe(Math.ceil(all.length / 3) * 2)
+      expect(Verify.formatReport(result)).toContain(`other lines skipped`)
+      // a record swapped for a log line: its chain misses it
+      const acme = all.find((r) => r.tenant_id === "acme")!.chain
+      const swapped = all.map((r) => (r.chain === acme && r.seq === 2 ? logs[0] : JSON.stringify(r))).join("\n")
+      const broken = Verify.verify(Verify.parseExport(swapped).map((i) => i.value))
+      expect(broken.breaks).toMatchObject([{ chain: acme, reason: "missing seq 2" }])
     }))
 
   it.effect("reads stdout lines, Cloud Logging entries and gcloud's JSON arrays; --partial accepts a window", () =>
