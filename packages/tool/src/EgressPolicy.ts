@@ -188,6 +188,9 @@ export const checkUrl = (
   return Either.right({ url, host, literal, operatorAllowed })
 }
 
+/** Where a self-hosted service may live (never link-local or metadata): the refusal says how to allow it. */
+const localService = /^(?:loopback|private|unique-local)|which is (?:loopback|private)$/
+
 /**
  * The address to connect to (the first), once every address of the destination may be reached: a name with one
  * private address among public ones is refused.
@@ -201,11 +204,15 @@ export const checkAddresses = (
     for (const address of addresses) {
       const problem = addressProblem(address)
       if (problem !== undefined) {
+        const reason = literal !== undefined
+          ? `${host} is ${problem}`
+          : `${host} resolves to ${address}, which is ${problem}`
         return Either.left(
           new EgressDenied({
-            message: literal !== undefined
-              ? `${host} is ${problem}`
-              : `${host} resolves to ${address}, which is ${problem}`,
+            message: localService.test(problem)
+              ? `${reason}; a local service (a model server, say) is reached only once the operator lists it in ` +
+                `EGRESS_ALLOW_HOSTS (host:port)`
+              : reason,
             url: safeUrl(destination.url)
           })
         )

@@ -246,6 +246,14 @@ describe("Egress", () => {
       }
       expect(wrong).toEqual([])
       expect(connections() - before).toBe(0)
+      // a local service's refusal says how an operator allows it; metadata's never does
+      const local = yield* Effect.flip(get(`http://127.0.0.1:${u}/`, { allowHosts: "any-public" }))
+      expect(local.message).toContain("EGRESS_ALLOW_HOSTS")
+      const lan = yield* Effect.flip(get("http://10.0.0.1/", { allowHosts: "any-public" }))
+      expect(lan.message).toContain("EGRESS_ALLOW_HOSTS")
+      const metadata = yield* Effect.flip(get("http://169.254.169.254/", { allowHosts: "any-public" }))
+      expect(metadata.message).not.toContain("EGRESS_ALLOW_HOSTS")
+      expect(connections() - before).toBe(0)
     }))
 
   it.live("round-trips GET and POST with headers, status and body", () =>
@@ -371,7 +379,7 @@ describe("Egress", () => {
       const local = yield* failure(
         get(`http://127.0.0.1:${first.port}/redirect?to=${encodeURIComponent(`http://127.0.0.1:${unlisted.port}/`)}`)
       )
-      expect(local.message).toBe("127.0.0.1 is loopback")
+      expect(local.message.split("; ")[0]).toBe("127.0.0.1 is loopback")
       expect(unlisted.connections).toBe(unlistedBefore)
     }))
 
