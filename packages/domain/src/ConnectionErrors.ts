@@ -1,5 +1,5 @@
-import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
+import { TaggedError } from "./TaggedError.js"
 
 /*
  * The errors only a `Connection` raises (see `Connection.ts`, which re-exports them): its grant, its breaker, its
@@ -11,12 +11,9 @@ import * as Schema from "effect/Schema"
  * The tenant's OAuth2 connection to the provider lost its grant (revoked, expired refresh token):
  * an admin must connect it again (`POST /v1/connections/{provider}/authorize`).
  */
-export class ConnectionNeedsReauth extends Schema.TaggedError<ConnectionNeedsReauth>()("ConnectionNeedsReauth", {
+export class ConnectionNeedsReauth extends TaggedError<ConnectionNeedsReauth>()("ConnectionNeedsReauth", {
   provider: Schema.String
 }) {
-  static is(u: unknown): u is ConnectionNeedsReauth {
-    return Predicate.isTagged(u, "ConnectionNeedsReauth")
-  }
   get code() {
     return "connection_needs_reauth"
   }
@@ -27,28 +24,22 @@ export class ConnectionNeedsReauth extends Schema.TaggedError<ConnectionNeedsRea
 }
 
 /** The provider's circuit breaker is open after repeated failures: calls fail fast until a probe succeeds. */
-export class UpstreamUnavailable extends Schema.TaggedError<UpstreamUnavailable>()("UpstreamUnavailable", {
+export class UpstreamUnavailable extends TaggedError<UpstreamUnavailable>()("UpstreamUnavailable", {
   provider: Schema.String,
   message: Schema.String,
   retry_after_ms: Schema.Number
 }) {
-  static is(u: unknown): u is UpstreamUnavailable {
-    return Predicate.isTagged(u, "UpstreamUnavailable")
-  }
   get code() {
     return "upstream_unavailable"
   }
 }
 
 /** The tenant's budget at the provider cannot fit the call before its deadline (a sync task's timeout). */
-export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited", {
+export class RateLimited extends TaggedError<RateLimited>()("RateLimited", {
   provider: Schema.String,
   message: Schema.String,
   retry_after_ms: Schema.Number
 }) {
-  static is(u: unknown): u is RateLimited {
-    return Predicate.isTagged(u, "RateLimited")
-  }
   get code() {
     return "rate_limited"
   }

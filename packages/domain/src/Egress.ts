@@ -1,7 +1,7 @@
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
-import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
+import { TaggedError } from "./TaggedError.js"
 
 /** Methods an outbound call may use. */
 export type EgressMethod = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS"
@@ -41,13 +41,10 @@ export interface EgressResponse {
 }
 
 /** The call was refused before any connection was attempted. `url` has no query, fragment or userinfo. */
-export class EgressDenied extends Schema.TaggedError<EgressDenied>()("EgressDenied", {
+export class EgressDenied extends TaggedError<EgressDenied>()("EgressDenied", {
   message: Schema.String,
   url: Schema.String
 }) {
-  static is(u: unknown): u is EgressDenied {
-    return Predicate.isTagged(u, "EgressDenied")
-  }
   get code() {
     return "egress_denied" as const
   }
@@ -66,15 +63,12 @@ export const EgressFailureReason = Schema.Literal(
 export type EgressFailureReason = typeof EgressFailureReason.Type
 
 /** The call was allowed but did not produce a usable response; `retryable` for network errors and timeouts. */
-export class EgressFailed extends Schema.TaggedError<EgressFailed>()("EgressFailed", {
+export class EgressFailed extends TaggedError<EgressFailed>()("EgressFailed", {
   reason: EgressFailureReason,
   retryable: Schema.Boolean,
   message: Schema.String,
   url: Schema.String
 }) {
-  static is(u: unknown): u is EgressFailed {
-    return Predicate.isTagged(u, "EgressFailed")
-  }
   get code() {
     return "egress_failed" as const
   }

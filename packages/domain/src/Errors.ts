@@ -1,6 +1,6 @@
 import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
-import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
+import { TaggedError } from "./TaggedError.js"
 
 /** Extra, machine-readable facts about an error, e.g. `{ "field": "input.steps.0.id" }`. */
 export const ErrorDetails = Schema.Record({ key: Schema.String, value: Schema.Unknown })
@@ -20,69 +20,28 @@ const fields = (code: string) => ({
   details: Schema.optional(ErrorDetails)
 })
 
-/*
- * Each error's `static is` tests its tag, in the manner of `@effect/cluster`'s `ClusterError`: the tag alone, as the
- * checks it replaces did (an error decoded from the wire is an instance of its class all the same).
- */
+// Each error has `static is` (see `TaggedError`).
 
 /** 400: the request is malformed; `details.field` names the offending field. */
-export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()("InvalidRequest", fields("invalid_request")) {
-  static is(u: unknown): u is InvalidRequest {
-    return Predicate.isTagged(u, "InvalidRequest")
-  }
-}
+export class InvalidRequest extends TaggedError<InvalidRequest>()("InvalidRequest", fields("invalid_request")) {}
 /** 401: missing, malformed, expired or untrusted token. */
-export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthorized", fields("invalid_token")) {
-  static is(u: unknown): u is Unauthorized {
-    return Predicate.isTagged(u, "Unauthorized")
-  }
-}
+export class Unauthorized extends TaggedError<Unauthorized>()("Unauthorized", fields("invalid_token")) {}
 /** 403: authenticated, but the role may not do this. */
-export class Forbidden extends Schema.TaggedError<Forbidden>()("Forbidden", fields("forbidden")) {
-  static is(u: unknown): u is Forbidden {
-    return Predicate.isTagged(u, "Forbidden")
-  }
-}
+export class Forbidden extends TaggedError<Forbidden>()("Forbidden", fields("forbidden")) {}
 /** 404: absent, or another tenant's (never revealed). */
-export class NotFound extends Schema.TaggedError<NotFound>()("NotFound", fields("not_found")) {
-  static is(u: unknown): u is NotFound {
-    return Predicate.isTagged(u, "NotFound")
-  }
-}
+export class NotFound extends TaggedError<NotFound>()("NotFound", fields("not_found")) {}
 /** 409: the object is not in a state that allows this. */
-export class Conflict extends Schema.TaggedError<Conflict>()("Conflict", fields("conflict")) {
-  static is(u: unknown): u is Conflict {
-    return Predicate.isTagged(u, "Conflict")
-  }
-}
+export class Conflict extends TaggedError<Conflict>()("Conflict", fields("conflict")) {}
 /** 413: the request body is over the limit. */
-export class PayloadTooLarge
-  extends Schema.TaggedError<PayloadTooLarge>()("PayloadTooLarge", fields("payload_too_large"))
-{
-  static is(u: unknown): u is PayloadTooLarge {
-    return Predicate.isTagged(u, "PayloadTooLarge")
-  }
-}
+export class PayloadTooLarge extends TaggedError<PayloadTooLarge>()("PayloadTooLarge", fields("payload_too_large")) {}
 /** 503: the runtime cannot take the request right now (cluster mailbox full, storage down). */
-export class Unavailable extends Schema.TaggedError<Unavailable>()("Unavailable", fields("unavailable")) {
-  static is(u: unknown): u is Unavailable {
-    return Predicate.isTagged(u, "Unavailable")
-  }
-}
+export class Unavailable extends TaggedError<Unavailable>()("Unavailable", fields("unavailable")) {}
 
 /** 429: over a rate or concurrency limit; `details.retry_after_ms` says when to try again (also `Retry-After`). */
-export class TooManyRequests extends Schema.TaggedError<TooManyRequests>()("TooManyRequests", fields("rate_limited")) {
-  static is(u: unknown): u is TooManyRequests {
-    return Predicate.isTagged(u, "TooManyRequests")
-  }
-}
+export class TooManyRequests extends TaggedError<TooManyRequests>()("TooManyRequests", fields("rate_limited")) {}
 
 /** 502: an upstream (a provider's token endpoint, a vendor API) answered with an error or garbage. */
-export class UpstreamFailed extends Schema.TaggedError<UpstreamFailed>()("UpstreamFailed", fields("upstream_failed")) {
-  static is(u: unknown): u is UpstreamFailed {
-    return Predicate.isTagged(u, "UpstreamFailed")
-  }
-}
+export class UpstreamFailed extends TaggedError<UpstreamFailed>()("UpstreamFailed", fields("upstream_failed")) {}
 
 type WireError = { readonly code: string; readonly message: string; readonly details?: ErrorDetails | undefined }
 

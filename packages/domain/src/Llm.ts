@@ -1,6 +1,6 @@
-import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import { ErrorDetails } from "./Errors.js"
+import { TaggedError } from "./TaggedError.js"
 
 /** One tool call the model asked for; `arguments` is the parsed JSON object. */
 export const ToolCall = Schema.Struct({
@@ -51,39 +51,30 @@ export const Completion = Schema.Struct({
 export type Completion = typeof Completion.Type
 
 /** The LLM could not be reached or kept failing, fallbacks included. */
-export class LlmUnavailable extends Schema.TaggedError<LlmUnavailable>()("LlmUnavailable", {
+export class LlmUnavailable extends TaggedError<LlmUnavailable>()("LlmUnavailable", {
   message: Schema.String,
   attempts: Schema.Array(LlmAttempt),
   details: Schema.optional(ErrorDetails)
 }) {
-  static is(u: unknown): u is LlmUnavailable {
-    return Predicate.isTagged(u, "LlmUnavailable")
-  }
   get code() {
     return "llm_unavailable"
   }
 }
 
 /** The LLM answered something that is not a usable completion (after one repair round trip). */
-export class LlmBadResponse extends Schema.TaggedError<LlmBadResponse>()("LlmBadResponse", {
+export class LlmBadResponse extends TaggedError<LlmBadResponse>()("LlmBadResponse", {
   message: Schema.String,
   attempts: Schema.Array(LlmAttempt)
 }) {
-  static is(u: unknown): u is LlmBadResponse {
-    return Predicate.isTagged(u, "LlmBadResponse")
-  }
   get code() {
     return "llm_bad_response"
   }
 }
 
 /** The tenant has no such LLM configured, or its secret is missing. */
-export class LlmNotConfigured extends Schema.TaggedError<LlmNotConfigured>()("LlmNotConfigured", {
+export class LlmNotConfigured extends TaggedError<LlmNotConfigured>()("LlmNotConfigured", {
   message: Schema.String
 }) {
-  static is(u: unknown): u is LlmNotConfigured {
-    return Predicate.isTagged(u, "LlmNotConfigured")
-  }
   get code() {
     return "llm_not_configured"
   }

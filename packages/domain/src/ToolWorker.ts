@@ -1,21 +1,18 @@
 import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
-import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import { ConnectionNeedsReauth, RateLimited, UpstreamUnavailable } from "./ConnectionErrors.js"
 import { ErrorDetails, InvalidRequest, Unavailable } from "./Errors.js"
 import { entityId, type TenantId } from "./Ids.js"
 import { payload } from "./RpcPayload.js"
+import { TaggedError } from "./TaggedError.js"
 import { ToolDefinition, ToolSpec } from "./ToolDefinition.js"
 
 /** The tool id is not a built-in nor one of the tenant's tools. */
-export class ToolNotFound extends Schema.TaggedError<ToolNotFound>()("ToolNotFound", {
+export class ToolNotFound extends TaggedError<ToolNotFound>()("ToolNotFound", {
   tool_id: Schema.String
 }) {
-  static is(u: unknown): u is ToolNotFound {
-    return Predicate.isTagged(u, "ToolNotFound")
-  }
   get code() {
     return "tool_not_found"
   }
@@ -25,21 +22,18 @@ export class ToolNotFound extends Schema.TaggedError<ToolNotFound>()("ToolNotFou
 }
 
 /** The input does not match the tool's JSON Schema; nothing was sent anywhere. */
-export class ToolInputInvalid extends Schema.TaggedError<ToolInputInvalid>()("ToolInputInvalid", {
+export class ToolInputInvalid extends TaggedError<ToolInputInvalid>()("ToolInputInvalid", {
   tool_id: Schema.String,
   message: Schema.String,
   details: Schema.optional(ErrorDetails)
 }) {
-  static is(u: unknown): u is ToolInputInvalid {
-    return Predicate.isTagged(u, "ToolInputInvalid")
-  }
   get code() {
     return "invalid_tool_input"
   }
 }
 
 /** The tool ran and failed; `retryable` says whether trying again may help (network, 5xx, 429). */
-export class ToolFailed extends Schema.TaggedError<ToolFailed>()("ToolFailed", {
+export class ToolFailed extends TaggedError<ToolFailed>()("ToolFailed", {
   tool_id: Schema.String,
   message: Schema.String,
   retryable: Schema.Boolean,
@@ -62,9 +56,6 @@ export class ToolFailed extends Schema.TaggedError<ToolFailed>()("ToolFailed", {
   /** The upstream's rate-limit headers (`Retry-After`, `X-RateLimit-*`, vendor ones), for the provider's budget. */
   rate_headers: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String }))
 }) {
-  static is(u: unknown): u is ToolFailed {
-    return Predicate.isTagged(u, "ToolFailed")
-  }
   get code() {
     return "tool_failed"
   }
