@@ -1,27 +1,19 @@
 import * as AgentService from "@altan/agent/AgentService"
-import * as MemorySink from "@altan/audit/MemorySink"
 import { AgentSession, type SubmitPayload } from "@altan/domain/AgentSession"
-import { Connection } from "@altan/domain/Connection"
-import { Egress } from "@altan/domain/Egress"
 import type { TaskId, TenantId, UserId } from "@altan/domain/Ids"
 import { Principal } from "@altan/domain/Principal"
 import { TaskRequest } from "@altan/domain/Task"
-import { ToolWorker } from "@altan/domain/ToolWorker"
-import * as IntegratorService from "@altan/integrator/IntegratorService"
 import { SecretStore } from "@altan/integrator/SecretStore"
 import { TenantConfig } from "@altan/integrator/TenantConfig"
-import * as ToolService from "@altan/tool/ToolService"
-import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
-import { makePeers } from "./entityPeers.js"
+import { toolsAndConnections } from "./entityPeers.js"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
 import { makeProbes } from "./fixtures.js"
 
@@ -38,22 +30,9 @@ beforeAll(async () => {
 })
 afterAll(() => fake.close())
 
-const services = Layer.mergeAll(
-  IntegratorService.storesMemory,
-  MemorySink.layer,
-  ToolService.egressTest(),
-  ShardingConfig.layerDefaults
-)
-
 const setup = Effect.gen(function*() {
   const probes = makeProbes()
-  const context = yield* Layer.build(services)
-  const peers = makePeers()
-  const sharedEgress = Layer.succeedContext(context).pipe(Layer.project(Egress, Egress, (e) => e))
-  yield* peers.add(ToolWorker, ToolService.layerTest({ egress: sharedEgress, extra: probes.tools })).pipe(
-    Effect.provide(context)
-  )
-  yield* peers.add(Connection, IntegratorService.layerTest({ llm: { maxAttempts: 1 } })).pipe(Effect.provide(context))
+  const { context, peers } = yield* toolsAndConnections({ tools: probes.tools, llm: { maxAttempts: 1 } })
   const sessions = yield* peers.add(AgentSession, AgentService.layerTest()).pipe(Effect.provide(context))
   return {
     probes,

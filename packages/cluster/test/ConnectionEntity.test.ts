@@ -1,16 +1,11 @@
 import { AuditMemory } from "@altan/audit/MemorySink"
-import * as MemorySink from "@altan/audit/MemorySink"
-import { Connection, connectionId, llmConnectionId } from "@altan/domain/Connection"
-import { Egress } from "@altan/domain/Egress"
+import { connectionId, llmConnectionId } from "@altan/domain/Connection"
 import type { TenantId } from "@altan/domain/Ids"
-import { ToolFailed, ToolWorker } from "@altan/domain/ToolWorker"
+import { ToolFailed } from "@altan/domain/ToolWorker"
 import { ConnectionStore } from "@altan/integrator/ConnectionStore"
-import * as IntegratorService from "@altan/integrator/IntegratorService"
 import { SecretStore } from "@altan/integrator/SecretStore"
 import { TenantConfig } from "@altan/integrator/TenantConfig"
 import * as Tool from "@altan/tool/Tool"
-import * as ToolService from "@altan/tool/ToolService"
-import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -18,11 +13,10 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
-import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as TestClock from "effect/TestClock"
-import { makePeers } from "./entityPeers.js"
+import { toolsAndConnections } from "./entityPeers.js"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
 
 // `ConnectionLive`'s handlers through `Entity.makeTestClient`, calling a `ToolWorkerLive` test client for its tool
@@ -117,29 +111,13 @@ afterAll(async () => {
   await fallbackFake.close()
 })
 
-const services = Layer.mergeAll(
-  IntegratorService.storesMemory,
-  MemorySink.layer,
-  ToolService.egressTest(),
-  ShardingConfig.layerDefaults
-)
-
 /** `Connection` and `ToolWorker` test clients over memory stores; the entities live as long as the scope. */
 const setup = Effect.gen(function*() {
-  const context = yield* Layer.build(services)
-  const peers = makePeers()
-  // the tool service shares the process's guard, as in production
-  const sharedEgress = Layer.succeedContext(context).pipe(Layer.project(Egress, Egress, (e) => e))
-  yield* peers.add(ToolWorker, ToolService.layerTest({ egress: sharedEgress, extra: [whoami, flaky, switched] })).pipe(
-    Effect.provide(context)
-  )
-  const connections = yield* peers.add(
-    Connection,
-    IntegratorService.layerTest({
-      llm: { maxAttempts: 1 },
-      resilience: { maxAttempts: 3, breakerThreshold: 3, breakerCooldown: Duration.seconds(10) }
-    })
-  ).pipe(Effect.provide(context))
+  const { connections, context } = yield* toolsAndConnections({
+    tools: [whoami, flaky, switched],
+    llm: { maxAttempts: 1 },
+    resilience: { maxAttempts: 3, breakerThreshold: 3, breakerCooldown: Duration.seconds(10) }
+  })
   const connection = (tenant: TenantId, provider: string) => connections(connectionId(tenant, provider))
   return {
     connection,

@@ -1,6 +1,16 @@
+import * as MemorySink from "@altan/audit/MemorySink"
+import { Connection } from "@altan/domain/Connection"
+import { Egress } from "@altan/domain/Egress"
+import { ToolWorker } from "@altan/domain/ToolWorker"
+import * as IntegratorService from "@altan/integrator/IntegratorService"
+import type * as LlmGateway from "@altan/integrator/LlmGateway"
+import type * as Resilience from "@altan/integrator/Resilience"
+import type { Tool } from "@altan/tool/Tool"
+import * as ToolService from "@altan/tool/ToolService"
 import type * as Entity from "@effect/cluster/Entity"
 import { makeTestClient } from "@effect/cluster/Entity"
 import * as Sharding from "@effect/cluster/Sharding"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import type * as Rpc from "@effect/rpc/Rpc"
 import type * as RpcClient from "@effect/rpc/RpcClient"
 import * as RpcSchema from "@effect/rpc/RpcSchema"
@@ -68,3 +78,31 @@ export const makePeers = () => {
       >
   }
 }
+
+/**
+ * The integrator's memory stores, an audit log in memory, one egress guard (loopback allowed) and `ToolWorker` and
+ * `Connection` test clients over them, added to new peers: what entity-level tests of either, or of a session that
+ * calls them, start from. The entities live as long as the scope.
+ */
+export const toolsAndConnections = (options: {
+  readonly tools: ReadonlyArray<Tool>
+  readonly llm?: Partial<LlmGateway.LlmGatewayConfig["Type"]>
+  readonly resilience?: Partial<Resilience.ResilienceConfig["Type"]>
+}) =>
+  Effect.gen(function*() {
+    const context = yield* Layer.build(Layer.mergeAll(
+      IntegratorService.storesMemory,
+      MemorySink.layer,
+      ToolService.egressTest(),
+      ShardingConfig.layerDefaults
+    ))
+    const peers = makePeers()
+    // the tool service shares the process's guard, as in production
+    const egress = Layer.succeedContext(context).pipe(Layer.project(Egress, Egress, (e) => e))
+    yield* peers.add(ToolWorker, ToolService.layerTest({ egress, extra: options.tools })).pipe(Effect.provide(context))
+    const connections = yield* peers.add(
+      Connection,
+      IntegratorService.layerTest({ llm: options.llm, resilience: options.resilience })
+    ).pipe(Effect.provide(context))
+    return { context, peers, connections }
+  })
