@@ -51,8 +51,11 @@ afterAll(async () => {
 }, 60_000)
 
 /** Submits a one-step task whose call waits for approval, and waits until it does. */
-const waitingTask = async (marker: string) => {
-  const submitted = await client.call("POST", "/v1/tasks", {
+const waitingTask = async (
+  marker: string,
+  as: { readonly api: Api; readonly tenant: string } = { api: client, tenant }
+) => {
+  const submitted = await as.api.call("POST", "/v1/tasks", {
     input: { steps: [{ id: "a", tool: "plain_post", input: { marker, step: "a" } }] },
     mode: "async",
     idempotency_key: marker
@@ -60,10 +63,10 @@ const waitingTask = async (marker: string) => {
   expect([200, 202], submitted.text).toContain(submitted.status)
   const taskId: string = submitted.body.task_id
   const task = await until(`${taskId} waiting`, 60_000, async () => {
-    const res = await client.call("GET", `/v1/tasks/${taskId}`)
+    const res = await as.api.call("GET", `/v1/tasks/${taskId}`)
     return res.body?.status === "waiting" ? res.body : undefined
   })
-  return { taskId, hash: task.waiting_for[0].input_hash as string, session: `${tenant}/${task.session_id}` }
+  return { taskId, hash: task.waiting_for[0].input_hash as string, session: `${as.tenant}/${task.session_id}` }
 }
 
 const finished = (taskId: string) =>
@@ -72,7 +75,7 @@ const finished = (taskId: string) =>
     return ["succeeded", "failed", "cancelled"].includes(res.body?.status) ? res.body : undefined
   }, { context: () => cluster!.dump() })
 
-/** Kills the agent runner holding the session, and starts it again once its shards have moved. */
+/** Kills the agent runner holding the session (started again by the test once it has checked what it wanted). */
 const killOwner = async (session: string): Promise<Runner> => {
   const owner = await until(`owner of ${session}`, 30_000, () => cluster!.runnerOf("agent", session))
   cluster!.kill(owner)
@@ -128,23 +131,9 @@ describe("approvals under faults", () => {
       settings: { approval_required: ["plain_post"], approval_timeout: 4 }
     })
     const marker = `expire-${Date.now().toString(36)}`
-    const submitted = await expiry.call("POST", "/v1/tasks", {
-      input: { steps: [{ id: "a", tool: "plain_post", input: { marker, step: "a" } }] },
-      mode: "async"
-    })
-    const taskId: string = submitted.body.task_id
-    const waiting = await until(`${taskId} waiting`, 60_000, async () => {
-      const res = await expiry.call("GET", `/v1/tasks/${taskId}`)
-      return res.body?.status === "waiting" ? res.body : undefined
-    })
+    const { session, taskId } = await waitingTask(marker, { api: expiry, tenant: "approvals-expiry" })
     // the runner that holds the task, and the deadline's message, dies; the deadline still comes
-    const owner = await until(
-      "owner",
-      30_000,
-      () => cluster!.runnerOf("agent", `approvals-expiry/${waiting.session_id}`)
-    )
-    cluster!.kill(owner)
-    await owner.waitExit()
+    const owner = await killOwner(session)
     const task = await until(`${taskId} expired`, 90_000, async () => {
       const res = await expiry.call("GET", `/v1/tasks/${taskId}`)
       return res.body?.status === "failed" ? res.body : undefined
