@@ -1,5 +1,6 @@
 import { AuditLog } from "@altan/audit/AuditLog"
 import { acceptedTask, AgentSession, ExpireApproval, type SubmitPayload } from "@altan/domain/AgentSession"
+import { isRepeat } from "@altan/domain/Approval"
 import { Connection } from "@altan/domain/Connection"
 import { Conflict, Forbidden, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
 import { parseEntityId, type SessionId, type TaskId } from "@altan/domain/Ids"
@@ -8,6 +9,7 @@ import type { Principal } from "@altan/domain/Principal"
 import { isTerminal, type Task, withoutWaiting } from "@altan/domain/Task"
 import { ToolWorker } from "@altan/domain/ToolWorker"
 import type { RedisError } from "@altan/redis/Redis"
+import { AlreadyProcessingMessage } from "@effect/cluster/ClusterError"
 import * as Entity from "@effect/cluster/Entity"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -69,16 +71,23 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
         )
 
       /**
+       * A persisted message the session sends itself, stored whatever it takes: one already being processed is there
+       * (its primary key is the same), anything else is retried.
+       */
+      const toSelf = <E extends { readonly _tag: string }>(what: string, send: Effect.Effect<void, E>) =>
+        send.pipe(
+          Effect.catchIf(AlreadyProcessingMessage.is, () => Effect.void),
+          Effect.tapError((e) => Effect.logWarning(`${what} failed, retrying: ${e._tag}`)),
+          Effect.retry(SessionTasks.backoff),
+          Effect.orDie
+        )
+
+      /**
        * Makes sure the task's `Run` is stored: sending it again is harmless, its primary key is the task id. It
        * carries the submit, to record the task again should its record be lost.
        */
       const schedule = (submit: SubmitPayload) =>
-        self.Run({ task_id: submit.task_id, submit }, { discard: true }).pipe(
-          Effect.catchTag("AlreadyProcessingMessage", () => Effect.void),
-          Effect.tapError((e) => Effect.logWarning(`scheduling task ${submit.task_id} failed, retrying: ${e._tag}`)),
-          Effect.retry(SessionTasks.backoff),
-          Effect.orDie
-        )
+        toSelf(`scheduling task ${submit.task_id}`, self.Run({ task_id: submit.task_id, submit }, { discard: true }))
 
       /** Records a submitted task, as accepted. */
       const record = (submit: SubmitPayload) =>
@@ -132,17 +141,13 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             stepTimeout: config.stepTimeout,
             limit: yield* Effect.makeSemaphore(config.maxParallelToolCalls),
             onApprovalAsked: (taskId, stepId, timeoutMs) =>
-              Effect.flatMap(
-                Clock.currentTimeMillis,
-                (nowMs) =>
+              Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+                toSelf(
+                  `setting the approval deadline of ${taskId}`,
                   self.ExpireApproval(new ExpireApproval({ task_id: taskId, step_id: stepId, at: nowMs + timeoutMs }), {
                     discard: true
-                  }).pipe(
-                    Effect.catchTag("AlreadyProcessingMessage", () => Effect.void),
-                    Effect.retry(SessionTasks.backoff),
-                    Effect.orDie
-                  )
-              )
+                  })
+                ))
           }
           return yield* typeof tasks.current(taskId).task.input === "string"
             ? runConversation(ctx, taskId)
@@ -172,12 +177,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
 
       /** Makes sure the task runs again after a decision: a `Run` of its own per decided step. */
       const wake = (taskId: TaskId, stepId: string) =>
-        self.Run({ task_id: taskId, after: stepId }, { discard: true }).pipe(
-          Effect.catchTag("AlreadyProcessingMessage", () => Effect.void),
-          Effect.tapError((e) => Effect.logWarning(`waking task ${taskId} failed, retrying: ${e._tag}`)),
-          Effect.retry(SessionTasks.backoff),
-          Effect.orDie
-        )
+        toSelf(`waking task ${taskId}`, self.Run({ task_id: taskId, after: stepId }, { discard: true }))
 
       const auditDecision = (
         principal: Principal,
@@ -261,11 +261,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           const verb = decision._tag === "Approve" ? "approved" : "rejected"
           // a repeat of a decision already recorded (the same message redelivered after a crash): it stands, and the
           // task is made sure to go on
-          if (
-            step?.approval?.decision === verb && step.approval.decided_by === principal.userId &&
-            (decision._tag === "Reject" || decision.input_hash === step.approval.input_hash ||
-              step.approval.edited === true)
-          ) {
+          if (step !== undefined && isRepeat(step, principal, decision)) {
             if (!isTerminal(record.task.status)) yield* wake(task_id, step_id)
             return record.task
           }

@@ -1,5 +1,5 @@
-import { type Decision, mayDecide } from "@altan/domain/Approval"
-import { Conflict, Forbidden, NotFound } from "@altan/domain/Errors"
+import { checkDecision, type Decision } from "@altan/domain/Approval"
+import type { Conflict, Forbidden, NotFound } from "@altan/domain/Errors"
 import type { TaskId } from "@altan/domain/Ids"
 import { canonicalJson } from "@altan/domain/Json"
 import type { Principal } from "@altan/domain/Principal"
@@ -43,9 +43,8 @@ export const ask = (
   })
 
 /**
- * The task with a decision on one of its waiting calls applied, or why it cannot be: the step does not exist,
- * the principal may not decide, the call no longer waits, or the hash is not the call's. `edited` is the approver's
- * input, already checked against the tool's schema.
+ * The task with a decision on one of its waiting calls applied, or why it cannot be (`checkDecision`). An edited
+ * input was checked against the tool's schema before.
  */
 export const decide = (
   task: Task,
@@ -54,34 +53,12 @@ export const decide = (
   decision: Decision,
   at: string
 ): Either.Either<Task, NotFound | Forbidden | Conflict> => {
-  const step = task.steps.find((s) => s.id === stepId)
-  if (step === undefined) return Either.left(new NotFound({ message: `task ${task.task_id} has no step ${stepId}` }))
-  if (!mayDecide(task, principal)) {
-    return Either.left(
-      new Forbidden({ message: "only an admin or the user who submitted the task may approve or reject its calls" })
-    )
-  }
-  if (step.status !== "waiting_approval" || step.approval === undefined) {
-    return Either.left(
-      new Conflict({
-        code: "not_waiting",
-        message: `step ${stepId} is not waiting for approval (it is ${step.status})`,
-        details: { status: step.status, ...(step.approval?.decision ? { decision: step.approval.decision } : {}) }
-      })
-    )
-  }
+  const checked = checkDecision(task, stepId, principal, decision)
+  if (Either.isLeft(checked)) return Either.left(checked.left)
+  const step = checked.right
   const decided = { decided_by: principal.userId, decided_at: at }
   let next: Step
   if (decision._tag === "Approve") {
-    if (decision.input_hash !== step.approval.input_hash) {
-      return Either.left(
-        new Conflict({
-          code: "stale_input_hash",
-          message: `the call of step ${stepId} is not the one approved: its input hash is ${step.approval.input_hash}`,
-          details: { input_hash: step.approval.input_hash }
-        })
-      )
-    }
     const edited = decision.input !== undefined
     next = {
       ...step,

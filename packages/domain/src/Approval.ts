@@ -1,6 +1,8 @@
+import * as Either from "effect/Either"
 import * as Schema from "effect/Schema"
+import { Conflict, Forbidden, NotFound } from "./Errors.js"
 import type { Principal } from "./Principal.js"
-import type { Task } from "./Task.js"
+import type { Step, Task } from "./Task.js"
 import type { ToolSpec } from "./ToolDefinition.js"
 
 /** Whether a call of the tool waits for a person's approval under `rules` (the tenant's and the task's). */
@@ -75,3 +77,50 @@ export const ApprovalQuery = Schema.Struct({
   cursor: Schema.optional(Schema.String.pipe(Schema.maxLength(512))),
   limit: Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 100)))
 })
+
+/**
+ * The same decision recorded already, by the same person (the decision's message redelivered, or a client's retry):
+ * it stands, and is answered again rather than refused.
+ */
+export const isRepeat = (step: Step, principal: Principal, decision: Decision): boolean =>
+  step.approval?.decision === (decision._tag === "Approve" ? "approved" : "rejected") &&
+  step.approval.decided_by === principal.userId &&
+  (decision._tag === "Reject" || decision.input_hash === step.approval.input_hash || step.approval.edited === true)
+
+/**
+ * Whether a decision applies to the task: the step it names, once it is known to exist, that `principal` may decide,
+ * that it waits for approval, and that an approval names the hash of the waiting call.
+ */
+export const checkDecision = (
+  task: Task,
+  stepId: string,
+  principal: Principal,
+  decision: Decision
+): Either.Either<Step & { readonly approval: NonNullable<Step["approval"]> }, NotFound | Forbidden | Conflict> => {
+  const step = task.steps.find((s) => s.id === stepId)
+  if (step === undefined) return Either.left(new NotFound({ message: `task ${task.task_id} has no step ${stepId}` }))
+  if (!mayDecide(task, principal)) {
+    return Either.left(
+      new Forbidden({ message: "only an admin or the user who submitted the task may approve or reject its calls" })
+    )
+  }
+  if (step.status !== "waiting_approval" || step.approval === undefined) {
+    return Either.left(
+      new Conflict({
+        code: "not_waiting",
+        message: `step ${stepId} is not waiting for approval (it is ${step.status})`,
+        details: { status: step.status, ...(step.approval?.decision ? { decision: step.approval.decision } : {}) }
+      })
+    )
+  }
+  if (decision._tag === "Approve" && decision.input_hash !== step.approval.input_hash) {
+    return Either.left(
+      new Conflict({
+        code: "stale_input_hash",
+        message: `the call of step ${stepId} is not the one approved: its input hash is ${step.approval.input_hash}`,
+        details: { input_hash: step.approval.input_hash }
+      })
+    )
+  }
+  return Either.right({ ...step, approval: step.approval })
+}

@@ -1,7 +1,13 @@
 import { acceptedTask, AgentSession } from "@altan/domain/AgentSession"
-import { approvalRules, type Decision, defaultApprovalTimeoutSeconds, mayDecide } from "@altan/domain/Approval"
+import {
+  approvalRules,
+  checkDecision,
+  type Decision,
+  defaultApprovalTimeoutSeconds,
+  isRepeat
+} from "@altan/domain/Approval"
 import { type ClusterError, isClusterError } from "@altan/domain/EntityCall"
-import { Conflict, Forbidden, InvalidRequest, NotFound, TooManyRequests, Unavailable } from "@altan/domain/Errors"
+import { Conflict, InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
 import { entityId, type SessionId, sessionOfTask, type TaskId, type TenantId } from "@altan/domain/Ids"
 import * as PlanGraph from "@altan/domain/PlanGraph"
 import type { Principal } from "@altan/domain/Principal"
@@ -139,6 +145,30 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
       })
 
     /**
+     * Checks an input against its tool's schema with the tool service (the tool's own decoder), nothing run: a
+     * refusal is a 400 naming `label` and the field under `field`.
+     */
+    const checkInput = (tenantId: TenantId, tool: string, input: unknown, field: string, label: string) =>
+      workers(entityId(tenantId, tool)).CheckInput({ input }).pipe(
+        Effect.timeoutFail({ duration: describeWait, onTimeout: () => ({ _tag: "no answer in time" as const }) }),
+        Effect.mapError((e) =>
+          ToolInputInvalid.is(e)
+            ? new InvalidRequest({
+              code: e.code,
+              message: `${label}: ${e.message}`,
+              details: {
+                ...(e.details ?? {}),
+                field: `${field}${e.details?.["field"] ? `.${e.details["field"]}` : ""}`
+              }
+            })
+            : new Unavailable({
+              message: `the tool service could not check ${label} (${e._tag}); retry later`,
+              details: { retry_after_ms: 2000 }
+            })
+        )
+      )
+
+    /**
      * Checks a plan before anything is accepted: its structure, the task's tool allowlist, that every tool exists,
      * and every `$ref` path against the referenced tool's output schema. Answers the tools' specs, which go with
      * the task. The tool service not answering is a 503: nothing was accepted.
@@ -175,24 +205,7 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
         yield* Effect.forEach(
           plan.steps.flatMap((step, i) => (PlanGraph.hasRefs(step.input) ? [] : [[step, i] as const])),
           ([step, i]) =>
-            workers(entityId(principal.tenantId, step.tool)).CheckInput({ input: step.input }).pipe(
-              Effect.timeoutFail({ duration: describeWait, onTimeout: () => ({ _tag: "no answer in time" as const }) }),
-              Effect.mapError((e) =>
-                ToolInputInvalid.is(e)
-                  ? new InvalidRequest({
-                    code: e.code,
-                    message: `step "${step.id}": ${e.message}`,
-                    details: {
-                      ...(e.details ?? {}),
-                      field: `input.steps.${i}.input${e.details?.["field"] ? `.${e.details["field"]}` : ""}`
-                    }
-                  })
-                  : new Unavailable({
-                    message: `the tool service could not check the input of step "${step.id}" (${e._tag}); retry later`,
-                    details: { retry_after_ms: 2000 }
-                  })
-              )
-            ),
+            checkInput(principal.tenantId, step.tool, step.input, `input.steps.${i}.input`, `step "${step.id}"`),
           { concurrency: "unbounded", discard: true }
         )
         return [...specs.values()]
@@ -349,43 +362,12 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
       const target = sessionFor(principal, taskId)
       const task = yield* orUnavailable(target.GetTask({ task_id: taskId }))
       const step = task.steps.find((s) => s.id === stepId)
-      if (step === undefined) return yield* new NotFound({ message: `task ${taskId} has no step ${stepId}` })
-      if (!mayDecide(task, principal)) {
-        return yield* new Forbidden({
-          message: "only an admin or the user who submitted the task may approve or reject its calls"
-        })
-      }
-      const verb = decision._tag === "Approve" ? "approved" : "rejected"
-      const repeat = step.approval?.decision === verb && step.approval.decided_by === principal.userId
-      if (!repeat && (step.status !== "waiting_approval" || step.approval === undefined)) {
-        return yield* new Conflict({
-          code: "not_waiting",
-          message: `step ${stepId} is not waiting for approval (it is ${step.status})`,
-          details: { status: step.status }
-        })
-      }
-      if (!repeat && decision._tag === "Approve" && decision.input_hash !== step.approval!.input_hash) {
-        return yield* new Conflict({
-          code: "stale_input_hash",
-          message: `the call of step ${stepId} is not the one approved: its input hash is ${step.approval!.input_hash}`,
-          details: { input_hash: step.approval!.input_hash }
-        })
+      // a repeat of what is recorded is answered by the session (a stored decision stands); the rest must apply now
+      if (step === undefined || !isRepeat(step, principal, decision)) {
+        yield* checkDecision(task, stepId, principal, decision)
       }
       if (decision._tag === "Approve" && decision.input !== undefined) {
-        yield* workers(entityId(principal.tenantId, step.tool)).CheckInput({ input: decision.input }).pipe(
-          Effect.mapError((e) =>
-            ToolInputInvalid.is(e)
-              ? new InvalidRequest({
-                code: e.code,
-                message: e.message,
-                details: { ...(e.details ?? {}), field: `input${e.details?.["field"] ? `.${e.details["field"]}` : ""}` }
-              })
-              : new Unavailable({
-                message: `the tool service could not check the edited input (${e._tag}); retry later`,
-                details: { retry_after_ms: 1000 }
-              })
-          )
-        )
+        yield* checkInput(principal.tenantId, step!.tool, decision.input, "input", "the edited input")
       }
       return yield* orUnavailable(target.Decide({ task_id: taskId, step_id: stepId, principal, decision }))
     })
