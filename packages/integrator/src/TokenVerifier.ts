@@ -8,7 +8,7 @@ import * as Layer from "effect/Layer"
 import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
 import * as jose from "jose"
-import type { KeyObject } from "node:crypto"
+import { createHash, type KeyObject } from "node:crypto"
 import { AuthConfig } from "./AuthConfig.js"
 import { DevIssuer } from "./DevIssuer.js"
 import { algorithms, algorithmsOf } from "./internal/keyAlgorithms.js"
@@ -81,16 +81,47 @@ const claimsProblem = (payload: jose.JWTPayload): string => {
   return "the token's claims are invalid"
 }
 
+/** How many verified tokens are remembered, and for how long at most (a key taken out of a JWKS stops working then). */
+export const verifiedCache = { maxEntries: 10_000, maxAgeMs: 5 * 60_000 } as const
+
 /**
  * A verifier over one key (or key resolver). Cheap checks come first: size and shape are checked before anything
  * is decoded, the algorithm before any key is looked up. `algorithms` defaults to what the key can verify.
+ *
+ * A token that verified is remembered by its SHA-256 digest (never the token itself) until it would be refused as
+ * expired, and at most `cache.maxAgeMs`: a client repeating one token pays one signature check, not one per request.
+ * Refusals are not remembered (they cost no key lookup beyond the first, see `RemoteKeySet`).
  */
 export const make = (options: {
   readonly key: jose.JWTVerifyGetKey | KeyObject | jose.CryptoKey
   readonly issuer: string
   readonly audience: string
   readonly algorithms?: ReadonlyArray<string>
+  readonly cache?: { readonly maxEntries: number; readonly maxAgeMs: number } | false
+  /** The clock, epoch ms (tests). */
+  readonly now?: () => number
 }): TokenVerifier["Type"] => {
+  const now = options.now ?? Date.now
+  const cache = options.cache ?? verifiedCache
+  const verified = new Map<string, { readonly principal: Principal; readonly until: number }>()
+  const digest = (token: string) => createHash("sha256").update(token).digest("base64url")
+  const remembered = (key: string): Principal | undefined => {
+    const hit = verified.get(key)
+    if (hit === undefined) return undefined
+    if (hit.until > now()) return hit.principal
+    verified.delete(key)
+    return undefined
+  }
+  const remember = (key: string, principal: Principal, exp: number | undefined) => {
+    if (cache === false) return
+    const at = now()
+    // jose accepts a token until `exp` plus the tolerance
+    const until = Math.min(at + cache.maxAgeMs, exp === undefined ? Infinity : (exp + clockTolerance) * 1000)
+    if (until <= at) return
+    verified.set(key, { principal, until })
+    // oldest first: a full cache forgets the entry remembered longest ago
+    if (verified.size > cache.maxEntries) verified.delete(verified.keys().next().value!)
+  }
   const allowed = [
     ...(options.algorithms ?? (typeof options.key === "function" ? algorithms : algorithmsOf(options.key)))
   ].filter((alg) => algorithms.includes(alg))
@@ -101,10 +132,12 @@ export const make = (options: {
     clockTolerance,
     requiredClaims: ["exp", "sub"]
   }
-  const verifyWith = (token: string) =>
-    typeof options.key === "function"
-      ? jose.jwtVerify(token, options.key, verifyOptions)
-      : jose.jwtVerify(token, options.key, verifyOptions)
+  const verifyWith = (token: string) => {
+    const at = options.now ? { ...verifyOptions, currentDate: new Date(options.now()) } : verifyOptions
+    return typeof options.key === "function"
+      ? jose.jwtVerify(token, options.key, at)
+      : jose.jwtVerify(token, options.key, at)
+  }
   return {
     verify: Effect.fn("TokenVerifier.verify", { captureStackTrace: false })(function*(token: string) {
       if (token.length === 0) return yield* reject("missing bearer token")
@@ -114,17 +147,26 @@ export const make = (options: {
       if (!compactJws.test(token)) {
         return yield* reject("the token is not a signed JWT (header.payload.signature in base64url)")
       }
+      const key = cache === false ? "" : digest(token)
+      const known = cache === false ? undefined : remembered(key)
+      if (known !== undefined) return known
       const { payload } = yield* Effect.tryPromise({
         try: () => verifyWith(token),
         catch: (e) => reject(describe(e))
       })
       // jose checks `iat` only against a maximum age; one from the future is a clock or issuer gone wrong
-      if (payload.iat !== undefined && payload.iat > Math.floor(Date.now() / 1000) + clockTolerance) {
+      if (payload.iat !== undefined && payload.iat > Math.floor(now() / 1000) + clockTolerance) {
         return yield* reject("the token's issued-at (iat) is in the future")
       }
       const claims = decodeClaims(payload)
       if (Either.isLeft(claims)) return yield* reject(claimsProblem(payload))
-      return new Principal({ tenantId: claims.right.tenant_id, userId: claims.right.sub, role: claims.right.role })
+      const principal = new Principal({
+        tenantId: claims.right.tenant_id,
+        userId: claims.right.sub,
+        role: claims.right.role
+      })
+      remember(key, principal, payload.exp)
+      return principal
     })
   }
 }
