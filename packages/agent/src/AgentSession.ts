@@ -32,8 +32,9 @@ const unavailable = (e: RedisError) =>
 
 /**
  * `AgentSession[tenant/session]`: owns a session's tasks and context. A submitted task is recorded, then run by a
- * persisted `Run` the session sends itself, so it is redelivered to whichever runner owns the session if this one
- * dies; a resumed task goes on from what its record says (see `runStep` for what happens to a step cut off
+ * persisted message, so it is redelivered to whichever runner owns the session if this one dies: a sync task by its
+ * own `Submit` (which answers once the task ended), an async one by a `Run` the session sends itself (its `Submit`
+ * answers at once). A resumed task goes on from what its record says (see `runStep` for what happens to a step cut off
  * mid-call). Structured plans run as a DAG, natural-language tasks through the agent loop; every tool call goes
  * through `Connection[tenant/provider]`.
  */
@@ -169,11 +170,36 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
                 }
               }))
             )),
-        // interrupted by a runner shutting down: left as recorded, the redelivered `Run` resumes it elsewhere
+        // interrupted by a runner shutting down: left as recorded, the redelivered `Submit` or `Run` resumes it elsewhere
         (effect, taskId) =>
           Effect.onInterrupt(effect, () => (cancelling.has(taskId) ? cancelled(taskId) : Effect.void)),
         (effect, taskId) => Effect.ensuring(effect, Effect.sync(() => cancelling.delete(taskId)))
       )
+
+      /**
+       * Runs the task until it ends or waits for a decision (joining a run already in flight), and answers it as it
+       * then is. A decision that came while it ran makes it go on.
+       */
+      const drive = (taskId: TaskId) =>
+        Effect.gen(function*() {
+          while (true) {
+            const seen = decisions.get(taskId) ?? 0
+            const fiber = running.get(taskId) ?? (yield* Effect.fork(execute(taskId)))
+            running.set(taskId, fiber)
+            yield* Fiber.await(fiber).pipe(Effect.ensuring(Effect.sync(() => running.delete(taskId))))
+            const task = tasks.current(taskId).task
+            if (isTerminal(task.status)) return task
+            // waiting for decisions: done until one wakes it, unless one came while it ran
+            if (task.status === "waiting") {
+              if ((decisions.get(taskId) ?? 0) === seen) return task
+              continue
+            }
+            // the run stopped short of an end (a call came back interrupted: its handler was stopped on a runner
+            // shutting down): it resumes from what its record says, as it would on another runner
+            yield* Effect.logWarning(`task ${taskId} stopped before its end; resuming it`)
+            yield* Effect.sleep("1 second")
+          }
+        })
 
       /** Makes sure the task runs again after a decision: a `Run` of its own per decided step. */
       const wake = (taskId: TaskId, stepId: string) =>
@@ -202,15 +228,29 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           if (principal.tenantId !== tenantId) {
             return yield* new InvalidRequest({ message: "the principal does not belong to this session's tenant" })
           }
-          // a redelivered or repeated submit: the task exists, and its `Run` must too
+          // a sync task runs in its submit, which answers it once it ended (or waits): one persisted message, whose
+          // redelivery after a runner died resumes the task; an async one is answered at once and runs from a `Run`
+          const inline = payload.request.mode === "sync"
+          // a redelivered or repeated submit: the task exists, and so must what runs it
           const existing = yield* SessionTasks.durably(`reading task ${task_id}`, tasks.record(task_id))
           if (Option.isSome(existing)) {
-            if (!isTerminal(existing.value.task.status)) yield* schedule(payload)
-            return existing.value.task
+            const task = existing.value.task
+            if (isTerminal(task.status)) {
+              if (inline) yield* tasks.ensureTerminalEvent(task)
+              return task
+            }
+            if (!inline) {
+              yield* schedule(payload)
+              return task
+            }
+          } else {
+            const task = yield* record(payload)
+            if (!inline) {
+              yield* schedule(payload)
+              return task
+            }
           }
-          const task = yield* record(payload)
-          yield* schedule(payload)
-          return task
+          return yield* drive(task_id)
         }),
 
         Run: ({ payload }) =>
@@ -228,23 +268,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             } else if (isTerminal(found.value.task.status)) {
               return yield* tasks.ensureTerminalEvent(found.value.task)
             }
-            while (true) {
-              const seen = decisions.get(taskId) ?? 0
-              const fiber = running.get(taskId) ?? (yield* Effect.fork(execute(taskId)))
-              running.set(taskId, fiber)
-              yield* Fiber.await(fiber).pipe(Effect.ensuring(Effect.sync(() => running.delete(taskId))))
-              const status = tasks.current(taskId).task.status
-              if (isTerminal(status)) return
-              // waiting for decisions: done until one wakes it, unless one came while it ran
-              if (status === "waiting") {
-                if ((decisions.get(taskId) ?? 0) === seen) return
-                continue
-              }
-              // the run stopped short of an end (a call came back interrupted: its handler was stopped on a runner
-              // shutting down): it resumes from what its record says, as it would on another runner
-              yield* Effect.logWarning(`task ${taskId} stopped before its end; resuming it`)
-              yield* Effect.sleep("1 second")
-            }
+            yield* drive(taskId)
           }),
 
         Decide: Effect.fn("AgentSession.decide", { attributes, captureStackTrace: false })(function*({ payload }) {

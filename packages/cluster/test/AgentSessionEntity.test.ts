@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
@@ -58,7 +59,7 @@ const submitOf = (
 })
 
 describe("AgentSession (entity test client)", () => {
-  it.scopedLive("a plan submitted runs by the session's own Run: steps in order, events to the end, its output", () =>
+  it.scopedLive("an async plan runs by the session's own Run: steps in order, events to the end, its output", () =>
     Effect.gen(function*() {
       const world = yield* setup
       const session = yield* world.session(acme, "s1")
@@ -68,7 +69,8 @@ describe("AgentSession (entity test client)", () => {
             { id: "a", tool: "probe.echo", input: { value: "first" } },
             { id: "b", tool: "probe.echo", input: { value: { $ref: "a.output.value" } } }
           ]
-        }
+        },
+        mode: "async"
       }, { specs: world.probes.tools.map((t) => t.spec) })
       const accepted = yield* session.Submit(submit)
       expect(accepted).toMatchObject({ task_id: submit.task_id, status: "queued", user_id: "ana" })
@@ -89,12 +91,43 @@ describe("AgentSession (entity test client)", () => {
       expect((yield* session.GetSession()).task_ids).toEqual([submit.task_id])
     }))
 
+  it.scopedLive("a sync plan runs in its submit, which answers it ended; a cancel ends it there too", () =>
+    Effect.gen(function*() {
+      const world = yield* setup
+      const session = yield* world.session(acme, "s5")
+      const specs = { specs: world.probes.tools.map((t) => t.spec) }
+      const submit = submitOf(acme, "s5", {
+        input: {
+          steps: [
+            { id: "a", tool: "probe.echo", input: { value: "first" } },
+            { id: "b", tool: "probe.echo", input: { value: { $ref: "a.output.value" } } }
+          ]
+        }
+      }, specs)
+      const done = yield* session.Submit(submit)
+      expect(done).toMatchObject({ status: "succeeded", output: { value: "first", nested: { list: [1, 2, 3] } } })
+      expect(done.steps.map((s) => s.status)).toEqual(["succeeded", "succeeded"])
+      // no Run of its own: the task's events still run from queued to its end
+      const events = Chunk.toReadonlyArray(yield* Stream.runCollect(session.Events({ task_id: submit.task_id })))
+      expect([events[0]!.type, events.at(-1)!.type]).toEqual(["task.queued", "task.succeeded"])
+      // a repeat answers the ended task, running nothing again
+      expect((yield* session.Submit(submit)).status).toBe("succeeded")
+      expect(world.probes.calls).toHaveLength(2)
+
+      const stuck = submitOf(acme, "s5", { input: { steps: [{ id: "stuck", tool: "probe.hang", input: {} }] } }, specs)
+      const answer = yield* Effect.fork(session.Submit(stuck))
+      yield* world.probes.calledEffect("probe.hang")
+      expect((yield* session.Cancel({ task_id: stuck.task_id })).status).toBe("cancelled")
+      expect((yield* Fiber.join(answer)).status).toBe("cancelled")
+    }))
+
   it.scopedLive("a repeated submit answers the recorded task and its write runs once", () =>
     Effect.gen(function*() {
       const world = yield* setup
       const session = yield* world.session(acme, "s2")
       const submit = submitOf(acme, "s2", {
-        input: { steps: [{ id: "w", tool: "probe.effect", input: { label: "once", ms: 150 } }] }
+        input: { steps: [{ id: "w", tool: "probe.effect", input: { label: "once", ms: 150 } }] },
+        mode: "async"
       }, { specs: world.probes.tools.map((t) => t.spec) })
       const first = yield* session.Submit(submit)
       yield* world.probes.calledEffect("probe.effect")
@@ -138,7 +171,8 @@ describe("AgentSession (entity test client)", () => {
             { id: "stuck", tool: "probe.hang", input: {} },
             { id: "after", tool: "probe.echo", input: { value: 2 }, depends_on: ["stuck"] }
           ]
-        }
+        },
+        mode: "async"
       }, { specs: world.probes.tools.map((t) => t.spec) })
       yield* session.Submit(submit)
       yield* world.probes.calledEffect("probe.hang")

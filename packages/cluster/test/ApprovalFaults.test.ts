@@ -13,7 +13,8 @@ import { setupTenant } from "./fault/load.js"
 import { startVendor, type Vendor } from "./fault/vendor.js"
 
 /**
- * Approvals under faults (issue #15): real runner processes on a PostgreSQL database and a Redis of this file's own,
+ * Approvals (issue #15) and sync tasks (#14: a sync task runs in its own `Submit`, without a `Run`) under faults: real
+ * runner processes on a PostgreSQL database and a Redis of this file's own,
  * two agent runners, and kill -9 of the one holding the waiting task's session. The call waiting for approval is a
  * plain POST (no idempotency key) to the counting vendor: applied twice, it would show there.
  */
@@ -145,4 +146,48 @@ describe("approvals under faults", () => {
     await cluster!.restart(owner)
     await cluster!.waitRegistered()
   }, 240_000)
+})
+
+describe("sync tasks under faults", () => {
+  it(
+    "a sync task whose runner is killed mid-run is resumed by its redelivered Submit and answered, each effect once",
+    async () => {
+      onTestFailed(() => console.log(cluster!.dump()))
+      const marker = `sync-${Date.now().toString(36)}`
+      const session = `sync-${marker}`
+      const owner = await until(`owner of ${session}`, 30_000, () => cluster!.runnerOf("agent", `${tenant}/${session}`))
+      // four keyed POSTs in a chain, 50-150 ms each at the vendor; no Run message exists for a sync task
+      const steps = ["a", "b", "c", "d"]
+      const answer = client.call("POST", "/v1/tasks", {
+        session_id: session,
+        input: {
+          steps: steps.map((id, i) => ({
+            id,
+            tool: "keyed_post",
+            input: { marker, step: id },
+            ...(i > 0 ? { depends_on: [steps[i - 1]] } : {})
+          }))
+        },
+        timeout_ms: 120_000
+      }, { timeoutMs: 150_000 })
+      await until("step b reached the vendor", 30_000, async () => vendor!.calls(marker, "b") > 0 || undefined)
+      cluster!.kill(owner)
+      await owner.waitExit()
+      // the edge's wait for the submit's answer outlives the runner: the other agent runner finishes the task
+      const res = await answer
+      expect(res.status, res.text).toBe(200)
+      expect(res.body.status, res.text).toBe("succeeded")
+      expect(res.body.steps.map((s: { status: string }) => s.status)).toEqual([
+        "succeeded",
+        "succeeded",
+        "succeeded",
+        "succeeded"
+      ])
+      // a step cut off mid-call may have been sent again, always under its one idempotency key: each effect applied once
+      for (const step of steps) expect(vendor!.keys(marker, step).size, step).toBe(1)
+      await cluster!.restart(owner)
+      await cluster!.waitRegistered()
+    },
+    240_000
+  )
 })

@@ -24,9 +24,10 @@ export const ReadError = Schema.Union(NotFound, Unavailable)
  *
  * `Submit` is persisted with the task id as primary key: once the cluster has stored it, the task is
  * accepted and will run even if every runner dies, and a repeated submit (same idempotency key, so same
- * task id) answers the stored task. The edge validates the request before it submits, so a submit only
- * records the task and makes sure its `Run` exists; it is uninterruptible from the edge, which may stop
- * waiting for the answer without undoing anything.
+ * task id) answers the stored task. The edge validates the request before it submits. A sync task runs in its
+ * submit, which answers it once it ended or waits for a decision; an async one is recorded and answered at once,
+ * and runs from a `Run`. It is uninterruptible from the edge, which may stop waiting for the answer without
+ * undoing anything.
  */
 /** What the edge submits for a task, once it checked it. */
 export const SubmitPayload = Schema.Struct({

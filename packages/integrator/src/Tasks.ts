@@ -12,7 +12,7 @@ import { entityId, type SessionId, sessionOfTask, type TaskId, type TenantId } f
 import * as PlanGraph from "@altan/domain/PlanGraph"
 import type { Principal } from "@altan/domain/Principal"
 import type { Settings } from "@altan/domain/Settings"
-import { isTerminal, type Plan, type Task, type TaskRequest } from "@altan/domain/Task"
+import type { Plan, Task, TaskRequest } from "@altan/domain/Task"
 import { TenantTasks } from "@altan/domain/TenantTasks"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import { ToolInputInvalid, ToolWorker } from "@altan/domain/ToolWorker"
@@ -263,9 +263,11 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
           message: `the task was not accepted (${reason}); nothing of it will run: retry later`,
           details: { retry_after_ms: 1000 }
         })
-      // the submit is uninterruptible from here: stopping to wait for it undoes nothing
-      const accepted: Task = yield* target.Submit(payload).pipe(
-        Effect.timeoutFail({ duration: acceptWait, onTimeout: () => ({ _tag: "no answer in time" as const }) }),
+      // the submit is uninterruptible from here: stopping to wait for it undoes nothing. A sync task runs in its
+      // submit, whose answer is the task once it ended (or waits), so its wait is the task's timeout
+      const wait = request.mode === "sync" ? Duration.millis(request.timeout_ms) : acceptWait
+      const task: Task = yield* target.Submit(payload).pipe(
+        Effect.timeoutFail({ duration: wait, onTimeout: () => ({ _tag: "no answer in time" as const }) }),
         // the session's own refusals are answers; anything else (a timeout, a cluster error, a transport defect)
         // leaves the question of whether the submit was stored, which the cluster's storage settles
         Effect.catchAllCause((cause): Effect.Effect<Task, InvalidRequest | Conflict | Unavailable> => {
@@ -286,20 +288,21 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
               })
             ),
             Effect.flatMap((stored) =>
-              stored ? Effect.succeed(acceptedTask(payload)) : Effect.fail(notAccepted(reason))
+              stored
+                // accepted: answered as it stands now if the session can say, else as accepted (202, never a 503)
+                ? target.GetTask({ task_id: taskId }).pipe(
+                  Effect.timeout(describeWait),
+                  Effect.catchAllCause((cause): Effect.Effect<Task> =>
+                    Cause.isInterruptedOnly(cause)
+                      ? Effect.failCause(cause as Cause.Cause<never>)
+                      : Effect.succeed(acceptedTask(payload))
+                  )
+                )
+                : Effect.fail(notAccepted(reason))
             )
           )
         })
       )
-      const task = request.mode === "sync" && !isTerminal(accepted.status)
-        ? yield* orUnavailable(target.GetTask({ task_id: taskId, wait_ms: request.timeout_ms }), request.timeout_ms)
-          .pipe(
-            // accepted already: a session that cannot answer now gets the task as accepted (202), never a 503
-            Effect.catchAllCause((cause): Effect.Effect<Task> =>
-              Cause.isInterruptedOnly(cause) ? Effect.failCause(cause as Cause.Cause<never>) : Effect.succeed(accepted)
-            )
-          )
-        : accepted
       // a sync task refused by a provider's budget (its wait would pass the timeout) is the caller's 429
       const limited = task.status === "failed"
         ? task.steps.find((s) => s.error?.code === "rate_limited")
