@@ -19,7 +19,10 @@ import { bySeq, isRequest, shardKey, ShardQueue, type Stored, type StoredRequest
  *
  * Differences from the library's driver: `clearAddress` forgets the address's primary keys and pending
  * AckChunk/Interrupt envelopes too, as the SQL storage does (the library leaves primary keys that answer
- * `Duplicate` for deleted requests); `unprocessedMessagesById` answers in save order.
+ * `Duplicate` for deleted requests); `unprocessedMessagesById` answers in save order. With `rereadAfterMs` (as the
+ * runtime runs it), a request a read answered is skipped by later reads for that long, or until its address or
+ * shard is reset or its replies cleared, as the SQL storage does with `last_read`: the runner reads storage on every
+ * persisted message, and would otherwise decode every request still in flight again each time.
  */
 export class MemoryMessageStorage extends Context.Tag("@altan/storage/MemoryMessageStorage")<
   MemoryMessageStorage,
@@ -48,7 +51,15 @@ export interface StoreOptions {
   readonly copy: boolean
   /** The storage clock, in milliseconds: when a request became processed. */
   readonly now: () => number
+  /**
+   * How long reads skip a request a read answered (the SQL storage: 10 minutes). Unset, a request is answered by
+   * every read until it is processed, as the library's memory driver does.
+   */
+  readonly rereadAfterMs?: number | undefined
 }
+
+/** How long the SQL storage leaves a message it read unread again (its `last_read`). */
+export const sqlRereadAfterMs = 10 * 60_000
 
 /** The storage's state: the driver the cluster calls, plus what retention and tests need. */
 export class Store {
@@ -154,9 +165,14 @@ export class Store {
   /** Requests are returned until processed; AckChunk and Interrupt envelopes once. */
   private deliver(found: Array<Stored>, now: number, consume: boolean): Array<Unprocessed> {
     const messages: Array<Unprocessed> = []
+    const reread = this.options.rereadAfterMs
     for (const stored of found) {
       if (isRequest(stored)) {
         if (stored.deliverAt && stored.deliverAt > now) continue
+        if (consume && reread !== undefined) {
+          if (stored.readAt !== undefined && now - stored.readAt < reread) continue
+          stored.readAt = now
+        }
       } else if (consume) {
         this.dequeue(stored)
       }
@@ -212,6 +228,7 @@ export class Store {
             lastReceivedChunk: Option.none(),
             cleared: undefined,
             queued: false,
+            readAt: undefined,
             processedAt: 0
           }
           this.requests.set(envelope.requestId, request)
@@ -251,6 +268,7 @@ export class Store {
         }
         request.replies = []
         request.lastReceivedChunk = Option.none()
+        request.readAt = undefined
         this.processed.delete(request.envelope.requestId)
         if (!request.queued) this.enqueue(request)
       }),
@@ -300,7 +318,15 @@ export class Store {
         return this.deliver([...found].sort(bySeq), now, false)
       }),
 
-    resetAddress: () => Effect.void,
+    resetAddress: (address) =>
+      Effect.sync(() => {
+        for (const stored of this.shards.get(shardKey(address.shardId))?.values() ?? []) {
+          if (
+            isRequest(stored) && stored.envelope.address.entityType === address.entityType &&
+            stored.envelope.address.entityId === address.entityId
+          ) stored.readAt = undefined
+        }
+      }),
 
     // Rare (the workflow engine's clock): a scan of the requests held is fine here, unlike in reads.
     clearAddress: (address) =>
@@ -317,7 +343,14 @@ export class Store {
         }
       }),
 
-    resetShards: () => Effect.void
+    resetShards: (shardIds) =>
+      Effect.sync(() => {
+        for (const shardId of shardIds) {
+          for (const stored of this.shards.get(shardId)?.values() ?? []) {
+            if (isRequest(stored)) stored.readAt = undefined
+          }
+        }
+      })
   }
 }
 
@@ -331,7 +364,8 @@ export const make: Effect.Effect<
   const clock = yield* Effect.clock
   const store = new Store({
     copy: config.simulateRemoteSerialization,
-    now: () => clock.unsafeCurrentTimeMillis()
+    now: () => clock.unsafeCurrentTimeMillis(),
+    rereadAfterMs: sqlRereadAfterMs
   })
   const storage = yield* MessageStorage.makeEncoded(store.encoded)
   return { store, storage }

@@ -292,6 +292,50 @@ describe("MemoryMessageStorage", () => {
       expect(store.unprocessedCount).toBe(waiting.length)
     }))
 
+  it.effect("with rereadAfterMs, a read skips what a read answered lately, until reset, cleared or that long passed", () =>
+    Effect.gen(function*() {
+      const store = new Store({ copy: false, now: () => 0, rereadAfterMs: 1_000 })
+      const driver = store.encoded
+      const [a, b, other] = [request(1, "x"), request(1, "y"), request(2)]
+      for (const r of [a, b, other]) yield* save(driver, r)
+      expect(names(yield* read(driver, [1, 2], 0))).toEqual([
+        `R${a.requestId}`,
+        `R${b.requestId}`,
+        `R${other.requestId}`
+      ])
+      // in flight: not answered (nor decoded by the runner) again
+      expect(yield* read(driver, [1, 2], 999)).toEqual([])
+      const c = request(1, "x")
+      yield* save(driver, c)
+      expect(names(yield* read(driver, [1, 2], 999))).toEqual([`R${c.requestId}`])
+      // an AckChunk or Interrupt is still answered once
+      yield* save(driver, interrupt(a))
+      expect(names(yield* read(driver, [1], 999))).toEqual([`I${a.requestId}`])
+      // by id (the runner resuming an entity whose mailbox was full) is never skipped
+      expect(names(yield* driver.unprocessedMessagesById([Snowflake.Snowflake(a.requestId)], 999))).toEqual([
+        `R${a.requestId}`
+      ])
+      // resetting an address answers its requests again, not its neighbours'
+      yield* driver.resetAddress(EntityAddress.EntityAddress.make({
+        shardId: ShardId.make("g", 1),
+        entityType: EntityType.EntityType.make("E"),
+        entityId: EntityId.make("x")
+      }))
+      expect(names(yield* read(driver, [1, 2], 999))).toEqual([`R${a.requestId}`, `R${c.requestId}`])
+      yield* driver.resetShards([shard(2)])
+      expect(names(yield* read(driver, [1, 2], 999))).toEqual([`R${other.requestId}`])
+      // a request whose replies are cleared is unprocessed and unread again
+      yield* driver.saveReply(exit(b))
+      yield* driver.clearReplies(Snowflake.Snowflake(b.requestId))
+      expect(names(yield* read(driver, [1, 2], 999))).toEqual([`R${b.requestId}`])
+      // past rereadAfterMs, what is still unprocessed is answered again, in save order
+      expect(yield* read(driver, [1, 2], 1_998)).toEqual([])
+      expect(names(yield* read(driver, [1, 2], 1_999))).toEqual(
+        [a, b, other, c].map((r) => `R${r.requestId}`)
+      )
+      expect(yield* read(driver, [1, 2], 2_000)).toEqual([])
+    }))
+
   it.effect("answers every operation as the library's driver does (random operations)", () =>
     Effect.gen(function*() {
       let now = 0

@@ -20,6 +20,8 @@ export interface StoredRequest extends Stored {
   /** Ids of replies dropped by `clearReplies`: still refused as duplicates until the request is forgotten. */
   cleared: Array<string> | undefined
   queued: boolean
+  /** When a read last answered it (the storage clock), if reads skip what they answered lately. */
+  readAt: number | undefined
   /** When its exit was saved (the storage clock); retention counts from here. */
   processedAt: number
 }
