@@ -26,6 +26,7 @@ import * as FiberRefs from "effect/FiberRefs"
 import * as Layer from "effect/Layer"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
 import { fork } from "node:child_process"
 import { createServer } from "node:http"
 import { fileURLToPath } from "node:url"
@@ -44,6 +45,10 @@ export const startRuntime = async (
     readonly sharding?: Layer.Layer<Sharding.Sharding | Runners.Runners | MessageStorage.MessageStorage>
     /** Keep tasks, conversations and events in this Redis (under `prefix`) instead of process memory. */
     readonly redis?: { readonly url: string; readonly prefix: string }
+    /** Traces with this tracer instead of the default (e.g. one that counts spans). */
+    readonly tracer?: Tracer.Tracer
+    /** `false`: no spans at all (to see what tracing costs). */
+    readonly tracing?: boolean
   } = {}
 ) => {
   const layer = HttpEdgeLive.pipe(
@@ -80,7 +85,9 @@ export const startRuntime = async (
     // as production writes them (one JSON line per record), to nowhere: the memory sink would grow the heap all run
     Layer.provideMerge(StdoutSink.layer({ write: () => undefined })),
     // as `npm start` runs: one process, no simulated wire
-    Layer.provideMerge(options.sharding ?? ShardingMemory({ simulateRemoteSerialization: false }))
+    Layer.provideMerge(options.sharding ?? ShardingMemory({ simulateRemoteSerialization: false })),
+    Layer.provideMerge(options.tracer ? Layer.setTracer(options.tracer) : Layer.empty),
+    Layer.provideMerge(options.tracing === false ? Layer.setTracerEnabled(false) : Layer.empty)
   )
   const scope = Effect.runSync(Scope.make())
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
@@ -203,3 +210,79 @@ export const putWeatherTool = (
         ...(provider ? { provider } : {})
       }
     })))
+
+/** A tracer that counts the spans it starts, by name (its spans keep what they are given, as the default's do). */
+export const countingTracer = () => {
+  const counts = new Map<string, number>()
+  /** Nanoseconds spent in spans, by name (wall time, nested spans included). */
+  const durations = new Map<string, bigint>()
+  let ids = 0
+  const tracer = Tracer.make({
+    span: (name, parent, context, links, startTime, kind) => {
+      counts.set(name, (counts.get(name) ?? 0) + 1)
+      const attributes = new Map<string, unknown>()
+      const span: Tracer.Span = {
+        _tag: "Span",
+        name,
+        spanId: String(++ids),
+        traceId: parent._tag === "Some" ? parent.value.traceId : String(ids),
+        parent,
+        context,
+        status: { _tag: "Started", startTime },
+        attributes,
+        links: [...links],
+        sampled: true,
+        kind,
+        end: (endTime) => void durations.set(name, (durations.get(name) ?? 0n) + endTime - startTime),
+        attribute: (key, value) => void attributes.set(key, value),
+        event: () => undefined,
+        addLinks: () => undefined
+      }
+      return span
+    },
+    context: (f) => f()
+  })
+  return { tracer, counts, durations }
+}
+
+/** A server in a child process: where it listens, and its CPU time so far (ms). */
+export interface ServerProcess {
+  readonly base: string
+  readonly token: string
+  readonly cpu: () => Promise<number>
+}
+
+/**
+ * Forks `script` (extra `args`, `execArgv`) and waits for its `{base | port, token?}` message; the child answers
+ * `"cpu"` with `{cpu}` and exits with this process.
+ */
+export const forkServer = async (
+  script: string,
+  args: ReadonlyArray<string>,
+  execArgv: ReadonlyArray<string>
+): Promise<ServerProcess> => {
+  const child = fork(script, [...args], { execArgv: [...execArgv], stdio: ["ignore", "ignore", "inherit", "ipc"] })
+  const ready = await new Promise<{ base?: string; port?: number; token?: string }>((resolve, reject) => {
+    child.once("message", (message) => resolve(message as { base?: string; port?: number; token?: string }))
+    child.once("exit", (code) => reject(new Error(`${script} exited with ${code}`)))
+  })
+  child.unref()
+  child.channel?.unref()
+  process.once("exit", () => child.kill())
+  return {
+    base: ready.base ?? `http://127.0.0.1:${ready.port}`,
+    token: ready.token ?? "",
+    cpu: () =>
+      new Promise<number>((resolve) => {
+        child.once("message", (message) => resolve((message as { cpu: number }).cpu))
+        child.send("cpu")
+      })
+  }
+}
+
+/**
+ * The embedded runtime in a process of its own (`bench/internal/serve.ts`, with this process's loader and conditions),
+ * with `llm` (an OpenAI-compatible URL) as its tenant's default LLM.
+ */
+export const serveRuntime = (llm?: string) =>
+  forkServer(fileURLToPath(new URL("./internal/serve.ts", import.meta.url)), llm ? [llm] : [], process.execArgv)

@@ -2,16 +2,17 @@
  * Side by side, in one run, against the same zero-latency OpenAI-compatible fake on loopback: our natural-language
  * task (as bench/agent-loop.ts: one tool-calling LLM turn, `json.extract`, then a final answer) and the same task on
  * a LangGraph.js peer (prebuilt `createReactAgent` + `MemorySaver`, `ChatOpenAI`, one `json-extract` tool) served by
- * bench/peer-langgraph/server.mjs in a child process. Baseline: the two chat completions of a task sent straight to
- * the fake by the load generator (the floor either side stands on). The peer has a process of its own, our runtime
- * shares this one with the load generator and the fake, so on a small machine throughput favours the peer; the CPU
- * time per task summed over both processes is printed beside it.
+ * bench/peer-langgraph/server.mjs. Each server runs in a process of its own; the load generator and the fake share
+ * this one. Baseline: the two chat completions of a task sent straight to the fake by the load generator (the floor
+ * either side stands on). Our task names its one tool (`tools: ["json.extract"]`, as the peer has one), and again
+ * without (the model is offered every tool of the tenant, 22 built-ins). The CPU time per task of the server's
+ * process is printed beside each.
  */
-import { fork, spawnSync } from "node:child_process"
+import { spawnSync } from "node:child_process"
 import { existsSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { startFakeOpenAi } from "../packages/cluster/test/FakeOpenAi.js"
-import { measure, print, type Result, startRuntime } from "./harness.js"
+import { forkServer, measure, print, type Result, serveRuntime, type ServerProcess } from "./harness.js"
 
 const peerDir = fileURLToPath(new URL("./peer-langgraph/", import.meta.url))
 
@@ -21,32 +22,6 @@ if (!existsSync(`${peerDir}node_modules`)) {
   if (status !== 0) throw new Error(`npm ci in ${peerDir} exited with ${status}`)
 }
 
-/**
- * The peer server in a child process (plain node: none of this process's flags or loaders), as our load generator
- * and the fake live in this one: its URL, and its CPU time so far (ms). The child exits with this process.
- */
-const startPeer = async (baseURL: string) => {
-  const child = fork(`${peerDir}server.mjs`, [baseURL], {
-    execArgv: [],
-    stdio: ["ignore", "ignore", "inherit", "ipc"]
-  })
-  const port = await new Promise<number>((resolve, reject) => {
-    child.once("message", (message) => resolve((message as { port: number }).port))
-    child.once("exit", (code) => reject(new Error(`the peer exited with ${code}`)))
-  })
-  child.unref()
-  child.channel?.unref()
-  process.once("exit", () => child.kill())
-  return {
-    url: `http://127.0.0.1:${port}/tasks`,
-    cpu: () =>
-      new Promise<number>((resolve) => {
-        child.once("message", (message) => resolve((message as { cpu: number }).cpu))
-        child.send("cpu")
-      })
-  }
-}
-
 const fake = await startFakeOpenAi()
 // every task: a turn asking for json-extract, then a final answer once the tool result is in (as agent-loop.ts)
 fake.script((request) =>
@@ -54,16 +29,10 @@ fake.script((request) =>
     ? { kind: "answer", content: "done" }
     : { kind: "tools", calls: [{ name: "json-extract", arguments: `{"json":{"a":{"b":1}},"path":"a.b"}` }] }
 )
-const runtime = await startRuntime()
+// the peer in plain node (none of this process's flags or loaders); ours as `npm start` runs it
+const peer = await forkServer(`${peerDir}server.mjs`, [fake.url.replace(/\/chat\/completions$/, "")], [])
+const runtime = await serveRuntime(fake.url)
 const headers = { authorization: `Bearer ${runtime.token}`, "content-type": "application/json" }
-const put = (path: string, body: unknown) =>
-  fetch(`${runtime.base}${path}`, { method: "PUT", headers, body: JSON.stringify(body) }).then((r) => {
-    if (r.status >= 300) throw new Error(`${path}: ${r.status}`)
-  })
-await put("/v1/secrets/key", { value: "sk-bench" })
-await put("/v1/llms/fake", { llm_id: "fake", endpoint: fake.url, auth: { type: "api_key", key: "key" } })
-await put("/v1/settings", { default_llm: "fake" })
-const peer = await startPeer(fake.url.replace(/\/chat\/completions$/, ""))
 
 // the floor: a task's two chat completions (the tool call, then the answer after the tool result), nothing between
 const tools = [{
@@ -102,32 +71,34 @@ const twoCompletions = async () => {
 }
 
 let n = 0
-const submit = (url: string, init: RequestInit) => async () => {
+const submit = (url: string, init: RequestInit, extra: Record<string, unknown> = {}) => async () => {
   const res = await fetch(url, {
     ...init,
     method: "POST",
     // a fresh session per task: the loop itself, not a growing history, is what is measured
-    body: JSON.stringify({ input: "extract a.b", session_id: `s${n++}` })
+    body: JSON.stringify({ input: "extract a.b", session_id: `s${n++}`, ...extra })
   })
   const json = await res.json() as { status: string; output?: unknown }
   if (json.status !== "succeeded" || !JSON.stringify(json.output).includes("done")) {
     throw new Error(`${url}: task ${json.status}: ${JSON.stringify(json)}`)
   }
 }
-const peerTask = submit(peer.url, { headers: { "content-type": "application/json" } })
-const altanTask = submit(`${runtime.base}/v1/tasks`, { headers })
+const peerTask = submit(`${peer.base}/tasks`, { headers: { "content-type": "application/json" } })
+const altanTask = submit(`${runtime.base}/v1/tasks`, { headers }, { tools: ["json.extract"] })
+const altanAllTools = submit(`${runtime.base}/v1/tasks`, { headers })
 
 const FLOOR = "fake LLM: two chat completions"
 const PEER = "peer: LangGraph.js createReactAgent + MemorySaver"
 const ALTAN = "altan: NL task, 1 tool turn"
+const ALTAN_ALL = "altan: the same, every tool offered"
 const results: Array<Result> = []
-// CPU per task over both processes (this one: load generator, fake, our runtime; the peer's child), warm-up included
+// CPU per task of the server's process (warm-up included); the floor's is this process's (generator and fake)
 const cpuPerTask = new Map<Result, number>()
-const cpu = async () => {
+const self: ServerProcess["cpu"] = async () => {
   const { system, user } = process.cpuUsage()
-  return (user + system) / 1000 + await peer.cpu()
+  return (user + system) / 1000
 }
-const run = async (name: string, concurrency: number, op: () => Promise<void>, warmup: number) => {
+const run = async (name: string, concurrency: number, op: () => Promise<void>, warmup: number, cpu = self) => {
   const before = await cpu()
   const result = await measure(name, concurrency, op, { warmup })
   cpuPerTask.set(result, (await cpu() - before) / (result.count + warmup))
@@ -135,8 +106,9 @@ const run = async (name: string, concurrency: number, op: () => Promise<void>, w
 }
 for (const concurrency of [1, 32]) {
   await run(FLOOR, concurrency, twoCompletions, 200)
-  await run(PEER, concurrency, peerTask, 50)
-  await run(ALTAN, concurrency, altanTask, 50)
+  await run(PEER, concurrency, peerTask, 50, peer.cpu)
+  await run(ALTAN, concurrency, altanTask, 50, runtime.cpu)
+  await run(ALTAN_ALL, concurrency, altanAllTools, 50, runtime.cpu)
 }
 print(
   results,
@@ -151,9 +123,10 @@ for (const concurrency of [1, 32]) {
     `${concurrency} in flight: altan/peer throughput ${(altan.perSecond / langgraph.perSecond).toFixed(2)}x ` +
       `(${Math.round(altan.perSecond)}/s vs ${Math.round(langgraph.perSecond)}/s), ` +
       `p99 altan ${altan.p99.toFixed(2)} ms, peer ${langgraph.p99.toFixed(2)} ms; ` +
-      `CPU ms per task, both processes: altan ${ms(altan)}, peer ${ms(langgraph)}, floor ${ms(floor)}`
+      `server CPU ms per task: altan ${ms(altan)} (every tool offered: ${ms(find(ALTAN_ALL))}), ` +
+      `peer ${ms(langgraph)}; the load generator and fake: ${ms(floor)}`
   )
 }
-// no graceful stop of the runtime (its live sessions, see agent-loop.ts); the peer child is killed on exit
+// both servers are killed on exit
 await fake.close()
 process.exit(0)

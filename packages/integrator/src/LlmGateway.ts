@@ -27,7 +27,6 @@ import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
 import * as Runtime from "effect/Runtime"
-import { AsyncLocalStorage } from "node:async_hooks"
 import OpenAI from "openai"
 import * as Retry from "./Retry.js"
 import { SecretStore } from "./SecretStore.js"
@@ -80,10 +79,12 @@ export const toolIdOf = (name: string) => name.replace(/-/g, ".")
 export const baseUrlOf = (endpoint: string) => endpoint.replace(/\/+$/, "").replace(/\/chat\/completions$/, "")
 
 /**
- * The runtime of the LLM call the SDK is making (its span, its tracer): the SDK's `fetch` runs the egress request in
- * it, so that request is a child of the call's span, in the task's trace.
+ * Where the runtime of the LLM call the SDK is making (its span, its tracer) rides to the SDK's `fetch`, which runs
+ * the egress request in it, so that request is a child of the call's span, in the task's trace. The SDK spreads the
+ * call's `fetchOptions` into `fetch`'s init. (Not an `AsyncLocalStorage`: on Node 20 one makes every promise of the
+ * process about 2.5x slower.)
  */
-const callRuntime = new AsyncLocalStorage<Runtime.Runtime<never>>()
+const callRuntime = Symbol.for("@altan/integrator/LlmGateway/callRuntime")
 
 /**
  * `fetch` for the SDK over the egress guard: an LLM endpoint may be any public host the tenant
@@ -98,7 +99,7 @@ const egressFetch =
       headers[name] = value
     })
     const body = typeof init?.body === "string" || init?.body instanceof Uint8Array ? init.body : undefined
-    const runtime = callRuntime.getStore()
+    const runtime = (init as { readonly [callRuntime]?: Runtime.Runtime<never> } | undefined)?.[callRuntime]
     const exit = await (runtime ? Runtime.runPromiseExit(runtime) : Effect.runPromiseExit)(
       egress.request({
         url,
@@ -306,13 +307,15 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
             Effect.flatMap(Effect.runtime<never>(), (runtime) =>
               Effect.tryPromise({
                 try: (signal) =>
-                  callRuntime.run(runtime, () =>
-                    client.chat.completions.create({
-                      ...config.parameters,
-                      model,
-                      messages: messages.map(toOpenAi),
-                      ...(tools.length > 0 ? { tools } : {})
-                    } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, { signal })),
+                  client.chat.completions.create({
+                    ...config.parameters,
+                    model,
+                    messages: messages.map(toOpenAi),
+                    ...(tools.length > 0 ? { tools } : {})
+                  } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, {
+                    signal,
+                    fetchOptions: { [callRuntime]: runtime } as NonNullable<OpenAI.RequestOptions["fetchOptions"]>
+                  }),
                 catch: (error) => classify(error, mask)
               }))
 
