@@ -3,7 +3,7 @@ import { acceptedTask, AgentSession, ExpireApproval, type SubmitPayload } from "
 import { isRepeat } from "@altan/domain/Approval"
 import { Connection } from "@altan/domain/Connection"
 import { Conflict, Forbidden, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
-import { parseEntityId, type SessionId, type TaskId } from "@altan/domain/Ids"
+import { parseEntityId, type SessionId, type TaskId, type TenantId } from "@altan/domain/Ids"
 import { taskMetrics } from "@altan/domain/Metrics"
 import type { Principal } from "@altan/domain/Principal"
 import { isTerminal, type Task, withoutWaiting } from "@altan/domain/Task"
@@ -11,13 +11,17 @@ import { ToolWorker } from "@altan/domain/ToolWorker"
 import type { RedisError } from "@altan/redis/Redis"
 import { AlreadyProcessingMessage } from "@effect/cluster/ClusterError"
 import * as Entity from "@effect/cluster/Entity"
+import type { EntityAddress } from "@effect/cluster/EntityAddress"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { AgentConfig } from "./AgentConfig.js"
 import { type LoopContext, runConversation } from "./AgentLoop.js"
@@ -45,11 +49,9 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
   const toolWorker = yield* ToolWorker.client
   const sessions = yield* AgentSession.client
   yield* taskMetrics.initialize
-  return AgentSession.toLayer(
+  /** A session's task machinery and its handlers, built when it first gets a message about tasks. */
+  const working = (address: EntityAddress, tenantId: TenantId, sessionId: SessionId) =>
     Effect.gen(function*() {
-      const address = yield* Entity.CurrentAddress
-      const { key, tenantId } = parseEntityId(address.entityId)
-      const sessionId = key as SessionId
       const store = yield* TaskStore
       const events = yield* EventLog
       const audit = yield* AuditLog
@@ -221,7 +223,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           details: { step_id: stepId, ...details }
         })
 
-      return AgentSession.of({
+      return {
         Submit: Effect.fn("AgentSession.submit", { attributes, captureStackTrace: false })(function*({ payload }) {
           yield* Effect.annotateCurrentSpan("altan.task_id", payload.task_id)
           const { principal, task_id } = payload
@@ -253,7 +255,9 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           return yield* drive(task_id)
         }),
 
-        Run: ({ payload }) =>
+        Run: ({ payload }: {
+          readonly payload: { readonly task_id: TaskId; readonly submit?: SubmitPayload | undefined }
+        }) =>
           Effect.gen(function*() {
             const taskId = payload.task_id
             const found = yield* SessionTasks.durably(`reading task ${taskId}`, tasks.record(taskId))
@@ -349,7 +353,9 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           }
         ),
 
-        GetTask: ({ payload }) =>
+        GetTask: (
+          { payload }: { readonly payload: { readonly task_id: TaskId; readonly wait_ms?: number | undefined } }
+        ) =>
           Effect.gen(function*() {
             const record = yield* read(payload.task_id)
             if (isTerminal(record.task.status) || !payload.wait_ms) return record.task
@@ -357,7 +363,9 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             return (yield* read(payload.task_id)).task
           }),
 
-        Events: ({ payload }) =>
+        Events: (
+          { payload }: { readonly payload: { readonly task_id: TaskId; readonly after?: string | undefined } }
+        ) =>
           read(payload.task_id).pipe(
             Effect.map(() =>
               events.follow(tenantId, payload.task_id, payload.after).pipe(Stream.mapError(unavailable))
@@ -381,7 +389,37 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             return tasks.current(payload.task_id).task
           }
           return yield* cancelled(payload.task_id)
-        }),
+        })
+      }
+    })
+
+  return AgentSession.toLayer(
+    Effect.gen(function*() {
+      const address = yield* Entity.CurrentAddress
+      const { key, tenantId } = parseEntityId(address.entityId)
+      const sessionId = key as SessionId
+      const store = yield* TaskStore
+      const context = yield* Effect.context<TaskStore | EventLog | AuditLog | Scope.Scope>()
+      // an idle session (activated by a read, or waiting for its next task after a passivation) holds only this;
+      // its task machinery is built by its first message about a task, once, in the session's scope
+      let built: Deferred.Deferred<Effect.Effect.Success<ReturnType<typeof working>>> | undefined
+      const full = Effect.suspend(() => {
+        if (built) return Deferred.await(built)
+        const deferred = (built = Deferred.unsafeMake<Effect.Effect.Success<ReturnType<typeof working>>>(FiberId.none))
+        return working(address, tenantId, sessionId).pipe(
+          Effect.tap((handlers) => Deferred.succeed(deferred, handlers)),
+          Effect.provide(context),
+          Effect.uninterruptible
+        )
+      })
+      return AgentSession.of({
+        Submit: (request) => Effect.flatMap(full, (h) => h.Submit(request)),
+        Run: (request) => Effect.flatMap(full, (h) => h.Run(request)),
+        Decide: (request) => Effect.flatMap(full, (h) => h.Decide(request)),
+        ExpireApproval: (request) => Effect.flatMap(full, (h) => h.ExpireApproval(request)),
+        GetTask: (request) => Effect.flatMap(full, (h) => h.GetTask(request)),
+        Events: (request) => Stream.unwrap(Effect.map(full, (h) => h.Events(request))),
+        Cancel: (request) => Effect.flatMap(full, (h) => h.Cancel(request)),
 
         GetSession: () =>
           store.summary(tenantId, sessionId).pipe(
