@@ -1,10 +1,8 @@
 /**
  * Natural-language tasks (one tool-calling LLM turn + a final answer) against a zero-latency
  * OpenAI-compatible fake on loopback and an in-process tool, against the raw engine measured in the
- * same run: a no-op entity on the same cluster. Then heap per idle session after 50k activations,
- * beside heap per idle no-op entity.
+ * same run: a no-op entity on the same cluster. (Heap per idle session: bench/sessions.ts.)
  */
-import { AgentSession } from "@altan/domain/AgentSession"
 import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
@@ -58,30 +56,6 @@ print(
   (r) => r.name.startsWith("agent") ? results.find((b) => b.concurrency === r.concurrency && b !== r) : undefined
 )
 
-// heap per idle entity: 50k activations each, compared after a full GC
-const heap = () => {
-  globalThis.gc?.()
-  return process.memoryUsage().heapUsed
-}
-const activate = async (count: number, make: (i: number) => Effect.Effect<unknown, unknown>) => {
-  const before = heap()
-  for (let i = 0; i < count; i += 500) {
-    await runtime.run(
-      Effect.forEach(Array.from({ length: 500 }, (_, j) => i + j), (j) => Effect.ignore(make(j)), { concurrency: 500 })
-    )
-  }
-  return (heap() - before) / count
-}
-const sessions = await runtime.run(AgentSession.client)
-
-const count = 50_000
-const perNoop = await activate(count, (i) => noop(`idle-${i}`).Ping())
-const perSession = await activate(count, (i) => sessions(`bench/idle-${i}`).GetSession())
-console.log(
-  `\nheap per idle entity after ${count} activations: no-op ${(perNoop / 1024).toFixed(1)} KB, ` +
-    `AgentSession ${(perSession / 1024).toFixed(1)} KB (${(perSession / perNoop).toFixed(2)}x)` +
-    (globalThis.gc ? "" : "  [run with --expose-gc for exact figures]")
-)
-// no graceful stop: shutting down 100k live entities is its own (slow) story, see docs/benchmarks.md
+// no graceful stop: the live sessions are shut down with the process
 await fake.close()
 process.exit(0)

@@ -117,6 +117,8 @@ export interface Result {
   readonly perSecond: number
   readonly p50: number
   readonly p99: number
+  /** CPU time of this process per operation (ms): the runtime's and the load generator's, when they share it. */
+  readonly cpuMs: number
 }
 
 /** Calls `op` from `concurrency` loops for `seconds` (after a short warm-up) and reports throughput and latency. */
@@ -130,6 +132,7 @@ export const measure = async (
   for (let i = 0; i < warmup; i++) await op()
   const latencies: Array<number> = []
   const deadline = performance.now() + seconds * 1000
+  const cpu = process.cpuUsage()
   const started = performance.now()
   const worker = async () => {
     while (performance.now() < deadline && latencies.length < maxCount) {
@@ -140,6 +143,7 @@ export const measure = async (
   }
   await Promise.all(Array.from({ length: concurrency }, worker))
   const elapsed = (performance.now() - started) / 1000
+  const used = process.cpuUsage(cpu)
   latencies.sort((a, b) => a - b)
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!
   return {
@@ -148,7 +152,8 @@ export const measure = async (
     count: latencies.length,
     perSecond: latencies.length / elapsed,
     p50: at(0.5),
-    p99: at(0.99)
+    p99: at(0.99),
+    cpuMs: (used.user + used.system) / 1000 / latencies.length
   }
 }
 
@@ -162,6 +167,7 @@ export const print = (results: ReadonlyArray<Result>, baseline?: (r: Result) => 
       "per s": Math.round(r.perSecond),
       "p50 ms": r.p50.toFixed(2),
       "p99 ms": r.p99.toFixed(2),
+      "CPU ms/op": r.cpuMs.toFixed(3),
       "vs baseline": b && b !== r
         ? `${(r.perSecond / b.perSecond * 100).toFixed(0)}% thr, +${(r.p50 - b.p50).toFixed(2)} ms p50`
         : ""

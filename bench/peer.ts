@@ -12,7 +12,7 @@ import { spawnSync } from "node:child_process"
 import { existsSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { startFakeOpenAi } from "../packages/cluster/test/FakeOpenAi.js"
-import { forkServer, measure, print, type Result, serveRuntime, type ServerProcess } from "./harness.js"
+import { forkServer, measure, print, type Result, type ServerProcess, serveRuntime } from "./harness.js"
 
 const peerDir = fileURLToPath(new URL("./peer-langgraph/", import.meta.url))
 

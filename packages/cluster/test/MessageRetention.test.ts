@@ -47,6 +47,8 @@ layer(clusterLayer(probes), { excludeTestServices: true })("message retention (m
       expect(removed).toBe(before - store.size)
       // only the hanging task's Run is left (its Submit was answered)
       expect(store.size).toBe(1)
+      // a read skips what the runner read lately: reset the shards first, as a runner taking them over does
+      yield* storage.resetShards(allShards)
       const left = yield* storage.unprocessedMessages(allShards)
       expect(left.map((m) => m.envelope._tag === "Request" && m.envelope.tag)).toEqual(["Run"])
 

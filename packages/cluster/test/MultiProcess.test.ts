@@ -188,7 +188,7 @@ describe("three runners on PostgreSQL", () => {
       }
     }
     const before = await counts()
-    expect(before.processed).toBeGreaterThanOrEqual(2) // the Submit and the Run
+    expect(before.processed).toBeGreaterThanOrEqual(1) // the Submit (a sync task runs in it), and what it sent
     const pruned = await Effect.runPromise(
       pruneSql({ before: Date.now() + 1000 }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(db) })))
     )

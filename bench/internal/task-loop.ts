@@ -1,0 +1,55 @@
+/**
+ * One scenario of bench/task-http.ts (a sync one-step plan over HTTP, `TASK=plan`) or of bench/agent-loop.ts (an NL
+ * task with one tool turn, `TASK=nl`), for a profiler: `C` in flight for `S` seconds, then its throughput, latency,
+ * this process's CPU per task, and the spans a task opens. Run it under `--cpu-prof` and read the profile with
+ * `node bench/internal/profile-summary.mjs <file>.cpuprofile` (see docs/benchmarks.md).
+ */
+import { startFakeOpenAi } from "../../packages/cluster/test/FakeOpenAi.js"
+import { countingTracer, measure, startRuntime } from "../harness.js"
+
+const kind = process.env["TASK"] ?? "plan"
+const concurrency = Number(process.env["C"] ?? 1)
+const seconds = Number(process.env["S"] ?? 10)
+const spans = countingTracer()
+const runtime = await startRuntime({ tracer: spans.tracer })
+const headers = { authorization: `Bearer ${runtime.token}`, "content-type": "application/json" }
+let body: () => string
+if (kind === "nl") {
+  const fake = await startFakeOpenAi()
+  fake.script((request) =>
+    request.body.messages.at(-1).role === "tool"
+      ? { kind: "answer", content: "done" }
+      : { kind: "tools", calls: [{ name: "json-extract", arguments: `{"json":{"a":{"b":1}},"path":"a.b"}` }] }
+  )
+  const put = async (path: string, value: unknown) => {
+    const res = await fetch(`${runtime.base}${path}`, { method: "PUT", headers, body: JSON.stringify(value) })
+    if (res.status >= 300) throw new Error(`${path}: ${res.status}`)
+  }
+  await put("/v1/secrets/key", { value: "sk-bench" })
+  await put("/v1/llms/fake", { llm_id: "fake", endpoint: fake.url, auth: { type: "api_key", key: "key" } })
+  await put("/v1/settings", { default_llm: "fake" })
+  let n = 0
+  body = () => JSON.stringify({ input: "extract a.b", session_id: `s${n++}`, tools: ["json.extract"] })
+} else {
+  const plan = JSON.stringify({
+    input: { steps: [{ id: "t", tool: "text.template", input: { template: "hi {{n}}", variables: { n: "x" } } }] }
+  })
+  body = () => plan
+}
+const task = async () => {
+  const res = await fetch(`${runtime.base}/v1/tasks`, { method: "POST", headers, body: body() })
+  const json = await res.json() as { status: string }
+  if (json.status !== "succeeded") throw new Error(`task ${json.status}: ${JSON.stringify(json)}`)
+}
+for (let i = 0; i < 300; i++) await task()
+spans.counts.clear()
+const before = process.cpuUsage()
+const result = await measure(kind, concurrency, task, { seconds, warmup: 0 })
+const cpu = process.cpuUsage(before)
+const opened = [...spans.counts.values()].reduce((a, b) => a + b, 0)
+console.log(
+  `${kind} at ${concurrency} in flight: ${Math.round(result.perSecond)}/s, p50 ${result.p50.toFixed(2)} ms, ` +
+    `p99 ${result.p99.toFixed(2)} ms; CPU ${((cpu.user + cpu.system) / 1000 / result.count).toFixed(2)} ms per task ` +
+    `(this process: runtime and load generator); ${(opened / result.count).toFixed(1)} spans per task`
+)
+process.exit(0)
