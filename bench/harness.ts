@@ -256,6 +256,8 @@ export interface ServerProcess {
   readonly base: string
   readonly token: string
   readonly cpu: () => Promise<number>
+  /** Sends `message` and resolves with the child's next message. */
+  readonly ask: (message: unknown) => Promise<unknown>
 }
 
 /**
@@ -275,14 +277,21 @@ export const forkServer = async (
   child.unref()
   child.channel?.unref()
   process.once("exit", () => child.kill())
+  // the channel keeps this process alive only while an answer is awaited
+  const ask = (message: unknown) =>
+    new Promise<unknown>((resolve) => {
+      child.channel?.ref()
+      child.once("message", (answer) => {
+        child.channel?.unref()
+        resolve(answer)
+      })
+      child.send(message as string)
+    })
   return {
     base: ready.base ?? `http://127.0.0.1:${ready.port}`,
     token: ready.token ?? "",
-    cpu: () =>
-      new Promise<number>((resolve) => {
-        child.once("message", (message) => resolve((message as { cpu: number }).cpu))
-        child.send("cpu")
-      })
+    cpu: () => ask("cpu").then((answer) => (answer as { cpu: number }).cpu),
+    ask
   }
 }
 

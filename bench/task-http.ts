@@ -1,14 +1,13 @@
 /**
- * A structured task over HTTP (JWT check, AgentSession, Connection, ToolWorker, back) against two
- * baselines measured in the same run: the HTTP floor of the same server (`GET /healthz`) and a raw
- * entity round trip on the same cluster (`ToolWorker.Describe`).
+ * A structured task over HTTP (JWT check, AgentSession, Connection, ToolWorker, back) against two baselines measured
+ * in the same run: the HTTP floor of the same server (`GET /healthz`) and a raw entity round trip on the same cluster
+ * (`ToolWorker.Describe`, measured inside the server's process). The runtime runs in a process of its own (as
+ * `npm start` runs it), the load generator in this one; "server CPU ms/op" is the server process's.
  */
-import { ToolWorker } from "@altan/domain/ToolWorker"
-import * as Effect from "effect/Effect"
-import { measure, print, type Result, startRuntime } from "./harness.js"
+import { measure, print, type Result, serveRuntime } from "./harness.js"
 
-const runtime = await startRuntime()
-const headers = { authorization: `Bearer ${runtime.token}`, "content-type": "application/json" }
+const server = await serveRuntime()
+const headers = { authorization: `Bearer ${server.token}`, "content-type": "application/json" }
 const oneStep = JSON.stringify({
   input: { steps: [{ id: "t", tool: "text.template", input: { template: "hi {{n}}", variables: { n: "x" } } }] }
 })
@@ -21,24 +20,30 @@ const twoSteps = JSON.stringify({
   }
 })
 
-const describe = await runtime.run(Effect.map(ToolWorker.client, (client) => client("bench/text.template")))
-const engine = () => runtime.run(describe.Describe()).then(() => undefined)
 const healthz = async () => {
-  const res = await fetch(`${runtime.base}/healthz`)
+  const res = await fetch(`${server.base}/healthz`)
   await res.arrayBuffer()
 }
 const task = (body: string) => async () => {
-  const res = await fetch(`${runtime.base}/v1/tasks`, { method: "POST", headers, body })
+  const res = await fetch(`${server.base}/v1/tasks`, { method: "POST", headers, body })
   const json = await res.json() as { status: string }
   if (json.status !== "succeeded") throw new Error(`task ${json.status}: ${JSON.stringify(json)}`)
 }
 
 const results: Array<Result> = []
+const serverCpu = new Map<Result, number>()
+const run = async (name: string, concurrency: number, op: () => Promise<void>) => {
+  const before = await server.cpu()
+  const result = await measure(name, concurrency, op)
+  serverCpu.set(result, (await server.cpu() - before) / (result.count + 200))
+  results.push(result)
+}
 for (const concurrency of [1, 32]) {
-  results.push(await measure("engine: entity round trip (baseline)", concurrency, engine))
-  results.push(await measure("http: GET /healthz (baseline)", concurrency, healthz))
-  results.push(await measure("task: 1 tool step, sync", concurrency, task(oneStep)))
-  results.push(await measure("task: 2 dependent steps, sync", concurrency, task(twoSteps)))
+  const { result } = await server.ask({ engine: concurrency }) as { result: Result }
+  results.push(result)
+  await run("http: GET /healthz (baseline)", concurrency, healthz)
+  await run("task: 1 tool step, sync", concurrency, task(oneStep))
+  await run("task: 2 dependent steps, sync", concurrency, task(twoSteps))
 }
 print(
   results,
@@ -47,5 +52,9 @@ print(
       ? results.find((b) => b.concurrency === r.concurrency && b.name.startsWith("http"))
       : undefined
 )
-await runtime.stop()
+console.log()
+for (const r of results) {
+  const cpu = serverCpu.get(r)
+  if (cpu !== undefined) console.log(`${r.name} at ${r.concurrency} in flight: server CPU ${cpu.toFixed(3)} ms/op`)
+}
 process.exit(0)

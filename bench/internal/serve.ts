@@ -2,9 +2,12 @@
  * Our embedded runtime in a process of its own (as `npm start` runs it, on memory storage), for benchmarks that
  * compare it with a peer server in another process: started by `serveRuntime` in ../harness.ts. Given the base URL
  * of an OpenAI-compatible server (argv[2]), it configures it as the tenant's default LLM. It sends `{base, token}`
- * over IPC when ready, and its CPU time (ms) when asked `"cpu"`.
+ * over IPC when ready, its CPU time (ms) when asked `"cpu"`, and when asked `{engine: n}` measures the raw entity
+ * round trip (`ToolWorker.Describe`) at n in flight inside itself and sends the `Result`.
  */
-import { startRuntime } from "../harness.js"
+import { ToolWorker } from "@altan/domain/ToolWorker"
+import * as Effect from "effect/Effect"
+import { measure, startRuntime } from "../harness.js"
 
 const llm = process.argv[2]
 const runtime = await startRuntime()
@@ -19,9 +22,16 @@ if (llm) {
   await put("/v1/settings", { default_llm: "fake" })
 }
 process.send!({ base: runtime.base, token: runtime.token })
-process.on("message", (message) => {
-  if (message !== "cpu") return
-  const { system, user } = process.cpuUsage()
-  process.send!({ cpu: (user + system) / 1000 })
+const describe = await runtime.run(Effect.map(ToolWorker.client, (client) => client("bench/text.template")))
+const engine = () => runtime.run(describe.Describe()).then(() => undefined)
+process.on("message", (message: unknown) => {
+  if (message === "cpu") {
+    const { system, user } = process.cpuUsage()
+    process.send!({ cpu: (user + system) / 1000 })
+  } else if (typeof message === "object" && message !== null && "engine" in message) {
+    void measure("engine: entity round trip (baseline)", Number(message.engine), engine).then((result) =>
+      process.send!({ result })
+    )
+  }
 })
 process.on("disconnect", () => process.exit(0))

@@ -52,5 +52,6 @@ console.log(
     `p99 ${result.p99.toFixed(2)} ms; CPU ${((cpu.user + cpu.system) / 1000 / result.count).toFixed(2)} ms per task ` +
     `(this process: runtime and load generator); ${(opened / result.count).toFixed(1)} spans per task`
 )
-console.log("heap MB", Math.round(process.memoryUsage().heapUsed / 1e6), "rss MB", Math.round(process.memoryUsage().rss / 1e6))
+const { heapUsed, rss } = process.memoryUsage()
+console.log(`heap ${Math.round(heapUsed / 1e6)} MB, resident set ${Math.round(rss / 1e6)} MB`)
 process.exit(0)
