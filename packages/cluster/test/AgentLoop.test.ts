@@ -265,6 +265,34 @@ describe("agent loop", () => {
     expect(results[1]).toContain("unknown_tool")
   })
 
+  it("offers the tenant's default toolset (settings.tools) to a task that names none; a task's own tools win", async () => {
+    const settings = { default_llm: "gpt-4", tools: ["probe.echo", "json.extract"] }
+    expect((await call("PUT", "/v1/settings", settings)).status).toBe(200)
+    try {
+      primary.script({ kind: "answer", content: "ok" })
+      const task = await run("Use what you have")
+      expect(task.tools).toEqual(["probe.echo", "json.extract"])
+      expect(primary.received[0]!.body.tools.map((t: any) => t.function.name).sort()).toEqual([
+        "json-extract",
+        "probe-echo"
+      ])
+      const own = await run("Only echo", { tools: ["probe.fail"] })
+      expect(own.tools).toEqual(["probe.fail"])
+      expect(primary.received[1]!.body.tools.map((t: any) => t.function.name)).toEqual(["probe-fail"])
+      // a plan outside the default toolset is refused before anything runs, saying where the limit comes from
+      const plan = { input: { steps: [{ id: "a", tool: "probe.fail", input: {} }] } }
+      const refused = await call("POST", "/v1/tasks", plan)
+      expect(refused.status).toBe(400)
+      expect(refused.body.error).toMatchObject({ code: "tool_not_allowed", details: { field: "input.steps.0.tool" } })
+      expect(refused.body.error.message).toContain("settings.tools")
+      expect(probes.calls).toEqual([])
+      // an empty toolset is not a setting
+      expect((await call("PUT", "/v1/settings", { ...settings, tools: [] })).status).toBe(400)
+    } finally {
+      expect((await call("PUT", "/v1/settings", { default_llm: "gpt-4" })).status).toBe(200)
+    }
+  })
+
   it("stops at max_steps", async () => {
     primary.script({ kind: "tools", calls: [{ name: "probe-echo", arguments: `{"value": 2}` }] })
     const task = await run("Loop", { max_steps: 2 })

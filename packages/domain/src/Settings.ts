@@ -1,4 +1,5 @@
 import * as Schema from "effect/Schema"
+import { ToolId } from "./Ids.js"
 import { HttpUrl, LlmId } from "./LlmConfig.js"
 import { ApprovalRule } from "./Task.js"
 
@@ -50,7 +51,12 @@ export const Settings = Schema.Struct({
   /** Calls that wait for a person's approval, in every task of the tenant. */
   approval_required: Schema.optional(Schema.Array(ApprovalRule).pipe(Schema.maxItems(256))),
   /** Seconds a call waits for its approval before it expires and its task fails (`approval_expired`). Default 1 day. */
-  approval_timeout: Schema.optional(Schema.Int.pipe(Schema.between(1, 30 * 86_400)))
+  approval_timeout: Schema.optional(Schema.Int.pipe(Schema.between(1, 30 * 86_400))),
+  /**
+   * The tools a task may use, and the model is offered, when the task names none (its own `tools`): a default
+   * toolset, so the model is not sent every tool's schema on every turn. Unset: every tool of the tenant.
+   */
+  tools: Schema.optional(Schema.Array(ToolId).pipe(Schema.minItems(1), Schema.maxItems(256)))
 })
 export type Settings = typeof Settings.Type
 

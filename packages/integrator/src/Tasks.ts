@@ -173,14 +173,22 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
      * and every `$ref` path against the referenced tool's output schema. Answers the tools' specs, which go with
      * the task. The tool service not answering is a 503: nothing was accepted.
      */
-    const checkPlan = (principal: Principal, plan: Plan, allow: ReadonlyArray<string> | undefined) =>
+    const checkPlan = (
+      principal: Principal,
+      plan: Plan,
+      allow: ReadonlyArray<string> | undefined,
+      allowFrom: "task" | "settings"
+    ) =>
       Effect.gen(function*() {
         const graph = yield* PlanGraph.validate(plan)
         for (const [i, step] of plan.steps.entries()) {
           if (allow && !allow.includes(step.tool)) {
             return yield* new InvalidRequest({
               code: "tool_not_allowed",
-              message: `step "${step.id}" uses ${step.tool}, which is not in the task's tools`,
+              message: allowFrom === "task"
+                ? `step "${step.id}" uses ${step.tool}, which is not in the task's tools`
+                : `step "${step.id}" uses ${step.tool}, which is not in the tenant's default tools (settings.tools); ` +
+                  `a task that lists its own tools may use it`,
               details: { field: `input.steps.${i}.tool` }
             })
           }
@@ -233,9 +241,13 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
      */
     const submitAdmitted = Effect.fn("Tasks.submit", { captureStackTrace: false })(function*(
       principal: Principal,
-      request: TaskRequest,
+      asked: TaskRequest,
       settings: Settings
     ) {
+      // a task that names no tools gets the tenant's default toolset, if it has one; the task shows which it got
+      const request = asked.tools === undefined && settings.tools !== undefined
+        ? { ...asked, tools: settings.tools }
+        : asked
       const { sessionId, taskId } = taskIds(principal.tenantId, request.session_id, request.idempotency_key)
       yield* Effect.annotateCurrentSpan({
         "altan.tenant_id": principal.tenantId,
@@ -246,7 +258,7 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
       const llms = yield* resolveLlms(config, principal, request, settings)
       const specs = typeof request.input === "string"
         ? []
-        : yield* checkPlan(principal, request.input, request.tools)
+        : yield* checkPlan(principal, request.input, request.tools, asked.tools === undefined ? "settings" : "task")
       const payload = {
         task_id: taskId,
         request,
