@@ -2,7 +2,7 @@ import type { PendingApproval } from "@altan/domain/Approval"
 import type { SessionId, TaskId, TenantId } from "@altan/domain/Ids"
 import { ChatMessage } from "@altan/domain/Llm"
 import { OnUnknownOutcome } from "@altan/domain/Settings"
-import { isTerminal, Task } from "@altan/domain/Task"
+import { isTerminal, Task, type TaskStatus } from "@altan/domain/Task"
 import { ToolSpec } from "@altan/domain/ToolDefinition"
 import type { RedisError } from "@altan/redis/Redis"
 import { attempt, checkPrefix, Redis, ttlMillis } from "@altan/redis/Redis"
@@ -63,6 +63,13 @@ export class TaskStore extends Context.Tag("@altan/agent/TaskStore")<TaskStore, 
     after: string | undefined,
     limit: number
   ) => Effect.Effect<{ readonly entries: ReadonlyArray<PendingApproval>; readonly next?: string }, RedisError>
+  /**
+   * The tenant's tasks, newest first (by creation), of one session or status if asked: at most `limit`, and `next`
+   * (the cursor of the following page) while more may follow. A page reads at most `maxListScan` index entries, so a
+   * filter that matches little answers a short page with a `next` rather than scanning the whole index. A cursor
+   * that is not one of ours is `undefined` (the caller's 400).
+   */
+  readonly listTasks: (tenantId: TenantId, query: TaskListQuery) => Effect.Effect<TaskList | undefined, RedisError>
   /** The most recent part of the conversation that fits in `budget` characters (see `trimHistory`). */
   readonly recentMessages: (
     tenantId: TenantId,
@@ -85,6 +92,71 @@ export class TaskStore extends Context.Tag("@altan/agent/TaskStore")<TaskStore, 
 }>() {}
 
 const sessionKey = (tenantId: TenantId, sessionId: string) => `${tenantId}/${sessionId}`
+
+/** What `listTasks` is asked. */
+export interface TaskListQuery {
+  readonly sessionId?: SessionId | undefined
+  readonly status?: TaskStatus | undefined
+  readonly cursor?: string | undefined
+  readonly limit: number
+}
+
+/** A page of `listTasks`. */
+export interface TaskList {
+  readonly tasks: ReadonlyArray<Task>
+  readonly next?: string
+}
+
+/** Index entries a page of `listTasks` reads at most. */
+export const maxListScan = 1_000
+
+/** Index entries kept per tenant (the oldest go first); a task past them is still readable by its id. */
+export const maxListed = 100_000
+
+/** A task's entry in its tenant's index: its creation time then its id, so the index sorts by creation. */
+const listEntry = (task: Task) => `${task.created_at}/${task.task_id}`
+const taskOfEntry = (entry: string) => entry.slice(entry.indexOf("/") + 1) as TaskId
+const encodeCursor = (entry: string) => Buffer.from(entry).toString("base64url")
+const decodeCursor = (cursor: string): string | undefined => {
+  const entry = Buffer.from(cursor, "base64url").toString()
+  return /^\d{4}-\d\d-\d\dT[^/]+\/[^/]+$/.test(entry) ? entry : undefined
+}
+const matches = (query: TaskListQuery) => (task: Task) =>
+  (query.sessionId === undefined || task.session_id === query.sessionId) &&
+  (query.status === undefined || task.status === query.status)
+
+/**
+ * Collects a page from index entries read newest first, `read` answering a batch's records (or none for one gone):
+ * stops at `limit` matches or `maxListScan` entries.
+ */
+const collectPage = <E>(
+  query: TaskListQuery,
+  batch: (before: string | undefined, size: number) => Effect.Effect<ReadonlyArray<string>, E>,
+  read: (entries: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Task | undefined>, E>
+): Effect.Effect<TaskList | undefined, E> =>
+  Effect.gen(function*() {
+    let before: string | undefined
+    if (query.cursor !== undefined) {
+      before = decodeCursor(query.cursor)
+      if (before === undefined) return undefined
+    }
+    const found: Array<Task> = []
+    const keep = matches(query)
+    let scanned = 0
+    while (scanned < maxListScan) {
+      const entries = yield* batch(before, Math.min(100, maxListScan - scanned))
+      if (entries.length === 0) return { tasks: found }
+      const records = yield* read(entries)
+      for (let i = 0; i < entries.length; i++) {
+        scanned++
+        before = entries[i]!
+        const task = records[i]
+        if (task !== undefined && keep(task)) found.push(task)
+        if (found.length === query.limit) return { tasks: found, next: encodeCursor(before) }
+      }
+    }
+    return { tasks: found, next: encodeCursor(before!) }
+  })
 
 /**
  * The index entries of a record's calls: one per step that waits for approval (its key orders by request time), and
@@ -134,6 +206,16 @@ export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore> =>
     const tasks = new Map<string, TaskRecord>()
     const sessions = new Map<string, { task_ids: Array<TaskId>; messages: Array<ChatMessage>; updated_at: string }>()
     const approvals = new Map<TenantId, Map<string, PendingApproval>>()
+    /** Per tenant, its index entries in order (see `listEntry`). */
+    const listed = new Map<TenantId, Array<string>>()
+    const index = (tenantId: TenantId, entry: string) => {
+      let entries = listed.get(tenantId)
+      if (!entries) listed.set(tenantId, entries = [])
+      // creation times arrive in order but for clock skew between edges: the rare late one goes to its place
+      if (entries.length === 0 || entries[entries.length - 1]! <= entry) entries.push(entry)
+      else entries.splice(entries.findIndex((e) => e > entry), 0, entry)
+      if (entries.length > maxListed) entries.shift()
+    }
     const sessionOf = (tenantId: TenantId, sessionId: string, at: string) => {
       const key = sessionKey(tenantId, sessionId)
       let entry = sessions.get(key)
@@ -154,6 +236,7 @@ export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore> =>
           const session = sessionOf(tenantId, record.task.session_id, record.task.updated_at)
           if (options?.created) {
             session.task_ids.push(record.task.task_id)
+            index(tenantId, listEntry(record.task))
             if (tasks.size > maxTasks) tasks.delete(tasks.keys().next().value!)
           }
           if (options?.messages) session.messages.push(...options.messages)
@@ -176,6 +259,26 @@ export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore> =>
             ...(keys.length > limit ? { next: page[page.length - 1]! } : {})
           }
         }),
+      listTasks: (tenantId, query) =>
+        collectPage(
+          query,
+          (before, size) =>
+            Effect.sync(() => {
+              const entries = listed.get(tenantId) ?? []
+              // the position of the first entry not before the cursor: the page reads down from just below it
+              let end = entries.length
+              if (before !== undefined) {
+                let low = 0
+                while (low < end) {
+                  const mid = (low + end) >> 1
+                  if (entries[mid]! < before) low = mid + 1
+                  else end = mid
+                }
+              }
+              return entries.slice(Math.max(0, end - size), end).reverse()
+            }),
+          (entries) => Effect.sync(() => entries.map((e) => tasks.get(`${tenantId}/${taskOfEntry(e)}`)?.task))
+        ),
       recentMessages: (tenantId, sessionId, budget) =>
         Effect.sync(() => trimHistory(sessions.get(sessionKey(tenantId, sessionId))?.messages ?? [], budget)),
       summary: (tenantId, sessionId) =>
@@ -244,6 +347,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
         `${keyOf("tr", tenantId, sessionId)}:${taskId}`
       const sessionOfTask = (taskId: TaskId) => taskId.slice(0, taskId.lastIndexOf("."))
       const approvalsKey = (tenantId: TenantId) => `${prefix}:t:${tenantId}:approvals`
+      const listKey = (tenantId: TenantId) => `${prefix}:t:${tenantId}:tasks`
 
       const exec = (operation: string, build: (multi: ReturnType<typeof client.multi>) => void) =>
         attempt(operation, async () => {
@@ -297,8 +401,19 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
               }
               touchSession(multi, tenantId, sessionId, at)
             })
-            // the tenant's index of waiting calls is in another slot than the session's keys: a write of its own,
-            // after the record's (the record is what counts; the index only points at it)
+            // the tenant's indexes are in another slot than the session's keys: writes of their own, after the
+            // record's (the record is what counts; an index only points at it)
+            if (options?.created) {
+              const list = listKey(tenantId)
+              yield* exec(
+                "index task",
+                (multi) =>
+                  multi.zadd(list, 0, listEntry(record.task)).zremrangebyrank(list, 0, -(maxListed + 1)).pexpire(
+                    list,
+                    px
+                  )
+              )
+            }
             const { settled, waiting } = approvalEntries(record)
             if (waiting.length > 0 || settled.length > 0) {
               const index = approvalsKey(tenantId)
@@ -332,6 +447,39 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
             })
             return { entries, ...(keys.length > limit ? { next: page[page.length - 1]! } : {}) }
           }),
+
+        listTasks: (tenantId, query) =>
+          collectPage(
+            query,
+            (before, size) =>
+              attempt(
+                "ZREVRANGEBYLEX",
+                () =>
+                  client.zrevrangebylex(
+                    listKey(tenantId),
+                    before === undefined ? "+" : `(${before}`,
+                    "-",
+                    "LIMIT",
+                    0,
+                    size
+                  )
+              ),
+            (entries) =>
+              Effect.forEach(entries, (entry) => {
+                const taskId = taskOfEntry(entry)
+                const key = recordKey(tenantId, sessionOfTask(taskId), taskId)
+                return attempt("GET", () => client.get(key)).pipe(
+                  Effect.flatMap((raw) =>
+                    raw === null
+                      ? Effect.succeed(undefined)
+                      : decodeRecord(raw).pipe(
+                        Effect.map((r) => r.task),
+                        Effect.catchAll((e) => corrupt(key, e.message))
+                      )
+                  )
+                )
+              }, { concurrency: 16 })
+          ),
 
         recentMessages: (tenantId, sessionId, budget) =>
           Effect.gen(function*() {

@@ -1,5 +1,6 @@
-import { Unavailable } from "@altan/domain/Errors"
+import { InvalidRequest, Unavailable } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
+import { summaryOf } from "@altan/domain/Task"
 import { TenantTasks } from "@altan/domain/TenantTasks"
 import * as Entity from "@effect/cluster/Entity"
 import * as Effect from "effect/Effect"
@@ -16,6 +17,31 @@ export const TenantTasksLive = TenantTasks.toLayer(
           Effect.map(({ entries, next }) => ({ approvals: entries, ...(next ? { next_cursor: next } : {}) })),
           Effect.mapError((e) =>
             new Unavailable({ message: `task storage cannot be read right now; retry later (${e.message})` })
+          )
+        )
+      ),
+      ListTasks: Effect.fn("TenantTasks.listTasks", { captureStackTrace: false })(({ payload }) =>
+        store.listTasks(tenantId, {
+          sessionId: payload.session_id,
+          status: payload.status,
+          cursor: payload.cursor,
+          limit: payload.limit
+        }).pipe(
+          Effect.mapError((e) =>
+            new Unavailable({ message: `task storage cannot be read right now; retry later (${e.message})` })
+          ),
+          Effect.flatMap((page) =>
+            page === undefined
+              ? Effect.fail(
+                new InvalidRequest({
+                  message: "cursor is not one this API gave: pass the next_cursor of the previous page",
+                  details: { field: "cursor" }
+                })
+              )
+              : Effect.succeed({
+                tasks: page.tasks.map(summaryOf),
+                ...(page.next ? { next_cursor: page.next } : {})
+              })
           )
         )
       )

@@ -129,11 +129,88 @@ const approvalIndex = Effect.gen(function*() {
   expect((yield* s.pendingApprovals(globex, undefined, 10)).entries).toEqual([])
 })
 
+/** The tenant's task list: newest first, by session or status, a page at a time, never another tenant's. */
+const taskList = Effect.gen(function*() {
+  const s = yield* store
+  const tenant = `list${Math.random().toString(36).slice(2, 8)}` as TenantId
+  const made = (session: string, n: number, status: Task["status"]): Task => ({
+    ...task(session, `t${n}`),
+    status,
+    created_at: `2024-05-01T10:00:0${n}.000Z`
+  })
+  const tasks = [
+    made("s1", 1, "succeeded"),
+    made("s2", 2, "failed"),
+    made("s1", 3, "running"),
+    made("s2", 4, "succeeded"),
+    made("s1", 5, "succeeded")
+  ]
+  // created out of order (two edges with a little clock skew): listed by creation time all the same
+  for (const t of [tasks[0]!, tasks[2]!, tasks[1]!, tasks[3]!, tasks[4]!]) {
+    yield* s.put(tenant, record(t), { created: true })
+  }
+  const ids = (page: TaskStore.TaskList | undefined) => page!.tasks.map((t) => t.task_id)
+  expect(ids(yield* s.listTasks(tenant, { limit: 10 }))).toEqual(["s1.t5", "s2.t4", "s1.t3", "s2.t2", "s1.t1"])
+  expect((yield* s.listTasks(tenant, { limit: 10 }))!.next).toBeUndefined()
+  // a page at a time: the cursor goes on where the page stopped
+  const first = yield* s.listTasks(tenant, { limit: 2 })
+  expect(ids(first)).toEqual(["s1.t5", "s2.t4"])
+  const second = yield* s.listTasks(tenant, { limit: 2, cursor: first!.next })
+  expect(ids(second)).toEqual(["s1.t3", "s2.t2"])
+  // a task created meanwhile does not shift the next page
+  yield* s.put(tenant, record(made("s3", 6, "running")), { created: true })
+  const third = yield* s.listTasks(tenant, { limit: 2, cursor: second!.next })
+  expect(ids(third)).toEqual(["s1.t1"])
+  expect(third!.next).toBeUndefined()
+  // filters, and a record's latest status counts
+  expect(ids(yield* s.listTasks(tenant, { limit: 10, sessionId: "s1" as SessionId }))).toEqual([
+    "s1.t5",
+    "s1.t3",
+    "s1.t1"
+  ])
+  yield* s.put(tenant, record({ ...tasks[2]!, status: "failed" }))
+  expect(ids(yield* s.listTasks(tenant, { limit: 10, status: "failed" }))).toEqual(["s1.t3", "s2.t2"])
+  expect(ids(yield* s.listTasks(tenant, { limit: 10, status: "failed", sessionId: "s2" as SessionId }))).toEqual([
+    "s2.t2"
+  ])
+  // a cursor we never gave is refused, not read
+  expect(yield* s.listTasks(tenant, { limit: 10, cursor: "bm90IGEgY3Vyc29y" })).toBeUndefined()
+  // another tenant: nothing of these
+  expect(ids(yield* s.listTasks(globex, { limit: 10 })).filter((id) => id.startsWith("s1.t"))).toEqual([])
+})
+
+/** A filter that matches little: a page reads at most `maxListScan` entries, and says where to go on. */
+const boundedScan = Effect.gen(function*() {
+  const s = yield* store
+  const tenant = `scan${Math.random().toString(36).slice(2, 8)}` as TenantId
+  const at = (n: number) => new Date(Date.UTC(2024, 4, 1) + n * 1000).toISOString()
+  yield* s.put(tenant, record({ ...task("old", "x"), status: "failed", created_at: at(0) }), { created: true })
+  for (let n = 1; n <= TaskStore.maxListScan + 10; n++) {
+    yield* s.put(tenant, record({ ...task("new", `n${n}`), status: "succeeded", created_at: at(n) }), { created: true })
+  }
+  const first = yield* s.listTasks(tenant, { limit: 5, status: "failed" })
+  expect(first!.tasks).toEqual([])
+  expect(first!.next).toBeDefined()
+  const second = yield* s.listTasks(tenant, { limit: 5, status: "failed", cursor: first!.next })
+  expect(second!.tasks.map((t) => t.task_id)).toEqual(["old.x"])
+  expect(second!.next).toBeUndefined()
+})
+
 layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
   it.effect("memory: the index of calls waiting for approval", () =>
     approvalIndex.pipe(Effect.provide(TaskStore.layerMemory())))
 
   it.effect("redis: the index of calls waiting for approval", () => approvalIndex.pipe(Effect.provide(redisStore)))
+
+  it.effect("memory: the tenant's task list", () => taskList.pipe(Effect.provide(TaskStore.layerMemory())))
+
+  it.effect("redis: the tenant's task list", () => taskList.pipe(Effect.provide(redisStore)))
+
+  it.effect("memory: a task list page reads a bounded part of the index", () =>
+    boundedScan.pipe(Effect.provide(TaskStore.layerMemory())))
+
+  it.effect("redis: a task list page reads a bounded part of the index", () =>
+    boundedScan.pipe(Effect.provide(redisStore)))
 
   it.effect("memory: records, session lists and conversations", () =>
     contract.pipe(Effect.provide(TaskStore.layerMemory())))
@@ -204,6 +281,8 @@ layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
       expect(tenth.at300.map((c) => c.command)).toEqual(tenth.at10.map((c) => c.command))
       expect(tenth.at10.map((c) => c.command)).toEqual([
         ...["multi", "set", "rpush", "pexpire", "hset", "pexpire", "exec"],
+        // the tenant's task index (another slot), capped by rank: as cheap at the 300th as at the 10th
+        ...["multi", "zadd", "zremrangebyrank", "pexpire", "exec"],
         ...["multi", "set", "hset", "pexpire", "exec"],
         ...["multi", "set", "rpush", "pexpire", "hset", "pexpire", "exec"]
       ])

@@ -62,6 +62,49 @@ describe("tasks over HTTP", () => {
     expect(task.task_id.startsWith(`${task.session_id}.`)).toBe(true)
   })
 
+  it("lists the tenant's tasks newest first, by session and status, a page at a time; never another tenant's", async () => {
+    const lister = await sign({ tenant_id: "tenant-list", role: "member" })
+    const submit = async (session: string, input: unknown) => {
+      const res = await api("/v1/tasks", { method: "POST", token: lister, json: { session_id: session, input } })
+      expect(res.status).toBe(200)
+      return (await res.json()).task_id as string
+    }
+    const bad = { steps: [{ id: "x", tool: "json.extract", input: { json: { a: 1 }, path: "b" } }] }
+    const a1 = await submit("sa", twoSteps)
+    const b1 = await submit("sb", bad)
+    const a2 = await submit("sa", twoSteps)
+    const list = async (query: string, token = lister) => {
+      const res = await api(`/v1/tasks${query}`, { token })
+      return { status: res.status, body: await res.json() }
+    }
+    const all = await list("")
+    expect(all.status).toBe(200)
+    expect(all.body.tasks.map((t: any) => t.task_id)).toEqual([a2, b1, a1])
+    expect(all.body.tasks[0]).toMatchObject({
+      session_id: "sa",
+      status: "succeeded",
+      kind: "plan",
+      step_count: 2,
+      mode: "sync"
+    })
+    expect(all.body.tasks[1]).toMatchObject({ status: "failed", error: { code: expect.any(String) } })
+    expect(all.body.next_cursor).toBeUndefined()
+    expect((await list("?session_id=sa")).body.tasks.map((t: any) => t.task_id)).toEqual([a2, a1])
+    expect((await list("?status=failed")).body.tasks.map((t: any) => t.task_id)).toEqual([b1])
+    const first = await list("?limit=2")
+    expect(first.body.tasks.map((t: any) => t.task_id)).toEqual([a2, b1])
+    const second = await list(`?limit=2&cursor=${first.body.next_cursor}`)
+    expect(second.body.tasks.map((t: any) => t.task_id)).toEqual([a1])
+    // another tenant sees none of them; its own list is its own
+    expect((await list("", tokenB)).body.tasks.map((t: any) => t.task_id)).not.toContain(a1)
+    // bad queries: a clear 400 naming the field
+    const wrongCursor = await list("?cursor=not-ours")
+    expect(wrongCursor.status).toBe(400)
+    expect(wrongCursor.body.error.details.field).toBe("cursor")
+    expect((await list("?limit=0")).status).toBe(400)
+    expect((await list("?status=done")).status).toBe(400)
+  })
+
   it("answers 202 in async mode, then GET shows the task finished", async () => {
     const res = await api("/v1/tasks", { method: "POST", json: { input: twoSteps, mode: "async" } })
     expect(res.status).toBe(202)
@@ -303,10 +346,13 @@ describe("bad input", () => {
   })
 
   it("405 with Allow for a known path asked with another method", async () => {
-    const res = await api("/v1/tasks", { method: "GET" })
+    const res = await api("/v1/tasks", { method: "DELETE" })
     expect(res.status).toBe(405)
-    expect(res.headers.get("allow")).toBe("POST")
-    expect((await res.json()).error).toMatchObject({ code: "method_not_allowed", details: { allow: ["POST"] } })
+    expect(res.headers.get("allow")).toBe("GET, POST")
+    expect((await res.json()).error).toMatchObject({
+      code: "method_not_allowed",
+      details: { allow: ["GET", "POST"] }
+    })
     const task = await api("/v1/tasks/s1.t1", { method: "DELETE" })
     expect(task.status).toBe(405)
     expect(task.headers.get("allow")).toBe("GET")

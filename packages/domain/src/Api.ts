@@ -24,7 +24,7 @@ import { LlmConfig, LlmId } from "./LlmConfig.js"
 import { CurrentPrincipal } from "./Principal.js"
 import { SecretName } from "./Secret.js"
 import { Settings } from "./Settings.js"
-import { SessionInfo, Task, TaskRequest } from "./Task.js"
+import { SessionInfo, Task, TaskPage, TaskQuery, TaskRequest } from "./Task.js"
 import { ToolDefinition, ToolSpec } from "./ToolDefinition.js"
 import { ToolView } from "./ToolWorker.js"
 
@@ -47,6 +47,18 @@ export class TasksGroup extends HttpApiGroup.make("tasks")
       .addSuccess(Task)
       .addSuccess(Task, { status: 202 })
       .annotate(OpenApi.Description, "Submit a task. 200 with the finished task (sync); 202 while it runs.")
+  )
+  .add(
+    HttpApiEndpoint.get("list", "/v1/tasks")
+      .setUrlParams(TaskQuery)
+      .addSuccess(TaskPage)
+      .addError(InvalidRequestHttp)
+      .annotate(
+        OpenApi.Description,
+        "The tenant's tasks, newest first, optionally of one `session_id` or `status`; at most `limit` (default " +
+          "20, at most 100) a page, and `next_cursor` while there may be more. A summary per task: " +
+          "GET /v1/tasks/{task_id} for the whole."
+      )
   )
   .add(HttpApiEndpoint.get("get")`/v1/tasks/${taskId}`.addSuccess(Task))
   .add(HttpApiEndpoint.post("cancel")`/v1/tasks/${taskId}/cancel`.addSuccess(Task))

@@ -190,6 +190,52 @@ export const Task = Schema.Struct({
 })
 export type Task = typeof Task.Type
 
+/** A task as `GET /v1/tasks` lists it: what it is and how it stands, without its inputs, outputs and steps. */
+export const TaskSummary = Schema.Struct({
+  task_id: TaskId,
+  session_id: SessionId,
+  status: TaskStatus,
+  mode: Schema.optional(TaskMode),
+  /** `plan` (structured) or `text` (natural language). */
+  kind: Schema.Literal("plan", "text"),
+  user_id: Schema.optional(Schema.String),
+  error: Schema.optional(TaskError),
+  step_count: Schema.Int,
+  usage: Usage,
+  created_at: Schema.String,
+  updated_at: Schema.String
+})
+export type TaskSummary = typeof TaskSummary.Type
+
+export const summaryOf = (task: Task): TaskSummary => ({
+  task_id: task.task_id,
+  session_id: task.session_id,
+  status: task.status,
+  ...(task.mode ? { mode: task.mode } : {}),
+  kind: typeof task.input === "string" ? "text" : "plan",
+  ...(task.user_id ? { user_id: task.user_id } : {}),
+  ...(task.error ? { error: task.error } : {}),
+  step_count: task.steps.length,
+  usage: task.usage,
+  created_at: task.created_at,
+  updated_at: task.updated_at
+})
+
+/** `GET /v1/tasks`: newest first; `cursor` is the previous page's `next_cursor`. */
+export const TaskQuery = Schema.Struct({
+  session_id: Schema.optional(SessionId),
+  status: Schema.optional(TaskStatus),
+  cursor: Schema.optional(Schema.String.pipe(Schema.maxLength(512))),
+  limit: Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 100)))
+})
+
+export const TaskPage = Schema.Struct({
+  tasks: Schema.Array(TaskSummary),
+  /** Present when there may be more: pass it as `cursor`. */
+  next_cursor: Schema.optional(Schema.String)
+})
+export type TaskPage = typeof TaskPage.Type
+
 /** The task without `waiting_for`: it no longer waits. */
 export const withoutWaiting = (task: Task): Task => {
   const { waiting_for: _, ...rest } = task

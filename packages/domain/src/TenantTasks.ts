@@ -3,7 +3,9 @@ import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
 import { ApprovalPage } from "./Approval.js"
-import { Unavailable } from "./Errors.js"
+import { InvalidRequest, Unavailable } from "./Errors.js"
+import { SessionId } from "./Ids.js"
+import { TaskPage, TaskStatus } from "./Task.js"
 
 /**
  * Reads across a tenant's sessions, which no one session can answer. Entity id: the tenant id. It holds nothing:
@@ -15,5 +17,16 @@ export const TenantTasks = Entity.make("TenantTasks", [
     payload: { cursor: Schema.optional(Schema.String), limit: Schema.Int },
     success: ApprovalPage,
     error: Unavailable
+  }),
+  /** The tenant's tasks, newest first, optionally of one session or status. */
+  Rpc.make("ListTasks", {
+    payload: {
+      session_id: Schema.optional(SessionId),
+      status: Schema.optional(TaskStatus),
+      cursor: Schema.optional(Schema.String),
+      limit: Schema.Int
+    },
+    success: TaskPage,
+    error: Schema.Union(Unavailable, InvalidRequest)
   })
 ]).annotate(ClusterSchema.ShardGroup, () => "agent")

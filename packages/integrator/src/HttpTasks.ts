@@ -20,7 +20,10 @@ export const TasksLive = HttpApiBuilder.group(Api, "tasks", (handlers) =>
           if (isTerminal(task.status)) return task
           return yield* Effect.orDie(encodeTask(task, { status: 202 }))
         }))
-      .handle("get", ({ path }) => Effect.flatMap(CurrentPrincipal, (principal) => tasks.get(principal, path.task_id)))
+      .handle("list", ({ urlParams }) =>
+        Effect.flatMap(CurrentPrincipal, (principal) => tasks.list(principal, urlParams)))
+      .handle("get", ({ path }) =>
+        Effect.flatMap(CurrentPrincipal, (principal) => tasks.get(principal, path.task_id)))
       .handle("events", ({ headers, path }) =>
         Effect.gen(function*() {
           const principal = yield* CurrentPrincipal
@@ -41,7 +44,8 @@ export const TasksLive = HttpApiBuilder.group(Api, "tasks", (handlers) =>
           })
         }))
       .handle("cancel", ({ path }) =>
-        Effect.flatMap(CurrentPrincipal, (principal) => tasks.cancel(principal, path.task_id)))
+        Effect.flatMap(CurrentPrincipal, (principal) =>
+          tasks.cancel(principal, path.task_id)))
       .handle("approve", ({ path, payload }) =>
         Effect.flatMap(CurrentPrincipal, (principal) =>
           tasks.decide(principal, path.task_id, path.step_id, { _tag: "Approve", ...payload })))

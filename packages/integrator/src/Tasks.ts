@@ -12,7 +12,7 @@ import { entityId, type SessionId, sessionOfTask, type TaskId, type TenantId } f
 import * as PlanGraph from "@altan/domain/PlanGraph"
 import type { Principal } from "@altan/domain/Principal"
 import type { Settings } from "@altan/domain/Settings"
-import type { Plan, Task, TaskRequest } from "@altan/domain/Task"
+import type { Plan, Task, TaskQuery, TaskRequest } from "@altan/domain/Task"
 import { TenantTasks } from "@altan/domain/TenantTasks"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import { ToolInputInvalid, ToolWorker } from "@altan/domain/ToolWorker"
@@ -387,6 +387,20 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
       return yield* orUnavailable(target.Decide({ task_id: taskId, step_id: stepId, principal, decision }))
     })
 
+    /** The tenant's tasks, newest first (a summary each). */
+    const list = (principal: Principal, query: typeof TaskQuery.Type) =>
+      Effect.zipRight(
+        admit(principal),
+        orUnavailable(
+          tenantTasks(principal.tenantId).ListTasks({
+            ...(query.session_id ? { session_id: query.session_id } : {}),
+            ...(query.status ? { status: query.status } : {}),
+            ...(query.cursor ? { cursor: query.cursor } : {}),
+            limit: query.limit ?? 20
+          })
+        )
+      )
+
     /** The tenant's calls waiting for approval that `principal` may decide: all for an admin, a member's own. */
     const pendingApprovals = (principal: Principal, cursor: string | undefined, limit: number) =>
       orUnavailable(tenantTasks(principal.tenantId).PendingApprovals({ ...(cursor ? { cursor } : {}), limit })).pipe(
@@ -398,6 +412,6 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
         )
       )
 
-    return { submit, get, cancel, decide, pendingApprovals, events, getSession, resetSession } as const
+    return { submit, list, get, cancel, decide, pendingApprovals, events, getSession, resetSession } as const
   })
 }) {}
