@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -193,8 +193,16 @@ describe("production build", () => {
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
       running.once("exit", (code, signal) => resolve({ code, signal }))
     )
-    running.stdout!.on("data", (d) => output.push(String(d)))
-    running.stderr!.on("data", (d) => output.push(String(d)))
+    const stdout: Array<string> = []
+    running.stdout!.on("data", (d) => {
+      output.push(String(d))
+      stdout.push(String(d))
+    })
+    const stderr: Array<string> = []
+    running.stderr!.on("data", (d) => {
+      output.push(String(d))
+      stderr.push(String(d))
+    })
     const base = `http://127.0.0.1:${port}`
 
     const deadline = Date.now() + 30_000
@@ -252,6 +260,19 @@ describe("production build", () => {
       new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 15_000))
     ])
     expect(exit, output.join("").slice(-3000)).toEqual({ code: 0, signal: null })
+
+    // stdout is the audit log and nothing else (logs and the banner go to stderr): it verifies as it is
+    const lines = stdout.join("").split("\n").filter((line) => line.trim() !== "")
+    const actions = lines.map((line) => (JSON.parse(line) as { audit: { action: string } }).audit.action)
+    expect(actions).toEqual(expect.arrayContaining(["task.accepted", "task.finished"]))
+    expect(stderr.join("")).toContain("export TOKEN=")
+    expect(stdout.join("")).not.toContain("export TOKEN=")
+    const verify = spawnSync(process.execPath, [path.join(root, "packages/audit/dist/bin/audit-verify.js")], {
+      input: stdout.join(""),
+      encoding: "utf8"
+    })
+    expect(verify.status, verify.stdout + verify.stderr).toBe(0)
+    expect(verify.stdout).not.toContain("skipped")
   }, 60_000)
 })
 

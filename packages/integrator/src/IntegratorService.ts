@@ -61,7 +61,8 @@ const banner = Layer.effectDiscard(Effect.gen(function*() {
     const token = yield* issuer.issue({ tenant_id: "demo", sub: "admin", role: "admin" })
     // The dev token goes to stdout on purpose: it is what `npm start` users copy into curl.
     yield* Effect.sync(() =>
-      console.log(`\nDevelopment admin token for tenant "demo" (valid 30 days):\n\nexport TOKEN=${token}\n`)
+      // on stderr with the logs: stdout is the audit log's
+      console.error(`\nDevelopment admin token for tenant "demo" (valid 30 days):\n\nexport TOKEN=${token}\n`)
     )
   }
 }))

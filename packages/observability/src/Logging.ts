@@ -76,7 +76,8 @@ export const gcpLogger = (project: Option.Option<string>): Logger.Logger<unknown
 /**
  * `LOG_LEVEL` (default info) and `LOG_FORMAT`: `pretty` (default), `json` (one JSON object a line, with the
  * `trace_id` and `span_id` of the span it was written in), `gcp` (Cloud Logging's structured format, linked to the
- * trace in the project `GCP_PROJECT` or `GOOGLE_CLOUD_PROJECT`) or `logfmt`.
+ * trace in the project `GCP_PROJECT` or `GOOGLE_CLOUD_PROJECT`) or `logfmt`. Logs go to stderr, in every format: stdout
+ * is the audit log's (`AUDIT_SINK=stdout`), so a process's stdout is its audit records and nothing else.
  */
 export const LoggingLive = Layer.unwrapEffect(Effect.gen(function*() {
   const level = yield* Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info))
@@ -87,12 +88,15 @@ export const LoggingLive = Layer.unwrapEffect(Effect.gen(function*() {
     Config.orElse(() => Config.string("GOOGLE_CLOUD_PROJECT")),
     Config.option
   )
-  const logger = format === "json"
-    ? Logger.replace(Logger.defaultLogger, Logger.withConsoleLog(jsonLogger))
-    : format === "gcp"
-    ? Logger.replace(Logger.defaultLogger, Logger.withConsoleLog(gcpLogger(project)))
-    : format === "logfmt"
-    ? Logger.logFmt
-    : Logger.pretty
+  const logger = Logger.replace(
+    Logger.defaultLogger,
+    format === "json"
+      ? Logger.withConsoleError(jsonLogger)
+      : format === "gcp"
+      ? Logger.withConsoleError(gcpLogger(project))
+      : format === "logfmt"
+      ? Logger.withConsoleError(Logger.logfmtLogger)
+      : Logger.prettyLogger({ stderr: true })
+  )
   return Layer.merge(logger, Logger.minimumLogLevel(level))
 })).pipe(Layer.orDie)
