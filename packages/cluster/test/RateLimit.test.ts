@@ -62,10 +62,11 @@ describe("provider budget", () => {
     for (const t of tasks) expect(t.body?.status, t.text).toBe("succeeded")
     const times = arrivals.filter((a) => a.path === "/metered").map((a) => a.at).sort((a, b) => a - b)
     expect(times).toHaveLength(100)
-    // no window of 900 ms holds more than 10 requests: the budget grants exactly 10 per second (its unit test, on the
-    // test clock), and what reaches the upstream also carries the path's jitter, up to ~100 ms on a loaded machine
+    // no window of 800 ms holds more than 10 requests: the budget grants exactly 10 per second (its unit test, on the
+    // test clock), and what reaches the upstream also carries the path's jitter, up to ~200 ms on a loaded machine
+    // (11 in 900 ms was seen with the whole suite and a build running beside it)
     for (const start of times) {
-      const inWindow = times.filter((t) => t >= start && t < start + 900).length
+      const inWindow = times.filter((t) => t >= start && t < start + 800).length
       expect(inWindow).toBeLessThanOrEqual(10)
     }
     expect(times.at(-1)! - times[0]!).toBeGreaterThanOrEqual(8_900)
