@@ -1,7 +1,9 @@
 import * as AgentService from "@altan/agent/AgentService"
 import * as AuditConfig from "@altan/audit/AuditConfig"
+import { Egress as EgressTag } from "@altan/domain/Egress"
 import * as Readiness from "@altan/domain/Readiness"
 import { readinessProbeId, ToolWorker } from "@altan/domain/ToolWorker"
+import * as DemoLlm from "@altan/integrator/DemoLlm"
 import * as IntegratorService from "@altan/integrator/IntegratorService"
 import * as OperatorServer from "@altan/observability/OperatorServer"
 import * as Telemetry from "@altan/observability/Telemetry"
@@ -9,6 +11,8 @@ import { TelemetryConfig } from "@altan/observability/TelemetryConfig"
 import * as Redis from "@altan/redis/Redis"
 import * as MemoryMessageStorage from "@altan/storage/MemoryMessageStorage"
 import * as MessageRetention from "@altan/storage/MessageRetention"
+import * as Egress from "@altan/tool/Egress"
+import { EgressConfig } from "@altan/tool/EgressConfig"
 import * as ToolService from "@altan/tool/ToolService"
 import type * as MessageStorage from "@effect/cluster/MessageStorage"
 import * as RunnerAddress from "@effect/cluster/RunnerAddress"
@@ -166,25 +170,43 @@ const ReadinessLive = Layer.unwrapEffect(Effect.map(RuntimeConfig, (config) =>
     })
   ).pipe(Layer.provide(Option.getOrElse(redisOf(config), () => Layer.empty)))))
 
+/**
+ * The demo model of `DEMO_LLM=1` on a loopback port, and an egress guard for the integrator that lets its LLM calls
+ * reach that port, as `EGRESS_ALLOW_HOSTS` would: the guard of the tools stays as configured.
+ */
+export const DemoLlmLive: Layer.Layer<DemoLlm.DemoLlm | EgressTag> = Layer.unwrapEffect(
+  Effect.map(DemoLlm.DemoLlm, (demo) =>
+    // a guard of its own (`Egress.layer` is the tools' one: a layer is built once per process)
+    Layer.scoped(
+      EgressTag,
+      Effect.flatMap(Effect.orDie(EgressConfig.config), (settings) =>
+        Egress.make({ ...settings, operatorAllowHosts: [...settings.operatorAllowHosts, demo.host] }))
+    ))
+).pipe(Layer.provideMerge(DemoLlm.layerServer))
+
 /** Each role's service, on the process's Redis (when configured), egress guard and readiness checks. */
-const services = (config: RuntimeConfig["Type"]): Record<Exclude<Role, "all">, Layer.Layer<never, any, any>> => ({
+const services = (
+  config: RuntimeConfig["Type"],
+  demo: DemoLlm.DemoLlmConfig["Type"]
+): Record<Exclude<Role, "all">, Layer.Layer<never, any, any>> => ({
   agent: AgentService.layer,
   tool: ToolService.layer,
   integrator: IntegratorService.layer({ host: config.httpHost }).pipe(
     Layer.provide(ReadinessLive),
-    Layer.provide(ToolService.egress)
+    Layer.provide(demo.enabled ? DemoLlmLive : ToolService.egress)
   )
 })
 
 /** The services of this process's role on top of cluster membership. */
 export const RuntimeLive: Layer.Layer<never> = Layer.unwrapEffect(Effect.gen(function*() {
   const config = yield* RuntimeConfig
+  const demo = yield* DemoLlm.DemoLlmConfig
   const roles: ReadonlyArray<Exclude<Role, "all">> = config.role === "all"
     ? ["agent", "tool", "integrator"]
     : [config.role]
   const operator = OperatorServer.layer(config.httpHost).pipe(Layer.provide(ReadinessLive))
   // one audit trail per process, shared by every service it runs; telemetry first, so everything records into it
-  return Layer.mergeAll(operator, ...roles.map((role) => services(config)[role])).pipe(
+  return Layer.mergeAll(operator, ...roles.map((role) => services(config, demo)[role])).pipe(
     // the process's one Redis connection, for the stores of every service it runs
     Layer.provide(Option.getOrElse(redisOf(config), () => Layer.empty)),
     Layer.provide(ShardingLive),
@@ -196,4 +218,4 @@ export const RuntimeLive: Layer.Layer<never> = Layer.unwrapEffect(Effect.gen(fun
     never,
     RuntimeConfig
   >
-})).pipe(Layer.provide(layerConfig), Layer.orDie)
+})).pipe(Layer.provide(Layer.merge(layerConfig, DemoLlm.layerConfig)), Layer.orDie)

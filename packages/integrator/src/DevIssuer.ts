@@ -4,6 +4,9 @@ import * as Layer from "effect/Layer"
 import * as jose from "jose"
 import { AuthConfig } from "./AuthConfig.js"
 
+/** The tenant of the admin token printed at start with the development key. */
+export const devTenant = "demo"
+
 /** The development signing key of the embedded default; it exists only when no real key is configured. */
 export class DevIssuer extends Context.Tag("@altan/integrator/DevIssuer")<DevIssuer, {
   readonly publicKey: jose.CryptoKey

@@ -9,6 +9,7 @@ import * as Admission from "./Admission.js"
 import * as AuthConfig from "./AuthConfig.js"
 import { ConnectionLive } from "./Connection.js"
 import * as ConnectionStore from "./ConnectionStore.js"
+import * as DemoLlm from "./DemoLlm.js"
 import * as DevIssuer from "./DevIssuer.js"
 import * as EdgeServer from "./EdgeServer.js"
 import { HttpEdgeLive } from "./HttpEdge.js"
@@ -58,25 +59,31 @@ const banner = Layer.effectDiscard(Effect.gen(function*() {
   yield* Effect.logInfo(`Altan API listening on ${url} (docs: ${url}/docs)`)
   if (auth.keys._tag === "Dev") {
     const issuer = yield* DevIssuer.DevIssuer
-    const token = yield* issuer.issue({ tenant_id: "demo", sub: "admin", role: "admin" })
-    // The dev token goes to stdout on purpose: it is what `npm start` users copy into curl.
+    const token = yield* issuer.issue({ tenant_id: DevIssuer.devTenant, sub: "admin", role: "admin" })
+    // on stderr with the logs (stdout is the audit log's): it is what `npm start` users copy into curl
     yield* Effect.sync(() =>
-      // on stderr with the logs: stdout is the audit log's
-      console.error(`\nDevelopment admin token for tenant "demo" (valid 30 days):\n\nexport TOKEN=${token}\n`)
+      console.error(
+        `\nDevelopment admin token for tenant "${DevIssuer.devTenant}" (valid 30 days):\n\nexport TOKEN=${token}\n`
+      )
     )
+  }
+  if (Option.isSome(yield* Effect.serviceOption(DemoLlm.DemoLlm))) {
+    yield* Effect.sync(() => console.error(`${DemoLlm.bannerOf(url)}\n`))
   }
 }))
 
 /**
  * The Integrator Engine as configured: `Connection` entities (`TOOL_*`/`BREAKER_*` retries, the LLM gateway's
  * `LLM_*`) and the public HTTP API on `host` and `PORT` (`AUTH_*`, admission and body limits), its stores in the
- * process's `Redis` when it has one. The egress guard and the readiness checks are the process's, given by the caller.
+ * process's `Redis` when it has one. The egress guard and the readiness checks are the process's, given by the caller;
+ * so is the demo model (`DemoLlm`), offered to every tenant when the caller runs one.
  */
 export const layer = (options: { readonly host: string }) =>
   Layer.unwrapEffect(Effect.gen(function*() {
     const http = yield* IntegratorConfig.config
     const redis = yield* Effect.serviceOption(Redis)
-    return Layer.mergeAll(
+    const demo = yield* Effect.serviceOption(DemoLlm.DemoLlm)
+    const integrator = Layer.mergeAll(
       ConnectionLive,
       HttpEdgeLive.pipe(
         Layer.provide(TokenVerifier.layer),
@@ -86,7 +93,9 @@ export const layer = (options: { readonly host: string }) =>
       )
     ).pipe(
       Layer.provide(LlmGateway.layer.pipe(Layer.provide(LlmGateway.layerConfig))),
-      Layer.provide(Layer.orDie(Resilience.layerConfig)),
+      Layer.provide(Layer.orDie(Resilience.layerConfig))
+    )
+    return (Option.isSome(demo) ? DemoLlm.offer(demo.value)(integrator) : integrator).pipe(
       Layer.provide(stores(Option.map(redis, (client) => Layer.succeed(Redis, client))))
     )
   })).pipe(

@@ -42,6 +42,38 @@ const make = (store: KeyedStore.KeyedStore): TenantConfig["Type"] => {
   })
 }
 
+/**
+ * `config` with LLMs the operator offers every tenant beside its own (the demo model of `DEMO_LLM`): read and listed
+ * like the tenant's own, never stored, and a tenant's own LLM of the same id wins. `defaultLlm` is the `default_llm`
+ * of its `tenants` while their settings name none.
+ */
+export const withOperatorLlms = (
+  config: TenantConfig["Type"],
+  offer: {
+    readonly llms: ReadonlyArray<LlmConfig>
+    readonly defaultLlm?: { readonly llmId: string; readonly tenants: ReadonlyArray<string> } | undefined
+  }
+): TenantConfig["Type"] =>
+  TenantConfig.of({
+    ...config,
+    getLlm: (tenantId, llmId) =>
+      Effect.map(
+        config.getLlm(tenantId, llmId),
+        Option.orElse(() => Option.fromNullable(offer.llms.find((llm) => llm.llm_id === llmId)))
+      ),
+    listLlms: (tenantId) =>
+      Effect.map(config.listLlms(tenantId), (own) => [
+        ...own,
+        ...offer.llms.filter((llm) => !own.some((o) => o.llm_id === llm.llm_id))
+      ]),
+    getSettings: (tenantId) =>
+      Effect.map(config.getSettings(tenantId), (settings) =>
+        offer.defaultLlm !== undefined && settings.default_llm === undefined &&
+          offer.defaultLlm.tenants.includes(tenantId)
+          ? { ...settings, default_llm: offer.defaultLlm.llmId }
+          : settings)
+  })
+
 /** In-process configuration: the embedded default and tests. */
 export const layerMemory: Layer.Layer<TenantConfig> = Layer.sync(TenantConfig, () => make(KeyedStore.memory()))
 
