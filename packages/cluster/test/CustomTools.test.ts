@@ -135,6 +135,33 @@ describe("custom tools", () => {
     expect(received).toEqual([])
   })
 
+  it("checks a repeated input against the tool as it is now: a changed definition refuses what the old one took", async () => {
+    const tool = (type: string) => ({
+      tool_id: "strict_echo",
+      name: "Strict echo",
+      description: "POSTs n",
+      parameters: [{ name: "n", type, required: true }],
+      endpoint: `${slackBase}/echo`,
+      method: "POST",
+      auth: "none"
+    })
+    expect((await call("PUT", "/v1/tools/strict_echo", adminA, tool("string"))).status).toBe(200)
+    const plan = { input: { steps: [{ id: "e", tool: "strict_echo", input: { n: "seven" } }] }, mode: "async" }
+    // accepted, then accepted again (the second time from what the edge remembers of the first)
+    expect((await call("POST", "/v1/tasks", adminA, plan)).status).toBe(202)
+    expect((await call("POST", "/v1/tasks", adminA, plan)).status).toBe(202)
+    expect((await call("PUT", "/v1/tools/strict_echo", adminA, tool("integer"))).status).toBe(200)
+    // once the edge describes the tool again (its specs are fresh for 2 s), the same input meets the new schema
+    await new Promise((r) => setTimeout(r, 2_100))
+    const refused = await call("POST", "/v1/tasks", adminA, plan)
+    expect(refused.status, JSON.stringify(refused.body)).toBe(400)
+    expect(refused.body.error).toMatchObject({
+      code: "invalid_tool_input",
+      details: { field: "input.steps.0.input.n" }
+    })
+    expect((await call("DELETE", "/v1/tools/strict_echo", adminA)).status).toBe(204)
+  })
+
   it.each([
     ["a bad tool id", { tool_id: "Bad Id" }, "tool_id"],
     ["an unsupported method", { method: "TRACE" }, "method"],

@@ -9,6 +9,7 @@ import {
 import { type ClusterError, isClusterError } from "@altan/domain/EntityCall"
 import { Conflict, InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
 import { entityId, type SessionId, sessionOfTask, type TaskId, type TenantId } from "@altan/domain/Ids"
+import { canonicalJson } from "@altan/domain/Json"
 import * as PlanGraph from "@altan/domain/PlanGraph"
 import type { Principal } from "@altan/domain/Principal"
 import type { Settings } from "@altan/domain/Settings"
@@ -58,6 +59,8 @@ const describeWait = Duration.seconds(5)
 const specFreshMs = 2_000
 const specStaleMs = 10 * 60_000
 const maxSpecs = 10_000
+/** Inputs remembered as accepted per tool spec (the oldest forgotten first). */
+const maxAcceptedInputs = 1_000
 
 /**
  * The LLMs a natural-language task will use, in order: the task's `llm_id` or the tenant's
@@ -144,6 +147,16 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
         )
       })
 
+    // inputs the tool service accepted, by the spec it was described with: a spec is replaced when the tool is
+    // described again (every `specFreshMs`), which forgets what was accepted under the old one
+    const acceptedInputs = new WeakMap<ToolSpec, Set<string>>()
+    const rememberAccepted = (spec: ToolSpec, key: string) => {
+      let accepted = acceptedInputs.get(spec)
+      if (!accepted) acceptedInputs.set(spec, accepted = new Set())
+      if (accepted.size >= maxAcceptedInputs) accepted.delete(accepted.values().next().value!)
+      accepted.add(key)
+    }
+
     /**
      * Checks an input against its tool's schema with the tool service (the tool's own decoder), nothing run: a
      * refusal is a 400 naming `label` and the field under `field`.
@@ -209,11 +222,17 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
           }
         }
         yield* PlanGraph.checkRefPaths(graph, specs)
-        // inputs known now (no $ref) are checked against their tool's schema before anything is accepted
+        // inputs known now (no $ref) are checked against their tool's schema before anything is accepted; one the
+        // tool accepted lately, under the same spec, is not sent again
         yield* Effect.forEach(
           plan.steps.flatMap((step, i) => (PlanGraph.hasRefs(step.input) ? [] : [[step, i] as const])),
-          ([step, i]) =>
-            checkInput(principal.tenantId, step.tool, step.input, `input.steps.${i}.input`, `step "${step.id}"`),
+          ([step, i]) => {
+            const spec = specs.get(step.tool)!
+            const key = canonicalJson(step.input)
+            if (acceptedInputs.get(spec)?.has(key)) return Effect.void
+            return checkInput(principal.tenantId, step.tool, step.input, `input.steps.${i}.input`, `step "${step.id}"`)
+              .pipe(Effect.tap(() => Effect.sync(() => rememberAccepted(spec, key))))
+          },
           { concurrency: "unbounded", discard: true }
         )
         return [...specs.values()]
