@@ -47,8 +47,6 @@ export const startRuntime = async (
     readonly redis?: { readonly url: string; readonly prefix: string }
     /** Traces with this tracer instead of the default (e.g. one that counts spans). */
     readonly tracer?: Tracer.Tracer
-    /** `false`: no spans at all (to see what tracing costs). */
-    readonly tracing?: boolean
   } = {}
 ) => {
   const layer = HttpEdgeLive.pipe(
@@ -86,8 +84,7 @@ export const startRuntime = async (
     Layer.provideMerge(StdoutSink.layer({ write: () => undefined })),
     // as `npm start` runs: one process, no simulated wire
     Layer.provideMerge(options.sharding ?? ShardingMemory({ simulateRemoteSerialization: false })),
-    Layer.provideMerge(options.tracer ? Layer.setTracer(options.tracer) : Layer.empty),
-    Layer.provideMerge(options.tracing === false ? Layer.setTracerEnabled(false) : Layer.empty)
+    Layer.provideMerge(options.tracer ? Layer.setTracer(options.tracer) : Layer.empty)
   )
   const scope = Effect.runSync(Scope.make())
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
@@ -217,7 +214,10 @@ export const putWeatherTool = (
       }
     })))
 
-/** A tracer that counts the spans it starts, by name (its spans keep what they are given, as the default's do). */
+/**
+ * A tracer that counts the spans it starts and the wall time in them, by name, an entity's id left out
+ * (`AgentSession(…).Submit`); its spans keep what they are given, as the default's do.
+ */
 export const countingTracer = () => {
   const counts = new Map<string, number>()
   /** Nanoseconds spent in spans, by name (wall time, nested spans included). */
@@ -225,7 +225,8 @@ export const countingTracer = () => {
   let ids = 0
   const tracer = Tracer.make({
     span: (name, parent, context, links, startTime, kind) => {
-      counts.set(name, (counts.get(name) ?? 0) + 1)
+      const key = name.replace(/\(.*\)/, "(…)")
+      counts.set(key, (counts.get(key) ?? 0) + 1)
       const attributes = new Map<string, unknown>()
       const span: Tracer.Span = {
         _tag: "Span",
@@ -239,7 +240,7 @@ export const countingTracer = () => {
         links: [...links],
         sampled: true,
         kind,
-        end: (endTime) => void durations.set(name, (durations.get(name) ?? 0n) + endTime - startTime),
+        end: (endTime) => void durations.set(key, (durations.get(key) ?? 0n) + endTime - startTime),
         attribute: (key, value) => void attributes.set(key, value),
         event: () => undefined,
         addLinks: () => undefined

@@ -1,7 +1,7 @@
 /**
  * One scenario of bench/task-http.ts (a sync one-step plan over HTTP, `TASK=plan`) or of bench/agent-loop.ts (an NL
  * task with one tool turn, `TASK=nl`), for a profiler: `C` in flight for `S` seconds, then its throughput, latency,
- * this process's CPU per task, and the spans a task opens. Run it under `--cpu-prof` and read the profile with
+ * this process's CPU per task, the spans a task opens and the wall time in each. Run it under `--cpu-prof` and read the profile with
  * `node bench/internal/profile-summary.mjs <file>.cpuprofile` (see docs/benchmarks.md).
  */
 import { startFakeOpenAi } from "../../packages/cluster/test/FakeOpenAi.js"
@@ -43,6 +43,7 @@ const task = async () => {
 }
 for (let i = 0; i < 300; i++) await task()
 spans.counts.clear()
+spans.durations.clear()
 const before = process.cpuUsage()
 const result = await measure(kind, concurrency, task, { seconds, warmup: 0 })
 const cpu = process.cpuUsage(before)
@@ -52,6 +53,13 @@ console.log(
     `p99 ${result.p99.toFixed(2)} ms; CPU ${((cpu.user + cpu.system) / 1000 / result.count).toFixed(2)} ms per task ` +
     `(this process: runtime and load generator); ${(opened / result.count).toFixed(1)} spans per task`
 )
+// wall time in each span per task (nested spans included; at 1 in flight this is where a task's time goes)
+for (const [name, ns] of [...spans.durations].sort((a, b) => Number(b[1] - a[1]))) {
+  const ms = Number(ns) / 1e6 / result.count
+  if (ms >= 0.01) {
+    console.log(`  ${ms.toFixed(3).padStart(8)} ms  ${(spans.counts.get(name)! / result.count).toFixed(2)} x ${name}`)
+  }
+}
 const { heapUsed, rss } = process.memoryUsage()
 console.log(`heap ${Math.round(heapUsed / 1e6)} MB, resident set ${Math.round(rss / 1e6)} MB`)
 process.exit(0)

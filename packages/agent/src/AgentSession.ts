@@ -2,13 +2,12 @@ import { AuditLog } from "@altan/audit/AuditLog"
 import { acceptedTask, AgentSession, ExpireApproval, type SubmitPayload } from "@altan/domain/AgentSession"
 import { isRepeat } from "@altan/domain/Approval"
 import { Connection } from "@altan/domain/Connection"
-import { Conflict, Forbidden, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
+import { Conflict, Forbidden, InvalidRequest, NotFound } from "@altan/domain/Errors"
 import { parseEntityId, type SessionId, type TaskId, type TenantId } from "@altan/domain/Ids"
 import { taskMetrics } from "@altan/domain/Metrics"
 import type { Principal } from "@altan/domain/Principal"
 import { isTerminal, type Task, withoutWaiting } from "@altan/domain/Task"
 import { ToolWorker } from "@altan/domain/ToolWorker"
-import type { RedisError } from "@altan/redis/Redis"
 import { AlreadyProcessingMessage } from "@effect/cluster/ClusterError"
 import * as Entity from "@effect/cluster/Entity"
 import type { EntityAddress } from "@effect/cluster/EntityAddress"
@@ -29,10 +28,7 @@ import * as Approvals from "./Approvals.js"
 import { EventLog } from "./EventLog.js"
 import { runPlan } from "./PlanRunner.js"
 import * as SessionTasks from "./SessionTasks.js"
-import { TaskStore } from "./TaskStore.js"
-
-const unavailable = (e: RedisError) =>
-  new Unavailable({ message: `task storage cannot be read right now; retry later (${e.message})` })
+import { TaskStore, unavailable } from "./TaskStore.js"
 
 /**
  * `AgentSession[tenant/session]`: owns a session's tasks and context. A submitted task is recorded, then run by a

@@ -1,4 +1,5 @@
 import type { PendingApproval } from "@altan/domain/Approval"
+import { Unavailable } from "@altan/domain/Errors"
 import type { SessionId, TaskId, TenantId } from "@altan/domain/Ids"
 import { ChatMessage } from "@altan/domain/Llm"
 import { OnUnknownOutcome } from "@altan/domain/Settings"
@@ -92,6 +93,10 @@ export class TaskStore extends Context.Tag("@altan/agent/TaskStore")<TaskStore, 
 }>() {}
 
 const sessionKey = (tenantId: TenantId, sessionId: string) => `${tenantId}/${sessionId}`
+
+/** The answer to a read the task storage cannot serve now: a 503 to retry. */
+export const unavailable = (e: RedisError) =>
+  new Unavailable({ message: `task storage cannot be read right now; retry later (${e.message})` })
 
 /** What `listTasks` is asked. */
 export interface TaskListQuery {

@@ -1,10 +1,10 @@
-import { InvalidRequest, Unavailable } from "@altan/domain/Errors"
+import { InvalidRequest } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import { summaryOf } from "@altan/domain/Task"
 import { TenantTasks } from "@altan/domain/TenantTasks"
 import * as Entity from "@effect/cluster/Entity"
 import * as Effect from "effect/Effect"
-import { TaskStore } from "./TaskStore.js"
+import { TaskStore, unavailable } from "./TaskStore.js"
 
 /** `TenantTasks[tenant]`: answers reads across the tenant's sessions from the task store; it keeps nothing itself. */
 export const TenantTasksLive = TenantTasks.toLayer(
@@ -15,9 +15,7 @@ export const TenantTasksLive = TenantTasks.toLayer(
       PendingApprovals: Effect.fn("TenantTasks.pendingApprovals", { captureStackTrace: false })(({ payload }) =>
         store.pendingApprovals(tenantId, payload.cursor, payload.limit).pipe(
           Effect.map(({ entries, next }) => ({ approvals: entries, ...(next ? { next_cursor: next } : {}) })),
-          Effect.mapError((e) =>
-            new Unavailable({ message: `task storage cannot be read right now; retry later (${e.message})` })
-          )
+          Effect.mapError(unavailable)
         )
       ),
       ListTasks: Effect.fn("TenantTasks.listTasks", { captureStackTrace: false })(({ payload }) =>
@@ -27,9 +25,7 @@ export const TenantTasksLive = TenantTasks.toLayer(
           cursor: payload.cursor,
           limit: payload.limit
         }).pipe(
-          Effect.mapError((e) =>
-            new Unavailable({ message: `task storage cannot be read right now; retry later (${e.message})` })
-          ),
+          Effect.mapError(unavailable),
           Effect.flatMap((page) =>
             page === undefined
               ? Effect.fail(

@@ -76,6 +76,12 @@ const finished = (taskId: string) =>
     return ["succeeded", "failed", "cancelled"].includes(res.body?.status) ? res.body : undefined
   }, { context: () => cluster!.dump() })
 
+/** Starts a killed runner again (as Kubernetes would) and waits until it serves its shards. */
+const restart = async (runner: Runner) => {
+  await cluster!.restart(runner)
+  await cluster!.waitRegistered()
+}
+
 /** Kills the agent runner holding the session (started again by the test once it has checked what it wanted). */
 const killOwner = async (session: string): Promise<Runner> => {
   const owner = await until(`owner of ${session}`, 30_000, () => cluster!.runnerOf("agent", session))
@@ -99,8 +105,7 @@ describe("approvals under faults", () => {
     const task = await finished(taskId)
     expect(task.status, JSON.stringify(task)).toBe("succeeded")
     expect(vendor!.calls(marker, "a")).toBe(1)
-    await cluster!.restart(owner)
-    await cluster!.waitRegistered()
+    await restart(owner)
   }, 240_000)
 
   it("the runner holding the task is killed right after the approval: the call runs exactly once", async () => {
@@ -117,9 +122,9 @@ describe("approvals under faults", () => {
     expect(task.status, JSON.stringify(task)).toBe("succeeded")
     expect(task.steps[0]).toMatchObject({ status: "succeeded", approval: { decision: "approved" } })
     expect(vendor!.calls(marker, "a")).toBe(1)
-    await cluster!.restart(owner)
-    await cluster!.waitRegistered()
+    await restart(owner)
   }, 240_000)
+
   it("an undecided call expires at its deadline, held by the cluster's storage across a kill -9", async () => {
     onTestFailed(() => console.log(cluster!.dump()))
     // a tenant of its own, whose calls wait 4 s at most
@@ -143,8 +148,7 @@ describe("approvals under faults", () => {
     expect(task.steps[0].status).toBe("expired")
     expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(task.steps[0].approval.expires_at))
     expect(vendor!.calls(marker, "a")).toBe(0)
-    await cluster!.restart(owner)
-    await cluster!.waitRegistered()
+    await restart(owner)
   }, 240_000)
 })
 

@@ -55,6 +55,8 @@ const acceptWait = Duration.seconds(3)
 
 /** How long the edge waits for the tool service to describe a plan's tools. */
 const describeWait = Duration.seconds(5)
+/** How long the edge waits to read a task it knows is accepted, before it answers it as accepted. */
+const readWait = Duration.seconds(5)
 /** A tool's spec as the edge last read it is used as is this long, and while the tool service cannot answer, this long. */
 const specFreshMs = 2_000
 const specStaleMs = 10 * 60_000
@@ -322,7 +324,7 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
               stored
                 // accepted: answered as it stands now if the session can say, else as accepted (202, never a 503)
                 ? target.GetTask({ task_id: taskId }).pipe(
-                  Effect.timeout(describeWait),
+                  Effect.timeout(readWait),
                   Effect.catchAllCause((cause): Effect.Effect<Task> =>
                     Cause.isInterruptedOnly(cause)
                       ? Effect.failCause(cause as Cause.Cause<never>)

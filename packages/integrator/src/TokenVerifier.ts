@@ -112,8 +112,8 @@ export const make = (options: {
     verified.delete(key)
     return undefined
   }
-  const remember = (key: string, principal: Principal, exp: number | undefined) => {
-    if (cache === false) return
+  const remember = (key: string | undefined, principal: Principal, exp: number | undefined) => {
+    if (key === undefined || cache === false) return
     const at = now()
     // jose accepts a token until `exp` plus the tolerance
     const until = Math.min(at + cache.maxAgeMs, exp === undefined ? Infinity : (exp + clockTolerance) * 1000)
@@ -147,8 +147,8 @@ export const make = (options: {
       if (!compactJws.test(token)) {
         return yield* reject("the token is not a signed JWT (header.payload.signature in base64url)")
       }
-      const key = cache === false ? "" : digest(token)
-      const known = cache === false ? undefined : remembered(key)
+      const key = cache === false ? undefined : digest(token)
+      const known = key === undefined ? undefined : remembered(key)
       if (known !== undefined) return known
       const { payload } = yield* Effect.tryPromise({
         try: () => verifyWith(token),
