@@ -1,12 +1,18 @@
 import { AuditLog } from "@altan/audit/AuditLog"
-import { acceptedTask, AgentSession, ExpireApproval, type SubmitPayload } from "@altan/domain/AgentSession"
+import {
+  acceptedTask,
+  AgentSession,
+  ExpireApproval,
+  ExpireConnectionWait,
+  type SubmitPayload
+} from "@altan/domain/AgentSession"
 import { isRepeat } from "@altan/domain/Approval"
 import { Connection } from "@altan/domain/Connection"
 import { Conflict, Forbidden, InvalidRequest, NotFound } from "@altan/domain/Errors"
 import { parseEntityId, type SessionId, type TaskId, type TenantId } from "@altan/domain/Ids"
 import { taskMetrics } from "@altan/domain/Metrics"
 import type { Principal } from "@altan/domain/Principal"
-import { isTerminal, type Task, withoutWaiting } from "@altan/domain/Task"
+import { connectionExpired, isTerminal, isWaiting, type Task, withoutWaiting } from "@altan/domain/Task"
 import { ToolWorker } from "@altan/domain/ToolWorker"
 import { AlreadyProcessingMessage } from "@effect/cluster/ClusterError"
 import * as Entity from "@effect/cluster/Entity"
@@ -96,7 +102,11 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             task,
             specs: submit.specs ?? [],
             on_unknown_outcome: submit.on_unknown_outcome ?? "fail",
-            ...(submit.approval_timeout_ms !== undefined ? { approval_timeout_ms: submit.approval_timeout_ms } : {})
+            ...(submit.approval_timeout_ms !== undefined ? { approval_timeout_ms: submit.approval_timeout_ms } : {}),
+            ...(submit.connection_timeout_ms !== undefined
+              ? { connection_timeout_ms: submit.connection_timeout_ms }
+              : {}),
+            ...(submit.oauth_redirect_uri !== undefined ? { oauth_redirect_uri: submit.oauth_redirect_uri } : {})
           })
           return task
         })
@@ -108,7 +118,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             status: "cancelled",
             error: { code: "cancelled", message: "the task was cancelled" },
             steps: t.steps.map((s) =>
-              s.status === "running" || s.status === "pending" || s.status === "waiting_approval"
+              s.status === "running" || s.status === "pending" || isWaiting(s.status)
                 ? { ...s, status: "cancelled" as const }
                 : s
             )
@@ -146,7 +156,15 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
                   self.ExpireApproval(new ExpireApproval({ task_id: taskId, step_id: stepId, at: nowMs + timeoutMs }), {
                     discard: true
                   })
-                ))
+                )),
+            onConnectionWait: (taskId, stepId, since, atMs) =>
+              toSelf(
+                `setting the connection deadline of ${taskId}`,
+                self.ExpireConnectionWait(
+                  new ExpireConnectionWait({ task_id: taskId, step_id: stepId, since, at: atMs }),
+                  { discard: true }
+                )
+              )
           }
           return yield* typeof tasks.current(taskId).task.input === "string"
             ? runConversation(ctx, taskId)
@@ -349,6 +367,23 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           }
         ),
 
+        ExpireConnectionWait: Effect.fn("AgentSession.expireConnectionWait", { attributes, captureStackTrace: false })(
+          function*({ payload }) {
+            const { since, step_id, task_id } = payload
+            const early = payload.at - (yield* Clock.currentTimeMillis)
+            if (early > 0) yield* Effect.sleep(early)
+            const found = yield* SessionTasks.durably(`reading task ${task_id}`, tasks.record(task_id))
+            if (Option.isNone(found)) return
+            const step = found.value.task.steps.find((s) => s.id === step_id)
+            // this wait is over (connected, cancelled, or waiting again since: that wait has its own deadline)
+            if (
+              isTerminal(found.value.task.status) || step?.status !== "waiting_connection" ||
+              step.connection?.requested_at !== since
+            ) return
+            yield* tasks.updateTask(task_id, (t) => connectionExpired(t, step_id))
+          }
+        ),
+
         GetTask: (
           { payload }: { readonly payload: { readonly task_id: TaskId; readonly wait_ms?: number | undefined } }
         ) =>
@@ -413,6 +448,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
         Run: (request) => Effect.flatMap(full, (h) => h.Run(request)),
         Decide: (request) => Effect.flatMap(full, (h) => h.Decide(request)),
         ExpireApproval: (request) => Effect.flatMap(full, (h) => h.ExpireApproval(request)),
+        ExpireConnectionWait: (request) => Effect.flatMap(full, (h) => h.ExpireConnectionWait(request)),
         GetTask: (request) => Effect.flatMap(full, (h) => h.GetTask(request)),
         Events: (request) => Stream.unwrap(Effect.map(full, (h) => h.Events(request))),
         Cancel: (request) => Effect.flatMap(full, (h) => h.Cancel(request)),

@@ -3,7 +3,7 @@ import type { Conflict, Forbidden, NotFound } from "@altan/domain/Errors"
 import type { TaskId } from "@altan/domain/Ids"
 import { canonicalJson } from "@altan/domain/Json"
 import type { Principal } from "@altan/domain/Principal"
-import { type Step, type Task, waitingFor } from "@altan/domain/Task"
+import { isWaiting, type Step, type Task, waitingFor } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
@@ -109,7 +109,7 @@ export const expire = (task: Task, stepId: string): Task => {
     steps: task.steps.map((s) =>
       s.id === stepId
         ? { ...s, status: "expired" as const, error }
-        : s.status === "waiting_approval" || s.status === "pending"
+        : isWaiting(s.status) || s.status === "pending"
         ? { ...s, status: "cancelled" as const }
         : s
     )

@@ -1,6 +1,6 @@
 import type { TaskId } from "@altan/domain/Ids"
 import * as PlanGraph from "@altan/domain/PlanGraph"
-import { type Plan, type Task, waitingFor, withoutWaiting } from "@altan/domain/Task"
+import { isWaiting, type Plan, type Task, waitingFor, withoutWaiting } from "@altan/domain/Task"
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -15,7 +15,7 @@ import { runStep, type StepContext, StepFailed, StepWaiting } from "./StepRunner
  * A step waiting for approval holds back the steps that depend on it (they stay pending); the others go on. Ends
  * the task: `succeeded` with the last step's output, `failed` naming the first step that did not succeed
  * (`unknown_outcome` when one's outcome is unknown, `approval_rejected` when a call was rejected), or `waiting` when
- * nothing failed and some calls wait for a decision (the task goes on when they are decided).
+ * nothing failed and some calls wait for a decision or a connection (the task goes on when that comes).
  */
 export const runPlan = (ctx: StepContext, taskId: TaskId): Effect.Effect<Task> =>
   Effect.gen(function*() {
@@ -53,7 +53,9 @@ export const runPlan = (ctx: StepContext, taskId: TaskId): Effect.Effect<Task> =
           return recorded.output
         }
         if (recorded.status === "waiting_approval") return yield* Effect.fail(new StepWaiting(step.id))
-        if (recorded.status !== "pending" && recorded.status !== "running") {
+        if (
+          recorded.status !== "pending" && recorded.status !== "running" && recorded.status !== "waiting_connection"
+        ) {
           return yield* Effect.fail(new StepFailed(step.id))
         }
         // a dependency waits for a decision: so does this step, still pending
@@ -104,7 +106,7 @@ export const runPlan = (ctx: StepContext, taskId: TaskId): Effect.Effect<Task> =
         output: outputs.get(plan.steps[plan.steps.length - 1]!.id)
       }))
     }
-    const ended = notDone.filter((s) => s.status !== "pending" && s.status !== "waiting_approval")
+    const ended = notDone.filter((s) => s.status !== "pending" && !isWaiting(s.status))
     if (ended.length === 0) {
       // nothing failed: the task waits for the decisions its calls need
       const task = yield* ctx.tasks.updateTask(taskId, (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }))
@@ -120,9 +122,16 @@ export const runPlan = (ctx: StepContext, taskId: TaskId): Effect.Effect<Task> =
       ...withoutWaiting(t),
       status: "failed",
       // calls that waited for a decision will not be made: the task ended without them
-      steps: t.steps.map((s) => (s.status === "waiting_approval" ? { ...s, status: "cancelled" as const } : s)),
+      steps: t.steps.map((s) => (isWaiting(s.status) ? { ...s, status: "cancelled" as const } : s)),
       error: {
-        code: unknown ? "unknown_outcome" : rejected ? "approval_rejected" : "step_failed",
+        code: unknown
+          ? "unknown_outcome"
+          : rejected
+          ? "approval_rejected"
+          // a missing connection the tenant does not wait for (`connection_timeout: 0`) is named as such
+          : first.error?.code === "connection_required"
+          ? "connection_required"
+          : "step_failed",
         message: unknown
           ? `step "${first.id}" (${first.tool}) has an unknown outcome: ${first.error?.message ?? "it was cut off"}`
           : rejected

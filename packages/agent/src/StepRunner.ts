@@ -1,9 +1,10 @@
 import { defaultApprovalTimeoutSeconds, needsApproval } from "@altan/domain/Approval"
-import { type Connection, ConnectionNeedsReauth, RateLimited, UpstreamUnavailable } from "@altan/domain/Connection"
+import { type Connection, ConnectionRequired, RateLimited, UpstreamUnavailable } from "@altan/domain/Connection"
 import { isClusterError } from "@altan/domain/EntityCall"
 import { Unavailable } from "@altan/domain/Errors"
 import type { TaskId, TenantId } from "@altan/domain/Ids"
-import { isTerminal, type TaskError } from "@altan/domain/Task"
+import { defaultConnectionTimeoutSeconds } from "@altan/domain/Settings"
+import { isTerminal, type StepConnection, type TaskError } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import { policyOf, ToolFailed, ToolInputInvalid, ToolNotFound } from "@altan/domain/ToolWorker"
 import * as Cause from "effect/Cause"
@@ -22,7 +23,10 @@ export class StepFailed {
   constructor(readonly step: string) {}
 }
 
-/** A step waits for a person's decision (`waiting_approval`); its task goes on when it is decided. */
+/**
+ * A step waits for something outside its task: a person's decision (`waiting_approval`) or the tenant's connection
+ * (`waiting_connection`); its task goes on when that comes.
+ */
 export class StepWaiting {
   readonly _tag = "StepWaiting"
   constructor(readonly step: string) {}
@@ -53,8 +57,16 @@ export const stepError = (error: unknown): TaskError => {
       }
     }
   }
-  if (ConnectionNeedsReauth.is(error)) {
-    return { code: error.code, message: error.message, details: { provider: error.provider } }
+  if (ConnectionRequired.is(error)) {
+    return {
+      code: error.code,
+      message: error.message,
+      details: {
+        provider: error.provider,
+        reason: error.reason,
+        ...(error.authorize_url ? { authorize_url: error.authorize_url } : {})
+      }
+    }
   }
   if (RateLimited.is(error) || UpstreamUnavailable.is(error)) {
     return {
@@ -72,6 +84,57 @@ export const stepError = (error: unknown): TaskError => {
   return { code: "internal_error", message: String((error as { readonly message?: string }).message ?? error) }
 }
 
+/** Whether the connection a step waits for can be used now; when that cannot be learnt, the call finds out. */
+const connectionReady = (ctx: StepContext, wait: StepConnection | undefined) =>
+  wait === undefined
+    ? Effect.succeed(true)
+    : ctx.connection(`${ctx.tenantId}/${wait.provider}`).Ready().pipe(Effect.catchAll(() => Effect.succeed(true)))
+
+/**
+ * Puts a call on hold for the tenant's connection: the step waits (`waiting_connection`) until the connection is
+ * there, or its deadline (kept from the step's first wait) fails the task; `connection.required` says so to whoever
+ * follows the task, with where to consent when the provider's OAuth2 app is configured.
+ */
+const waitForConnection = (
+  ctx: StepContext,
+  taskId: TaskId,
+  stepId: string,
+  tool: string,
+  required: ConnectionRequired,
+  nowMs: number,
+  timeoutMs: number
+) =>
+  Effect.gen(function*() {
+    const since = new Date(nowMs).toISOString()
+    const previous = ctx.tasks.current(taskId).task.steps.find((s) => s.id === stepId)?.connection
+    const wait: StepConnection = {
+      provider: required.provider,
+      reason: required.reason,
+      requested_at: since,
+      expires_at: previous?.provider === required.provider
+        ? previous.expires_at
+        : new Date(nowMs + timeoutMs).toISOString(),
+      ...(required.authorize_url ? { authorize_url: required.authorize_url } : {})
+    }
+    yield* ctx.tasks.updateStep(taskId, stepId, (s) => {
+      const { error: _, ...rest } = s
+      return { ...rest, status: "waiting_connection", connection: wait }
+    })
+    yield* ctx.tasks.emit(taskId, "connection.required", {
+      step_id: stepId,
+      data: {
+        step_id: stepId,
+        tool,
+        provider: wait.provider,
+        reason: wait.reason,
+        ...(wait.authorize_url ? { authorize_url: wait.authorize_url } : {}),
+        expires_at: wait.expires_at
+      }
+    })
+    if (ctx.onConnectionWait) yield* ctx.onConnectionWait(taskId, stepId, since, Date.parse(wait.expires_at))
+    return wait
+  })
+
 /** What running a step needs from its session. */
 export interface StepContext {
   readonly tenantId: TenantId
@@ -83,6 +146,8 @@ export interface StepContext {
   readonly limit: Effect.Semaphore
   /** Told when a call starts waiting for approval, to expire it after `timeoutMs` should no one decide. */
   readonly onApprovalAsked?: (taskId: TaskId, stepId: string, timeoutMs: number) => Effect.Effect<void>
+  /** Told when a call starts waiting for its connection (`since`), to fail its task at `atMs` should it still wait. */
+  readonly onConnectionWait?: (taskId: TaskId, stepId: string, since: string, atMs: number) => Effect.Effect<void>
 }
 
 /** How long a resumed step, already past its deadline, may still take to learn its attempt's outcome. */
@@ -127,7 +192,13 @@ export const runStep = (
     const found = task.steps.find((s) => s.id === stepId)!
     if (found.status === "succeeded") return found.output
     if (found.status === "waiting_approval") return yield* Effect.fail(new StepWaiting(stepId))
-    if (found.status !== "pending" && found.status !== "running") return yield* Effect.fail(new StepFailed(stepId))
+    // waiting for its connection: called again (a new attempt) once the connection can be used, else it waits on
+    if (found.status === "waiting_connection") {
+      if (isTerminal(task.status)) return yield* Effect.fail(new StepFailed(stepId))
+      if (!(yield* connectionReady(ctx, found.connection))) return yield* Effect.fail(new StepWaiting(stepId))
+    } else if (found.status !== "pending" && found.status !== "running") {
+      return yield* Effect.fail(new StepFailed(stepId))
+    }
     if (
       found.status === "pending" && found.approval?.decision !== "approved" &&
       needsApproval(spec, task.approval_required ?? [])
@@ -183,7 +254,8 @@ export const runStep = (
         priority: task.mode === "async" ? "async" : "sync",
         ...(task.mode === "sync" && task.timeout_ms !== undefined
           ? { deadline: Date.parse(task.created_at) + task.timeout_ms }
-          : {})
+          : {}),
+        ...(record.oauth_redirect_uri ? { redirect_uri: record.oauth_redirect_uri } : {})
       })
     // a cancel (or any end of the task) stops the step before it calls anything
     const ended = () => isTerminal(ctx.tasks.current(taskId).task.status)
@@ -198,6 +270,7 @@ export const runStep = (
     )
     let unknowns = 0
     let breaks = 0
+    let rechecked = false
     for (let asks = 0;; asks++) {
       if (ended()) return yield* Effect.fail(new StepFailed(stepId))
       const remaining = Math.max(0, deadlineMs - (yield* Clock.currentTimeMillis))
@@ -238,6 +311,20 @@ export const runStep = (
       if (notTaken(failure) && endMs < deadlineMs) {
         yield* Effect.sleep(Duration.millis(Math.min(2_000, 100 * 2 ** Math.min(asks, 5)))) // as `backoff` does
         continue
+      }
+      // the tenant's connection is missing or lost: the step waits for it, unless the tenant waits for none
+      if (ConnectionRequired.is(failure) && record.connection_timeout_ms !== 0 && !ended()) {
+        const timeoutMs = record.connection_timeout_ms ?? defaultConnectionTimeoutSeconds * 1000
+        const wait = yield* waitForConnection(ctx, taskId, stepId, spec.tool_id, failure, endMs, timeoutMs)
+        // connected between the call and the wait's record (its notice found no wait to wake): once, called again
+        if (!rechecked && (yield* connectionReady(ctx, wait))) {
+          rechecked = true
+          attempt++
+          startedMs = yield* start(attempt)
+          deadlineMs = startedMs + Duration.toMillis(ctx.stepTimeout)
+          continue
+        }
+        return yield* Effect.fail(new StepWaiting(stepId))
       }
       const unknown = ToolFailed.is(failure) && failure.unknown_outcome === true
       if (unknown && retryUnknown && unknowns < maxUnknownRetries && !ended()) {

@@ -28,7 +28,11 @@ export const TaskRecord = Schema.Struct({
   /** The agent loop's exchange so far (natural-language tasks), so a resumed task goes on where it was. */
   transcript: Schema.optional(Schema.Array(ChatMessage)),
   /** How long a call waits for its approval, in ms (the tenant's `approval_timeout` when the task was accepted). */
-  approval_timeout_ms: Schema.optional(Schema.Int)
+  approval_timeout_ms: Schema.optional(Schema.Int),
+  /** How long a call waits for a missing connection, in ms (the tenant's `connection_timeout`; 0: not at all). */
+  connection_timeout_ms: Schema.optional(Schema.Int),
+  /** Where an OAuth2 consent the task asks for returns (the callback of the edge that accepted it). */
+  oauth_redirect_uri: Schema.optional(Schema.String)
 })
 export type TaskRecord = typeof TaskRecord.Type
 
@@ -65,6 +69,14 @@ export class TaskStore extends Context.Tag("@altan/agent/TaskStore")<TaskStore, 
     limit: number
   ) => Effect.Effect<{ readonly entries: ReadonlyArray<PendingApproval>; readonly next?: string }, RedisError>
   /**
+   * The tenant's calls waiting for its connection to `provider` (step `waiting_connection`): an index kept beside the
+   * records by `put`, like the approvals'.
+   */
+  readonly connectionWaits: (
+    tenantId: TenantId,
+    provider: string
+  ) => Effect.Effect<ReadonlyArray<ConnectionWait>, RedisError>
+  /**
    * The tenant's tasks, newest first (by creation), of one session or status if asked: at most `limit`, and `next`
    * (the cursor of the following page) while more may follow. A page reads at most `maxListScan` index entries, so a
    * filter that matches little answers a short page with a `next` rather than scanning the whole index. A cursor
@@ -97,6 +109,13 @@ const sessionKey = (tenantId: TenantId, sessionId: string) => `${tenantId}/${ses
 /** The answer to a read the task storage cannot serve now: a 503 to retry. */
 export const unavailable = (e: RedisError) =>
   new Unavailable({ message: `task storage cannot be read right now; retry later (${e.message})` })
+
+/** A call waiting for its tenant's connection: its task and step, and since when (its wait's `requested_at`). */
+export interface ConnectionWait {
+  readonly task_id: TaskId
+  readonly step_id: string
+  readonly since: string
+}
 
 /** What `listTasks` is asked. */
 export interface TaskListQuery {
@@ -192,6 +211,26 @@ const approvalEntries = (record: TaskRecord) => {
   return { waiting, settled }
 }
 
+/** The index entries of a record's waits for a connection, by provider: the steps waiting, and the others. */
+const connectionEntries = (record: TaskRecord) => {
+  const waiting: Array<readonly [string, string, ConnectionWait]> = []
+  const settled: Array<readonly [string, string]> = []
+  for (const step of record.task.steps) {
+    if (step.connection === undefined) continue
+    const key = `${record.task.task_id}/${step.id}`
+    if (step.status === "waiting_connection" && !isTerminal(record.task.status)) {
+      waiting.push([step.connection.provider, key, {
+        task_id: record.task.task_id,
+        step_id: step.id,
+        since: step.connection.requested_at
+      }])
+    } else {
+      settled.push([step.connection.provider, key])
+    }
+  }
+  return { waiting, settled }
+}
+
 /** Options of `layerMemory`. */
 export interface MemoryOptions {
   /** Task records kept; the oldest are dropped first. Default 100 000. */
@@ -211,6 +250,8 @@ export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore> =>
     const tasks = new Map<string, TaskRecord>()
     const sessions = new Map<string, { task_ids: Array<TaskId>; messages: Array<ChatMessage>; updated_at: string }>()
     const approvals = new Map<TenantId, Map<string, PendingApproval>>()
+    /** Per tenant and provider (`tenant\u0000provider`), the calls waiting for that connection. */
+    const waits = new Map<string, Map<string, ConnectionWait>>()
     /** Per tenant, its index entries in order (see `listEntry`). */
     const listed = new Map<TenantId, Array<string>>()
     const index = (tenantId: TenantId, entry: string) => {
@@ -252,7 +293,16 @@ export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore> =>
             for (const key of settled) index.delete(key)
             for (const [key, entry] of waiting) index.set(key, entry)
           }
+          const connectionsOf = connectionEntries(record)
+          for (const [provider, key] of connectionsOf.settled) waits.get(`${tenantId}\u0000${provider}`)?.delete(key)
+          for (const [provider, key, entry] of connectionsOf.waiting) {
+            const index = waits.get(`${tenantId}\u0000${provider}`) ?? new Map<string, ConnectionWait>()
+            waits.set(`${tenantId}\u0000${provider}`, index)
+            index.set(key, entry)
+          }
         }),
+      connectionWaits: (tenantId, provider) =>
+        Effect.sync(() => [...(waits.get(`${tenantId}\u0000${provider}`)?.values() ?? [])]),
       pendingApprovals: (tenantId, after, limit) =>
         Effect.sync(() => {
           const keys = [...(approvals.get(tenantId)?.keys() ?? [])].filter((k) => after === undefined || k > after)
@@ -353,6 +403,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
       const sessionOfTask = (taskId: TaskId) => taskId.slice(0, taskId.lastIndexOf("."))
       const approvalsKey = (tenantId: TenantId) => `${prefix}:t:${tenantId}:approvals`
       const listKey = (tenantId: TenantId) => `${prefix}:t:${tenantId}:tasks`
+      const waitsKey = (tenantId: TenantId, provider: string) => `${prefix}:t:${tenantId}:cwait:${provider}`
 
       const exec = (operation: string, build: (multi: ReturnType<typeof client.multi>) => void) =>
         attempt(operation, async () => {
@@ -429,7 +480,30 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
                 multi.pexpire(index, px).pexpire(data, px)
               })
             }
+            const connectionsOf = connectionEntries(record)
+            if (connectionsOf.waiting.length > 0 || connectionsOf.settled.length > 0) {
+              yield* exec("index connection waits", (multi) => {
+                for (const [provider, key] of connectionsOf.settled) multi.hdel(waitsKey(tenantId, provider), key)
+                for (const [provider, key, entry] of connectionsOf.waiting) {
+                  multi.hset(waitsKey(tenantId, provider), key, JSON.stringify(entry))
+                  multi.pexpire(waitsKey(tenantId, provider), px)
+                }
+              })
+            }
           }),
+
+        connectionWaits: (tenantId, provider) =>
+          attempt("HVALS", () => client.hvals(waitsKey(tenantId, provider))).pipe(
+            Effect.map((values) =>
+              values.flatMap((json) => {
+                try {
+                  return [JSON.parse(json) as ConnectionWait]
+                } catch {
+                  return []
+                }
+              })
+            )
+          ),
 
         pendingApprovals: (tenantId, after, limit) =>
           Effect.gen(function*() {

@@ -107,6 +107,28 @@ const runTool = (token = member) =>
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+/** Polls the task until `done` says so (at most ~10 s). */
+const until = async (taskId: string, done: (task: any) => boolean, token = member) => {
+  for (let i = 0; i < 100; i++) {
+    const task = (await call("GET", `/v1/tasks/${taskId}`, undefined, token)).body
+    if (done(task)) return task
+    await sleep(100)
+  }
+  throw new Error(`task ${taskId} did not get there`)
+}
+
+/** A task waiting for the acme connection, as answered: its wait checked, then cancelled (no later connect wakes it). */
+const expectWaiting = async (task: { status: number; body: any }, reason: "missing" | "needs_reauth") => {
+  expect(task.status, JSON.stringify(task.body)).toBe(202)
+  expect(task.body.status).toBe("waiting")
+  expect(task.body.steps[0]).toMatchObject({
+    status: "waiting_connection",
+    connection: { provider: "acme", reason }
+  })
+  expect(task.body.waiting_for).toEqual([expect.objectContaining({ kind: "connection", provider: "acme", reason })])
+  return task.body
+}
+
 beforeAll(async () => {
   // 50 tool calls at once from one tenant: above the edge's default of 32 concurrent tasks
   edge = await startEdge(makeProbes(), { admission: { maxConcurrentTasks: 100 }, tracer: capturing() })
@@ -331,11 +353,13 @@ describe("OAuth2 connections", () => {
     expect(revocations).toHaveLength(2)
     expect(await provider.AccessToken.find(token)).toBeUndefined()
     expect((await call("GET", "/v1/connections")).body).toEqual([])
-    const task = await runTool()
-    expect(task.body.status).toBe("failed")
+    // no connection, no OAuth app to consent with: the call waits for one, with no link to follow
+    const task = await expectWaiting(await runTool(), "missing")
+    expect(task.waiting_for[0].authorize_url).toBeUndefined()
+    expect((await call("POST", `/v1/tasks/${task.task_id}/cancel`, undefined, member)).status).toBe(200)
   })
 
-  it("marks the connection needs_reauth on invalid_grant and fails calls clearly", async () => {
+  it("on invalid_grant the connection needs_reauth: its calls wait, and the user's consent resumes them all", async () => {
     expect((await call("PUT", "/v1/connections/acme", app())).status).toBe(200)
     expect((await connect()).body.status).toBe("connected")
     apiCalls.length = 0
@@ -348,18 +372,47 @@ describe("OAuth2 connections", () => {
     await sleep(accessTokenTtl * 1000 + 300)
 
     const calls = await Promise.all(Array.from({ length: 5 }, () => runTool()))
-    for (const task of calls) {
-      expect(task.body.status).toBe("failed")
-      expect(task.body.steps[0].error).toMatchObject({
-        code: "connection_needs_reauth",
-        details: { provider: "acme" }
-      })
-      expect(task.body.steps[0].error.message).toContain("acme")
+    // each call waits for the user to consent again, with a link of its own to do so
+    const waiting = []
+    for (const task of calls) waiting.push(await expectWaiting(task, "needs_reauth"))
+    const links = waiting.map((t) => t.waiting_for[0].authorize_url as string)
+    expect(new Set(links).size).toBe(5)
+    for (const link of links) {
+      expect(link.startsWith(`${issuer}/auth?`)).toBe(true)
+      expect(new URL(link).searchParams.get("redirect_uri")).toBe(`${edge.base}/v1/oauth/callback`)
     }
     const listed = await call("GET", "/v1/connections")
     expect(listed.body).toEqual([expect.objectContaining({ provider: "acme", status: "needs_reauth" })])
-    // authorizing again restores it
-    expect((await connect()).body.status).toBe("connected")
+    // the user follows one task's link: the callback stores the new tokens, and every waiting task goes on by itself
+    apiCalls.length = 0
+    const callback = await browse(links[2]!)
+    const completed = await fetch(callback)
+    expect(completed.status, await completed.text()).toBe(200)
+    for (const task of waiting) {
+      const done = await until(task.task_id, (t) => ["succeeded", "failed", "cancelled"].includes(t.status))
+      expect(done.status, JSON.stringify(done)).toBe("succeeded")
+      expect(done.output).toEqual({ ok: true, sub: "user-1" })
+      // the wait is on the step's record, and it ran with a new attempt
+      expect(done.steps[0]).toMatchObject({ status: "succeeded", connection: { reason: "needs_reauth" }, attempts: 2 })
+      expect(done.waiting_for).toBeUndefined()
+    }
+    expect(apiCalls).toHaveLength(5)
+    expect(apiCalls.every((c) => c.valid)).toBe(true)
+    // the stream said what the task waited for, and where to consent (it ends with the task)
+    const events = await call("GET", `/v1/tasks/${waiting[0].task_id}/events`, undefined, member)
+    const required = events.text.split("\n\n").filter((b) => b.includes("event: connection.required"))
+    expect(required).toHaveLength(1)
+    expect(events.text.indexOf("event: connection.required")).toBeLessThan(events.text.indexOf("event: tool.completed"))
+    expect(JSON.parse(required[0]!.slice(required[0]!.indexOf("data: ") + 6)).data).toMatchObject({
+      step_id: "note",
+      tool: "acme_note",
+      provider: "acme",
+      reason: "needs_reauth",
+      authorize_url: links[0]
+    })
+    expect(events.text).toContain("event: task.succeeded")
+    // the link's state was single-use
+    expect((await fetch(callback)).status).toBe(400)
     expect((await runTool()).body.status).toBe("succeeded")
   })
 
@@ -374,10 +427,13 @@ describe("OAuth2 connections", () => {
     expect(replaced.body).toMatchObject({ status: "pending" })
     expect(revocations).toHaveLength(2)
     expect(await provider.AccessToken.find(token)).toBeUndefined()
-    // nothing of the old grant is used any more
-    const task = await runTool()
-    expect(task.body.status).toBe("failed")
-    expect(task.body.steps[0].error.message).toContain("not authorized yet")
+    // nothing of the old grant is used any more: the call waits for the new app's consent, with its link
+    const task = await expectWaiting(await runTool(), "missing")
+    const link = new URL(task.waiting_for[0].authorize_url)
+    expect(link.searchParams.get("client_id")).toBe("another-app")
+    expect(link.searchParams.get("code_challenge_method")).toBe("S256")
+    expect(apiCalls.filter((c) => c.token === token)).toHaveLength(1)
+    expect((await call("POST", `/v1/tasks/${task.task_id}/cancel`, undefined, member)).status).toBe(200)
   })
 
   it("fails a refresh at once, without retries, when the app's client secret is gone", async () => {

@@ -1,4 +1,4 @@
-import { ConnectionNeedsReauth } from "@altan/domain/Connection"
+import { ConnectionRequired } from "@altan/domain/Connection"
 import type { OAuth2Connection } from "@altan/domain/ConnectionConfig"
 import { Egress } from "@altan/domain/Egress"
 import type { TenantId } from "@altan/domain/Ids"
@@ -113,14 +113,15 @@ describe("OAuthSession", () => {
       refuse = true
       yield* TestClock.adjust("3600 seconds")
       const error = yield* Effect.flip(token(session))
-      expect(error).toBeInstanceOf(ConnectionNeedsReauth)
+      expect(error).toBeInstanceOf(ConnectionRequired)
+      expect(error).toMatchObject({ provider: "crm", reason: "needs_reauth" })
       expect(Option.map(yield* oauthStore.getStatus(tenant, "crm"), (s) => s.status)).toEqual(
         Option.some("needs_reauth")
       )
       expect(yield* Effect.orDie(secrets.get(tenant, OAuth.tokensSecret("crm")))).toEqual(Option.none())
       expect(session.holdsToken()).toBe(false)
       // and stays so: no second refresh is attempted with what was refused
-      expect(yield* Effect.flip(token(session))).toBeInstanceOf(ConnectionNeedsReauth)
+      expect(yield* Effect.flip(token(session))).toMatchObject({ _tag: "ConnectionRequired", reason: "needs_reauth" })
       expect(grants).toHaveLength(2)
     }).pipe(Effect.provide(services)))
 })

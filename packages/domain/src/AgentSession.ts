@@ -45,7 +45,11 @@ export const SubmitPayload = Schema.Struct({
   /** The calls that wait for approval: the tenant's rules and the task's own. */
   approval_required: Schema.optional(Schema.Array(Schema.String)),
   /** How long a call waits for its approval, in ms (the tenant's `approval_timeout`). */
-  approval_timeout_ms: Schema.optional(Schema.Int)
+  approval_timeout_ms: Schema.optional(Schema.Int),
+  /** How long a call waits for a missing connection, in ms (the tenant's `connection_timeout`; 0: it does not). */
+  connection_timeout_ms: Schema.optional(Schema.Int),
+  /** The OAuth2 callback URL as the edge that accepted the task is reached: where a consent asked by the task returns. */
+  oauth_redirect_uri: Schema.optional(Schema.String)
 })
 export type SubmitPayload = typeof SubmitPayload.Type
 
@@ -60,6 +64,25 @@ export class ExpireApproval extends Schema.Class<ExpireApproval>("@altan/domain/
 }) {
   [PrimaryKey.symbol]() {
     return `${this.task_id}/${this.step_id}`
+  }
+  [DeliverAt.symbol]() {
+    return DateTime.unsafeMake(this.at)
+  }
+}
+
+/**
+ * The deadline of a call's wait for its connection, sent by the session to itself when the call starts waiting
+ * (`since`, epoch ms, tells one wait of the step from a later one): delivered at `at`, it fails the task with
+ * `connection_required` if that wait is still on.
+ */
+export class ExpireConnectionWait extends Schema.Class<ExpireConnectionWait>("@altan/domain/ExpireConnectionWait")({
+  task_id: TaskId,
+  step_id: Schema.String,
+  since: Schema.String,
+  at: Schema.Number
+}) {
+  [PrimaryKey.symbol]() {
+    return `${this.task_id}/${this.step_id}/${this.since}`
   }
   [DeliverAt.symbol]() {
     return DateTime.unsafeMake(this.at)
@@ -82,7 +105,10 @@ export const AgentSession = Entity.make("AgentSession", [
     payload: {
       task_id: TaskId,
       submit: Schema.optional(SubmitPayload),
-      /** Sent again after the task waited: what it waited for (a step's decision), so each wake is its own message. */
+      /**
+       * Sent again after the task waited: what it waited for (a step's decision, or `<step>@<since>` for a step's wait
+       * for its connection), so each wake is its own message.
+       */
       after: Schema.optional(Schema.String)
     },
     primaryKey: (p) => (p.after === undefined ? p.task_id : `${p.task_id}/${p.after}`)
@@ -109,6 +135,7 @@ export const AgentSession = Entity.make("AgentSession", [
   }).annotate(ClusterSchema.Persisted, true).annotate(ClusterSchema.Uninterruptible, "client"),
   /** The task as durably recorded; with `wait_ms`, waits up to that long for it to finish. */
   Rpc.make("ExpireApproval", { payload: ExpireApproval }).annotate(ClusterSchema.Persisted, true),
+  Rpc.make("ExpireConnectionWait", { payload: ExpireConnectionWait }).annotate(ClusterSchema.Persisted, true),
   Rpc.make("GetTask", {
     payload: { task_id: TaskId, wait_ms: Schema.optional(Schema.Int) },
     success: Task,

@@ -10,7 +10,7 @@ import { payload } from "./RpcPayload.js"
 import { ToolError, ToolResult } from "./ToolWorker.js"
 
 /** What only a connection fails a tool call with (its grant, its breaker, its budget): part of `ToolError`. */
-export { ConnectionNeedsReauth, RateLimited, UpstreamUnavailable } from "./ConnectionErrors.js"
+export { ConnectionRequired, RateLimited, UpstreamUnavailable } from "./ConnectionErrors.js"
 
 /** `Connection.Invoke`: one tool call as the agent asked for it. */
 export const InvokePayload = payload({
@@ -46,7 +46,12 @@ export const InvokePayload = payload({
   /** `sync` calls go before `async` ones when the provider's budget is short. */
   priority: Schema.optional(Schema.Literal("sync", "async")),
   /** Epoch ms after which the caller no longer waits (a sync task's timeout). */
-  deadline: Schema.optional(Schema.Number)
+  deadline: Schema.optional(Schema.Number),
+  /**
+   * Where an OAuth2 consent returns (the edge's callback, as the task's caller reached it): a call failing with
+   * `ConnectionRequired` then carries a fresh `authorize_url` when the provider's OAuth2 app is configured.
+   */
+  redirect_uri: Schema.optional(Schema.String)
 })
 export type InvokePayload = typeof InvokePayload.Type
 
@@ -87,6 +92,14 @@ export const Connection = Entity.make("Connection", [
     payload: { code: Schema.String, code_verifier: Schema.String, redirect_uri: Schema.String },
     success: ConnectionInfo,
     error: Schema.Union(NotFound, UpstreamFailed, Unavailable)
+  }),
+  /**
+   * Whether a call could get this connection's credential now (an API key whose secret is stored, OAuth2 tokens that
+   * are valid or refresh): a call waiting for its connection asks before it calls again.
+   */
+  Rpc.make("Ready", {
+    success: Schema.Boolean,
+    error: Unavailable
   }),
   /** Revokes the tokens at the provider (RFC 7009), then forgets them and the connection. */
   Rpc.make("Disconnect", {

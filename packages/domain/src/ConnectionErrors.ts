@@ -8,18 +8,25 @@ import { TaggedError } from "./TaggedError.js"
  */
 
 /**
- * The tenant's OAuth2 connection to the provider lost its grant (revoked, expired refresh token):
- * an admin must connect it again (`POST /v1/connections/{provider}/authorize`).
+ * The call needs the tenant's connection to the provider, and there is none it can use: `missing` (no connection,
+ * its secret is not stored, or its OAuth2 app was never authorized) or `needs_reauth` (the grant was lost: revoked,
+ * or the refresh token expired). A task's step waits for it (`waiting_connection`) and goes on once it is connected;
+ * `authorize_url` (a fresh single-use authorization) is there when the provider's OAuth2 app is configured.
  */
-export class ConnectionNeedsReauth extends TaggedError<ConnectionNeedsReauth>()("ConnectionNeedsReauth", {
-  provider: Schema.String
+export class ConnectionRequired extends TaggedError<ConnectionRequired>()("ConnectionRequired", {
+  provider: Schema.String,
+  reason: Schema.Literal("missing", "needs_reauth"),
+  authorize_url: Schema.optional(Schema.String)
 }) {
   get code() {
-    return "connection_needs_reauth"
+    return "connection_required"
   }
   override get message() {
-    return `the ${this.provider} connection needs to be authorized again: ` +
-      `an admin must call POST /v1/connections/${this.provider}/authorize`
+    return this.reason === "needs_reauth"
+      ? `the ${this.provider} connection needs to be authorized again (its grant was lost): ` +
+        `an admin must call POST /v1/connections/${this.provider}/authorize`
+      : `the tenant has no usable ${this.provider} connection: an admin must connect it ` +
+        `(PUT /v1/connections/${this.provider}, then its secret or POST /v1/connections/${this.provider}/authorize)`
   }
 }
 

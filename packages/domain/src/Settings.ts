@@ -53,11 +53,19 @@ export const Settings = Schema.Struct({
   /** Seconds a call waits for its approval before it expires and its task fails (`approval_expired`). Default 1 day. */
   approval_timeout: Schema.optional(Schema.Int.pipe(Schema.between(1, 30 * 86_400))),
   /**
+   * Seconds a call waits for a missing (or lost) connection of its provider before its task fails
+   * (`connection_required`). Default 1 day; 0: no wait, the task fails at once.
+   */
+  connection_timeout: Schema.optional(Schema.Int.pipe(Schema.between(0, 30 * 86_400))),
+  /**
    * The tools a task may use, and the model is offered, when the task names none (its own `tools`): a default
    * toolset, so the model is not sent every tool's schema on every turn. Unset: every tool of the tenant.
    */
   tools: Schema.optional(Schema.Array(ToolId).pipe(Schema.minItems(1), Schema.maxItems(256)))
 })
 export type Settings = typeof Settings.Type
+
+/** `connection_timeout` when the tenant set none: a day. */
+export const defaultConnectionTimeoutSeconds = 86_400
 
 export const emptySettings: Settings = { fallback_llms: [], egress_allowlist: [], providers: {} }

@@ -67,7 +67,8 @@ export const isTerminal = (status: TaskStatus): boolean =>
 
 /**
  * `waiting_approval`: the call waits for a person to approve or reject it; `rejected`: they did not; `expired`: no one
- * decided within the tenant's `approval_timeout`.
+ * decided within the tenant's `approval_timeout`. `waiting_connection`: the call needs the tenant's connection to its
+ * provider, missing or to be authorized again; it runs once the connection is there (see `connection`).
  * `unknown_outcome`: the step's call with side effects was started but its outcome was never learnt (the
  * process running it died mid-call), and calling again could apply it twice; the task fails naming the step.
  */
@@ -80,10 +81,15 @@ export const StepStatus = Schema.Literal(
   "cancelled",
   "unknown_outcome",
   "waiting_approval",
+  "waiting_connection",
   "rejected",
   "expired"
 )
 export type StepStatus = typeof StepStatus.Type
+
+/** The statuses of a step that waits for something outside its task: nothing of it runs meanwhile. */
+export const isWaiting = (status: StepStatus): boolean =>
+  status === "waiting_approval" || status === "waiting_connection"
 
 /** What went wrong with a task or step, as recorded on it: the same shape as an API error. */
 export const TaskError = ErrorBody
@@ -107,12 +113,32 @@ export const StepApproval = Schema.Struct({
 })
 export type StepApproval = typeof StepApproval.Type
 
-/** What a waiting task waits for, one entry per waiting step. */
+/**
+ * A call's wait for the tenant's connection to its provider (`waiting_connection`): why (`missing`, `needs_reauth`),
+ * since when, until when (the tenant's `connection_timeout`; the task then fails with `connection_required`), and
+ * where a person consents (`authorize_url`, a single-use authorization, when the provider's OAuth2 app is configured).
+ */
+export const StepConnection = Schema.Struct({
+  provider: Schema.String,
+  reason: Schema.Literal("missing", "needs_reauth"),
+  requested_at: Schema.String,
+  expires_at: Schema.String,
+  authorize_url: Schema.optional(Schema.String)
+})
+export type StepConnection = typeof StepConnection.Type
+
+/**
+ * What a waiting task waits for, one entry per waiting step: a decision (`approval`: `input_hash`) or a connection
+ * (`connection`: `provider`, `reason`, `authorize_url`).
+ */
 export const WaitingFor = Schema.Struct({
   step_id: Schema.String,
-  kind: Schema.Literal("approval"),
+  kind: Schema.Literal("approval", "connection"),
   tool: Schema.String,
   input_hash: Schema.optional(Schema.String),
+  provider: Schema.optional(Schema.String),
+  reason: Schema.optional(Schema.Literal("missing", "needs_reauth")),
+  authorize_url: Schema.optional(Schema.String),
   expires_at: Schema.optional(Schema.String)
 })
 export type WaitingFor = typeof WaitingFor.Type
@@ -134,7 +160,9 @@ export const Step = Schema.Struct({
   started_at: Schema.optional(Schema.String),
   finished_at: Schema.optional(Schema.String),
   duration_ms: Schema.optional(Schema.Number),
-  approval: Schema.optional(StepApproval)
+  approval: Schema.optional(StepApproval),
+  /** While (or after) the call waited for the tenant's connection: the last such wait. */
+  connection: Schema.optional(StepConnection)
 })
 export type Step = typeof Step.Type
 
@@ -252,8 +280,51 @@ export const waitingFor = (task: Task): Array<WaitingFor> =>
         tool: s.tool,
         ...(s.approval ? { input_hash: s.approval.input_hash, expires_at: s.approval.expires_at } : {})
       }]
+      : s.status === "waiting_connection" && s.connection
+      ? [{
+        step_id: s.id,
+        kind: "connection",
+        tool: s.tool,
+        provider: s.connection.provider,
+        reason: s.connection.reason,
+        ...(s.connection.authorize_url ? { authorize_url: s.connection.authorize_url } : {}),
+        expires_at: s.connection.expires_at
+      }]
       : []
   )
+
+/**
+ * A call that waited for its connection past its `expires_at` (the tenant's `connection_timeout`): the task fails with
+ * `connection_required`, and its calls still pending or waiting are not made.
+ */
+export const connectionExpired = (task: Task, stepId: string): Task => {
+  const step = task.steps.find((s) => s.id === stepId)!
+  const wait = step.connection
+  const error = {
+    code: "connection_required",
+    message: `step "${stepId}" (${step.tool}) waited for the tenant's ${wait?.provider ?? "provider"} connection ` +
+      `until ${wait?.expires_at ?? "its deadline"}; it was not ${
+        wait?.reason === "needs_reauth" ? "authorized again" : "connected"
+      } in time`,
+    details: {
+      step_id: stepId,
+      ...(wait ? { provider: wait.provider, reason: wait.reason } : {})
+    }
+  }
+  const { waiting_for: _, ...rest } = task
+  return {
+    ...rest,
+    status: "failed",
+    error,
+    steps: task.steps.map((s) =>
+      s.id === stepId
+        ? { ...s, status: "failed" as const, error }
+        : isWaiting(s.status) || s.status === "pending"
+        ? { ...s, status: "cancelled" as const }
+        : s
+    )
+  }
+}
 
 export const TaskEventType = Schema.Literal(
   "task.queued",
@@ -264,6 +335,7 @@ export const TaskEventType = Schema.Literal(
   "tool.failed",
   "approval.requested",
   "approval.decided",
+  "connection.required",
   "task.waiting",
   "task.succeeded",
   "task.failed",

@@ -28,5 +28,14 @@ export const TenantTasks = Entity.make("TenantTasks", [
     },
     success: TaskPage,
     error: Schema.Union(Unavailable, InvalidRequest)
-  })
+  }),
+  /**
+   * The tenant's connection to `provider` can be used now (its OAuth2 consent completed, its secret stored): every
+   * task of the tenant whose call waits for it goes on. Persisted (`id` is unique per notice): once the integrator
+   * stored it, the waiting tasks are woken, also if an agent runner dies meanwhile.
+   */
+  Rpc.make("ConnectionReady", {
+    payload: { provider: Schema.String, id: Schema.String },
+    primaryKey: (p) => `${p.provider}/${p.id}`
+  }).annotate(ClusterSchema.Persisted, true)
 ]).annotate(ClusterSchema.ShardGroup, () => "agent")

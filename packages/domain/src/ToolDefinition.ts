@@ -67,6 +67,11 @@ export const ToolSpec = Schema.Struct({
   /** The tool sends an idempotency key the vendor deduplicates by, so a retried write applies once. */
   idempotency_key: Schema.optional(Schema.Boolean),
   /** Every call waits for a person's approval. */
-  requires_approval: Schema.optional(Schema.Boolean)
+  requires_approval: Schema.optional(Schema.Boolean),
+  /**
+   * The tool calls its provider with the tenant's credential: without a usable connection it does not run, and its
+   * call waits for one (`ConnectionRequired`).
+   */
+  needs_connection: Schema.optional(Schema.Boolean)
 })
 export type ToolSpec = typeof ToolSpec.Type

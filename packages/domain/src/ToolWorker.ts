@@ -2,7 +2,7 @@ import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
-import { ConnectionNeedsReauth, RateLimited, UpstreamUnavailable } from "./ConnectionErrors.js"
+import { ConnectionRequired, RateLimited, UpstreamUnavailable } from "./ConnectionErrors.js"
 import { ErrorDetails, InvalidRequest, Unavailable } from "./Errors.js"
 import { entityId, type TenantId } from "./Ids.js"
 import { payload } from "./RpcPayload.js"
@@ -82,7 +82,7 @@ export const toolFailedFields = (e: ToolFailed) => ({
 
 /**
  * What a call to a tool can fail with. `Unavailable`: the runtime could not take the call right now (a store it needs
- * is unreachable); nothing was executed, and asking again later is safe. `ConnectionNeedsReauth`, `UpstreamUnavailable`
+ * is unreachable); nothing was executed, and asking again later is safe. `ConnectionRequired`, `UpstreamUnavailable`
  * and `RateLimited` are the `Connection`'s, which fronts every tool call (see `ConnectionErrors.ts`).
  */
 export const ToolError = Schema.Union(
@@ -90,7 +90,7 @@ export const ToolError = Schema.Union(
   ToolNotFound,
   ToolInputInvalid,
   ToolFailed,
-  ConnectionNeedsReauth,
+  ConnectionRequired,
   UpstreamUnavailable,
   RateLimited
 )

@@ -1,9 +1,10 @@
 import { AuditLog } from "@altan/audit/AuditLog"
-import { Connection } from "@altan/domain/Connection"
+import { Connection, ConnectionRequired } from "@altan/domain/Connection"
 import { Egress } from "@altan/domain/Egress"
-import { NotFound } from "@altan/domain/Errors"
+import { NotFound, Unavailable } from "@altan/domain/Errors"
 import { parseEntityId } from "@altan/domain/Ids"
 import { breakerMetric, callMetrics } from "@altan/domain/Metrics"
+import { TenantTasks } from "@altan/domain/TenantTasks"
 import { ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Effect from "effect/Effect"
@@ -11,9 +12,10 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { makeBreaker } from "./Breaker.js"
 import { ConnectionStore } from "./ConnectionStore.js"
+import { notifyConnectionReady } from "./internal/connectionReady.js"
 import { LlmGateway } from "./LlmGateway.js"
 import * as LlmTurn from "./LlmTurn.js"
-import { OAuthStore } from "./OAuth.js"
+import { beginAuthorization, maxStateTtlMs, OAuthStore } from "./OAuth.js"
 import * as OAuthSession from "./OAuthSession.js"
 import * as RateBudget from "./RateBudget.js"
 import { ResilienceConfig } from "./Resilience.js"
@@ -37,6 +39,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
   const resilience = yield* ResilienceConfig
   const audit = yield* AuditLog
   const egress = yield* Egress
+  const tenantTasks = yield* TenantTasks.client
 
   return Connection.toLayer(
     Effect.gen(function*() {
@@ -84,8 +87,51 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
         attributes: { "altan.tenant_id": tenantId, "altan.provider": provider },
         captureStackTrace: false
       }
+      /**
+       * A call that needs this connection, missing or to be authorized again, carries where the user consents when
+       * the tenant's OAuth2 app is configured: a fresh single-use authorization, as `POST .../authorize` starts one.
+       */
+      const withAuthorizeUrl = (e: ConnectionRequired, redirectUri: string | undefined) =>
+        Effect.gen(function*() {
+          if (redirectUri === undefined || e.authorize_url !== undefined) return e
+          const connection = yield* connectionStore.get(tenantId, provider)
+          if (Option.isNone(connection) || connection.value.type !== "oauth2") return e
+          const url = yield* beginAuthorization(
+            oauthStore,
+            tenantId,
+            provider,
+            connection.value,
+            redirectUri,
+            Date.now() + maxStateTtlMs
+          )
+          return new ConnectionRequired({ provider: e.provider, reason: e.reason, authorize_url: url })
+        })
+
       return Connection.of({
-        Invoke: ({ payload }) => ToolCall.invoke(toolCalls, payload),
+        Invoke: ({ payload }) =>
+          ToolCall.invoke(toolCalls, payload).pipe(
+            Effect.catchIf(
+              (e): e is ConnectionRequired => ConnectionRequired.is(e) && e.provider === provider,
+              (e) => Effect.flip(withAuthorizeUrl(e, payload.redirect_uri))
+            )
+          ),
+
+        Ready: Effect.fn("Connection.ready", spanOptions)(function*() {
+          const connection = yield* connectionStore.get(tenantId, provider)
+          if (Option.isNone(connection)) return false
+          const config = connection.value
+          if (config.type === "oauth2") {
+            // only a missing or lost grant says no; any other failure is the call's to meet and report
+            return yield* oauth.accessToken(config, false).pipe(
+              Effect.as(true),
+              Effect.catchAll((e) => Effect.succeed(!ConnectionRequired.is(e)))
+            )
+          }
+          return yield* secrets.get(tenantId, config.secret).pipe(
+            Effect.map(Option.isSome),
+            Effect.mapError((e) => new Unavailable({ message: e.message }))
+          )
+        }),
 
         CompleteAuthorization: Effect.fn("Connection.completeAuthorization", spanOptions)(
           function*({ payload }) {
@@ -104,7 +150,12 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
           },
           Effect.tapBoth({
             onFailure: (e) => authorizationRecorded("failed", { error: e.code }),
-            onSuccess: (info) => authorizationRecorded("ok", { scopes: info.scopes })
+            // the tasks waiting for this connection go on
+            onSuccess: (info) =>
+              Effect.zipRight(
+                authorizationRecorded("ok", { scopes: info.scopes }),
+                notifyConnectionReady(tenantTasks, tenantId, provider)
+              )
           })
         ),
 

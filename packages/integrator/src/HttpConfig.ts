@@ -1,9 +1,12 @@
 import { Api } from "@altan/domain/Api"
 import { InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
+import { TenantTasks } from "@altan/domain/TenantTasks"
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import { ConnectionStore } from "./ConnectionStore.js"
+import { notifyConnectionReady } from "./internal/connectionReady.js"
 import { requireAdmin } from "./internal/requireAdmin.js"
 import { SecretStore, type SecretStoreError } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
@@ -79,10 +82,22 @@ const secretsUnavailable = (e: SecretStoreError) => new Unavailable({ message: e
 export const SecretsLive = HttpApiBuilder.group(Api, "secrets", (handlers) =>
   Effect.gen(function*() {
     const secrets = yield* SecretStore
+    const connections = yield* ConnectionStore
+    const tenantTasks = yield* TenantTasks.client
     return handlers
       .handle("put", ({ path, payload }) =>
-        Effect.flatMap(requireAdmin, ({ tenantId }) =>
-          secrets.put(tenantId, path.name, Redacted.make(payload.value)).pipe(Effect.mapError(secretsUnavailable))))
+        Effect.gen(function*() {
+          const { tenantId } = yield* requireAdmin
+          yield* secrets.put(tenantId, path.name, Redacted.make(payload.value)).pipe(
+            Effect.mapError(secretsUnavailable)
+          )
+          // the key of an API-key connection is stored: the tasks waiting for that connection go on
+          for (const [provider, c] of yield* connections.list(tenantId)) {
+            if (c.type === "api_key" && c.secret === path.name) {
+              yield* notifyConnectionReady(tenantTasks, tenantId, provider)
+            }
+          }
+        }))
       .handle("delete", ({ path }) =>
         Effect.gen(function*() {
           const { tenantId } = yield* requireAdmin

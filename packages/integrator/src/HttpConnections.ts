@@ -3,26 +3,20 @@ import { Connection } from "@altan/domain/Connection"
 import type { ConnectionConfig, ConnectionInfo } from "@altan/domain/ConnectionConfig"
 import { Conflict, InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
 import { entityId, TenantId } from "@altan/domain/Ids"
+import { TenantTasks } from "@altan/domain/TenantTasks"
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
-import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { ConnectionStore } from "./ConnectionStore.js"
-import { IntegratorConfig } from "./IntegratorConfig.js"
 import { orUnavailable } from "./internal/clusterCall.js"
+import { notifyConnectionReady } from "./internal/connectionReady.js"
+import { oauthRedirectUri } from "./internal/redirectUri.js"
 import { requireAdmin } from "./internal/requireAdmin.js"
-import { authorizeUrl, OAuthStore, randomToken, scopesFor, stateTtlMs } from "./OAuth.js"
+import { beginAuthorization, OAuthStore, stateTtlMs } from "./OAuth.js"
 import { SecretStore } from "./SecretStore.js"
 
-/** Where the provider sends the user back: `OAUTH_REDIRECT_URL`, else this edge's own callback URL. */
-const redirectUri = Effect.gen(function*() {
-  const config = yield* IntegratorConfig
-  if (Option.isSome(config.oauthRedirectUrl)) return config.oauthRedirectUrl.value
-  const request = yield* HttpServerRequest.HttpServerRequest
-  const host = request.headers["host"] ?? "localhost"
-  const proto = request.headers["x-forwarded-proto"] === "https" ? "https" : "http"
-  return `${proto}://${host}/v1/oauth/callback`
-})
+/** Where the provider sends the user back (see `oauthRedirectUri`); inside a request there always is one. */
+const redirectUri = Effect.map(oauthRedirectUri, Option.getOrElse(() => "http://localhost/v1/oauth/callback"))
 
 /**
  * `/v1/connections`: the tenant's connections to providers, and the start of an OAuth authorization. Admin only.
@@ -34,6 +28,7 @@ export const ConnectionsLive = HttpApiBuilder.group(Api, "connections", (handler
     const oauth = yield* OAuthStore
     const secrets = yield* SecretStore
     const entities = yield* Connection.client
+    const tenantTasks = yield* TenantTasks.client
     const infoOf = (tenantId: TenantId, provider: string, c: ConnectionConfig) =>
       Effect.gen(function*() {
         // whether the secret it names is stored (its value is not read out of the store's answer)
@@ -68,7 +63,10 @@ export const ConnectionsLive = HttpApiBuilder.group(Api, "connections", (handler
             yield* orUnavailable(entities(entityId(tenantId, path.provider)).Disconnect())
           }
           yield* connections.put(tenantId, path.provider, payload)
-          return yield* infoOf(tenantId, path.provider, payload)
+          const info = yield* infoOf(tenantId, path.provider, payload)
+          // an API key that is stored: the tasks waiting for this connection go on
+          if (info.status === "connected") yield* notifyConnectionReady(tenantTasks, tenantId, path.provider)
+          return info
         }))
       .handle("authorize", ({ path }) =>
         Effect.gen(function*() {
@@ -83,23 +81,16 @@ export const ConnectionsLive = HttpApiBuilder.group(Api, "connections", (handler
                 "only oauth2 connections are authorized"
             })
           }
-          const state = randomToken()
-          const codeVerifier = randomToken()
-          const redirect = yield* redirectUri
           const expiresAt = Date.now() + stateTtlMs
-          yield* oauth.putPending(state, {
-            tenant_id: tenantId,
-            provider: path.provider,
-            code_verifier: codeVerifier,
-            redirect_uri: redirect,
-            expires_at: expiresAt
-          })
           return {
-            authorize_url: authorizeUrl(connection.value, scopesFor(path.provider, connection.value), {
-              state,
-              redirectUri: redirect,
-              codeVerifier
-            }),
+            authorize_url: yield* beginAuthorization(
+              oauth,
+              tenantId,
+              path.provider,
+              connection.value,
+              yield* redirectUri,
+              expiresAt
+            ),
             expires_at: new Date(expiresAt).toISOString()
           }
         }))

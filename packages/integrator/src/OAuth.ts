@@ -44,8 +44,11 @@ export class OAuthStore extends Context.Tag("@altan/integrator/OAuthStore")<OAut
   readonly removeStatus: (tenantId: TenantId, provider: string) => Effect.Effect<void>
 }>() {}
 
-/** How long a `state` is accepted. */
+/** How long a `state` is accepted (an admin's `POST .../authorize`; a waiting task's link lives as long as its wait). */
 export const stateTtlMs = 10 * 60_000
+
+/** The longest a `state` is kept, whoever asks: a consent link in a waiting task's event. */
+export const maxStateTtlMs = 86_400_000
 
 // states are stored by digest: a leaked store does not hand out usable states
 const stateKey = (state: string) => createHash("sha256").update(state).digest("base64url")
@@ -90,7 +93,14 @@ export const layerRedis = (options?: { readonly prefix?: string }): Layer.Layer<
       const statusKey = (tenantId: TenantId) => `${prefix}:t:${tenantId}:oauth`
       return {
         putPending: (state, p) =>
-          redis(() => client.set(`${prefix}:oauth:state:${stateKey(state)}`, JSON.stringify(p), "PX", stateTtlMs)).pipe(
+          redis(() =>
+            client.set(
+              `${prefix}:oauth:state:${stateKey(state)}`,
+              JSON.stringify(p),
+              "PX",
+              Math.max(1, p.expires_at - Date.now())
+            )
+          ).pipe(
             Effect.asVoid
           ),
         takePending: (state) =>
@@ -150,6 +160,31 @@ export const authorizeUrl = (
   url.searchParams.set("code_challenge_method", "S256")
   return url.href
 }
+
+/**
+ * Starts an authorization of the tenant's OAuth2 app: a single-use state bound to the tenant and provider, kept with
+ * its PKCE verifier until `expiresAt` (epoch ms), and the URL where the user consents.
+ */
+export const beginAuthorization = (
+  store: OAuthStore["Type"],
+  tenantId: TenantId,
+  provider: string,
+  config: OAuth2Connection,
+  redirectUri: string,
+  expiresAt: number
+) =>
+  Effect.gen(function*() {
+    const state = randomToken()
+    const codeVerifier = randomToken()
+    yield* store.putPending(state, {
+      tenant_id: tenantId,
+      provider,
+      code_verifier: codeVerifier,
+      redirect_uri: redirectUri,
+      expires_at: expiresAt
+    })
+    return authorizeUrl(config, scopesFor(provider, config), { state, redirectUri, codeVerifier })
+  })
 
 // ---------------------------------------------------------------------------------------------------------------
 // The token endpoint

@@ -1,4 +1,4 @@
-import { ConnectionNeedsReauth } from "@altan/domain/Connection"
+import { ConnectionRequired } from "@altan/domain/Connection"
 import type { OAuth2Connection } from "@altan/domain/ConnectionConfig"
 import { Egress } from "@altan/domain/Egress"
 import { Unavailable, UpstreamFailed } from "@altan/domain/Errors"
@@ -104,7 +104,7 @@ export const make = (services: Services, tenantId: TenantId, provider: string) =
   })(function*(config: OAuth2Connection, stale: Tokens) {
     if (stale.refresh_token === undefined) {
       yield* needsReauth("the access token expired and the provider issued no refresh token")
-      return yield* new ConnectionNeedsReauth({ provider })
+      return yield* new ConnectionRequired({ provider, reason: "needs_reauth" })
     }
     const secret = yield* clientSecretOf(secrets, tenantId, provider, config)
     const next = yield* requestTokens(config, secret, {
@@ -114,7 +114,11 @@ export const make = (services: Services, tenantId: TenantId, provider: string) =
       Effect.provideService(Egress, egress),
       Effect.catchTag(
         "InvalidGrant",
-        (e) => Effect.zipRight(needsReauth(e.description), Effect.fail(new ConnectionNeedsReauth({ provider })))
+        (e) =>
+          Effect.zipRight(
+            needsReauth(e.description),
+            Effect.fail(new ConnectionRequired({ provider, reason: "needs_reauth" }))
+          )
       )
     )
     yield* store(next)
@@ -136,14 +140,10 @@ export const make = (services: Services, tenantId: TenantId, provider: string) =
           if (Option.isNone(current)) {
             const status = yield* oauthStore.getStatus(tenantId, provider)
             if (Option.isSome(status) && status.value.status === "needs_reauth") {
-              return yield* new ConnectionNeedsReauth({ provider })
+              return yield* new ConnectionRequired({ provider, reason: "needs_reauth" })
             }
-            return yield* new ToolFailed({
-              tool_id: provider,
-              message: `the ${provider} connection is not authorized yet: ` +
-                `an admin must call POST /v1/connections/${provider}/authorize`,
-              retryable: false
-            })
+            // configured, never authorized
+            return yield* new ConnectionRequired({ provider, reason: "missing" })
           }
           if (!force && fresh(current.value)) return current.value
           if (force && current.value !== seen && fresh(current.value)) return current.value

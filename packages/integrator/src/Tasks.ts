@@ -12,7 +12,7 @@ import { entityId, type SessionId, sessionOfTask, type TaskId, type TenantId } f
 import { canonicalJson } from "@altan/domain/Json"
 import * as PlanGraph from "@altan/domain/PlanGraph"
 import type { Principal } from "@altan/domain/Principal"
-import type { Settings } from "@altan/domain/Settings"
+import { defaultConnectionTimeoutSeconds, type Settings } from "@altan/domain/Settings"
 import type { Plan, Task, TaskQuery, TaskRequest } from "@altan/domain/Task"
 import { TenantTasks } from "@altan/domain/TenantTasks"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
@@ -31,6 +31,7 @@ import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import { Admission } from "./Admission.js"
 import { clusterUnavailable, orUnavailable } from "./internal/clusterCall.js"
+import { oauthRedirectUri } from "./internal/redirectUri.js"
 import { TenantConfig } from "./TenantConfig.js"
 
 const random = () => randomBytes(12).toString("base64url")
@@ -289,7 +290,12 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
         on_unknown_outcome: settings.on_unknown_outcome ?? "fail",
         accepted_at: new Date(yield* Clock.currentTimeMillis).toISOString(),
         approval_required: approvalRules(settings.approval_required, request.approval_required),
-        approval_timeout_ms: (settings.approval_timeout ?? defaultApprovalTimeoutSeconds) * 1000
+        approval_timeout_ms: (settings.approval_timeout ?? defaultApprovalTimeoutSeconds) * 1000,
+        connection_timeout_ms: (settings.connection_timeout ?? defaultConnectionTimeoutSeconds) * 1000,
+        ...Option.match(yield* oauthRedirectUri, {
+          onNone: () => ({}),
+          onSome: (uri) => ({ oauth_redirect_uri: uri })
+        })
       }
       const notAccepted = (reason: string) =>
         new Unavailable({

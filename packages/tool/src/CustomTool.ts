@@ -100,7 +100,8 @@ export const fromDefinition = (
     ...(definition.timeout_ms ? { timeout_ms: definition.timeout_ms } : {}),
     ...(definition.max_attempts ? { max_attempts: definition.max_attempts } : {}),
     ...(definition.idempotency_header ? { idempotency_key: true } : {}),
-    ...(definition.requires_approval ? { requires_approval: true } : {})
+    ...(definition.requires_approval ? { requires_approval: true } : {}),
+    ...(definition.auth !== "none" ? { needs_connection: true } : {})
   }
   return Either.right({
     spec,

@@ -117,6 +117,8 @@ export const make = <I, II, O, OI>(options: {
   readonly name: string
   readonly description: string
   readonly provider?: string
+  /** The tool calls its provider with the tenant's credential (`ctx.credential`): without one it does not run. */
+  readonly needsConnection?: boolean
   readonly input: Schema.Schema<I, II>
   readonly output: Schema.Schema<O, OI>
   readonly sideEffect?: boolean
@@ -142,7 +144,8 @@ export const make = <I, II, O, OI>(options: {
       side_effect: options.sideEffect ?? false,
       cacheable: options.cacheable ?? false,
       idempotent: options.idempotent ?? !(options.sideEffect ?? false),
-      ...(options.idempotencyKey ? { idempotency_key: true } : {})
+      ...(options.idempotencyKey ? { idempotency_key: true } : {}),
+      ...(options.needsConnection ? { needs_connection: true } : {})
     },
     decode: (input) =>
       decodeInput(input).pipe(

@@ -1,5 +1,5 @@
 import { AuditLog } from "@altan/audit/AuditLog"
-import { Connection, llmConnectionId } from "@altan/domain/Connection"
+import { Connection, ConnectionRequired, llmConnectionId } from "@altan/domain/Connection"
 import { Egress, EgressDenied, type EgressResponse } from "@altan/domain/Egress"
 import { isClusterError } from "@altan/domain/EntityCall"
 import { Unavailable } from "@altan/domain/Errors"
@@ -209,6 +209,10 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
           const tool = yield* registry.get(tenantId, toolId)
           yield* Effect.annotateCurrentSpan("altan.provider", tool.spec.provider)
           const input = yield* tool.decode(payload.input)
+          // nothing to call the provider with: the call waits for the tenant's connection (the step's, not a failure)
+          if (tool.spec.needs_connection && payload.credential === undefined) {
+            return yield* new ConnectionRequired({ provider: tool.spec.provider, reason: "missing" })
+          }
           const baseUrls = payload.base_urls ?? {}
           const allowHosts = [
             ...(payload.egress_allowlist ?? []),

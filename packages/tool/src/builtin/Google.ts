@@ -113,6 +113,7 @@ export const CalendarCreateEvent: Tool.Tool = Tool.make({
     "all-day event (end date exclusive); a plain ISO string also works. attendees are [{email}]; set " +
     "sendUpdates \"all\" to email them invitations. Returns {id, htmlLink, status, start, end, summary}.",
   provider: PROVIDER,
+  needsConnection: true,
   input: CreateEventInput,
   output: Event,
   sideEffect: true,
@@ -182,6 +183,7 @@ export const CalendarListEvents: Tool.Tool = Tool.make({
     "(RFC 3339 with offset, e.g. 2025-03-01T00:00:00Z) and q (free text). Returns {items: [{id, htmlLink, status, " +
     "start, end, summary}], nextPageToken?}; pass nextPageToken as pageToken for the next page.",
   provider: PROVIDER,
+  needsConnection: true,
   input: ListEventsInput,
   output: Schema.Struct({ items: Schema.Array(Event), nextPageToken: optional(Schema.String) }),
   cacheable: true,
@@ -283,6 +285,7 @@ export const GmailSend: Tool.Tool = Tool.make({
     "`cc` and `bcc` are lists of plain addresses like \"bob@example.com\"; `subject` is one line; `body` is plain " +
     "text; give `html` too for an HTML version. Returns {id, threadId, labelIds?} of the sent message.",
   provider: PROVIDER,
+  needsConnection: true,
   input: GmailSendInput,
   output: SentMessage,
   sideEffect: true,
@@ -328,6 +331,7 @@ export const GmailListMessages: Tool.Tool = Tool.make({
     "newest first. Returns {messages: [{id, threadId}], nextPageToken?, resultSizeEstimate} — ids only, no " +
     "content; pass nextPageToken as pageToken for the next page.",
   provider: PROVIDER,
+  needsConnection: true,
   input: GmailListInput,
   output: Schema.Struct({
     messages: Schema.Array(MessageRef),

@@ -95,6 +95,7 @@ export const CreateContact: Tool.Tool = Tool.make({
     "{ id, properties, createdAt, updatedAt }. Fails with HTTP 409 CONFLICT (the message contains the " +
     "existing contact's ID) when a contact with this email exists: use hubspot.update_contact instead.",
   provider: PROVIDER,
+  needsConnection: true,
   sideEffect: true,
   hosts: HUBSPOT_HOSTS,
   input: CreateContactInput,
@@ -139,6 +140,7 @@ export const UpdateContact: Tool.Tool = Tool.make({
     "idProperty \"email\"). Only the given properties change; an empty string clears one. Returns " +
     "{ id, properties, createdAt, updatedAt }. Fails with HTTP 404 when no such contact exists.",
   provider: PROVIDER,
+  needsConnection: true,
   sideEffect: true,
   idempotent: true,
   hosts: HUBSPOT_HOSTS,
@@ -191,6 +193,7 @@ export const CreateDeal: Tool.Tool = Tool.make({
     "take internal IDs (the default pipeline is \"default\", with stages such as \"appointmentscheduled\"). " +
     "Returns { id, properties, createdAt, updatedAt }. Does not associate contacts or companies.",
   provider: PROVIDER,
+  needsConnection: true,
   sideEffect: true,
   hosts: HUBSPOT_HOSTS,
   input: CreateDealInput,

@@ -61,6 +61,7 @@ export const TeamsPostChannelMessage: Tool.Tool = Tool.make({
   description: "Posts a new message to a channel of a Microsoft Teams team, as the tenant's connected Microsoft " +
     "account. `content` is plain text, or HTML when contentType is \"html\". Returns {id, webUrl, createdDateTime}.",
   provider: PROVIDER,
+  needsConnection: true,
   input: PostChannelMessageInput,
   output: ChatMessage,
   sideEffect: true,
@@ -121,6 +122,7 @@ export const OutlookCreateEvent: Tool.Tool = Tool.make({
     "\"Europe/Paris\"}. attendees are [{email, name?, type?: required|optional}]. Returns {id, webLink, subject, " +
     "start, end}.",
   provider: PROVIDER,
+  needsConnection: true,
   input: CreateOutlookEventInput,
   output: GraphEvent,
   sideEffect: true,

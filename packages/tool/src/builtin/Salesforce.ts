@@ -109,6 +109,7 @@ export const CreateLead: Tool.Tool = Tool.make({
     "field (custom fields end in __c) are optional. Returns { id, success }. Fails with the Salesforce error " +
     "code, e.g. REQUIRED_FIELD_MISSING, INVALID_FIELD, DUPLICATES_DETECTED.",
   provider: PROVIDER,
+  needsConnection: true,
   sideEffect: true,
   hosts: SALESFORCE_HOSTS,
   input: CreateLeadInput,
@@ -151,6 +152,7 @@ export const UpdateLead: Tool.Tool = Tool.make({
     "fields change (API names; null clears a field). Returns { id, updated: true }. Fails with HTTP 404 " +
     "NOT_FOUND when no such lead exists.",
   provider: PROVIDER,
+  needsConnection: true,
   sideEffect: true,
   idempotent: true,
   hosts: SALESFORCE_HOSTS,
@@ -196,6 +198,7 @@ export const CreateOpportunity: Tool.Tool = Tool.make({
     "fields by API name are optional. Returns { id, success }. Fails with the Salesforce error code, e.g. " +
     "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST for an unknown stage.",
   provider: PROVIDER,
+  needsConnection: true,
   sideEffect: true,
   hosts: SALESFORCE_HOSTS,
   input: CreateOpportunityInput,
@@ -247,6 +250,7 @@ export const Query: Tool.Tool = Tool.make({
     "(use LIMIT to keep answers small). Fails with the Salesforce error code, e.g. MALFORMED_QUERY, " +
     "INVALID_FIELD, INVALID_TYPE.",
   provider: PROVIDER,
+  needsConnection: true,
   sideEffect: false,
   cacheable: true,
   hosts: SALESFORCE_HOSTS,

@@ -145,6 +145,7 @@ export const PostMessage: Tool.Tool = Tool.make({
     "channel. Returns { channel, ts }; `ts` identifies the message (use it as `thread_ts` to reply). Fails " +
     "with the Slack error code, e.g. channel_not_found, not_in_channel, is_archived.",
   provider: PROVIDER,
+  needsConnection: true,
   sideEffect: true,
   hosts: SLACK_HOSTS,
   input: PostMessageInput,
@@ -192,6 +193,7 @@ export const CreateChannel: Tool.Tool = Tool.make({
     "Slack app becomes its first member. Returns { channel: { id, name, is_private } }. Fails with " +
     "name_taken when the name is in use.",
   provider: PROVIDER,
+  needsConnection: true,
   sideEffect: true,
   hosts: SLACK_HOSTS,
   input: CreateChannelInput,
@@ -277,6 +279,7 @@ export const ChannelHistory: Tool.Tool = Tool.make({
     "Returns { messages: [{ ts, user, text, thread_ts, reply_count }], has_more, next_cursor }; pass " +
     "`next_cursor` as `cursor` to read older messages. Thread replies are not included.",
   provider: PROVIDER,
+  needsConnection: true,
   sideEffect: false,
   cacheable: true,
   hosts: SLACK_HOSTS,
