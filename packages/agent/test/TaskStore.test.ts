@@ -129,6 +129,47 @@ const approvalIndex = Effect.gen(function*() {
   expect((yield* s.pendingApprovals(globex, undefined, 10)).entries).toEqual([])
 })
 
+/** The index of calls waiting for a connection follows the records that are put, per tenant and provider. */
+const connectionIndex = Effect.gen(function*() {
+  const s = yield* store
+  const tenant = `cx${Math.random().toString(36).slice(2, 8)}` as TenantId
+  const waitingTask = (session: string, provider: string, since: string): Task => {
+    const t = task(session, "w")
+    return {
+      ...t,
+      status: "waiting",
+      steps: [{
+        ...t.steps[0]!,
+        status: "waiting_connection",
+        connection: { provider, reason: "missing", requested_at: since, expires_at: "2024-05-02T10:00:00.000Z" }
+      }]
+    }
+  }
+  const slackA = waitingTask("s1", "slack", "2024-05-01T10:00:01.000Z")
+  const slackB = waitingTask("s2", "slack", "2024-05-01T10:00:02.000Z")
+  const hubspot = waitingTask("s3", "hubspot", "2024-05-01T10:00:03.000Z")
+  for (const t of [slackA, slackB, hubspot]) yield* s.put(tenant, record(t), { created: true })
+  const waits = (provider: string) =>
+    Effect.map(s.connectionWaits(tenant, provider), (ws) => [...ws].sort((a, b) => a.since.localeCompare(b.since)))
+  expect(yield* waits("slack")).toEqual([
+    { task_id: slackA.task_id, step_id: "a", since: "2024-05-01T10:00:01.000Z" },
+    { task_id: slackB.task_id, step_id: "a", since: "2024-05-01T10:00:02.000Z" }
+  ])
+  expect((yield* waits("hubspot")).map((w) => w.task_id)).toEqual([hubspot.task_id])
+  // running again (woken) or ended: out of the index; other tenants never see it
+  yield* s.put(tenant, record({ ...slackA, status: "running", steps: [{ ...slackA.steps[0]!, status: "running" }] }))
+  yield* s.put(tenant, record({ ...hubspot, status: "cancelled" }))
+  expect((yield* waits("slack")).map((w) => w.task_id)).toEqual([slackB.task_id])
+  expect(yield* waits("hubspot")).toEqual([])
+  expect(yield* s.connectionWaits(globex, "slack")).toEqual([])
+  // waiting again, since later: in the index again, with its new start
+  yield* s.put(tenant, record(waitingTask("s1", "slack", "2024-05-01T10:00:09.000Z")))
+  expect((yield* waits("slack")).map((w) => w.since)).toEqual([
+    "2024-05-01T10:00:02.000Z",
+    "2024-05-01T10:00:09.000Z"
+  ])
+})
+
 /** The tenant's task list: newest first, by session or status, a page at a time, never another tenant's. */
 const taskList = Effect.gen(function*() {
   const s = yield* store
@@ -201,6 +242,12 @@ layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
     approvalIndex.pipe(Effect.provide(TaskStore.layerMemory())))
 
   it.effect("redis: the index of calls waiting for approval", () => approvalIndex.pipe(Effect.provide(redisStore)))
+
+  it.effect("memory: the index of calls waiting for a connection", () =>
+    connectionIndex.pipe(Effect.provide(TaskStore.layerMemory())))
+
+  it.effect("redis: the index of calls waiting for a connection", () =>
+    connectionIndex.pipe(Effect.provide(redisStore)))
 
   it.effect("memory: the tenant's task list", () => taskList.pipe(Effect.provide(TaskStore.layerMemory())))
 

@@ -207,12 +207,16 @@ describe("custom tools", () => {
     )
     expect((await call("GET", "/v1/tools/slack_notify", adminA)).body.spec.name).toBe("Send Slack Notification")
     expect((await call("GET", "/v1/tools/slack_notify", adminB)).body.spec.name).toBe("B's version")
-    // B has no Slack connection: its run fails clearly, and nothing reaches Slack with A's token
+    // B has no Slack connection: its run waits for B's own, and nothing reaches Slack with A's token
     received.length = 0
     const bRun = await call("POST", "/v1/tasks", adminB, {
       input: { steps: [{ id: "n", tool: "slack_notify", input: { channel_id: "C1", message: "x" } }] }
     })
-    expect(bRun.body.steps[0].error.message).toContain("no slack connection")
+    expect(bRun.status, bRun.text).toBe(202)
+    expect(bRun.body.waiting_for).toEqual([
+      expect.objectContaining({ kind: "connection", provider: "slack", reason: "missing" })
+    ])
+    expect((await call("POST", `/v1/tasks/${bRun.body.task_id}/cancel`, adminB)).status).toBe(200)
     expect(received).toEqual([])
   })
 

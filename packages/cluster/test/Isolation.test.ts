@@ -170,12 +170,16 @@ describe("tenant isolation of configuration and connections", () => {
     expect((await call("DELETE", "/v1/connections/acme", adminB)).status).toBe(404)
     const a = await call("GET", "/v1/connections", adminA)
     expect(a.body.map((c: { provider: string }) => c.provider).sort()).toEqual(["acme", "slack"])
-    // B's Slack call gets no credential of A's
+    // B's Slack call gets no credential of A's: it waits for B's own Slack connection
     const task = await call("POST", "/v1/tasks", memberB, {
       input: { steps: [{ id: "post", tool: "slack.post_message", input: { channel: "C1", text: "hi" } }] }
     })
-    expect(task.body.status).toBe("failed")
+    expect(task.body.status).toBe("waiting")
+    expect(task.body.waiting_for).toEqual([
+      expect.objectContaining({ kind: "connection", provider: "slack", reason: "missing" })
+    ])
     expect(JSON.stringify(task.body)).not.toContain("xoxb")
+    expect((await call("POST", `/v1/tasks/${task.body.task_id}/cancel`, memberB)).status).toBe(200)
   })
 
   it("A's own calls work, and no answer or log line anywhere holds a secret value", async () => {
