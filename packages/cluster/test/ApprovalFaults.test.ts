@@ -9,7 +9,7 @@ import {
   startRedis,
   until
 } from "./fault/harness.js"
-import { setupTenant } from "./fault/load.js"
+import { plainPostTool, setupTenant } from "./fault/load.js"
 import { startVendor, type Vendor } from "./fault/vendor.js"
 
 /**
@@ -150,6 +150,53 @@ describe("approvals under faults", () => {
     expect(vendor!.calls(marker, "a")).toBe(0)
     await restart(owner)
   }, 240_000)
+})
+
+describe("connection waits under faults", () => {
+  it(
+    "a call waiting for its connection survives kill -9 of the runner holding it; connected, it runs once",
+    async () => {
+      onTestFailed(() => console.log(cluster!.dump()))
+      // a tenant of its own, whose tool needs an API key it does not have yet
+      const token = await cluster!.token({ tenant: "approvals-conn", role: "admin" })
+      const conn = api(client.base, token)
+      await setupTenant({ base: client.base, adminToken: token, vendor: vendor! })
+      const tool = await conn.call("PUT", "/v1/tools/auth_post", {
+        ...plainPostTool(vendor!),
+        tool_id: "auth_post",
+        auth: "api_key",
+        provider: "vendorauth"
+      })
+      expect(tool.status, tool.text).toBe(200)
+      const marker = `conn-${Date.now().toString(36)}`
+      const submitted = await conn.call("POST", "/v1/tasks", {
+        input: { steps: [{ id: "a", tool: "auth_post", input: { marker, step: "a" } }] },
+        mode: "async"
+      })
+      expect(submitted.status, submitted.text).toBe(202)
+      const taskId: string = submitted.body.task_id
+      const waiting = await until(`${taskId} waiting`, 60_000, async () => {
+        const res = await conn.call("GET", `/v1/tasks/${taskId}`)
+        return res.body?.status === "waiting" ? res.body : undefined
+      })
+      expect(waiting.waiting_for[0]).toMatchObject({ kind: "connection", provider: "vendorauth", reason: "missing" })
+      const owner = await killOwner(`approvals-conn/${waiting.session_id}`)
+      // the key is stored while the session's runner is dead: the notice and the wake are persisted, and the task
+      // goes on where its session comes back
+      expect((await conn.call("PUT", "/v1/secrets/vendor_key", { value: "vk-1" })).status).toBe(204)
+      const connected = await conn.call("PUT", "/v1/connections/vendorauth", { type: "api_key", secret: "vendor_key" })
+      expect(connected.body?.status, connected.text).toBe("connected")
+      const task = await until(`${taskId} finished`, 90_000, async () => {
+        const res = await conn.call("GET", `/v1/tasks/${taskId}`)
+        return ["succeeded", "failed", "cancelled"].includes(res.body?.status) ? res.body : undefined
+      }, { context: () => cluster!.dump() })
+      expect(task.status, JSON.stringify(task)).toBe("succeeded")
+      expect(task.steps[0]).toMatchObject({ status: "succeeded", connection: { reason: "missing" } })
+      expect(vendor!.calls(marker, "a")).toBe(1)
+      await restart(owner)
+    },
+    240_000
+  )
 })
 
 describe("sync tasks under faults", () => {
