@@ -1,16 +1,26 @@
-import { llmConnectionId } from "@altan/domain/Connection"
+import type { BudgetName } from "@altan/domain/Budget"
+import { BudgetExhausted, llmConnectionId, llmProvider } from "@altan/domain/Connection"
 import { reaskOnBreak } from "@altan/domain/EntityCall"
 import type { TaskId } from "@altan/domain/Ids"
 import type { ChatMessage, Completion } from "@altan/domain/Llm"
-import { isTerminal, type Task, type TaskError, type Turn, waitingFor, withoutWaiting } from "@altan/domain/Task"
+import {
+  isTerminal,
+  llmTurnWaits,
+  type Task,
+  type TaskError,
+  type Turn,
+  waitingFor,
+  withoutWaiting
+} from "@altan/domain/Task"
 import type { ToolWorker } from "@altan/domain/ToolWorker"
 import { catalogId } from "@altan/domain/ToolWorker"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type { AgentConfig } from "./AgentConfig.js"
 import { systemPrompt, toolResult } from "./Conversation.js"
 import { backoff, durably, now } from "./SessionTasks.js"
-import { notTaken, runStep, type StepContext } from "./StepRunner.js"
+import { budgetAllows, notTaken, runStep, type StepContext, waitForBudget } from "./StepRunner.js"
 import type { TaskStore } from "./TaskStore.js"
 
 /** What the agent loop needs besides a step's context. */
@@ -19,6 +29,9 @@ export interface LoopContext extends StepContext {
   readonly store: TaskStore["Type"]
   readonly toolWorker: Effect.Effect.Success<typeof ToolWorker.client>
 }
+
+/** The budgets an LLM turn spends. */
+const llmBudgets: ReadonlyArray<BudgetName> = ["llm_tokens", "cost_usd"]
 
 /** A call of the turn that waits for a decision. */
 const waiting = Symbol("waiting")
@@ -145,6 +158,7 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         { messages: tasks.current(taskId).transcript ?? [] }
       )
 
+    let rechecked = false
     if (start.transcript === undefined) {
       yield* tasks.update(taskId, (r) => ({ ...r, transcript: [{ role: "user", content: r.task.input as string }] }))
     }
@@ -175,6 +189,22 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
           message: `the task spent its budget of ${config.taskTokenBudget} tokens`
         })
       }
+      const llmProviderId = llmProvider(llms[0]!)
+      /** The task waits for a spent LLM budget (recorded before): its wake, when the budget allows, asks the model. */
+      const waitForIt = Effect.gen(function*() {
+        const task = yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }))
+        if (task.status === "waiting") {
+          yield* tasks.emit(taskId, "task.waiting", { data: { waiting_for: task.waiting_for ?? [] } })
+        }
+        return task
+      })
+      // woken while this turn waits for a budget: the model is asked only once the budget allows
+      if (
+        llmTurnWaits(record.task) && record.task.budget_wait!.turn === turn + 1 &&
+        !(yield* budgetAllows(ctx, llmProviderId, llmBudgets))
+      ) {
+        return yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }))
+      }
       const result = yield* ctx.connection(llmConnectionId(tenantId, llms[0]!)).Complete({
         messages: [systemPrompt(allowed), ...history, ...transcript],
         tools: functions,
@@ -196,6 +226,20 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
       )
       if (Either.isLeft(result)) {
         const e = result.left
+        if (BudgetExhausted.is(e)) {
+          // the model is not asked: the task waits for the budget to reset, or to be raised
+          yield* waitForBudget(ctx, taskId, "llm", e, yield* Clock.currentTimeMillis, (wait) =>
+            tasks.updateTask(taskId, (t) => ({
+              ...t,
+              budget_wait: { ...wait, turn: turn + 1, llm_id: llms[0]! }
+            })), { step_id: `llm.${turn + 1}`, tool: `llm:${llms[0]!}` })
+          // raised between the call and the wait's record (its notice found no wait to wake): once, asked again
+          if (!rechecked && (yield* budgetAllows(ctx, llmProviderId, llmBudgets))) {
+            rechecked = true
+            continue
+          }
+          return yield* waitForIt
+        }
         if ("attempts" in e) {
           yield* recordTurn(turn + 1, {
             llm_id: llms[0]!,
@@ -217,7 +261,9 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         {
           llm_id: completion.llm_id,
           attempts: completion.attempts,
-          tool_calls: completion.tool_calls.map((c) => c.name),
+          tool_calls: completion.tool_calls.map((c) =>
+            c.name
+          ),
           ...completion.usage
         },
         completion.tool_calls.length > 0

@@ -4,6 +4,7 @@ import {
   AgentSession,
   ExpireApproval,
   ExpireConnectionWait,
+  ResumeAt,
   type SubmitPayload
 } from "@altan/domain/AgentSession"
 import { isRepeat } from "@altan/domain/Approval"
@@ -12,7 +13,7 @@ import { Conflict, Forbidden, InvalidRequest, NotFound } from "@altan/domain/Err
 import { parseEntityId, type SessionId, type TaskId, type TenantId } from "@altan/domain/Ids"
 import { taskMetrics } from "@altan/domain/Metrics"
 import type { Principal } from "@altan/domain/Principal"
-import { connectionExpired, isTerminal, isWaiting, type Task, withoutWaiting } from "@altan/domain/Task"
+import { connectionExpired, isTerminal, isWaiting, llmTurnWaits, type Task, withoutWaiting } from "@altan/domain/Task"
 import { ToolWorker } from "@altan/domain/ToolWorker"
 import { AlreadyProcessingMessage } from "@effect/cluster/ClusterError"
 import * as Entity from "@effect/cluster/Entity"
@@ -164,6 +165,11 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
                   new ExpireConnectionWait({ task_id: taskId, step_id: stepId, since, at: atMs }),
                   { discard: true }
                 )
+              ),
+            onBudgetWait: (taskId, stepId, since, atMs) =>
+              toSelf(
+                `setting the budget reset of ${taskId}`,
+                self.ResumeAt(new ResumeAt({ task_id: taskId, step_id: stepId, since, at: atMs }), { discard: true })
               )
           }
           return yield* typeof tasks.current(taskId).task.input === "string"
@@ -270,10 +276,16 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
         }),
 
         Run: ({ payload }: {
-          readonly payload: { readonly task_id: TaskId; readonly submit?: SubmitPayload | undefined }
+          readonly payload: {
+            readonly task_id: TaskId
+            readonly submit?: SubmitPayload | undefined
+            readonly after?: string | undefined
+          }
         }) =>
           Effect.gen(function*() {
             const taskId = payload.task_id
+            // a wake (a decision, a connection, a budget): a run in flight that ends waiting looks again
+            if (payload.after !== undefined) decisions.set(taskId, (decisions.get(taskId) ?? 0) + 1)
             const found = yield* SessionTasks.durably(`reading task ${taskId}`, tasks.record(taskId))
             if (Option.isNone(found)) {
               if (payload.submit === undefined) {
@@ -384,6 +396,23 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           }
         ),
 
+        ResumeAt: Effect.fn("AgentSession.resumeAt", { attributes, captureStackTrace: false })(function*({ payload }) {
+          const { since, step_id, task_id } = payload
+          const early = payload.at - (yield* Clock.currentTimeMillis)
+          if (early > 0) yield* Effect.sleep(early)
+          const found = yield* SessionTasks.durably(`reading task ${task_id}`, tasks.record(task_id))
+          if (Option.isNone(found) || isTerminal(found.value.task.status)) return
+          const { task } = found.value
+          const step = task.steps.find((s) => s.id === step_id)
+          // this wait is over (the budget allowed it earlier, or it waits again since: that wait has its own wake)
+          const on = step_id === "llm"
+            ? llmTurnWaits(task) && task.budget_wait?.requested_at === since
+            : step?.status === "waiting_budget" && step.budget?.requested_at === since
+          if (!on) return
+          decisions.set(task_id, (decisions.get(task_id) ?? 0) + 1)
+          yield* drive(task_id)
+        }),
+
         GetTask: (
           { payload }: { readonly payload: { readonly task_id: TaskId; readonly wait_ms?: number | undefined } }
         ) =>
@@ -449,6 +478,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
         Decide: (request) => Effect.flatMap(full, (h) => h.Decide(request)),
         ExpireApproval: (request) => Effect.flatMap(full, (h) => h.ExpireApproval(request)),
         ExpireConnectionWait: (request) => Effect.flatMap(full, (h) => h.ExpireConnectionWait(request)),
+        ResumeAt: (request) => Effect.flatMap(full, (h) => h.ResumeAt(request)),
         GetTask: (request) => Effect.flatMap(full, (h) => h.GetTask(request)),
         Events: (request) => Stream.unwrap(Effect.map(full, (h) => h.Events(request))),
         Cancel: (request) => Effect.flatMap(full, (h) => h.Cancel(request)),

@@ -53,8 +53,10 @@ export const runPlan = (ctx: StepContext, taskId: TaskId): Effect.Effect<Task> =
           return recorded.output
         }
         if (recorded.status === "waiting_approval") return yield* Effect.fail(new StepWaiting(step.id))
+        // a call waiting for a connection or a budget looks again (see `runStep`)
         if (
-          recorded.status !== "pending" && recorded.status !== "running" && recorded.status !== "waiting_connection"
+          recorded.status !== "pending" && recorded.status !== "running" && recorded.status !== "waiting_connection" &&
+          recorded.status !== "waiting_budget"
         ) {
           return yield* Effect.fail(new StepFailed(step.id))
         }

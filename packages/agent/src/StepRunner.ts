@@ -1,5 +1,13 @@
 import { defaultApprovalTimeoutSeconds, needsApproval } from "@altan/domain/Approval"
-import { type Connection, ConnectionRequired, RateLimited, UpstreamUnavailable } from "@altan/domain/Connection"
+import type { BudgetName } from "@altan/domain/Budget"
+import type { BudgetWait } from "@altan/domain/Budget"
+import {
+  BudgetExhausted,
+  type Connection,
+  ConnectionRequired,
+  RateLimited,
+  UpstreamUnavailable
+} from "@altan/domain/Connection"
 import { isClusterError } from "@altan/domain/EntityCall"
 import { Unavailable } from "@altan/domain/Errors"
 import type { TaskId, TenantId } from "@altan/domain/Ids"
@@ -135,6 +143,52 @@ const waitForConnection = (
     return wait
   })
 
+/**
+ * Whether the tenant's budgets of these names allow a call now; when that cannot be learnt, the call finds out.
+ * Asked of the connection the call goes through (`provider`), which holds the tenant's settings and counts.
+ */
+export const budgetAllows = (ctx: StepContext, provider: string, budgets: ReadonlyArray<BudgetName>) =>
+  ctx.connection(`${ctx.tenantId}/${provider}`).Admit({ budgets }).pipe(
+    Effect.as(true),
+    Effect.catchAll((e) => Effect.succeed(!BudgetExhausted.is(e)))
+  )
+
+/** The record of a budget's wait, and the event that says so (`budget.exhausted`); the wake at its reset is asked. */
+export const waitForBudget = (
+  ctx: StepContext,
+  taskId: TaskId,
+  stepId: string,
+  exhausted: BudgetExhausted,
+  nowMs: number,
+  record: (wait: BudgetWait) => Effect.Effect<unknown>,
+  data: Record<string, unknown>
+) =>
+  Effect.gen(function*() {
+    const since = new Date(nowMs).toISOString()
+    const wait: BudgetWait = {
+      budget: exhausted.budget,
+      period: exhausted.period,
+      limit: exhausted.limit,
+      used: exhausted.used,
+      resets_at: exhausted.resets_at,
+      requested_at: since
+    }
+    yield* record(wait)
+    yield* ctx.tasks.emit(taskId, "budget.exhausted", {
+      ...(stepId === "llm" ? {} : { step_id: stepId }),
+      data: {
+        ...data,
+        budget: wait.budget,
+        period: wait.period,
+        limit: wait.limit,
+        used: wait.used,
+        resets_at: wait.resets_at
+      }
+    })
+    if (ctx.onBudgetWait) yield* ctx.onBudgetWait(taskId, stepId, since, Date.parse(wait.resets_at))
+    return wait
+  })
+
 /** What running a step needs from its session. */
 export interface StepContext {
   readonly tenantId: TenantId
@@ -148,6 +202,8 @@ export interface StepContext {
   readonly onApprovalAsked?: (taskId: TaskId, stepId: string, timeoutMs: number) => Effect.Effect<void>
   /** Told when a call starts waiting for its connection (`since`), to fail its task at `atMs` should it still wait. */
   readonly onConnectionWait?: (taskId: TaskId, stepId: string, since: string, atMs: number) => Effect.Effect<void>
+  /** Told when a call (or the model's turn, `llm`) starts waiting for a spent budget, to look again at `atMs`. */
+  readonly onBudgetWait?: (taskId: TaskId, stepId: string, since: string, atMs: number) => Effect.Effect<void>
 }
 
 /** How long a resumed step, already past its deadline, may still take to learn its attempt's outcome. */
@@ -196,6 +252,10 @@ export const runStep = (
     if (found.status === "waiting_connection") {
       if (isTerminal(task.status)) return yield* Effect.fail(new StepFailed(stepId))
       if (!(yield* connectionReady(ctx, found.connection))) return yield* Effect.fail(new StepWaiting(stepId))
+    } else if (found.status === "waiting_budget") {
+      // waiting for a spent budget: called again once it allows, else it waits on
+      if (isTerminal(task.status)) return yield* Effect.fail(new StepFailed(stepId))
+      if (!(yield* budgetAllows(ctx, spec.provider, ["tool_calls"]))) return yield* Effect.fail(new StepWaiting(stepId))
     } else if (found.status !== "pending" && found.status !== "running") {
       return yield* Effect.fail(new StepFailed(stepId))
     }
@@ -318,6 +378,23 @@ export const runStep = (
         const wait = yield* waitForConnection(ctx, taskId, stepId, spec.tool_id, failure, endMs, timeoutMs)
         // connected between the call and the wait's record (its notice found no wait to wake): once, called again
         if (!rechecked && (yield* connectionReady(ctx, wait))) {
+          rechecked = true
+          attempt++
+          startedMs = yield* start(attempt)
+          deadlineMs = startedMs + Duration.toMillis(ctx.stepTimeout)
+          continue
+        }
+        return yield* Effect.fail(new StepWaiting(stepId))
+      }
+      // a spent budget: the step waits for it to reset, or for an admin to raise it
+      if (BudgetExhausted.is(failure) && !ended()) {
+        yield* waitForBudget(ctx, taskId, stepId, failure, endMs, (wait) =>
+          ctx.tasks.updateStep(taskId, stepId, (s) => {
+            const { error: _, ...rest } = s
+            return { ...rest, status: "waiting_budget", budget: wait }
+          }), { step_id: stepId, tool: spec.tool_id })
+        // raised between the call and the wait's record (its notice found no wait to wake): once, called again
+        if (!rechecked && (yield* budgetAllows(ctx, spec.provider, ["tool_calls"]))) {
           rechecked = true
           attempt++
           startedMs = yield* start(attempt)

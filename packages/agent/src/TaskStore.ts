@@ -3,7 +3,7 @@ import { Unavailable } from "@altan/domain/Errors"
 import type { SessionId, TaskId, TenantId } from "@altan/domain/Ids"
 import { ChatMessage } from "@altan/domain/Llm"
 import { OnUnknownOutcome } from "@altan/domain/Settings"
-import { isTerminal, Task, type TaskStatus } from "@altan/domain/Task"
+import { isTerminal, llmTurnWaits, Task, type TaskStatus } from "@altan/domain/Task"
 import { ToolSpec } from "@altan/domain/ToolDefinition"
 import type { RedisError } from "@altan/redis/Redis"
 import { attempt, checkPrefix, Redis, ttlMillis } from "@altan/redis/Redis"
@@ -69,13 +69,10 @@ export class TaskStore extends Context.Tag("@altan/agent/TaskStore")<TaskStore, 
     limit: number
   ) => Effect.Effect<{ readonly entries: ReadonlyArray<PendingApproval>; readonly next?: string }, RedisError>
   /**
-   * The tenant's calls waiting for its connection to `provider` (step `waiting_connection`): an index kept beside the
-   * records by `put`, like the approvals'.
+   * The tenant's calls waiting on `subject` (see `waitSubject`): its connection to a provider, or its spent budgets.
+   * An index kept beside the records by `put`, like the approvals'.
    */
-  readonly connectionWaits: (
-    tenantId: TenantId,
-    provider: string
-  ) => Effect.Effect<ReadonlyArray<ConnectionWait>, RedisError>
+  readonly waitsOn: (tenantId: TenantId, subject: string) => Effect.Effect<ReadonlyArray<Wait>, RedisError>
   /**
    * The tenant's tasks, newest first (by creation), of one session or status if asked: at most `limit`, and `next`
    * (the cursor of the following page) while more may follow. A page reads at most `maxListScan` index entries, so a
@@ -110,12 +107,21 @@ const sessionKey = (tenantId: TenantId, sessionId: string) => `${tenantId}/${ses
 export const unavailable = (e: RedisError) =>
   new Unavailable({ message: `task storage cannot be read right now; retry later (${e.message})` })
 
-/** A call waiting for its tenant's connection: its task and step, and since when (its wait's `requested_at`). */
-export interface ConnectionWait {
+/**
+ * A call waiting for something of its tenant's (a connection, a budget): its task and step (`llm` for the model's next
+ * turn), and since when (its wait's `requested_at`).
+ */
+export interface Wait {
   readonly task_id: TaskId
   readonly step_id: string
   readonly since: string
 }
+
+/** What a wait is on: the tenant's connection to `provider`, or its budgets (any of them). */
+export const waitSubject = {
+  connection: (provider: string) => `connection:${provider}`,
+  budget: "budget"
+} as const
 
 /** What `listTasks` is asked. */
 export interface TaskListQuery {
@@ -211,23 +217,31 @@ const approvalEntries = (record: TaskRecord) => {
   return { waiting, settled }
 }
 
-/** The index entries of a record's waits for a connection, by provider: the steps waiting, and the others. */
-const connectionEntries = (record: TaskRecord) => {
-  const waiting: Array<readonly [string, string, ConnectionWait]> = []
+/** The index entries of a record's waits, by subject: the calls waiting, and those that did before and no longer do. */
+const waitEntries = (record: TaskRecord) => {
+  const waiting: Array<readonly [string, string, Wait]> = []
   const settled: Array<readonly [string, string]> = []
-  for (const step of record.task.steps) {
-    if (step.connection === undefined) continue
-    const key = `${record.task.task_id}/${step.id}`
-    if (step.status === "waiting_connection" && !isTerminal(record.task.status)) {
-      waiting.push([step.connection.provider, key, {
-        task_id: record.task.task_id,
-        step_id: step.id,
-        since: step.connection.requested_at
-      }])
-    } else {
-      settled.push([step.connection.provider, key])
+  const { task } = record
+  const ended = isTerminal(task.status)
+  const add = (subject: string, stepId: string, since: string, waits: boolean) => {
+    const key = `${task.task_id}/${stepId}`
+    if (waits && !ended) waiting.push([subject, key, { task_id: task.task_id, step_id: stepId, since }])
+    else settled.push([subject, key])
+  }
+  for (const step of task.steps) {
+    if (step.connection !== undefined) {
+      add(
+        waitSubject.connection(step.connection.provider),
+        step.id,
+        step.connection.requested_at,
+        step.status === "waiting_connection"
+      )
+    }
+    if (step.budget !== undefined) {
+      add(waitSubject.budget, step.id, step.budget.requested_at, step.status === "waiting_budget")
     }
   }
+  if (task.budget_wait !== undefined) add(waitSubject.budget, "llm", task.budget_wait.requested_at, llmTurnWaits(task))
   return { waiting, settled }
 }
 
@@ -250,8 +264,8 @@ export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore> =>
     const tasks = new Map<string, TaskRecord>()
     const sessions = new Map<string, { task_ids: Array<TaskId>; messages: Array<ChatMessage>; updated_at: string }>()
     const approvals = new Map<TenantId, Map<string, PendingApproval>>()
-    /** Per tenant and provider (`tenant\u0000provider`), the calls waiting for that connection. */
-    const waits = new Map<string, Map<string, ConnectionWait>>()
+    /** Per tenant and subject (`tenant\u0000subject`), the calls waiting on it. */
+    const waits = new Map<string, Map<string, Wait>>()
     /** Per tenant, its index entries in order (see `listEntry`). */
     const listed = new Map<TenantId, Array<string>>()
     const index = (tenantId: TenantId, entry: string) => {
@@ -293,16 +307,16 @@ export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore> =>
             for (const key of settled) index.delete(key)
             for (const [key, entry] of waiting) index.set(key, entry)
           }
-          const connectionsOf = connectionEntries(record)
-          for (const [provider, key] of connectionsOf.settled) waits.get(`${tenantId}\u0000${provider}`)?.delete(key)
-          for (const [provider, key, entry] of connectionsOf.waiting) {
-            const index = waits.get(`${tenantId}\u0000${provider}`) ?? new Map<string, ConnectionWait>()
-            waits.set(`${tenantId}\u0000${provider}`, index)
+          const waitsOf = waitEntries(record)
+          for (const [subject, key] of waitsOf.settled) waits.get(`${tenantId}\u0000${subject}`)?.delete(key)
+          for (const [subject, key, entry] of waitsOf.waiting) {
+            const index = waits.get(`${tenantId}\u0000${subject}`) ?? new Map<string, Wait>()
+            waits.set(`${tenantId}\u0000${subject}`, index)
             index.set(key, entry)
           }
         }),
-      connectionWaits: (tenantId, provider) =>
-        Effect.sync(() => [...(waits.get(`${tenantId}\u0000${provider}`)?.values() ?? [])]),
+      waitsOn: (tenantId, subject) =>
+        Effect.sync(() => [...(waits.get(`${tenantId}\u0000${subject}`)?.values() ?? [])]),
       pendingApprovals: (tenantId, after, limit) =>
         Effect.sync(() => {
           const keys = [...(approvals.get(tenantId)?.keys() ?? [])].filter((k) => after === undefined || k > after)
@@ -403,7 +417,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
       const sessionOfTask = (taskId: TaskId) => taskId.slice(0, taskId.lastIndexOf("."))
       const approvalsKey = (tenantId: TenantId) => `${prefix}:t:${tenantId}:approvals`
       const listKey = (tenantId: TenantId) => `${prefix}:t:${tenantId}:tasks`
-      const waitsKey = (tenantId: TenantId, provider: string) => `${prefix}:t:${tenantId}:cwait:${provider}`
+      const waitsKey = (tenantId: TenantId, subject: string) => `${prefix}:t:${tenantId}:waits:${subject}`
 
       const exec = (operation: string, build: (multi: ReturnType<typeof client.multi>) => void) =>
         attempt(operation, async () => {
@@ -480,24 +494,24 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
                 multi.pexpire(index, px).pexpire(data, px)
               })
             }
-            const connectionsOf = connectionEntries(record)
-            if (connectionsOf.waiting.length > 0 || connectionsOf.settled.length > 0) {
-              yield* exec("index connection waits", (multi) => {
-                for (const [provider, key] of connectionsOf.settled) multi.hdel(waitsKey(tenantId, provider), key)
-                for (const [provider, key, entry] of connectionsOf.waiting) {
-                  multi.hset(waitsKey(tenantId, provider), key, JSON.stringify(entry))
-                  multi.pexpire(waitsKey(tenantId, provider), px)
+            const waitsOf = waitEntries(record)
+            if (waitsOf.waiting.length > 0 || waitsOf.settled.length > 0) {
+              yield* exec("index waits", (multi) => {
+                for (const [subject, key] of waitsOf.settled) multi.hdel(waitsKey(tenantId, subject), key)
+                for (const [subject, key, entry] of waitsOf.waiting) {
+                  multi.hset(waitsKey(tenantId, subject), key, JSON.stringify(entry))
+                  multi.pexpire(waitsKey(tenantId, subject), px)
                 }
               })
             }
           }),
 
-        connectionWaits: (tenantId, provider) =>
-          attempt("HVALS", () => client.hvals(waitsKey(tenantId, provider))).pipe(
+        waitsOn: (tenantId, subject) =>
+          attempt("HVALS", () => client.hvals(waitsKey(tenantId, subject))).pipe(
             Effect.map((values) =>
               values.flatMap((json) => {
                 try {
-                  return [JSON.parse(json) as ConnectionWait]
+                  return [JSON.parse(json) as Wait]
                 } catch {
                   return []
                 }

@@ -7,7 +7,7 @@ import { AlreadyProcessingMessage } from "@effect/cluster/ClusterError"
 import * as Entity from "@effect/cluster/Entity"
 import * as Effect from "effect/Effect"
 import { backoff, durably } from "./SessionTasks.js"
-import { TaskStore, unavailable } from "./TaskStore.js"
+import { TaskStore, unavailable, waitSubject } from "./TaskStore.js"
 
 /** `TenantTasks[tenant]`: answers reads across the tenant's sessions from the task store; it keeps nothing itself. */
 export const TenantTasksLive = TenantTasks.toLayer(
@@ -15,31 +15,33 @@ export const TenantTasksLive = TenantTasks.toLayer(
     const tenantId = (yield* Entity.CurrentAddress).entityId as string as TenantId
     const store = yield* TaskStore
     const sessions = yield* AgentSession.client
+    const wake = (subject: string) =>
+      Effect.gen(function*() {
+        const waits = yield* durably(`reading the tasks waiting on ${subject}`, store.waitsOn(tenantId, subject))
+        yield* Effect.forEach(waits, (wait) =>
+          sessions(entityId(tenantId, wait.task_id.slice(0, wait.task_id.lastIndexOf(".")))).Run(
+            { task_id: wait.task_id, after: `${wait.step_id}@${wait.since}` },
+            { discard: true }
+          ).pipe(
+            Effect.catchIf(AlreadyProcessingMessage.is, () =>
+              Effect.void),
+            Effect.tapError((e) => Effect.logWarning(`waking task ${wait.task_id} failed, retrying: ${e._tag}`)),
+            Effect.retry(backoff),
+            Effect.orDie
+          ), { concurrency: 16, discard: true })
+      })
     return TenantTasks.of({
       /**
        * Wakes every task whose call waits for the connection: a `Run` per wait (`<step>@<since>`), stored before this
        * answers, so the notice is done once every waiting task has its wake; a repeated notice wakes nothing twice.
        */
-      ConnectionReady: Effect.fn("TenantTasks.connectionReady", { captureStackTrace: false })(function*({ payload }) {
-        const waits = yield* durably(
-          `reading the tasks waiting for ${payload.provider}`,
-          store.connectionWaits(tenantId, payload.provider)
-        )
-        yield* Effect.forEach(
-          waits,
-          (wait) =>
-            sessions(entityId(tenantId, wait.task_id.slice(0, wait.task_id.lastIndexOf(".")))).Run(
-              { task_id: wait.task_id, after: `${wait.step_id}@${wait.since}` },
-              { discard: true }
-            ).pipe(
-              Effect.catchIf(AlreadyProcessingMessage.is, () => Effect.void),
-              Effect.tapError((e) => Effect.logWarning(`waking task ${wait.task_id} failed, retrying: ${e._tag}`)),
-              Effect.retry(backoff),
-              Effect.orDie
-            ),
-          { concurrency: 16, discard: true }
-        )
-      }),
+      ConnectionReady: Effect.fn("TenantTasks.connectionReady", { captureStackTrace: false })(({ payload }) =>
+        wake(waitSubject.connection(payload.provider))
+      ),
+      /** Wakes every task waiting for a spent budget, the same way: each looks again at what it may spend now. */
+      BudgetsChanged: Effect.fn("TenantTasks.budgetsChanged", { captureStackTrace: false })(() =>
+        wake(waitSubject.budget)
+      ),
       PendingApprovals: Effect.fn("TenantTasks.pendingApprovals", { captureStackTrace: false })(({ payload }) =>
         store.pendingApprovals(tenantId, payload.cursor, payload.limit).pipe(
           Effect.map(({ entries, next }) => ({ approvals: entries, ...(next ? { next_cursor: next } : {}) })),

@@ -150,7 +150,10 @@ const connectionIndex = Effect.gen(function*() {
   const hubspot = waitingTask("s3", "hubspot", "2024-05-01T10:00:03.000Z")
   for (const t of [slackA, slackB, hubspot]) yield* s.put(tenant, record(t), { created: true })
   const waits = (provider: string) =>
-    Effect.map(s.connectionWaits(tenant, provider), (ws) => [...ws].sort((a, b) => a.since.localeCompare(b.since)))
+    Effect.map(
+      s.waitsOn(tenant, TaskStore.waitSubject.connection(provider)),
+      (ws) => [...ws].sort((a, b) => a.since.localeCompare(b.since))
+    )
   expect(yield* waits("slack")).toEqual([
     { task_id: slackA.task_id, step_id: "a", since: "2024-05-01T10:00:01.000Z" },
     { task_id: slackB.task_id, step_id: "a", since: "2024-05-01T10:00:02.000Z" }
@@ -161,7 +164,7 @@ const connectionIndex = Effect.gen(function*() {
   yield* s.put(tenant, record({ ...hubspot, status: "cancelled" }))
   expect((yield* waits("slack")).map((w) => w.task_id)).toEqual([slackB.task_id])
   expect(yield* waits("hubspot")).toEqual([])
-  expect(yield* s.connectionWaits(globex, "slack")).toEqual([])
+  expect(yield* s.waitsOn(globex, TaskStore.waitSubject.connection("slack"))).toEqual([])
   // waiting again, since later: in the index again, with its new start
   yield* s.put(tenant, record(waitingTask("s1", "slack", "2024-05-01T10:00:09.000Z")))
   expect((yield* waits("slack")).map((w) => w.since)).toEqual([

@@ -11,6 +11,7 @@ import * as OAuth from "@altan/integrator/OAuth"
 import * as SecretStore from "@altan/integrator/SecretStore"
 import * as TenantConfig from "@altan/integrator/TenantConfig"
 import * as TokenVerifier from "@altan/integrator/TokenVerifier"
+import * as UsageMeter from "@altan/integrator/UsageMeter"
 import * as Redis from "@altan/redis/Redis"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpServer from "@effect/platform/HttpServer"
@@ -160,6 +161,7 @@ const startRedisEdge = async (url: string, prefix: string) => {
     TenantConfig.layerRedis({ prefix, cacheTtl: 0 }),
     ConnectionStore.layerRedis({ prefix, cacheTtl: 0 }),
     OAuth.layerRedis({ prefix }),
+    UsageMeter.layerRedis({ prefix }),
     SecretStore.layerMemory
   ).pipe(Layer.provide(Redis.layer({ url })))
   const layer = HttpEdgeLive.pipe(

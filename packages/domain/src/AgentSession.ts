@@ -89,6 +89,24 @@ export class ExpireConnectionWait extends Schema.Class<ExpireConnectionWait>("@a
   }
 }
 
+/**
+ * When a spent budget resets, for a call (or the model's turn, `step_id` `llm`) waiting since `since`: sent by the
+ * session to itself when the wait starts, delivered at `at`, it makes the task look again if that wait is still on.
+ */
+export class ResumeAt extends Schema.Class<ResumeAt>("@altan/domain/ResumeAt")({
+  task_id: TaskId,
+  step_id: Schema.String,
+  since: Schema.String,
+  at: Schema.Number
+}) {
+  [PrimaryKey.symbol]() {
+    return `${this.task_id}/${this.step_id}/${this.since}`
+  }
+  [DeliverAt.symbol]() {
+    return DateTime.unsafeMake(this.at)
+  }
+}
+
 export const AgentSession = Entity.make("AgentSession", [
   Rpc.make("Submit", {
     payload: SubmitPayload.fields,
@@ -136,6 +154,7 @@ export const AgentSession = Entity.make("AgentSession", [
   /** The task as durably recorded; with `wait_ms`, waits up to that long for it to finish. */
   Rpc.make("ExpireApproval", { payload: ExpireApproval }).annotate(ClusterSchema.Persisted, true),
   Rpc.make("ExpireConnectionWait", { payload: ExpireConnectionWait }).annotate(ClusterSchema.Persisted, true),
+  Rpc.make("ResumeAt", { payload: ResumeAt }).annotate(ClusterSchema.Persisted, true),
   Rpc.make("GetTask", {
     payload: { task_id: TaskId, wait_ms: Schema.optional(Schema.Int) },
     success: Task,

@@ -7,6 +7,7 @@ import * as HttpApiSecurity from "@effect/platform/HttpApiSecurity"
 import * as OpenApi from "@effect/platform/OpenApi"
 import * as Schema from "effect/Schema"
 import { ApprovalPage, ApprovalQuery, ApproveRequest, RejectRequest } from "./Approval.js"
+import { UsageReport } from "./Budget.js"
 import { AuthorizeResponse, ConnectionConfig, ConnectionInfo, ProviderName } from "./ConnectionConfig.js"
 import {
   ConflictHttp,
@@ -142,6 +143,12 @@ export class SettingsGroup extends HttpApiGroup.make("settings")
   .middleware(Authentication)
 {}
 
+/** The tenant's spend this UTC day and this month, per budget (settings `budgets`). Any role. */
+export class UsageGroup extends HttpApiGroup.make("usage")
+  .add(HttpApiEndpoint.get("get", "/v1/usage").addSuccess(UsageReport))
+  .middleware(Authentication)
+{}
+
 /** Write-only secrets, referred to by name from LLM configs and connections. Admin only. */
 export class SecretsGroup extends HttpApiGroup.make("secrets")
   .add(
@@ -220,6 +227,7 @@ export class Api extends HttpApi.make("altan")
   .add(SessionsGroup)
   .add(LlmsGroup)
   .add(SettingsGroup)
+  .add(UsageGroup)
   .add(SecretsGroup)
   .add(ToolsGroup)
   .add(ConnectionsGroup)

@@ -2,7 +2,9 @@ import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
+import { BudgetName } from "./Budget.js"
 import { ConnectionInfo } from "./ConnectionConfig.js"
+import { BudgetExhausted } from "./ConnectionErrors.js"
 import { NotFound, Unavailable, UpstreamFailed } from "./Errors.js"
 import { entityId, type TenantId } from "./Ids.js"
 import { ChatMessage, Completion, FunctionTool, LlmError } from "./Llm.js"
@@ -10,7 +12,7 @@ import { payload } from "./RpcPayload.js"
 import { ToolError, ToolResult } from "./ToolWorker.js"
 
 /** What only a connection fails a tool call with (its grant, its breaker, its budget): part of `ToolError`. */
-export { ConnectionRequired, RateLimited, UpstreamUnavailable } from "./ConnectionErrors.js"
+export { BudgetExhausted, ConnectionRequired, RateLimited, UpstreamUnavailable } from "./ConnectionErrors.js"
 
 /** `Connection.Invoke`: one tool call as the agent asked for it. */
 export const InvokePayload = payload({
@@ -81,8 +83,11 @@ export const Connection = Entity.make("Connection", [
   Rpc.make("Complete", {
     payload: CompletePayload,
     success: Completion,
-    /** `Unavailable`: a store the call needs cannot be reached right now; asking again later is safe. */
-    error: Schema.Union(LlmError, Unavailable)
+    /**
+     * `Unavailable`: a store the call needs cannot be reached right now; asking again later is safe. `BudgetExhausted`:
+     * the tenant's LLM budget is used up for its period; nothing was asked.
+     */
+    error: Schema.Union(LlmError, Unavailable, BudgetExhausted)
   }),
   /**
    * The end of an OAuth2 authorization: exchanges the code (with its PKCE verifier) at the tenant's
@@ -100,6 +105,14 @@ export const Connection = Entity.make("Connection", [
   Rpc.make("Ready", {
     success: Schema.Boolean,
     error: Unavailable
+  }),
+  /**
+   * Whether the tenant's `budgets` (of those named) allow a call now: `BudgetExhausted` when one is used up. A call
+   * waiting for a budget asks before it calls again.
+   */
+  Rpc.make("Admit", {
+    payload: { budgets: Schema.Array(BudgetName) },
+    error: Schema.Union(BudgetExhausted, Unavailable)
   }),
   /** Revokes the tokens at the provider (RFC 7009), then forgets them and the connection. */
   Rpc.make("Disconnect", {

@@ -1,4 +1,5 @@
 import * as Schema from "effect/Schema"
+import { BudgetName, BudgetPeriod } from "./Budget.js"
 import { TaggedError } from "./TaggedError.js"
 
 /*
@@ -49,5 +50,25 @@ export class RateLimited extends TaggedError<RateLimited>()("RateLimited", {
 }) {
   get code() {
     return "rate_limited"
+  }
+}
+
+/**
+ * One of the tenant's spend budgets is used up for its period: the call is not made. A task's step (or model turn)
+ * waits for `resets_at`, or for an admin to raise the limit (`PUT /v1/settings`).
+ */
+export class BudgetExhausted extends TaggedError<BudgetExhausted>()("BudgetExhausted", {
+  budget: BudgetName,
+  period: BudgetPeriod,
+  limit: Schema.Number,
+  used: Schema.Number,
+  resets_at: Schema.String
+}) {
+  get code() {
+    return "budget_exhausted"
+  }
+  override get message() {
+    return `the tenant's ${this.budget} budget is used up for this ${this.period} (${this.used} of ${this.limit}); ` +
+      `it resets at ${this.resets_at}, or an admin may raise it with PUT /v1/settings`
   }
 }

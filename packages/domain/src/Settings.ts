@@ -1,4 +1,5 @@
 import * as Schema from "effect/Schema"
+import { Budgets } from "./Budget.js"
 import { ToolId } from "./Ids.js"
 import { HttpUrl, LlmId } from "./LlmConfig.js"
 import { ApprovalRule } from "./Task.js"
@@ -57,6 +58,8 @@ export const Settings = Schema.Struct({
    * (`connection_required`). Default 1 day; 0: no wait, the task fails at once.
    */
   connection_timeout: Schema.optional(Schema.Int.pipe(Schema.between(0, 30 * 86_400))),
+  /** Spend budgets per UTC day or month: LLM tokens, tool calls, LLM cost in USD (see `Budget.ts`). */
+  budgets: Schema.optional(Budgets),
   /**
    * The tools a task may use, and the model is offered, when the task names none (its own `tools`): a default
    * toolset, so the model is not sent every tool's schema on every turn. Unset: every tool of the tenant.

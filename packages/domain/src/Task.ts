@@ -1,4 +1,5 @@
 import * as Schema from "effect/Schema"
+import { BudgetName, BudgetWait } from "./Budget.js"
 import { ErrorBody } from "./Errors.js"
 import { SessionId, TaskId, ToolId } from "./Ids.js"
 import { LlmAttempt } from "./Llm.js"
@@ -69,6 +70,7 @@ export const isTerminal = (status: TaskStatus): boolean =>
  * `waiting_approval`: the call waits for a person to approve or reject it; `rejected`: they did not; `expired`: no one
  * decided within the tenant's `approval_timeout`. `waiting_connection`: the call needs the tenant's connection to its
  * provider, missing or to be authorized again; it runs once the connection is there (see `connection`).
+ * `waiting_budget`: one of the tenant's spend budgets is used up; the call is made once it resets or is raised.
  * `unknown_outcome`: the step's call with side effects was started but its outcome was never learnt (the
  * process running it died mid-call), and calling again could apply it twice; the task fails naming the step.
  */
@@ -82,6 +84,7 @@ export const StepStatus = Schema.Literal(
   "unknown_outcome",
   "waiting_approval",
   "waiting_connection",
+  "waiting_budget",
   "rejected",
   "expired"
 )
@@ -89,7 +92,7 @@ export type StepStatus = typeof StepStatus.Type
 
 /** The statuses of a step that waits for something outside its task: nothing of it runs meanwhile. */
 export const isWaiting = (status: StepStatus): boolean =>
-  status === "waiting_approval" || status === "waiting_connection"
+  status === "waiting_approval" || status === "waiting_connection" || status === "waiting_budget"
 
 /** What went wrong with a task or step, as recorded on it: the same shape as an API error. */
 export const TaskError = ErrorBody
@@ -128,17 +131,20 @@ export const StepConnection = Schema.Struct({
 export type StepConnection = typeof StepConnection.Type
 
 /**
- * What a waiting task waits for, one entry per waiting step: a decision (`approval`: `input_hash`) or a connection
- * (`connection`: `provider`, `reason`, `authorize_url`).
+ * What a waiting task waits for, one entry per waiting step (or `llm.<turn>`, the model's next turn): a decision
+ * (`approval`: `input_hash`), a connection (`connection`: `provider`, `reason`, `authorize_url`) or a spent budget
+ * (`budget`: `budget`, `resets_at`).
  */
 export const WaitingFor = Schema.Struct({
   step_id: Schema.String,
-  kind: Schema.Literal("approval", "connection"),
+  kind: Schema.Literal("approval", "connection", "budget"),
   tool: Schema.String,
   input_hash: Schema.optional(Schema.String),
   provider: Schema.optional(Schema.String),
   reason: Schema.optional(Schema.Literal("missing", "needs_reauth")),
   authorize_url: Schema.optional(Schema.String),
+  budget: Schema.optional(BudgetName),
+  resets_at: Schema.optional(Schema.String),
   expires_at: Schema.optional(Schema.String)
 })
 export type WaitingFor = typeof WaitingFor.Type
@@ -162,7 +168,9 @@ export const Step = Schema.Struct({
   duration_ms: Schema.optional(Schema.Number),
   approval: Schema.optional(StepApproval),
   /** While (or after) the call waited for the tenant's connection: the last such wait. */
-  connection: Schema.optional(StepConnection)
+  connection: Schema.optional(StepConnection),
+  /** While (or after) the call waited for a spent budget: the last such wait. */
+  budget: Schema.optional(BudgetWait)
 })
 export type Step = typeof Step.Type
 
@@ -213,6 +221,8 @@ export const Task = Schema.Struct({
   approval_required: Schema.optional(Schema.Array(Schema.String)),
   /** While `waiting`: what for. */
   waiting_for: Schema.optional(Schema.Array(WaitingFor)),
+  /** While (or after) the model's turn `turn` waited for a spent LLM budget: the last such wait. */
+  budget_wait: Schema.optional(Schema.Struct({ ...BudgetWait.fields, turn: Schema.Int, llm_id: Schema.String })),
   created_at: Schema.String,
   updated_at: Schema.String
 })
@@ -271,14 +281,35 @@ export const withoutWaiting = (task: Task): Task => {
 }
 
 /** The steps of a task that wait, as `waiting_for` lists them. */
-export const waitingFor = (task: Task): Array<WaitingFor> =>
-  task.steps.flatMap((s): Array<WaitingFor> =>
+/** Whether the model's turn waits for a spent budget now: the wait is for a turn not taken yet, of a task not ended. */
+export const llmTurnWaits = (task: Task): boolean =>
+  task.budget_wait !== undefined && !isTerminal(task.status) && (task.turns?.length ?? 0) < task.budget_wait.turn
+
+export const waitingFor = (task: Task): Array<WaitingFor> => [
+  ...(task.budget_wait && llmTurnWaits(task)
+    ? [{
+      step_id: `llm.${task.budget_wait.turn}`,
+      kind: "budget" as const,
+      tool: `llm:${task.budget_wait.llm_id}`,
+      budget: task.budget_wait.budget,
+      resets_at: task.budget_wait.resets_at
+    }]
+    : []),
+  ...task.steps.flatMap((s): Array<WaitingFor> =>
     s.status === "waiting_approval"
       ? [{
         step_id: s.id,
         kind: "approval",
         tool: s.tool,
         ...(s.approval ? { input_hash: s.approval.input_hash, expires_at: s.approval.expires_at } : {})
+      }]
+      : s.status === "waiting_budget" && s.budget
+      ? [{
+        step_id: s.id,
+        kind: "budget",
+        tool: s.tool,
+        budget: s.budget.budget,
+        resets_at: s.budget.resets_at
       }]
       : s.status === "waiting_connection" && s.connection
       ? [{
@@ -292,6 +323,7 @@ export const waitingFor = (task: Task): Array<WaitingFor> =>
       }]
       : []
   )
+]
 
 /**
  * A call that waited for its connection past its `expires_at` (the tenant's `connection_timeout`): the task fails with
@@ -336,6 +368,7 @@ export const TaskEventType = Schema.Literal(
   "approval.requested",
   "approval.decided",
   "connection.required",
+  "budget.exhausted",
   "task.waiting",
   "task.succeeded",
   "task.failed",

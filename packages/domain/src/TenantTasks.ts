@@ -37,5 +37,13 @@ export const TenantTasks = Entity.make("TenantTasks", [
   Rpc.make("ConnectionReady", {
     payload: { provider: Schema.String, id: Schema.String },
     primaryKey: (p) => `${p.provider}/${p.id}`
+  }).annotate(ClusterSchema.Persisted, true),
+  /**
+   * The tenant's budgets changed (an admin raised or removed a limit): every task waiting for a spent budget looks
+   * again, and goes on where its budget allows now. Persisted like `ConnectionReady`.
+   */
+  Rpc.make("BudgetsChanged", {
+    payload: { id: Schema.String },
+    primaryKey: (p) => `budgets/${p.id}`
   }).annotate(ClusterSchema.Persisted, true)
 ]).annotate(ClusterSchema.ShardGroup, () => "agent")

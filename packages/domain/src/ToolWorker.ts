@@ -2,7 +2,7 @@ import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
-import { ConnectionRequired, RateLimited, UpstreamUnavailable } from "./ConnectionErrors.js"
+import { BudgetExhausted, ConnectionRequired, RateLimited, UpstreamUnavailable } from "./ConnectionErrors.js"
 import { ErrorDetails, InvalidRequest, Unavailable } from "./Errors.js"
 import { entityId, type TenantId } from "./Ids.js"
 import { payload } from "./RpcPayload.js"
@@ -91,6 +91,7 @@ export const ToolError = Schema.Union(
   ToolInputInvalid,
   ToolFailed,
   ConnectionRequired,
+  BudgetExhausted,
   UpstreamUnavailable,
   RateLimited
 )

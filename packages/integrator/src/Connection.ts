@@ -5,14 +5,17 @@ import { NotFound, Unavailable } from "@altan/domain/Errors"
 import { parseEntityId } from "@altan/domain/Ids"
 import { breakerMetric, callMetrics } from "@altan/domain/Metrics"
 import { TenantTasks } from "@altan/domain/TenantTasks"
-import { ToolWorker } from "@altan/domain/ToolWorker"
+import { ToolFailed, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { makeBreaker } from "./Breaker.js"
 import { ConnectionStore } from "./ConnectionStore.js"
-import { notifyConnectionReady } from "./internal/connectionReady.js"
+import { notifyConnectionReady } from "./internal/wakeTasks.js"
 import { LlmGateway } from "./LlmGateway.js"
 import * as LlmTurn from "./LlmTurn.js"
 import { beginAuthorization, maxStateTtlMs, OAuthStore } from "./OAuth.js"
@@ -20,8 +23,10 @@ import * as OAuthSession from "./OAuthSession.js"
 import * as RateBudget from "./RateBudget.js"
 import { ResilienceConfig } from "./Resilience.js"
 import { SecretStore } from "./SecretStore.js"
+import { storeUnavailable } from "./StoreUnavailable.js"
 import { TenantConfig } from "./TenantConfig.js"
 import * as ToolCall from "./ToolCall.js"
+import * as UsageMeter from "./UsageMeter.js"
 
 /**
  * `Connection[tenant/provider]`: the tenant's relationship with one upstream. Tool calls go on to
@@ -40,6 +45,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
   const audit = yield* AuditLog
   const egress = yield* Egress
   const tenantTasks = yield* TenantTasks.client
+  const meter = yield* UsageMeter.UsageMeter
 
   return Connection.toLayer(
     Effect.gen(function*() {
@@ -82,7 +88,22 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
           outcome,
           details: { operation: "authorization_callback", ...details }
         })
-      const turns: LlmTurn.LlmTurnContext = { tenantId, provider, gateway, connections, breaker, metrics, audit }
+      const turns: LlmTurn.LlmTurnContext = {
+        tenantId,
+        provider,
+        gateway,
+        connections,
+        breaker,
+        metrics,
+        audit,
+        meter,
+        config
+      }
+      /** A call made (it answered, or failed at the tool) counts against the tenant's `tool_calls` budget. */
+      const countCall = <A, E>(exit: Exit.Exit<A, E>) =>
+        Exit.isSuccess(exit) || Option.exists(Cause.failureOption(exit.cause), ToolFailed.is)
+          ? Effect.flatMap(Clock.currentTimeMillis, (nowMs) => meter.add(tenantId, { tool_calls: 1 }, nowMs))
+          : Effect.void
       const spanOptions = {
         attributes: { "altan.tenant_id": tenantId, "altan.provider": provider },
         captureStackTrace: false
@@ -109,12 +130,24 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
 
       return Connection.of({
         Invoke: ({ payload }) =>
-          ToolCall.invoke(toolCalls, payload).pipe(
+          Effect.gen(function*() {
+            // a resumed attempt was let through when it started
+            if (!payload.resume) {
+              const settings = yield* config.getSettings(tenantId)
+              yield* UsageMeter.admit(meter, tenantId, settings.budgets, ["tool_calls"]).pipe(storeUnavailable)
+            }
+            return yield* ToolCall.invoke(toolCalls, payload).pipe(Effect.onExit(countCall))
+          }).pipe(
             Effect.catchIf(
               (e): e is ConnectionRequired => ConnectionRequired.is(e) && e.provider === provider,
               (e) => Effect.flip(withAuthorizeUrl(e, payload.redirect_uri))
             )
           ),
+
+        Admit: Effect.fn("Connection.admit", spanOptions)(function*({ payload }) {
+          const settings = yield* config.getSettings(tenantId)
+          return yield* UsageMeter.admit(meter, tenantId, settings.budgets, payload.budgets).pipe(storeUnavailable)
+        }),
 
         Ready: Effect.fn("Connection.ready", spanOptions)(function*() {
           const connection = yield* connectionStore.get(tenantId, provider)

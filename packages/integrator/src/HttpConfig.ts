@@ -1,15 +1,18 @@
 import { Api } from "@altan/domain/Api"
 import { InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
+import { CurrentPrincipal } from "@altan/domain/Principal"
 import { TenantTasks } from "@altan/domain/TenantTasks"
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import { ConnectionStore } from "./ConnectionStore.js"
-import { notifyConnectionReady } from "./internal/connectionReady.js"
 import { requireAdmin } from "./internal/requireAdmin.js"
+import { notifyBudgetsChanged, notifyConnectionReady } from "./internal/wakeTasks.js"
 import { SecretStore, type SecretStoreError } from "./SecretStore.js"
+import { storeUnavailable } from "./StoreUnavailable.js"
 import { TenantConfig } from "./TenantConfig.js"
+import * as UsageMeter from "./UsageMeter.js"
 
 /** `/v1/llms`: the tenant's LLM configurations. Admin only. */
 export const LlmsLive = HttpApiBuilder.group(Api, "llms", (handlers) =>
@@ -52,6 +55,7 @@ export const LlmsLive = HttpApiBuilder.group(Api, "llms", (handlers) =>
 export const SettingsLive = HttpApiBuilder.group(Api, "settings", (handlers) =>
   Effect.gen(function*() {
     const config = yield* TenantConfig
+    const tenantTasks = yield* TenantTasks.client
     return handlers
       .handle("put", ({ payload }) =>
         Effect.gen(function*() {
@@ -70,10 +74,28 @@ export const SettingsLive = HttpApiBuilder.group(Api, "settings", (handlers) =>
               })
             }
           }
+          const previous = yield* config.getSettings(tenantId)
           yield* config.putSettings(tenantId, payload)
+          // budgets raised or removed: the tasks waiting for a spent one look again
+          if (payload.budgets !== undefined || previous.budgets !== undefined) {
+            yield* notifyBudgetsChanged(tenantTasks, tenantId)
+          }
           return payload
         }))
       .handle("get", () => Effect.flatMap(requireAdmin, ({ tenantId }) => config.getSettings(tenantId)))
+  }))
+
+/** `/v1/usage`: the tenant's spend this day and month, per budget, beside its limits. Any role of the tenant. */
+export const UsageLive = HttpApiBuilder.group(Api, "usage", (handlers) =>
+  Effect.gen(function*() {
+    const config = yield* TenantConfig
+    const meter = yield* UsageMeter.UsageMeter
+    return handlers.handle("get", () =>
+      Effect.gen(function*() {
+        const { tenantId } = yield* CurrentPrincipal
+        const settings = yield* config.getSettings(tenantId)
+        return { usage: yield* UsageMeter.report(meter, tenantId, settings.budgets) }
+      }).pipe(storeUnavailable))
   }))
 
 const secretsUnavailable = (e: SecretStoreError) => new Unavailable({ message: e.message })

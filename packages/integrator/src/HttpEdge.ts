@@ -9,7 +9,7 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Authentication from "./Authentication.js"
-import { LlmsLive, SecretsLive, SettingsLive } from "./HttpConfig.js"
+import { LlmsLive, SecretsLive, SettingsLive, UsageLive } from "./HttpConfig.js"
 import { ConnectionsLive, OAuthLive } from "./HttpConnections.js"
 import { HealthLive } from "./HttpHealth.js"
 import { ApprovalsLive, SessionsLive, TasksLive } from "./HttpTasks.js"
@@ -53,6 +53,7 @@ export const HttpEdgeLive = Layer.unwrapEffect(Effect.gen(function*() {
       SessionsLive,
       LlmsLive,
       SettingsLive,
+      UsageLive,
       SecretsLive,
       ToolsLive,
       ConnectionsLive,

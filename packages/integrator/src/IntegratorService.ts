@@ -21,17 +21,29 @@ import * as SecretStore from "./SecretStore.js"
 import * as SecretStoreConfig from "./SecretStoreConfig.js"
 import * as TenantConfig from "./TenantConfig.js"
 import * as TokenVerifier from "./TokenVerifier.js"
+import * as UsageMeter from "./UsageMeter.js"
 
 /**
- * The integrator's stores: with `redis`, tenant configuration, connections and OAuth2 state live in it, so every
- * integrator runner shares them; secrets follow `SECRETS_BACKEND`.
+ * The integrator's stores: with `redis`, tenant configuration, connections, OAuth2 state and spend counts live in it,
+ * so every integrator runner shares them; secrets follow `SECRETS_BACKEND`.
  */
 export const stores = <R = never>(redis: Option.Option<Layer.Layer<Redis, never, R>>) =>
   Layer.merge(
     Option.match(redis, {
-      onNone: () => Layer.mergeAll(TenantConfig.layerMemory, ConnectionStore.layerMemory, OAuth.layerMemory),
+      onNone: () =>
+        Layer.mergeAll(
+          TenantConfig.layerMemory,
+          ConnectionStore.layerMemory,
+          OAuth.layerMemory,
+          UsageMeter.layerMemory
+        ),
       onSome: (redis) =>
-        Layer.mergeAll(TenantConfig.layerRedis(), ConnectionStore.layerRedis(), OAuth.layerRedis()).pipe(
+        Layer.mergeAll(
+          TenantConfig.layerRedis(),
+          ConnectionStore.layerRedis(),
+          OAuth.layerRedis(),
+          UsageMeter.layerRedis()
+        ).pipe(
           Layer.provide(redis)
         )
     }),
@@ -43,7 +55,8 @@ export const storesMemory = Layer.mergeAll(
   TenantConfig.layerMemory,
   SecretStore.layerMemory,
   ConnectionStore.layerMemory,
-  OAuth.layerMemory
+  OAuth.layerMemory,
+  UsageMeter.layerMemory
 )
 
 /** Prints where the API listens and, with the generated development key, a ready admin token. */

@@ -10,6 +10,7 @@ import {
   LlmUnavailable,
   type ToolCall
 } from "@altan/domain/Llm"
+import { ownParameters } from "@altan/domain/LlmConfig"
 import { countLlmTokens } from "@altan/domain/Metrics"
 import { retryAfterMs } from "@altan/domain/RetryAfter"
 import { maskSecrets, maskValues, maskValuesDeep } from "@altan/domain/Secret"
@@ -303,12 +304,16 @@ export const layer: Layer.Layer<LlmGateway, never, TenantConfig | SecretStore | 
 
           const model = config.model ?? config.llm_id
           yield* Effect.annotateCurrentSpan("gen_ai.request.model", model)
+          // our own keys (prices) are not the model's
+          const parameters = config.parameters === undefined
+            ? undefined
+            : Object.fromEntries(Object.entries(config.parameters).filter(([k]) => !ownParameters.has(k)))
           const call = (messages: ReadonlyArray<ChatMessage>) =>
             Effect.flatMap(Effect.runtime<never>(), (runtime) =>
               Effect.tryPromise({
                 try: (signal) =>
                   client.chat.completions.create({
-                    ...config.parameters,
+                    ...parameters,
                     model,
                     messages: messages.map(toOpenAi),
                     ...(tools.length > 0 ? { tools } : {})

@@ -1,17 +1,21 @@
 import { AuditLog } from "@altan/audit/AuditLog"
-import type { CompletePayload, Connection } from "@altan/domain/Connection"
+import type { BudgetExhausted, CompletePayload, Connection } from "@altan/domain/Connection"
 import { llmConnectionId } from "@altan/domain/Connection"
 import { isClusterError } from "@altan/domain/EntityCall"
 import { Unavailable } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import { type Completion, LlmBadResponse, type LlmError, LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
+import { costOf } from "@altan/domain/LlmConfig"
 import type { callMetrics } from "@altan/domain/Metrics"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import type { Breaker } from "./Breaker.js"
 import type { LlmGateway } from "./LlmGateway.js"
 import { storeUnavailable } from "./StoreUnavailable.js"
+import type { TenantConfig } from "./TenantConfig.js"
+import { admit, type UsageMeter } from "./UsageMeter.js"
 
 /** What one LLM connection (`llm:<id>`) holds for its turns. */
 export interface LlmTurnContext {
@@ -22,6 +26,8 @@ export interface LlmTurnContext {
   readonly breaker: Breaker
   readonly metrics: ReturnType<typeof callMetrics>
   readonly audit: AuditLog["Type"]
+  readonly meter: UsageMeter["Type"]
+  readonly config: TenantConfig["Type"]
 }
 
 /**
@@ -31,11 +37,11 @@ export interface LlmTurnContext {
 export const complete: (
   ctx: LlmTurnContext,
   payload: CompletePayload
-) => Effect.Effect<Completion, LlmError | Unavailable> = Effect.fn("Connection.complete", {
+) => Effect.Effect<Completion, LlmError | Unavailable | BudgetExhausted> = Effect.fn("Connection.complete", {
   attributes: { "gen_ai.operation.name": "chat" },
   captureStackTrace: false
 })(
-  function*({ breaker, connections, gateway, metrics, provider, tenantId }, payload) {
+  function*({ breaker, config, connections, gateway, meter, metrics, provider, tenantId }, payload) {
     yield* Effect.annotateCurrentSpan({
       "altan.tenant_id": tenantId,
       "altan.provider": provider,
@@ -45,6 +51,8 @@ export const complete: (
       return yield* new LlmNotConfigured({ message: `${provider} is not an LLM connection` })
     }
     const llmId = provider.slice(4)
+    // the tenant's LLM budgets, if spent, stop the turn before any model is asked
+    yield* admit(meter, tenantId, (yield* config.getSettings(tenantId)).budgets, ["llm_tokens", "cost_usd"])
     const admitted = yield* breaker.admit
     const first = "ok" in admitted
       ? yield* Effect.either(gateway.complete(tenantId, llmId, payload)).pipe(
@@ -72,7 +80,18 @@ export const complete: (
         })
       )
     const [next, ...rest] = payload.fallbacks
-    if (Either.isRight(first)) return first.right
+    if (Either.isRight(first)) {
+      // what this LLM's answer spent: its tokens, and their price where the LLM's configuration gives one
+      const { completion_tokens, prompt_tokens } = first.right.usage
+      const llm = yield* config.getLlm(tenantId, llmId)
+      const cost = llm._tag === "Some" ? costOf(llm.value, prompt_tokens, completion_tokens) : 0
+      yield* meter.add(
+        tenantId,
+        { llm_tokens: prompt_tokens + completion_tokens, cost_usd: cost },
+        yield* Clock.currentTimeMillis
+      )
+      return first.right
+    }
     const failed = first.left
     if (next === undefined || LlmNotConfigured.is(failed)) return yield* failed
     const unreachable = (e: { readonly _tag: string }) =>
@@ -88,7 +107,7 @@ export const complete: (
       return { ...fallback.right, attempts: [...failed.attempts, ...fallback.right.attempts] }
     }
     const f = fallback.left
-    if (LlmNotConfigured.is(f) || Unavailable.is(f)) {
+    if (LlmNotConfigured.is(f) || Unavailable.is(f) || f._tag === "BudgetExhausted") {
       return yield* f
     }
     const attempts = [...failed.attempts, ...f.attempts]

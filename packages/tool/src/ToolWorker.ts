@@ -1,5 +1,5 @@
 import { AuditLog } from "@altan/audit/AuditLog"
-import { Connection, ConnectionRequired, llmConnectionId } from "@altan/domain/Connection"
+import { BudgetExhausted, Connection, ConnectionRequired, llmConnectionId } from "@altan/domain/Connection"
 import { Egress, EgressDenied, type EgressResponse } from "@altan/domain/Egress"
 import { isClusterError } from "@altan/domain/EntityCall"
 import { Unavailable } from "@altan/domain/Errors"
@@ -230,6 +230,8 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
           const sent = payload.credential ? [Redacted.value(payload.credential.value)] : []
           // what the provider said about its limits, handed back for the connection's budget
           let rateHeaders: Record<string, string> | undefined
+          // a budget the tool's LLM turn found spent
+          let spent: BudgetExhausted | undefined
           const run = tool.run(input, {
             tenantId,
             credential: payload.credential,
@@ -260,7 +262,14 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
                 tools: [],
                 fallbacks,
                 ...(payload.task_id ? { task_id: payload.task_id } : {})
-              }).pipe(Effect.catchIf((e) => Unavailable.is(e) || isClusterError(e), unreachable))
+              }).pipe(
+                Effect.catchIf((e) => Unavailable.is(e) || isClusterError(e), unreachable),
+                // the tenant's LLM budget is spent: the call is not a failure of the tool, it waits (below)
+                Effect.catchIf(BudgetExhausted.is, (e) => {
+                  spent = e
+                  return Effect.fail(new LlmUnavailable({ message: e.message, attempts: [] }))
+                })
+              )
             }
           }).pipe(
             // a bug in a tool (a URL `new URL` rejects, an output that does not encode) fails this call, not the
@@ -292,7 +301,9 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
             : run).pipe(
               // the headers of this execution (none when the outcome came from the ledger)
               Effect.mapError((e) =>
-                rateHeaders !== undefined && ToolFailed.is(e)
+                spent !== undefined && ToolFailed.is(e)
+                  ? spent
+                  : rateHeaders !== undefined && ToolFailed.is(e)
                   ? new ToolFailed({ ...toolFailedFields(e), rate_headers: rateHeaders })
                   : e
               )

@@ -25,3 +25,15 @@ export const notifyConnectionReady = (
       attributes: { "altan.tenant_id": tenantId, "altan.provider": provider }
     })
   )
+
+/** Tells the agent that the tenant's budgets changed: every task waiting for a spent budget looks again. */
+export const notifyBudgetsChanged = (client: Effect.Effect.Success<typeof TenantTasks.client>, tenantId: TenantId) =>
+  client(tenantId).BudgetsChanged({ id: randomUUID() }, { discard: true }).pipe(
+    Effect.retry({ times: 4, schedule: Schedule.exponential("200 millis") }),
+    Effect.catchAllCause((cause) =>
+      Effect.logWarning("could not wake the tasks waiting for a budget", cause).pipe(
+        Effect.annotateLogs({ "tenant.id": tenantId })
+      )
+    ),
+    Effect.withSpan("Settings.notifyBudgetsChanged", { attributes: { "altan.tenant_id": tenantId } })
+  )
