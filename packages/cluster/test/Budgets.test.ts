@@ -1,4 +1,13 @@
+import { AgentSession, ResumeAt } from "@altan/domain/AgentSession"
+import { entityId, type TenantId } from "@altan/domain/Ids"
+import * as TenantConfig from "@altan/integrator/TenantConfig"
+import * as EntityAddress from "@effect/cluster/EntityAddress"
+import * as EntityId from "@effect/cluster/EntityId"
+import * as MessageStorage from "@effect/cluster/MessageStorage"
+import * as Sharding from "@effect/cluster/Sharding"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
 import { makeProbes, startEdge } from "./fixtures.js"
 
@@ -195,6 +204,59 @@ describe("spend budgets", () => {
     expect(events.filter((e) => e.type === "budget.exhausted")).toEqual([
       expect.objectContaining({ data: expect.objectContaining({ step_id: "llm.2", budget: "llm_tokens" }) })
     ])
+  })
+
+  it("at its budget's reset the wait ends by itself: the session's ResumeAt wakes it, a stale one does nothing", async () => {
+    const resetAdmin = await edge.sign({ tenant_id: "bud-reset", role: "admin", sub: "root" })
+    expect(
+      (await edge.call("PUT", "/v1/settings", resetAdmin, { budgets: { tool_calls: { limit: 0, period: "day" } } }))
+        .status
+    ).toBe(200)
+    const task = (await edge.call("POST", "/v1/tasks", resetAdmin, {
+      input: { steps: [{ id: "r", tool: "probe.echo", input: { value: "bud-r" } }] }
+    })).body
+    expect(task.status, JSON.stringify(task)).toBe("waiting")
+    const since = task.steps[0].budget.requested_at as string
+    // the period is over as far as the budget is concerned (written behind the API's back: no notice wakes anyone)
+    await edge.run(
+      Effect.flatMap(
+        TenantConfig.TenantConfig,
+        (config) =>
+          config.putSettings("bud-reset" as TenantId, { fallback_llms: [], egress_allowlist: [], providers: {} })
+      )
+    )
+    const session = (resumeAt: ResumeAt) =>
+      edge.run(
+        Effect.flatMap(AgentSession.client, (client) =>
+          client(entityId("bud-reset" as TenantId, task.session_id)).ResumeAt(resumeAt))
+      )
+    // a wake for another wait of the step (an older one) is not this one's
+    await session(new ResumeAt({ task_id: task.task_id, step_id: "r", since: "2000-01-01T00:00:00.000Z", at: 0 }))
+    await sleep(300)
+    expect((await edge.call("GET", `/v1/tasks/${task.task_id}`, resetAdmin)).body.status).toBe("waiting")
+    expect(echoCalls("bud-r")).toBe(0)
+    // the session stored the wake of this wait, to be delivered at its resets_at
+    const resetsAt = Date.parse(task.steps[0].budget.resets_at)
+    const stored = await edge.run(Effect.gen(function*() {
+      const sharding = yield* Sharding.Sharding
+      const storage = yield* MessageStorage.MessageStorage
+      const id = EntityId.make(entityId("bud-reset" as TenantId, task.session_id))
+      return yield* storage.requestIdForPrimaryKey({
+        address: EntityAddress.make({
+          entityType: AgentSession.type,
+          entityId: id,
+          shardId: sharding.getShardId(id, "agent")
+        }),
+        tag: "ResumeAt",
+        id: `${task.task_id}/r/${since}/${resetsAt}`
+      })
+    }))
+    expect(Option.isSome(stored)).toBe(true)
+    // that wake, as it is handled when its time comes (sent now: the test cannot wait for midnight)
+    await session(new ResumeAt({ task_id: task.task_id, step_id: "r", since, at: Date.now() }))
+    const done = await until(task.task_id, resetAdmin, ended)
+    expect(done.status, JSON.stringify(done)).toBe("succeeded")
+    expect(echoCalls("bud-r")).toBe(1)
   })
 
   it("a budget is the tenant's own: another tenant's spend and settings change nothing", async () => {

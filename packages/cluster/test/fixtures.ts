@@ -284,6 +284,9 @@ export const startEdge = async (
     sign,
     /** The audit records written so far, oldest first. */
     audit: () => auditMemory.records(),
+    /** Runs an effect with the runtime's services (its stores, the cluster's entity clients). */
+    run: <A, E>(effect: Effect.Effect<A, E, Layer.Layer.Success<typeof layer>>) =>
+      Effect.runPromise(Effect.provide(effect, context)),
     close: () => Effect.runPromise(Scope.close(scope, Exit.void))
   }
 }

@@ -92,6 +92,7 @@ export class ExpireConnectionWait extends Schema.Class<ExpireConnectionWait>("@a
 /**
  * When a spent budget resets, for a call (or the model's turn, `step_id` `llm`) waiting since `since`: sent by the
  * session to itself when the wait starts, delivered at `at`, it makes the task look again if that wait is still on.
+ * Its key names its time too: one per wait and time.
  */
 export class ResumeAt extends Schema.Class<ResumeAt>("@altan/domain/ResumeAt")({
   task_id: TaskId,
@@ -100,7 +101,7 @@ export class ResumeAt extends Schema.Class<ResumeAt>("@altan/domain/ResumeAt")({
   at: Schema.Number
 }) {
   [PrimaryKey.symbol]() {
-    return `${this.task_id}/${this.step_id}/${this.since}`
+    return `${this.task_id}/${this.step_id}/${this.since}/${this.at}`
   }
   [DeliverAt.symbol]() {
     return DateTime.unsafeMake(this.at)
