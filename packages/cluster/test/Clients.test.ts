@@ -163,6 +163,9 @@ for (const protocol of ["http", "websocket"] as const) {
         expect(viaHttp.steps[0]!.status).toBe("rejected")
         const page = yield* http.approvals.list({ urlParams: {} })
         expect(page.approvals.map((a) => a.task_id)).not.toContain(third.task_id)
+        // and the tenant's spend, typed
+        const usage = yield* http.usage.get()
+        expect(usage.usage.find((u) => u.budget === "tool_calls" && u.period === "day")!.used).toBeGreaterThan(0)
       }))
 
     it.scoped("a repeated idempotency key answers the same task", () =>
