@@ -58,6 +58,11 @@ export const Settings = Schema.Struct({
    * (`connection_required`). Default 1 day; 0: no wait, the task fails at once.
    */
   connection_timeout: Schema.optional(Schema.Int.pipe(Schema.between(0, 30 * 86_400))),
+  /**
+   * The tools the tenant's MCP server (`/mcp`) offers MCP clients. Unset: every tool of the tenant (those that need a
+   * person's approval are marked so, and wait for it like any call).
+   */
+  mcp_exposed_tools: Schema.optional(Schema.Array(ToolId).pipe(Schema.maxItems(256))),
   /** Spend budgets per UTC day or month: LLM tokens, tool calls, LLM cost in USD (see `Budget.ts`). */
   budgets: Schema.optional(Budgets),
   /**

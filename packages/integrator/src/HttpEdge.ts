@@ -18,6 +18,7 @@ import { IntegratorConfig } from "./IntegratorConfig.js"
 import { withBodyLimits } from "./internal/bodyLimit.js"
 import { errorEnvelope, finishResponse } from "./internal/errorEnvelope.js"
 import { auditResponse, RequestAudit } from "./internal/responseAudit.js"
+import { McpLive } from "./McpServer.js"
 import { RpcLive } from "./Rpc.js"
 import { Tasks } from "./Tasks.js"
 
@@ -59,7 +60,8 @@ export const HttpEdgeLive = Layer.unwrapEffect(Effect.gen(function*() {
       ConnectionsLive,
       OAuthLive,
       HealthLive,
-      RpcLive
+      RpcLive,
+      McpLive
     ]),
     Layer.provide(Authentication.layer),
     Layer.provide(Tasks.Default),

@@ -21,13 +21,19 @@ export class IntegratorConfig extends Context.Tag("@altan/integrator/IntegratorC
    * apps. Unset: derived from the request (its `Host`, or `X-Forwarded-Host`/`-Proto` behind a proxy).
    */
   readonly oauthRedirectUrl: Option.Option<string>
+  /**
+   * `MCP_SCOPES` (space-separated): the scopes `/.well-known/oauth-protected-resource` names for `/mcp`, which MCP
+   * clients ask the authorization server (`AUTH_ISSUER`) for. Default `openid`.
+   */
+  readonly mcpScopes: ReadonlyArray<string>
 }>() {}
 
 export const defaults: IntegratorConfig["Type"] = {
   port: 8080,
   maxBodyBytes: 1024 * 1024,
   maxJsonDepth: 64,
-  oauthRedirectUrl: Option.none()
+  oauthRedirectUrl: Option.none(),
+  mcpScopes: ["openid"]
 }
 
 export const layer = (options?: Partial<IntegratorConfig["Type"]>): Layer.Layer<IntegratorConfig> =>
@@ -47,6 +53,11 @@ export const config: Config.Config<IntegratorConfig["Type"]> = Config.all({
   oauthRedirectUrl: Config.option(Config.url("OAUTH_REDIRECT_URL")).pipe(
     Config.map(Option.map((url) => url.href)),
     Config.withDescription("Public URL of /v1/oauth/callback.")
+  ),
+  mcpScopes: Config.string("MCP_SCOPES").pipe(
+    Config.map((s) => s.split(/\s+/).filter((scope) => scope.length > 0)),
+    Config.withDefault(defaults.mcpScopes),
+    Config.withDescription("Scopes named for /mcp in its protected-resource metadata, space-separated.")
   )
 })
 

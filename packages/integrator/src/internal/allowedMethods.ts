@@ -8,7 +8,12 @@ const extra: ReadonlyArray<readonly [method: string, path: string]> = [
   ["GET", "/healthz"],
   ["GET", "/readyz"],
   ["GET", "/openapi.json"],
-  ["GET", "/docs"]
+  ["GET", "/docs"],
+  ["POST", "/mcp"],
+  ["GET", "/mcp"],
+  ["DELETE", "/mcp"],
+  ["GET", "/.well-known/oauth-protected-resource"],
+  ["GET", "/.well-known/oauth-protected-resource/mcp"]
 ]
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")

@@ -123,7 +123,8 @@ export const finishResponse = (
   request: HttpServerRequest.HttpServerRequest,
   response: HttpServerResponse.HttpServerResponse
 ) => {
-  if (response.status === 401) {
+  // a route that says more (`/mcp` names its protected-resource metadata) keeps its own challenge
+  if (response.status === 401 && response.headers["www-authenticate"] === undefined) {
     return Effect.succeed(HttpServerResponse.setHeader(response, "www-authenticate", wwwAuthenticate))
   }
   // the rest of an oversized body is not worth reading: close the connection after answering
