@@ -17,10 +17,11 @@ import { catalogId } from "@altan/domain/ToolWorker"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Option from "effect/Option"
 import type { AgentConfig } from "./AgentConfig.js"
 import { systemPrompt, toolResult } from "./Conversation.js"
 import { backoff, durably, now } from "./SessionTasks.js"
-import { budgetAllows, notTaken, runStep, type StepContext, waitForBudget } from "./StepRunner.js"
+import { budgetRefusal, notTaken, runStep, type StepContext, waitForBudget } from "./StepRunner.js"
 import type { TaskStore } from "./TaskStore.js"
 
 /** What the agent loop needs besides a step's context. */
@@ -198,12 +199,21 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         }
         return task
       })
-      // woken while this turn waits for a budget: the model is asked only once the budget allows
-      if (
-        llmTurnWaits(record.task) && record.task.budget_wait!.turn === turn + 1 &&
-        !(yield* budgetAllows(ctx, llmProviderId, llmBudgets))
-      ) {
-        return yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }))
+      // woken while this turn waits for a budget: the model is asked only once the budget allows; refused until
+      // another reset, the wait is recorded anew, with its own wake at that reset
+      const waited = record.task.budget_wait
+      if (waited !== undefined && llmTurnWaits(record.task) && waited.turn === turn + 1) {
+        const refused = yield* budgetRefusal(ctx, llmProviderId, llmBudgets)
+        if (Option.isSome(refused)) {
+          if (refused.value.resets_at !== waited.resets_at) {
+            yield* waitForBudget(ctx, taskId, "llm", refused.value, yield* Clock.currentTimeMillis, (wait) =>
+              tasks.updateTask(taskId, (t) => ({
+                ...t,
+                budget_wait: { ...wait, turn: waited.turn, llm_id: waited.llm_id }
+              })), { step_id: `llm.${waited.turn}`, tool: `llm:${waited.llm_id}` })
+          }
+          return yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }))
+        }
       }
       const result = yield* ctx.connection(llmConnectionId(tenantId, llms[0]!)).Complete({
         messages: [systemPrompt(allowed), ...history, ...transcript],
@@ -234,7 +244,7 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
               budget_wait: { ...wait, turn: turn + 1, llm_id: llms[0]! }
             })), { step_id: `llm.${turn + 1}`, tool: `llm:${llms[0]!}` })
           // raised between the call and the wait's record (its notice found no wait to wake): once, asked again
-          if (!rechecked && (yield* budgetAllows(ctx, llmProviderId, llmBudgets))) {
+          if (!rechecked && Option.isNone(yield* budgetRefusal(ctx, llmProviderId, llmBudgets))) {
             rechecked = true
             continue
           }

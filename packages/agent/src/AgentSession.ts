@@ -37,6 +37,28 @@ import { runPlan } from "./PlanRunner.js"
 import * as SessionTasks from "./SessionTasks.js"
 import { TaskStore, unavailable } from "./TaskStore.js"
 
+/** Longer than the integrator's read caches (2 s for configuration, `SECRETS_CACHE_TTL` 30 s by default for secrets). */
+const staleReadMarginMs = 35_000
+
+/**
+ * What the task's step `stepId` (or `llm`, the model's next turn) waits on a connection or a budget since, and when a
+ * budget's period resets; none when it does not wait so.
+ */
+const waitOf = (task: Task, stepId: string): { readonly since: string; readonly resetsAt?: number } | undefined => {
+  if (isTerminal(task.status)) return undefined
+  if (stepId === "llm") {
+    return task.budget_wait && llmTurnWaits(task)
+      ? { since: task.budget_wait.requested_at, resetsAt: Date.parse(task.budget_wait.resets_at) }
+      : undefined
+  }
+  const step = task.steps.find((s) => s.id === stepId)
+  if (step?.status === "waiting_budget" && step.budget) {
+    return { since: step.budget.requested_at, resetsAt: Date.parse(step.budget.resets_at) }
+  }
+  if (step?.status === "waiting_connection" && step.connection) return { since: step.connection.requested_at }
+  return undefined
+}
+
 /**
  * `AgentSession[tenant/session]`: owns a session's tasks and context. A submitted task is recorded, then run by a
  * persisted message, so it is redelivered to whichever runner owns the session if this one dies: a sync task by its
@@ -166,11 +188,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
                   { discard: true }
                 )
               ),
-            onBudgetWait: (taskId, stepId, since, atMs) =>
-              toSelf(
-                `setting the budget reset of ${taskId}`,
-                self.ResumeAt(new ResumeAt({ task_id: taskId, step_id: stepId, since, at: atMs }), { discard: true })
-              )
+            onBudgetWait: (taskId, stepId, since, atMs) => resumeAt(taskId, stepId, since, atMs)
           }
           return yield* typeof tasks.current(taskId).task.input === "string"
             ? runConversation(ctx, taskId)
@@ -222,6 +240,13 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             yield* Effect.sleep("1 second")
           }
         })
+
+      /** Asks the task to look again at its wait of `stepId` (since `since`) at `atMs`: a `ResumeAt` to itself. */
+      const resumeAt = (taskId: TaskId, stepId: string, since: string, atMs: number) =>
+        toSelf(
+          `setting a wake of ${taskId}`,
+          self.ResumeAt(new ResumeAt({ task_id: taskId, step_id: stepId, since, at: atMs }), { discard: true })
+        )
 
       /** Makes sure the task runs again after a decision: a `Run` of its own per decided step. */
       const wake = (taskId: TaskId, stepId: string) =>
@@ -299,6 +324,15 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               return yield* tasks.ensureTerminalEvent(found.value.task)
             }
             yield* drive(taskId)
+            // woken by a notice (a connection made, budgets changed) and still waiting on the same: the integrator
+            // runner that answered may have read through a cache older than the change; one more look after it
+            const notice = payload.after?.match(/^(.+)@[^@#]+#.+$/)
+            if (notice) {
+              const wait = waitOf(tasks.current(taskId).task, notice[1]!)
+              if (wait !== undefined) {
+                yield* resumeAt(taskId, notice[1]!, wait.since, (yield* Clock.currentTimeMillis) + staleReadMarginMs)
+              }
+            }
           }),
 
         Decide: Effect.fn("AgentSession.decide", { attributes, captureStackTrace: false })(function*({ payload }) {
@@ -402,15 +436,17 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           if (early > 0) yield* Effect.sleep(early)
           const found = yield* SessionTasks.durably(`reading task ${task_id}`, tasks.record(task_id))
           if (Option.isNone(found) || isTerminal(found.value.task.status)) return
-          const { task } = found.value
-          const step = task.steps.find((s) => s.id === step_id)
-          // this wait is over (the budget allowed it earlier, or it waits again since: that wait has its own wake)
-          const on = step_id === "llm"
-            ? llmTurnWaits(task) && task.budget_wait?.requested_at === since
-            : step?.status === "waiting_budget" && step.budget?.requested_at === since
-          if (!on) return
+          // this wait is over (it went on earlier, or it waits again since: that wait has its own wakes)
+          if (waitOf(found.value.task, step_id)?.since !== since) return
           decisions.set(task_id, (decisions.get(task_id) ?? 0) + 1)
           yield* drive(task_id)
+          // a budget whose reset passed here, but not yet where it is counted (that runner's clock is behind): the
+          // same wait looks again shortly
+          const still = waitOf(tasks.current(task_id).task, step_id)
+          const nowMs = yield* Clock.currentTimeMillis
+          if (still !== undefined && still.since === since && still.resetsAt !== undefined && still.resetsAt <= nowMs) {
+            yield* resumeAt(task_id, step_id, since, nowMs + 5_000)
+          }
         }),
 
         GetTask: (

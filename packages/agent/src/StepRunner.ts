@@ -69,11 +69,8 @@ export const stepError = (error: unknown): TaskError => {
     return {
       code: error.code,
       message: error.message,
-      details: {
-        provider: error.provider,
-        reason: error.reason,
-        ...(error.authorize_url ? { authorize_url: error.authorize_url } : {})
-      }
+      // not its consent link: a step's error reaches the model and the session's history
+      details: { provider: error.provider, reason: error.reason }
     }
   }
   if (RateLimited.is(error) || UpstreamUnavailable.is(error)) {
@@ -144,13 +141,18 @@ const waitForConnection = (
   })
 
 /**
- * Whether the tenant's budgets of these names allow a call now; when that cannot be learnt, the call finds out.
- * Asked of the connection the call goes through (`provider`), which holds the tenant's settings and counts.
+ * Which of the tenant's budgets of these names refuses a call now (none: they allow it, or that cannot be learnt and
+ * the call finds out). Asked of the connection the call goes through (`provider`), which holds the tenant's settings
+ * and counts.
  */
-export const budgetAllows = (ctx: StepContext, provider: string, budgets: ReadonlyArray<BudgetName>) =>
+export const budgetRefusal = (
+  ctx: StepContext,
+  provider: string,
+  budgets: ReadonlyArray<BudgetName>
+): Effect.Effect<Option.Option<BudgetExhausted>> =>
   ctx.connection(`${ctx.tenantId}/${provider}`).Admit({ budgets }).pipe(
-    Effect.as(true),
-    Effect.catchAll((e) => Effect.succeed(!BudgetExhausted.is(e)))
+    Effect.as(Option.none()),
+    Effect.catchAll((e) => Effect.succeed(BudgetExhausted.is(e) ? Option.some(e) : Option.none()))
   )
 
 /** The record of a budget's wait, and the event that says so (`budget.exhausted`); the wake at its reset is asked. */
@@ -253,9 +255,24 @@ export const runStep = (
       if (isTerminal(task.status)) return yield* Effect.fail(new StepFailed(stepId))
       if (!(yield* connectionReady(ctx, found.connection))) return yield* Effect.fail(new StepWaiting(stepId))
     } else if (found.status === "waiting_budget") {
-      // waiting for a spent budget: called again once it allows, else it waits on
+      // waiting for a spent budget: called again once it allows, else it waits on; refused until another reset (a new
+      // period spent too), the wait is recorded anew, with its own wake at that reset
       if (isTerminal(task.status)) return yield* Effect.fail(new StepFailed(stepId))
-      if (!(yield* budgetAllows(ctx, spec.provider, ["tool_calls"]))) return yield* Effect.fail(new StepWaiting(stepId))
+      const refused = yield* budgetRefusal(ctx, spec.provider, [found.budget?.budget ?? "tool_calls"])
+      if (Option.isSome(refused)) {
+        if (refused.value.resets_at !== found.budget?.resets_at) {
+          yield* waitForBudget(
+            ctx,
+            taskId,
+            stepId,
+            refused.value,
+            yield* Clock.currentTimeMillis,
+            (wait) => ctx.tasks.updateStep(taskId, stepId, (s) => ({ ...s, budget: wait })),
+            { step_id: stepId, tool: spec.tool_id }
+          )
+        }
+        return yield* Effect.fail(new StepWaiting(stepId))
+      }
     } else if (found.status !== "pending" && found.status !== "running") {
       return yield* Effect.fail(new StepFailed(stepId))
     }
@@ -394,7 +411,7 @@ export const runStep = (
             return { ...rest, status: "waiting_budget", budget: wait }
           }), { step_id: stepId, tool: spec.tool_id })
         // raised between the call and the wait's record (its notice found no wait to wake): once, called again
-        if (!rechecked && (yield* budgetAllows(ctx, spec.provider, ["tool_calls"]))) {
+        if (!rechecked && Option.isNone(yield* budgetRefusal(ctx, spec.provider, [failure.budget]))) {
           rechecked = true
           attempt++
           startedMs = yield* start(attempt)

@@ -137,6 +137,9 @@ export interface TaskList {
   readonly next?: string
 }
 
+/** The longest a task waits (a month's budget reset, a 30-day `connection_timeout`), with a margin. */
+const maxWaitMs = 35 * 86_400_000
+
 /** Index entries a page of `listTasks` reads at most. */
 export const maxListScan = 1_000
 
@@ -410,6 +413,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
       const { client } = redis
       const prefix = yield* checkPrefix(options?.prefix ?? "altan")
       const px = ttlMillis(options?.ttl ?? Duration.days(7))
+      const waitPx = Math.max(px, maxWaitMs)
       const keyOf = (kind: string, tenantId: TenantId, sessionId: string) =>
         `${prefix}:t:${tenantId}:${kind}:${sessionTag(tenantId, sessionId)}`
       const recordKey = (tenantId: TenantId, sessionId: string, taskId: string) =>
@@ -447,6 +451,8 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
             if (raw === null) return Option.none()
             const record = yield* decodeRecord(raw).pipe(Effect.catchAll((e) => corrupt(key, e.message)))
             if (record.task.task_id !== taskId) return yield* corrupt(key, "it holds another task")
+            // the read refreshed the usual TTL: a waiting task keeps its longer one
+            if (record.task.status === "waiting") yield* attempt("PEXPIRE", () => client.pexpire(key, waitPx))
             return Option.some(record)
           }),
 
@@ -460,7 +466,14 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
               Effect.catchAll((e) => Effect.dieMessage(`cannot encode a message: ${e.message}`))
             )
             yield* exec("write task", (multi) => {
-              multi.set(recordKey(tenantId, sessionId, taskId), json, "PX", px)
+              // a waiting task may wait longer than the TTL (a month's budget, a 30-day connection timeout): its
+              // record is kept at least as long as the longest wait, so its wake finds it
+              multi.set(
+                recordKey(tenantId, sessionId, taskId),
+                json,
+                "PX",
+                record.task.status === "waiting" ? waitPx : px
+              )
               if (options?.created) {
                 const list = keyOf("st", tenantId, sessionId)
                 multi.rpush(list, taskId).pexpire(list, px)
@@ -500,7 +513,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
                 for (const [subject, key] of waitsOf.settled) multi.hdel(waitsKey(tenantId, subject), key)
                 for (const [subject, key, entry] of waitsOf.waiting) {
                   multi.hset(waitsKey(tenantId, subject), key, JSON.stringify(entry))
-                  multi.pexpire(waitsKey(tenantId, subject), px)
+                  multi.pexpire(waitsKey(tenantId, subject), waitPx)
                 }
               })
             }

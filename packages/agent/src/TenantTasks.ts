@@ -15,12 +15,13 @@ export const TenantTasksLive = TenantTasks.toLayer(
     const tenantId = (yield* Entity.CurrentAddress).entityId as string as TenantId
     const store = yield* TaskStore
     const sessions = yield* AgentSession.client
-    const wake = (subject: string) =>
+    /** A `Run` per wait on `subject`, keyed by the wait and the notice: a later notice wakes the same wait again. */
+    const wake = (subject: string, noticeId: string) =>
       Effect.gen(function*() {
         const waits = yield* durably(`reading the tasks waiting on ${subject}`, store.waitsOn(tenantId, subject))
         yield* Effect.forEach(waits, (wait) =>
           sessions(entityId(tenantId, wait.task_id.slice(0, wait.task_id.lastIndexOf(".")))).Run(
-            { task_id: wait.task_id, after: `${wait.step_id}@${wait.since}` },
+            { task_id: wait.task_id, after: `${wait.step_id}@${wait.since}#${noticeId}` },
             { discard: true }
           ).pipe(
             Effect.catchIf(AlreadyProcessingMessage.is, () =>
@@ -32,15 +33,16 @@ export const TenantTasksLive = TenantTasks.toLayer(
       })
     return TenantTasks.of({
       /**
-       * Wakes every task whose call waits for the connection: a `Run` per wait (`<step>@<since>`), stored before this
-       * answers, so the notice is done once every waiting task has its wake; a repeated notice wakes nothing twice.
+       * Wakes every task whose call waits for the connection: a `Run` per wait (`<step>@<since>#<notice>`), stored
+       * before this answers, so the notice is done once every waiting task has its wake; a redelivered notice wakes
+       * nothing twice, a new one wakes again what still waits.
        */
       ConnectionReady: Effect.fn("TenantTasks.connectionReady", { captureStackTrace: false })(({ payload }) =>
-        wake(waitSubject.connection(payload.provider))
+        wake(waitSubject.connection(payload.provider), payload.id)
       ),
       /** Wakes every task waiting for a spent budget, the same way: each looks again at what it may spend now. */
-      BudgetsChanged: Effect.fn("TenantTasks.budgetsChanged", { captureStackTrace: false })(() =>
-        wake(waitSubject.budget)
+      BudgetsChanged: Effect.fn("TenantTasks.budgetsChanged", { captureStackTrace: false })(({ payload }) =>
+        wake(waitSubject.budget, payload.id)
       ),
       PendingApprovals: Effect.fn("TenantTasks.pendingApprovals", { captureStackTrace: false })(({ payload }) =>
         store.pendingApprovals(tenantId, payload.cursor, payload.limit).pipe(

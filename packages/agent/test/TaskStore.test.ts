@@ -277,6 +277,15 @@ layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
       yield* withClient((client) => client.pexpire(key, 1_000))
       yield* Effect.flatMap(store, (s) => s.get(acme, t.task_id)).pipe(Effect.provide(redisStore))
       expect(yield* withClient((client) => client.pttl(key))).toBeGreaterThan(ttlMs - 5_000)
+      // a waiting task is kept as long as the longest wait (35 days), written or read
+      const waiting = { ...task("trip", "w"), status: "waiting" as const }
+      yield* Effect.flatMap(store, (s) => s.put(acme, record(waiting), { created: true })).pipe(
+        Effect.provide(redisStore)
+      )
+      const waitingKey = recordKey(acme, "trip", waiting.task_id)
+      expect(yield* withClient((client) => client.pttl(waitingKey))).toBeGreaterThan(34 * 86_400_000)
+      yield* Effect.flatMap(store, (s) => s.get(acme, waiting.task_id)).pipe(Effect.provide(redisStore))
+      expect(yield* withClient((client) => client.pttl(waitingKey))).toBeGreaterThan(34 * 86_400_000)
     }))
 
   it.effect("redis: a task's write costs the same at the 300th task of a session as at the 10th", () =>

@@ -44,11 +44,11 @@ const eventsOf = async (taskId: string, token: string) => {
   )
 }
 
-/** The next UTC midnight, as a budget of the day resets. */
-const nextDay = () => {
-  const now = new Date()
-  return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1)).toISOString()
-}
+/** The UTC midnight after the test's start, as a budget of the day resets (a run across midnight is skipped below). */
+const startedAt = new Date()
+const nextDay = () =>
+  new Date(Date.UTC(startedAt.getUTCFullYear(), startedAt.getUTCMonth(), startedAt.getUTCDate() + 1)).toISOString()
+const acrossMidnight = () => new Date().toISOString().slice(0, 10) !== startedAt.toISOString().slice(0, 10)
 
 const usageOf = async (token: string, budget: string, period: string) =>
   (await edge.call("GET", "/v1/usage", token)).body.usage.find((u: any) => u.budget === budget && u.period === period)
@@ -79,7 +79,7 @@ afterAll(async () => {
   await fake.close()
 })
 
-describe("spend budgets", () => {
+describe.skipIf(acrossMidnight())("spend budgets", () => {
   it("a plan that would go past its tool_calls budget waits mid-task, and goes on once an admin raises it", async () => {
     const settings = await edge.call("PUT", "/v1/settings", admin, {
       budgets: { tool_calls: { limit: 2, period: "day" } }
@@ -135,6 +135,33 @@ describe("spend budgets", () => {
       data: { step_id: "c", tool: "probe.echo", budget: "tool_calls", limit: 2, used: 2, resets_at: nextDay() }
     })
     expect(events.at(-1).type).toBe("task.succeeded")
+  })
+
+  it("a notice that finds the budget still spent leaves the wait to the next one: raised later, it goes on", async () => {
+    const tenantAdmin = await edge.sign({ tenant_id: "bud-again", role: "admin", sub: "root" })
+    const spent = { budgets: { tool_calls: { limit: 0, period: "day" } } }
+    expect((await edge.call("PUT", "/v1/settings", tenantAdmin, spent)).status).toBe(200)
+    const task = (await edge.call("POST", "/v1/tasks", tenantAdmin, {
+      input: { steps: [{ id: "g", tool: "probe.echo", input: { value: "bud-g" } }] },
+      mode: "async"
+    })).body
+    await until(task.task_id, tenantAdmin, (t) => t.status === "waiting")
+    // settings written again, the budget still spent: the task looks, and waits on
+    expect((await edge.call("PUT", "/v1/settings", tenantAdmin, { ...spent, approval_timeout: 600 })).status).toBe(200)
+    await sleep(500)
+    expect((await edge.call("GET", `/v1/tasks/${task.task_id}`, tenantAdmin)).body.status).toBe("waiting")
+    expect(echoCalls("bud-g")).toBe(0)
+    // the next notice wakes the same wait again
+    expect(
+      (await edge.call("PUT", "/v1/settings", tenantAdmin, { budgets: { tool_calls: { limit: 5, period: "day" } } }))
+        .status
+    ).toBe(200)
+    const done = await until(task.task_id, tenantAdmin, ended)
+    expect(done.status, JSON.stringify(done)).toBe("succeeded")
+    expect(echoCalls("bud-g")).toBe(1)
+    // one wait, one event: looking again and waiting on said nothing new
+    const events = await eventsOf(task.task_id, tenantAdmin)
+    expect(events.filter((e) => e.type === "budget.exhausted")).toHaveLength(1)
   })
 
   it("a task waiting for a budget can be cancelled; raising the budget then runs nothing of it", async () => {

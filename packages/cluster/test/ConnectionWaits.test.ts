@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Tracer from "effect/Tracer"
 import { createServer, type Server } from "node:http"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
 import { makeProbes, startEdge } from "./fixtures.js"
@@ -20,6 +22,26 @@ let otherAdmin = ""
 let timeoutAdmin = ""
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** The name and attributes of every span the runtime starts: which entity looked at what, for whom. */
+const spans: Array<{ readonly name: string; readonly attributes: ReadonlyMap<string, unknown> }> = []
+const capturing = (): Tracer.Tracer => {
+  const native = Effect.runSync(Effect.tracer)
+  return Tracer.make({
+    span: (...args) => {
+      const span = native.span(...args)
+      spans.push({ name: span.name, attributes: span.attributes })
+      return span
+    },
+    context: (f) => f()
+  })
+}
+/** `Connection.ready` asked of a tenant's connection to `provider`: a waiting call looking again. */
+const readyChecks = (tenant: string, provider: string) =>
+  spans.filter((s) =>
+    s.name === "Connection.ready" && s.attributes.get("altan.tenant_id") === tenant &&
+    s.attributes.get("altan.provider") === provider
+  ).length
 const reached = (provider: string) => received.filter((r) => r.provider === provider)
 
 /** A tenant tool that calls `provider`'s API with the tenant's API key for it. */
@@ -70,7 +92,7 @@ beforeAll(async () => {
   await new Promise<void>((r) => notes.listen(0, "127.0.0.1", r))
   notesBase = `http://127.0.0.1:${(notes.address() as { port: number }).port}`
   fake = await startFakeOpenAi()
-  edge = await startEdge(makeProbes())
+  edge = await startEdge(makeProbes(), { tracer: capturing() })
   admin = await edge.sign({ tenant_id: "cw", role: "admin", sub: "root" })
   member = await edge.sign({ tenant_id: "cw", role: "member", sub: "ana" })
   otherAdmin = await edge.sign({ tenant_id: "cw-other", role: "admin", sub: "eve" })
@@ -158,6 +180,8 @@ describe("a call waiting for its connection", () => {
       connection: { provider: "notes", reason: "missing" }
     })
     expect(reached("notes")).toEqual([{ provider: "notes", authorization: "Bearer nk-7c1e", body: { text: "hello" } }])
+    // woken, the call looked at the connection before calling (what the isolation test below counts)
+    expect(readyChecks("cw", "notes")).toBeGreaterThan(0)
     const events = await eventsOf(task.task_id)
     const types = events.map((e) => e.type)
     expect(types.indexOf("connection.required")).toBeGreaterThan(-1)
@@ -204,6 +228,7 @@ describe("a call waiting for its connection", () => {
       mode: "async"
     })).body
     await until(task.task_id, (t) => t.status === "waiting")
+    const looked = readyChecks("cw", "notes2")
     // the other tenant connects a provider of the same name: its own connection, not this tenant's
     expect((await edge.call("PUT", "/v1/secrets/notes2_key", otherAdmin, { value: "other-key" })).status).toBe(204)
     const theirs = await edge.call("PUT", "/v1/connections/notes2", otherAdmin, {
@@ -214,6 +239,8 @@ describe("a call waiting for its connection", () => {
     await sleep(500)
     expect((await get(task.task_id)).status).toBe("waiting")
     expect(reached("notes2")).toHaveLength(0)
+    // not even woken: a wake would have made the call look at this tenant's connection again
+    expect(readyChecks("cw", "notes2")).toBe(looked)
     // nor can the other tenant see or cancel it
     expect((await edge.call("POST", `/v1/tasks/${task.task_id}/cancel`, otherAdmin)).status).toBe(404)
 

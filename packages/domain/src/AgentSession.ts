@@ -125,8 +125,8 @@ export const AgentSession = Entity.make("AgentSession", [
       task_id: TaskId,
       submit: Schema.optional(SubmitPayload),
       /**
-       * Sent again after the task waited: what it waited for (a step's decision, or `<step>@<since>` for a step's wait
-       * for its connection), so each wake is its own message.
+       * Sent again after the task waited: what it waited for (a step's decision, or `<step>@<since>#<notice>` for a
+       * wait on a connection or a budget woken by a notice), so each wake is its own message.
        */
       after: Schema.optional(Schema.String)
     },
