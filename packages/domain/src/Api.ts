@@ -43,14 +43,14 @@ const sessionId = HttpApiSchema.param("session_id", SessionId)
 /** Tasks: submit, read, cancel. Any role; always scoped to the token's tenant. */
 export class TasksGroup extends HttpApiGroup.make("tasks")
   .add(
-    HttpApiEndpoint.post("create", "/v1/tasks")
+    HttpApiEndpoint.post("create", "/v1/tasks").annotate(OpenApi.Summary, "Submit a task")
       .setPayload(TaskRequest)
       .addSuccess(Task)
       .addSuccess(Task, { status: 202 })
       .annotate(OpenApi.Description, "Submit a task. 200 with the finished task (sync); 202 while it runs.")
   )
   .add(
-    HttpApiEndpoint.get("list", "/v1/tasks")
+    HttpApiEndpoint.get("list", "/v1/tasks").annotate(OpenApi.Summary, "List the tenant's tasks")
       .setUrlParams(TaskQuery)
       .addSuccess(TaskPage)
       .addError(InvalidRequestHttp)
@@ -61,10 +61,14 @@ export class TasksGroup extends HttpApiGroup.make("tasks")
           "GET /v1/tasks/{task_id} for the whole."
       )
   )
-  .add(HttpApiEndpoint.get("get")`/v1/tasks/${taskId}`.addSuccess(Task))
-  .add(HttpApiEndpoint.post("cancel")`/v1/tasks/${taskId}/cancel`.addSuccess(Task))
+  .add(HttpApiEndpoint.get("get")`/v1/tasks/${taskId}`.annotate(OpenApi.Summary, "Read a task").addSuccess(Task))
   .add(
-    HttpApiEndpoint.get("events")`/v1/tasks/${taskId}/events`
+    HttpApiEndpoint.post("cancel")`/v1/tasks/${taskId}/cancel`.annotate(OpenApi.Summary, "Cancel a task").addSuccess(
+      Task
+    )
+  )
+  .add(
+    HttpApiEndpoint.get("events")`/v1/tasks/${taskId}/events`.annotate(OpenApi.Summary, "Follow a task's events (SSE)")
       .setHeaders(Schema.Struct({ "last-event-id": Schema.optional(Schema.String) }))
       .addSuccess(HttpApiSchema.Text({ contentType: "text/event-stream" }))
       .annotate(
@@ -74,7 +78,10 @@ export class TasksGroup extends HttpApiGroup.make("tasks")
       )
   )
   .add(
-    HttpApiEndpoint.post("approve")`/v1/tasks/${taskId}/steps/${stepId}/approve`
+    HttpApiEndpoint.post("approve")`/v1/tasks/${taskId}/steps/${stepId}/approve`.annotate(
+      OpenApi.Summary,
+      "Approve a waiting call"
+    )
       .setPayload(ApproveRequest)
       .addSuccess(Task)
       .annotate(
@@ -85,7 +92,10 @@ export class TasksGroup extends HttpApiGroup.make("tasks")
       )
   )
   .add(
-    HttpApiEndpoint.post("reject")`/v1/tasks/${taskId}/steps/${stepId}/reject`
+    HttpApiEndpoint.post("reject")`/v1/tasks/${taskId}/steps/${stepId}/reject`.annotate(
+      OpenApi.Summary,
+      "Reject a waiting call"
+    )
       .setPayload(RejectRequest)
       .addSuccess(Task)
       .annotate(
@@ -98,12 +108,16 @@ export class TasksGroup extends HttpApiGroup.make("tasks")
   .addError(ConflictHttp)
   .addError(ForbiddenHttp)
   .middleware(Authentication)
+  .annotate(
+    OpenApi.Description,
+    "Tasks: submit a structured plan or a natural-language task, read and list them, follow their events, cancel them, and decide calls waiting for approval. Any role; always the token's tenant."
+  )
 {}
 
 /** The tenant's calls waiting for approval: all of them for an admin, a member's own tasks' for a member. */
 export class ApprovalsGroup extends HttpApiGroup.make("approvals")
   .add(
-    HttpApiEndpoint.get("list", "/v1/approvals")
+    HttpApiEndpoint.get("list", "/v1/approvals").annotate(OpenApi.Summary, "List the calls waiting for approval")
       .setUrlParams(ApprovalQuery)
       .addSuccess(ApprovalPage)
       .annotate(
@@ -113,14 +127,26 @@ export class ApprovalsGroup extends HttpApiGroup.make("approvals")
       )
   )
   .middleware(Authentication)
+  .annotate(
+    OpenApi.Description,
+    "Calls waiting for a person's approval: all of the tenant's for an admin, a member's own tasks' for a member."
+  )
 {}
 
 /** Sessions: the context tasks share. */
 export class SessionsGroup extends HttpApiGroup.make("sessions")
-  .add(HttpApiEndpoint.get("get")`/v1/sessions/${sessionId}`.addSuccess(SessionInfo))
-  .add(HttpApiEndpoint.del("reset")`/v1/sessions/${sessionId}`.addSuccess(HttpApiSchema.NoContent))
+  .add(
+    HttpApiEndpoint.get("get")`/v1/sessions/${sessionId}`.annotate(OpenApi.Summary, "Read a session").addSuccess(
+      SessionInfo
+    )
+  )
+  .add(
+    HttpApiEndpoint.del("reset")`/v1/sessions/${sessionId}`.annotate(OpenApi.Summary, "Forget a session's conversation")
+      .addSuccess(HttpApiSchema.NoContent)
+  )
   .addError(NotFoundHttp)
   .middleware(Authentication)
+  .annotate(OpenApi.Description, "Sessions: the context a session's tasks share (its conversation), and forgetting it.")
 {}
 
 const llmId = HttpApiSchema.param("llm_id", LlmId)
@@ -128,37 +154,78 @@ const secretName = HttpApiSchema.param("name", SecretName)
 
 /** Tenant LLMs, as the seed writes them. Admin only. */
 export class LlmsGroup extends HttpApiGroup.make("llms")
-  .add(HttpApiEndpoint.put("put")`/v1/llms/${llmId}`.setPayload(LlmConfig).addSuccess(LlmConfig))
-  .add(HttpApiEndpoint.get("get")`/v1/llms/${llmId}`.addSuccess(LlmConfig))
-  .add(HttpApiEndpoint.get("list", "/v1/llms").addSuccess(Schema.Array(LlmConfig)))
-  .add(HttpApiEndpoint.del("delete")`/v1/llms/${llmId}`.addSuccess(HttpApiSchema.NoContent))
+  .add(
+    HttpApiEndpoint.put("put")`/v1/llms/${llmId}`.annotate(OpenApi.Summary, "Configure an LLM").setPayload(LlmConfig)
+      .addSuccess(LlmConfig)
+  )
+  .add(
+    HttpApiEndpoint.get("get")`/v1/llms/${llmId}`.annotate(OpenApi.Summary, "Read an LLM's configuration").addSuccess(
+      LlmConfig
+    )
+  )
+  .add(
+    HttpApiEndpoint.get("list", "/v1/llms").annotate(OpenApi.Summary, "List the tenant's LLMs").addSuccess(
+      Schema.Array(LlmConfig)
+    )
+  )
+  .add(
+    HttpApiEndpoint.del("delete")`/v1/llms/${llmId}`.annotate(OpenApi.Summary, "Remove an LLM").addSuccess(
+      HttpApiSchema.NoContent
+    )
+  )
   .addError(NotFoundHttp)
   .middleware(Authentication)
+  .annotate(
+    OpenApi.Description,
+    "The tenant's LLMs (OpenAI-compatible endpoints), their keys named by secret. Admin only."
+  )
 {}
 
 /** Tenant settings: default and fallback LLMs, egress allowlist, provider base URLs. Admin only. */
 export class SettingsGroup extends HttpApiGroup.make("settings")
-  .add(HttpApiEndpoint.put("put", "/v1/settings").setPayload(Settings).addSuccess(Settings))
-  .add(HttpApiEndpoint.get("get", "/v1/settings").addSuccess(Settings))
+  .add(
+    HttpApiEndpoint.put("put", "/v1/settings").annotate(OpenApi.Summary, "Write the tenant's settings").setPayload(
+      Settings
+    ).addSuccess(Settings)
+  )
+  .add(
+    HttpApiEndpoint.get("get", "/v1/settings").annotate(OpenApi.Summary, "Read the tenant's settings").addSuccess(
+      Settings
+    )
+  )
   .middleware(Authentication)
+  .annotate(
+    OpenApi.Description,
+    "The tenant's settings: default LLMs, egress allowlist, provider base URLs, approvals, connection timeout, budgets, MCP exposure. Admin only."
+  )
 {}
 
 /** The tenant's spend this UTC day and this month, per budget (settings `budgets`). Any role. */
 export class UsageGroup extends HttpApiGroup.make("usage")
-  .add(HttpApiEndpoint.get("get", "/v1/usage").addSuccess(UsageReport))
+  .add(
+    HttpApiEndpoint.get("get", "/v1/usage").annotate(OpenApi.Summary, "Read the tenant's spend per budget").addSuccess(
+      UsageReport
+    )
+  )
   .middleware(Authentication)
+  .annotate(OpenApi.Description, "The tenant's spend this UTC day and month, per budget. Any role.")
 {}
 
 /** Write-only secrets, referred to by name from LLM configs and connections. Admin only. */
 export class SecretsGroup extends HttpApiGroup.make("secrets")
   .add(
-    HttpApiEndpoint.put("put")`/v1/secrets/${secretName}`
+    HttpApiEndpoint.put("put")`/v1/secrets/${secretName}`.annotate(OpenApi.Summary, "Store a secret")
       .setPayload(Schema.Struct({ value: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(16_384)) }))
       .addSuccess(HttpApiSchema.NoContent)
   )
-  .add(HttpApiEndpoint.del("delete")`/v1/secrets/${secretName}`.addSuccess(HttpApiSchema.NoContent))
+  .add(
+    HttpApiEndpoint.del("delete")`/v1/secrets/${secretName}`.annotate(OpenApi.Summary, "Delete a secret").addSuccess(
+      HttpApiSchema.NoContent
+    )
+  )
   .addError(NotFoundHttp)
   .middleware(Authentication)
+  .annotate(OpenApi.Description, "Write-only secrets, referred to by name from LLMs and connections. Admin only.")
 {}
 
 const toolId = HttpApiSchema.param("tool_id", ToolId)
@@ -166,27 +233,60 @@ const provider = HttpApiSchema.param("provider", ProviderName)
 
 /** Built-in and the tenant's own tools. Any role reads; admins write. */
 export class ToolsGroup extends HttpApiGroup.make("tools")
-  .add(HttpApiEndpoint.put("put")`/v1/tools/${toolId}`.setPayload(ToolDefinition).addSuccess(ToolSpec))
-  .add(HttpApiEndpoint.get("list", "/v1/tools").addSuccess(Schema.Array(ToolSpec)))
-  .add(HttpApiEndpoint.get("get")`/v1/tools/${toolId}`.addSuccess(ToolView))
-  .add(HttpApiEndpoint.del("delete")`/v1/tools/${toolId}`.addSuccess(HttpApiSchema.NoContent))
+  .add(
+    HttpApiEndpoint.put("put")`/v1/tools/${toolId}`.annotate(OpenApi.Summary, "Define a custom HTTP tool").setPayload(
+      ToolDefinition
+    ).addSuccess(ToolSpec)
+  )
+  .add(
+    HttpApiEndpoint.get("list", "/v1/tools").annotate(OpenApi.Summary, "List the tenant's tools").addSuccess(
+      Schema.Array(ToolSpec)
+    )
+  )
+  .add(HttpApiEndpoint.get("get")`/v1/tools/${toolId}`.annotate(OpenApi.Summary, "Read a tool").addSuccess(ToolView))
+  .add(
+    HttpApiEndpoint.del("delete")`/v1/tools/${toolId}`.annotate(OpenApi.Summary, "Remove a custom tool").addSuccess(
+      HttpApiSchema.NoContent
+    )
+  )
   .addError(NotFoundHttp)
   .middleware(Authentication)
+  .annotate(OpenApi.Description, "Built-in tools and the tenant's custom HTTP tools. Any role reads; admins write.")
 {}
 
 /** The tenant's connections to providers (API keys and tokens). Admin only. */
 export class ConnectionsGroup extends HttpApiGroup.make("connections")
-  .add(HttpApiEndpoint.put("put")`/v1/connections/${provider}`.setPayload(ConnectionConfig).addSuccess(ConnectionInfo))
   .add(
-    HttpApiEndpoint.post("authorize")`/v1/connections/${provider}/authorize`.addSuccess(AuthorizeResponse).addError(
+    HttpApiEndpoint.put("put")`/v1/connections/${provider}`.annotate(
+      OpenApi.Summary,
+      "Configure a connection to a provider"
+    ).setPayload(ConnectionConfig).addSuccess(ConnectionInfo)
+  )
+  .add(
+    HttpApiEndpoint.post("authorize")`/v1/connections/${provider}/authorize`.annotate(
+      OpenApi.Summary,
+      "Start an OAuth2 authorization"
+    ).addSuccess(AuthorizeResponse).addError(
       ConflictHttp
     )
   )
-  .add(HttpApiEndpoint.get("list", "/v1/connections").addSuccess(Schema.Array(ConnectionInfo)))
-  .add(HttpApiEndpoint.del("delete")`/v1/connections/${provider}`.addSuccess(HttpApiSchema.NoContent))
+  .add(
+    HttpApiEndpoint.get("list", "/v1/connections").annotate(OpenApi.Summary, "List the tenant's connections")
+      .addSuccess(Schema.Array(ConnectionInfo))
+  )
+  .add(
+    HttpApiEndpoint.del("delete")`/v1/connections/${provider}`.annotate(
+      OpenApi.Summary,
+      "Remove a connection (revoking its tokens)"
+    ).addSuccess(HttpApiSchema.NoContent)
+  )
   .addError(NotFoundHttp)
   .addError(UpstreamFailedHttp)
   .middleware(Authentication)
+  .annotate(
+    OpenApi.Description,
+    "The tenant's connections to providers (API keys, OAuth2 apps) and the start of an OAuth2 authorization. Admin only."
+  )
 {}
 
 /**
@@ -195,7 +295,7 @@ export class ConnectionsGroup extends HttpApiGroup.make("connections")
  */
 export class OAuthGroup extends HttpApiGroup.make("oauth")
   .add(
-    HttpApiEndpoint.get("callback", "/v1/oauth/callback")
+    HttpApiEndpoint.get("callback", "/v1/oauth/callback").annotate(OpenApi.Summary, "OAuth2 callback")
       .setUrlParams(Schema.Struct({
         state: Schema.String.pipe(Schema.maxLength(512)),
         code: Schema.optional(Schema.String.pipe(Schema.maxLength(4096))),
@@ -206,6 +306,10 @@ export class OAuthGroup extends HttpApiGroup.make("oauth")
   )
   .addError(NotFoundHttp)
   .addError(UpstreamFailedHttp)
+  .annotate(
+    OpenApi.Description,
+    "Where a provider sends the user back after an OAuth2 consent; the single-use state is the only credential."
+  )
 {}
 
 export const Health = Schema.Struct({ status: Schema.Literal("ok") })
@@ -216,8 +320,9 @@ export const Readiness = Schema.Struct({
 
 /** Probes for Kubernetes; no authentication. */
 export class HealthGroup extends HttpApiGroup.make("health")
-  .add(HttpApiEndpoint.get("healthz", "/healthz").addSuccess(Health))
-  .add(HttpApiEndpoint.get("readyz", "/readyz").addSuccess(Readiness))
+  .add(HttpApiEndpoint.get("healthz", "/healthz").annotate(OpenApi.Summary, "Liveness").addSuccess(Health))
+  .add(HttpApiEndpoint.get("readyz", "/readyz").annotate(OpenApi.Summary, "Readiness").addSuccess(Readiness))
+  .annotate(OpenApi.Description, "Probes for Kubernetes; no authentication.")
 {}
 
 /** The public HTTP API of ../shared/API.md, served by the integrator. */
@@ -240,4 +345,12 @@ export class Api extends HttpApi.make("altan")
   .addError(TooManyRequestsHttp)
   .annotate(OpenApi.Title, "Altan agent runtime")
   .annotate(OpenApi.Version, "0.1.0")
+  .annotate(
+    OpenApi.Description,
+    "A multi-tenant runtime for AI agents that act in third-party applications with each tenant's own credentials. " +
+      "Every route but the probes and the OAuth2 callback takes `Authorization: Bearer <JWT>`; the tenant is the " +
+      "token's. Errors are `{\"error\": {\"code\", \"message\", \"details\"?}}`."
+  )
+  .annotate(OpenApi.License, { name: "Proprietary" })
+  .annotate(OpenApi.Servers, [{ url: "/", description: "The edge serving this document" }])
 {}
