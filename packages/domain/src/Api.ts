@@ -5,6 +5,7 @@ import * as HttpApiMiddleware from "@effect/platform/HttpApiMiddleware"
 import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import * as HttpApiSecurity from "@effect/platform/HttpApiSecurity"
 import * as OpenApi from "@effect/platform/OpenApi"
+import * as JSONSchema from "effect/JSONSchema"
 import * as Schema from "effect/Schema"
 import { ApprovalPage, ApprovalQuery, ApproveRequest, RejectRequest } from "./Approval.js"
 import { UsageReport } from "./Budget.js"
@@ -25,9 +26,35 @@ import { LlmConfig, LlmId } from "./LlmConfig.js"
 import { CurrentPrincipal } from "./Principal.js"
 import { SecretName } from "./Secret.js"
 import { Settings } from "./Settings.js"
-import { SessionInfo, Task, TaskPage, TaskQuery, TaskRequest } from "./Task.js"
+import { SessionInfo, Task, TaskEvent, TaskPage, TaskQuery, TaskRequest } from "./Task.js"
 import { ToolDefinition, ToolSpec } from "./ToolDefinition.js"
 import { ToolView } from "./ToolWorker.js"
+
+/**
+ * The task's event stream as the document has it: `text/event-stream` whose every `data:` is a `TaskEvent` (named among
+ * the components, with what it refers to), not an opaque string.
+ */
+const withEventSchema = (spec: Record<string, any>): Record<string, any> => {
+  const definitions: Record<string, JSONSchema.JsonSchema7> = {}
+  const event = JSONSchema.fromAST(TaskEvent.ast, {
+    definitions,
+    definitionPath: "#/components/schemas/",
+    target: "openApi3.1"
+  })
+  const stream = spec.paths?.["/v1/tasks/{task_id}/events"]?.get?.responses?.["200"]
+  if (stream !== undefined) {
+    stream.description = "Server-sent events: `id`, `event` (the type) and `data`, a TaskEvent as JSON"
+    stream.content = {
+      "text/event-stream": {
+        schema: { type: "string", description: "`id: <event id>`, `event: <type>`, `data: <TaskEvent JSON>` blocks" },
+        // OpenAPI 3.2 calls it `itemSchema`; the document is 3.1, where it is an extension
+        "x-event-schema": event
+      }
+    }
+  }
+  spec.components = { ...spec.components, schemas: { ...definitions, ...spec.components?.schemas } }
+  return spec
+}
 
 /** Verifies `Authorization: Bearer <JWT>` and provides the caller's `Principal`. */
 export class Authentication extends HttpApiMiddleware.Tag<Authentication>()("Authentication", {
@@ -353,4 +380,5 @@ export class Api extends HttpApi.make("altan")
   )
   .annotate(OpenApi.License, { name: "Proprietary" })
   .annotate(OpenApi.Servers, [{ url: "/", description: "The edge serving this document" }])
+  .annotate(OpenApi.Transform, withEventSchema)
 {}

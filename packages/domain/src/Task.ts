@@ -54,6 +54,7 @@ export const TaskRequest = Schema.Struct({
   /** More calls to approve than the tenant's settings ask for. */
   approval_required: Schema.optional(Schema.Array(ApprovalRule).pipe(Schema.maxItems(256)))
 }).annotations({
+  identifier: "TaskRequest",
   // a misspelt field (`inputs`) is named in the 400, not silently dropped
   parseOptions: { onExcessProperty: "error" }
 })
@@ -113,7 +114,7 @@ export const StepApproval = Schema.Struct({
   reason: Schema.optional(Schema.String),
   /** The approver changed the call's input: the step ran with the edited one (`input`), hashed as `input_hash`. */
   edited: Schema.optional(Schema.Boolean)
-})
+}).annotations({ identifier: "StepApproval" })
 export type StepApproval = typeof StepApproval.Type
 
 /**
@@ -127,7 +128,7 @@ export const StepConnection = Schema.Struct({
   requested_at: Schema.String,
   expires_at: Schema.String,
   authorize_url: Schema.optional(Schema.String)
-})
+}).annotations({ identifier: "StepConnection" })
 export type StepConnection = typeof StepConnection.Type
 
 /**
@@ -146,7 +147,7 @@ export const WaitingFor = Schema.Struct({
   budget: Schema.optional(BudgetName),
   resets_at: Schema.optional(Schema.String),
   expires_at: Schema.optional(Schema.String)
-})
+}).annotations({ identifier: "WaitingFor" })
 export type WaitingFor = typeof WaitingFor.Type
 
 /** One tool call of a task, with its outcome and timing. */
@@ -171,7 +172,7 @@ export const Step = Schema.Struct({
   connection: Schema.optional(StepConnection),
   /** While (or after) the call waited for a spent budget: the last such wait. */
   budget: Schema.optional(BudgetWait)
-})
+}).annotations({ identifier: "Step" })
 export type Step = typeof Step.Type
 
 export const Usage = Schema.Struct({
@@ -179,7 +180,7 @@ export const Usage = Schema.Struct({
   tool_calls: Schema.Int,
   prompt_tokens: Schema.Int,
   completion_tokens: Schema.Int
-})
+}).annotations({ identifier: "Usage" })
 export type Usage = typeof Usage.Type
 
 export const emptyUsage: Usage = { llm_calls: 0, tool_calls: 0, prompt_tokens: 0, completion_tokens: 0 }
@@ -192,7 +193,7 @@ export const Turn = Schema.Struct({
   prompt_tokens: Schema.Int,
   completion_tokens: Schema.Int,
   finished_at: Schema.String
-})
+}).annotations({ identifier: "Turn" })
 export type Turn = typeof Turn.Type
 
 /** A task as the API returns it. */
@@ -225,7 +226,7 @@ export const Task = Schema.Struct({
   budget_wait: Schema.optional(Schema.Struct({ ...BudgetWait.fields, turn: Schema.Int, llm_id: Schema.String })),
   created_at: Schema.String,
   updated_at: Schema.String
-})
+}).annotations({ identifier: "Task" })
 export type Task = typeof Task.Type
 
 /** A task as `GET /v1/tasks` lists it: what it is and how it stands, without its inputs, outputs and steps. */
@@ -242,7 +243,7 @@ export const TaskSummary = Schema.Struct({
   usage: Usage,
   created_at: Schema.String,
   updated_at: Schema.String
-})
+}).annotations({ identifier: "TaskSummary" })
 export type TaskSummary = typeof TaskSummary.Type
 
 export const summaryOf = (task: Task): TaskSummary => ({
@@ -271,7 +272,7 @@ export const TaskPage = Schema.Struct({
   tasks: Schema.Array(TaskSummary),
   /** Present when there may be more: pass it as `cursor`. */
   next_cursor: Schema.optional(Schema.String)
-})
+}).annotations({ identifier: "TaskPage" })
 export type TaskPage = typeof TaskPage.Type
 
 /** The task without `waiting_for`: it no longer waits. */
@@ -384,7 +385,7 @@ export const TaskEvent = Schema.Struct({
   at: Schema.String,
   step_id: Schema.optional(Schema.String),
   data: Schema.optional(Schema.Unknown)
-})
+}).annotations({ identifier: "TaskEvent" })
 export type TaskEvent = typeof TaskEvent.Type
 
 /** `GET /v1/sessions/{id}`. */
