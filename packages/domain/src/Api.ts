@@ -23,6 +23,7 @@ import {
 } from "./Errors.js"
 import { SessionId, TaskId, ToolId } from "./Ids.js"
 import { LlmConfig, LlmId } from "./LlmConfig.js"
+import { McpServer, McpServerConfig, McpServerId } from "./McpServers.js"
 import { CurrentPrincipal } from "./Principal.js"
 import { SecretName } from "./Secret.js"
 import { Settings } from "./Settings.js"
@@ -345,6 +346,48 @@ export const Readiness = Schema.Struct({
   checks: Schema.Record({ key: Schema.String, value: Schema.String })
 })
 
+const serverId = HttpApiSchema.param("server_id", McpServerId)
+
+/** The tenant's remote MCP servers, whose tools become its tools `mcp.<server_id>.<name>`. Admin only. */
+export class McpServersGroup extends HttpApiGroup.make("mcp")
+  .add(
+    HttpApiEndpoint.put("put")`/v1/mcp/servers/${serverId}`.annotate(OpenApi.Summary, "Add or replace an MCP server")
+      .setPayload(McpServerConfig)
+      .addSuccess(McpServer)
+      .annotate(
+        OpenApi.Description,
+        "Lists the server's tools now (through the egress guard: its host must be in the tenant's egress_allowlist) " +
+          "and imports them as mcp.<server_id>.<name>; 502 when the server cannot be reached or lists none."
+      )
+  )
+  .add(
+    HttpApiEndpoint.get("list", "/v1/mcp/servers").annotate(OpenApi.Summary, "List the tenant's MCP servers")
+      .addSuccess(Schema.Array(McpServer))
+  )
+  .add(
+    HttpApiEndpoint.get("get")`/v1/mcp/servers/${serverId}`.annotate(OpenApi.Summary, "Read an MCP server")
+      .addSuccess(McpServer)
+  )
+  .add(
+    HttpApiEndpoint.del("delete")`/v1/mcp/servers/${serverId}`.annotate(OpenApi.Summary, "Remove an MCP server")
+      .addSuccess(HttpApiSchema.NoContent)
+  )
+  .add(
+    HttpApiEndpoint.post("refresh")`/v1/mcp/servers/${serverId}/refresh`.annotate(
+      OpenApi.Summary,
+      "Import an MCP server's tools again"
+    ).addSuccess(McpServer)
+  )
+  .addError(NotFoundHttp)
+  .addError(UpstreamFailedHttp)
+  .middleware(Authentication)
+  .annotate(
+    OpenApi.Description,
+    "The tenant's remote MCP servers: their tools become the tenant's tools mcp.<server_id>.<name>, called through " +
+      "the tenant's connection like any tool. Admin only."
+  )
+{}
+
 /** Probes for Kubernetes; no authentication. */
 export class HealthGroup extends HttpApiGroup.make("health")
   .add(HttpApiEndpoint.get("healthz", "/healthz").annotate(OpenApi.Summary, "Liveness").addSuccess(Health))
@@ -363,6 +406,7 @@ export class Api extends HttpApi.make("altan")
   .add(SecretsGroup)
   .add(ToolsGroup)
   .add(ConnectionsGroup)
+  .add(McpServersGroup)
   .add(OAuthGroup)
   .add(HealthGroup)
   .addError(InvalidRequestHttp)

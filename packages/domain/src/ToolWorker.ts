@@ -3,8 +3,9 @@ import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
 import { BudgetExhausted, ConnectionRequired, RateLimited, UpstreamUnavailable } from "./ConnectionErrors.js"
-import { ErrorDetails, InvalidRequest, Unavailable } from "./Errors.js"
+import { ErrorDetails, InvalidRequest, NotFound, Unavailable, UpstreamFailed } from "./Errors.js"
 import { entityId, type TenantId } from "./Ids.js"
+import { McpServer, McpServerConfig, McpServerId } from "./McpServers.js"
 import { payload } from "./RpcPayload.js"
 import { TaggedError } from "./TaggedError.js"
 import { ToolDefinition, ToolSpec } from "./ToolDefinition.js"
@@ -193,7 +194,30 @@ export const ToolWorker = Entity.make("ToolWorker", [
     success: ToolView,
     error: Schema.Union(ToolNotFound, Unavailable)
   }),
-  Rpc.make("DeleteTool", { payload: { tool_id: Schema.String }, error: Schema.Union(ToolNotFound, Unavailable) })
+  Rpc.make("DeleteTool", { payload: { tool_id: Schema.String }, error: Schema.Union(ToolNotFound, Unavailable) }),
+  /**
+   * Lists a remote MCP server's tools (`tools/list`, through the egress guard, with the tenant's credential for it)
+   * and imports them as the tenant's tools `mcp.<server_id>.<name>`, replacing what the server had before; sent to
+   * the catalog on `PUT` and on refresh. `UpstreamFailed`: the server could not be reached or answered no tool list.
+   */
+  Rpc.make("ImportMcpServer", {
+    payload: {
+      server_id: McpServerId,
+      config: McpServerConfig,
+      credential: Schema.optional(Credential),
+      egress_allowlist: Schema.Array(Schema.String)
+    },
+    success: McpServer,
+    error: Schema.Union(InvalidRequest, UpstreamFailed, Unavailable)
+  }),
+  Rpc.make("ListMcpServers", { success: Schema.Array(McpServer), error: Unavailable }),
+  Rpc.make("GetMcpServer", {
+    payload: { server_id: Schema.String },
+    success: McpServer,
+    error: Schema.Union(NotFound, Unavailable)
+  }),
+  /** Forgets the server and its tools; `false` when there was none. */
+  Rpc.make("DeleteMcpServer", { payload: { server_id: Schema.String }, success: Schema.Boolean, error: Unavailable })
 ]).annotate(ClusterSchema.ShardGroup, (entityId) => toolShardGroup(entityId.slice(entityId.indexOf("/") + 1)))
 
 /** The entity that answers `List` for a tenant (not a tool id: those cannot start with `_`). */

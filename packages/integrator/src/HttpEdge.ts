@@ -12,6 +12,7 @@ import * as Authentication from "./Authentication.js"
 import { LlmsLive, SecretsLive, SettingsLive, UsageLive } from "./HttpConfig.js"
 import { ConnectionsLive, OAuthLive } from "./HttpConnections.js"
 import { HealthLive } from "./HttpHealth.js"
+import { McpServersLive } from "./HttpMcpServers.js"
 import { ApprovalsLive, SessionsLive, TasksLive } from "./HttpTasks.js"
 import { ToolsLive } from "./HttpTools.js"
 import { IntegratorConfig } from "./IntegratorConfig.js"
@@ -58,6 +59,7 @@ export const HttpEdgeLive = Layer.unwrapEffect(Effect.gen(function*() {
       SecretsLive,
       ToolsLive,
       ConnectionsLive,
+      McpServersLive,
       OAuthLive,
       HealthLive,
       RpcLive,

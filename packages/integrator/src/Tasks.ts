@@ -16,7 +16,7 @@ import { defaultConnectionTimeoutSeconds, type Settings } from "@altan/domain/Se
 import type { Plan, Task, TaskQuery, TaskRequest } from "@altan/domain/Task"
 import { TenantTasks } from "@altan/domain/TenantTasks"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
-import { ToolInputInvalid, ToolWorker } from "@altan/domain/ToolWorker"
+import { ToolInputInvalid, ToolNotFound, ToolWorker } from "@altan/domain/ToolWorker"
 import * as EntityAddress from "@effect/cluster/EntityAddress"
 import * as EntityId from "@effect/cluster/EntityId"
 import * as MessageStorage from "@effect/cluster/MessageStorage"
@@ -177,6 +177,14 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
                 field: `${field}${e.details?.["field"] ? `.${e.details["field"]}` : ""}`
               }
             })
+            // removed since the edge last described it (its spec is kept a moment)
+            : ToolNotFound.is(e)
+            ? (specCache.delete(entityId(tenantId, tool)),
+              new InvalidRequest({
+                code: "unknown_tool",
+                message: `${label}: unknown tool ${tool}`,
+                details: { field }
+              }))
             : new Unavailable({
               message: `the tool service could not check ${label} (${e._tag}); retry later`,
               details: { retry_after_ms: 2000 }

@@ -1,7 +1,7 @@
 import { InvalidRequest } from "@altan/domain/Errors"
 import type { JsonSchema, ToolDefinition, ToolSpec } from "@altan/domain/ToolDefinition"
 import { ToolInputInvalid } from "@altan/domain/ToolWorker"
-import { Ajv } from "ajv"
+import { Ajv, type ValidateFunction } from "ajv"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Redacted from "effect/Redacted"
@@ -9,6 +9,33 @@ import { isIP } from "node:net"
 import { checkStatus, httpFailed, requireCredential, type Tool } from "./Tool.js"
 
 const ajv = new Ajv({ allErrors: true, strict: false, coerceTypes: false })
+
+/** A compiled JSON Schema of a tool's input, or why it does not compile. */
+export const compileInputSchema = (schema: JsonSchema): Either.Either<ValidateFunction, string> => {
+  try {
+    return Either.right(ajv.compile(schema))
+  } catch (e) {
+    return Either.left((e as Error).message)
+  }
+}
+
+/** A tool's `decode` by its compiled input schema: the first offending field named, every issue listed. */
+export const jsonSchemaDecoder = (id: string, validate: ValidateFunction) => (input: unknown) =>
+  validate(input) ? Effect.succeed(input) : Effect.fail(
+    new ToolInputInvalid({
+      tool_id: id,
+      message: `invalid input for ${id}: ${ajv.errorsText(validate.errors, { dataVar: "input" })}`,
+      details: {
+        field: (validate.errors?.[0]?.instancePath ?? "").replace(/^\//, "").replace(/\//g, ".") ||
+          String(
+            validate.errors?.[0]?.params && "missingProperty" in validate.errors[0].params
+              ? validate.errors[0].params.missingProperty
+              : ""
+          ),
+        issues: (validate.errors ?? []).map((e) => ({ path: e.instancePath, message: e.message }))
+      }
+    })
+  )
 
 const invalid = (message: string, field: string) =>
   new InvalidRequest({ code: "invalid_tool", message, details: { field } })
@@ -106,22 +133,7 @@ export const fromDefinition = (
   return Either.right({
     spec,
     hosts: vendorHosts,
-    decode: (input) =>
-      validate(input) ? Effect.succeed(input) : Effect.fail(
-        new ToolInputInvalid({
-          tool_id: id,
-          message: `invalid input for ${id}: ${ajv.errorsText(validate.errors, { dataVar: "input" })}`,
-          details: {
-            field: (validate.errors?.[0]?.instancePath ?? "").replace(/^\//, "").replace(/\//g, ".") ||
-              String(
-                validate.errors?.[0]?.params && "missingProperty" in validate.errors[0].params
-                  ? validate.errors[0].params.missingProperty
-                  : ""
-              ),
-            issues: (validate.errors ?? []).map((e) => ({ path: e.instancePath, message: e.message }))
-          }
-        })
-      ),
+    decode: jsonSchemaDecoder(id, validate),
     run: (input, ctx) =>
       Effect.gen(function*() {
         const args = { ...(input as Record<string, unknown>) }

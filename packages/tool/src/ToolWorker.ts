@@ -2,9 +2,10 @@ import { AuditLog } from "@altan/audit/AuditLog"
 import { BudgetExhausted, Connection, ConnectionRequired, llmConnectionId } from "@altan/domain/Connection"
 import { Egress, EgressDenied, type EgressResponse } from "@altan/domain/Egress"
 import { isClusterError } from "@altan/domain/EntityCall"
-import { Unavailable } from "@altan/domain/Errors"
+import { InvalidRequest, NotFound, Unavailable, UpstreamFailed } from "@altan/domain/Errors"
 import { parseEntityId } from "@altan/domain/Ids"
 import { LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
+import type { McpServer } from "@altan/domain/McpServers"
 import { maskSecrets, maskValuesDeep } from "@altan/domain/Secret"
 import { ToolFailed, toolFailedFields, ToolNotFound, type ToolResult, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
@@ -13,6 +14,7 @@ import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
@@ -20,6 +22,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import { type Claim, ExecutionLedger, leaseMillis, type LedgerUnavailable, type Outcome } from "./ExecutionLedger.js"
+import * as McpTool from "./McpTool.js"
 import { cacheKey, ToolCache } from "./ToolCache.js"
 import { ToolRegistry } from "./ToolRegistry.js"
 
@@ -338,7 +341,86 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
           ),
         List: Effect.fn("ToolWorker.list", { attributes, captureStackTrace: false })(() =>
           Effect.map(registry.list(tenantId), (tools) => tools.map((tool) => tool.spec))
-        )
+        ),
+        ImportMcpServer: Effect.fn("ToolWorker.importMcpServer", {
+          attributes: { "altan.tenant_id": tenantId },
+          captureStackTrace: false
+        })(function*({ payload }) {
+          const { config, credential, server_id } = payload
+          yield* Effect.annotateCurrentSpan("altan.mcp_server", server_id)
+          const credentialHeaders = credential ? [credential.header] : []
+          const sent = credential ? [Redacted.value(credential.value)] : []
+          const listed = yield* McpTool.listTools(
+            config.url,
+            credential,
+            (request) => egress.request({ ...request, allowHosts: payload.egress_allowlist, credentialHeaders }),
+            server_id,
+            config.tools
+          ).pipe(
+            Effect.mapError(({ error, refused }) =>
+              refused !== undefined && EgressDenied.is(refused)
+                ? new InvalidRequest({
+                  code: "egress_denied",
+                  message: `${McpTool.importRefusal(refused)}: put the server's host in the tenant's egress_allowlist`,
+                  details: { field: "url" }
+                })
+                : new UpstreamFailed({
+                  message: maskSecrets(
+                    refused !== undefined
+                      ? McpTool.importRefusal(refused)
+                      : `the MCP server did not list its tools: ${
+                        error instanceof Error ? error.message : String(error)
+                      }`,
+                    sent
+                  ),
+                  details: { server_id }
+                })
+            )
+          )
+          // two of its names that become one tool id, or a schema that does not compile: the admin narrows `tools`
+          const ids = new Map<string, string>()
+          for (const tool of listed.tools) {
+            const other = ids.get(tool.tool_id)
+            if (other !== undefined) {
+              return yield* new InvalidRequest({
+                code: "invalid_mcp_server",
+                message: `the server's tools "${other}" and "${tool.name}" would both be ${tool.tool_id}; ` +
+                  `leave one out with "tools"`,
+                details: { field: "tools" }
+              })
+            }
+            ids.set(tool.tool_id, tool.name)
+          }
+          const server: McpServer = {
+            server_id,
+            ...config,
+            ...(listed.protocolVersion ? { protocol_version: listed.protocolVersion } : {}),
+            tools: listed.tools,
+            refreshed_at: new Date(yield* Clock.currentTimeMillis).toISOString()
+          }
+          for (const tool of listed.tools) {
+            if (Either.isLeft(McpTool.fromImported(server, tool))) {
+              return yield* new InvalidRequest({
+                code: "invalid_mcp_server",
+                message: `the input schema of the server's tool "${tool.name}" is not a valid JSON Schema; ` +
+                  `leave it out with "tools"`,
+                details: { field: "tools" }
+              })
+            }
+          }
+          yield* registry.putMcpServer(tenantId, server)
+          return server
+        }),
+        ListMcpServers: () => registry.listMcpServers(tenantId),
+        GetMcpServer: ({ payload }) =>
+          Effect.flatMap(
+            registry.getMcpServer(tenantId, payload.server_id),
+            Option.match({
+              onNone: () => Effect.fail(new NotFound({ message: `no MCP server ${payload.server_id}` })),
+              onSome: Effect.succeed
+            })
+          ),
+        DeleteMcpServer: ({ payload }) => registry.removeMcpServer(tenantId, payload.server_id)
       })
     }),
     // a defect fails the call it happened in, never restarts the worker (which would cut off the others mid-call)

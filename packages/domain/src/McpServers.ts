@@ -1,0 +1,80 @@
+import * as Schema from "effect/Schema"
+import { ProviderName } from "./ConnectionConfig.js"
+import { HttpUrl } from "./LlmConfig.js"
+import { JsonSchema } from "./ToolDefinition.js"
+
+/**
+ * A tenant's remote MCP servers (`/v1/mcp/servers`): each one's tools become the tenant's tools
+ * `mcp.<server_id>.<tool name>`, called through the tenant's connection to the server's provider like any tool.
+ */
+export const McpServerId = Schema.String.pipe(
+  Schema.pattern(/^[a-z][a-z0-9_]{0,31}$/, {
+    message: () => "server_id must be 1-32 lowercase letters, digits or _, starting with a letter"
+  })
+)
+
+/** `PUT /v1/mcp/servers/{server_id}`. */
+export const McpServerConfig = Schema.Struct({
+  /** The server's Streamable HTTP endpoint; its host must be in the tenant's `egress_allowlist`. */
+  url: HttpUrl,
+  /**
+   * The tenant's connection whose credential every request to the server carries (an `api_key` connection: its
+   * header). Unset: none. Calls go through `Connection[tenant/<connection>]` (or `mcp-<server_id>` without one).
+   */
+  connection: Schema.optional(ProviderName),
+  /** Only these of the server's tools (by the server's names); unset: all of them. */
+  tools: Schema.optional(
+    Schema.Array(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(128))).pipe(
+      Schema.maxItems(256)
+    )
+  ),
+  description: Schema.optional(Schema.String.pipe(Schema.maxLength(1000)))
+}).annotations({ identifier: "McpServerConfig", parseOptions: { onExcessProperty: "error" } })
+export type McpServerConfig = typeof McpServerConfig.Type
+
+/** One tool of a remote MCP server, as it listed it (`tools/list`), under its tool id here. */
+export const McpImportedTool = Schema.Struct({
+  tool_id: Schema.String,
+  /** The server's name for it, which `tools/call` uses. */
+  name: Schema.String,
+  title: Schema.optional(Schema.String),
+  description: Schema.String,
+  input_schema: JsonSchema,
+  output_schema: Schema.optional(JsonSchema),
+  read_only: Schema.Boolean,
+  destructive: Schema.Boolean,
+  idempotent: Schema.Boolean
+})
+export type McpImportedTool = typeof McpImportedTool.Type
+
+/** A remote MCP server as stored, and as `GET /v1/mcp/servers` shows it. */
+export const McpServer = Schema.Struct({
+  server_id: McpServerId,
+  ...McpServerConfig.fields,
+  /** The MCP protocol revision the server answered with. */
+  protocol_version: Schema.optional(Schema.String),
+  tools: Schema.Array(McpImportedTool),
+  refreshed_at: Schema.String
+}).annotations({ identifier: "McpServer" })
+export type McpServer = typeof McpServer.Type
+
+/** The provider (and so the `Connection`) a server's calls go through. */
+export const mcpProviderOf = (server: { readonly server_id: string; readonly connection?: string | undefined }) =>
+  server.connection ?? `mcp-${server.server_id}`
+
+/**
+ * A server's tool name as our tool id: `mcp.<server_id>.<name>`, the name lowercased with every run of other characters
+ * than letters and digits made `_` (`Get-Weather` -> `get_weather`); a name that starts with a digit gets `t_` before it.
+ */
+export const mcpToolId = (serverId: string, name: string): string => {
+  let normal = name.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_+|_+$/g, "")
+  if (normal === "") normal = "tool"
+  if (!/^[a-z]/.test(normal)) normal = `t_${normal}`
+  return `mcp.${serverId}.${normal}`.slice(0, 128)
+}
+
+/** The server id of an imported tool's id, if it is one. */
+export const mcpServerOfTool = (toolId: string): string | undefined => {
+  const match = /^mcp\.([a-z][a-z0-9_]{0,31})\./.exec(toolId)
+  return match?.[1]
+}
