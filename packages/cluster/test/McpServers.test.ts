@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Server } from "@modelcontextprotocol/sdk/server/index.js"
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js"
 import { CallToolRequestSchema, ListToolsRequestSchema } from "@modelcontextprotocol/sdk/types.js"
+import { randomUUID } from "node:crypto"
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
 import { makeProbes, startEdge } from "./fixtures.js"
@@ -67,9 +68,42 @@ const serve = async (req: IncomingMessage, res: ServerResponse) => {
   await transport.handleRequest(req, res)
 }
 
+/** A stateful MCP server: one session per `initialize`, kept until it "restarts" (`stateful.clear()`). */
+const stateful = new Map<string, StreamableHTTPServerTransport>()
+let initializes = 0
+const serveStateful = async (req: IncomingMessage, res: ServerResponse) => {
+  const sessionId = req.headers["mcp-session-id"] as string | undefined
+  if (sessionId !== undefined) {
+    const transport = stateful.get(sessionId)
+    if (transport === undefined) {
+      res.writeHead(404, { "content-type": "application/json" }).end(
+        JSON.stringify({ jsonrpc: "2.0", error: { code: -32001, message: "Session not found" }, id: null })
+      )
+      return
+    }
+    return transport.handleRequest(req, res)
+  }
+  initializes++
+  const server = new Server({ name: "sessions", version: "1.0.0" }, { capabilities: { tools: {} } })
+  server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: [calculator[0]] }) as any)
+  server.setRequestHandler(CallToolRequestSchema, (request) => {
+    const args = request.params.arguments as { a: number; b: number }
+    return { content: [{ type: "text", text: String(args.a + args.b) }], structuredContent: { sum: args.a + args.b } }
+  })
+  const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
+    sessionIdGenerator: () => randomUUID(),
+    enableJsonResponse: true,
+    onsessioninitialized: (id) => void stateful.set(id, transport)
+  })
+  await server.connect(transport)
+  await transport.handleRequest(req, res)
+}
+
 beforeAll(async () => {
   tools = [...calculator]
-  remote = createServer((req, res) => void serve(req, res))
+  remote = createServer((req, res) =>
+    void (req.url?.startsWith("/stateful") ? serveStateful(req, res) : serve(req, res))
+  )
   await new Promise<void>((r) => remote.listen(0, "127.0.0.1", r))
   remoteHost = `127.0.0.1:${(remote.address() as { port: number }).port}`
   fake = await startFakeOpenAi()
@@ -236,6 +270,27 @@ describe("a tenant's remote MCP servers", () => {
     expect(call.body.error.code).toBe("unknown_tool")
     // still the owner's
     expect((await edge.call("GET", "/v1/mcp/servers/calc", admin)).status).toBe(200)
+  })
+
+  it("keeps a server's MCP session across calls, and opens a new one when the server forgot it", async () => {
+    const put = await edge.call("PUT", "/v1/mcp/servers/sess", admin, { url: `http://${remoteHost}/stateful/mcp` })
+    expect(put.status, put.text).toBe(200)
+    initializes = 0
+    const add = (a: number) =>
+      edge.call("POST", "/v1/tasks", member, {
+        input: { steps: [{ id: "s", tool: "mcp.sess.add", input: { a, b: 1 } }] }
+      })
+    expect((await add(1)).body.output).toEqual({ sum: 2 })
+    expect((await add(2)).body.output).toEqual({ sum: 3 })
+    // one session for both calls
+    expect(initializes).toBe(1)
+    // the server restarts and forgets every session: the call opens a new one and is made once
+    stateful.clear()
+    const after = await add(3)
+    expect(after.body.status, after.text).toBe("succeeded")
+    expect(after.body.output).toEqual({ sum: 4 })
+    expect(after.body.steps[0].attempts).toBe(1)
+    expect(initializes).toBe(2)
   })
 
   it("a server that cannot be reached, or a connection that is not there, is a clear error", async () => {

@@ -3,7 +3,7 @@ import { type McpImportedTool, mcpProviderOf, type McpServer, mcpToolId } from "
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import { type Credential, ToolFailed } from "@altan/domain/ToolWorker"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js"
+import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js"
 import type { FetchLike } from "@modelcontextprotocol/sdk/shared/transport.js"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
@@ -11,6 +11,7 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Redacted from "effect/Redacted"
 import * as Runtime from "effect/Runtime"
+import { createHash } from "node:crypto"
 import { compileInputSchema, jsonSchemaDecoder } from "./CustomTool.js"
 import { httpFailed, type Tool, type ToolHttpRequest } from "./Tool.js"
 
@@ -55,34 +56,77 @@ async (url, init) => {
   return new Response(empty ? null : answer.body, { status: answer.status, headers: answer.headers })
 }
 
-/** An MCP client session over the guard, with the tenant's credential on every request; closed after `use`. */
+/**
+ * MCP sessions kept per tenant, server and credential (at most `maxSessions`, the oldest forgotten first): a call goes
+ * on in its server's session instead of opening one (an `initialize` and its notice) per call.
+ */
+const sessions = new Map<string, { readonly sessionId: string; readonly protocolVersion: string | undefined }>()
+const maxSessions = 10_000
+
+/** The server forgot the session (it restarted, or expired it): `404` to a request that named it. */
+const sessionGone = (error: unknown) => error instanceof StreamableHTTPError && error.code === 404
+
+/**
+ * An MCP client over the guard, with the tenant's credential on every request, in the session `sessionKey` names
+ * (kept from an earlier call; opened, and kept, when there is none or the server forgot it). Without a key, a session
+ * of its own.
+ */
 const withClient = <A>(
   url: string,
   credential: Credential | undefined,
   http: Guarded,
-  use: (client: Client, transport: StreamableHTTPClientTransport) => Promise<A>
+  use: (client: Client, transport: StreamableHTTPClientTransport) => Promise<A>,
+  sessionKey?: string
 ): Effect.Effect<A, { readonly refused?: EgressDenied | EgressFailed; readonly error: unknown }> =>
   Effect.flatMap(Effect.runtime<never>(), (runtime) => {
     const refused: { last?: EgressDenied | EgressFailed } = {}
+    const once = async (reuse: boolean) => {
+      const kept = reuse && sessionKey !== undefined ? sessions.get(sessionKey) : undefined
+      const transport = new StreamableHTTPClientTransport(new URL(url), {
+        fetch: guardedFetch(http, runtime, refused),
+        requestInit: {
+          headers: credential ? { [credential.header]: Redacted.value(credential.value) } : {}
+        },
+        ...(kept ? { sessionId: kept.sessionId } : {})
+      })
+      if (kept?.protocolVersion) transport.setProtocolVersion(kept.protocolVersion)
+      const client = new Client(clientInfo)
+      try {
+        // with a kept session the client does not initialize again
+        await client.connect(transport)
+        if (kept === undefined && sessionKey !== undefined && transport.sessionId !== undefined) {
+          sessions.delete(sessionKey)
+          sessions.set(sessionKey, { sessionId: transport.sessionId, protocolVersion: transport.protocolVersion })
+          if (sessions.size > maxSessions) sessions.delete(sessions.keys().next().value!)
+        }
+        return await use(client, transport)
+      } finally {
+        // closes this client only: the session stays open on the server for the next call
+        await client.close().catch(() => undefined)
+      }
+    }
     return Effect.tryPromise({
       try: async () => {
-        const transport = new StreamableHTTPClientTransport(new URL(url), {
-          fetch: guardedFetch(http, runtime, refused),
-          requestInit: {
-            headers: credential ? { [credential.header]: Redacted.value(credential.value) } : {}
-          }
-        })
-        const client = new Client(clientInfo)
         try {
-          await client.connect(transport)
-          return await use(client, transport)
-        } finally {
-          await client.close().catch(() => undefined)
+          return await once(true)
+        } catch (error) {
+          // the request named a session the server no longer has, so it did nothing: once more, in a new one
+          if (sessionKey === undefined || !sessionGone(error) || !sessions.has(sessionKey)) throw error
+          sessions.delete(sessionKey)
+          return await once(false)
         }
       },
       catch: (error) => ({ error, ...(refused.last ? { refused: refused.last } : {}) })
     })
   })
+
+/** Whose session a call uses: the tenant's, at this server, with this credential (a new key, a new session). */
+const sessionKeyOf = (tenantId: string, server: McpServer, credential: Credential | undefined) =>
+  `${tenantId}\u0000${server.server_id}\u0000${server.url}\u0000${
+    credential
+      ? createHash("sha256").update(`${credential.header}\u0000${Redacted.value(credential.value)}`).digest("base64url")
+      : ""
+  }`
 
 const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error))
 
@@ -153,7 +197,8 @@ export const fromImported = (server: McpServer, imported: McpImportedTool): Eith
           server.url,
           ctx.credential,
           ctx.http,
-          (client) => client.callTool({ name: imported.name, arguments: input as Record<string, unknown> })
+          (client) => client.callTool({ name: imported.name, arguments: input as Record<string, unknown> }),
+          sessionKeyOf(ctx.tenantId, server, ctx.credential)
         ).pipe(
           Effect.mapError(({ error, refused }): ToolFailed =>
             refused !== undefined
