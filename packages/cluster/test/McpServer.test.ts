@@ -114,7 +114,7 @@ describe("the tenant's catalog as an MCP server", () => {
     await client.close()
   })
 
-  it("calls a custom HTTP tool with the tenant's credential; bad arguments and unknown tools are protocol errors", async () => {
+  it("calls a custom HTTP tool with the tenant's credential; bad arguments are tool errors, unknown tools protocol errors", async () => {
     const { client } = await connect(member)
     received.length = 0
     const created = await client.callTool({ name: "crm_create", arguments: { email: "ada@example.com", age: 36 } })
@@ -124,10 +124,10 @@ describe("the tenant's catalog as an MCP server", () => {
     // the credential never shows in what the client gets
     expect(JSON.stringify(created)).not.toContain("crm-key-5e1")
 
-    const bad = await client.callTool({ name: "crm_create", arguments: { email: 42 } }).catch((e) => e)
-    expect(bad).toBeInstanceOf(Error)
-    expect(bad.code).toBe(-32602)
-    expect(bad.message).toContain("email")
+    // arguments the schema refuses: a tool error naming the field, for the model to correct (2025-11-25)
+    const bad = await client.callTool({ name: "crm_create", arguments: { email: 42 } })
+    expect(bad.isError).toBe(true)
+    expect((bad.content as Array<{ text: string }>)[0]!.text).toMatch(/^invalid arguments for crm_create \(email\)/)
     const unknown = await client.callTool({ name: "nope_tool", arguments: {} }).catch((e) => e)
     expect(unknown.code).toBe(-32602)
     expect(unknown.message).toContain("unknown tool: nope_tool")
@@ -210,7 +210,7 @@ describe("the tenant's catalog as an MCP server", () => {
     const none = await fetch(`${edge.base}/mcp`, { method: "POST", headers, body: JSON.stringify(initialize) })
     expect(none.status).toBe(401)
     const challenge = none.headers.get("www-authenticate")!
-    expect(challenge).toBe(`Bearer resource_metadata="${edge.base}/.well-known/oauth-protected-resource"`)
+    expect(challenge).toBe(`Bearer resource_metadata="${edge.base}/.well-known/oauth-protected-resource/mcp"`)
     const bad = await fetch(`${edge.base}/mcp`, {
       method: "POST",
       headers: { ...headers, authorization: "Bearer not-a-token" },
@@ -222,7 +222,10 @@ describe("the tenant's catalog as an MCP server", () => {
     const refused = await connect("not-a-token").catch((e) => e)
     expect(refused).toBeInstanceOf(Error)
 
-    const metadata = await fetch(`${edge.base}/.well-known/oauth-protected-resource`)
+    // RFC 9728: the resource's metadata at the path the challenge names, the origin's at the root
+    const root = await fetch(`${edge.base}/.well-known/oauth-protected-resource`)
+    expect((await root.json() as any).resource).toBe(edge.base)
+    const metadata = await fetch(`${edge.base}/.well-known/oauth-protected-resource/mcp`)
     expect(metadata.status).toBe(200)
     expect(await metadata.json()).toEqual({
       resource: `${edge.base}/mcp`,

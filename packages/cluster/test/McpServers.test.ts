@@ -42,8 +42,11 @@ const calculator = [
 ]
 
 /** A stateless MCP server (a new server and transport per request), as small remote servers are. */
+/** The API key of every request the servers received, accepted or not. */
+const keys: Array<string | undefined> = []
 const serve = async (req: IncomingMessage, res: ServerResponse) => {
   const apiKey = req.headers["x-api-key"] as string | undefined
+  keys.push(apiKey)
   if (apiKey !== "mk-77") {
     res.writeHead(401, { "content-type": "application/json" }).end(JSON.stringify({ error: "bad key" }))
     return
@@ -162,13 +165,14 @@ describe("a tenant's remote MCP servers", () => {
       server_id: "calc",
       connection: "calc",
       protocol_version: expect.any(String),
-      tools: [
+      imported: [
         { tool_id: "mcp.calc.add", name: "add", read_only: true, destructive: false, idempotent: true },
         { tool_id: "mcp.calc.divide_by", name: "Divide-By", read_only: false, destructive: true, idempotent: false }
       ]
     })
     // every request carried the connection's key, never shown back
-    expect(seen.every((s) => s.apiKey === "mk-77")).toBe(true)
+    expect(keys.length).toBeGreaterThan(0)
+    expect(keys.every((k) => k === "mk-77")).toBe(true)
     expect(put.text).not.toContain("mk-77")
     const listed = await edge.call("GET", "/v1/tools", member)
     const add = listed.body.find((t: any) => t.tool_id === "mcp.calc.add")
@@ -228,7 +232,7 @@ describe("a tenant's remote MCP servers", () => {
     }]
     const refreshed = await edge.call("POST", "/v1/mcp/servers/calc/refresh", admin)
     expect(refreshed.status, refreshed.text).toBe(200)
-    expect(refreshed.body.tools.map((t: any) => t.tool_id)).toEqual(["mcp.calc.add", "mcp.calc.square"])
+    expect(refreshed.body.imported.map((t: any) => t.tool_id)).toEqual(["mcp.calc.add", "mcp.calc.square"])
     const ids = (await edge.call("GET", "/v1/tools", member)).body.map((t: any) => t.tool_id)
     expect(ids).toContain("mcp.calc.square")
     expect(ids).not.toContain("mcp.calc.divide_by")
@@ -248,6 +252,16 @@ describe("a tenant's remote MCP servers", () => {
     })
     expect(squat.status, squat.text).toBe(400)
 
+    // the admin's choice of tools holds across refreshes
+    const narrowed = await edge.call("PUT", "/v1/mcp/servers/calc", admin, {
+      url: `http://${remoteHost}/mcp`,
+      connection: "calc",
+      tools: ["add"]
+    })
+    expect(narrowed.body.imported.map((t: any) => t.name)).toEqual(["add"])
+    const again = await edge.call("POST", "/v1/mcp/servers/calc/refresh", admin)
+    expect(again.body.tools).toEqual(["add"])
+    expect(again.body.imported.map((t: any) => t.name)).toEqual(["add"])
     expect((await edge.call("DELETE", "/v1/mcp/servers/calc", admin)).status).toBe(204)
     expect((await edge.call("DELETE", "/v1/mcp/servers/calc", admin)).status).toBe(404)
     const after = (await edge.call("GET", "/v1/tools", member)).body.map((t: any) => t.tool_id)
@@ -303,8 +317,9 @@ describe("a tenant's remote MCP servers", () => {
     })
     expect(noConnection.status).toBe(400)
     expect(noConnection.body.error.details.field).toBe("connection")
+    // the server refuses a request without its key: the import says how it answered
     const keyless = await edge.call("PUT", "/v1/mcp/servers/keyless", admin, { url: `http://${remoteHost}/mcp` })
     expect(keyless.status, keyless.text).toBe(502)
-    expect(keyless.text).not.toContain("mk-77")
+    expect(keyless.body.error.message, keyless.text).toContain("401")
   })
 })

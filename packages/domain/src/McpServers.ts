@@ -53,7 +53,8 @@ export const McpServer = Schema.Struct({
   ...McpServerConfig.fields,
   /** The MCP protocol revision the server answered with. */
   protocol_version: Schema.optional(Schema.String),
-  tools: Schema.Array(McpImportedTool),
+  /** The server's tools as imported (those `tools` lets through). */
+  imported: Schema.Array(McpImportedTool),
   refreshed_at: Schema.String
 }).annotations({ identifier: "McpServer" })
 export type McpServer = typeof McpServer.Type

@@ -89,9 +89,10 @@ export const McpServersLive = HttpApiBuilder.group(Api, "mcp", (handlers) =>
       .handle("refresh", ({ path }) =>
         Effect.gen(function*() {
           const { tenantId } = yield* requireAdmin
-          const { refreshed_at: _, server_id, tools: __, protocol_version: ___, ...stored } = yield* orUnavailable(
+          // the server as the admin configured it (its `tools` filter included), imported again
+          const { imported: _, protocol_version: __, refreshed_at: ___, server_id, ...configured } = yield* orUnavailable(
             catalog(tenantId).GetMcpServer({ server_id: path.server_id })
           )
-          return yield* importServer(tenantId, server_id, stored)
+          return yield* importServer(tenantId, server_id, configured)
         }))
   }))

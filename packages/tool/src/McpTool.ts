@@ -43,8 +43,12 @@ async (url, init) => {
       url: String(url),
       method: method as ToolHttpRequest["method"],
       headers,
-      ...(typeof init?.body === "string" ? { body: init.body } : {})
-    })
+      ...(typeof init?.body === "string" ? { body: init.body } : {}),
+      // a redirect is the SDK's to judge (it follows same-origin ones only, each through this guard again): never
+      // the call's body and session sent on to another host
+      followRedirects: false
+    }),
+    init?.signal ? { signal: init.signal } : undefined
   )
   if (Exit.isFailure(exit)) {
     const failure = Cause.squash(exit.cause)
@@ -60,8 +64,13 @@ async (url, init) => {
  * MCP sessions kept per tenant, server and credential (at most `maxSessions`, the oldest forgotten first): a call goes
  * on in its server's session instead of opening one (an `initialize` and its notice) per call.
  */
-const sessions = new Map<string, { readonly sessionId: string; readonly protocolVersion: string | undefined }>()
+const sessions = new Map<
+  string,
+  { readonly sessionId: string; readonly protocolVersion: string | undefined; readonly since: number }
+>()
 const maxSessions = 10_000
+/** A kept session is not used past this: servers expire idle sessions, and a fresh one costs one round trip. */
+const sessionMaxAgeMs = 30 * 60_000
 
 /** The server forgot the session (it restarted, or expired it): `404` to a request that named it. */
 const sessionGone = (error: unknown) => error instanceof StreamableHTTPError && error.code === 404
@@ -75,13 +84,14 @@ const withClient = <A>(
   url: string,
   credential: Credential | undefined,
   http: Guarded,
-  use: (client: Client, transport: StreamableHTTPClientTransport) => Promise<A>,
+  use: (client: Client, transport: StreamableHTTPClientTransport, signal: AbortSignal) => Promise<A>,
   sessionKey?: string
 ): Effect.Effect<A, { readonly refused?: EgressDenied | EgressFailed; readonly error: unknown }> =>
   Effect.flatMap(Effect.runtime<never>(), (runtime) => {
     const refused: { last?: EgressDenied | EgressFailed } = {}
-    const once = async (reuse: boolean) => {
-      const kept = reuse && sessionKey !== undefined ? sessions.get(sessionKey) : undefined
+    const once = async (reuse: boolean, signal: AbortSignal) => {
+      const found = reuse && sessionKey !== undefined ? sessions.get(sessionKey) : undefined
+      const kept = found !== undefined && Date.now() - found.since < sessionMaxAgeMs ? found : undefined
       const transport = new StreamableHTTPClientTransport(new URL(url), {
         fetch: guardedFetch(http, runtime, refused),
         requestInit: {
@@ -96,24 +106,34 @@ const withClient = <A>(
         await client.connect(transport)
         if (kept === undefined && sessionKey !== undefined && transport.sessionId !== undefined) {
           sessions.delete(sessionKey)
-          sessions.set(sessionKey, { sessionId: transport.sessionId, protocolVersion: transport.protocolVersion })
+          sessions.set(sessionKey, {
+            sessionId: transport.sessionId,
+            protocolVersion: transport.protocolVersion,
+            since: Date.now()
+          })
           if (sessions.size > maxSessions) sessions.delete(sessions.keys().next().value!)
         }
-        return await use(client, transport)
+        const result = await use(client, transport, signal)
+        // a session no later call will use is ended at the server
+        if (sessionKey === undefined && transport.sessionId !== undefined) {
+          await transport.terminateSession().catch(() => undefined)
+        }
+        return result
       } finally {
-        // closes this client only: the session stays open on the server for the next call
+        // closes this client only: a kept session stays open on the server for the next call
         await client.close().catch(() => undefined)
       }
     }
     return Effect.tryPromise({
-      try: async () => {
+      // an interrupted call (its step timed out, its task was cancelled) stops waiting for the server
+      try: async (signal) => {
         try {
-          return await once(true)
+          return await once(true, signal)
         } catch (error) {
           // the request named a session the server no longer has, so it did nothing: once more, in a new one
           if (sessionKey === undefined || !sessionGone(error) || !sessions.has(sessionKey)) throw error
           sessions.delete(sessionKey)
-          return await once(false)
+          return await once(false, signal)
         }
       },
       catch: (error) => ({ error, ...(refused.last ? { refused: refused.last } : {}) })
@@ -128,7 +148,13 @@ const sessionKeyOf = (tenantId: string, server: McpServer, credential: Credentia
       : ""
   }`
 
-const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error))
+/** What went wrong with a request to an MCP server, its HTTP status first when it answered one. */
+export const messageOf = (error: unknown) =>
+  error instanceof StreamableHTTPError && error.code !== undefined
+    ? `HTTP ${error.code} (${error.message})`
+    : error instanceof Error
+    ? error.message
+    : String(error)
 
 /**
  * Lists a remote MCP server's tools (every page), as they are imported: under their tool ids here, with their schemas
@@ -197,7 +223,12 @@ export const fromImported = (server: McpServer, imported: McpImportedTool): Eith
           server.url,
           ctx.credential,
           ctx.http,
-          (client) => client.callTool({ name: imported.name, arguments: input as Record<string, unknown> }),
+          (client, _transport, signal) =>
+            client.callTool(
+              { name: imported.name, arguments: input as Record<string, unknown> },
+              undefined,
+              { signal }
+            ),
           sessionKeyOf(ctx.tenantId, server, ctx.credential)
         ).pipe(
           Effect.mapError(({ error, refused }): ToolFailed =>

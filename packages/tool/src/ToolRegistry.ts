@@ -80,14 +80,14 @@ const mcpPart = (storage: McpServerStorage) => {
       if (serverId === undefined) return Effect.succeed(Option.none<Tool>())
       return Effect.map(storage.get(tenantId, serverId), (server) =>
         Option.flatMap(server, (s) => {
-          const imported = s.tools.find((t) => t.tool_id === toolId)
+          const imported = s.imported.find((t) => t.tool_id === toolId)
           return Option.fromNullable(imported && toolOf(tenantId, s, imported))
         }))
     },
     list: (tenantId: TenantId) =>
       Effect.map(
         storage.list(tenantId),
-        (servers) => servers.flatMap((s) => s.tools.flatMap((t) => toolOf(tenantId, s, t) ?? []))
+        (servers) => servers.flatMap((s) => s.imported.flatMap((t) => toolOf(tenantId, s, t) ?? []))
       ),
     methods: {
       putMcpServer: storage.put,

@@ -368,9 +368,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
                   message: maskSecrets(
                     refused !== undefined
                       ? McpTool.importRefusal(refused)
-                      : `the MCP server did not list its tools: ${
-                        error instanceof Error ? error.message : String(error)
-                      }`,
+                      : `the MCP server did not list its tools: ${McpTool.messageOf(error)}`,
                     sent
                   ),
                   details: { server_id }
@@ -395,7 +393,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
             server_id,
             ...config,
             ...(listed.protocolVersion ? { protocol_version: listed.protocolVersion } : {}),
-            tools: listed.tools,
+            imported: listed.tools,
             refreshed_at: new Date(yield* Clock.currentTimeMillis).toISOString()
           }
           for (const tool of listed.tools) {
