@@ -90,9 +90,10 @@ export const McpServersLive = HttpApiBuilder.group(Api, "mcp", (handlers) =>
         Effect.gen(function*() {
           const { tenantId } = yield* requireAdmin
           // the server as the admin configured it (its `tools` filter included), imported again
-          const { imported: _, protocol_version: __, refreshed_at: ___, server_id, ...configured } = yield* orUnavailable(
-            catalog(tenantId).GetMcpServer({ server_id: path.server_id })
-          )
+          const { imported: _, protocol_version: __, refreshed_at: ___, server_id, ...configured } =
+            yield* orUnavailable(
+              catalog(tenantId).GetMcpServer({ server_id: path.server_id })
+            )
           return yield* importServer(tenantId, server_id, configured)
         }))
   }))
