@@ -307,6 +307,32 @@ describe("a tenant's remote MCP servers", () => {
     expect(initializes).toBe(2)
   })
 
+  it("a server that goes down fails its calls as an upstream, and opens the breaker like any", async () => {
+    // a second copy of the calculator, imported, then stopped
+    const down = createServer((req, res) => void serve(req, res))
+    await new Promise<void>((r) => down.listen(0, "127.0.0.1", r))
+    const url = `http://127.0.0.1:${(down.address() as { port: number }).port}/mcp`
+    const put = await edge.call("PUT", "/v1/mcp/servers/flaky", admin, { url, connection: "calc" })
+    expect(put.status, put.text).toBe(200)
+    down.closeAllConnections()
+    await new Promise((r) => down.close(r))
+    const call = () =>
+      edge.call("POST", "/v1/tasks", member, {
+        input: { steps: [{ id: "f", tool: "mcp.flaky.add", input: { a: 1, b: 1 } }] }
+      })
+    const first = await call()
+    expect(first.body.status).toBe("failed")
+    // refused connections: tried again (nothing was sent), then failed as the upstream's fault
+    expect(first.body.steps[0].error.message).toContain("ECONNREFUSED")
+    expect(first.body.steps[0].attempts).toBe(3)
+    await call()
+    // the server's connection (`calc`) counted the failures: its breaker is open, calls fail fast
+    const fast = await call()
+    expect(fast.body.steps[0].error.code, JSON.stringify(fast.body.steps[0])).toBe("upstream_unavailable")
+    expect(fast.body.steps[0].error.details.provider).toBe("calc")
+    expect((await edge.call("DELETE", "/v1/mcp/servers/flaky", admin)).status).toBe(204)
+  })
+
   it("a server that cannot be reached, or a connection that is not there, is a clear error", async () => {
     const unreachable = await edge.call("PUT", "/v1/mcp/servers/down", admin, { url: "http://127.0.0.1:9/mcp" })
     expect(unreachable.status, unreachable.text).toBe(502)

@@ -2,6 +2,7 @@ import { AuditLog } from "@altan/audit/AuditLog"
 import {
   type Connection,
   connectionId,
+  ConnectionRequired,
   type InvokePayload,
   RateLimited,
   UpstreamUnavailable
@@ -316,9 +317,12 @@ export const invoke = Effect.fn("Connection.invoke", { captureStackTrace: false 
     storeUnavailable,
     auditInvoke(ctx, payload),
     Effect.tapError((e) =>
-      Effect.logWarning(`tool call failed: ${e.message}`).pipe(
-        Effect.annotateLogs({ "tenant.id": tenantId, provider, "tool.id": payload.tool_id, error: e._tag })
-      )
+      // a missing connection is the call's wait, not a failure of it (the task says what it waits for)
+      (ConnectionRequired.is(e)
+        ? Effect.logInfo(`tool call waits for the ${e.provider} connection (${e.reason})`)
+        : Effect.logWarning(`tool call failed: ${e.message}`)).pipe(
+          Effect.annotateLogs({ "tenant.id": tenantId, provider, "tool.id": payload.tool_id, error: e._tag })
+        )
     )
   )
 }, (effect, { provider, tenantId }, payload) =>
