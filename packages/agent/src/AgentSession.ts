@@ -46,7 +46,8 @@ const staleReadMarginMs = 35_000
  */
 const waitOf = (task: Task, stepId: string): { readonly since: string; readonly resetsAt?: number } | undefined => {
   if (isTerminal(task.status)) return undefined
-  if (stepId === "llm") {
+  // the model's turn: only a natural-language task has one (a plan may have a step of that name)
+  if (stepId === "llm" && typeof task.input === "string") {
     return task.budget_wait && llmTurnWaits(task)
       ? { since: task.budget_wait.requested_at, resetsAt: Date.parse(task.budget_wait.resets_at) }
       : undefined
