@@ -102,10 +102,30 @@ const serveStateful = async (req: IncomingMessage, res: ServerResponse) => {
   await transport.handleRequest(req, res)
 }
 
+/** A server whose `grow` tool adds a tool and says so on the call's own answer stream (SSE). */
+let growing: Array<Record<string, unknown>> = []
+const serveGrowing = async (req: IncomingMessage, res: ServerResponse) => {
+  const server = new Server({ name: "growing", version: "1.0.0" }, { capabilities: { tools: { listChanged: true } } })
+  server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: growing }) as any)
+  server.setRequestHandler(CallToolRequestSchema, async (_request, extra) => {
+    growing = [...growing, { ...calculator[0]!, name: `added_${growing.length}` }]
+    await extra.sendNotification({ method: "notifications/tools/list_changed" })
+    return { content: [{ type: "text", text: "grown" }] }
+  })
+  const transport = new StreamableHTTPServerTransport({})
+  res.on("close", () => void transport.close())
+  await server.connect(transport)
+  await transport.handleRequest(req, res)
+}
+
 beforeAll(async () => {
   tools = [...calculator]
   remote = createServer((req, res) =>
-    void (req.url?.startsWith("/stateful") ? serveStateful(req, res) : serve(req, res))
+    void (req.url?.startsWith("/stateful")
+      ? serveStateful(req, res)
+      : req.url?.startsWith("/growing")
+      ? serveGrowing(req, res)
+      : serve(req, res))
   )
   await new Promise<void>((r) => remote.listen(0, "127.0.0.1", r))
   remoteHost = `127.0.0.1:${(remote.address() as { port: number }).port}`
@@ -305,6 +325,31 @@ describe("a tenant's remote MCP servers", () => {
     expect(after.body.output).toEqual({ sum: 4 })
     expect(after.body.steps[0].attempts).toBe(1)
     expect(initializes).toBe(2)
+  })
+
+  it("picks up a server's tools/list_changed said during a call: its tools are imported again", async () => {
+    growing = [{
+      name: "grow",
+      description: "Adds a tool",
+      inputSchema: { type: "object", properties: {} },
+      annotations: { readOnlyHint: false }
+    }]
+    const put = await edge.call("PUT", "/v1/mcp/servers/growing", admin, { url: `http://${remoteHost}/growing/mcp` })
+    expect(put.status, put.text).toBe(200)
+    expect(put.body.imported.map((t: any) => t.tool_id)).toEqual(["mcp.growing.grow"])
+    const grown = await edge.call("POST", "/v1/tasks", member, {
+      input: { steps: [{ id: "g", tool: "mcp.growing.grow", input: {} }] }
+    })
+    expect(grown.body.status, grown.text).toBe("succeeded")
+    expect(grown.body.output).toBe("grown")
+    // imported again beside the call, with no refresh asked
+    let ids: Array<string> = []
+    for (let i = 0; i < 50 && !ids.includes("mcp.growing.added_1"); i++) {
+      await new Promise((r) => setTimeout(r, 100))
+      ids = (await edge.call("GET", "/v1/tools", member)).body.map((t: any) => t.tool_id)
+    }
+    expect(ids).toContain("mcp.growing.added_1")
+    expect((await edge.call("DELETE", "/v1/mcp/servers/growing", admin)).status).toBe(204)
   })
 
   it("a server that goes down fails its calls as an upstream, and opens the breaker like any", async () => {

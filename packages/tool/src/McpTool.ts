@@ -5,6 +5,7 @@ import { type Credential, ToolFailed } from "@altan/domain/ToolWorker"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js"
 import type { FetchLike } from "@modelcontextprotocol/sdk/shared/transport.js"
+import { ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -218,17 +219,21 @@ export const fromImported = (server: McpServer, imported: McpImportedTool): Eith
       spec,
       hosts: [],
       decode: jsonSchemaDecoder(imported.tool_id, validate),
-      run: (input, ctx) =>
-        withClient(
+      run: (input, ctx) => {
+        let changed = false
+        return withClient(
           server.url,
           ctx.credential,
           ctx.http,
-          (client, _transport, signal) =>
-            client.callTool(
+          async (client, _transport, signal) => {
+            // the server may say, on the call's own answer stream, that its tools changed
+            client.setNotificationHandler(ToolListChangedNotificationSchema, () => void (changed = true))
+            return await client.callTool(
               { name: imported.name, arguments: input as Record<string, unknown> },
               undefined,
               { signal }
-            ),
+            )
+          },
           sessionKeyOf(ctx.tenantId, server, ctx.credential)
         ).pipe(
           Effect.mapError(({ error, refused }): ToolFailed =>
@@ -240,6 +245,7 @@ export const fromImported = (server: McpServer, imported: McpImportedTool): Eith
                 retryable: true
               })
           ),
+          Effect.tap(() => (changed && ctx.toolsChanged ? ctx.toolsChanged() : Effect.void)),
           Effect.flatMap((result) => {
             const text = Array.isArray(result.content)
               ? result.content.flatMap((c) => (c.type === "text" ? [c.text] : [])).join("\n")
@@ -256,6 +262,7 @@ export const fromImported = (server: McpServer, imported: McpImportedTool): Eith
             return Effect.succeed(result.structuredContent ?? text)
           })
         )
+      }
     } satisfies Tool
   })
 

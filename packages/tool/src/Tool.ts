@@ -37,6 +37,11 @@ export interface ToolContext {
   readonly complete: (messages: ReadonlyArray<ChatMessage>) => Effect.Effect<Completion, LlmError | LlmNotConfigured>
   /** Stable across every attempt of one call: tools whose vendor deduplicates by a key send it. */
   readonly idempotencyKey?: string | undefined
+  /**
+   * Told by a tool of a remote MCP server that the server said its tools changed (`notifications/tools/list_changed`)
+   * during the call: its tools are imported again.
+   */
+  readonly toolsChanged?: (() => Effect.Effect<void>) | undefined
 }
 
 /** The tenant's credential for the provider, or the failure that says how to connect it. */

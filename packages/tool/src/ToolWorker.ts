@@ -5,9 +5,16 @@ import { isClusterError } from "@altan/domain/EntityCall"
 import { InvalidRequest, NotFound, Unavailable, UpstreamFailed } from "@altan/domain/Errors"
 import { parseEntityId } from "@altan/domain/Ids"
 import { LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
-import type { McpServer } from "@altan/domain/McpServers"
+import { type McpServer, type McpServerConfig, mcpServerOfTool } from "@altan/domain/McpServers"
 import { maskSecrets, maskValuesDeep } from "@altan/domain/Secret"
-import { ToolFailed, toolFailedFields, ToolNotFound, type ToolResult, ToolWorker } from "@altan/domain/ToolWorker"
+import {
+  type Credential,
+  ToolFailed,
+  toolFailedFields,
+  ToolNotFound,
+  type ToolResult,
+  ToolWorker
+} from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -206,6 +213,83 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
           return yield* unknownOutcome(toolId)
         })
 
+      /**
+       * Lists a remote MCP server's tools through the guard (the tenant's allowlist, its credential for the server) and
+       * stores them as its tools, replacing what it had; on `PUT`, refresh, and a `tools/list_changed` said mid-call.
+       */
+      const importMcpServer = Effect.fn("ToolWorker.importMcpServer", {
+        attributes: { "altan.tenant_id": tenantId },
+        captureStackTrace: false
+      })(function*(payload: {
+        readonly server_id: string
+        readonly config: McpServerConfig
+        readonly credential?: Credential | undefined
+        readonly egress_allowlist: ReadonlyArray<string>
+      }) {
+        const { config, credential, server_id } = payload
+        yield* Effect.annotateCurrentSpan("altan.mcp_server", server_id)
+        const credentialHeaders = credential ? [credential.header] : []
+        const sent: Array<string> = credential ? [Redacted.value(credential.value)] : []
+        const listed = yield* McpTool.listTools(
+          config.url,
+          credential,
+          (request) => egress.request({ ...request, allowHosts: payload.egress_allowlist, credentialHeaders }),
+          server_id,
+          config.tools
+        ).pipe(
+          Effect.mapError(({ error, refused }) =>
+            refused !== undefined && EgressDenied.is(refused)
+              ? new InvalidRequest({
+                code: "egress_denied",
+                message: `${McpTool.importRefusal(refused)}: put the server's host in the tenant's egress_allowlist`,
+                details: { field: "url" }
+              })
+              : new UpstreamFailed({
+                message: maskSecrets(
+                  refused !== undefined
+                    ? McpTool.importRefusal(refused)
+                    : `the MCP server did not list its tools: ${McpTool.messageOf(error)}`,
+                  sent
+                ),
+                details: { server_id }
+              })
+          )
+        )
+        // two of its names that become one tool id, or a schema that does not compile: the admin narrows `tools`
+        const ids = new Map<string, string>()
+        for (const tool of listed.tools) {
+          const other = ids.get(tool.tool_id)
+          if (other !== undefined) {
+            return yield* new InvalidRequest({
+              code: "invalid_mcp_server",
+              message: `the server's tools "${other}" and "${tool.name}" would both be ${tool.tool_id}; ` +
+                `leave one out with "tools"`,
+              details: { field: "tools" }
+            })
+          }
+          ids.set(tool.tool_id, tool.name)
+        }
+        const server: McpServer = {
+          server_id,
+          ...config,
+          ...(listed.protocolVersion ? { protocol_version: listed.protocolVersion } : {}),
+          imported: listed.tools,
+          refreshed_at: new Date(yield* Clock.currentTimeMillis).toISOString()
+        }
+        for (const tool of listed.tools) {
+          if (Either.isLeft(McpTool.fromImported(server, tool))) {
+            return yield* new InvalidRequest({
+              code: "invalid_mcp_server",
+              message: `the input schema of the server's tool "${tool.name}" is not a valid JSON Schema; ` +
+                `leave it out with "tools"`,
+              details: { field: "tools" }
+            })
+          }
+        }
+        yield* registry.putMcpServer(tenantId, server)
+        return server
+      })
+
       return ToolWorker.of({
         Execute: Effect.fn("ToolWorker.execute", { attributes, captureStackTrace: false })(function*({ payload }) {
           if (payload.task_id) yield* Effect.annotateCurrentSpan("altan.task_id", payload.task_id)
@@ -247,6 +331,28 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
               ),
             baseUrl: (provider) => baseUrls[provider],
             idempotencyKey: payload.idempotency_key,
+            // a remote MCP server said its tools changed: imported again, with this call's credential, beside the call
+            toolsChanged: () => {
+              const serverId = mcpServerOfTool(toolId)
+              if (serverId === undefined) return Effect.void
+              return Effect.gen(function*() {
+                const stored = yield* registry.getMcpServer(tenantId, serverId)
+                if (Option.isNone(stored)) return
+                const { imported: _, protocol_version: __, refreshed_at: ___, server_id, ...config } = stored.value
+                yield* importMcpServer({
+                  server_id,
+                  config,
+                  credential: payload.credential,
+                  egress_allowlist: payload.egress_allowlist ?? []
+                })
+              }).pipe(
+                Effect.catchAll((e) =>
+                  Effect.logWarning(`could not import the tools of MCP server ${serverId}: ${e.message}`)
+                ),
+                Effect.forkDaemon,
+                Effect.asVoid
+              )
+            },
             complete: (messages) => {
               const [first, ...fallbacks] = payload.llms ?? []
               if (first === undefined) {
@@ -342,73 +448,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
         List: Effect.fn("ToolWorker.list", { attributes, captureStackTrace: false })(() =>
           Effect.map(registry.list(tenantId), (tools) => tools.map((tool) => tool.spec))
         ),
-        ImportMcpServer: Effect.fn("ToolWorker.importMcpServer", {
-          attributes: { "altan.tenant_id": tenantId },
-          captureStackTrace: false
-        })(function*({ payload }) {
-          const { config, credential, server_id } = payload
-          yield* Effect.annotateCurrentSpan("altan.mcp_server", server_id)
-          const credentialHeaders = credential ? [credential.header] : []
-          const sent = credential ? [Redacted.value(credential.value)] : []
-          const listed = yield* McpTool.listTools(
-            config.url,
-            credential,
-            (request) => egress.request({ ...request, allowHosts: payload.egress_allowlist, credentialHeaders }),
-            server_id,
-            config.tools
-          ).pipe(
-            Effect.mapError(({ error, refused }) =>
-              refused !== undefined && EgressDenied.is(refused)
-                ? new InvalidRequest({
-                  code: "egress_denied",
-                  message: `${McpTool.importRefusal(refused)}: put the server's host in the tenant's egress_allowlist`,
-                  details: { field: "url" }
-                })
-                : new UpstreamFailed({
-                  message: maskSecrets(
-                    refused !== undefined
-                      ? McpTool.importRefusal(refused)
-                      : `the MCP server did not list its tools: ${McpTool.messageOf(error)}`,
-                    sent
-                  ),
-                  details: { server_id }
-                })
-            )
-          )
-          // two of its names that become one tool id, or a schema that does not compile: the admin narrows `tools`
-          const ids = new Map<string, string>()
-          for (const tool of listed.tools) {
-            const other = ids.get(tool.tool_id)
-            if (other !== undefined) {
-              return yield* new InvalidRequest({
-                code: "invalid_mcp_server",
-                message: `the server's tools "${other}" and "${tool.name}" would both be ${tool.tool_id}; ` +
-                  `leave one out with "tools"`,
-                details: { field: "tools" }
-              })
-            }
-            ids.set(tool.tool_id, tool.name)
-          }
-          const server: McpServer = {
-            server_id,
-            ...config,
-            ...(listed.protocolVersion ? { protocol_version: listed.protocolVersion } : {}),
-            imported: listed.tools,
-            refreshed_at: new Date(yield* Clock.currentTimeMillis).toISOString()
-          }
-          for (const tool of listed.tools) {
-            if (Either.isLeft(McpTool.fromImported(server, tool))) {
-              return yield* new InvalidRequest({
-                code: "invalid_mcp_server",
-                message: `the input schema of the server's tool "${tool.name}" is not a valid JSON Schema; ` +
-                  `leave it out with "tools"`,
-                details: { field: "tools" }
-              })
-            }
-          }
-          yield* registry.putMcpServer(tenantId, server)
-          return server
-        }),
+        ImportMcpServer: ({ payload }) => importMcpServer(payload),
         ListMcpServers: () => registry.listMcpServers(tenantId),
         GetMcpServer: ({ payload }) =>
           Effect.flatMap(
