@@ -54,19 +54,57 @@ describe("error envelope", () => {
       })
     )
     expect(error).toBeInstanceOf(InvalidRequest)
-    expect(error.message).toBe("input.steps.0.id: is missing")
+    expect(error.message).toBe("input.steps.0.id: is required")
     expect(error.details).toEqual({
       field: "input.steps.0.id",
       issues: [
-        { field: "input", message: "Expected string" },
-        { field: "input.steps.0.id", message: "is missing" }
+        { field: "input", message: "must be a string" },
+        { field: "input.steps.0.id", message: "is required" }
       ]
     })
     expect(invalidRequestOf(new HttpApiDecodeError({ message: "m", issues: [] })).message).toBe("m")
     const body = invalidRequestOf(
       new HttpApiDecodeError({ message: "m", issues: [{ _tag: "Type", path: [], message: "Expected object" }] })
     )
-    expect(body.message).toBe("body: Expected object")
+    expect(body.message).toBe("body: must be an object")
+  })
+
+  it("says what to send in the API's words, not the schema library's", () => {
+    const messageOf = (issues: Array<{ path: Array<string | number>; message: string }>) =>
+      invalidRequestOf(
+        new HttpApiDecodeError({ message: "m", issues: issues.map((i) => ({ _tag: "Type" as const, ...i })) })
+      )
+    // a union's alternatives together; an optional's `undefined` left out
+    const mode = messageOf([
+      { path: ["mode"], message: `Expected "sync", actual "fast"` },
+      { path: ["mode"], message: `Expected "async", actual "fast"` },
+      { path: ["mode"], message: `Expected undefined, actual "fast"` }
+    ])
+    expect(mode.message).toBe(`mode: must be one of "sync" or "async" (got "fast")`)
+    expect(mode.details!["issues"]).toHaveLength(2)
+    expect(
+      messageOf([
+        { path: ["input"], message: "Expected string, actual 42" },
+        { path: ["input"], message: "Expected { readonly steps: minItems(1) & maxItems(100) }, actual 42" }
+      ]).message
+    ).toBe("input: must be a string or an object (got 42)")
+    expect(
+      messageOf([{ path: ["input", "steps"], message: "Expected an array of at least 1 item(s), actual []" }])
+        .message
+    ).toBe("input.steps: must have at least 1 item (got [])")
+    expect(messageOf([{ path: ["max_steps"], message: "Expected an integer, actual 1.5" }]).message).toBe(
+      "max_steps: must be a whole number (got 1.5)"
+    )
+    expect(messageOf([{ path: ["inputs"], message: `is unexpected, expected: "input" | "mode"` }]).message).toBe(
+      "inputs: is not a field of this request (its fields: input, mode)"
+    )
+    // a message of our own (a refinement's) is kept as written
+    expect(messageOf([{ path: ["session_id"], message: "session_id must be 1-128 letters" }]).message).toBe(
+      "session_id: session_id must be 1-128 letters"
+    )
+    // a long value is cut short
+    expect(messageOf([{ path: ["x"], message: `Expected number, actual "${"y".repeat(200)}"` }]).message.length)
+      .toBeLessThan(100)
   })
 
   it.effect("a decode failure, raised or as a defect, is a 400 invalid_request", () =>

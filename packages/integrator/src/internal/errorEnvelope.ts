@@ -16,16 +16,83 @@ import { allowedMethods } from "./allowedMethods.js"
 
 const fieldOf = (path: ReadonlyArray<PropertyKey>) => path.map(String).join(".")
 
+/** A value as a refusal quotes it: short. */
+const shown = (actual: string) => (actual.length > 60 ? `${actual.slice(0, 57)}...` : actual)
+
+/** What the schema expected, in the API's words (`Expected string` -> `a string`); none for an optional's `undefined`. */
+const expectedOf = (expected: string): string | undefined => {
+  if (expected === "undefined") return undefined
+  const words: Record<string, string> = {
+    string: "a string",
+    number: "a number",
+    boolean: "true or false",
+    object: "an object",
+    "an integer": "a whole number",
+    null: "null"
+  }
+  if (words[expected] !== undefined) return words[expected]
+  if (expected.startsWith("{")) return "an object"
+  if (expected.startsWith("ReadonlyArray<") || expected.startsWith("readonly ")) return "an array"
+  return expected
+}
+
+/** One decode message in the API's words: `must be ... (got ...)`, `is required`, `is not a field of this request`. */
+export const reworded = (message: string): string => {
+  if (message === "is missing") return "is required"
+  if (message === "is unexpected") return "is not a field of this request"
+  const unexpected = /^is unexpected, expected: (.+)$/s.exec(message)
+  if (unexpected) {
+    return `is not a field of this request (its fields: ${unexpected[1]!.replace(/"/g, "").split(" | ").join(", ")})`
+  }
+  const match = /^Expected (.+?)(?:, actual (.+))?$/s.exec(message)
+  if (match === null) return message
+  const [, expected, actual] = match
+  const got = actual !== undefined ? ` (got ${shown(actual)})` : ""
+  const size = /^an array of (at least|at most) (\d+) item\(s\)$/.exec(expected!)
+  if (size) return `must have ${size[1]} ${size[2]} item${size[2] === "1" ? "" : "s"}${got}`
+  const length = /^a string (at least|at most) (\d+) character\(s\) long$/.exec(expected!)
+  if (length) return `must be ${length[1]} ${length[2]} character${length[2] === "1" ? "" : "s"} long${got}`
+  const between = /^a number between (.+) and (.+)$/.exec(expected!)
+  if (between) return `must be between ${between[1]} and ${between[2]}${got}`
+  return `must be ${expectedOf(expected!) ?? "absent"}${got}`
+}
+
+/**
+ * The refusals of one field in the API's words: the alternatives of a union said together (`must be one of "sync" or
+ * "async" (got "fast")`, `must be a string or an object (got 42)`), an optional's `undefined` left out.
+ */
+const fieldMessage = (messages: ReadonlyArray<string>): string => {
+  const alternatives = messages.flatMap((m) => {
+    const match = /^Expected (.+?), actual (.+)$/s.exec(m)
+    return match ? [{ expected: expectedOf(match[1]!), actual: match[2]! }] : []
+  })
+  if (alternatives.length < 2 || alternatives.length !== messages.length) return reworded(messages[0]!)
+  const expected = [...new Set(alternatives.flatMap((a) => (a.expected === undefined ? [] : [a.expected])))]
+  const got = ` (got ${shown(alternatives[0]!.actual)})`
+  if (expected.length === 0) return `must be absent${got}`
+  if (expected.length === 1) return `must be ${expected[0]}${got}`
+  const literals = expected.every((e) => /^".*"$/.test(e))
+  const list = `${expected.slice(0, -1).join(", ")} or ${expected[expected.length - 1]}`
+  return `must be ${literals ? "one of " : ""}${list}${got}`
+}
+
 /** A request the API's schemas refused, as the API's own error: the deepest issue names the field. */
 export const invalidRequestOf = (e: HttpApiDecodeError): InvalidRequest => {
-  const issues = e.issues.map((i) => ({ field: fieldOf(i.path), message: i.message }))
+  // an optional field's `undefined` alternative says nothing about what to send
+  const issues = e.issues.filter((i) => !i.message.startsWith("Expected undefined")).map((i) => ({
+    field: fieldOf(i.path),
+    message: reworded(i.message)
+  }))
   // For a union (text OR plan) the deepest issue is the one that says what is wrong.
   const first = issues.reduce<typeof issues[number] | undefined>(
     (deepest, i) => (!deepest || i.field.split(".").length > deepest.field.split(".").length ? i : deepest),
     undefined
   )
+  const message = first === undefined
+    ? e.message
+    : fieldMessage(e.issues.filter((i) => fieldOf(i.path) === first.field).map((i) => i.message))
   return new InvalidRequest({
-    message: first ? `${first.field || "body"}: ${first.message}` : e.message,
+    message: first ? `${first.field || "body"}: ${message}` : e.message,
     details: { field: first?.field ?? "", issues }
   })
 }
