@@ -6,6 +6,7 @@ import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import type { Credential, ToolFailed } from "@altan/domain/ToolWorker"
 import { ToolFailed as ToolFailedError } from "@altan/domain/ToolWorker"
 import { ToolInputInvalid } from "@altan/domain/ToolWorker"
+import { reworded } from "@altan/domain/Wording"
 import * as Effect from "effect/Effect"
 import * as JSONSchema from "effect/JSONSchema"
 import * as ParseResult from "effect/ParseResult"
@@ -106,10 +107,10 @@ const jsonSchemaOf = (schema: Schema.Schema.Any): Record<string, unknown> => {
 
 /** `{ field, issues }` details naming the offending input fields. */
 export const issuesOf = (error: ParseResult.ParseError) => {
-  const issues = ParseResult.ArrayFormatter.formatErrorSync(error).map((i) => ({
-    field: i.path.join("."),
-    message: i.message
-  }))
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+    // an optional field's `undefined` alternative says nothing about what to send
+    .filter((i) => !i.message.startsWith("Expected undefined"))
+    .map((i) => ({ field: i.path.join("."), message: reworded(i.message) }))
   return { field: issues[0]?.field ?? "", issues }
 }
 

@@ -70,6 +70,8 @@ describe("text.template", () => {
       const wrongType = yield* decodeFailure(TextTemplate, { template: 1, variables: {} })
       expect(wrongType._tag).toBe("ToolInputInvalid")
       expect(wrongType.details?.field).toBe("template")
+      // in the API's words, not the schema library's
+      expect(wrongType.message).toBe("invalid input for text.template: template: must be a string (got 1)")
 
       const notObject = yield* decodeFailure(TextTemplate, { template: "x", variables: [1] })
       expect(notObject.details?.field).toBe("variables")
