@@ -3,7 +3,7 @@ import type { Conflict, Forbidden, NotFound } from "@altan/domain/Errors"
 import type { TaskId } from "@altan/domain/Ids"
 import { canonicalJson } from "@altan/domain/Json"
 import type { Principal } from "@altan/domain/Principal"
-import { isWaiting, type Step, type Task, waitingFor } from "@altan/domain/Task"
+import { type Step, type Task, waitEnded, waitingFor } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
@@ -101,17 +101,5 @@ export const expire = (task: Task, stepId: string): Task => {
     code: "approval_expired",
     message: `step "${stepId}" (${step.tool}) was not approved by ${step.approval?.expires_at ?? "its deadline"}`
   }
-  const { waiting_for: _, ...rest } = task
-  return {
-    ...rest,
-    status: "failed",
-    error,
-    steps: task.steps.map((s) =>
-      s.id === stepId
-        ? { ...s, status: "expired" as const, error }
-        : isWaiting(s.status) || s.status === "pending"
-        ? { ...s, status: "cancelled" as const }
-        : s
-    )
-  }
+  return waitEnded(task, stepId, "expired", error)
 }

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
-import { makeProbes, startEdge } from "./fixtures.js"
+import { ended, makeProbes, sleep, startEdge } from "./fixtures.js"
 
 // Spend budgets over the public API: a task that would go past one waits (`waiting_budget`) instead of failing
 // half-done, goes on once an admin raises the limit, can be cancelled meanwhile, and `GET /v1/usage` shows the
@@ -22,27 +22,6 @@ let admin = ""
 let member = ""
 let llmAdmin = ""
 let llmMember = ""
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const ended = (task: any) => ["succeeded", "failed", "cancelled"].includes(task.status)
-
-/** Polls the task until `done` says so (at most ~10 s). */
-const until = async (taskId: string, token: string, done: (task: any) => boolean) => {
-  for (let i = 0; i < 100; i++) {
-    const task = (await edge.call("GET", `/v1/tasks/${taskId}`, token)).body
-    if (done(task)) return task
-    await sleep(100)
-  }
-  throw new Error(`task ${taskId} did not get there`)
-}
-
-/** The events of a finished task. */
-const eventsOf = async (taskId: string, token: string) => {
-  const res = await edge.call("GET", `/v1/tasks/${taskId}/events`, token)
-  return res.text.split("\n\n").filter((block) => block.startsWith("id:")).map((block) =>
-    JSON.parse(block.slice(block.indexOf("data: ") + 6))
-  )
-}
 
 /** The UTC midnight after the test's start, as a budget of the day resets (a run across midnight is skipped below). */
 const startedAt = new Date()
@@ -124,12 +103,12 @@ describe.skipIf(acrossMidnight())("spend budgets", () => {
       (await edge.call("PUT", "/v1/settings", admin, { budgets: { tool_calls: { limit: 10, period: "day" } } }))
         .status
     ).toBe(200)
-    const done = await until(task.task_id, member, ended)
+    const done = await edge.until(task.task_id, member, ended)
     expect(done.status, JSON.stringify(done)).toBe("succeeded")
     expect(done.steps[2]).toMatchObject({ status: "succeeded", budget: { budget: "tool_calls" } })
     expect(echoCalls("bud-c")).toBe(1)
     expect((await usageOf(member, "tool_calls", "day")).used).toBe(3)
-    const events = await eventsOf(task.task_id, member)
+    const events = await edge.events(task.task_id, member)
     expect(events.find((e) => e.type === "budget.exhausted")).toMatchObject({
       step_id: "c",
       data: { step_id: "c", tool: "probe.echo", budget: "tool_calls", limit: 2, used: 2, resets_at: nextDay() }
@@ -145,7 +124,7 @@ describe.skipIf(acrossMidnight())("spend budgets", () => {
       input: { steps: [{ id: "g", tool: "probe.echo", input: { value: "bud-g" } }] },
       mode: "async"
     })).body
-    await until(task.task_id, tenantAdmin, (t) => t.status === "waiting")
+    await edge.until(task.task_id, tenantAdmin, (t) => t.status === "waiting")
     // settings written again, the budget still spent: the task looks, and waits on
     expect((await edge.call("PUT", "/v1/settings", tenantAdmin, { ...spent, approval_timeout: 600 })).status).toBe(200)
     await sleep(500)
@@ -156,11 +135,11 @@ describe.skipIf(acrossMidnight())("spend budgets", () => {
       (await edge.call("PUT", "/v1/settings", tenantAdmin, { budgets: { tool_calls: { limit: 5, period: "day" } } }))
         .status
     ).toBe(200)
-    const done = await until(task.task_id, tenantAdmin, ended)
+    const done = await edge.until(task.task_id, tenantAdmin, ended)
     expect(done.status, JSON.stringify(done)).toBe("succeeded")
     expect(echoCalls("bud-g")).toBe(1)
     // one wait, one event: looking again and waiting on said nothing new
-    const events = await eventsOf(task.task_id, tenantAdmin)
+    const events = await edge.events(task.task_id, tenantAdmin)
     expect(events.filter((e) => e.type === "budget.exhausted")).toHaveLength(1)
   })
 
@@ -173,7 +152,7 @@ describe.skipIf(acrossMidnight())("spend budgets", () => {
       input: { steps: [{ id: "x", tool: "probe.echo", input: { value: "bud-x" } }] },
       mode: "async"
     })).body
-    await until(task.task_id, member, (t) => t.status === "waiting")
+    await edge.until(task.task_id, member, (t) => t.status === "waiting")
     const cancelled = await edge.call("POST", `/v1/tasks/${task.task_id}/cancel`, member)
     expect(cancelled.status, cancelled.text).toBe(200)
     expect(cancelled.body.steps[0].status).toBe("cancelled")
@@ -220,14 +199,14 @@ describe.skipIf(acrossMidnight())("spend budgets", () => {
       budgets: { llm_tokens: { limit: 1000, period: "month" } }
     })
     expect(raised.status).toBe(200)
-    const done = await until(task.task_id, llmMember, ended)
+    const done = await edge.until(task.task_id, llmMember, ended)
     expect(done.status, JSON.stringify(done)).toBe("succeeded")
     expect(done.output).toBe("echoed")
     expect(done.waiting_for).toBeUndefined()
     expect(fake.received.length - before).toBe(2)
     expect(echoCalls("bud-nl")).toBe(1)
     expect((await usageOf(llmMember, "llm_tokens", "month")).used).toBe(36)
-    const events = await eventsOf(task.task_id, llmMember)
+    const events = await edge.events(task.task_id, llmMember)
     expect(events.filter((e) => e.type === "budget.exhausted")).toEqual([
       expect.objectContaining({ data: expect.objectContaining({ step_id: "llm.2", budget: "llm_tokens" }) })
     ])
@@ -281,7 +260,7 @@ describe.skipIf(acrossMidnight())("spend budgets", () => {
     expect(Option.isSome(stored)).toBe(true)
     // that wake, as it is handled when its time comes (sent now: the test cannot wait for midnight)
     await session(new ResumeAt({ task_id: task.task_id, step_id: "r", since, at: Date.now() }))
-    const done = await until(task.task_id, resetAdmin, ended)
+    const done = await edge.until(task.task_id, resetAdmin, ended)
     expect(done.status, JSON.stringify(done)).toBe("succeeded")
     expect(echoCalls("bud-r")).toBe(1)
   })

@@ -3,7 +3,7 @@ import * as Effect from "effect/Effect"
 import * as Tracer from "effect/Tracer"
 import { createServer, type Server } from "node:http"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
-import { makeProbes, startEdge } from "./fixtures.js"
+import { ended, makeProbes, sleep, startEdge } from "./fixtures.js"
 
 // A call whose tenant has no usable connection to its provider waits for one (`waiting_connection`), over the public
 // API: it goes on by itself once an admin stores the API key, another tenant's connection wakes nothing, a cancel ends
@@ -20,8 +20,6 @@ let admin = ""
 let member = ""
 let otherAdmin = ""
 let timeoutAdmin = ""
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** The name and attributes of every span the runtime starts: which entity looked at what, for whom. */
 const spans: Array<{ readonly name: string; readonly attributes: ReadonlyMap<string, unknown> }> = []
@@ -56,25 +54,6 @@ const notesTool = (provider: string) => ({
 })
 
 const get = async (taskId: string, token = member) => (await edge.call("GET", `/v1/tasks/${taskId}`, token)).body
-
-/** Polls the task until `done` says so (at most ~10 s). */
-const until = async (taskId: string, done: (task: any) => boolean, token = member) => {
-  for (let i = 0; i < 100; i++) {
-    const task = await get(taskId, token)
-    if (done(task)) return task
-    await sleep(100)
-  }
-  throw new Error(`task ${taskId} did not get there: ${JSON.stringify(await get(taskId, token))}`)
-}
-const ended = (task: any) => ["succeeded", "failed", "cancelled"].includes(task.status)
-
-/** The types and data of a finished task's events. */
-const eventsOf = async (taskId: string) => {
-  const res = await edge.call("GET", `/v1/tasks/${taskId}/events`, member)
-  return res.text.split("\n\n").filter((block) => block.startsWith("id:")).map((block) =>
-    JSON.parse(block.slice(block.indexOf("data: ") + 6))
-  )
-}
 
 beforeAll(async () => {
   notes = createServer((req, res) => {
@@ -170,7 +149,7 @@ describe("a call waiting for its connection", () => {
 
     // the key is stored: the task goes on by itself, the call made once with it
     expect((await edge.call("PUT", "/v1/secrets/notes_key", admin, { value: "nk-7c1e" })).status).toBe(204)
-    const done = await until(task.task_id, ended)
+    const done = await edge.until(task.task_id, member, ended)
     expect(done.status, JSON.stringify(done)).toBe("succeeded")
     expect(done.output).toMatchObject({ value: true })
     expect(done.waiting_for).toBeUndefined()
@@ -182,7 +161,7 @@ describe("a call waiting for its connection", () => {
     expect(reached("notes")).toEqual([{ provider: "notes", authorization: "Bearer nk-7c1e", body: { text: "hello" } }])
     // woken, the call looked at the connection before calling (what the isolation test below counts)
     expect(readyChecks("cw", "notes")).toBeGreaterThan(0)
-    const events = await eventsOf(task.task_id)
+    const events = await edge.events(task.task_id, member)
     const types = events.map((e) => e.type)
     expect(types.indexOf("connection.required")).toBeGreaterThan(-1)
     expect(types.indexOf("connection.required")).toBeLessThan(types.indexOf("task.waiting"))
@@ -212,7 +191,7 @@ describe("a call waiting for its connection", () => {
     expect((await edge.call("PUT", "/v1/secrets/notes4_key", admin, { value: "nk-4" })).status).toBe(204)
     const connected = await edge.call("PUT", "/v1/connections/notes4", admin, { type: "api_key", secret: "notes4_key" })
     expect(connected.body.status).toBe("connected")
-    const done = await until(task.task_id, ended)
+    const done = await edge.until(task.task_id, member, ended)
     expect(done.status, JSON.stringify(done)).toBe("succeeded")
     expect(done.output).toBe("noted")
     expect(reached("notes4")).toEqual([{ provider: "notes4", authorization: "nk-4", body: { text: "from the model" } }])
@@ -227,7 +206,7 @@ describe("a call waiting for its connection", () => {
       input: { steps: [{ id: "w", tool: "notes2_add", input: { text: "mine" } }] },
       mode: "async"
     })).body
-    await until(task.task_id, (t) => t.status === "waiting")
+    await edge.until(task.task_id, member, (t) => t.status === "waiting")
     const looked = readyChecks("cw", "notes2")
     // the other tenant connects a provider of the same name: its own connection, not this tenant's
     expect((await edge.call("PUT", "/v1/secrets/notes2_key", otherAdmin, { value: "other-key" })).status).toBe(204)
@@ -265,7 +244,7 @@ describe("a call waiting for its connection", () => {
     expect(waiting.status, waiting.text).toBe(202)
     const wait = waiting.body.steps[0].connection
     expect(Date.parse(wait.expires_at) - Date.parse(wait.requested_at)).toBe(1000)
-    const expired = await until(waiting.body.task_id, ended, timeoutAdmin)
+    const expired = await edge.until(waiting.body.task_id, timeoutAdmin, ended)
     expect(expired.status).toBe("failed")
     expect(expired.error).toMatchObject({
       code: "connection_required",

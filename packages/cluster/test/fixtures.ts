@@ -198,6 +198,11 @@ export const clusterLayer = (
 }
 
 export const issuer = "https://idp.test"
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** A task that has ended: succeeded, failed or cancelled. */
+export const ended = (task: { readonly status: string }) => ["succeeded", "failed", "cancelled"].includes(task.status)
 export const audience = "altan-test"
 
 /**
@@ -284,6 +289,24 @@ export const startEdge = async (
     sign,
     /** The audit records written so far, oldest first. */
     audit: () => auditMemory.records(),
+    /** The events of a task that has ended (its stream ends after the terminal event), oldest first. */
+    events: async (taskId: string, token: string): Promise<Array<any>> => {
+      const res = await call("GET", `/v1/tasks/${taskId}/events`, token)
+      return res.text.split("\n\n").filter((block) => block.startsWith("id:")).map((block) =>
+        JSON.parse(block.slice(block.indexOf("data: ") + 6))
+      )
+    },
+    /** Polls the task until `done` says so (at most ~10 s), and answers it as it then is. */
+    until: async (taskId: string, token: string, done: (task: any) => boolean) => {
+      for (let i = 0; i < 100; i++) {
+        const task = (await call("GET", `/v1/tasks/${taskId}`, token)).body
+        if (done(task)) return task
+        await sleep(100)
+      }
+      throw new Error(
+        `task ${taskId} did not get there: ${JSON.stringify((await call("GET", `/v1/tasks/${taskId}`, token)).body)}`
+      )
+    },
     /** Runs an effect with the runtime's services (its stores, the cluster's entity clients). */
     run: <A, E>(effect: Effect.Effect<A, E, Layer.Layer.Success<typeof layer>>) =>
       Effect.runPromise(Effect.provide(effect, context)),

@@ -344,6 +344,14 @@ export const connectionExpired = (task: Task, stepId: string): Task => {
       ...(wait ? { provider: wait.provider, reason: wait.reason } : {})
     }
   }
+  return waitEnded(task, stepId, "failed", error)
+}
+
+/**
+ * A task whose step `stepId` waited past its deadline: the step ends `status` with `error`, the task fails with it,
+ * and its calls still pending or waiting are not made.
+ */
+export const waitEnded = (task: Task, stepId: string, status: "failed" | "expired", error: TaskError): Task => {
   const { waiting_for: _, ...rest } = task
   return {
     ...rest,
@@ -351,7 +359,7 @@ export const connectionExpired = (task: Task, stepId: string): Task => {
     error,
     steps: task.steps.map((s) =>
       s.id === stepId
-        ? { ...s, status: "failed" as const, error }
+        ? { ...s, status, error }
         : isWaiting(s.status) || s.status === "pending"
         ? { ...s, status: "cancelled" as const }
         : s
