@@ -75,7 +75,7 @@ export const startRuntime = async (
         redis: options.redis
           ? { layer: Layer.orDie(Redis.layer({ url: options.redis.url })), prefix: options.redis.prefix }
           : undefined
-      }),
+      }).pipe(Layer.provide(ToolService.pureTools)),
       IntegratorService.layerTest({ resilience: Resilience.defaults }).pipe(Layer.provide(egress)),
       ToolService.layerTest({ egress })
     )),

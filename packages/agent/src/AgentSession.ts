@@ -13,6 +13,7 @@ import { Conflict, Forbidden, InvalidRequest, NotFound } from "@altan/domain/Err
 import { parseEntityId, type SessionId, type TaskId, type TenantId } from "@altan/domain/Ids"
 import { taskMetrics } from "@altan/domain/Metrics"
 import type { Principal } from "@altan/domain/Principal"
+import { PureTools } from "@altan/domain/PureTools"
 import { connectionExpired, isTerminal, isWaiting, llmTurnWaits, type Task, withoutWaiting } from "@altan/domain/Task"
 import { ToolWorker } from "@altan/domain/ToolWorker"
 import { AlreadyProcessingMessage } from "@effect/cluster/ClusterError"
@@ -34,6 +35,7 @@ import { type LoopContext, runConversation } from "./AgentLoop.js"
 import * as Approvals from "./Approvals.js"
 import { EventLog } from "./EventLog.js"
 import { runPlan } from "./PlanRunner.js"
+import { pureCalls } from "./PureCalls.js"
 import * as SessionTasks from "./SessionTasks.js"
 import { TaskStore, unavailable } from "./TaskStore.js"
 
@@ -74,6 +76,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
   const connection = yield* Connection.client
   const toolWorker = yield* ToolWorker.client
   const sessions = yield* AgentSession.client
+  const pureTools = yield* PureTools
   yield* taskMetrics.initialize
   /** A session's task machinery and its handlers, built when it first gets a message about tasks. */
   const working = (address: EntityAddress, tenantId: TenantId, sessionId: SessionId) =>
@@ -82,6 +85,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const events = yield* EventLog
       const audit = yield* AuditLog
       const tasks = yield* SessionTasks.make(tenantId, sessionId)
+      const pureCall = pureCalls(pureTools, audit, tenantId)
       const self = sessions(address.entityId)
       const attributes = { "altan.tenant_id": tenantId, "altan.session_id": sessionId }
       const running = new Map<TaskId, Fiber.RuntimeFiber<Task>>()
@@ -168,6 +172,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             tenantId,
             tasks,
             connection,
+            pureCall,
             toolWorker,
             store,
             config,

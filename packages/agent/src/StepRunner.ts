@@ -14,7 +14,7 @@ import type { TaskId, TenantId } from "@altan/domain/Ids"
 import { defaultConnectionTimeoutSeconds } from "@altan/domain/Settings"
 import { isTerminal, type StepConnection, type TaskError } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
-import { policyOf, ToolFailed, ToolInputInvalid, ToolNotFound } from "@altan/domain/ToolWorker"
+import { policyOf, ToolFailed, ToolInputInvalid, ToolNotFound, type ToolResult } from "@altan/domain/ToolWorker"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -196,6 +196,15 @@ export interface StepContext {
   readonly tenantId: TenantId
   readonly tasks: SessionTasks
   readonly connection: Effect.Effect.Success<typeof Connection.client>
+  /**
+   * The call of a tool this process runs itself (a pure built-in, see `PureCalls`), or undefined for one that goes
+   * through the tenant's connection.
+   */
+  readonly pureCall?: (
+    spec: ToolSpec
+  ) =>
+    | ((input: unknown, taskId: TaskId, stepId: string) => Effect.Effect<ToolResult, ToolInputInvalid | ToolFailed>)
+    | undefined
   /** How long a step may run before it fails with `timeout`. */
   readonly stepTimeout: Duration.Duration
   /** Tool calls of the task that may run at once. */
@@ -316,8 +325,9 @@ export const runStep = (
       })
 
     const resumed = found.status === "running"
+    const pure = ctx.pureCall?.(spec)
     const invoke = (attempt: number, resume: boolean) =>
-      ctx.connection(`${ctx.tenantId}/${spec.provider}`).Invoke({
+      pure ? pure(input, taskId, stepId) : ctx.connection(`${ctx.tenantId}/${spec.provider}`).Invoke({
         tool_id: spec.tool_id,
         input,
         task_id: taskId,

@@ -189,7 +189,7 @@ const services = (
   config: RuntimeConfig["Type"],
   demo: DemoLlm.DemoLlmConfig["Type"]
 ): Record<Exclude<Role, "all">, Layer.Layer<never, any, any>> => ({
-  agent: AgentService.layer,
+  agent: AgentService.layer.pipe(Layer.provide(ToolService.pureTools)),
   tool: ToolService.layer,
   integrator: IntegratorService.layer({ host: config.httpHost }).pipe(
     Layer.provide(ReadinessLive),

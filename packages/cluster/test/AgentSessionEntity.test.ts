@@ -5,11 +5,13 @@ import { Principal } from "@altan/domain/Principal"
 import { TaskRequest } from "@altan/domain/Task"
 import { SecretStore } from "@altan/integrator/SecretStore"
 import { TenantConfig } from "@altan/integrator/TenantConfig"
+import * as ToolService from "@altan/tool/ToolService"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
@@ -34,7 +36,10 @@ afterAll(() => fake.close())
 const setup = Effect.gen(function*() {
   const probes = makeProbes()
   const { context, peers } = yield* toolsAndConnections({ tools: probes.tools, llm: { maxAttempts: 1 } })
-  const sessions = yield* peers.add(AgentSession, AgentService.layerTest()).pipe(Effect.provide(context))
+  const sessions = yield* peers.add(AgentSession, AgentService.layerTest().pipe(Layer.provide(ToolService.pureTools)))
+    .pipe(
+      Effect.provide(context)
+    )
   return {
     probes,
     session: (tenant: TenantId, session: string) => sessions(`${tenant}/${session}`),

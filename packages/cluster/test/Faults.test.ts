@@ -264,12 +264,15 @@ describe("faults under load (issue #11)", () => {
     await sleep(2_000)
     const startedAt = Date.now()
     await cluster!.restart(first!)
+    const round = `single-tool-${startedAt}`
+    // probed through a tool the tool runner executes (a pure built-in like text.template runs in the session)
     const probe = await probeSessions({
       targets,
       token,
-      round: `single-tool-${startedAt}`,
+      round,
       since: startedAt,
-      deadlineMs: 60_000
+      deadlineMs: 60_000,
+      step: (session) => ({ tool: "plain_post", input: { marker: `probe-${round}-${session}`, step: "probe" } })
     })
     console.log(
       `[fault] single tool runner replaced: probes served ${probe.served}/${probe.sessions.length} after max ${probe.maxMs} ms from its start`

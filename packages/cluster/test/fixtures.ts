@@ -185,7 +185,7 @@ export const clusterLayer = (
     ? { layer: Layer.orDie(Redis.layer({ url: options.redis.url })), prefix: options.redis.prefix }
     : undefined
   return Layer.mergeAll(
-    AgentService.layerTest({ config: options.agent, redis: redisStores }),
+    AgentService.layerTest({ config: options.agent, redis: redisStores }).pipe(Layer.provide(ToolService.pureTools)),
     IntegratorService.layerTest({ llm: options.llm, resilience: options.resilience }).pipe(Layer.provide(egress)),
     ToolService.layerTest({ egress, extra: probes.tools, redis: redisStores, ledger: options.ledger })
   ).pipe(

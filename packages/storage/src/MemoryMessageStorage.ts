@@ -1,12 +1,14 @@
 import type * as Envelope from "@effect/cluster/Envelope"
 import * as MessageStorage from "@effect/cluster/MessageStorage"
 import type * as Reply from "@effect/cluster/Reply"
+import * as ShardId from "@effect/cluster/ShardId"
 import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as Snowflake from "@effect/cluster/Snowflake"
 import * as Arr from "effect/Array"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as MutableHashSet from "effect/MutableHashSet"
 import * as Option from "effect/Option"
 import { bySeq, isRequest, shardKey, ShardQueue, type Stored, type StoredRequest } from "./internal/shardQueue.js"
 
@@ -105,6 +107,22 @@ export class Store {
       removed++
     }
     return removed
+  }
+
+  /**
+   * Of `shardIds`, those with messages waiting. The runner asks for every shard it holds (hundreds per shard group)
+   * on every read, and reads on every persisted message: when it asks with its set of shards, only the shards that
+   * have a queue are looked up in it.
+   */
+  queuedShards(shardIds: Iterable<ShardId.ShardId>): Iterable<ShardId.ShardId> {
+    if (!isMutableHashSet(shardIds)) return shardIds
+    const queued: Array<ShardId.ShardId> = []
+    for (const queue of this.shards.values()) {
+      const { group, id } = queue.first()!.envelope.address.shardId
+      const shardId = ShardId.make(group, id)
+      if (MutableHashSet.has(shardIds, shardId)) queued.push(shardId)
+    }
+    return queued
   }
 
   private copy<A>(value: A): A {
@@ -354,6 +372,10 @@ export class Store {
   }
 }
 
+const mutableHashSetTypeId = Symbol.for("effect/MutableHashSet")
+const isMutableHashSet = (u: unknown): u is MutableHashSet.MutableHashSet<ShardId.ShardId> =>
+  typeof u === "object" && u !== null && mutableHashSetTypeId in u
+
 /** The store and the cluster's `MessageStorage` over it; copies through JSON when the runner simulates a wire. */
 export const make: Effect.Effect<
   { readonly store: Store; readonly storage: MessageStorage.MessageStorage["Type"] },
@@ -368,7 +390,13 @@ export const make: Effect.Effect<
     rereadAfterMs: sqlRereadAfterMs
   })
   const storage = yield* MessageStorage.makeEncoded(store.encoded)
-  return { store, storage }
+  return {
+    store,
+    storage: MessageStorage.MessageStorage.of({
+      ...storage,
+      unprocessedMessages: (shardIds) => storage.unprocessedMessages(store.queuedShards(shardIds))
+    })
+  }
 })
 
 /** The cluster's `MessageStorage` in process memory, with its `MemoryMessageStorage` handle for retention. */

@@ -9,6 +9,7 @@ import * as Snowflake from "@effect/cluster/Snowflake"
 import { describe, expect, it } from "@effect/vitest"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as MutableHashSet from "effect/MutableHashSet"
 import * as Option from "effect/Option"
 import { Store } from "../src/MemoryMessageStorage.js"
 
@@ -290,6 +291,24 @@ describe("MemoryMessageStorage", () => {
       expect(store.visited - before).toBe(2 + 3)
       expect(store.size).toBe(history + waiting.length)
       expect(store.unprocessedCount).toBe(waiting.length)
+    }))
+
+  it.effect("asked with the runner's set of shards, a read looks up only the shards that have messages waiting", () =>
+    Effect.gen(function*() {
+      const store = makeStore()
+      const [a, b, c] = [request(3), request(7), request(250)]
+      for (const r of [a, b, c]) yield* save(store.encoded, r)
+      // the runner holds 300 shards, among them 3 and 250 but not 7
+      const held = MutableHashSet.fromIterable(
+        Array.from({ length: 300 }, (_, i) => ShardId.make("g", i + (i >= 7 ? 1 : 0)))
+      )
+      expect([...store.queuedShards(held)].map(String).sort()).toEqual(["g:250", "g:3"])
+      // what is processed leaves no queue to look at
+      yield* store.encoded.saveReply(exit(a))
+      expect([...store.queuedShards(held)].map(String)).toEqual(["g:250"])
+      // any other iterable is read as it is
+      const list = [ShardId.make("g", 1), ShardId.make("g", 7)]
+      expect(store.queuedShards(list)).toBe(list)
     }))
 
   it.effect("with rereadAfterMs, a read skips what a read answered lately, until reset, cleared or that long passed", () =>

@@ -6,6 +6,7 @@ import * as Option from "effect/Option"
 import * as Egress from "./Egress.js"
 import { EgressConfig } from "./EgressConfig.js"
 import * as ExecutionLedger from "./ExecutionLedger.js"
+import * as PureTools from "./PureTools.js"
 import type { Tool } from "./Tool.js"
 import * as ToolCache from "./ToolCache.js"
 import * as ToolRegistry from "./ToolRegistry.js"
@@ -44,6 +45,9 @@ export const stores = <R = never>(
  * go out through it. A layer is built once per process however many services it is provided to.
  */
 export const egress = Egress.layer.pipe(Layer.provide(EgressConfig.layerConfig), Layer.orDie)
+
+/** The pure built-in tools, which the Agent Service runs in its own process (see `PureTools` in the domain). */
+export const pureTools = PureTools.layer
 
 /** The Tool Service as configured: `ToolWorker` entities, their stores in the process's `Redis` when it has one. */
 export const layer = Layer.unwrapEffect(Effect.map(Effect.serviceOption(Redis), (redis) =>

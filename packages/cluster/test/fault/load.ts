@@ -318,13 +318,14 @@ export interface ProbeResult {
 export const probeSessionIds = (count = 16) => Array.from({ length: count }, (_, i) => `probe-${i}`)
 
 /**
- * Submits one short synchronous task (`text.template`, no vendor) to each probe session, retrying with the
- * same idempotency key until it succeeds or the deadline passes, and records for every session the time
- * from `since` until its task succeeded.
+ * Submits one short synchronous task (`text.template`, no vendor, run in the session; or `step`) to each probe
+ * session, retrying with the same idempotency key until it succeeds or the deadline passes, and records for every
+ * session the time from `since` until its task succeeded.
  *
  * Failover time = the maximum over the sessions: started at the kill, sessions on surviving runners
  * answer at once and those whose shards the killed runner held answer once a survivor took the shards
- * over and ran the task end to end (agent, integrator's Connection, tool worker). Robust without knowing
+ * over and ran the task end to end (the edge, which checks the input with the tool service, and the agent; with a
+ * `step` of a vendor tool, the integrator's Connection and a tool worker too). Robust without knowing
  * the shard assignment, as long as some probe session was on the killed runner (see `probeSessionIds`).
  */
 export const probeSessions = async (options: {

@@ -39,6 +39,11 @@ export class ShardQueue {
     return this.items.size
   }
 
+  /** The oldest message queued. */
+  first(): Stored | undefined {
+    return this.items.values().next().value
+  }
+
   add(stored: Stored) {
     if (stored.seq > this.last) {
       this.items.set(stored.seq, stored)
