@@ -125,6 +125,21 @@ export const Connection = Entity.make("Connection", [
     success: McpServer,
     error: Schema.Union(InvalidRequest, UpstreamFailed, Unavailable, ConnectionRequired)
   }),
+  /**
+   * Makes this the oauth2 connection of an OAuth-protected MCP server (`auth: oauth2`): the server's authorization server
+   * discovered, a client registered there (or the one given), its secret kept in the vault; an earlier grant of this
+   * connection is revoked first. Answers the authorization server's URL.
+   */
+  Rpc.make("SetUpMcpAuthorization", {
+    payload: {
+      server_id: McpServerId,
+      config: McpServerConfig,
+      /** Where the consent returns (the edge's callback), registered with the client. */
+      redirect_uri: Schema.String
+    },
+    success: Schema.Struct({ authorization_server: Schema.String, registered: Schema.Boolean }),
+    error: Schema.Union(InvalidRequest, UpstreamFailed, Unavailable)
+  }),
   /** Revokes the tokens at the provider (RFC 7009), then forgets them and the connection. */
   Rpc.make("Disconnect", {
     success: Schema.Boolean,

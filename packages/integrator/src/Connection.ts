@@ -4,7 +4,7 @@ import { Egress } from "@altan/domain/Egress"
 import { isClusterError } from "@altan/domain/EntityCall"
 import { NotFound, Unavailable, UpstreamFailed } from "@altan/domain/Errors"
 import { parseEntityId } from "@altan/domain/Ids"
-import { mcpConfigOf, mcpProviderOf, type McpServerConfig } from "@altan/domain/McpServers"
+import { mcpClientSecretName, mcpConfigOf, mcpProviderOf, type McpServerConfig } from "@altan/domain/McpServers"
 import { breakerMetric, callMetrics } from "@altan/domain/Metrics"
 import { TenantTasks } from "@altan/domain/TenantTasks"
 import { catalogId, ToolFailed, ToolWorker } from "@altan/domain/ToolWorker"
@@ -21,6 +21,7 @@ import { clusterUnavailable } from "./internal/clusterCall.js"
 import { notifyConnectionReady } from "./internal/wakeTasks.js"
 import { LlmGateway } from "./LlmGateway.js"
 import * as LlmTurn from "./LlmTurn.js"
+import * as McpAuthorization from "./McpAuthorization.js"
 import { beginAuthorization, maxStateTtlMs, OAuthStore } from "./OAuth.js"
 import * as OAuthSession from "./OAuthSession.js"
 import * as RateBudget from "./RateBudget.js"
@@ -249,6 +250,34 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
         }),
 
         ImportMcpServer: ({ payload }) => importMcpServer(payload.server_id, payload.config),
+
+        SetUpMcpAuthorization: Effect.fn("Connection.setUpMcpAuthorization", spanOptions)(function*({ payload }) {
+          const { config: server, redirect_uri, server_id } = payload
+          const settings = yield* config.getSettings(tenantId)
+          const made = yield* McpAuthorization.setUp({
+            serverId: server_id,
+            url: server.url,
+            clientId: server.client_id,
+            clientSecretSecret: server.client_secret_secret,
+            scopes: server.scopes,
+            redirectUri: redirect_uri,
+            allowHosts: settings.egress_allowlist
+          }).pipe(Effect.provideService(Egress, egress))
+          // another server or client: the old grant is revoked and its tokens forgotten first
+          const previous = yield* connectionStore.get(tenantId, provider)
+          if (Option.isSome(previous) && previous.value.type === "oauth2") yield* oauth.revoke(previous.value)
+          if (made.clientSecret !== undefined) {
+            yield* secrets.put(tenantId, mcpClientSecretName(server_id), made.clientSecret).pipe(
+              Effect.mapError((e) => new Unavailable({ message: e.message }))
+            )
+          }
+          yield* connectionStore.put(tenantId, provider, made.connection)
+          yield* Effect.logInfo(
+            `MCP server ${server_id}: oauth2 connection set up at ${made.authorizationServer}` +
+              (made.registered ? " (client registered)" : "")
+          ).pipe(Effect.annotateLogs({ "tenant.id": tenantId, provider }))
+          return { authorization_server: made.authorizationServer, registered: made.registered }
+        }),
 
         Complete: ({ payload }) => LlmTurn.complete(turns, payload)
       })

@@ -1,7 +1,6 @@
 import { Api } from "@altan/domain/Api"
 import { Connection, connectionId } from "@altan/domain/Connection"
 import type { ConnectionConfig } from "@altan/domain/ConnectionConfig"
-import { Egress } from "@altan/domain/Egress"
 import { InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
 import { mcpClientSecretName, mcpConfigOf, mcpProviderOf, type McpServerConfig } from "@altan/domain/McpServers"
@@ -14,7 +13,6 @@ import { ConnectionStore } from "./ConnectionStore.js"
 import { orUnavailable } from "./internal/clusterCall.js"
 import { oauthRedirectUri } from "./internal/redirectUri.js"
 import { requireAdmin } from "./internal/requireAdmin.js"
-import * as McpAuthorization from "./McpAuthorization.js"
 import { beginAuthorization, OAuthStore, stateTtlMs } from "./OAuth.js"
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
@@ -32,7 +30,6 @@ export const McpServersLive = HttpApiBuilder.group(Api, "mcp", (handlers) =>
     const workers = yield* ToolWorker.client
     const entities = yield* Connection.client
     const oauth = yield* OAuthStore
-    const egress = yield* Egress
     const config = yield* TenantConfig
     const connections = yield* ConnectionStore
     const secrets = yield* SecretStore
@@ -98,28 +95,11 @@ export const McpServersLive = HttpApiBuilder.group(Api, "mcp", (handlers) =>
           })
         }
         if (on === "put" && (yield* needsSetUp(tenantId, serverId, server, existing))) {
-          // another server or client: the old grant is revoked and its tokens forgotten first
-          if (Option.isSome(existing)) yield* orUnavailable(entity.Disconnect())
-          const settings = yield* config.getSettings(tenantId)
-          const made = yield* McpAuthorization.setUp({
-            serverId,
-            url: server.url,
-            clientId: server.client_id,
-            clientSecretSecret: server.client_secret_secret,
-            scopes: server.scopes,
-            redirectUri: yield* redirectUri,
-            allowHosts: settings.egress_allowlist
-          }).pipe(Effect.provideService(Egress, egress))
-          if (made.clientSecret !== undefined) {
-            yield* secrets.put(tenantId, mcpClientSecretName(serverId), made.clientSecret).pipe(
-              Effect.mapError((e) => new Unavailable({ message: e.message }))
-            )
-          }
-          yield* connections.put(tenantId, provider, made.connection)
-          yield* Effect.logInfo(
-            `MCP server ${serverId}: oauth2 connection ${provider} set up at ${made.authorizationServer}` +
-              (made.registered ? " (client registered)" : "")
-          ).pipe(Effect.annotateLogs({ "tenant.id": tenantId }))
+          // the connection's actor discovers, registers and keeps the client (revoking an earlier grant first)
+          yield* orUnavailable(
+            entity.SetUpMcpAuthorization({ server_id: serverId, config: server, redirect_uri: yield* redirectUri }),
+            "30 seconds"
+          )
         }
         return yield* orUnavailable(entity.ImportMcpServer({ server_id: serverId, config: server })).pipe(
           Effect.catchTag("ConnectionRequired", () => needsAuthorization(tenantId, serverId, server, provider, on))

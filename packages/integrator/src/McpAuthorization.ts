@@ -216,8 +216,9 @@ export const setUp = Effect.fn("McpAuthorization.setUp", { captureStackTrace: fa
             redirect_uris: [options.redirectUri],
             grant_types: ["authorization_code", "refresh_token"],
             response_types: ["code"],
-            token_endpoint_auth_method: method,
-            ...(scopes.length > 0 ? { scope: scopes.join(" ") } : {})
+            // no `scope`: what the client may ask for is the authorization request's to say (an authorization server
+            // may refuse a registration naming its resource servers' scopes)
+            token_endpoint_auth_method: method
           },
           fetchFn
         }).catch((e) => {
