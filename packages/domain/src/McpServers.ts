@@ -20,7 +20,8 @@ export const McpServerConfig = Schema.Struct({
   url: HttpUrl,
   /**
    * The tenant's connection whose credential every request to the server carries (an `api_key` connection: its
-   * header). Unset: none. Calls go through `Connection[tenant/<connection>]` (or `mcp-<server_id>` without one).
+   * header; with `auth: oauth2`, an oauth2 connection's bearer token). Unset: none. Calls go through
+   * `Connection[tenant/<connection>]` (or `mcp-<server_id>` without one).
    */
   connection: Schema.optional(ProviderName),
   /**

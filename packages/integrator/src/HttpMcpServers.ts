@@ -23,7 +23,8 @@ const redirectUri = Effect.map(oauthRedirectUri, Option.getOrElse(() => "http://
 /**
  * `/v1/mcp/servers`: the tenant's remote MCP servers. Importing lists the server's tools from the tool service (which
  * reaches it through the egress guard), with the credential of the server's connection, read here: the tool service
- * never reads secrets. Admin only.
+ * never reads secrets. An OAuth-protected server (`auth: oauth2`) is set up and imported by its connection's actor,
+ * which owns its tokens. Admin only.
  */
 export const McpServersLive = HttpApiBuilder.group(Api, "mcp", (handlers) =>
   Effect.gen(function*() {
