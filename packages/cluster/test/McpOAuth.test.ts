@@ -2,6 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Server } from "@modelcontextprotocol/sdk/server/index.js"
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js"
 import { CallToolRequestSchema, ListToolsRequestSchema } from "@modelcontextprotocol/sdk/types.js"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Tracer from "effect/Tracer"
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http"
 import Provider from "oidc-provider"
 import { makeProbes, sleep, startEdge } from "./fixtures.js"
@@ -36,6 +40,35 @@ const grants: Array<{ type: string; resource: unknown }> = []
 const revocations: Array<string> = []
 /** The requests the MCP server got: the bearer token, whether it took it, and the JSON-RPC method. */
 const received: Array<{ token: string; valid: boolean; method?: string }> = []
+
+/** Every secret the run handed out (tokens, codes, states, the registered client's secret): none may be recorded. */
+const handedOut = new Set<string>()
+
+/** Every span of the edge's runtime as an exporter would send it. */
+const spans: Array<{ name: string; attributes: ReadonlyMap<string, unknown>; events: Array<unknown>; end?: string }> =
+  []
+const capturing = (): Tracer.Tracer => {
+  const native = Effect.runSync(Effect.tracer)
+  return Tracer.make({
+    span: (...args) => {
+      const span = native.span(...args)
+      const record: (typeof spans)[number] = { name: span.name, attributes: span.attributes, events: [] }
+      spans.push(record)
+      const end = span.end.bind(span)
+      span.end = (endTime, exit) => {
+        record.end = Exit.isFailure(exit) ? Cause.pretty(exit.cause, { renderErrorCause: true }) : "ok"
+        end(endTime, exit)
+      }
+      const event = span.event.bind(span)
+      span.event = (name, startTime, attributes) => {
+        record.events.push([name, attributes])
+        event(name, startTime, attributes)
+      }
+      return span
+    },
+    context: (f) => f()
+  })
+}
 
 const makeProvider = (url: string, registration: boolean) => {
   const p = new Provider(url, {
@@ -121,6 +154,7 @@ const serveMcp = async (req: IncomingMessage, res: ServerResponse, path: string,
   for await (const chunk of req) chunks.push(chunk as Buffer)
   const body = chunks.length > 0 ? JSON.parse(Buffer.concat(chunks).toString()) : undefined
   received.push({ token, valid, method: body?.method })
+  if (token) handedOut.add(token)
   if (!valid) {
     res.writeHead(401, {
       "content-type": "application/json",
@@ -167,6 +201,7 @@ const browse = async (start: string): Promise<string> => {
 const consent = async (authorizeUrl: string) => {
   const callback = await browse(authorizeUrl)
   expect(callback.startsWith(`${edge.base}/v1/oauth/callback?`)).toBe(true)
+  for (const name of ["code", "state"]) handedOut.add(new URL(callback).searchParams.get(name)!)
   const res = await fetch(callback)
   return { status: res.status, body: await res.json() as any }
 }
@@ -183,7 +218,7 @@ const listen = async (server: HttpServer) => {
 }
 
 beforeAll(async () => {
-  edge = await startEdge(makeProbes())
+  edge = await startEdge(makeProbes(), { tracer: capturing() })
   admin = await edge.sign({ tenant_id: "mcp-oauth", role: "admin", sub: "root" })
   member = await edge.sign({ tenant_id: "mcp-oauth", role: "member", sub: "ana" })
 
@@ -195,7 +230,11 @@ beforeAll(async () => {
     "grant.success",
     (ctx: any) => grants.push({ type: ctx.oidc.params.grant_type, resource: ctx.oidc.params.resource })
   )
-  provider.on("registration_create.success", (ctx: any) => clientIds.push(ctx.oidc.entities.Client.clientId))
+  provider.on("registration_create.success", (ctx: any) => {
+    clientIds.push(ctx.oidc.entities.Client.clientId)
+    handedOut.add(ctx.oidc.entities.Client.clientSecret)
+  })
+  provider.on("refresh_token.saved", (token: any) => handedOut.add(token.jti))
   idp.on("request", (req, res) => void open.handle(req, res))
 
   closedIdp = createServer()
@@ -364,5 +403,28 @@ describe("an OAuth 2.1-protected remote MCP server", () => {
     expect(link.searchParams.get("client_id")).toBe("pre-registered")
     expect(link.searchParams.get("resource")).toBe(url)
     expect((await edge.call("DELETE", "/v1/mcp/servers/closed", admin)).status).toBe(204)
+    // discovery goes through the egress guard: a host neither the operator nor the tenant allows is not asked
+    const denied = await edge.call("PUT", "/v1/mcp/servers/far", admin, {
+      url: "http://127.0.0.2:8080/mcp",
+      auth: "oauth2"
+    })
+    expect(denied.status, denied.text).toBe(400)
+    expect(denied.body.error).toMatchObject({ code: "egress_denied", details: { field: "url" } })
+    expect(denied.body.error.message).toContain("egress_allowlist")
+  })
+  it("keeps the registered client's secret, the codes, states and tokens out of every span and audit record", () => {
+    // the tracer saw discovery, registration, the exchange and the refreshes: its silence is not an accident
+    const names = new Set(spans.map((s) => s.name))
+    for (const name of ["Connection.setUpMcpAuthorization", "McpAuthorization.setUp", "OAuth.requestTokens"]) {
+      expect(names.has(name), name).toBe(true)
+    }
+    expect(handedOut.size).toBeGreaterThan(8)
+    const recorded = JSON.stringify([
+      spans.map((s) => [s.name, [...s.attributes.entries()], s.events, s.end]),
+      edge.audit()
+    ])
+    for (const secret of handedOut) {
+      expect(recorded.includes(secret), "a span or audit record holds a secret").toBe(false)
+    }
   })
 })
