@@ -70,9 +70,9 @@ const capturing = (): Tracer.Tracer => {
   })
 }
 
-const makeProvider = (url: string, registration: boolean) => {
+const makeProvider = (url: string, registration: boolean, clients: Array<Record<string, unknown>> = []) => {
   const p = new Provider(url, {
-    clients: [],
+    clients,
     scopes: ["openid", "offline_access"],
     pkce: { required: () => true },
     rotateRefreshToken: true,
@@ -86,9 +86,16 @@ const makeProvider = (url: string, registration: boolean) => {
         defaultResource: () => undefined,
         useGrantedResource: () => true,
         getResourceServerInfo: (_ctx: unknown, indicator: string) => {
-          // tokens only for the MCP server
-          if (indicator !== mcpUrl) throw new Error(`unknown resource ${indicator}`)
-          return { scope: "mcp:tools", audience: mcpUrl, accessTokenFormat: "opaque", accessTokenTTL: accessTokenTtl }
+          // tokens only for the MCP servers
+          if (indicator !== mcpUrl && indicator !== `${mcpBase}/closed/mcp`) {
+            throw new Error(`unknown resource ${indicator}`)
+          }
+          return {
+            scope: "mcp:tools",
+            audience: indicator,
+            accessTokenFormat: "opaque",
+            accessTokenTTL: accessTokenTtl
+          }
         }
       }
     },
@@ -239,7 +246,14 @@ beforeAll(async () => {
 
   closedIdp = createServer()
   closedIssuer = await listen(closedIdp)
-  const closed = makeProvider(closedIssuer, false)
+  // a public client registered there beforehand (no secret: PKCE alone binds the code)
+  const closed = makeProvider(closedIssuer, false, [{
+    client_id: "pre-registered",
+    token_endpoint_auth_method: "none",
+    redirect_uris: [`${edge.base}/v1/oauth/callback`],
+    grant_types: ["authorization_code", "refresh_token"],
+    response_types: ["code"]
+  }])
   closedProvider = closed.provider
   closedIdp.on("request", (req, res) => void closed.handle(req, res))
 
@@ -381,7 +395,7 @@ describe("an OAuth 2.1-protected remote MCP server", () => {
     expect(ids.filter((id: string) => id.startsWith("mcp."))).toEqual([])
   })
 
-  it("refuses clearly when the authorization server offers no registration and no client_id is given", async () => {
+  it("refuses clearly when the authorization server offers no registration and no client_id is given; takes a given one", async () => {
     const url = `${mcpBase}/closed/mcp`
     const put = await edge.call("PUT", "/v1/mcp/servers/closed", admin, { url, auth: "oauth2" })
     expect(put.status, put.text).toBe(400)
@@ -402,6 +416,15 @@ describe("an OAuth 2.1-protected remote MCP server", () => {
     expect(link.origin).toBe(closedIssuer)
     expect(link.searchParams.get("client_id")).toBe("pre-registered")
     expect(link.searchParams.get("resource")).toBe(url)
+    // the user consents: a public client's code exchange (no secret), then the server's tools
+    expect((await consent(given.body.authorize_url)).status).toBe(200)
+    const ready = await edge.call("GET", "/v1/mcp/servers/closed", admin)
+    expect(ready.body).toMatchObject({ status: "ready", imported: [{ tool_id: "mcp.closed.add" }] })
+    const task = await edge.call("POST", "/v1/tasks", member, {
+      input: { steps: [{ id: "sum", tool: "mcp.closed.add", input: { a: 20, b: 22 } }] }
+    })
+    expect(task.body.status, task.text).toBe("succeeded")
+    expect(task.body.output).toEqual({ sum: 42 })
     expect((await edge.call("DELETE", "/v1/mcp/servers/closed", admin)).status).toBe(204)
     // discovery goes through the egress guard: a host neither the operator nor the tenant allows is not asked
     const denied = await edge.call("PUT", "/v1/mcp/servers/far", admin, {
