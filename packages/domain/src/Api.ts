@@ -357,7 +357,10 @@ export class McpServersGroup extends HttpApiGroup.make("mcp")
       .annotate(
         OpenApi.Description,
         "Lists the server's tools now (through the egress guard: its host must be in the tenant's egress_allowlist) " +
-          "and imports them as mcp.<server_id>.<name>; 502 when the server cannot be reached or lists none."
+          "and imports them as mcp.<server_id>.<name>; 502 when the server cannot be reached or lists none. With " +
+          "auth oauth2: the server's authorization server is discovered and a client registered (or client_id used); " +
+          "until the tenant's user consents, the answer is status needs_authorization with an authorize_url, and " +
+          "the OAuth callback imports the tools."
       )
   )
   .add(

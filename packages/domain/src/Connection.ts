@@ -4,10 +4,11 @@ import * as Rpc from "@effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
 import { BudgetName } from "./Budget.js"
 import { ConnectionInfo } from "./ConnectionConfig.js"
-import { BudgetExhausted } from "./ConnectionErrors.js"
-import { NotFound, Unavailable, UpstreamFailed } from "./Errors.js"
+import { BudgetExhausted, ConnectionRequired } from "./ConnectionErrors.js"
+import { InvalidRequest, NotFound, Unavailable, UpstreamFailed } from "./Errors.js"
 import { entityId, type TenantId } from "./Ids.js"
 import { ChatMessage, Completion, FunctionTool, LlmError } from "./Llm.js"
+import { McpServer, McpServerConfig, McpServerId } from "./McpServers.js"
 import { payload } from "./RpcPayload.js"
 import { ToolError, ToolResult } from "./ToolWorker.js"
 
@@ -113,6 +114,31 @@ export const Connection = Entity.make("Connection", [
   Rpc.make("Admit", {
     payload: { budgets: Schema.Array(BudgetName) },
     error: Schema.Union(BudgetExhausted, Unavailable)
+  }),
+  /**
+   * Imports a remote MCP server's tools with this connection's credential (an OAuth2 access token refreshed here, once,
+   * when it expired or the server refused it): sent to the server's connection on `PUT`, on refresh, and by this
+   * connection itself when an authorization completes. `ConnectionRequired`: no grant yet, or it was lost.
+   */
+  Rpc.make("ImportMcpServer", {
+    payload: { server_id: McpServerId, config: McpServerConfig },
+    success: McpServer,
+    error: Schema.Union(InvalidRequest, UpstreamFailed, Unavailable, ConnectionRequired)
+  }),
+  /**
+   * Makes this the oauth2 connection of an OAuth-protected MCP server (`auth: oauth2`): the server's authorization server
+   * discovered, a client registered there (or the one given), its secret kept in the vault; an earlier grant of this
+   * connection is revoked first. Answers the authorization server's URL.
+   */
+  Rpc.make("SetUpMcpAuthorization", {
+    payload: {
+      server_id: McpServerId,
+      config: McpServerConfig,
+      /** Where the consent returns (the edge's callback), registered with the client. */
+      redirect_uri: Schema.String
+    },
+    success: Schema.Struct({ authorization_server: Schema.String, registered: Schema.Boolean }),
+    error: Schema.Union(InvalidRequest, UpstreamFailed, Unavailable)
   }),
   /** Revokes the tokens at the provider (RFC 7009), then forgets them and the connection. */
   Rpc.make("Disconnect", {

@@ -24,8 +24,11 @@ export const ApiKeyConnection = Schema.Struct({
 export const OAuth2Connection = Schema.Struct({
   type: Schema.Literal("oauth2"),
   client_id: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(512)),
-  /** The name of the tenant secret holding the app's client secret. */
-  client_secret_secret: SecretName,
+  /**
+   * The name of the tenant secret holding the app's client secret. Unset: a public client (the token endpoint gets the
+   * `client_id` alone, as OAuth 2.1 allows with PKCE).
+   */
+  client_secret_secret: Schema.optional(SecretName),
   authorize_url: HttpUrl,
   token_url: HttpUrl,
   /** RFC 7009 revocation endpoint; tokens are revoked there when the connection is deleted. */
@@ -35,7 +38,12 @@ export const OAuth2Connection = Schema.Struct({
     default: () => []
   }),
   /** How the client authenticates at the token endpoint: form body (default) or HTTP Basic. */
-  client_auth: Schema.optionalWith(Schema.Literal("post", "basic"), { default: () => "post" as const })
+  client_auth: Schema.optionalWith(Schema.Literal("post", "basic"), { default: () => "post" as const }),
+  /**
+   * RFC 8707 resource indicator: the API the tokens are for, sent on the authorization request and on every token
+   * request (code and refresh), so the tokens are bound to it (an MCP server's URL).
+   */
+  resource: Schema.optional(HttpUrl)
 })
 export type OAuth2Connection = typeof OAuth2Connection.Type
 

@@ -1,6 +1,7 @@
 import * as Schema from "effect/Schema"
 import { ProviderName } from "./ConnectionConfig.js"
 import { HttpUrl } from "./LlmConfig.js"
+import { SecretName } from "./Secret.js"
 import { JsonSchema } from "./ToolDefinition.js"
 
 /**
@@ -19,9 +20,25 @@ export const McpServerConfig = Schema.Struct({
   url: HttpUrl,
   /**
    * The tenant's connection whose credential every request to the server carries (an `api_key` connection: its
-   * header). Unset: none. Calls go through `Connection[tenant/<connection>]` (or `mcp-<server_id>` without one).
+   * header; with `auth: oauth2`, an oauth2 connection's bearer token). Unset: none. Calls go through
+   * `Connection[tenant/<connection>]` (or `mcp-<server_id>` without one).
    */
   connection: Schema.optional(ProviderName),
+  /**
+   * `oauth2`: the server is protected per the MCP authorization specification (OAuth 2.1). Its authorization server is
+   * discovered (RFC 9728, RFC 8414), the client registered (RFC 7591) unless `client_id` is given, and the tenant's user
+   * consents once (PKCE S256, the server's URL as RFC 8707 resource); the tokens are those of the oauth2 connection
+   * `connection` (made here when it is not there), else `mcp-<server_id>`. Unset: `connection`'s credential, or none.
+   */
+  auth: Schema.optional(Schema.Literal("oauth2")),
+  /** With `auth: oauth2`: a client registered beforehand at the server's authorization server, instead of registering. */
+  client_id: Schema.optional(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(512))),
+  /** With `client_id`: the tenant secret holding its client secret; unset: a public client. */
+  client_secret_secret: Schema.optional(SecretName),
+  /** With `auth: oauth2`: the scopes to ask for; unset: those the server's metadata lists (`scopes_supported`). */
+  scopes: Schema.optional(
+    Schema.Array(Schema.String.pipe(Schema.pattern(/^[\x21\x23-\x5b\x5d-\x7e]{1,256}$/))).pipe(Schema.maxItems(64))
+  ),
   /** Only these of the server's tools (by the server's names); unset: all of them. */
   tools: Schema.optional(
     Schema.Array(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(128))).pipe(
@@ -55,13 +72,40 @@ export const McpServer = Schema.Struct({
   protocol_version: Schema.optional(Schema.String),
   /** The server's tools as imported (those `tools` lets through). */
   imported: Schema.Array(McpImportedTool),
-  refreshed_at: Schema.String
+  refreshed_at: Schema.String,
+  /**
+   * `needs_authorization`: an `auth: oauth2` server whose connection has no grant yet (or lost it): nothing is imported
+   * until the tenant's user consents at `authorize_url`; the callback imports its tools. Unset: imported.
+   */
+  status: Schema.optional(Schema.Literal("ready", "needs_authorization")),
+  /** Where the tenant's user consents (single-use; answered by `PUT` and refresh while `needs_authorization`). */
+  authorize_url: Schema.optional(Schema.String),
+  /** When `authorize_url` stops being accepted. */
+  authorize_expires_at: Schema.optional(Schema.String)
 }).annotations({ identifier: "McpServer" })
 export type McpServer = typeof McpServer.Type
 
 /** The provider (and so the `Connection`) a server's calls go through. */
 export const mcpProviderOf = (server: { readonly server_id: string; readonly connection?: string | undefined }) =>
   server.connection ?? `mcp-${server.server_id}`
+
+/** The tenant secret a server's registered OAuth client keeps its client secret in (when it was given one). */
+export const mcpClientSecretName = (serverId: string) => `mcp-${serverId}.client_secret`
+
+/** A server's configuration as the admin put it: the stored record without what the import added. */
+export const mcpConfigOf = (server: McpServer): McpServerConfig => {
+  const {
+    authorize_expires_at: _,
+    authorize_url: __,
+    imported: ___,
+    protocol_version: ____,
+    refreshed_at: _____,
+    server_id: ______,
+    status: _______,
+    ...config
+  } = server
+  return config
+}
 
 /**
  * A server's tool name as our tool id: `mcp.<server_id>.<name>`, the name lowercased with every run of other characters

@@ -205,7 +205,9 @@ export const ToolWorker = Entity.make("ToolWorker", [
       server_id: McpServerId,
       config: McpServerConfig,
       credential: Schema.optional(Credential),
-      egress_allowlist: Schema.Array(Schema.String)
+      egress_allowlist: Schema.Array(Schema.String),
+      /** Stored as `needs_authorization`, with no tool, the server not asked: it waits for its OAuth2 grant. */
+      pending: Schema.optional(Schema.Boolean)
     },
     success: McpServer,
     error: Schema.Union(InvalidRequest, UpstreamFailed, Unavailable)

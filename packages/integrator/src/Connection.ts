@@ -1,11 +1,13 @@
 import { AuditLog } from "@altan/audit/AuditLog"
 import { Connection, ConnectionRequired } from "@altan/domain/Connection"
 import { Egress } from "@altan/domain/Egress"
-import { NotFound, Unavailable } from "@altan/domain/Errors"
+import { isClusterError } from "@altan/domain/EntityCall"
+import { NotFound, Unavailable, UpstreamFailed } from "@altan/domain/Errors"
 import { parseEntityId } from "@altan/domain/Ids"
+import { mcpClientSecretName, mcpConfigOf, mcpProviderOf, type McpServerConfig } from "@altan/domain/McpServers"
 import { breakerMetric, callMetrics } from "@altan/domain/Metrics"
 import { TenantTasks } from "@altan/domain/TenantTasks"
-import { ToolFailed, ToolWorker } from "@altan/domain/ToolWorker"
+import { catalogId, ToolFailed, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Entity from "@effect/cluster/Entity"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -15,9 +17,11 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { makeBreaker } from "./Breaker.js"
 import { ConnectionStore } from "./ConnectionStore.js"
+import { clusterUnavailable } from "./internal/clusterCall.js"
 import { notifyConnectionReady } from "./internal/wakeTasks.js"
 import { LlmGateway } from "./LlmGateway.js"
 import * as LlmTurn from "./LlmTurn.js"
+import * as McpAuthorization from "./McpAuthorization.js"
 import { beginAuthorization, maxStateTtlMs, OAuthStore } from "./OAuth.js"
 import * as OAuthSession from "./OAuthSession.js"
 import * as RateBudget from "./RateBudget.js"
@@ -128,6 +132,51 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
           return new ConnectionRequired({ provider: e.provider, reason: e.reason, authorize_url: url })
         })
 
+      /**
+       * A remote MCP server's tools imported with this connection's credential: a token the server refuses (401) is
+       * refreshed, once, and the import asked again.
+       */
+      const importMcpServer = Effect.fn("Connection.importMcpServer", spanOptions)(
+        function*(serverId: string, server: McpServerConfig) {
+          yield* Effect.annotateCurrentSpan("altan.mcp_server", serverId)
+          const settings = yield* config.getSettings(tenantId)
+          const once = (force: boolean) =>
+            Effect.flatMap(
+              ToolCall.credential(toolCalls, force),
+              (credential) =>
+                toolWorker(catalogId(tenantId)).ImportMcpServer({
+                  server_id: serverId,
+                  config: server,
+                  ...(Option.isSome(credential) ? { credential: credential.value } : {}),
+                  egress_allowlist: settings.egress_allowlist
+                })
+            )
+          return yield* once(false).pipe(
+            Effect.catchIf(
+              (e) => UpstreamFailed.is(e) && e.details?.["status"] === 401 && oauth.holdsToken(),
+              () => once(true)
+            ),
+            Effect.catchIf(isClusterError, (e) => Effect.fail(clusterUnavailable(e))),
+            Effect.catchTag("ToolFailed", (e) => Effect.fail(new UpstreamFailed({ message: e.message })))
+          )
+        }
+      )
+      /** The tenant's OAuth-protected MCP servers whose connection this is: imported once a grant is given. */
+      const importAuthorizedServers = Effect.gen(function*() {
+        const servers = yield* toolWorker(catalogId(tenantId)).ListMcpServers()
+        for (const server of servers) {
+          if (server.auth !== "oauth2" || mcpProviderOf(server) !== provider) continue
+          yield* importMcpServer(server.server_id, mcpConfigOf(server)).pipe(
+            Effect.catchAll((e) =>
+              Effect.logWarning(`could not import the tools of MCP server ${server.server_id}: ${e.message}`)
+            )
+          )
+        }
+      }).pipe(
+        Effect.catchAllCause((cause) => Effect.logWarning("could not import the tenant's MCP servers", cause)),
+        Effect.annotateLogs({ "tenant.id": tenantId, provider })
+      )
+
       return Connection.of({
         Invoke: ({ payload }) =>
           Effect.gen(function*() {
@@ -187,7 +236,7 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
             onSuccess: (info) =>
               Effect.zipRight(
                 authorizationRecorded("ok", { scopes: info.scopes }),
-                notifyConnectionReady(tenantTasks, tenantId, provider)
+                Effect.zipRight(importAuthorizedServers, notifyConnectionReady(tenantTasks, tenantId, provider))
               )
           })
         ),
@@ -198,6 +247,36 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
             yield* oauth.revoke(connection.value)
           }
           return yield* connectionStore.remove(tenantId, provider)
+        }),
+
+        ImportMcpServer: ({ payload }) => importMcpServer(payload.server_id, payload.config),
+
+        SetUpMcpAuthorization: Effect.fn("Connection.setUpMcpAuthorization", spanOptions)(function*({ payload }) {
+          const { config: server, redirect_uri, server_id } = payload
+          const settings = yield* config.getSettings(tenantId)
+          const made = yield* McpAuthorization.setUp({
+            serverId: server_id,
+            url: server.url,
+            clientId: server.client_id,
+            clientSecretSecret: server.client_secret_secret,
+            scopes: server.scopes,
+            redirectUri: redirect_uri,
+            allowHosts: settings.egress_allowlist
+          }).pipe(Effect.provideService(Egress, egress))
+          // another server or client: the old grant is revoked and its tokens forgotten first
+          const previous = yield* connectionStore.get(tenantId, provider)
+          if (Option.isSome(previous) && previous.value.type === "oauth2") yield* oauth.revoke(previous.value)
+          if (made.clientSecret !== undefined) {
+            yield* secrets.put(tenantId, mcpClientSecretName(server_id), made.clientSecret).pipe(
+              Effect.mapError((e) => new Unavailable({ message: e.message }))
+            )
+          }
+          yield* connectionStore.put(tenantId, provider, made.connection)
+          yield* Effect.logInfo(
+            `MCP server ${server_id}: oauth2 connection set up at ${made.authorizationServer}` +
+              (made.registered ? " (client registered)" : "")
+          ).pipe(Effect.annotateLogs({ "tenant.id": tenantId, provider }))
+          return { authorization_server: made.authorizationServer, registered: made.registered }
         }),
 
         Complete: ({ payload }) => LlmTurn.complete(turns, payload)

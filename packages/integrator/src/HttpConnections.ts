@@ -32,10 +32,11 @@ export const ConnectionsLive = HttpApiBuilder.group(Api, "connections", (handler
     const infoOf = (tenantId: TenantId, provider: string, c: ConnectionConfig) =>
       Effect.gen(function*() {
         // whether the secret it names is stored (its value is not read out of the store's answer)
-        const stored = yield* Effect.map(
-          secrets.get(tenantId, c.type === "api_key" ? c.secret : c.client_secret_secret),
-          Option.isSome
-        ).pipe(Effect.mapError((e) => new Unavailable({ message: e.message })))
+        const secret = c.type === "api_key" ? c.secret : c.client_secret_secret
+        // a public OAuth client names none
+        const stored = secret === undefined || (yield* Effect.map(secrets.get(tenantId, secret), Option.isSome).pipe(
+          Effect.mapError((e) => new Unavailable({ message: e.message }))
+        ))
         if (!stored) {
           return { provider, type: c.type, status: "missing_secret" as const, scopes: [], expires_at: null }
         }

@@ -158,6 +158,7 @@ export const authorizeUrl = (
   url.searchParams.set("state", params.state)
   url.searchParams.set("code_challenge", challengeOf(params.codeVerifier))
   url.searchParams.set("code_challenge_method", "S256")
+  if (config.resource !== undefined) url.searchParams.set("resource", config.resource)
   return url.href
 }
 
@@ -238,7 +239,7 @@ const hostOf = (url: string) => new URL(url).host
 const post = (
   url: string,
   config: OAuth2Connection,
-  clientSecret: Redacted.Redacted,
+  clientSecret: Redacted.Redacted | undefined,
   form: Record<string, string>
 ) =>
   Effect.gen(function*() {
@@ -248,7 +249,10 @@ const post = (
       "content-type": "application/x-www-form-urlencoded",
       accept: "application/json"
     }
-    if (config.client_auth === "basic") {
+    if (clientSecret === undefined) {
+      // a public client: its id, no secret (PKCE binds the code to whoever began the authorization)
+      body.set("client_id", config.client_id)
+    } else if (config.client_auth === "basic") {
       // RFC 6749 2.3.1: each part form-encoded before base64
       const id = encodeURIComponent(config.client_id)
       const secret = encodeURIComponent(Redacted.value(clientSecret))
@@ -279,7 +283,7 @@ const post = (
 /** Exchanges a code or a refresh token for tokens. `invalid_grant` is told apart: it means "authorize again". */
 export const requestTokens: (
   config: OAuth2Connection,
-  clientSecret: Redacted.Redacted,
+  clientSecret: Redacted.Redacted | undefined,
   form: Record<string, string>,
   previous?: Tokens
 ) => Effect.Effect<Tokens, UpstreamFailed | InvalidGrant, Egress> = Effect.fn("OAuth.requestTokens", {
@@ -287,10 +291,16 @@ export const requestTokens: (
 })(
   function*(config, clientSecret, form, previous) {
     yield* Effect.annotateCurrentSpan("altan.oauth.grant_type", form.grant_type)
-    const response = yield* post(config.token_url, config, clientSecret, form)
+    // RFC 8707: every token request names the resource the tokens are for
+    const response = yield* post(
+      config.token_url,
+      config,
+      clientSecret,
+      config.resource !== undefined ? { ...form, resource: config.resource } : form
+    )
     const json = parseJson(response)
     // the provider may echo what it was sent in its error text
-    const sent = [Redacted.value(clientSecret), form.refresh_token, form.code, form.code_verifier]
+    const sent = [clientSecret && Redacted.value(clientSecret), form.refresh_token, form.code, form.code_verifier]
     const host = hostOf(config.token_url)
     if (response.status < 200 || response.status >= 300) {
       const error = Schema.decodeUnknownOption(ErrorAnswer)(json)
@@ -332,7 +342,7 @@ export const requestTokens: (
 /** RFC 7009 revocation of one token; the provider answers 200 even for tokens it no longer knows. */
 export const revokeToken: (
   config: OAuth2Connection,
-  clientSecret: Redacted.Redacted,
+  clientSecret: Redacted.Redacted | undefined,
   token: string,
   hint: "refresh_token" | "access_token"
 ) => Effect.Effect<void, UpstreamFailed, Egress> = Effect.fn("OAuth.revoke", { captureStackTrace: false })(

@@ -28,8 +28,12 @@ const clientSecretOf = (
   tenantId: TenantId,
   provider: string,
   config: OAuth2Connection
-) =>
-  secrets.get(tenantId, config.client_secret_secret).pipe(
+): Effect.Effect<Redacted.Redacted | undefined, UpstreamFailed | Unavailable> =>
+  // a public client has none
+  config.client_secret_secret === undefined ? Effect.succeed(undefined) : secrets.get(
+    tenantId,
+    config.client_secret_secret
+  ).pipe(
     Effect.mapError((e) => new Unavailable({ message: e.message })),
     Effect.flatMap(Option.match({
       onNone: () =>

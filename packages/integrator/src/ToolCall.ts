@@ -91,7 +91,7 @@ const auditInvoke = (
  * The credential of this connection for one call: an API key read from its secret, or the OAuth2
  * access token this actor holds (refreshed here, once, when it is about to expire).
  */
-const credential = (
+export const credential = (
   { connectionStore, oauth, provider, secrets, tenantId }: ToolCallContext,
   forceRefresh = false
 ) =>

@@ -149,6 +149,12 @@ const sessionKeyOf = (tenantId: string, server: McpServer, credential: Credentia
       : ""
   }`
 
+/** The HTTP status the MCP server answered a failed request with, if it answered. */
+export const statusOf = (error: unknown): number | undefined =>
+  error instanceof StreamableHTTPError && error.code !== undefined && error.code >= 400 && error.code < 600
+    ? error.code
+    : undefined
+
 /** What went wrong with a request to an MCP server, its HTTP status first when it answered one. */
 export const messageOf = (error: unknown) =>
   error instanceof StreamableHTTPError && error.code !== undefined
@@ -213,7 +219,7 @@ export const fromImported = (server: McpServer, imported: McpImportedTool): Eith
       side_effect: !imported.read_only,
       cacheable: false,
       idempotent: imported.idempotent,
-      ...(server.connection !== undefined ? { needs_connection: true } : {})
+      ...(server.connection !== undefined || server.auth === "oauth2" ? { needs_connection: true } : {})
     }
     return {
       spec,
@@ -239,6 +245,15 @@ export const fromImported = (server: McpServer, imported: McpImportedTool): Eith
           Effect.mapError(({ error, refused }): ToolFailed =>
             refused !== undefined
               ? httpFailed(imported.tool_id)(refused)
+              : statusOf(error) === 401 || statusOf(error) === 403
+              ? new ToolFailed({
+                // the server refused the credential: the call did nothing; a 401 makes an OAuth2 connection refresh
+                tool_id: imported.tool_id,
+                message: `the MCP server ${server.server_id} refused the call: ${messageOf(error)}`,
+                retryable: false,
+                status: statusOf(error)!,
+                not_applied: true
+              })
               : new ToolFailed({
                 tool_id: imported.tool_id,
                 message: `the MCP server ${server.server_id} failed the call: ${messageOf(error)}`,

@@ -5,7 +5,7 @@ import { isClusterError } from "@altan/domain/EntityCall"
 import { InvalidRequest, NotFound, Unavailable, UpstreamFailed } from "@altan/domain/Errors"
 import { parseEntityId } from "@altan/domain/Ids"
 import { LlmNotConfigured, LlmUnavailable } from "@altan/domain/Llm"
-import { type McpServer, type McpServerConfig, mcpServerOfTool } from "@altan/domain/McpServers"
+import { mcpConfigOf, type McpServer, type McpServerConfig, mcpServerOfTool } from "@altan/domain/McpServers"
 import { maskSecrets, maskValuesDeep } from "@altan/domain/Secret"
 import {
   type Credential,
@@ -225,9 +225,22 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
         readonly config: McpServerConfig
         readonly credential?: Credential | undefined
         readonly egress_allowlist: ReadonlyArray<string>
+        readonly pending?: boolean | undefined
       }) {
         const { config, credential, server_id } = payload
         yield* Effect.annotateCurrentSpan("altan.mcp_server", server_id)
+        if (payload.pending === true) {
+          // waits for its OAuth2 grant: kept as configured, its tools (of an earlier grant) gone until it is given
+          const waiting: McpServer = {
+            server_id,
+            ...config,
+            imported: [],
+            refreshed_at: new Date(yield* Clock.currentTimeMillis).toISOString(),
+            status: "needs_authorization"
+          }
+          yield* registry.putMcpServer(tenantId, waiting)
+          return waiting
+        }
         const credentialHeaders = credential ? [credential.header] : []
         const sent: Array<string> = credential ? [Redacted.value(credential.value)] : []
         const listed = yield* McpTool.listTools(
@@ -251,7 +264,8 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
                     : `the MCP server did not list its tools: ${McpTool.messageOf(error)}`,
                   sent
                 ),
-                details: { server_id }
+                // a 401 tells the server's connection to refresh its token and ask again
+                details: { server_id, ...(McpTool.statusOf(error) ? { status: McpTool.statusOf(error) } : {}) }
               })
           )
         )
@@ -274,7 +288,8 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
           ...config,
           ...(listed.protocolVersion ? { protocol_version: listed.protocolVersion } : {}),
           imported: listed.tools,
-          refreshed_at: new Date(yield* Clock.currentTimeMillis).toISOString()
+          refreshed_at: new Date(yield* Clock.currentTimeMillis).toISOString(),
+          status: "ready"
         }
         for (const tool of listed.tools) {
           if (Either.isLeft(McpTool.fromImported(server, tool))) {
@@ -338,10 +353,9 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
               return Effect.gen(function*() {
                 const stored = yield* registry.getMcpServer(tenantId, serverId)
                 if (Option.isNone(stored)) return
-                const { imported: _, protocol_version: __, refreshed_at: ___, server_id, ...config } = stored.value
                 yield* importMcpServer({
-                  server_id,
-                  config,
+                  server_id: serverId,
+                  config: mcpConfigOf(stored.value),
                   credential: payload.credential,
                   egress_allowlist: payload.egress_allowlist ?? []
                 })
