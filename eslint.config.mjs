@@ -5,7 +5,7 @@ const services = ["agent", "tool", "integrator"]
 const libraries = ["audit", "redis", "storage", "observability"]
 
 export default tseslint.config(
-  { ignores: ["**/dist", "**/node_modules", "**/*.md", "**/coverage"] },
+  { ignores: ["**/dist", "**/node_modules", "**/*.md", "**/coverage", ".readme-example-*"] },
   ...tseslint.configs.recommended,
   ...effectEslint.configs.dprint,
   {
