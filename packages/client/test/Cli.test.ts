@@ -1,4 +1,9 @@
+import { taskEvents } from "@altan/client"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -135,6 +140,33 @@ describe("README's typed-client example", () => {
   }, 60_000)
 })
 
+describe("taskEvents", () => {
+  it("streams a task's events over SSE up to the terminal one; resumes after an event id", async () => {
+    const options = { baseUrl: altan.url, token: altan.token }
+    const collect = (after?: string) =>
+      Effect.runPromise(
+        taskEvents({ ...options, after }, taskId).pipe(Stream.runCollect, Effect.provide(FetchHttpClient.layer))
+      ).then((chunk) => Chunk.toReadonlyArray(chunk))
+    const accepted = await api("POST", "/v1/tasks", { input: plan, mode: "async" })
+    const taskId: string = accepted.body.task_id
+    const events = await collect()
+    expect(events.map((e) => `${e.type} ${e.step_id ?? ""}`.trim())).toEqual([
+      "task.queued",
+      "task.started",
+      "tool.started greet",
+      "tool.completed greet",
+      "tool.started pick",
+      "tool.completed pick",
+      "task.succeeded"
+    ])
+    expect((await collect(events[2]!.id)).map((e) => e.id)).toEqual(events.slice(3).map((e) => e.id))
+    const notFound = await Effect.runPromise(
+      taskEvents(options, "s.t").pipe(Stream.runCollect, Effect.flip, Effect.provide(FetchHttpClient.layer))
+    )
+    expect(notFound).toMatchObject({ _tag: "NotFound", code: "not_found" })
+  })
+})
+
 describe("altan tasks run", () => {
   it("runs a plan file: a progress line per step change, the task's summary, exit 0", async () => {
     // as `npm run altan -- tasks run plan.json` runs it, from the sources
@@ -215,12 +247,14 @@ describe("a waiting task", () => {
     await follower.waitForStderr(/waiting for approval of greet \(Ctrl-C stops watching; the task goes on\)/)
     expect(follower.child.exitCode).toBeNull()
 
-    const listed = await run(["tasks", "list", "--status", "waiting"])
+    const [listed, inSession, got] = await Promise.all([
+      run(["tasks", "list", "--status", "waiting"]),
+      run(["tasks", "list", "--session", taskId.split(".")[0]!, "--json"]),
+      run(["tasks", "get", taskId])
+    ])
     expect(listed.code).toBe(0)
     expect(listed.stdout).toMatch(new RegExp(`^${taskId.replace(/\./g, "\\.")}\\s+waiting\\s+plan\\s+1 step `, "m"))
-    const asJson = JSON.parse((await run(["tasks", "list", "--session", taskId.split(".")[0]!, "--json"])).stdout)
-    expect(asJson.tasks.map((t: { task_id: string }) => t.task_id)).toEqual([taskId])
-    const got = await run(["tasks", "get", taskId])
+    expect(JSON.parse(inSession.stdout).tasks.map((t: { task_id: string }) => t.task_id)).toEqual([taskId])
     expect(got.stdout).toMatch(/^waiting for approval of step greet \(text\.template\): input_hash [0-9a-f]{64}$/m)
 
     const cancelled = await run(["tasks", "cancel", taskId])
@@ -230,10 +264,12 @@ describe("a waiting task", () => {
     expect(followed.code).toBe(1)
     expect(followed.stderr).toContain(`task ${taskId} cancelled`)
 
-    const again = await run(["tasks", "cancel", taskId])
+    const [again, watched] = await Promise.all([
+      run(["tasks", "cancel", taskId]),
+      run(["tasks", "watch", taskId, "--json"])
+    ])
     expect(again.code).toBe(1)
     expect(again.stderr).toContain(`error: task_finished: task ${taskId} already cancelled`)
-    const watched = await run(["tasks", "watch", taskId, "--json"])
     expect(watched.code).toBe(1)
     expect(JSON.parse(watched.stdout)).toMatchObject({ task_id: taskId, status: "cancelled" })
     expect(watched.stderr).toContain("[greet] text.template waits for approval")
@@ -265,11 +301,11 @@ describe("altan tools, llms, connections", () => {
     const put = await run(["tools", "put", "slack_notify", file("tool.json", definition)])
     expect(put.code, put.stderr).toBe(0)
     expect(put.stdout).toBe("tool slack_notify saved\n")
-    const listed = await run(["tools", "list"])
+    const [listed, asJson] = await Promise.all([run(["tools", "list"]), run(["tools", "list", "--json"])])
     expect(listed.code).toBe(0)
     expect(listed.stdout).toMatch(/^text\.template\s+built-in\s+Fills/m)
     expect(listed.stdout).toMatch(/^slack_notify\s+custom\s+Sends a message to a Slack channel$/m)
-    const json = JSON.parse((await run(["tools", "list", "--json"])).stdout)
+    const json = JSON.parse(asJson.stdout)
     expect(json.find((t: { tool_id: string }) => t.tool_id === "slack_notify")).toMatchObject({ builtin: false })
   })
 
@@ -330,16 +366,18 @@ describe("altan's errors", () => {
   })
 
   it("a task that is not the tenant's or not a task id; an unknown command; --help", async () => {
-    const notFound = await run(["tasks", "get", "s.t"])
+    const [notFound, malformed, unknown, help] = await Promise.all([
+      run(["tasks", "get", "s.t"]),
+      run(["tasks", "get", "no-dot"]),
+      run(["tasks", "explode"]),
+      run(["--help"], { ALTAN_TOKEN: "" })
+    ])
     expect(notFound.code).toBe(1)
     expect(notFound.stderr).toBe("error: not_found: task s.t not found\n")
-    const malformed = await run(["tasks", "get", "no-dot"])
     expect(malformed.code).toBe(2)
     expect(malformed.stderr).toContain("not a task id")
-    const unknown = await run(["tasks", "explode"])
     expect(unknown.code).toBe(2)
     expect(unknown.stderr).toContain("unknown command: altan tasks explode")
-    const help = await run(["--help"], { ALTAN_TOKEN: "" })
     expect(help.code).toBe(0)
     for (const command of ["tasks run", "tasks list", "tools put", "llms put", "connections authorize"]) {
       expect(help.stdout).toContain(`  ${command} `)
