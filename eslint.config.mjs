@@ -52,6 +52,18 @@ export default tseslint.config(
       }]
     }
   },
+  // the client package is for the API's callers: the contracts, nothing that runs in the services
+  {
+    files: ["packages/client/src/**/*.ts", "packages/client/test/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", {
+        patterns: [{
+          group: ["@altan/*", "!@altan/domain", "!@altan/domain/*", "!@altan/client", "!@altan/client/*"],
+          message: "@altan/client imports only @altan/domain"
+        }]
+      }]
+    }
+  },
   ...services.map((service) => ({
     files: [`packages/${service}/src/**/*.ts`, `packages/${service}/test/**/*.ts`],
     rules: {

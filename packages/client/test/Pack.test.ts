@@ -71,7 +71,7 @@ describe("@altan/client packed and installed outside the repository", () => {
     ]))
     const domain = packed["altan-domain-0.1.0.tgz"]!
     expect(domain).toEqual(
-      expect.arrayContaining(["dist/Api.js", "dist/Client.js", "dist/TaskRpc.js", "dist/Task.d.ts"])
+      expect.arrayContaining(["README.md", "dist/Api.js", "dist/Client.js", "dist/TaskRpc.js", "dist/Task.d.ts"])
     )
     for (const files of [client, domain]) {
       expect(files.filter((f) => f.startsWith("src/") || f.endsWith(".tsbuildinfo") || f.startsWith("test/")))
