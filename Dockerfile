@@ -23,6 +23,7 @@ COPY packages/tool/package.json packages/tool/
 COPY packages/agent/package.json packages/agent/
 COPY packages/integrator/package.json packages/integrator/
 COPY packages/cluster/package.json packages/cluster/
+COPY packages/client/package.json packages/client/
 COPY patches/ patches/
 
 # 2. Build: every dependency, then tsc -b to packages/*/dist.
@@ -51,6 +52,7 @@ COPY --from=build /app/packages/tool/dist/ packages/tool/dist/
 COPY --from=build /app/packages/agent/dist/ packages/agent/dist/
 COPY --from=build /app/packages/integrator/dist/ packages/integrator/dist/
 COPY --from=build /app/packages/cluster/dist/ packages/cluster/dist/
+COPY --from=build /app/packages/client/dist/ packages/client/dist/
 # a numeric, non-root user with no entry in /etc/passwd (Kubernetes' runAsNonRoot can check a number)
 USER 10001:10001
 # API (integrator), runner port, metrics

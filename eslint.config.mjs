@@ -5,7 +5,7 @@ const services = ["agent", "tool", "integrator"]
 const libraries = ["audit", "redis", "storage", "observability"]
 
 export default tseslint.config(
-  { ignores: ["**/dist", "**/node_modules", "**/*.md", "**/coverage"] },
+  { ignores: ["**/dist", "**/node_modules", "**/*.md", "**/coverage", ".readme-example-*"] },
   ...tseslint.configs.recommended,
   ...effectEslint.configs.dprint,
   {
@@ -48,6 +48,18 @@ export default tseslint.config(
         patterns: [{
           group: ["@altan/*", "!@altan/domain", "!@altan/domain/*"],
           message: "a library imports only @altan/domain"
+        }]
+      }]
+    }
+  },
+  // the client package is for the API's callers: the contracts, nothing that runs in the services
+  {
+    files: ["packages/client/src/**/*.ts", "packages/client/test/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", {
+        patterns: [{
+          group: ["@altan/*", "!@altan/domain", "!@altan/domain/*", "!@altan/client", "!@altan/client/*"],
+          message: "@altan/client imports only @altan/domain"
         }]
       }]
     }
