@@ -2,7 +2,7 @@ import * as AgentService from "@altan/agent/AgentService"
 import * as StdoutSink from "@altan/audit/StdoutSink"
 import type { TenantId } from "@altan/domain/Ids"
 import * as Readiness from "@altan/domain/Readiness"
-import type { ToolDefinition } from "@altan/domain/ToolDefinition"
+import type { ToolDefinition, ToolSpec } from "@altan/domain/ToolDefinition"
 import { catalogId, ToolWorker } from "@altan/domain/ToolWorker"
 import * as Admission from "@altan/integrator/Admission"
 import * as AuthConfig from "@altan/integrator/AuthConfig"
@@ -13,6 +13,8 @@ import * as IntegratorService from "@altan/integrator/IntegratorService"
 import * as Resilience from "@altan/integrator/Resilience"
 import * as TokenVerifier from "@altan/integrator/TokenVerifier"
 import * as Redis from "@altan/redis/Redis"
+import { TextTemplate } from "@altan/tool/builtin/Text"
+import type { Tool } from "@altan/tool/Tool"
 import * as ToolService from "@altan/tool/ToolService"
 import type * as MessageStorage from "@effect/cluster/MessageStorage"
 import type * as Runners from "@effect/cluster/Runners"
@@ -34,6 +36,15 @@ import { clusterRoundTrip, ShardingMemory } from "../packages/cluster/src/Runtim
 
 // one guard (and one set of connection pools) for the LLM gateway and the tools, as in production
 const egress = ToolService.egressTest(["127.0.0.1"])
+
+/**
+ * `text.template` under another id (`bench.template`): the same work, but not one of the pure built-ins a session runs
+ * itself, so its calls go through the tenant's `Connection` to a tool worker, as every other tool's do.
+ */
+export const benchTemplate: Tool = {
+  ...TextTemplate,
+  spec: { ...TextTemplate.spec, tool_id: "bench.template" as ToolSpec["tool_id"], name: "Template (through a worker)" }
+}
 
 /**
  * The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port; `sharding`
@@ -77,7 +88,7 @@ export const startRuntime = async (
           : undefined
       }).pipe(Layer.provide(ToolService.pureTools)),
       IntegratorService.layerTest({ resilience: Resilience.defaults }).pipe(Layer.provide(egress)),
-      ToolService.layerTest({ egress })
+      ToolService.layerTest({ egress, extra: [benchTemplate] })
     )),
     Layer.provideMerge(IntegratorService.storesMemory),
     // as production writes them (one JSON line per record), to nowhere: the memory sink would grow the heap all run
@@ -152,6 +163,62 @@ export const measure = async (
     p99: at(0.99),
     cpuMs: (used.user + used.system) / 1000 / latencies.length
   }
+}
+
+/**
+ * Measures `scenarios` at one concurrency in `rounds` turns of `seconds` each, taking turns (after a warm-up of each):
+ * this machine's speed drifts within seconds, and turns spread the drift over every scenario alike. A scenario's
+ * `meter` (e.g. a server's CPU time so far, ms) is read around each of its turns; its growth per operation is the
+ * result's `meteredMs`.
+ */
+export const measureRounds = async (
+  scenarios: ReadonlyArray<{
+    readonly name: string
+    readonly op: () => Promise<void>
+    readonly warmup?: number
+    readonly meter?: () => Promise<number>
+  }>,
+  concurrency: number,
+  options: { rounds?: number; seconds?: number } = {}
+): Promise<Array<Result & { readonly meteredMs?: number }>> => {
+  const { rounds = 5, seconds = 1 } = options
+  const state = scenarios.map(() => ({ latencies: [] as Array<number>, elapsed: 0, cpu: 0, metered: 0 }))
+  for (const { op, warmup = 200 } of scenarios) for (let i = 0; i < warmup; i++) await op()
+  for (let round = 0; round < rounds; round++) {
+    for (const [i, { meter, op }] of scenarios.entries()) {
+      const into = state[i]!
+      const meteredBefore = meter ? await meter() : 0
+      const deadline = performance.now() + seconds * 1000
+      const cpu = process.cpuUsage()
+      const started = performance.now()
+      await Promise.all(Array.from({ length: concurrency }, async () => {
+        while (performance.now() < deadline) {
+          const t = performance.now()
+          await op()
+          into.latencies.push(performance.now() - t)
+        }
+      }))
+      into.elapsed += (performance.now() - started) / 1000
+      const used = process.cpuUsage(cpu)
+      into.cpu += (used.user + used.system) / 1000
+      if (meter) into.metered += (await meter()) - meteredBefore
+    }
+  }
+  return scenarios.map(({ meter, name }, i) => {
+    const { cpu, elapsed, latencies, metered } = state[i]!
+    latencies.sort((a, b) => a - b)
+    const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!
+    return {
+      name,
+      concurrency,
+      count: latencies.length,
+      perSecond: latencies.length / elapsed,
+      p50: at(0.5),
+      p99: at(0.99),
+      cpuMs: cpu / latencies.length,
+      ...(meter ? { meteredMs: metered / latencies.length } : {})
+    }
+  })
 }
 
 export const print = (results: ReadonlyArray<Result>, baseline?: (r: Result) => Result | undefined) => {

@@ -12,7 +12,7 @@ import { spawnSync } from "node:child_process"
 import { existsSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { startFakeOpenAi } from "../packages/cluster/test/FakeOpenAi.js"
-import { forkServer, measure, print, type Result, type ServerProcess, serveRuntime } from "./harness.js"
+import { forkServer, measureRounds, print, type Result, type ServerProcess, serveRuntime } from "./harness.js"
 
 const peerDir = fileURLToPath(new URL("./peer-langgraph/", import.meta.url))
 
@@ -92,23 +92,24 @@ const PEER = "peer: LangGraph.js createReactAgent + MemorySaver"
 const ALTAN = "altan: NL task, 1 tool turn"
 const ALTAN_ALL = "altan: the same, every tool offered"
 const results: Array<Result> = []
-// CPU per task of the server's process (warm-up included); the floor's is this process's (generator and fake)
+// CPU per task of the server's process (measured turns only); the floor's is this process's (generator and fake)
 const cpuPerTask = new Map<Result, number>()
 const self: ServerProcess["cpu"] = async () => {
   const { system, user } = process.cpuUsage()
   return (user + system) / 1000
 }
-const run = async (name: string, concurrency: number, op: () => Promise<void>, warmup: number, cpu = self) => {
-  const before = await cpu()
-  const result = await measure(name, concurrency, op, { warmup })
-  cpuPerTask.set(result, (await cpu() - before) / (result.count + warmup))
-  results.push(result)
-}
+// the scenarios take turns (5 turns of 1 s each), so the machine's drift falls on all of them alike
 for (const concurrency of [1, 32]) {
-  await run(FLOOR, concurrency, twoCompletions, 200)
-  await run(PEER, concurrency, peerTask, 50, peer.cpu)
-  await run(ALTAN, concurrency, altanTask, 50, runtime.cpu)
-  await run(ALTAN_ALL, concurrency, altanAllTools, 50, runtime.cpu)
+  const measured = await measureRounds([
+    { name: FLOOR, op: twoCompletions, meter: self },
+    { name: PEER, op: peerTask, warmup: 50, meter: peer.cpu },
+    { name: ALTAN, op: altanTask, warmup: 50, meter: runtime.cpu },
+    { name: ALTAN_ALL, op: altanAllTools, warmup: 50, meter: runtime.cpu }
+  ], concurrency)
+  for (const r of measured) {
+    results.push(r)
+    cpuPerTask.set(r, r.meteredMs!)
+  }
 }
 print(
   results,
