@@ -259,6 +259,19 @@ beforeAll(async () => {
         JSON.stringify({ resource: `${mcpBase}/nometa/mcp`, authorization_servers: [`${mcpBase}/no-as`] })
       )
     }
+    // a server whose metadata and authorization server are each slow, though each within a request's 15 s
+    const slowly = (body: unknown) =>
+      void setTimeout(() => void res.writeHead(200, json).end(JSON.stringify(body)), 11_000).unref()
+    if (url === "/slow/mcp") {
+      const metadata = `${mcpBase}/.well-known/oauth-protected-resource/slow/mcp`
+      return void res.writeHead(401, { ...json, "www-authenticate": `Bearer resource_metadata="${metadata}"` }).end(
+        "{}"
+      )
+    }
+    if (url === "/.well-known/oauth-protected-resource/slow/mcp") {
+      return slowly({ resource: `${mcpBase}/slow/mcp`, authorization_servers: [`${mcpBase}/slow-as`] })
+    }
+    if (url.startsWith("/.well-known/oauth-authorization-server/slow-as")) return slowly({})
     for (const path of ["/mcp", "/b/mcp", "/closed/mcp"]) {
       if (url === path || url === `/.well-known/oauth-protected-resource${path}`) {
         return void serveMcp(req, res, path, () => (path === "/closed/mcp" ? closedProvider : provider))
@@ -617,6 +630,18 @@ describe("an OAuth 2.1-protected remote MCP server", () => {
     expect(noMetadata.body.error.message).toContain(`${mcpBase}/.well-known/oauth-authorization-server/no-as`)
     expect((await edge.call("GET", "/v1/mcp/servers", admin)).body).toEqual([])
   })
+
+  it("ends a slow set-up at its deadline, before the edge stops waiting, having changed nothing", async () => {
+    const started = Date.now()
+    const put = await edge.call("PUT", "/v1/mcp/servers/slow", admin, { url: `${mcpBase}/slow/mcp`, auth: "oauth2" })
+    // the set-up's answer (502), not the edge's 503 while the actor went on
+    expect(put.status, put.text).toBe(502)
+    expect(put.body.error.message).toContain("did not finish within 20s")
+    expect(Date.now() - started).toBeLessThan(30_000)
+    const providers = (await edge.call("GET", "/v1/connections", admin)).body.map((c: any) => c.provider)
+    expect(providers).not.toContain("mcp-slow")
+    expect((await edge.call("GET", "/v1/mcp/servers", admin)).body).toEqual([])
+  }, 40_000)
 
   it("keeps the registered client's secret, the codes, states, PKCE verifiers and tokens out of every span, log line and audit record", () => {
     // the tracer saw discovery, registration, the exchange and the refreshes: its silence is not an accident
