@@ -6,7 +6,15 @@ import { CallToolRequestSchema, ListToolsRequestSchema } from "@modelcontextprot
 import * as Effect from "effect/Effect"
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http"
 import Provider from "oidc-provider"
-import { browse as browseTo, capturingLogger, capturingTracer, makeProbes, sleep, startEdge } from "./fixtures.js"
+import {
+  browse as browseTo,
+  capturingLogger,
+  capturingTracer,
+  ended,
+  makeProbes,
+  sleep,
+  startEdge
+} from "./fixtures.js"
 
 // An OAuth 2.1-protected remote MCP server, as the MCP authorization specification has it: an SDK server on loopback
 // that takes only bearer tokens of its authorization server (the real `oidc-provider`) issued for its own URL (RFC 8707),
@@ -186,15 +194,7 @@ const add = (a: number, b: number, server = "secure") =>
   })
 
 /** Polls a task until it has ended. */
-const ended = async (taskId: string) => {
-  let task: any
-  for (let i = 0; i < 100; i++) {
-    task = (await edge.call("GET", `/v1/tasks/${taskId}`, member)).body
-    if (["succeeded", "failed", "cancelled"].includes(task.status)) return task
-    await sleep(100)
-  }
-  return task
-}
+const settled = (taskId: string) => edge.until(taskId, member, ended)
 
 /** The requests an MCP server at `path` got. */
 const at = (path: string) => received.filter((r) => r.path === path)
@@ -395,7 +395,7 @@ describe("an OAuth 2.1-protected remote MCP server", () => {
     expect(link.searchParams.get("resource")).toBe(mcpUrl)
     expect(link.searchParams.get("code_challenge_method")).toBe("S256")
     expect((await consent(link.href)).status).toBe(200)
-    const task = await ended(waiting.body.task_id)
+    const task = await settled(waiting.body.task_id)
     expect(task.status, JSON.stringify(task)).toBe("succeeded")
     expect(task.output).toEqual({ sum: 10 })
   })
@@ -606,7 +606,7 @@ describe("an OAuth 2.1-protected remote MCP server", () => {
     // nothing but the set-up's probe went to the server, and that without a token
     expect(received.every((r) => r.token === "" && r.method === "initialize")).toBe(true)
     expect((await consent(refresh.body.authorize_url)).status).toBe(200)
-    const task = await ended(waiting.body.task_id)
+    const task = await settled(waiting.body.task_id)
     expect(task.status, JSON.stringify(task)).toBe("succeeded")
     expect(task.output).toEqual({ sum: 5 })
     expect((await edge.call("DELETE", "/v1/mcp/servers/lone", admin)).status).toBe(204)
