@@ -106,7 +106,8 @@ const sameIssuer = (a: string, b: string) => a.replace(/\/+$/, "") === b.replace
  * Discovers an MCP server's authorization server and sets up a client there (see the module's comment). Every request
  * goes through the egress guard with the tenant's allowlist: the server's and its authorization server's hosts must be
  * in it. `InvalidRequest`: the server is not OAuth-protected as the specification says, its authorization server offers
- * no registration and no `client_id` was given, or a host is not allowed; `UpstreamFailed`: a server failed.
+ * no registration and no `client_id` was given, a server answered what it should not (404, a redirect, no metadata), or a
+ * host is not allowed; `UpstreamFailed`: a server failed, or the whole set-up took longer than `setUpDeadline`.
  */
 export const setUp = Effect.fn("McpAuthorization.setUp", { captureStackTrace: false })(
   function*(options: SetUpOptions) {
