@@ -1,11 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import * as Cause from "effect/Cause"
-import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Tracer from "effect/Tracer"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import Provider from "oidc-provider"
-import { makeProbes, startEdge } from "./fixtures.js"
+import { browse as browseTo, capturingLogger, capturingTracer, makeProbes, sleep, startEdge } from "./fixtures.js"
 
 /**
  * OAuth2 connections against a real OAuth2/OIDC server (`oidc-provider`) on loopback: authorization
@@ -34,60 +30,17 @@ const revocations: Array<string> = []
 /** Refresh tokens the provider issued. */
 const refreshTokens: Array<string> = []
 
-/** Every span of the edge's runtime as an exporter would send it: name, attributes, events, how it ended. */
-const spans: Array<{
-  readonly name: string
-  readonly attributes: ReadonlyMap<string, unknown>
-  readonly events: Array<unknown>
-  end?: string
-}> = []
-const capturing = (): Tracer.Tracer => {
-  const native = Effect.runSync(Effect.tracer)
-  return Tracer.make({
-    span: (...args) => {
-      const span = native.span(...args)
-      const record: (typeof spans)[number] = { name: span.name, attributes: span.attributes, events: [] }
-      spans.push(record)
-      const end = span.end.bind(span)
-      span.end = (endTime, exit) => {
-        record.end = Exit.isFailure(exit) ? Cause.pretty(exit.cause, { renderErrorCause: true }) : "ok"
-        end(endTime, exit)
-      }
-      const event = span.event.bind(span)
-      span.event = (name, startTime, attributes) => {
-        record.events.push([name, attributes])
-        event(name, startTime, attributes)
-      }
-      return span
-    },
-    context: (f) => f()
-  })
-}
+/** Every span of the edge's runtime as an exporter would send it. */
+const { spans, tracer } = capturingTracer()
+/** Every log line of the edge's runtime. */
+const logs = capturingLogger()
+/** While set, the provider's revocation endpoint fails (503), as a provider that is down. */
+let revocationDown = false
 
 const call = (method: string, path: string, body?: unknown, token = admin) => edge.call(method, path, token, body)
 
-/** Follows redirects by hand with a cookie jar, as a browser would, until one leaves the provider. */
-const browse = async (start: string): Promise<string> => {
-  const jar = new Map<string, string>()
-  let url = start
-  for (let i = 0; i < 10; i++) {
-    const res = await fetch(url, {
-      redirect: "manual",
-      headers: { cookie: [...jar].map(([k, v]) => `${k}=${v}`).join("; ") }
-    })
-    for (const c of res.headers.getSetCookie()) {
-      const [pair] = c.split(";")
-      const eq = pair!.indexOf("=")
-      jar.set(pair!.slice(0, eq), pair!.slice(eq + 1))
-    }
-    const location = res.headers.get("location")
-    if (location === null) throw new Error(`no redirect from ${url}: ${res.status} ${await res.text()}`)
-    const next = new URL(location, url).href
-    if (!next.startsWith(issuer)) return next
-    url = next
-  }
-  throw new Error("too many redirects")
-}
+/** Follows redirects as a browser would, until one leaves the provider. */
+const browse = (start: string) => browseTo(start, (url) => url.startsWith(issuer))
 
 /** Connects the tenant's acme account: authorize, consent at the provider, callback. */
 const connect = async () => {
@@ -104,8 +57,6 @@ const runTool = (token = member) =>
     input: { steps: [{ id: "note", tool: "acme_note", input: { text: "hello" } }] },
     timeout_ms: 20_000
   }, token)
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Polls the task until `done` says so (at most ~10 s). */
 const until = async (taskId: string, done: (task: any) => boolean, token = member) => {
@@ -131,7 +82,7 @@ const expectWaiting = async (task: { status: number; body: any }, reason: "missi
 
 beforeAll(async () => {
   // 50 tool calls at once from one tenant: above the edge's default of 32 concurrent tasks
-  edge = await startEdge(makeProbes(), { admission: { maxConcurrentTasks: 100 }, tracer: capturing() })
+  edge = await startEdge(makeProbes(), { admission: { maxConcurrentTasks: 100 }, tracer, logger: logs.logger })
   admin = await edge.sign({ tenant_id: "tenant-oauth", role: "admin" })
   member = await edge.sign({ tenant_id: "tenant-oauth", role: "member" })
   otherAdmin = await edge.sign({ tenant_id: "tenant-other", role: "admin" })
@@ -200,7 +151,10 @@ beforeAll(async () => {
         mergeWithLastSubmission: false
       })
     }
-    if (req.url === "/token/revocation" && req.method === "POST") revocations.push(req.url)
+    if (req.url === "/token/revocation" && req.method === "POST") {
+      revocations.push(req.url)
+      if (revocationDown) return void res.writeHead(503).end()
+    }
     callback(req, res)
   })
 
@@ -454,6 +408,30 @@ describe("OAuth2 connections", () => {
     expect((await runTool()).body.status).toBe("succeeded")
   })
 
+  it("removes a connection whose provider cannot revoke: the tokens are forgotten, a warning logged", async () => {
+    apiCalls.length = 0
+    expect((await runTool()).body.status).toBe("succeeded")
+    const token = apiCalls[0]!.token
+    revocations.length = 0
+    revocationDown = true
+    try {
+      const removed = await call("DELETE", "/v1/connections/acme")
+      expect(removed.status, removed.text).toBe(204)
+    } finally {
+      revocationDown = false
+    }
+    // it was asked (and failed): best effort, the removal went on
+    expect(revocations.length).toBeGreaterThan(0)
+    expect(await provider.AccessToken.find(token)).toBeDefined()
+    expect((await call("GET", "/v1/connections")).body).toEqual([])
+    expect(logs.text()).toContain("acme tokens deleted without revocation at the provider")
+    expect(logs.text()).not.toContain(token)
+    // nothing of the old grant is used: the call waits for a connection
+    const task = await expectWaiting(await runTool(), "missing")
+    expect(apiCalls).toHaveLength(1)
+    expect((await call("POST", `/v1/tasks/${task.task_id}/cancel`, undefined, member)).status).toBe(200)
+  })
+
   it("keeps the callback's code and state, the grant's tokens and the client secret out of every span", async () => {
     spans.length = 0
     expect((await call("PUT", "/v1/connections/acme", app())).status).toBe(200)
@@ -483,6 +461,7 @@ describe("OAuth2 connections", () => {
     const secrets = [code, state, "code-9f3e", "state-4b1d", clientSecret, ...accessTokens, ...refreshTokens]
     for (const secret of [...secrets, admin, member, admin.split(".")[2]!]) {
       expect(all.includes(secret), "a span holds a secret").toBe(false)
+      expect(logs.text().includes(secret), "a log line holds a secret").toBe(false)
     }
   })
 })

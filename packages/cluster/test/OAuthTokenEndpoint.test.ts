@@ -185,6 +185,46 @@ describe("OAuth token endpoint", () => {
       expect(yield* revoke({ revoke_url: undefined })).toEqual(Either.right(undefined))
       expect(received).toHaveLength(0)
     }))
+
+  it.effect("a connection an MCP set-up made asks its token and revocation endpoints only where the tenant's allowlist lets it", () =>
+    Effect.gen(function*() {
+      reset()
+      // refused by the guard before any lookup or connection: the host is neither the tenant's nor the operator's
+      const far = { token_egress: "tenant_allowlist" as const, token_url: "https://as.example.test/token" }
+      const denied = yield* OAuth.requestTokens(
+        config(far),
+        clientSecret,
+        { grant_type: "refresh_token", refresh_token: "r" },
+        undefined,
+        {
+          allowHosts: ["mcp.example.test"]
+        }
+      ).pipe(Effect.provide(egress), Effect.either)
+      expect(Either.isLeft(denied) && denied.left.message).toContain("as.example.test is not in the allowed hosts")
+      const revoked = yield* OAuth.revokeToken(
+        config({ token_egress: "tenant_allowlist", revoke_url: "https://as.example.test/revoke" }),
+        clientSecret,
+        "tok",
+        "refresh_token",
+        { allowHosts: [] }
+      ).pipe(Effect.provide(egress), Effect.either)
+      expect(Either.isLeft(revoked) && revoked.left.message).toContain("not in the allowed hosts")
+      expect(received).toHaveLength(0)
+      // the operator's hosts (EGRESS_ALLOW_HOSTS) stay reachable, as for every guarded request
+      reset({ status: 200, body: { access_token: "at-2" } })
+      const allowed = yield* OAuth.requestTokens(
+        config({ token_egress: "tenant_allowlist" }),
+        clientSecret,
+        {
+          grant_type: "refresh_token",
+          refresh_token: "r"
+        },
+        undefined,
+        { allowHosts: [] }
+      ).pipe(Effect.provide(egress), Effect.either)
+      expect(Either.isRight(allowed)).toBe(true)
+      expect(received.map((r) => r.path)).toEqual(["/token"])
+    }))
 })
 
 describe("OAuth authorization URL and staleness", () => {

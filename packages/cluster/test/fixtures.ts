@@ -19,15 +19,17 @@ import * as Tool from "@altan/tool/Tool"
 import * as ToolService from "@altan/tool/ToolService"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpServer from "@effect/platform/HttpServer"
+import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
-import type * as Tracer from "effect/Tracer"
+import * as Tracer from "effect/Tracer"
 import * as jose from "jose"
 import { createPublicKey } from "node:crypto"
 import { clusterRoundTrip, ShardingMemory } from "../src/Runtime.js"
@@ -217,6 +219,8 @@ export const startEdge = async (
     readonly admission?: Partial<Admission.Options>
     /** Receives every span of the runtime (tests that look at what traces would export). */
     readonly tracer?: Tracer.Tracer
+    /** Receives every log line of the runtime, beside the default logger (tests that look at what is logged). */
+    readonly logger?: Logger.Logger<unknown, void>
   } = {}
 ) => {
   const pair = await jose.generateKeyPair("ES256", { extractable: true })
@@ -240,7 +244,8 @@ export const startEdge = async (
     Layer.provide(IntegratorConfig.layer(options.maxBodyBytes ? { maxBodyBytes: options.maxBodyBytes } : {})),
     Layer.provideMerge(NodeHttpServer.layer(EdgeServer.make, { port: 0, host: "127.0.0.1" })),
     Layer.provideMerge(clusterLayer(probes, options)),
-    Layer.provide(options.tracer ? Layer.setTracer(options.tracer) : Layer.empty)
+    Layer.provide(options.tracer ? Layer.setTracer(options.tracer) : Layer.empty),
+    Layer.provide(options.logger ? Logger.add(options.logger) : Layer.empty)
   )
   const scope = Effect.runSync(Scope.make())
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
@@ -312,4 +317,81 @@ export const startEdge = async (
       Effect.runPromise(Effect.provide(effect, context)),
     close: () => Effect.runPromise(Scope.close(scope, Exit.void))
   }
+}
+
+/** A span as an exporter would send it: name, attributes, events, and how it ended. */
+export interface CapturedSpan {
+  readonly name: string
+  readonly attributes: ReadonlyMap<string, unknown>
+  readonly events: Array<unknown>
+  end?: string
+}
+
+/** A tracer that records every span of the runtime (`spans`), for tests that look at what traces would export. */
+export const capturingTracer = () => {
+  const spans: Array<CapturedSpan> = []
+  const native = Effect.runSync(Effect.tracer)
+  const tracer = Tracer.make({
+    span: (...args) => {
+      const span = native.span(...args)
+      const record: CapturedSpan = { name: span.name, attributes: span.attributes, events: [] }
+      spans.push(record)
+      const end = span.end.bind(span)
+      span.end = (endTime, exit) => {
+        record.end = Exit.isFailure(exit) ? Cause.pretty(exit.cause, { renderErrorCause: true }) : "ok"
+        end(endTime, exit)
+      }
+      const event = span.event.bind(span)
+      span.event = (name, startTime, attributes) => {
+        record.events.push([name, attributes])
+        event(name, startTime, attributes)
+      }
+      return span
+    },
+    context: (f) => f()
+  })
+  /** Every span so far as one string, to look for what must not be there. */
+  const text = () => JSON.stringify(spans.map((s) => [s.name, [...s.attributes.entries()], s.events, s.end]))
+  return { tracer, spans, text }
+}
+
+/** A logger that records every log line of the runtime (`lines`): level, message, annotations, spans and cause. */
+export const capturingLogger = () => {
+  const lines: Array<string> = []
+  const logger = Logger.make(({ annotations, cause, logLevel, message, spans }) => {
+    lines.push(JSON.stringify([
+      logLevel.label,
+      message,
+      [...annotations],
+      [...spans].map((s) => s.label),
+      Cause.isEmpty(cause) ? null : Cause.pretty(cause, { renderErrorCause: true })
+    ]))
+  })
+  return { logger, lines, text: () => lines.join("\n") }
+}
+
+/**
+ * Follows redirects by hand with a cookie jar, as a browser would, until one leads off the authorization servers
+ * (`stays` says which URLs are theirs): the URL it leads to (the client's callback).
+ */
+export const browse = async (start: string, stays: (url: string) => boolean): Promise<string> => {
+  const jar = new Map<string, string>()
+  let url = start
+  for (let i = 0; i < 10; i++) {
+    const res = await fetch(url, {
+      redirect: "manual",
+      headers: { cookie: [...jar].map(([k, v]) => `${k}=${v}`).join("; ") }
+    })
+    for (const c of res.headers.getSetCookie()) {
+      const [pair] = c.split(";")
+      const eq = pair!.indexOf("=")
+      jar.set(pair!.slice(0, eq), pair!.slice(eq + 1))
+    }
+    const location = res.headers.get("location")
+    if (location === null) throw new Error(`no redirect from ${url}: ${res.status} ${await res.text()}`)
+    const next = new URL(location, url).href
+    if (!stays(next)) return next
+    url = next
+  }
+  throw new Error("too many redirects")
 }

@@ -118,7 +118,9 @@ export const Connection = Entity.make("Connection", [
   /**
    * Imports a remote MCP server's tools with this connection's credential (an OAuth2 access token refreshed here, once,
    * when it expired or the server refused it): sent to the server's connection on `PUT`, on refresh, and by this
-   * connection itself when an authorization completes. `ConnectionRequired`: no grant yet, or it was lost.
+   * connection itself when an authorization completes. `ConnectionRequired`: no grant yet, it was lost, or an `auth:
+   * oauth2` server has no oauth2 connection. `InvalidRequest`: the connection's tokens are for another resource than
+   * the server's URL (nothing is sent).
    */
   Rpc.make("ImportMcpServer", {
     payload: { server_id: McpServerId, config: McpServerConfig },
@@ -128,7 +130,8 @@ export const Connection = Entity.make("Connection", [
   /**
    * Makes this the oauth2 connection of an OAuth-protected MCP server (`auth: oauth2`): the server's authorization server
    * discovered, a client registered there (or the one given), its secret kept in the vault; an earlier grant of this
-   * connection is revoked first. Answers the authorization server's URL.
+   * connection is revoked first (best effort: its tokens are forgotten even when the revocation fails). The set-up
+   * has one deadline (20 s), past which it fails having changed nothing. Answers the authorization server's URL.
    */
   Rpc.make("SetUpMcpAuthorization", {
     payload: {
@@ -140,7 +143,10 @@ export const Connection = Entity.make("Connection", [
     success: Schema.Struct({ authorization_server: Schema.String, registered: Schema.Boolean }),
     error: Schema.Union(InvalidRequest, UpstreamFailed, Unavailable)
   }),
-  /** Revokes the tokens at the provider (RFC 7009), then forgets them and the connection. */
+  /**
+   * Revokes the tokens at the provider (RFC 7009), best effort (a failed or slow revocation is logged, never fails
+   * this), then forgets them and the connection.
+   */
   Rpc.make("Disconnect", {
     success: Schema.Boolean,
     error: Schema.Union(UpstreamFailed, Unavailable)

@@ -43,7 +43,13 @@ export const OAuth2Connection = Schema.Struct({
    * RFC 8707 resource indicator: the API the tokens are for, sent on the authorization request and on every token
    * request (code and refresh), so the tokens are bound to it (an MCP server's URL).
    */
-  resource: Schema.optional(HttpUrl)
+  resource: Schema.optional(HttpUrl),
+  /**
+   * `tenant_allowlist`: the token and revocation endpoints are reached only where the tenant's `egress_allowlist` (and
+   * the operator's `EGRESS_ALLOW_HOSTS`) allow, as the discovery that found them was; set on the connections an MCP
+   * server's OAuth set-up makes. Unset: any public host.
+   */
+  token_egress: Schema.optional(Schema.Literal("tenant_allowlist"))
 })
 export type OAuth2Connection = typeof OAuth2Connection.Type
 

@@ -89,6 +89,38 @@ export type McpServer = typeof McpServer.Type
 export const mcpProviderOf = (server: { readonly server_id: string; readonly connection?: string | undefined }) =>
   server.connection ?? `mcp-${server.server_id}`
 
+/**
+ * An MCP server's URL as an RFC 8707 resource indicator: its canonical form (scheme and host lowercased, default port
+ * dropped, no fragment), as tokens for it are asked for and checked.
+ */
+export const canonicalResource = (url: string): string => {
+  const parsed = new URL(url)
+  parsed.hash = ""
+  return parsed.href
+}
+
+/**
+ * Whether a token issued for `resource` (an oauth2 connection's RFC 8707 resource) may be sent to the MCP server at
+ * `serverUrl`: the resource is the server's URL, or (as RFC 9728 3.3 lets a server's protected resource metadata say)
+ * a parent of it on the same origin, at a path segment boundary. No resource: never, the token is for something else.
+ */
+export const tokenIsFor = (resource: string | undefined, serverUrl: string): boolean => {
+  if (resource === undefined) return false
+  let configured: URL, requested: URL
+  try {
+    configured = new URL(canonicalResource(resource))
+    requested = new URL(canonicalResource(serverUrl))
+  } catch {
+    return false
+  }
+  if (configured.origin !== requested.origin) return false
+  if (configured.href === requested.href) return true
+  // a parent path names no query: the server's own URL with one is matched exactly above
+  if (configured.search !== "") return false
+  const withSlash = (path: string) => (path.endsWith("/") ? path : `${path}/`)
+  return withSlash(requested.pathname).startsWith(withSlash(configured.pathname))
+}
+
 /** The tenant secret a server's registered OAuth client keeps its client secret in (when it was given one). */
 export const mcpClientSecretName = (serverId: string) => `mcp-${serverId}.client_secret`
 

@@ -2,7 +2,7 @@ import { AuditLog } from "@altan/audit/AuditLog"
 import { Connection, ConnectionRequired } from "@altan/domain/Connection"
 import { Egress } from "@altan/domain/Egress"
 import { isClusterError } from "@altan/domain/EntityCall"
-import { NotFound, Unavailable, UpstreamFailed } from "@altan/domain/Errors"
+import { InvalidRequest, NotFound, Unavailable, UpstreamFailed } from "@altan/domain/Errors"
 import { parseEntityId } from "@altan/domain/Ids"
 import { mcpClientSecretName, mcpConfigOf, mcpProviderOf, type McpServerConfig } from "@altan/domain/McpServers"
 import { breakerMetric, callMetrics } from "@altan/domain/Metrics"
@@ -55,7 +55,16 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
     Effect.gen(function*() {
       const address = yield* Entity.CurrentAddress
       const { key: provider, tenantId } = parseEntityId(address.entityId)
-      const oauth = OAuthSession.make({ secrets, oauthStore, egress }, tenantId, provider)
+      const oauth = OAuthSession.make(
+        {
+          secrets,
+          oauthStore,
+          egress,
+          allowlist: Effect.map(config.getSettings(tenantId), (s) => s.egress_allowlist)
+        },
+        tenantId,
+        provider
+      )
       const breaker = makeBreaker(resilience, breakerMetric(tenantId, provider))
       yield* Effect.addFinalizer(() => breaker.stop)
       // one budget per tenant and provider: this actor is its only holder across the cluster
@@ -134,15 +143,27 @@ export const ConnectionLive = Layer.unwrapEffect(Effect.gen(function*() {
 
       /**
        * A remote MCP server's tools imported with this connection's credential: a token the server refuses (401) is
-       * refreshed, once, and the import asked again.
+       * refreshed, once, and the import asked again. An oauth2 connection's token goes only to the server it is for
+       * (its `resource`, else `InvalidRequest`); an `auth: oauth2` server without an oauth2 connection is
+       * `ConnectionRequired`, never asked without its credential.
        */
       const importMcpServer = Effect.fn("Connection.importMcpServer", spanOptions)(
         function*(serverId: string, server: McpServerConfig) {
           yield* Effect.annotateCurrentSpan("altan.mcp_server", serverId)
+          const target = { server_id: serverId, url: server.url, auth: server.auth }
+          const refusal = ToolCall.mcpRefusal(provider, yield* connectionStore.get(tenantId, provider), target)
+          if (typeof refusal === "string") {
+            return yield* new InvalidRequest({
+              code: "invalid_mcp_server",
+              message: refusal,
+              details: { field: "connection" }
+            })
+          }
+          if (refusal !== undefined) return yield* refusal
           const settings = yield* config.getSettings(tenantId)
           const once = (force: boolean) =>
             Effect.flatMap(
-              ToolCall.credential(toolCalls, force),
+              ToolCall.credential(toolCalls, force, target),
               (credential) =>
                 toolWorker(catalogId(tenantId)).ImportMcpServer({
                   server_id: serverId,

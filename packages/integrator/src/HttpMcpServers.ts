@@ -3,9 +3,17 @@ import { Connection, connectionId } from "@altan/domain/Connection"
 import type { ConnectionConfig } from "@altan/domain/ConnectionConfig"
 import { InvalidRequest, NotFound, Unavailable } from "@altan/domain/Errors"
 import type { TenantId } from "@altan/domain/Ids"
-import { mcpClientSecretName, mcpConfigOf, mcpProviderOf, type McpServerConfig } from "@altan/domain/McpServers"
+import {
+  canonicalResource,
+  mcpClientSecretName,
+  mcpConfigOf,
+  mcpProviderOf,
+  type McpServerConfig,
+  tokenIsFor
+} from "@altan/domain/McpServers"
 import { catalogId, type Credential, ToolWorker } from "@altan/domain/ToolWorker"
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
@@ -13,9 +21,17 @@ import { ConnectionStore } from "./ConnectionStore.js"
 import { orUnavailable } from "./internal/clusterCall.js"
 import { oauthRedirectUri } from "./internal/redirectUri.js"
 import { requireAdmin } from "./internal/requireAdmin.js"
+import { setUpDeadline } from "./McpAuthorization.js"
 import { beginAuthorization, OAuthStore, stateTtlMs } from "./OAuth.js"
+import { revocationTimeout } from "./OAuthSession.js"
 import { SecretStore } from "./SecretStore.js"
 import { TenantConfig } from "./TenantConfig.js"
+
+/**
+ * How much longer than a plain call the edge waits for an OAuth set-up: the set-up's own deadline and the revocation
+ * of an earlier grant, so the actor has always finished (or changed nothing) by the time the edge answers.
+ */
+const setUpWait = Duration.sum(setUpDeadline, Duration.decode(revocationTimeout))
 
 /** Where the authorization server sends the user back (see `oauthRedirectUri`); inside a request there always is one. */
 const redirectUri = Effect.map(oauthRedirectUri, Option.getOrElse(() => "http://localhost/v1/oauth/callback"))
@@ -82,6 +98,8 @@ export const McpServersLive = HttpApiBuilder.group(Api, "mcp", (handlers) =>
      * registration), then its tools imported through that connection; without a grant yet, the server is answered
      * `needs_authorization` with where the tenant's user consents (the callback imports its tools). On `put` a server
      * waiting for its grant is stored with no tools; on `refresh` what was imported stays (its calls wait for the grant).
+     * A connection whose tokens are for another resource than the server's URL is never used for it: the server's own
+     * (`mcp-<server_id>`) is set up again, one the admin named is refused.
      */
     const importProtected = (tenantId: TenantId, serverId: string, server: McpServerConfig, on: "put" | "refresh") =>
       Effect.gen(function*() {
@@ -95,11 +113,11 @@ export const McpServersLive = HttpApiBuilder.group(Api, "mcp", (handlers) =>
             details: { field: "connection" }
           })
         }
-        if (on === "put" && (yield* needsSetUp(tenantId, serverId, server, existing))) {
+        if (yield* needsSetUp(tenantId, serverId, server, existing)) {
           // the connection's actor discovers, registers and keeps the client (revoking an earlier grant first)
           yield* orUnavailable(
             entity.SetUpMcpAuthorization({ server_id: serverId, config: server, redirect_uri: yield* redirectUri }),
-            "30 seconds"
+            setUpWait
           )
         }
         return yield* orUnavailable(entity.ImportMcpServer({ server_id: serverId, config: server })).pipe(
@@ -107,7 +125,11 @@ export const McpServersLive = HttpApiBuilder.group(Api, "mcp", (handlers) =>
         )
       })
 
-    /** Whether a server's connection must be set up (again): there is none, or the server or its client changed. */
+    /**
+     * Whether a server's connection must be set up (again): there is none, its tokens are for another resource (RFC
+     * 8707) than the server's URL, or the server or its client changed. A connection the admin named is used as it is
+     * when its resource is the server's URL, and refused otherwise (its tokens are another server's or API's).
+     */
     const needsSetUp = (
       tenantId: TenantId,
       serverId: string,
@@ -116,8 +138,23 @@ export const McpServersLive = HttpApiBuilder.group(Api, "mcp", (handlers) =>
     ) =>
       Effect.gen(function*() {
         if (Option.isNone(existing)) return true
-        // a connection the admin named and made is used as it is
-        if (server.connection !== undefined) return false
+        const provider = mcpProviderOf({ server_id: serverId, connection: server.connection })
+        const forServer = existing.value.type === "oauth2" && tokenIsFor(existing.value.resource, server.url)
+        if (provider !== mcpProviderOf({ server_id: serverId })) {
+          if (forServer) return false
+          const resource = existing.value.type === "oauth2" ? existing.value.resource : undefined
+          return yield* new InvalidRequest({
+            code: "invalid_mcp_server",
+            message:
+              `the oauth2 connection "${provider}" holds tokens for ${
+                resource === undefined ? "no RFC 8707 resource" : canonicalResource(resource)
+              }, not for ${canonicalResource(server.url)}: its tokens are never sent to another server; leave ` +
+              `connection out (mcp-${serverId} is set up), or name a connection made for this URL`,
+            details: { field: "connection" }
+          })
+        }
+        // the server's own connection, made for another URL: set up again (its old grant revoked)
+        if (!forServer) return true
         const previous = yield* orUnavailable(catalog(tenantId).GetMcpServer({ server_id: serverId })).pipe(
           Effect.map(Option.some),
           Effect.catchTag("NotFound", () => Effect.succeed(Option.none()))

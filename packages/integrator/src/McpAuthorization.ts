@@ -3,6 +3,7 @@ import { Egress, EgressDenied, type EgressFailed, type EgressMethod } from "@alt
 import { InvalidRequest, UpstreamFailed } from "@altan/domain/Errors"
 import { mcpClientSecretName } from "@altan/domain/McpServers"
 import {
+  buildDiscoveryUrls,
   discoverAuthorizationServerMetadata,
   discoverOAuthProtectedResourceMetadata,
   extractWWWAuthenticateParams,
@@ -12,6 +13,7 @@ import { checkResourceAllowed } from "@modelcontextprotocol/sdk/shared/auth-util
 import type { FetchLike } from "@modelcontextprotocol/sdk/shared/transport.js"
 import { LATEST_PROTOCOL_VERSION } from "@modelcontextprotocol/sdk/types.js"
 import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Redacted from "effect/Redacted"
@@ -40,7 +42,8 @@ const guardedFetch = (
   egress: Egress["Type"],
   allowHosts: ReadonlyArray<string>,
   runtime: Runtime.Runtime<never>,
-  refused: { last?: EgressDenied | EgressFailed }
+  refused: { last?: EgressDenied | EgressFailed },
+  signal: AbortSignal
 ): FetchLike =>
 async (url, init) => {
   const method = (init?.method ?? "GET").toUpperCase() as EgressMethod
@@ -57,7 +60,9 @@ async (url, init) => {
       timeoutMs: 15_000,
       maxBytes: 1_000_000,
       followRedirects: method === "GET"
-    })
+    }),
+    // the set-up's deadline passed: its request in flight is given up
+    { signal }
   )
   if (Exit.isFailure(exit)) {
     const failure = Cause.squash(exit.cause)
@@ -89,13 +94,20 @@ export interface SetUp {
   readonly registered: boolean
 }
 
+/**
+ * The longest a set-up takes, all its requests together (each is also bounded by 15 s): past it the set-up fails and
+ * changes nothing. The edge waits for longer (see `HttpMcpServers`), so it never answers before the set-up has ended.
+ */
+export const setUpDeadline = Duration.seconds(20)
+
 const sameIssuer = (a: string, b: string) => a.replace(/\/+$/, "") === b.replace(/\/+$/, "")
 
 /**
  * Discovers an MCP server's authorization server and sets up a client there (see the module's comment). Every request
  * goes through the egress guard with the tenant's allowlist: the server's and its authorization server's hosts must be
  * in it. `InvalidRequest`: the server is not OAuth-protected as the specification says, its authorization server offers
- * no registration and no `client_id` was given, or a host is not allowed; `UpstreamFailed`: a server failed.
+ * no registration and no `client_id` was given, a server answered what it should not (404, a redirect, no metadata), or a
+ * host is not allowed; `UpstreamFailed`: a server failed, or the whole set-up took longer than `setUpDeadline`.
  */
 export const setUp = Effect.fn("McpAuthorization.setUp", { captureStackTrace: false })(
   function*(options: SetUpOptions) {
@@ -103,12 +115,12 @@ export const setUp = Effect.fn("McpAuthorization.setUp", { captureStackTrace: fa
     const egress = yield* Egress
     const runtime = yield* Effect.runtime<never>()
     const refused: { last?: EgressDenied | EgressFailed } = {}
-    const fetchFn = guardedFetch(egress, options.allowHosts, runtime, refused)
     const invalid = (message: string) => new SetUpFailed(message, "invalid")
     const upstream = (message: string) => new SetUpFailed(message, "upstream")
 
     return yield* Effect.tryPromise({
-      try: async (): Promise<SetUp> => {
+      try: async (signal): Promise<SetUp> => {
+        const fetchFn = guardedFetch(egress, options.allowHosts, runtime, refused, signal)
         // an unauthenticated MCP request: a protected server answers 401 and may say where its metadata is
         const probe = await fetchFn(options.url, {
           method: "POST",
@@ -125,10 +137,33 @@ export const setUp = Effect.fn("McpAuthorization.setUp", { captureStackTrace: fa
           })
         })
         await probe.body?.cancel().catch(() => undefined)
-        if (probe.status !== 401) {
+        if (probe.status >= 300 && probe.status < 400) {
+          const location = probe.headers.get("location")
+          throw invalid(
+            `the MCP server answered an unauthenticated request with a redirect (HTTP ${probe.status}` +
+              (location ? ` to ${location.slice(0, 300)}` : "") +
+              "), which a POST does not follow: give the URL of its MCP endpoint itself"
+          )
+        }
+        if (probe.status === 404 || probe.status === 405) {
+          throw invalid(
+            `the MCP server answered an unauthenticated request with HTTP ${probe.status}: ` +
+              "is the URL its Streamable HTTP MCP endpoint?"
+          )
+        }
+        if (probe.status >= 500) {
+          throw upstream(`the MCP server answered an unauthenticated request with HTTP ${probe.status}`)
+        }
+        if (probe.status >= 200 && probe.status < 300) {
           throw invalid(
             `the MCP server answered an unauthenticated request with HTTP ${probe.status}, not 401: ` +
               "it is not OAuth-protected (leave auth out, or use an api_key connection)"
+          )
+        }
+        if (probe.status !== 401) {
+          throw invalid(
+            `the MCP server answered an unauthenticated request with HTTP ${probe.status}, not 401: ` +
+              "an OAuth-protected MCP server answers 401 (with where its authorization server is)"
           )
         }
         const challenge = extractWWWAuthenticateParams(probe)
@@ -139,6 +174,14 @@ export const setUp = Effect.fn("McpAuthorization.setUp", { captureStackTrace: fa
           fetchFn
         ).catch((e) => {
           if (e instanceof SetUpFailed || refused.last !== undefined) throw e
+          // 404 at the URL its 401 named, or at the well-known ones: the server does not say where to authorize
+          if (/does not implement/.test(messageOf(e))) {
+            throw invalid(
+              "the MCP server answered 401 but publishes no protected resource metadata (RFC 9728) at " +
+                (challenge.resourceMetadataUrl?.href ?? "its well-known URL") +
+                ": it does not say which authorization server to use"
+            )
+          }
           throw upstream(`the MCP server has no usable protected resource metadata (RFC 9728): ${messageOf(e)}`)
         })
         // RFC 9728 3.3: the metadata must be of this very server (or a parent of its URL)
@@ -148,7 +191,7 @@ export const setUp = Effect.fn("McpAuthorization.setUp", { captureStackTrace: fa
         }
         const authorizationServer = resourceMetadata.authorization_servers?.[0]
         if (authorizationServer === undefined) {
-          throw upstream("the protected resource metadata names no authorization server")
+          throw invalid("the MCP server's protected resource metadata (RFC 9728) names no authorization_servers")
         }
 
         const metadata = await discoverAuthorizationServerMetadata(authorizationServer, { fetchFn }).catch((e) => {
@@ -156,8 +199,10 @@ export const setUp = Effect.fn("McpAuthorization.setUp", { captureStackTrace: fa
           throw upstream(`the authorization server ${authorizationServer} has no usable metadata: ${messageOf(e)}`)
         })
         if (metadata === undefined) {
-          throw upstream(
-            `the authorization server ${authorizationServer} publishes no metadata (RFC 8414 or OpenID Connect)`
+          throw invalid(
+            `the authorization server ${authorizationServer} publishes no metadata: none of ` +
+              buildDiscoveryUrls(authorizationServer).map(({ url }) => url.href).join(", ") +
+              " answered it (RFC 8414, OpenID Connect discovery)"
           )
         }
         // RFC 8414 3.3: metadata of another issuer is not this server's
@@ -191,7 +236,8 @@ export const setUp = Effect.fn("McpAuthorization.setUp", { captureStackTrace: fa
               ...endpoints,
               scopes,
               client_auth: methods.includes("client_secret_post") ? "post" : "basic",
-              resource
+              resource,
+              token_egress: "tenant_allowlist"
             },
             authorizationServer,
             registered: false
@@ -234,7 +280,8 @@ export const setUp = Effect.fn("McpAuthorization.setUp", { captureStackTrace: fa
             ...endpoints,
             scopes,
             client_auth: registeredMethod === "client_secret_basic" ? "basic" : "post",
-            resource
+            resource,
+            token_egress: "tenant_allowlist"
           },
           ...(client.client_secret ? { clientSecret: Redacted.make(client.client_secret) } : {}),
           authorizationServer,
@@ -255,7 +302,17 @@ export const setUp = Effect.fn("McpAuthorization.setUp", { captureStackTrace: fa
           : e instanceof SetUpFailed && e.kind === "invalid"
           ? new InvalidRequest({ code: "invalid_mcp_server", message: e.message, details: { field: "auth" } })
           : new UpstreamFailed({ message: `the OAuth set-up of the MCP server failed: ${messageOf(e)}` })
-      )
+      ),
+      // one deadline for all of it: past it nothing was stored, and the edge is still waiting to say so
+      Effect.timeoutFail({
+        duration: setUpDeadline,
+        onTimeout: () =>
+          new UpstreamFailed({
+            message: `the OAuth set-up of the MCP server did not finish within ${
+              Duration.format(setUpDeadline)
+            }: a server was too slow`
+          })
+      })
     )
   }
 )

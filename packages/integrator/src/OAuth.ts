@@ -232,15 +232,27 @@ const parseJson = (response: EgressResponse): unknown => {
 
 const hostOf = (url: string) => new URL(url).host
 
+/** Where a connection's token and revocation requests may go: the tenant's egress allowlist, for those that need it. */
+export interface EndpointEgress {
+  /** The tenant's `egress_allowlist`, for a connection whose `token_egress` is `tenant_allowlist`. */
+  readonly allowHosts?: ReadonlyArray<string> | undefined
+}
+
+/** The hosts a connection's endpoints may be asked at: any public one, or (`token_egress`) the tenant's allowlist. */
+export const endpointHosts = (config: OAuth2Connection, egress: EndpointEgress | undefined) =>
+  config.token_egress === "tenant_allowlist" ? (egress?.allowHosts ?? []) : "any-public" as const
+
 /**
  * A form POST to one of the provider's endpoints with the app's client credentials, through the
- * egress guard (the URLs are the tenant's: they must not reach private addresses).
+ * egress guard (the URLs are the tenant's: they must not reach private addresses). A connection an MCP server's
+ * set-up made (`token_egress: tenant_allowlist`) reaches only where the tenant's allowlist lets its discovery reach.
  */
 const post = (
   url: string,
   config: OAuth2Connection,
   clientSecret: Redacted.Redacted | undefined,
-  form: Record<string, string>
+  form: Record<string, string>,
+  endpointEgress?: EndpointEgress
 ) =>
   Effect.gen(function*() {
     const egress = yield* Egress
@@ -266,7 +278,7 @@ const post = (
       method: "POST",
       headers,
       body: body.toString(),
-      allowHosts: "any-public",
+      allowHosts: endpointHosts(config, endpointEgress),
       timeoutMs: 15_000,
       // the form holds the client secret and a code or refresh token: it is never re-posted elsewhere
       followRedirects: false
@@ -285,18 +297,20 @@ export const requestTokens: (
   config: OAuth2Connection,
   clientSecret: Redacted.Redacted | undefined,
   form: Record<string, string>,
-  previous?: Tokens
+  previous?: Tokens,
+  endpointEgress?: EndpointEgress
 ) => Effect.Effect<Tokens, UpstreamFailed | InvalidGrant, Egress> = Effect.fn("OAuth.requestTokens", {
   captureStackTrace: false
 })(
-  function*(config, clientSecret, form, previous) {
+  function*(config, clientSecret, form, previous, endpointEgress) {
     yield* Effect.annotateCurrentSpan("altan.oauth.grant_type", form.grant_type)
     // RFC 8707: every token request names the resource the tokens are for
     const response = yield* post(
       config.token_url,
       config,
       clientSecret,
-      config.resource !== undefined ? { ...form, resource: config.resource } : form
+      config.resource !== undefined ? { ...form, resource: config.resource } : form,
+      endpointEgress
     )
     const json = parseJson(response)
     // the provider may echo what it was sent in its error text
@@ -344,11 +358,18 @@ export const revokeToken: (
   config: OAuth2Connection,
   clientSecret: Redacted.Redacted | undefined,
   token: string,
-  hint: "refresh_token" | "access_token"
+  hint: "refresh_token" | "access_token",
+  endpointEgress?: EndpointEgress
 ) => Effect.Effect<void, UpstreamFailed, Egress> = Effect.fn("OAuth.revoke", { captureStackTrace: false })(
-  function*(config, clientSecret, token, hint) {
+  function*(config, clientSecret, token, hint, endpointEgress) {
     if (config.revoke_url === undefined) return
-    const response = yield* post(config.revoke_url, config, clientSecret, { token, token_type_hint: hint })
+    const response = yield* post(
+      config.revoke_url,
+      config,
+      clientSecret,
+      { token, token_type_hint: hint },
+      endpointEgress
+    )
     // 400 unsupported_token_type: the provider does not revoke that kind; nothing left to do for it
     if (response.status >= 200 && response.status < 300) return
     const error = Schema.decodeUnknownOption(ErrorAnswer)(parseJson(response))

@@ -18,7 +18,15 @@ export interface Services {
   readonly secrets: SecretStore["Type"]
   readonly oauthStore: OAuthStore["Type"]
   readonly egress: Egress["Type"]
+  /**
+   * The tenant's egress allowlist, which the token and revocation requests of a connection with `token_egress:
+   * tenant_allowlist` (one an MCP server's set-up made) keep to. Unset: none (the operator's hosts only).
+   */
+  readonly allowlist?: Effect.Effect<ReadonlyArray<string>> | undefined
 }
+
+/** The longest a revocation (both tokens) is waited for before the tokens are forgotten anyway. */
+export const revocationTimeout = "10 seconds"
 
 /** The OAuth2 tokens of one connection, held by its `Connection` actor. */
 export type OAuthSession = ReturnType<typeof make>
@@ -53,6 +61,7 @@ const clientSecretOf = (
  */
 export const make = (services: Services, tenantId: TenantId, provider: string) => {
   const { egress, oauthStore, secrets } = services
+  const endpointEgress = Effect.map(services.allowlist ?? Effect.succeed([]), (allowHosts) => ({ allowHosts }))
   let tokens: Tokens | undefined
   const lock = Effect.unsafeMakeSemaphore(1)
   const statusOf = (t: Tokens): OAuthStatus => ({
@@ -111,10 +120,16 @@ export const make = (services: Services, tenantId: TenantId, provider: string) =
       return yield* new ConnectionRequired({ provider, reason: "needs_reauth" })
     }
     const secret = yield* clientSecretOf(secrets, tenantId, provider, config)
-    const next = yield* requestTokens(config, secret, {
-      grant_type: "refresh_token",
-      refresh_token: stale.refresh_token
-    }, stale).pipe(
+    const next = yield* requestTokens(
+      config,
+      secret,
+      {
+        grant_type: "refresh_token",
+        refresh_token: stale.refresh_token
+      },
+      stale,
+      yield* endpointEgress
+    ).pipe(
       Effect.provideService(Egress, egress),
       Effect.catchTag(
         "InvalidGrant",
@@ -163,12 +178,18 @@ export const make = (services: Services, tenantId: TenantId, provider: string) =
     exchange: (config: OAuth2Connection, grant: { code: string; code_verifier: string; redirect_uri: string }) =>
       lock.withPermits(1)(Effect.gen(function*() {
         const secret = yield* clientSecretOf(secrets, tenantId, provider, config)
-        const next = yield* requestTokens(config, secret, {
-          grant_type: "authorization_code",
-          code: grant.code,
-          code_verifier: grant.code_verifier,
-          redirect_uri: grant.redirect_uri
-        }).pipe(
+        const next = yield* requestTokens(
+          config,
+          secret,
+          {
+            grant_type: "authorization_code",
+            code: grant.code,
+            code_verifier: grant.code_verifier,
+            redirect_uri: grant.redirect_uri
+          },
+          undefined,
+          yield* endpointEgress
+        ).pipe(
           Effect.provideService(Egress, egress),
           Effect.catchTag("InvalidGrant", (e) =>
             Effect.fail(
@@ -178,26 +199,40 @@ export const make = (services: Services, tenantId: TenantId, provider: string) =
         yield* store(next)
         return next
       })),
+    /**
+     * Revokes the grant at the provider (RFC 7009: the refresh token, then the access token), best effort: a provider
+     * that cannot be reached, fails, or takes longer than `revocationTimeout` is logged (never a token) and the tokens
+     * are forgotten here all the same, so a provider that is down never keeps a connection from being removed or
+     * replaced.
+     */
     revoke: (config: OAuth2Connection) =>
       lock.withPermits(1)(Effect.gen(function*() {
         const current = yield* load
         const secret = Option.isSome(current) && config.revoke_url !== undefined
           ? yield* Effect.option(clientSecretOf(secrets, tenantId, provider, config))
           : Option.none()
+        const log = (message: string) =>
+          Effect.logWarning(message).pipe(Effect.annotateLogs({ "tenant.id": tenantId, provider }))
         if (Option.isSome(current) && config.revoke_url !== undefined && Option.isNone(secret)) {
           // without the app's client secret the provider cannot be asked; the tokens are still forgotten here
-          yield* Effect.logWarning(`${provider} tokens deleted without revocation: the app's client secret is gone`)
+          yield* log(`${provider} tokens deleted without revocation: the app's client secret is gone`)
         }
         if (Option.isSome(current) && Option.isSome(secret)) {
           const t = current.value
+          const allowHosts = yield* endpointEgress
           // revoking the refresh token ends the grant (RFC 7009 2.1); the access token too, where supported
-          if (t.refresh_token !== undefined) {
-            yield* revokeToken(config, secret.value, t.refresh_token, "refresh_token").pipe(
-              Effect.provideService(Egress, egress)
-            )
-          }
-          yield* revokeToken(config, secret.value, t.access_token, "access_token").pipe(
-            Effect.provideService(Egress, egress)
+          yield* Effect.gen(function*() {
+            if (t.refresh_token !== undefined) {
+              yield* revokeToken(config, secret.value, t.refresh_token, "refresh_token", allowHosts)
+            }
+            yield* revokeToken(config, secret.value, t.access_token, "access_token", allowHosts)
+          }).pipe(
+            Effect.provideService(Egress, egress),
+            Effect.timeoutFail({
+              duration: revocationTimeout,
+              onTimeout: () => new UpstreamFailed({ message: `no answer within ${revocationTimeout}` })
+            }),
+            Effect.catchAll((e) => log(`${provider} tokens deleted without revocation at the provider: ${e.message}`))
           )
         }
         tokens = undefined

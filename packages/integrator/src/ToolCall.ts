@@ -7,11 +7,14 @@ import {
   RateLimited,
   UpstreamUnavailable
 } from "@altan/domain/Connection"
+import type { ConnectionConfig } from "@altan/domain/ConnectionConfig"
 import { isClusterError, reaskOnBreak } from "@altan/domain/EntityCall"
 import type { TenantId } from "@altan/domain/Ids"
+import { canonicalResource, mcpServerOfTool, tokenIsFor } from "@altan/domain/McpServers"
 import type { callMetrics } from "@altan/domain/Metrics"
 import type { Settings } from "@altan/domain/Settings"
 import {
+  catalogId,
   type Credential,
   policyOf,
   type ToolError,
@@ -87,16 +90,55 @@ const auditInvoke = (
       }
     }
   })
+/** The remote MCP server a credential is for: where it is, and whether it is OAuth-protected. */
+export interface McpTarget {
+  readonly server_id: string
+  readonly url: string
+  readonly auth?: "oauth2" | undefined
+}
+
+/**
+ * Why this connection's credential may not go to an MCP server: an `auth: oauth2` server takes an oauth2 connection's
+ * token only (`ConnectionRequired` without one, so its calls wait for one), and an oauth2 connection's token goes only
+ * to the server its RFC 8707 `resource` is (a token for another server or API is never sent to this one).
+ */
+export const mcpRefusal = (
+  provider: string,
+  connection: Option.Option<ConnectionConfig>,
+  server: McpTarget
+): ConnectionRequired | string | undefined => {
+  if (server.auth === "oauth2" && (Option.isNone(connection) || connection.value.type !== "oauth2")) {
+    return new ConnectionRequired({ provider, reason: "missing" })
+  }
+  if (
+    Option.isSome(connection) && connection.value.type === "oauth2" &&
+    !tokenIsFor(connection.value.resource, server.url)
+  ) {
+    const resource = connection.value.resource
+    return `the oauth2 connection "${provider}" holds tokens for ${
+      resource === undefined ? "no RFC 8707 resource" : canonicalResource(resource)
+    }, not for the MCP server ${server.server_id} at ${canonicalResource(server.url)}: its token is not sent there`
+  }
+  return undefined
+}
+
 /**
  * The credential of this connection for one call: an API key read from its secret, or the OAuth2
- * access token this actor holds (refreshed here, once, when it is about to expire).
+ * access token this actor holds (refreshed here, once, when it is about to expire). For a call to a remote MCP server
+ * (`mcp`), only one that may go there (`mcpRefusal`).
  */
 export const credential = (
   { connectionStore, oauth, provider, secrets, tenantId }: ToolCallContext,
-  forceRefresh = false
+  forceRefresh = false,
+  mcp?: McpTarget
 ) =>
   Effect.gen(function*() {
     const connection = yield* connectionStore.get(tenantId, provider)
+    const refusal = mcp === undefined ? undefined : mcpRefusal(provider, connection, mcp)
+    if (typeof refusal === "string") {
+      return yield* new ToolFailed({ tool_id: provider, message: refusal, retryable: false, not_applied: true })
+    }
+    if (refusal !== undefined) return yield* refusal
     if (Option.isNone(connection)) return Option.none<Credential>()
     if (connection.value.type === "oauth2") {
       const token = yield* oauth.accessToken(connection.value, forceRefresh)
@@ -133,6 +175,25 @@ export const invoke = Effect.fn("Connection.invoke", { captureStackTrace: false 
     )
       .digest("base64url")
     : undefined
+  // a tool of a remote MCP server: the server as stored, whose URL its credential must be for
+  const mcpServerId = mcpServerOfTool(payload.tool_id)
+  const mcpTarget: Effect.Effect<Option.Option<McpTarget>, ToolFailed> = mcpServerId === undefined
+    ? Effect.succeedNone
+    : toolWorker(catalogId(tenantId)).GetMcpServer({ server_id: mcpServerId }).pipe(
+      Effect.map(Option.some),
+      Effect.catchAll((e) =>
+        Effect.fail(
+          new ToolFailed({
+            tool_id: payload.tool_id,
+            message: e._tag === "NotFound"
+              ? `no MCP server ${mcpServerId}`
+              : `the MCP server ${mcpServerId} could not be looked up (${e._tag})`,
+            retryable: e._tag !== "NotFound",
+            not_applied: true
+          })
+        )
+      )
+    )
   // the call never reached a tool worker: safe to try again
   const notDelivered = (e: { readonly _tag: string }) =>
     Effect.fail(
@@ -153,7 +214,7 @@ export const invoke = Effect.fn("Connection.invoke", { captureStackTrace: false 
     ToolError
   > =>
     Effect.flatMap(
-      credential(ctx, forceRefresh),
+      Effect.flatMap(mcpTarget, (mcp) => credential(ctx, forceRefresh, Option.getOrUndefined(mcp))),
       (cred) =>
         toolWorker(toolWorkerId(tenantId, payload.tool_id)).Execute({
           input: payload.input,
