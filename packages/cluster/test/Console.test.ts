@@ -108,6 +108,28 @@ describe("the console", () => {
     await expect.poll(() => page.locator("#connections-status").textContent()).toContain("connections")
   })
 
+  it("connects an OAuth2 provider: Connect opens the authorization URL the API made", async () => {
+    const put = await edge.call("PUT", "/v1/connections/acme", token, {
+      type: "oauth2",
+      client_id: "console-app",
+      authorize_url: "https://auth.acme.test/authorize",
+      token_url: "https://auth.acme.test/token",
+      scopes: ["read"]
+    })
+    expect(put.status).toBe(200)
+    // the consent page is the provider's, off loopback: what the console would open is recorded instead
+    await page.evaluate("window.open = (url) => { window.opened = url; return null }")
+    await page.click("#tabs button[data-view=tasks]")
+    await page.click("#tabs button[data-view=connections]")
+    const row = page.locator(`#connections tr[data-provider="acme"]`)
+    await row.waitFor({ timeout: 5_000 })
+    expect(await row.locator(".badge").textContent()).toBe("pending")
+    await row.locator("button", { hasText: "Connect" }).click()
+    await expect.poll(() => page.evaluate("window.opened ?? ''")).toMatch(
+      /^https:\/\/auth\.acme\.test\/authorize\?.*state=.*code_challenge=/
+    )
+  })
+
   it("sent nothing off loopback and logged no errors (CSP violations included)", () => {
     expect(offHost).toEqual([])
     expect(errors).toEqual([])
