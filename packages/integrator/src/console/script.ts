@@ -181,7 +181,7 @@ function levels(task, deps) {
   return level
 }
 
-function renderTask(task, events) {
+function renderTask(task, events, conversation) {
   const deps = dependencies(task)
   const level = levels(task, deps)
   const columns = []
@@ -238,13 +238,11 @@ function renderTask(task, events) {
     h("ul", { class: "events" }, events.length === 0 ? h("li", { class: "empty" }, "waiting for events\u2026") :
       events.map((e) => h("li", {}, time(e.at), " ", h("span", { class: "type" }, e.type || "event"), e.step_id ? " " + e.step_id : ""))),
     h("h3", {}, "Session conversation"),
-    h("div", { class: "conversation", id: "conversation" }, h("p", { class: "empty" }, "loading\u2026"))
+    conversation
   )
 }
 
-async function renderConversation(task) {
-  const box = $("conversation")
-  if (!box) return
+async function renderConversation(task, box) {
   try {
     const session = await api("GET", "/v1/sessions/" + encodeURIComponent(task.session_id))
     const ids = session.task_ids.slice(-20)
@@ -256,8 +254,7 @@ async function renderConversation(task) {
       const answer = t.error ? t.error.code + ": " + t.error.message : t.output === undefined ? t.status + "\u2026" : typeof t.output === "string" ? t.output : JSON.stringify(t.output, null, 2)
       messages.push(h("div", { class: "msg assistant" }, h("span", { class: "who" }, t.status), answer))
     }
-    const current = $("conversation")
-    if (current) current.replaceChildren(h("p", { class: "muted" }, session.message_count + " messages in the session's context"), ...messages)
+    box.replaceChildren(h("p", { class: "muted" }, session.message_count + " messages in the session's context"), ...messages)
   } catch (e) {
     box.replaceChildren(h("p", { class: "empty" }, e.message))
   }
@@ -272,14 +269,20 @@ async function openTask(taskId) {
   const events = []
   let task
   let pending = null
+  // kept across live updates, read again when the task's status changes
+  const conversation = h("div", { class: "conversation", id: "conversation" }, h("p", { class: "empty" }, "loading\u2026"))
+  let conversationOf = null
   const show = () => {
     if (follow.signal.aborted || !task) return
     // what the user opened stays open across live updates
     const open = new Set([...document.querySelectorAll("#task details[open]")].map((d) => d.dataset.key))
-    const view = renderTask(task, events)
+    const view = renderTask(task, events, conversation)
     for (const d of view.querySelectorAll("details")) if (open.has(d.dataset.key)) d.open = true
     $("task-pane").replaceChildren(view)
-    renderConversation(task)
+    if (conversationOf !== task.status) {
+      conversationOf = task.status
+      renderConversation(task, conversation)
+    }
   }
   const reload = () => {
     // events come in bursts: one read of the task for each burst
