@@ -1,4 +1,4 @@
-import { Forbidden, NotFound, TooManyRequests, Unauthorized, Unavailable } from "@altan/domain/Errors"
+import { ErrorCode, Forbidden, NotFound, TooManyRequests, Unauthorized, Unavailable } from "@altan/domain/Errors"
 import type { TaskId } from "@altan/domain/Ids"
 import { TaskEvent } from "@altan/domain/Task"
 import * as HttpClient from "@effect/platform/HttpClient"
@@ -42,17 +42,26 @@ const apiError = (status: number, body: string) => {
   const { code, message } = Schema.decodeUnknownOption(Envelope)(body).pipe(
     (o) => o._tag === "Some" ? o.value.error : { code: `http_${status}`, message: body.slice(0, 500) }
   )
+  return errorOf(status, code, message)
+}
+
+const isErrorCode = Schema.is(ErrorCode)
+
+/** The error class for a status, with the API's code; a code this client does not know stays in `details.code`. */
+const errorOf = (status: number, received: string, message: string) => {
+  const known = isErrorCode(received)
+  const code = known ? { code: received, message } : { message, details: { code: received } }
   switch (status) {
     case 401:
-      return new Unauthorized({ code, message })
+      return new Unauthorized(code)
     case 403:
-      return new Forbidden({ code, message })
+      return new Forbidden(code)
     case 404:
-      return new NotFound({ code, message })
+      return new NotFound(code)
     case 429:
-      return new TooManyRequests({ code, message })
+      return new TooManyRequests(code)
     default:
-      return new Unavailable({ code, message })
+      return new Unavailable(code)
   }
 }
 
@@ -130,7 +139,7 @@ export const taskEvents = (
             Effect.orElseSucceed(Schema.decode(Envelope)(frame.data), () => ({
               error: { code: "unavailable", message: frame.data }
             })),
-            ({ error }) => Effect.fail(error.code === "not_found" ? new NotFound(error) : new Unavailable(error))
+            ({ error }) => Effect.fail(errorOf(error.code === "not_found" ? 404 : 503, error.code, error.message))
           )
           : decodeEvent(frame.data)
       ),

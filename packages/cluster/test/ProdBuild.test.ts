@@ -250,6 +250,12 @@ describe("production build", () => {
     expect(response.status, JSON.stringify(task)).toBe(200)
     expect(task.status).toBe("succeeded")
     expect(task.output).toEqual({ text: "Hi Ada Lovelace, noted: \"Launch review\" on 2024-03-05T13:30:00.000Z." })
+    // the console's assets are compiled into dist with the code
+    for (const asset of ["/console", "/console/console.js", "/console/console.css"]) {
+      const served = await fetch(`${base}${asset}`)
+      expect(served.status, asset).toBe(200)
+      expect((await served.text()).length, asset).toBeGreaterThan(500)
+    }
     // the operator port, whose exporter libraries the production tree must hold too
     const metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text())
     expect(metrics).toMatch(/^altan_tasks_finished_total\{status="succeeded"\} 1$/m)

@@ -57,6 +57,35 @@ const withEventSchema = (spec: Record<string, any>): Record<string, any> => {
   return spec
 }
 
+/**
+ * The 400s as the API answers them: the edge turns the framework's decode failures into `InvalidRequest` (see the
+ * integrator's `errorEnvelope`), so its `HttpApiDecodeError` body is never sent and leaves the document; every error
+ * answer is then the envelope around `Error`.
+ */
+const withApiErrors = (spec: Record<string, any>): Record<string, any> => {
+  const decodeError = "#/components/schemas/HttpApiDecodeError"
+  for (const item of Object.values<Record<string, any>>(spec.paths ?? {})) {
+    for (const operation of Object.values<Record<string, any>>(item)) {
+      for (const response of Object.values<Record<string, any>>(operation?.responses ?? {})) {
+        const content = response?.content?.["application/json"]
+        const anyOf: Array<{ $ref?: string }> | undefined = content?.schema?.anyOf
+        if (anyOf === undefined || !anyOf.some((s) => s.$ref === decodeError)) continue
+        const rest = anyOf.filter((s) => s.$ref !== decodeError)
+        content.schema = rest.length === 1 ? rest[0] : { anyOf: rest }
+      }
+    }
+  }
+  const schemas = spec.components?.schemas
+  if (schemas) {
+    delete schemas["HttpApiDecodeError"]
+    // the schemas only it referred to
+    for (const name of ["Issue", "PropertyKey"]) {
+      if (!JSON.stringify(spec).includes(`"#/components/schemas/${name}"`)) delete schemas[name]
+    }
+  }
+  return spec
+}
+
 /** Verifies `Authorization: Bearer <JWT>` and provides the caller's `Principal`. */
 export class Authentication extends HttpApiMiddleware.Tag<Authentication>()("Authentication", {
   failure: UnauthorizedHttp,
@@ -423,9 +452,9 @@ export class Api extends HttpApi.make("altan")
     OpenApi.Description,
     "A multi-tenant runtime for AI agents that act in third-party applications with each tenant's own credentials. " +
       "Every route but the probes and the OAuth2 callback takes `Authorization: Bearer <JWT>`; the tenant is the " +
-      "token's. Errors are `{\"error\": {\"code\", \"message\", \"details\"?}}`."
+      "token's. Errors are `{\"error\": {\"code\", \"message\", \"details\"?}}` (the `Error` schema lists the codes)."
   )
   .annotate(OpenApi.License, { name: "Proprietary" })
   .annotate(OpenApi.Servers, [{ url: "/", description: "The edge serving this document" }])
-  .annotate(OpenApi.Transform, withEventSchema)
+  .annotate(OpenApi.Transform, (spec) => withEventSchema(withApiErrors(spec)))
 {}

@@ -29,7 +29,7 @@ export class ToolInputInvalid extends TaggedError<ToolInputInvalid>()("ToolInput
   details: Schema.optional(ErrorDetails)
 }) {
   get code() {
-    return "invalid_tool_input"
+    return "invalid_tool_input" as const
   }
 }
 

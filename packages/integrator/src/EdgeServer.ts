@@ -1,3 +1,4 @@
+import { envelopeOf } from "@altan/domain/Errors"
 import { createServer, type Server } from "node:http"
 
 /**
@@ -8,15 +9,21 @@ export const make = (): Server => {
   const server = createServer()
   server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
     if (!socket.writable) return socket.destroy()
-    const [status, code, message] = error.code === "HPE_HEADER_OVERFLOW"
-      ? [431, "headers_too_large", "the request headers (a token included) are over the 16 KiB limit"]
-      : [400, "bad_request", "malformed HTTP request"]
-    const body = JSON.stringify({ error: { code, message } })
+    const [status, body] = error.code === "HPE_HEADER_OVERFLOW"
+      ? [
+        431,
+        envelopeOf({
+          code: "headers_too_large",
+          message: "the request headers (a token included) are over the 16 KiB limit"
+        })
+      ]
+      : [400, envelopeOf({ code: "bad_request", message: "malformed HTTP request" })]
+    const text = JSON.stringify(body)
     socket.end(
       `HTTP/1.1 ${status} ${status === 431 ? "Request Header Fields Too Large" : "Bad Request"}\r\n` +
         `content-type: application/json\r\ncontent-length: ${
-          Buffer.byteLength(body)
-        }\r\nconnection: close\r\n\r\n${body}`
+          Buffer.byteLength(text)
+        }\r\nconnection: close\r\n\r\n${text}`
     )
   })
   return server

@@ -11,6 +11,7 @@ import * as Layer from "effect/Layer"
 import * as Authentication from "./Authentication.js"
 import { LlmsLive, SecretsLive, SettingsLive, UsageLive } from "./HttpConfig.js"
 import { ConnectionsLive, OAuthLive } from "./HttpConnections.js"
+import { ConsoleLive } from "./HttpConsole.js"
 import { HealthLive } from "./HttpHealth.js"
 import { McpServersLive } from "./HttpMcpServers.js"
 import { ApprovalsLive, SessionsLive, TasksLive } from "./HttpTasks.js"
@@ -37,7 +38,7 @@ const edge = (config: IntegratorConfig["Type"]) => <E, R>(app: HttpApp.Default<E
     return yield* withBodyLimits(config, request, Effect.provideService(app, RequestAudit, served))
   })
 
-/** The public API, its docs and its OpenAPI document, served on the configured `HttpServer`. */
+/** The public API, its docs, its OpenAPI document and the console, served on the configured `HttpServer`. */
 export const HttpEdgeLive = Layer.unwrapEffect(Effect.gen(function*() {
   const config = yield* IntegratorConfig
   // `HttpApiBuilder.serve`, with a middleware that may fail (a body that breaks off mid-read)
@@ -63,7 +64,8 @@ export const HttpEdgeLive = Layer.unwrapEffect(Effect.gen(function*() {
       OAuthLive,
       HealthLive,
       RpcLive,
-      McpLive
+      McpLive,
+      ConsoleLive
     ]),
     Layer.provide(Authentication.layer),
     Layer.provide(Tasks.Default),

@@ -76,7 +76,8 @@ const banner = Layer.effectDiscard(Effect.gen(function*() {
     // on stderr with the logs (stdout is the audit log's): it is what `npm start` users copy into curl
     yield* Effect.sync(() =>
       console.error(
-        `\nDevelopment admin token for tenant "${DevIssuer.devTenant}" (valid 30 days):\n\nexport TOKEN=${token}\n`
+        `\nDevelopment admin token for tenant "${DevIssuer.devTenant}" (valid 30 days):\n\nexport TOKEN=${token}\n\n` +
+          `Console: ${url}/console#token=${token}\n`
       )
     )
   }

@@ -1,7 +1,7 @@
 import { Api } from "@altan/domain/Api"
 import * as HttpApi from "@effect/platform/HttpApi"
 
-/** Routes served beside the HTTP API (RPC, operations, docs). */
+/** Routes served beside the HTTP API (RPC, operations, docs, console). */
 const extra: ReadonlyArray<readonly [method: string, path: string]> = [
   ["POST", "/rpc"],
   ["GET", "/rpc/ws"],
@@ -9,6 +9,9 @@ const extra: ReadonlyArray<readonly [method: string, path: string]> = [
   ["GET", "/readyz"],
   ["GET", "/openapi.json"],
   ["GET", "/docs"],
+  ["GET", "/console"],
+  ["GET", "/console/console.js"],
+  ["GET", "/console/console.css"],
   ["POST", "/mcp"],
   ["GET", "/mcp"],
   ["DELETE", "/mcp"],

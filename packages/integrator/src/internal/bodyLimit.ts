@@ -1,3 +1,4 @@
+import { envelopeOf } from "@altan/domain/Errors"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import * as HttpMethod from "@effect/platform/HttpMethod"
 import * as HttpServerError from "@effect/platform/HttpServerError"
@@ -8,20 +9,18 @@ import type { Readable } from "node:stream"
 
 const tooLarge = (maxBodyBytes: number) =>
   HttpServerResponse.unsafeJson(
-    { error: { code: "payload_too_large", message: `the request body is over ${maxBodyBytes} bytes` } },
+    envelopeOf({ code: "payload_too_large", message: `the request body is over ${maxBodyBytes} bytes` }),
     { status: 413 }
   )
 
 /** A body the API would misread (a form, plain text): it takes JSON, and says so. */
 const notJson = (contentType: string | undefined) =>
   HttpServerResponse.unsafeJson(
-    {
-      error: {
-        code: "unsupported_media_type",
-        message: `the request body must be JSON (content-type: application/json), not ${contentType ?? "untyped"}`,
-        details: { field: "content-type", expected: "application/json" }
-      }
-    },
+    envelopeOf({
+      code: "unsupported_media_type",
+      message: `the request body must be JSON (content-type: application/json), not ${contentType ?? "untyped"}`,
+      details: { field: "content-type", expected: "application/json" }
+    }),
     { status: 415, headers: { accept: "application/json" } }
   )
 
@@ -34,13 +33,11 @@ const takesBody = (request: HttpServerRequest.HttpServerRequest) => {
 
 const tooDeep = (maxJsonDepth: number) =>
   HttpServerResponse.unsafeJson(
-    {
-      error: {
-        code: "invalid_json",
-        message: `the request body is JSON nesting deeper than ${maxJsonDepth} levels`,
-        details: { field: "body", max_depth: maxJsonDepth }
-      }
-    },
+    envelopeOf({
+      code: "invalid_json",
+      message: `the request body is JSON nesting deeper than ${maxJsonDepth} levels`,
+      details: { field: "body", max_depth: maxJsonDepth }
+    }),
     { status: 400 }
   )
 

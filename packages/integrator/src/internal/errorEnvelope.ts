@@ -1,4 +1,4 @@
-import { InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
+import { envelopeOf, InvalidRequest, TooManyRequests, Unavailable } from "@altan/domain/Errors"
 import { expectedOf, reworded, shown } from "@altan/domain/Wording"
 import { RedisError } from "@altan/redis/Redis"
 import { HttpApiDecodeError } from "@effect/platform/HttpApiError"
@@ -112,9 +112,11 @@ const unexpected = (
       return yield* Effect.zipRight(withRetryAfter(error), Effect.fail(error))
     }
     return HttpServerResponse.unsafeJson(
-      {
-        error: { code: "internal_error", message: "the request failed unexpectedly", ...(details ? { details } : {}) }
-      },
+      envelopeOf({
+        code: "internal_error",
+        message: "the request failed unexpectedly",
+        ...(details ? { details } : {})
+      }),
       { status: 500 }
     )
   })
@@ -162,18 +164,16 @@ export const finishResponse = (
     const allowed = allowedMethods(path)
     if (allowed.length > 0) {
       return Effect.succeed(HttpServerResponse.unsafeJson(
-        {
-          error: {
-            code: "method_not_allowed",
-            message: `${request.method} is not allowed on ${path}; use ${allowed.join(" or ")}`,
-            details: { allow: allowed }
-          }
-        },
+        envelopeOf({
+          code: "method_not_allowed",
+          message: `${request.method} is not allowed on ${path}; use ${allowed.join(" or ")}`,
+          details: { allow: allowed }
+        }),
         { status: 405, headers: { allow: allowed.join(", ") } }
       ))
     }
     return Effect.succeed(HttpServerResponse.unsafeJson(
-      { error: { code: "not_found", message: `no route for ${request.method} ${path}` } },
+      envelopeOf({ code: "not_found", message: `no route for ${request.method} ${path}` }),
       { status: 404 }
     ))
   }
