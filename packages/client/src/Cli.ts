@@ -9,6 +9,7 @@ import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import type * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientError from "@effect/platform/HttpClientError"
 import * as Data from "effect/Data"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
@@ -67,6 +68,18 @@ class UsageError extends Data.TaggedError("UsageError")<{ readonly message: stri
 
 /** A task that ended other than succeeded: exit 1, nothing more to print. */
 class TaskUnsuccessful extends Data.TaggedError("TaskUnsuccessful")<{ readonly status: string }> {}
+
+/** The event stream of a task that could not be kept open (reconnects included): exit 1; the task goes on. */
+class ConnectionLost extends Data.TaggedError("ConnectionLost")<{
+  readonly taskId: TaskId
+  readonly cause: HttpClientError.HttpClientError
+}> {}
+
+/** How `run` follows a task's event stream (`TaskEventsOptions`); for embedding and tests. */
+export interface RunOptions {
+  readonly reconnects?: number | undefined
+  readonly retryDelay?: Duration.DurationInput | undefined
+}
 
 interface Args {
   readonly positional: ReadonlyArray<string>
@@ -235,6 +248,7 @@ interface Context {
   readonly baseUrl: string
   readonly token: string
   readonly json: boolean
+  readonly options: RunOptions
 }
 
 const print = (line: string) => Effect.sync(() => process.stdout.write(line.endsWith("\n") ? line : `${line}\n`))
@@ -259,12 +273,14 @@ const follow = (ctx: Context, taskId: TaskId) =>
       )
       process.exit(130)
     }
-    process.once("SIGINT", stop)
-    yield* taskEvents({ baseUrl: ctx.baseUrl, token: ctx.token }, taskId).pipe(
+    // `on`, not `once`: a second Ctrl-C (or the launcher's forwarded one) finds it still there
+    process.on("SIGINT", stop)
+    yield* taskEvents({ baseUrl: ctx.baseUrl, token: ctx.token, ...ctx.options }, taskId).pipe(
       Stream.runForEach((event) => {
         const line = eventLine(event)
         return line === undefined ? Effect.void : progress(line)
       }),
+      Effect.catchIf(HttpClientError.isHttpClientError, (cause) => new ConnectionLost({ taskId, cause })),
       Effect.ensuring(Effect.sync(() => process.off("SIGINT", stop)))
     )
     const task = yield* ctx.api.tasks.get({ path: { task_id: taskId } })
@@ -310,7 +326,10 @@ const tasksGet = (ctx: Context) =>
 const tasksWatch = (ctx: Context) =>
   Effect.gen(function*() {
     const [id] = yield* exactly(ctx, 1, "tasks watch <task_id> [--json]")
-    yield* follow(ctx, yield* taskIdOf(id!))
+    const taskId = yield* taskIdOf(id!)
+    // a task that is not there, or a server that is not, is said at once (the event stream would retry the latter)
+    yield* ctx.api.tasks.get({ path: { task_id: taskId } })
+    yield* follow(ctx, taskId)
   })
 
 const tasksCancel = (ctx: Context) =>
@@ -443,6 +462,16 @@ const explain = (error: unknown, baseUrl: string): Effect.Effect<readonly [strin
   Effect.gen(function*() {
     if (error instanceof UsageError) return [`${error.message}\n(altan --help for usage)`, 2] as const
     if (error instanceof TaskUnsuccessful) return ["", 1] as const
+    if (error instanceof ConnectionLost) {
+      const why = error.cause._tag === "ResponseError" && error.cause.reason !== "Decode"
+        ? `HTTP ${error.cause.response.status}`
+        : causeText(error.cause.cause) || error.cause.message
+      return [
+        `connection to Altan at ${baseUrl} lost while following task ${error.taskId}: ${why}; the task goes on ` +
+        `(altan tasks watch ${error.taskId} follows it again)`,
+        1
+      ] as const
+    }
     if (HttpClientError.isHttpClientError(error)) {
       if (error._tag === "RequestError") {
         return [`cannot reach Altan at ${baseUrl}: ${causeText(error.cause)} (is it running? ALTAN_URL sets where)`, 1]
@@ -469,7 +498,8 @@ const explain = (error: unknown, baseUrl: string): Effect.Effect<readonly [strin
 /** Runs `altan <argv>` with `env`'s `ALTAN_URL` and `ALTAN_TOKEN`; answers the exit code. */
 export const run = (
   argv: ReadonlyArray<string>,
-  env: Readonly<Record<string, string | undefined>>
+  env: Readonly<Record<string, string | undefined>>,
+  options: RunOptions = {}
 ): Promise<number> => {
   const baseUrl = (env.ALTAN_URL || defaultUrl).replace(/\/+$/, "")
   const program = Effect.gen(function*() {
@@ -491,7 +521,7 @@ export const run = (
       })
     }
     const api = yield* makeClient({ baseUrl, token })
-    yield* command({ args, api, baseUrl, token, json: args.flags.has("json") })
+    yield* command({ args, api, baseUrl, token, json: args.flags.has("json"), options })
     return 0
   })
   return program.pipe(
