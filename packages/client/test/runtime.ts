@@ -1,6 +1,8 @@
+import * as esbuild from "esbuild"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import { createServer } from "node:net"
+import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 
@@ -14,6 +16,28 @@ export const freePort = (): Promise<number> =>
       server.close(() => resolve(port))
     }).on("error", reject)
   })
+
+/**
+ * The CLI's sources (`src/bin/altan.ts`, with the workspace's `@altan/source` condition, so `@altan/domain` from its
+ * sources too) bundled by esbuild into one file in a temporary directory: the same code the launcher runs through tsx
+ * in the checkout, starting in a fifth of the time, and nothing written into the checkout (no `dist`). `remove()` when
+ * done.
+ */
+export const bundleCli = async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "altan-cli-"))
+  const file = path.join(dir, "altan.mjs")
+  await esbuild.build({
+    entryPoints: [path.join(root, "packages/client/src/bin/altan.ts")],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    conditions: ["@altan/source"],
+    outfile: file,
+    logLevel: "error"
+  })
+  return { file, remove: () => fs.rmSync(dir, { recursive: true, force: true }) }
+}
 
 /**
  * The embedded runtime as `npm start` runs it (its own command from package.json, in a process of its own) with
