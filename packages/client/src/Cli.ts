@@ -1,9 +1,9 @@
 import { type Client, makeClient } from "@altan/domain/Client"
-import { ProviderName } from "@altan/domain/ConnectionConfig"
+import { AuthorizeResponse, ConnectionInfo, ProviderName } from "@altan/domain/ConnectionConfig"
 import { TaskId } from "@altan/domain/Ids"
 import { LlmConfig } from "@altan/domain/LlmConfig"
-import { isTerminal, Task, type TaskEvent, TaskQuery, TaskRequest } from "@altan/domain/Task"
-import { ToolDefinition } from "@altan/domain/ToolDefinition"
+import { isTerminal, Task, type TaskEvent, TaskPage, TaskQuery, TaskRequest } from "@altan/domain/Task"
+import { ToolDefinition, ToolSpec } from "@altan/domain/ToolDefinition"
 import { reworded } from "@altan/domain/Wording"
 import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import type * as HttpClient from "@effect/platform/HttpClient"
@@ -30,8 +30,9 @@ export const help = `altan: the command line of the Altan API
 Usage: altan <command> [arguments] [options]
 
 Commands:
-  tasks run <file.json | "text">     submit a task (a request body, a plan, or natural language) and
-                                     follow its steps until it ends
+  tasks run <file.json | "text">     submit a task and follow its steps until it ends: an argument ending
+                                     in .json is a file holding a request body or a plan; anything else is
+                                     the task's text (natural language)
   tasks get <task_id>                show a task
   tasks list                         list the tenant's tasks, newest first
   tasks watch <task_id>              follow a task's steps until it ends
@@ -254,8 +255,11 @@ interface Context {
 const print = (line: string) => Effect.sync(() => process.stdout.write(line.endsWith("\n") ? line : `${line}\n`))
 const progress = (line: string) => Effect.sync(() => process.stderr.write(`${line}\n`))
 
-const printTask = (ctx: Context, task: Task) =>
-  print(ctx.json ? JSON.stringify(Schema.encodeSync(Task)(task), null, 2) : taskSummary(task))
+/** A value as the API's JSON: encoded with its schema, as the API sent it. */
+const asJson = <A, I>(schema: Schema.Schema<A, I>, value: A) =>
+  JSON.stringify(Schema.encodeSync(schema)(value), null, 2)
+
+const printTask = (ctx: Context, task: Task) => print(ctx.json ? asJson(Task, task) : taskSummary(task))
 
 const exactly = (ctx: Context, count: number, usage: string) =>
   ctx.args.positional.length - 2 === count
@@ -292,11 +296,17 @@ const follow = (ctx: Context, taskId: TaskId) =>
     if (task.status !== "succeeded") return yield* new TaskUnsuccessful({ status: task.status })
   })
 
-/** `tasks run`: a `.json` file or an existing file is a request body (or a plan); anything else is the task's text. */
+/**
+ * `tasks run`: an argument ending in `.json` is a file holding a request body (or a plan), which must be a readable
+ * regular file; anything else is the task's text, even if a file of that name exists.
+ */
 const tasksRun = (ctx: Context) =>
   Effect.gen(function*() {
     const [source] = yield* exactly(ctx, 1, `tasks run <file.json | "text"> [--session ID] [--llm ID] [--json]`)
-    const fromFile = source!.endsWith(".json") || fs.existsSync(source!)
+    const fromFile = source!.endsWith(".json")
+    if (fromFile && fs.statSync(source!, { throwIfNoEntry: false })?.isFile() === false) {
+      return yield* new UsageError({ message: `${source} is not a file: tasks run reads a .json file or takes text` })
+    }
     const body: unknown = fromFile ? yield* readJson(source!) : { input: source }
     const request = isRecord(body) && !("input" in body) && "steps" in body ? { input: body } : body
     if (!isRecord(request)) {
@@ -349,7 +359,7 @@ const tasksList = (ctx: Context) =>
     )
     const urlParams = yield* decode(TaskQuery, "not a task query")(query)
     const page = yield* ctx.api.tasks.list({ urlParams })
-    if (ctx.json) return yield* print(JSON.stringify(page, null, 2))
+    if (ctx.json) return yield* print(asJson(TaskPage, page))
     if (page.tasks.length === 0) yield* print("no tasks")
     const idWidth = Math.max(4, ...page.tasks.map((t) => t.task_id.length))
     for (const t of page.tasks) {
@@ -366,7 +376,7 @@ const toolsList = (ctx: Context) =>
   Effect.gen(function*() {
     yield* exactly(ctx, 0, "tools list [--json]")
     const tools = yield* ctx.api.tools.list()
-    if (ctx.json) return yield* print(JSON.stringify(tools, null, 2))
+    if (ctx.json) return yield* print(asJson(Schema.Array(ToolSpec), tools))
     const width = Math.max(4, ...tools.map((t) => t.tool_id.length))
     for (const t of tools) {
       const description = t.description.split("\n")[0]!
@@ -389,7 +399,7 @@ const toolsPut = (ctx: Context) =>
       return yield* new UsageError({ message: `${file} defines tool_id "${payload.tool_id}", not "${toolId}"` })
     }
     const spec = yield* ctx.api.tools.put({ path: { tool_id: payload.tool_id }, payload })
-    yield* print(ctx.json ? JSON.stringify(spec, null, 2) : `tool ${spec.tool_id} saved`)
+    yield* print(ctx.json ? asJson(ToolSpec, spec) : `tool ${spec.tool_id} saved`)
   })
 
 const llmsPut = (ctx: Context) =>
@@ -400,14 +410,14 @@ const llmsPut = (ctx: Context) =>
       isRecord(body) && body.llm_id === undefined ? { ...body, llm_id: llmId } : body
     )
     const saved = yield* ctx.api.llms.put({ path: { llm_id: llmId! }, payload })
-    yield* print(ctx.json ? JSON.stringify(saved, null, 2) : `llm ${saved.llm_id} saved`)
+    yield* print(ctx.json ? asJson(LlmConfig, saved) : `llm ${saved.llm_id} saved`)
   })
 
 const connectionsList = (ctx: Context) =>
   Effect.gen(function*() {
     yield* exactly(ctx, 0, "connections list [--json]")
     const connections = yield* ctx.api.connections.list()
-    if (ctx.json) return yield* print(JSON.stringify(connections, null, 2))
+    if (ctx.json) return yield* print(asJson(Schema.Array(ConnectionInfo), connections))
     if (connections.length === 0) yield* print("no connections")
     const width = Math.max(8, ...connections.map((c) => c.provider.length))
     for (const c of connections) {
@@ -424,7 +434,7 @@ const connectionsAuthorize = (ctx: Context) =>
     const started = yield* ctx.api.connections.authorize({ path: { provider } })
     yield* print(
       ctx.json
-        ? JSON.stringify(started, null, 2)
+        ? asJson(AuthorizeResponse, started)
         : `Open this URL to authorize ${provider} (valid until ${started.expires_at}):\n${started.authorize_url}`
     )
   })

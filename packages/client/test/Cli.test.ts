@@ -233,9 +233,16 @@ describe("altan tasks run", () => {
     expect(remote.code).toBe(1)
     expect(remote.stderr).toContain("error: unknown_tool: step \"x\" uses unknown tool no.such_tool")
     expect(remote.stderr).toContain("(field input.steps.0.tool)")
-    const missing = await run(["tasks", "run", path.join(work, "absent.json")])
+    const folder = path.join(work, "plans.json")
+    fs.mkdirSync(folder)
+    const [missing, directory] = await Promise.all([
+      run(["tasks", "run", path.join(work, "absent.json")]),
+      run(["tasks", "run", folder])
+    ])
     expect(missing.code).toBe(2)
     expect(missing.stderr).toContain("cannot read")
+    expect(directory.code).toBe(2)
+    expect(directory.stderr).toContain(`${folder} is not a file: tasks run reads a .json file or takes text`)
   })
 })
 
@@ -261,6 +268,10 @@ describe("a waiting task", () => {
     expect(listed.code).toBe(0)
     expect(listed.stdout).toMatch(new RegExp(`^${taskId.replace(/\./g, "\\.")}\\s+waiting\\s+plan\\s+1 step `, "m"))
     expect(JSON.parse(inSession.stdout).tasks.map((t: { task_id: string }) => t.task_id)).toEqual([taskId])
+    // the API's JSON, as the API sends it
+    expect(JSON.parse(inSession.stdout)).toEqual(
+      (await api("GET", `/v1/tasks?session_id=${taskId.split(".")[0]!}`)).body
+    )
     expect(got.stdout).toMatch(/^waiting for approval of step greet \(text\.template\): input_hash [0-9a-f]{64}$/m)
 
     const cancelled = await run(["tasks", "cancel", taskId])
@@ -313,6 +324,7 @@ describe("altan tools, llms, connections", () => {
     expect(listed.stdout).toMatch(/^slack_notify\s+custom\s+Sends a message to a Slack channel$/m)
     const json = JSON.parse(asJson.stdout)
     expect(json.find((t: { tool_id: string }) => t.tool_id === "slack_notify")).toMatchObject({ builtin: false })
+    expect(json).toEqual((await api("GET", "/v1/tools")).body)
   })
 
   it("puts an LLM, read back from the API; a mismatched id is the API's refusal", async () => {
@@ -339,8 +351,12 @@ describe("altan tools, llms, connections", () => {
       token_url: "https://slack.example/oauth/token"
     })
     expect(put.status).toBe(200)
-    const listed = await run(["connections", "list"])
+    const [listed, listedJson] = await Promise.all([
+      run(["connections", "list"]),
+      run(["connections", "list", "--json"])
+    ])
     expect(listed.stdout).toMatch(/^slack\s+oauth2\s+pending$/m)
+    expect(JSON.parse(listedJson.stdout)).toEqual((await api("GET", "/v1/connections")).body)
     const started = await run(["connections", "authorize", "slack"])
     expect(started.code, started.stderr).toBe(0)
     const url = new URL(started.stdout.split("\n")[1]!)
