@@ -215,7 +215,9 @@ export const taskEvents = (
             received = true
             if (terminal.has(event.type)) ended = true
           })
-        )
+        ),
+        // the terminal event is the last: the connection is let go without waiting for the server to close it
+        Stream.takeUntil((event) => terminal.has(event.type))
       )
       /** After this connection failed with `error` (or ended early, `undefined`): give up, or connect again. */
       const next = (

@@ -46,6 +46,15 @@ describe("taskEvents when the connection fails", () => {
     expect(seen).toEqual([{ lastEventId: undefined }, { lastEventId: "2" }])
   })
 
+  it("ends with the terminal event, though the server keeps the connection open", async () => {
+    const { url, seen } = await serve((_req, res) => {
+      sse(res)
+      res.write(all.join(""))
+    })
+    expect(await collect({ baseUrl: url })).toEqual(expected)
+    expect(seen).toHaveLength(1)
+  })
+
   it("retries a 503 (the server restarting), and resumes from `after`", async () => {
     const { url, seen } = await serve((_req, res, attempt) => {
       if (attempt === 0) {
