@@ -152,7 +152,15 @@ const prepare = (): string | undefined => {
   throw new Error(`npm ci --offline failed:\n${install.stdout}${install.stderr}`)
 }
 
-const skipped = prepare()
+const skipped = (() => {
+  try {
+    return prepare()
+  } catch (error) {
+    // afterAll is not registered yet: nothing of this run is left behind
+    if (dir !== "") fs.rmSync(dir, { recursive: true, force: true })
+    throw error
+  }
+})()
 if (skipped !== undefined) console.warn(`client pack check skipped: ${skipped}`)
 
 afterAll(() => {
