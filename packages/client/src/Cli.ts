@@ -1,14 +1,15 @@
 import { type Client, makeClient } from "@altan/domain/Client"
-import { ProviderName } from "@altan/domain/ConnectionConfig"
+import { AuthorizeResponse, ConnectionInfo, ProviderName } from "@altan/domain/ConnectionConfig"
 import { TaskId } from "@altan/domain/Ids"
 import { LlmConfig } from "@altan/domain/LlmConfig"
-import { isTerminal, Task, type TaskEvent, TaskQuery, TaskRequest } from "@altan/domain/Task"
-import { ToolDefinition } from "@altan/domain/ToolDefinition"
+import { isTerminal, Task, type TaskEvent, TaskPage, TaskQuery, TaskRequest } from "@altan/domain/Task"
+import { ToolDefinition, ToolSpec } from "@altan/domain/ToolDefinition"
 import { reworded } from "@altan/domain/Wording"
 import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import type * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientError from "@effect/platform/HttpClientError"
 import * as Data from "effect/Data"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
@@ -29,8 +30,9 @@ export const help = `altan: the command line of the Altan API
 Usage: altan <command> [arguments] [options]
 
 Commands:
-  tasks run <file.json | "text">     submit a task (a request body, a plan, or natural language) and
-                                     follow its steps until it ends
+  tasks run <file.json | "text">     submit a task and follow its steps until it ends: an argument ending
+                                     in .json is a file holding a request body or a plan; anything else is
+                                     the task's text (natural language)
   tasks get <task_id>                show a task
   tasks list                         list the tenant's tasks, newest first
   tasks watch <task_id>              follow a task's steps until it ends
@@ -67,6 +69,18 @@ class UsageError extends Data.TaggedError("UsageError")<{ readonly message: stri
 
 /** A task that ended other than succeeded: exit 1, nothing more to print. */
 class TaskUnsuccessful extends Data.TaggedError("TaskUnsuccessful")<{ readonly status: string }> {}
+
+/** The event stream of a task that could not be kept open (reconnects included): exit 1; the task goes on. */
+class ConnectionLost extends Data.TaggedError("ConnectionLost")<{
+  readonly taskId: TaskId
+  readonly cause: HttpClientError.HttpClientError
+}> {}
+
+/** How `run` follows a task's event stream (`TaskEventsOptions`); for embedding and tests. */
+export interface RunOptions {
+  readonly reconnects?: number | undefined
+  readonly retryDelay?: Duration.DurationInput | undefined
+}
 
 interface Args {
   readonly positional: ReadonlyArray<string>
@@ -235,13 +249,17 @@ interface Context {
   readonly baseUrl: string
   readonly token: string
   readonly json: boolean
+  readonly options: RunOptions
 }
 
 const print = (line: string) => Effect.sync(() => process.stdout.write(line.endsWith("\n") ? line : `${line}\n`))
 const progress = (line: string) => Effect.sync(() => process.stderr.write(`${line}\n`))
 
-const printTask = (ctx: Context, task: Task) =>
-  print(ctx.json ? JSON.stringify(Schema.encodeSync(Task)(task), null, 2) : taskSummary(task))
+/** A value as the API's JSON: encoded with its schema, as the API sent it. */
+const asJson = <A, I>(schema: Schema.Schema<A, I>, value: A) =>
+  JSON.stringify(Schema.encodeSync(schema)(value), null, 2)
+
+const printTask = (ctx: Context, task: Task) => print(ctx.json ? asJson(Task, task) : taskSummary(task))
 
 const exactly = (ctx: Context, count: number, usage: string) =>
   ctx.args.positional.length - 2 === count
@@ -259,12 +277,14 @@ const follow = (ctx: Context, taskId: TaskId) =>
       )
       process.exit(130)
     }
-    process.once("SIGINT", stop)
-    yield* taskEvents({ baseUrl: ctx.baseUrl, token: ctx.token }, taskId).pipe(
+    // `on`, not `once`: a second Ctrl-C (or the launcher's forwarded one) finds it still there
+    process.on("SIGINT", stop)
+    yield* taskEvents({ baseUrl: ctx.baseUrl, token: ctx.token, ...ctx.options }, taskId).pipe(
       Stream.runForEach((event) => {
         const line = eventLine(event)
         return line === undefined ? Effect.void : progress(line)
       }),
+      Effect.catchIf(HttpClientError.isHttpClientError, (cause) => new ConnectionLost({ taskId, cause })),
       Effect.ensuring(Effect.sync(() => process.off("SIGINT", stop)))
     )
     const task = yield* ctx.api.tasks.get({ path: { task_id: taskId } })
@@ -276,11 +296,17 @@ const follow = (ctx: Context, taskId: TaskId) =>
     if (task.status !== "succeeded") return yield* new TaskUnsuccessful({ status: task.status })
   })
 
-/** `tasks run`: a `.json` file or an existing file is a request body (or a plan); anything else is the task's text. */
+/**
+ * `tasks run`: an argument ending in `.json` is a file holding a request body (or a plan), which must be a readable
+ * regular file; anything else is the task's text, even if a file of that name exists.
+ */
 const tasksRun = (ctx: Context) =>
   Effect.gen(function*() {
     const [source] = yield* exactly(ctx, 1, `tasks run <file.json | "text"> [--session ID] [--llm ID] [--json]`)
-    const fromFile = source!.endsWith(".json") || fs.existsSync(source!)
+    const fromFile = source!.endsWith(".json")
+    if (fromFile && fs.statSync(source!, { throwIfNoEntry: false })?.isFile() === false) {
+      return yield* new UsageError({ message: `${source} is not a file: tasks run reads a .json file or takes text` })
+    }
     const body: unknown = fromFile ? yield* readJson(source!) : { input: source }
     const request = isRecord(body) && !("input" in body) && "steps" in body ? { input: body } : body
     if (!isRecord(request)) {
@@ -310,7 +336,10 @@ const tasksGet = (ctx: Context) =>
 const tasksWatch = (ctx: Context) =>
   Effect.gen(function*() {
     const [id] = yield* exactly(ctx, 1, "tasks watch <task_id> [--json]")
-    yield* follow(ctx, yield* taskIdOf(id!))
+    const taskId = yield* taskIdOf(id!)
+    // a task that is not there, or a server that is not, is said at once (the event stream would retry the latter)
+    yield* ctx.api.tasks.get({ path: { task_id: taskId } })
+    yield* follow(ctx, taskId)
   })
 
 const tasksCancel = (ctx: Context) =>
@@ -330,7 +359,7 @@ const tasksList = (ctx: Context) =>
     )
     const urlParams = yield* decode(TaskQuery, "not a task query")(query)
     const page = yield* ctx.api.tasks.list({ urlParams })
-    if (ctx.json) return yield* print(JSON.stringify(page, null, 2))
+    if (ctx.json) return yield* print(asJson(TaskPage, page))
     if (page.tasks.length === 0) yield* print("no tasks")
     const idWidth = Math.max(4, ...page.tasks.map((t) => t.task_id.length))
     for (const t of page.tasks) {
@@ -347,7 +376,7 @@ const toolsList = (ctx: Context) =>
   Effect.gen(function*() {
     yield* exactly(ctx, 0, "tools list [--json]")
     const tools = yield* ctx.api.tools.list()
-    if (ctx.json) return yield* print(JSON.stringify(tools, null, 2))
+    if (ctx.json) return yield* print(asJson(Schema.Array(ToolSpec), tools))
     const width = Math.max(4, ...tools.map((t) => t.tool_id.length))
     for (const t of tools) {
       const description = t.description.split("\n")[0]!
@@ -370,7 +399,7 @@ const toolsPut = (ctx: Context) =>
       return yield* new UsageError({ message: `${file} defines tool_id "${payload.tool_id}", not "${toolId}"` })
     }
     const spec = yield* ctx.api.tools.put({ path: { tool_id: payload.tool_id }, payload })
-    yield* print(ctx.json ? JSON.stringify(spec, null, 2) : `tool ${spec.tool_id} saved`)
+    yield* print(ctx.json ? asJson(ToolSpec, spec) : `tool ${spec.tool_id} saved`)
   })
 
 const llmsPut = (ctx: Context) =>
@@ -381,14 +410,14 @@ const llmsPut = (ctx: Context) =>
       isRecord(body) && body.llm_id === undefined ? { ...body, llm_id: llmId } : body
     )
     const saved = yield* ctx.api.llms.put({ path: { llm_id: llmId! }, payload })
-    yield* print(ctx.json ? JSON.stringify(saved, null, 2) : `llm ${saved.llm_id} saved`)
+    yield* print(ctx.json ? asJson(LlmConfig, saved) : `llm ${saved.llm_id} saved`)
   })
 
 const connectionsList = (ctx: Context) =>
   Effect.gen(function*() {
     yield* exactly(ctx, 0, "connections list [--json]")
     const connections = yield* ctx.api.connections.list()
-    if (ctx.json) return yield* print(JSON.stringify(connections, null, 2))
+    if (ctx.json) return yield* print(asJson(Schema.Array(ConnectionInfo), connections))
     if (connections.length === 0) yield* print("no connections")
     const width = Math.max(8, ...connections.map((c) => c.provider.length))
     for (const c of connections) {
@@ -405,7 +434,7 @@ const connectionsAuthorize = (ctx: Context) =>
     const started = yield* ctx.api.connections.authorize({ path: { provider } })
     yield* print(
       ctx.json
-        ? JSON.stringify(started, null, 2)
+        ? asJson(AuthorizeResponse, started)
         : `Open this URL to authorize ${provider} (valid until ${started.expires_at}):\n${started.authorize_url}`
     )
   })
@@ -443,6 +472,16 @@ const explain = (error: unknown, baseUrl: string): Effect.Effect<readonly [strin
   Effect.gen(function*() {
     if (error instanceof UsageError) return [`${error.message}\n(altan --help for usage)`, 2] as const
     if (error instanceof TaskUnsuccessful) return ["", 1] as const
+    if (error instanceof ConnectionLost) {
+      const why = error.cause._tag === "ResponseError" && error.cause.reason !== "Decode"
+        ? `HTTP ${error.cause.response.status}`
+        : causeText(error.cause.cause) || error.cause.message
+      return [
+        `connection to Altan at ${baseUrl} lost while following task ${error.taskId}: ${why}; the task goes on ` +
+        `(altan tasks watch ${error.taskId} follows it again)`,
+        1
+      ] as const
+    }
     if (HttpClientError.isHttpClientError(error)) {
       if (error._tag === "RequestError") {
         return [`cannot reach Altan at ${baseUrl}: ${causeText(error.cause)} (is it running? ALTAN_URL sets where)`, 1]
@@ -469,7 +508,8 @@ const explain = (error: unknown, baseUrl: string): Effect.Effect<readonly [strin
 /** Runs `altan <argv>` with `env`'s `ALTAN_URL` and `ALTAN_TOKEN`; answers the exit code. */
 export const run = (
   argv: ReadonlyArray<string>,
-  env: Readonly<Record<string, string | undefined>>
+  env: Readonly<Record<string, string | undefined>>,
+  options: RunOptions = {}
 ): Promise<number> => {
   const baseUrl = (env.ALTAN_URL || defaultUrl).replace(/\/+$/, "")
   const program = Effect.gen(function*() {
@@ -491,7 +531,7 @@ export const run = (
       })
     }
     const api = yield* makeClient({ baseUrl, token })
-    yield* command({ args, api, baseUrl, token, json: args.flags.has("json") })
+    yield* command({ args, api, baseUrl, token, json: args.flags.has("json"), options })
     return 0
   })
   return program.pipe(

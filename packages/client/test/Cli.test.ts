@@ -4,37 +4,43 @@ import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { freePort, root, startAltan } from "./runtime.js"
+import { bundleCli, freePort, root, startAltan } from "./runtime.js"
 
 /**
- * The `altan` CLI and the README's typed-client example, run as a user runs them — child processes with the commands
- * the repository documents (the package's bin, `packages/client/bin/altan.js`, which `npx altan` runs; `npm run
- * altan`'s command, from the sources; the README's `node --conditions=@altan/source --import tsx example.ts`) —
- * against the embedded runtime of `npm start` with the demo model (`DEMO_LLM=1`) on a free loopback port. The bin runs
- * compiled (`tsc -b packages/client` first): it starts in half the time of the sources through tsx.
+ * The `altan` CLI and the README's typed-client example, run as a user runs them — child processes — against the
+ * embedded runtime of `npm start` with the demo model (`DEMO_LLM=1`) on a free loopback port. Most commands run the
+ * CLI's sources bundled into a temporary file (`bundleCli`: a tsx start per command would double the file's time);
+ * some run the commands the repository documents: the package's bin, `packages/client/bin/altan.js` (what `npx altan`
+ * runs; in the checkout, the sources through tsx), `npm run altan`'s command, and the README's `node
+ * --conditions=@altan/source --import tsx example.ts`. Nothing is built into the checkout: the compiled package is the
+ * pack check's (`npm run client:pack-check`).
  */
 const rootPackage = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"))
-const fromSource: Array<string> = rootPackage.scripts.altan.split(/\s+/)
-const bin = ["node", "packages/client/bin/altan.js"]
+const commands = {
+  /** `npm run altan -- <args>` */
+  source: rootPackage.scripts.altan.split(/\s+/) as Array<string>,
+  /** `npx altan <args>` */
+  launcher: ["node", "packages/client/bin/altan.js"],
+  bundle: [] as Array<string>
+}
 
 let altan: Awaited<ReturnType<typeof startAltan>>
+let bundle: Awaited<ReturnType<typeof bundleCli>> | undefined
 let work = ""
 
 beforeAll(async () => {
-  execFileSync(process.execPath, [path.join(root, "node_modules/typescript/bin/tsc"), "-b", "packages/client"], {
-    cwd: root,
-    stdio: "inherit"
-  })
-  altan = await startAltan()
+  ;[altan, bundle] = await Promise.all([startAltan(), bundleCli()])
+  commands.bundle = ["node", bundle.file]
   // inside the repository, so the example's imports resolve to the workspace's packages
   work = fs.mkdtempSync(path.join(root, ".readme-example-"))
 }, 120_000)
 
 afterAll(async () => {
   if (work !== "") fs.rmSync(work, { recursive: true, force: true })
+  bundle?.remove()
   await altan?.stop()
 }, 30_000)
 
@@ -76,12 +82,12 @@ const spawnCommand = (argv: ReadonlyArray<string>, env: Record<string, string>, 
   }
 }
 
-/** `altan <args>` against the test's runtime: the bin, or with `source` as `npm run altan -- <args>` runs it. */
-const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}, source = false) =>
-  spawnCommand([...(source ? fromSource : bin), ...args], { ALTAN_URL: altan.url, ALTAN_TOKEN: altan.token, ...env })
+/** `altan <args>` against the test's runtime, by default from the bundle. */
+const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}, via: keyof typeof commands = "bundle") =>
+  spawnCommand([...commands[via], ...args], { ALTAN_URL: altan.url, ALTAN_TOKEN: altan.token, ...env })
 
-const run = (args: ReadonlyArray<string>, env: Record<string, string> = {}, source = false) =>
-  cli(args, env, source).done
+const run = (args: ReadonlyArray<string>, env: Record<string, string> = {}, via: keyof typeof commands = "bundle") =>
+  cli(args, env, via).done
 
 const file = (name: string, content: unknown) => {
   const target = path.join(work, name)
@@ -170,7 +176,7 @@ describe("taskEvents", () => {
 describe("altan tasks run", () => {
   it("runs a plan file: a progress line per step change, the task's summary, exit 0", async () => {
     // as `npm run altan -- tasks run plan.json` runs it, from the sources
-    const result = await run(["tasks", "run", file("plan.json", plan)], {}, true)
+    const result = await run(["tasks", "run", file("plan.json", plan)], {}, "source")
     expect(result.code, result.stderr).toBe(0)
     const taskId = /^task (\S+) submitted/m.exec(result.stderr)![1]!
     expect(linesOf(result.stderr, /^\[/)).toEqual([
@@ -227,9 +233,16 @@ describe("altan tasks run", () => {
     expect(remote.code).toBe(1)
     expect(remote.stderr).toContain("error: unknown_tool: step \"x\" uses unknown tool no.such_tool")
     expect(remote.stderr).toContain("(field input.steps.0.tool)")
-    const missing = await run(["tasks", "run", path.join(work, "absent.json")])
+    const folder = path.join(work, "plans.json")
+    fs.mkdirSync(folder)
+    const [missing, directory] = await Promise.all([
+      run(["tasks", "run", path.join(work, "absent.json")]),
+      run(["tasks", "run", folder])
+    ])
     expect(missing.code).toBe(2)
     expect(missing.stderr).toContain("cannot read")
+    expect(directory.code).toBe(2)
+    expect(directory.stderr).toContain(`${folder} is not a file: tasks run reads a .json file or takes text`)
   })
 })
 
@@ -255,6 +268,10 @@ describe("a waiting task", () => {
     expect(listed.code).toBe(0)
     expect(listed.stdout).toMatch(new RegExp(`^${taskId.replace(/\./g, "\\.")}\\s+waiting\\s+plan\\s+1 step `, "m"))
     expect(JSON.parse(inSession.stdout).tasks.map((t: { task_id: string }) => t.task_id)).toEqual([taskId])
+    // the API's JSON, as the API sends it
+    expect(JSON.parse(inSession.stdout)).toEqual(
+      (await api("GET", `/v1/tasks?session_id=${taskId.split(".")[0]!}`)).body
+    )
     expect(got.stdout).toMatch(/^waiting for approval of step greet \(text\.template\): input_hash [0-9a-f]{64}$/m)
 
     const cancelled = await run(["tasks", "cancel", taskId])
@@ -275,8 +292,8 @@ describe("a waiting task", () => {
     expect(watched.stderr).toContain("[greet] text.template waits for approval")
   })
 
-  it("Ctrl-C stops following, not the task", async () => {
-    const follower = cli(["tasks", "run", file("waiting.json", waiting)])
+  it("Ctrl-C stops following, not the task (through npx altan's launcher, which forwards it)", async () => {
+    const follower = cli(["tasks", "run", file("waiting.json", waiting)], {}, "launcher")
     const taskId = (await follower.waitForStderr(/^task (\S+) submitted/m))[1]!
     await follower.waitForStderr(/waiting for approval of greet/)
     follower.child.kill("SIGINT")
@@ -307,6 +324,7 @@ describe("altan tools, llms, connections", () => {
     expect(listed.stdout).toMatch(/^slack_notify\s+custom\s+Sends a message to a Slack channel$/m)
     const json = JSON.parse(asJson.stdout)
     expect(json.find((t: { tool_id: string }) => t.tool_id === "slack_notify")).toMatchObject({ builtin: false })
+    expect(json).toEqual((await api("GET", "/v1/tools")).body)
   })
 
   it("puts an LLM, read back from the API; a mismatched id is the API's refusal", async () => {
@@ -333,8 +351,12 @@ describe("altan tools, llms, connections", () => {
       token_url: "https://slack.example/oauth/token"
     })
     expect(put.status).toBe(200)
-    const listed = await run(["connections", "list"])
+    const [listed, listedJson] = await Promise.all([
+      run(["connections", "list"]),
+      run(["connections", "list", "--json"])
+    ])
     expect(listed.stdout).toMatch(/^slack\s+oauth2\s+pending$/m)
+    expect(JSON.parse(listedJson.stdout)).toEqual((await api("GET", "/v1/connections")).body)
     const started = await run(["connections", "authorize", "slack"])
     expect(started.code, started.stderr).toBe(0)
     const url = new URL(started.stdout.split("\n")[1]!)

@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import { startNpmStart } from "../../../testing/npmStart.js"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
-import { freePort } from "./fault/harness.js"
 
 /**
  * README's "Try an agent locally", as written: `npm start`'s own command in a process of its own with the README's
@@ -14,7 +13,6 @@ import { freePort } from "./fault/harness.js"
  */
 const root = fileURLToPath(new URL("../../..", import.meta.url))
 const readme = fs.readFileSync(path.join(root, "README.md"), "utf8")
-const npmStart: string = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")).scripts.start
 
 const section = (() => {
   const start = readme.indexOf("### Try an agent locally")
@@ -49,31 +47,9 @@ const curlsOf = (block: string): Array<Command> =>
     body: /-d '([^']*)'/.exec(line)?.[1]
   }))
 
-/** `npm start` with `env`, on free loopback ports; its printed admin token. */
+/** `npm start` with `env`, on free loopback ports (`testing/npmStart.ts`); its printed admin token. */
 const startAltan = async (env: Record<string, string>) => {
-  const port = await freePort()
-  const output: Array<string> = []
-  const child: ChildProcess = spawn(process.execPath, npmStart.split(/\s+/).slice(1), {
-    cwd: root,
-    // nothing from this shell (a DATABASE_URL, a real token issuer) but the README's variables
-    env: { PATH: process.env.PATH ?? "", PORT: String(port), HTTP_HOST: "127.0.0.1", METRICS_PORT: "0", ...env },
-    stdio: ["ignore", "pipe", "pipe"]
-  })
-  child.stdout!.on("data", (d) => output.push(String(d)))
-  child.stderr!.on("data", (d) => output.push(String(d)))
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-  const base = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 90_000
-  let token: string | undefined
-  while (token === undefined) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      child.kill("SIGKILL")
-      throw new Error(`npm start did not come up:\n${output.join("").slice(-3000)}`)
-    }
-    const healthy = await fetch(`${base}/healthz`).then((r) => r.ok, () => false)
-    token = healthy ? /export TOKEN=(\S+)/.exec(output.join(""))?.[1] : undefined
-    if (token === undefined) await new Promise((r) => setTimeout(r, 200))
-  }
+  const { stop, output, token, url: base } = await startNpmStart(env)
   const auth = token
   /** One README command against this process, `rewrite` applied to its body. */
   const run = async (command: Command, rewrite: (body: string) => string = (b) => b) => {
@@ -88,18 +64,7 @@ const startAltan = async (env: Record<string, string>) => {
     const text = await res.text()
     return { status: res.status, text, body: text === "" ? undefined : JSON.parse(text) }
   }
-  return {
-    output: () => output.join(""),
-    run,
-    stop: async () => {
-      child.kill("SIGTERM")
-      const stopped = await Promise.race([
-        exited.then(() => true),
-        new Promise((r) => setTimeout(() => r(false), 15_000))
-      ])
-      if (!stopped) child.kill("SIGKILL")
-    }
-  }
+  return { output, run, stop }
 }
 
 describe("the demo model (DEMO_LLM=1 npm start)", () => {
