@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import type { Browser, Page } from "playwright-core"
-import { launchChromium } from "./browser.js"
+import { browserTests, launchChromium } from "./browser.js"
 import { makeProbes, startEdge } from "./fixtures.js"
 
 // The console in a real headless Chromium (Debian's, installed by .ci/run), against the edge over the whole runtime.
@@ -14,6 +14,7 @@ const offHost: Array<string> = []
 const errors: Array<string> = []
 
 beforeAll(async () => {
+  if (!browserTests) return
   edge = await startEdge(makeProbes())
   token = await edge.sign({ tenant_id: "console", role: "admin" })
   browser = await launchChromium()
@@ -45,7 +46,7 @@ const submit = async (body: unknown) => {
   return res.body.task_id as string
 }
 
-describe("the console", () => {
+describe.skipIf(!browserTests)("the console", () => {
   it("is served with a strict policy, takes a token and follows a task's steps live", async () => {
     const res = await page.goto(`${edge.base}/console`)
     expect(res?.status()).toBe(200)
