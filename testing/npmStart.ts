@@ -47,7 +47,7 @@ export const startNpmStart = async (env: Record<string, string> = {}) => {
       child.kill("SIGKILL")
       throw new Error(`npm start did not come up:\n${output.join("").slice(-3000)}`)
     }
-    const healthy = await fetch(`${url}/healthz`).then((r) => r.ok, () => false)
+    const healthy = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.ok, () => false)
     token = healthy ? /export TOKEN=(\S+)/.exec(output.join(""))?.[1] : undefined
     if (token === undefined) await new Promise((r) => setTimeout(r, 200))
   }

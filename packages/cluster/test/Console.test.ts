@@ -12,6 +12,8 @@ let token = ""
 /** Requests the page made to anything but the edge on loopback (refused), and what its console said in error. */
 const offHost: Array<string> = []
 const errors: Array<string> = []
+/** Every API request the page made: its URL (never carrying the token) and the token it was sent with. */
+const requests: Array<{ readonly url: string; readonly authorization: string | undefined }> = []
 
 beforeAll(async () => {
   if (!browserTests) return
@@ -25,6 +27,9 @@ beforeAll(async () => {
     if (url.hostname !== "127.0.0.1") {
       offHost.push(url.href)
       return route.abort()
+    }
+    if (url.pathname.startsWith("/v1/")) {
+      requests.push({ url: url.href, authorization: route.request().headers()["authorization"] })
     }
     return route.continue()
   })
@@ -131,8 +136,24 @@ describe.skipIf(!browserTests)("the console", () => {
     )
   })
 
-  it("sent nothing off loopback and logged no errors (CSP violations included)", () => {
+  it("forgets a token: nothing of its tenant stays on screen, and nothing more is asked with it", async () => {
+    await page.click("#tabs button[data-view=tasks]")
+    await page.locator("#task-list li[data-task-id]").first().click()
+    await page.locator("#task[data-task-id]").waitFor({ timeout: 5_000 })
+    await page.click("#forget")
+    await expect.poll(() => page.evaluate("sessionStorage.length")).toBe(0)
+    expect(await page.locator("#task-list li[data-task-id]").count()).toBe(0)
+    expect(await page.locator("#task").count()).toBe(0)
+    const before = requests.length
+    await new Promise((r) => setTimeout(r, 3_000))
+    expect(requests.slice(before)).toEqual([])
+  })
+
+  it("sent nothing off loopback, no token in any URL, and logged no errors (CSP violations included)", () => {
     expect(offHost).toEqual([])
+    expect(requests.length).toBeGreaterThan(0)
+    expect(requests.filter((r) => r.url.includes(token))).toEqual([])
+    expect(requests.filter((r) => r.authorization !== `Bearer ${token}`)).toEqual([])
     expect(errors).toEqual([])
   })
 })

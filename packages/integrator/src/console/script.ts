@@ -53,6 +53,8 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body) {
+  // a token forgotten meanwhile: nothing is sent
+  if (!state.token) throw new ApiError(401, { error: { code: "invalid_token", message: "no token" } })
   const headers = { authorization: "Bearer " + state.token }
   if (body !== undefined) headers["content-type"] = "application/json"
   const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
@@ -65,69 +67,104 @@ async function api(method, path, body) {
   return data
 }
 
-/** Server-sent events over fetch (EventSource cannot send the Authorization header); resumes with Last-Event-ID. */
+/** Error frames and statuses after which another connection cannot help. */
+const FINAL_CODES = ["not_found", "invalid_token", "unauthorized", "forbidden"]
+
+/**
+ * Server-sent events over fetch (EventSource cannot send the Authorization header); resumes with Last-Event-ID. A
+ * connection that brought no event, an error frame or 45 s of silence (the server sends a comment every 15 s) counts
+ * as a failure: retried with backoff, 8 in a row at most. Error frames are not events of the task.
+ */
 async function followEvents(taskId, signal, onEvent) {
   let lastId = null
-  let retries = 0
-  while (!signal.aborted && retries < 20) {
+  let failures = 0
+  while (!signal.aborted && failures < 8) {
     const headers = { authorization: "Bearer " + state.token, accept: "text/event-stream" }
     if (lastId) headers["last-event-id"] = lastId
+    const connection = new AbortController()
+    const stop = () => connection.abort()
+    signal.addEventListener("abort", stop)
+    let idle = setTimeout(stop, 45000)
+    let got = 0
     let ended = false
+    let final = false
     try {
-      const res = await fetch("/v1/tasks/" + encodeURIComponent(taskId) + "/events", { headers, signal })
+      const res = await fetch("/v1/tasks/" + encodeURIComponent(taskId) + "/events", { headers, signal: connection.signal })
       if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => undefined))
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
       let buffer = ""
       for (;;) {
         const { value, done } = await reader.read()
         if (done) break
-        buffer += value.replace(/\r\n?/g, "\n")
+        clearTimeout(idle)
+        idle = setTimeout(stop, 45000)
+        // a CR ending one chunk may be followed by the LF starting the next: normalised once both are in
+        buffer = (buffer + value).replace(/\r\n|\r(?!$)/g, "\n")
         let cut
         while ((cut = buffer.indexOf("\n\n")) >= 0) {
           const block = buffer.slice(0, cut)
           buffer = buffer.slice(cut + 2)
-          const event = { id: null, type: "message", data: "" }
+          const event = { id: null, type: "message", data: null }
           for (const line of block.split("\n")) {
+            if (line === "" || line.startsWith(":")) continue
             const colon = line.indexOf(":")
-            if (colon <= 0) continue
-            const field = line.slice(0, colon)
-            const val = line.slice(colon + 1).replace(/^ /, "")
+            const field = colon < 0 ? line : line.slice(0, colon)
+            const val = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "")
             if (field === "id") event.id = val
             else if (field === "event") event.type = val
-            else if (field === "data") event.data += (event.data ? "\n" : "") + val
+            else if (field === "data") event.data = event.data === null ? val : event.data + "\n" + val
           }
-          if (!event.data) continue
           if (event.id) lastId = event.id
+          if (event.data === null) continue
           let data
           try { data = JSON.parse(event.data) } catch { data = { type: event.type, raw: event.data } }
+          if (event.type === "error") {
+            const code = data && data.error ? data.error.code : undefined
+            if (FINAL_CODES.includes(code)) final = true
+            continue
+          }
+          got++
           onEvent(data)
           if (/^task\.(succeeded|failed|cancelled)$/.test(data.type || event.type)) ended = true
         }
+        if (ended || final) break
       }
-      retries = 0
     } catch (e) {
       if (signal.aborted) return
-      if (e instanceof ApiError && e.status < 500) return
-      retries++
+      if (e instanceof ApiError && e.status < 500 && e.status !== 429) return
+    } finally {
+      clearTimeout(idle)
+      signal.removeEventListener("abort", stop)
+      connection.abort()
     }
     // the stream ends after the terminal event; otherwise it broke off: reconnect where it left off
-    if (ended || signal.aborted) return
-    await new Promise((r) => setTimeout(r, 1000))
+    if (ended || final || signal.aborted) return
+    failures = got > 0 ? 0 : failures + 1
+    await new Promise((r) => setTimeout(r, Math.min(15000, 500 * 2 ** failures)))
   }
 }
 
 // ---- tasks: the live list ----
 
+/** The list, read again 2 s after each answer (never two reads at once); stopped when the token is refused. */
 async function refreshList() {
-  if (!state.token) return
+  const token = state.token
+  if (!token) return
+  let again = true
   try {
-    const page = await api("GET", "/v1/tasks?limit=50")
-    state.tasks = page.tasks
-    renderList()
-    $("list-status").textContent = "live, " + new Date().toLocaleTimeString()
+    if (!document.hidden) {
+      const page = await api("GET", "/v1/tasks?limit=50")
+      if (state.token !== token) return
+      state.tasks = page.tasks
+      renderList()
+      $("list-status").textContent = "live, " + new Date().toLocaleTimeString()
+    }
   } catch (e) {
+    if (state.token !== token) return
     $("list-status").textContent = e.message
+    if (e instanceof ApiError && e.status === 401) again = false
   }
+  if (again && state.token === token) state.listTimer = setTimeout(refreshList, 2000)
 }
 
 function renderList() {
@@ -289,6 +326,7 @@ async function openTask(taskId) {
     if (pending) return
     pending = setTimeout(async () => {
       pending = null
+      if (follow.signal.aborted) return
       try {
         task = await api("GET", "/v1/tasks/" + encodeURIComponent(taskId))
         show()
@@ -300,14 +338,19 @@ async function openTask(taskId) {
   try {
     task = await api("GET", "/v1/tasks/" + encodeURIComponent(taskId))
   } catch (e) {
-    $("task-pane").replaceChildren(h("p", { class: "empty" }, e.message))
+    if (!follow.signal.aborted) $("task-pane").replaceChildren(h("p", { class: "empty" }, e.message))
     return
   }
+  if (follow.signal.aborted) return
   show()
   followEvents(taskId, follow.signal, (event) => {
     events.push(event)
+    // the last 500 are shown
+    if (events.length > 500) events.splice(0, events.length - 500)
     reload()
-  }).then(reload)
+  }).then(() => {
+    if (!follow.signal.aborted) reload()
+  })
 }
 
 // ---- tools and connections ----
@@ -380,14 +423,22 @@ function useToken(token) {
   else sessionStorage.removeItem(TOKEN_KEY)
   $("token").value = ""
   $("token").placeholder = state.token ? "token set (paste another to switch)" : "Paste a bearer token (JWT)"
-  clearInterval(state.listTimer)
+  clearTimeout(state.listTimer)
+  // nothing of the previous token's tenant stays on screen or keeps coming in
+  if (state.follow) state.follow.abort()
+  state.follow = null
+  state.selected = null
+  state.tasks = []
+  renderList()
+  $("task-pane").replaceChildren()
+  $("tools").replaceChildren()
+  $("connections").replaceChildren()
   if (!state.token) {
     notice("Paste a token: the one npm start prints, or any token of your tenant.", "info")
     return
   }
   notice("")
   refreshList()
-  state.listTimer = setInterval(refreshList, 2000)
   show(state.view)
 }
 
