@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import * as jose from "jose"
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process"
+import { generateKeyPairSync } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -18,6 +20,8 @@ const root = fileURLToPath(new URL("../../..", import.meta.url))
 const rootPackage = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"))
 const workspaces: ReadonlyArray<string> = rootPackage.workspaces
 const startProd: string = rootPackage.scripts["start:prod"]
+/** The key pair of the test's own token issuer (production refuses the generated development key). */
+const keys = generateKeyPairSync("ec", { namedCurve: "P-256" })
 
 /** Hard-links (or copies, across file systems) `from` into `to`, leaving out `skip` (absolute paths). */
 const linkTree = (from: string, to: string, skip: ReadonlySet<string> = new Set()) => {
@@ -181,6 +185,10 @@ describe("production build", () => {
       env: {
         PATH: process.env.PATH ?? "",
         NODE_ENV: "production",
+        // production refuses the generated development key: the test is its own token issuer
+        AUTH_PUBLIC_KEY: keys.publicKey.export({ type: "spki", format: "pem" }).toString(),
+        AUTH_ISSUER: "https://idp.prod-build.test",
+        AUTH_AUDIENCE: "altan-prod-build",
         PORT: String(port),
         HTTP_HOST: "127.0.0.1",
         RUNNER_PORT: String(await freePort()),
@@ -212,7 +220,15 @@ describe("production build", () => {
         throw new Error(`start:prod did not come up:\n${output.join("").slice(-3000)}`)
       }
       const healthy = await fetch(`${base}/healthz`).then((r) => r.ok, () => false)
-      token = healthy ? /export TOKEN=(\S+)/.exec(output.join(""))?.[1] : undefined
+      token = healthy
+        ? await new jose.SignJWT({ tenant_id: "prod-build", role: "admin", sub: "ops" })
+          .setProtectedHeader({ alg: "ES256" })
+          .setIssuer("https://idp.prod-build.test")
+          .setAudience("altan-prod-build")
+          .setIssuedAt()
+          .setExpirationTime("10m")
+          .sign(keys.privateKey)
+        : undefined
       if (token === undefined) await new Promise((r) => setTimeout(r, 200))
     }
 
@@ -271,8 +287,10 @@ describe("production build", () => {
     const lines = stdout.join("").split("\n").filter((line) => line.trim() !== "")
     const actions = lines.map((line) => (JSON.parse(line) as { audit: { action: string } }).audit.action)
     expect(actions).toEqual(expect.arrayContaining(["task.accepted", "task.finished"]))
-    expect(stderr.join("")).toContain("export TOKEN=")
-    expect(stdout.join("")).not.toContain("export TOKEN=")
+    expect(stderr.join("")).toContain("Altan API listening")
+    expect(stdout.join("")).not.toContain("Altan API listening")
+    // a real issuer's keys: no development token is minted, nor printed anywhere
+    expect(output.join("")).not.toContain("export TOKEN=")
     const verify = spawnSync(process.execPath, [path.join(root, "packages/audit/dist/bin/audit-verify.js")], {
       input: stdout.join(""),
       encoding: "utf8"
@@ -280,6 +298,25 @@ describe("production build", () => {
     expect(verify.status, verify.stdout + verify.stderr).toBe(0)
     expect(verify.stdout).not.toContain("skipped")
   }, 60_000)
+
+  it("refuses to start in production without a token issuer's key (no development key, no printed token)", async () => {
+    const refused = spawnSync(process.execPath, startProd.split(/\s+/).slice(1), {
+      cwd: tree,
+      env: {
+        PATH: process.env.PATH ?? "",
+        NODE_ENV: "production",
+        PORT: String(await freePort()),
+        HTTP_HOST: "127.0.0.1",
+        RUNNER_PORT: String(await freePort()),
+        METRICS_PORT: String(await freePort())
+      },
+      encoding: "utf8",
+      timeout: 30_000
+    })
+    expect(refused.status, refused.stdout + refused.stderr).not.toBe(0)
+    expect(refused.stderr).toContain("NODE_ENV=production needs AUTH_JWKS_URL or AUTH_PUBLIC_KEY")
+    expect(refused.stdout + refused.stderr).not.toContain("export TOKEN=")
+  }, 40_000)
 })
 
 describe("Dockerfile", () => {

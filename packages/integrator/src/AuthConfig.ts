@@ -77,6 +77,14 @@ export const layerConfig: Layer.Layer<AuthConfig, ConfigError.ConfigError> = Lay
           "AUTH_ISSUER/AUTH_AUDIENCE are set but neither AUTH_JWKS_URL nor AUTH_PUBLIC_KEY is"
         )
       }
+      // the container image runs with NODE_ENV=production: a bare `docker run` must not mint and log an admin token
+      if ((yield* Config.string("NODE_ENV").pipe(Config.withDefault(""))) === "production") {
+        return yield* invalid(
+          "AUTH_JWKS_URL",
+          "NODE_ENV=production needs AUTH_JWKS_URL or AUTH_PUBLIC_KEY (with AUTH_ISSUER and AUTH_AUDIENCE): the " +
+            "generated development key, and the admin token it prints, are for development only"
+        )
+      }
       return { keys: { _tag: "Dev" as const }, issuer: devIssuer, audience: devAudience }
     }
     if (Option.isSome(jwks) && Option.isSome(publicKey)) {

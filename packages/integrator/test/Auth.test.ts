@@ -431,4 +431,10 @@ describe("configuration", () => {
     const audienceOnly = await configError({ AUTH_AUDIENCE: audience })
     expect(audienceOnly).toMatchObject({ _op: "InvalidData", path: ["AUTH_AUDIENCE"] })
   })
+
+  it("never falls back to the development key under NODE_ENV=production (the container image's)", async () => {
+    const production = await configError({ NODE_ENV: "production" })
+    expect(production).toMatchObject({ _op: "InvalidData", path: ["AUTH_JWKS_URL"] })
+    expect(String(production)).toContain("NODE_ENV=production needs AUTH_JWKS_URL or AUTH_PUBLIC_KEY")
+  })
 })
