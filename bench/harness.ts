@@ -364,8 +364,11 @@ export const forkServer = async (
 }
 
 /**
- * The embedded runtime in a process of its own (`bench/internal/serve.ts`, with this process's loader and conditions),
- * with `llm` (an OpenAI-compatible URL) as its tenant's default LLM.
+ * The embedded runtime in a process of its own (`bench/internal/serve.ts`, with this process's loader and conditions
+ * and `npm start`'s 32 MB semi-space), with `llm` (an OpenAI-compatible URL) as its tenant's default LLM.
  */
 export const serveRuntime = (llm?: string) =>
-  forkServer(fileURLToPath(new URL("./internal/serve.ts", import.meta.url)), llm ? [llm] : [], process.execArgv)
+  forkServer(fileURLToPath(new URL("./internal/serve.ts", import.meta.url)), llm ? [llm] : [], [
+    ...process.execArgv,
+    "--max-semi-space-size=32"
+  ])
