@@ -152,6 +152,17 @@ export const measure = async (
   await Promise.all(Array.from({ length: concurrency }, worker))
   const elapsed = (performance.now() - started) / 1000
   const used = process.cpuUsage(cpu)
+  return summary(name, concurrency, latencies, elapsed, (used.user + used.system) / 1000)
+}
+
+/** Throughput, latency percentiles and CPU per operation of `latencies` (ms) over `elapsed` (s) and `cpuMs`. */
+const summary = (
+  name: string,
+  concurrency: number,
+  latencies: Array<number>,
+  elapsed: number,
+  cpuMs: number
+): Result => {
   latencies.sort((a, b) => a - b)
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!
   return {
@@ -161,7 +172,7 @@ export const measure = async (
     perSecond: latencies.length / elapsed,
     p50: at(0.5),
     p99: at(0.99),
-    cpuMs: (used.user + used.system) / 1000 / latencies.length
+    cpuMs: cpuMs / latencies.length
   }
 }
 
@@ -206,16 +217,8 @@ export const measureRounds = async (
   }
   return scenarios.map(({ meter, name }, i) => {
     const { cpu, elapsed, latencies, metered } = state[i]!
-    latencies.sort((a, b) => a - b)
-    const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!
     return {
-      name,
-      concurrency,
-      count: latencies.length,
-      perSecond: latencies.length / elapsed,
-      p50: at(0.5),
-      p99: at(0.99),
-      cpuMs: cpu / latencies.length,
+      ...summary(name, concurrency, latencies, elapsed, cpu),
       ...(meter ? { meteredMs: metered / latencies.length } : {})
     }
   })

@@ -4,10 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { bundleCli, freePort, root, startAltan } from "./runtime.js"
+import { bundleCli, freePort, root, spawnCommand, startAltan } from "./runtime.js"
 
 /**
  * The `altan` CLI and the README's typed-client example, run as a user runs them — child processes — against the
@@ -43,44 +42,6 @@ afterAll(async () => {
   bundle?.remove()
   await altan?.stop()
 }, 30_000)
-
-interface Run {
-  readonly code: number | null
-  readonly signal: NodeJS.Signals | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-/** A command as a child process in `cwd`, with only `env` (and `PATH`) in its environment. */
-const spawnCommand = (argv: ReadonlyArray<string>, env: Record<string, string>, cwd = root) => {
-  const [command, ...args] = argv
-  const child: ChildProcess = spawn(command === "node" ? process.execPath : command!, args, {
-    cwd,
-    env: { PATH: process.env.PATH ?? "", ...env },
-    stdio: ["ignore", "pipe", "pipe"]
-  })
-  let stdout = ""
-  let stderr = ""
-  child.stdout!.on("data", (d) => (stdout += String(d)))
-  child.stderr!.on("data", (d) => (stderr += String(d)))
-  const done = new Promise<Run>((resolve) =>
-    child.once("close", (code, signal) => resolve({ code, signal, stdout, stderr }))
-  )
-  return {
-    child,
-    done,
-    stderr: () => stderr,
-    /** Resolves once stderr matches `pattern`. */
-    waitForStderr: async (pattern: RegExp) => {
-      const deadline = Date.now() + 20_000
-      while (!pattern.test(stderr)) {
-        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no ${pattern} in:\n${stderr}`)
-        await new Promise((r) => setTimeout(r, 50))
-      }
-      return pattern.exec(stderr)!
-    }
-  }
-}
 
 /** `altan <args>` against the test's runtime, by default from the bundle. */
 const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}, via: keyof typeof commands = "bundle") =>

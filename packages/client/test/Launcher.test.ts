@@ -1,10 +1,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "@effect/vitest"
-import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { closeServers, serve, sse, task, taskId } from "./fakeApi.js"
-import { root } from "./runtime.js"
+import { root, spawnCommand } from "./runtime.js"
 
 /**
  * The package's launcher, `bin/altan.js` (what `npx altan` runs), in the repository's checkout: it runs the CLI's
@@ -43,21 +42,8 @@ const alive = (pid: number) => {
   }
 }
 
-const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
-  const child: ChildProcess = spawn(process.execPath, [launcher, ...args], {
-    cwd,
-    env: { PATH: process.env.PATH ?? "", ...env },
-    stdio: ["ignore", "pipe", "pipe"]
-  })
-  let stdout = ""
-  let stderr = ""
-  child.stdout!.on("data", (d) => (stdout += String(d)))
-  child.stderr!.on("data", (d) => (stderr += String(d)))
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
-    (resolve) => child.once("close", (code, signal) => resolve({ code, signal, stdout, stderr }))
-  )
-  return { child, done }
-}
+const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  spawnCommand(["node", launcher, ...args], env, cwd)
 
 describe("bin/altan.js in the checkout", () => {
   it("runs the sources from any working directory (tsx resolved from the launcher)", async () => {

@@ -1,9 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import * as Effect from "effect/Effect"
-import * as Tracer from "effect/Tracer"
 import { createServer, type Server } from "node:http"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
-import { ended, makeProbes, sleep, startEdge } from "./fixtures.js"
+import { capturingTracer, ended, makeProbes, sleep, startEdge } from "./fixtures.js"
 
 // A call whose tenant has no usable connection to its provider waits for one (`waiting_connection`), over the public
 // API: it goes on by itself once an admin stores the API key, another tenant's connection wakes nothing, a cancel ends
@@ -22,18 +20,7 @@ let otherAdmin = ""
 let timeoutAdmin = ""
 
 /** The name and attributes of every span the runtime starts: which entity looked at what, for whom. */
-const spans: Array<{ readonly name: string; readonly attributes: ReadonlyMap<string, unknown> }> = []
-const capturing = (): Tracer.Tracer => {
-  const native = Effect.runSync(Effect.tracer)
-  return Tracer.make({
-    span: (...args) => {
-      const span = native.span(...args)
-      spans.push({ name: span.name, attributes: span.attributes })
-      return span
-    },
-    context: (f) => f()
-  })
-}
+const { spans, tracer } = capturingTracer()
 /** `Connection.ready` asked of a tenant's connection to `provider`: a waiting call looking again. */
 const readyChecks = (tenant: string, provider: string) =>
   spans.filter((s) =>
@@ -71,7 +58,7 @@ beforeAll(async () => {
   await new Promise<void>((r) => notes.listen(0, "127.0.0.1", r))
   notesBase = `http://127.0.0.1:${(notes.address() as { port: number }).port}`
   fake = await startFakeOpenAi()
-  edge = await startEdge(makeProbes(), { tracer: capturing() })
+  edge = await startEdge(makeProbes(), { tracer })
   admin = await edge.sign({ tenant_id: "cw", role: "admin", sub: "root" })
   member = await edge.sign({ tenant_id: "cw", role: "member", sub: "ana" })
   otherAdmin = await edge.sign({ tenant_id: "cw-other", role: "admin", sub: "eve" })

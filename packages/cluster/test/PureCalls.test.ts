@@ -1,25 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import * as Effect from "effect/Effect"
-import * as Tracer from "effect/Tracer"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
-import { makeProbes, startEdge } from "./fixtures.js"
+import { capturingTracer, makeProbes, startEdge } from "./fixtures.js"
 
 // The pure built-in tools (text.template, json.extract, datetime.parse, email.parse) run in the session's process:
 // no Connection, no tool worker, still audited and in the call metrics, and free of the tool_calls budget. Other
 // tools still go through the tenant's connection.
 
-const spans: Array<{ readonly name: string; readonly attributes: ReadonlyMap<string, unknown> }> = []
-const capturing = (): Tracer.Tracer => {
-  const native = Effect.runSync(Effect.tracer)
-  return Tracer.make({
-    span: (...args) => {
-      const span = native.span(...args)
-      spans.push({ name: span.name, attributes: span.attributes })
-      return span
-    },
-    context: (f) => f()
-  })
-}
+const { spans, tracer } = capturingTracer()
 /** How many spans named `name` the runtime opened for `taskId`. */
 const spansOf = (name: string, taskId: string) =>
   spans.filter((s) => s.name === name && s.attributes.get("altan.task_id") === taskId).length
@@ -36,7 +23,7 @@ let admin = ""
 
 beforeAll(async () => {
   fake = await startFakeOpenAi()
-  edge = await startEdge(makeProbes(), { tracer: capturing() })
+  edge = await startEdge(makeProbes(), { tracer })
   admin = await edge.sign({ tenant_id: "pure", role: "admin", sub: "root" })
   expect((await edge.call("PUT", "/v1/secrets/llm_key", admin, { value: "sk-pure" })).status).toBe(204)
   const llm = await edge.call("PUT", "/v1/llms/main", admin, {

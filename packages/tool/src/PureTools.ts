@@ -1,14 +1,14 @@
 import type { TenantId } from "@altan/domain/Ids"
 import { PureTools } from "@altan/domain/PureTools"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
-import { ToolFailed, type ToolInputInvalid, type ToolResult } from "@altan/domain/ToolWorker"
+import type { ToolFailed, ToolInputInvalid, ToolResult } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { DatetimeParse } from "./builtin/Datetime.js"
 import { EmailParse } from "./builtin/Email.js"
 import { JsonExtract } from "./builtin/Json.js"
 import { TextTemplate } from "./builtin/Text.js"
-import type * as Tool from "./Tool.js"
+import * as Tool from "./Tool.js"
 
 /** The built-in tools whose output is computed from their input alone (see `PureTools` in the domain). */
 export const pureTools: ReadonlyMap<string, Tool.Tool> = new Map(
@@ -21,9 +21,6 @@ export const pureToolOf = (spec: ToolSpec): Tool.Tool | undefined => {
   const tool = pureTools.get(spec.tool_id)
   return tool !== undefined && tool.spec.provider === spec.provider ? tool : undefined
 }
-
-const unavailable = (what: string) => (toolId: string) =>
-  Effect.fail(new ToolFailed({ tool_id: toolId, message: `${toolId} has no ${what}`, retryable: false }))
 
 /**
  * Runs a pure tool as a tool worker would: its input checked against its schema, its output encoded, and a bug in it
@@ -39,20 +36,13 @@ export const runPure = (
     Effect.flatMap((decoded) =>
       tool.run(decoded, {
         tenantId,
-        http: () => unavailable("network")(toolId) as never,
+        // a pure tool reaching for the network or a model is a bug: a defect, failing the call
+        http: () => Effect.dieMessage(`${toolId} is run as a pure tool and has no network`),
         baseUrl: () => undefined,
-        complete: () => unavailable("model")(toolId) as never
+        complete: () => Effect.dieMessage(`${toolId} is run as a pure tool and has no model`)
       })
     ),
-    Effect.catchAllDefect((defect) =>
-      Effect.fail(
-        new ToolFailed({
-          tool_id: toolId,
-          message: `${toolId} failed: ${defect instanceof Error ? defect.message : String(defect)}`,
-          retryable: false
-        })
-      )
-    ),
+    Tool.failOnDefect(toolId),
     Effect.map((output): ToolResult => ({ output, cached: false }))
   )
 }

@@ -90,6 +90,20 @@ export const checkStatus = (toolId: string, response: EgressResponse): Effect.Ef
   )
 }
 
+/**
+ * A bug in a tool (a URL `new URL` rejects, an output that does not encode) fails its call, not whoever runs it: the
+ * step gets the message and the task goes on.
+ */
+export const failOnDefect = (toolId: string) => <A, E, R>(run: Effect.Effect<A, E, R>) =>
+  Effect.catchAllDefect(run, (defect) =>
+    Effect.fail(
+      new ToolFailedError({
+        tool_id: toolId,
+        message: `${toolId} failed: ${defect instanceof Error ? defect.message : String(defect)}`,
+        retryable: false
+      })
+    ))
+
 /** A tool the tool service can run: its advertised spec, input validation and implementation. */
 export interface Tool {
   readonly spec: ToolSpec

@@ -30,6 +30,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import { type Claim, ExecutionLedger, leaseMillis, type LedgerUnavailable, type Outcome } from "./ExecutionLedger.js"
 import * as McpTool from "./McpTool.js"
+import { failOnDefect } from "./Tool.js"
 import { cacheKey, ToolCache } from "./ToolCache.js"
 import { ToolRegistry } from "./ToolRegistry.js"
 
@@ -395,17 +396,7 @@ export const ToolWorkerLive = Layer.unwrapEffect(Effect.gen(function*() {
               )
             }
           }).pipe(
-            // a bug in a tool (a URL `new URL` rejects, an output that does not encode) fails this call, not the
-            // worker: the step gets the message and the task goes on
-            Effect.catchAllDefect((defect) =>
-              Effect.fail(
-                new ToolFailed({
-                  tool_id: toolId,
-                  message: `${toolId} failed: ${defect instanceof Error ? defect.message : String(defect)}`,
-                  retryable: false
-                })
-              )
-            ),
+            failOnDefect(toolId),
             Effect.mapError((e) => {
               const fields = toolFailedFields(e)
               return new ToolFailed({
