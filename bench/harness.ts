@@ -338,9 +338,14 @@ export interface ServerProcess {
 export const forkServer = async (
   script: string,
   args: ReadonlyArray<string>,
-  execArgv: ReadonlyArray<string>
+  execArgv: ReadonlyArray<string>,
+  env?: Record<string, string>
 ): Promise<ServerProcess> => {
-  const child = fork(script, [...args], { execArgv: [...execArgv], stdio: ["ignore", "ignore", "inherit", "ipc"] })
+  const child = fork(script, [...args], {
+    execArgv: [...execArgv],
+    stdio: ["ignore", "ignore", "inherit", "ipc"],
+    ...(env ? { env: { ...process.env, ...env } } : {})
+  })
   const ready = await new Promise<{ base?: string; port?: number; token?: string }>((resolve, reject) => {
     child.once("message", (message) => resolve(message as { base?: string; port?: number; token?: string }))
     child.once("exit", (code) => reject(new Error(`${script} exited with ${code}`)))
@@ -368,10 +373,14 @@ export const forkServer = async (
 
 /**
  * The embedded runtime in a process of its own (`bench/internal/serve.ts`, with this process's loader and conditions
- * and `npm start`'s 32 MB semi-space), with `llm` (an OpenAI-compatible URL) as its tenant's default LLM.
+ * and `npm start`'s 32 MB semi-space), with `llm` (an OpenAI-compatible URL) as its tenant's default LLM; with `redis`
+ * (a URL) its tasks, conversations and events are kept there (under a prefix of its own, deleted when it exits), as a
+ * deployment keeps them, instead of in process memory.
  */
-export const serveRuntime = (llm?: string) =>
-  forkServer(fileURLToPath(new URL("./internal/serve.ts", import.meta.url)), llm ? [llm] : [], [
-    ...process.execArgv,
-    "--max-semi-space-size=32"
-  ])
+export const serveRuntime = (options: { readonly llm?: string; readonly redis?: string } = {}) =>
+  forkServer(
+    fileURLToPath(new URL("./internal/serve.ts", import.meta.url)),
+    options.llm ? [options.llm] : [],
+    [...process.execArgv, "--max-semi-space-size=32"],
+    options.redis ? { BENCH_REDIS_URL: options.redis } : undefined
+  )

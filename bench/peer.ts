@@ -31,7 +31,7 @@ fake.script((request) =>
 )
 // the peer in plain node (none of this process's flags or loaders); ours as `npm start` runs it
 const peer = await forkServer(`${peerDir}server.mjs`, [fake.url.replace(/\/chat\/completions$/, "")], [])
-const runtime = await serveRuntime(fake.url)
+const runtime = await serveRuntime({ llm: fake.url })
 const headers = { authorization: `Bearer ${runtime.token}`, "content-type": "application/json" }
 
 // the floor: a task's two chat completions (the tool call, then the answer after the tool result), nothing between

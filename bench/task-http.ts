@@ -4,11 +4,16 @@
  * (`ToolWorker.Describe`, measured inside the server's process), and the same one-step task of a tool that goes
  * through the tenant's `Connection` to a tool worker (`bench.template`, `text.template` under another id). The runtime
  * runs in a process of its own (as `npm start` runs it), the load generator in this one; "server CPU ms/op" is the
- * server process's, over the measured turns.
+ * server process's, over the measured turns. A second server keeps its tasks and events in Redis (`REDIS_URL`, default
+ * the local one), as a deployment does, and runs the one-step task beside a Redis `PING` from this process.
  */
+import { Redis as IORedis } from "ioredis"
 import { measureRounds, print, type Result, serveRuntime } from "./harness.js"
 
+const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
 const server = await serveRuntime()
+const onRedis = await serveRuntime({ redis: redisUrl })
+const redis = new IORedis(redisUrl)
 const headers = { authorization: `Bearer ${server.token}`, "content-type": "application/json" }
 const oneStep = JSON.stringify({
   input: { steps: [{ id: "t", tool: "text.template", input: { template: "hi {{n}}", variables: { n: "x" } } }] }
@@ -29,8 +34,15 @@ const healthz = async () => {
   const res = await fetch(`${server.base}/healthz`)
   await res.arrayBuffer()
 }
-const task = (body: string) => async () => {
-  const res = await fetch(`${server.base}/v1/tasks`, { method: "POST", headers, body })
+const ping = async () => {
+  await redis.ping()
+}
+const task = (body: string, to = server) => async () => {
+  const res = await fetch(`${to.base}/v1/tasks`, {
+    method: "POST",
+    headers: { ...headers, authorization: `Bearer ${to.token}` },
+    body
+  })
   const json = await res.json() as { status: string }
   if (json.status !== "succeeded") throw new Error(`task ${json.status}: ${JSON.stringify(json)}`)
 }
@@ -46,7 +58,9 @@ for (const concurrency of [1, 32]) {
       { name: "http: GET /healthz (baseline)", op: healthz, meter: server.cpu },
       { name: "task: 1 tool step, sync", op: task(oneStep), meter: server.cpu },
       { name: "task: 1 step via Connection+ToolWorker", op: task(oneStepThroughWorker), meter: server.cpu },
-      { name: "task: 2 dependent steps, sync", op: task(twoSteps), meter: server.cpu }
+      { name: "task: 2 dependent steps, sync", op: task(twoSteps), meter: server.cpu },
+      { name: "redis: PING from the bench (baseline)", op: ping },
+      { name: "task: 1 tool step, sync, Redis stores", op: task(oneStep, onRedis), meter: onRedis.cpu }
     ],
     concurrency
   )
@@ -67,4 +81,6 @@ for (const r of results) {
   const cpu = serverCpu.get(r)
   if (cpu !== undefined) console.log(`${r.name} at ${r.concurrency} in flight: server CPU ${cpu.toFixed(3)} ms/op`)
 }
+await onRedis.ask("clean")
+redis.disconnect()
 process.exit(0)

@@ -20,7 +20,7 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import type { AgentConfig } from "./AgentConfig.js"
 import { systemPrompt, toolResult } from "./Conversation.js"
-import { backoff, durably, now } from "./SessionTasks.js"
+import { backoff, durably, now, waitingEvent } from "./SessionTasks.js"
 import { budgetRefusal, notTaken, runStep, type StepContext, waitForBudget } from "./StepRunner.js"
 import type { TaskStore } from "./TaskStore.js"
 
@@ -101,10 +101,11 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         // some calls of the turn wait for a decision (the others ran, and keep their results): the model is asked
         // again only once every call of the turn has its result
         if (results.includes(waiting)) {
-          const task = yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }))
-          if (task.status === "waiting") {
-            yield* tasks.emit(taskId, "task.waiting", { data: { waiting_for: task.waiting_for ?? [] } })
-          }
+          yield* tasks.updateTask(
+            taskId,
+            (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }),
+            waitingEvent
+          )
           return false
         }
         const toolMessages = calls.map((call, i): ChatMessage => ({
@@ -144,9 +145,11 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
               }))
             ]
           }
-        }))
-        yield* tasks.emit(taskId, "llm.completed", {
-          data: { llm_id: completion.llm_id, tool_calls: completion.tool_calls, attempts: completion.attempts.length }
+        }), {
+          event: {
+            type: "llm.completed",
+            data: { llm_id: completion.llm_id, tool_calls: completion.tool_calls, attempts: completion.attempts.length }
+          }
         })
       })
 
@@ -193,11 +196,11 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
       const llmProviderId = llmProvider(llms[0]!)
       /** The task waits for a spent LLM budget (recorded before): its wake, when the budget allows, asks the model. */
       const waitForIt = Effect.gen(function*() {
-        const task = yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }))
-        if (task.status === "waiting") {
-          yield* tasks.emit(taskId, "task.waiting", { data: { waiting_for: task.waiting_for ?? [] } })
-        }
-        return task
+        return yield* tasks.updateTask(
+          taskId,
+          (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }),
+          waitingEvent
+        )
       })
       // woken while this turn waits for a budget: the model is asked only once the budget allows; refused until
       // another reset, the wait is recorded anew, with its own wake at that reset

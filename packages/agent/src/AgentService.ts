@@ -14,7 +14,7 @@ const entities = Layer.merge(AgentSessionLive, TenantTasksLive)
 /** Where tasks, conversations and event logs live: in `redis` when given (keys under `prefix`), else process memory. */
 export const stores = <R = never>(redis: Option.Option<Layer.Layer<Redis, never, R>>, prefix = "altan") =>
   Option.match(redis, {
-    onNone: () => Layer.mergeAll(TaskStore.layerMemory(), EventLog.layerMemory()),
+    onNone: () => TaskStore.layerMemory().pipe(Layer.provideMerge(EventLog.layerMemory())),
     onSome: (redis) =>
       Layer.mergeAll(TaskStore.layerRedis({ prefix }), EventLog.layerRedis({ prefix })).pipe(
         Layer.provide(redis),

@@ -122,8 +122,8 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const schedule = (submit: SubmitPayload) =>
         toSelf(`scheduling task ${submit.task_id}`, self.Run({ task_id: submit.task_id, submit }, { discard: true }))
 
-      /** Records a submitted task, as accepted. */
-      const record = (submit: SubmitPayload) =>
+      /** Records a submitted task, as accepted; `started`: running already (a sync task, run by its submit). */
+      const record = (submit: SubmitPayload, started = false) =>
         Effect.gen(function*() {
           const task = acceptedTask(submit)
           yield* tasks.create({
@@ -135,7 +135,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               ? { connection_timeout_ms: submit.connection_timeout_ms }
               : {}),
             ...(submit.oauth_redirect_uri !== undefined ? { oauth_redirect_uri: submit.oauth_redirect_uri } : {})
-          })
+          }, { started })
           return task
         })
 
@@ -162,8 +162,7 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           // cancelled (or ended) while its run was on its way: nothing more to do
           if (isTerminal(task.status)) return task
           if (task.status === "queued") {
-            yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "running" }))
-            yield* tasks.emit(taskId, "task.started")
+            yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "running" }), { type: "task.started" })
           } else if (task.status === "waiting") {
             // woken by a decision: it runs what can run now, and waits again for what is still undecided
             yield* tasks.updateTask(taskId, (t) => ({ ...withoutWaiting(t), status: "running" }))
@@ -297,7 +296,8 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
               return task
             }
           } else {
-            const task = yield* record(payload)
+            // a sync task starts at once: recorded running, in one write with its queued and started events
+            const task = yield* record(payload, inline)
             if (!inline) {
               yield* schedule(payload)
               return task

@@ -34,8 +34,8 @@ export const ask = (
       requested_at: new Date(nowMs).toISOString(),
       expires_at: new Date(nowMs + timeoutMs).toISOString()
     }
-    yield* tasks.updateStep(taskId, stepId, (s) => ({ ...s, status: "waiting_approval", input, approval }))
-    yield* tasks.emit(taskId, "approval.requested", {
+    yield* tasks.updateStep(taskId, stepId, (s) => ({ ...s, status: "waiting_approval", input, approval }), {
+      type: "approval.requested",
       step_id: stepId,
       data: { step_id: stepId, tool: spec.tool_id, input, ...approval }
     })

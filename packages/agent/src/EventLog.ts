@@ -14,7 +14,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { sessionTag } from "./internal/redisKeys.js"
+import { eventLogKey } from "./internal/redisKeys.js"
 
 /**
  * Per-task append-only logs of progress events, with their own retention (a task's events outlive neither
@@ -27,7 +27,7 @@ export class EventLog extends Context.Tag("@altan/agent/EventLog")<EventLog, {
   readonly append: (
     tenantId: TenantId,
     taskId: TaskId,
-    event: Omit<TaskEvent, "id">
+    event: EventBody
   ) => Effect.Effect<TaskEvent, RedisError>
   /** The events after `after` (all when absent), oldest first. */
   readonly read: (
@@ -208,6 +208,17 @@ export const layerMemory = (options?: MemoryOptions): Layer.Layer<EventLog> =>
     })
   })
 
+/** An event as it is appended: its log gives it its id. */
+export type EventBody = Omit<TaskEvent, "id">
+
+/** How long a task's log is kept in Redis, and how many events: `TaskStore.layerRedis` appends with the same. */
+export const redisRetention = { maxLen: 1000, ttl: Duration.hours(24) } as const
+
+const EventBody = TaskEvent.omit("id")
+/** An event as a Redis stream entry holds it (field `e`). */
+export const encodeBody = Schema.encode(Schema.parseJson(EventBody))
+const decodeBody = Schema.decodeUnknown(Schema.parseJson(EventBody))
+
 /** Options of `layerRedis`. */
 export interface RedisOptions {
   /** First segment of every key. Default `altan`. */
@@ -219,10 +230,6 @@ export interface RedisOptions {
   /** How long one `XREAD BLOCK` of the shared follower connection waits. Default 5 seconds. */
   readonly blockTime?: Duration.DurationInput
 }
-
-const EventBody = TaskEvent.omit("id")
-const encodeBody = Schema.encode(Schema.parseJson(EventBody))
-const decodeBody = Schema.decodeUnknown(Schema.parseJson(EventBody))
 
 const streamId = /^(\d+)(?:-(\d+))?$/
 
@@ -257,12 +264,11 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<EventLog, RedisE
       const redis = yield* Redis
       const { client } = redis
       const prefix = yield* checkPrefix(options?.prefix ?? "altan")
-      const maxLen = Math.max(1, Math.round(options?.maxLen ?? 1000))
-      const px = ttlMillis(options?.ttl ?? Duration.hours(24))
+      const maxLen = Math.max(1, Math.round(options?.maxLen ?? redisRetention.maxLen))
+      const px = ttlMillis(options?.ttl ?? redisRetention.ttl)
       const blockMs = ttlMillis(options?.blockTime ?? Duration.seconds(5))
       const scope = yield* Effect.scope
-      const key = (tenantId: TenantId, taskId: TaskId) =>
-        `${prefix}:t:${tenantId}:ev:${sessionTag(tenantId, sessionOfTask(taskId))}:${taskId}`
+      const key = (tenantId: TenantId, taskId: TaskId) => eventLogKey(prefix, tenantId, sessionOfTask(taskId), taskId)
       const run = attempt
 
       const decodeEntries = (key: string, entries: ReadonlyArray<[id: string, fields: Array<string>]>) =>

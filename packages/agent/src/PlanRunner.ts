@@ -6,6 +6,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as FiberId from "effect/FiberId"
+import { waitingEvent } from "./SessionTasks.js"
 import { runStep, type StepContext, StepFailed, StepWaiting } from "./StepRunner.js"
 
 /**
@@ -111,11 +112,11 @@ export const runPlan = (ctx: StepContext, taskId: TaskId): Effect.Effect<Task> =
     const ended = notDone.filter((s) => s.status !== "pending" && !isWaiting(s.status))
     if (ended.length === 0) {
       // nothing failed: the task waits for the decisions its calls need
-      const task = yield* ctx.tasks.updateTask(taskId, (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }))
-      if (task.status === "waiting") {
-        yield* ctx.tasks.emit(taskId, "task.waiting", { data: { waiting_for: task.waiting_for ?? [] } })
-      }
-      return task
+      return yield* ctx.tasks.updateTask(
+        taskId,
+        (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }),
+        waitingEvent
+      )
     }
     const unknown = notDone.find((s) => s.status === "unknown_outcome")
     const rejected = notDone.find((s) => s.status === "rejected")

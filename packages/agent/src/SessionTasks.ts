@@ -12,7 +12,7 @@ import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import { EventLog, isTerminal as isTerminalEvent } from "./EventLog.js"
+import { type EventBody, EventLog, isTerminal as isTerminalEvent } from "./EventLog.js"
 import { type TaskRecord, TaskStore } from "./TaskStore.js"
 
 export const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms).toISOString())
@@ -32,6 +32,17 @@ export const durably = <A>(what: string, effect: Effect.Effect<A, RedisError>): 
     Effect.orDie
   )
 
+/** A progress event of a task, as its writer gives it (the log adds its id, the session the task and the time). */
+export interface Progress {
+  readonly type: TaskEventType
+  readonly step_id?: string
+  readonly data?: unknown
+}
+
+/** `task.waiting`, for a change that leaves the task waiting (none if it does not: it ended meanwhile, say). */
+export const waitingEvent = (task: Task): Progress | undefined =>
+  task.status === "waiting" ? { type: "task.waiting", data: { waiting_for: task.waiting_for ?? [] } } : undefined
+
 /** Finished tasks kept in memory besides the running ones: for quick reads and to rewrite after a storage crash. */
 const recentFinished = 32
 
@@ -48,20 +59,36 @@ export interface SessionTasks {
   readonly record: (taskId: TaskId) => Effect.Effect<Option.Option<TaskRecord>, RedisError>
   /** The record of a task this activation holds (created, or read by `record` and still running). */
   readonly current: (taskId: TaskId) => TaskRecord
-  /** Records a new task and lists it in the session. */
-  readonly create: (record: TaskRecord) => Effect.Effect<void>
+  /**
+   * Records a new task and lists it in the session, with its `task.queued` event; `started` records it running at
+   * once (a sync task that runs in its submit), with its `task.started` event too, in the same write.
+   */
+  readonly create: (record: TaskRecord, options?: { readonly started?: boolean }) => Effect.Effect<void>
   /**
    * Changes a task's record durably; a task reaching a terminal status gets its event, audit record and waiters.
    * `f` answering the record it was given changes (and writes) nothing.
-   * `messages` join the session's conversation in the same write.
+   * `messages` join the session's conversation, and `event` (given the changed task; none when it answers undefined)
+   * the task's event log, in the same write: one round trip, and the event is logged exactly when its change is.
    */
   readonly update: (
     taskId: TaskId,
     f: (record: TaskRecord) => TaskRecord,
-    options?: { readonly messages?: ReadonlyArray<ChatMessage> }
+    options?: {
+      readonly messages?: ReadonlyArray<ChatMessage>
+      readonly event?: Progress | ((task: Task) => Progress | undefined)
+    }
   ) => Effect.Effect<Task>
-  readonly updateTask: (taskId: TaskId, f: (task: Task) => Task) => Effect.Effect<Task>
-  readonly updateStep: (taskId: TaskId, stepId: string, f: (step: Step) => Step) => Effect.Effect<Task>
+  readonly updateTask: (
+    taskId: TaskId,
+    f: (task: Task) => Task,
+    event?: Progress | ((task: Task) => Progress | undefined)
+  ) => Effect.Effect<Task>
+  readonly updateStep: (
+    taskId: TaskId,
+    stepId: string,
+    f: (step: Step) => Step,
+    event?: Progress | ((task: Task) => Progress | undefined)
+  ) => Effect.Effect<Task>
   /** Appends a progress event to the task's log (durably: SSE clients wait for the terminal one). */
   readonly emit: (
     taskId: TaskId,
@@ -132,6 +159,14 @@ export const make = (
         }))
     }
 
+    const body = (taskId: TaskId, at: string, progress: Progress): EventBody => ({
+      type: progress.type,
+      task_id: taskId,
+      at,
+      ...(progress.step_id !== undefined ? { step_id: progress.step_id } : {}),
+      ...(progress.data !== undefined ? { data: progress.data } : {})
+    })
+
     const append = (
       taskId: TaskId,
       type: TaskEventType,
@@ -140,11 +175,13 @@ export const make = (
       Effect.flatMap(
         now,
         (at) =>
-          durably(
-            `event ${type} of ${taskId}`,
-            events.append(tenantId, taskId, { type, task_id: taskId, at, ...extra })
-          )
+          durably(`event ${type} of ${taskId}`, events.append(tenantId, taskId, body(taskId, at, { type, ...extra })))
       )
+
+    const terminalProgress = (task: Task): Progress => ({
+      type: `task.${task.status}` as TaskEventType,
+      data: task.status === "succeeded" ? { output: task.output } : { error: task.error }
+    })
 
     const emit: SessionTasks["emit"] = (taskId, type, extra = {}) =>
       Effect.gen(function*() {
@@ -154,13 +191,8 @@ export const make = (
       })
 
     const terminalEvent = (task: Task) => {
-      const type = `task.${task.status}` as TaskEventType
-      return Effect.zipRight(
-        append(task.task_id, type, {
-          data: task.status === "succeeded" ? { output: task.output } : { error: task.error }
-        }),
-        auditTask(task, type)
-      )
+      const progress = terminalProgress(task)
+      return Effect.zipRight(append(task.task_id, progress.type, progress), auditTask(task, progress.type))
     }
 
     const update: SessionTasks["update"] = (taskId, f, options) =>
@@ -176,9 +208,17 @@ export const make = (
           if (changed === previous) return previous.task
           const at = yield* now
           const next: TaskRecord = { ...changed, task: { ...changed.task, updated_at: at } }
+          const event = typeof options?.event === "function" ? options.event(next.task) : options?.event
+          const ended = isTerminal(next.task.status) && !isTerminal(previous.task.status)
+          const logged: Array<EventBody> = []
+          if (event) logged.push(body(taskId, at, event))
+          if (ended) logged.push(body(taskId, at, terminalProgress(next.task)))
           yield* durably(
             `writing task ${taskId}`,
-            store.put(tenantId, next, options?.messages ? { messages: options.messages } : undefined)
+            store.put(tenantId, next, {
+              ...(options?.messages ? { messages: options.messages } : {}),
+              ...(logged.length > 0 ? { events: logged } : {})
+            })
           )
           entry.record = next
           entry.writtenAt = yield* Clock.currentTimeMillis
@@ -187,11 +227,11 @@ export const make = (
             yield* Deferred.succeed(entry.finished, void 0)
             delete entry.finished
           }
-          if (isTerminal(next.task.status) && !isTerminal(previous.task.status)) {
+          if (ended) {
             if (entry.inFlight) taskMetrics.inFlight(-1)
             entry.inFlight = false
             yield* taskMetrics.finished(next.task.status, entry.writtenAt - Date.parse(next.task.created_at))
-            yield* terminalEvent(next.task)
+            yield* auditTask(next.task, terminalProgress(next.task).type)
             if (entry.finished) yield* Deferred.succeed(entry.finished, void 0)
             noteFinished(taskId)
           }
@@ -242,22 +282,34 @@ export const make = (
         })
       },
       current: (taskId) => entries.get(taskId)!.record,
-      create: (record) =>
+      create: (accepted, options) =>
         Effect.gen(function*() {
-          yield* durably(`recording task ${record.task.task_id}`, store.put(tenantId, record, { created: true }))
+          const taskId = accepted.task.task_id
+          const at = yield* now
+          const record: TaskRecord = options?.started
+            ? { ...accepted, task: { ...accepted.task, status: "running", updated_at: at } }
+            : accepted
+          const logged = [body(taskId, at, { type: "task.queued" })]
+          if (options?.started) logged.push(body(taskId, at, { type: "task.started" }))
+          yield* durably(`recording task ${taskId}`, store.put(tenantId, record, { created: true, events: logged }))
           const entry = entryOf(record)
           entry.record = record
           entry.writtenAt = yield* Clock.currentTimeMillis
           yield* taskMetrics.accepted
-          yield* emit(record.task.task_id, "task.queued")
+          yield* auditTask(record.task, "task.queued")
         }),
       update,
-      updateTask: (taskId, f) => update(taskId, (r) => ({ ...r, task: f(r.task) })),
-      updateStep: (taskId, stepId, f) =>
-        update(taskId, (r) => ({
-          ...r,
-          task: { ...r.task, steps: r.task.steps.map((s) => (s.id === stepId ? f(s) : s)) }
-        })),
+      updateTask: (taskId, f, event) =>
+        update(taskId, (r) => ({ ...r, task: f(r.task) }), event ? { event } : undefined),
+      updateStep: (taskId, stepId, f, event) =>
+        update(
+          taskId,
+          (r) => ({
+            ...r,
+            task: { ...r.task, steps: r.task.steps.map((s) => (s.id === stepId ? f(s) : s)) }
+          }),
+          event ? { event } : undefined
+        ),
       emit,
       ensureTerminalEvent: (task) =>
         Effect.gen(function*() {

@@ -124,8 +124,8 @@ const waitForConnection = (
     yield* ctx.tasks.updateStep(taskId, stepId, (s) => {
       const { error: _, ...rest } = s
       return { ...rest, status: "waiting_connection", connection: wait }
-    })
-    yield* ctx.tasks.emit(taskId, "connection.required", {
+    }, {
+      type: "connection.required",
       step_id: stepId,
       data: {
         step_id: stepId,
@@ -319,8 +319,7 @@ export const runStep = (
               }
             })
           }
-        }))
-        yield* ctx.tasks.emit(taskId, "tool.started", { step_id: stepId, data: { tool: spec.tool_id } })
+        }), { event: { type: "tool.started", step_id: stepId, data: { tool: spec.tool_id } } })
         return startedMs
       })
 
@@ -381,8 +380,7 @@ export const runStep = (
             ...(result.last_error ? { last_error: result.last_error } : {}),
             ...(result.served_by ? { served_by: result.served_by } : {})
           }
-        })
-        yield* ctx.tasks.emit(taskId, "tool.completed", { step_id: stepId, data: { tool: spec.tool_id, ...timing } })
+        }, { type: "tool.completed", step_id: stepId, data: { tool: spec.tool_id, ...timing } })
         return result.output
       }
       // a defect or an interruption of the call itself (this fiber's own interruption stops it at the sleep below):
@@ -459,8 +457,7 @@ export const runStep = (
         status,
         error,
         attempts: attempt - 1 + (tries ?? 1)
-      }))
-      yield* ctx.tasks.emit(taskId, "tool.failed", { step_id: stepId, data: { tool: spec.tool_id, error } })
+      }), { type: "tool.failed", step_id: stepId, data: { tool: spec.tool_id, error } })
       return yield* Effect.fail(new StepFailed(stepId))
     }
   }))

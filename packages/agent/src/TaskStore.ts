@@ -16,7 +16,8 @@ import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import { messageSize, trimHistory } from "./Conversation.js"
-import { sessionTag } from "./internal/redisKeys.js"
+import { encodeBody, type EventBody, EventLog, redisRetention } from "./EventLog.js"
+import { eventLogKey, sessionTag } from "./internal/redisKeys.js"
 
 /** A task as stored: what the API shows of it, and what running (or resuming) it needs. */
 export const TaskRecord = Schema.Struct({
@@ -52,12 +53,17 @@ export class TaskStore extends Context.Tag("@altan/agent/TaskStore")<TaskStore, 
   readonly get: (tenantId: TenantId, taskId: TaskId) => Effect.Effect<Option.Option<TaskRecord>, RedisError>
   /**
    * Writes a task's record; `created` also appends the task to its session's list, `messages` to its session's
-   * conversation, in the same step (a task's exchange joins the conversation exactly when its end is recorded).
+   * conversation, `events` to the task's `EventLog`, in the same step (a task's exchange joins the conversation exactly
+   * when its end is recorded; an event is in the log exactly when the change it tells of is recorded).
    */
   readonly put: (
     tenantId: TenantId,
     record: TaskRecord,
-    options?: { readonly created?: boolean; readonly messages?: ReadonlyArray<ChatMessage> }
+    options?: {
+      readonly created?: boolean
+      readonly messages?: ReadonlyArray<ChatMessage>
+      readonly events?: ReadonlyArray<EventBody>
+    }
   ) => Effect.Effect<void, RedisError>
   /**
    * The tenant's calls waiting for approval, oldest request first, `limit` at most after `after` (a cursor from the
@@ -258,120 +264,133 @@ export interface MemoryOptions {
 
 /**
  * In-process storage: the embedded default and unit tests. Records are replaced, never mutated, so holding the
- * reference is as good as a copy. Bounded by `maxTasks` records and `maxSessions` sessions.
+ * reference is as good as a copy. Bounded by `maxTasks` records and `maxSessions` sessions. Events go to the
+ * (in-process) `EventLog` it is given.
  */
-export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore> =>
-  Layer.sync(TaskStore, () => {
-    const maxTasks = Math.max(1, options?.maxTasks ?? 100_000)
-    const maxSessions = Math.max(1, options?.maxSessions ?? 100_000)
-    const tasks = new Map<string, TaskRecord>()
-    const sessions = new Map<string, { task_ids: Array<TaskId>; messages: Array<ChatMessage>; updated_at: string }>()
-    const approvals = new Map<TenantId, Map<string, PendingApproval>>()
-    /** Per tenant and subject (`tenant\u0000subject`), the calls waiting on it. */
-    const waits = new Map<string, Map<string, Wait>>()
-    /** Per tenant, its index entries in order (see `listEntry`). */
-    const listed = new Map<TenantId, Array<string>>()
-    const index = (tenantId: TenantId, entry: string) => {
-      let entries = listed.get(tenantId)
-      if (!entries) listed.set(tenantId, entries = [])
-      // creation times arrive in order but for clock skew between edges: the rare late one goes to its place
-      if (entries.length === 0 || entries[entries.length - 1]! <= entry) entries.push(entry)
-      else entries.splice(entries.findIndex((e) => e > entry), 0, entry)
-      if (entries.length > maxListed) entries.shift()
-    }
-    const sessionOf = (tenantId: TenantId, sessionId: string, at: string) => {
-      const key = sessionKey(tenantId, sessionId)
-      let entry = sessions.get(key)
-      if (entry) sessions.delete(key)
-      else entry = { task_ids: [], messages: [], updated_at: at }
-      // most recently used last: past `maxSessions` the least recently used go first
-      sessions.set(key, entry)
-      if (sessions.size > maxSessions) sessions.delete(sessions.keys().next().value!)
-      entry.updated_at = at
-      return entry
-    }
-    return TaskStore.of({
-      get: (tenantId, taskId) => Effect.sync(() => Option.fromNullable(tasks.get(`${tenantId}/${taskId}`))),
-      put: (tenantId, record, options) =>
-        Effect.sync(() => {
-          const key = `${tenantId}/${record.task.task_id}`
-          tasks.set(key, record)
-          const session = sessionOf(tenantId, record.task.session_id, record.task.updated_at)
-          if (options?.created) {
-            session.task_ids.push(record.task.task_id)
-            index(tenantId, listEntry(record.task))
-            if (tasks.size > maxTasks) tasks.delete(tasks.keys().next().value!)
-          }
-          if (options?.messages) session.messages.push(...options.messages)
-          const { settled, waiting } = approvalEntries(record)
-          if (waiting.length > 0 || settled.length > 0) {
-            const index = approvals.get(tenantId) ?? new Map<string, PendingApproval>()
-            approvals.set(tenantId, index)
-            for (const key of settled) index.delete(key)
-            for (const [key, entry] of waiting) index.set(key, entry)
-          }
-          const waitsOf = waitEntries(record)
-          for (const [subject, key] of waitsOf.settled) waits.get(`${tenantId}\u0000${subject}`)?.delete(key)
-          for (const [subject, key, entry] of waitsOf.waiting) {
-            const index = waits.get(`${tenantId}\u0000${subject}`) ?? new Map<string, Wait>()
-            waits.set(`${tenantId}\u0000${subject}`, index)
-            index.set(key, entry)
-          }
-        }),
-      waitsOn: (tenantId, subject) =>
-        Effect.sync(() => [...(waits.get(`${tenantId}\u0000${subject}`)?.values() ?? [])]),
-      pendingApprovals: (tenantId, after, limit) =>
-        Effect.sync(() => {
-          const keys = [...(approvals.get(tenantId)?.keys() ?? [])].filter((k) => after === undefined || k > after)
-            .sort()
-          const page = keys.slice(0, limit)
-          const index = approvals.get(tenantId)
-          return {
-            entries: page.map((k) => index!.get(k)!),
-            ...(keys.length > limit ? { next: page[page.length - 1]! } : {})
-          }
-        }),
-      listTasks: (tenantId, query) =>
-        collectPage(
-          query,
-          (before, size) =>
-            Effect.sync(() => {
-              const entries = listed.get(tenantId) ?? []
-              // the position of the first entry not before the cursor: the page reads down from just below it
-              let end = entries.length
-              if (before !== undefined) {
-                let low = 0
-                while (low < end) {
-                  const mid = (low + end) >> 1
-                  if (entries[mid]! < before) low = mid + 1
-                  else end = mid
+export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore, never, EventLog> =>
+  Layer.effect(
+    TaskStore,
+    Effect.gen(function*() {
+      const eventLog = yield* EventLog
+      const maxTasks = Math.max(1, options?.maxTasks ?? 100_000)
+      const maxSessions = Math.max(1, options?.maxSessions ?? 100_000)
+      const tasks = new Map<string, TaskRecord>()
+      const sessions = new Map<string, { task_ids: Array<TaskId>; messages: Array<ChatMessage>; updated_at: string }>()
+      const approvals = new Map<TenantId, Map<string, PendingApproval>>()
+      /** Per tenant and subject (`tenant\u0000subject`), the calls waiting on it. */
+      const waits = new Map<string, Map<string, Wait>>()
+      /** Per tenant, its index entries in order (see `listEntry`). */
+      const listed = new Map<TenantId, Array<string>>()
+      const index = (tenantId: TenantId, entry: string) => {
+        let entries = listed.get(tenantId)
+        if (!entries) listed.set(tenantId, entries = [])
+        // creation times arrive in order but for clock skew between edges: the rare late one goes to its place
+        if (entries.length === 0 || entries[entries.length - 1]! <= entry) entries.push(entry)
+        else entries.splice(entries.findIndex((e) => e > entry), 0, entry)
+        if (entries.length > maxListed) entries.shift()
+      }
+      const sessionOf = (tenantId: TenantId, sessionId: string, at: string) => {
+        const key = sessionKey(tenantId, sessionId)
+        let entry = sessions.get(key)
+        if (entry) sessions.delete(key)
+        else entry = { task_ids: [], messages: [], updated_at: at }
+        // most recently used last: past `maxSessions` the least recently used go first
+        sessions.set(key, entry)
+        if (sessions.size > maxSessions) sessions.delete(sessions.keys().next().value!)
+        entry.updated_at = at
+        return entry
+      }
+      return TaskStore.of({
+        get: (tenantId, taskId) => Effect.sync(() => Option.fromNullable(tasks.get(`${tenantId}/${taskId}`))),
+        put: (tenantId, record, options) =>
+          Effect.sync(() => {
+            const key = `${tenantId}/${record.task.task_id}`
+            tasks.set(key, record)
+            const session = sessionOf(tenantId, record.task.session_id, record.task.updated_at)
+            if (options?.created) {
+              session.task_ids.push(record.task.task_id)
+              index(tenantId, listEntry(record.task))
+              if (tasks.size > maxTasks) tasks.delete(tasks.keys().next().value!)
+            }
+            if (options?.messages) session.messages.push(...options.messages)
+            const { settled, waiting } = approvalEntries(record)
+            if (waiting.length > 0 || settled.length > 0) {
+              const index = approvals.get(tenantId) ?? new Map<string, PendingApproval>()
+              approvals.set(tenantId, index)
+              for (const key of settled) index.delete(key)
+              for (const [key, entry] of waiting) index.set(key, entry)
+            }
+            const waitsOf = waitEntries(record)
+            for (const [subject, key] of waitsOf.settled) waits.get(`${tenantId}\u0000${subject}`)?.delete(key)
+            for (const [subject, key, entry] of waitsOf.waiting) {
+              const index = waits.get(`${tenantId}\u0000${subject}`) ?? new Map<string, Wait>()
+              waits.set(`${tenantId}\u0000${subject}`, index)
+              index.set(key, entry)
+            }
+          }).pipe(
+            Effect.zipRight(
+              options?.events && options.events.length > 0
+                ? Effect.forEach(options.events, (event) => eventLog.append(tenantId, record.task.task_id, event), {
+                  discard: true
+                })
+                : Effect.void
+            )
+          ),
+        waitsOn: (tenantId, subject) =>
+          Effect.sync(() => [...(waits.get(`${tenantId}\u0000${subject}`)?.values() ?? [])]),
+        pendingApprovals: (tenantId, after, limit) =>
+          Effect.sync(() => {
+            const keys = [...(approvals.get(tenantId)?.keys() ?? [])].filter((k) => after === undefined || k > after)
+              .sort()
+            const page = keys.slice(0, limit)
+            const index = approvals.get(tenantId)
+            return {
+              entries: page.map((k) => index!.get(k)!),
+              ...(keys.length > limit ? { next: page[page.length - 1]! } : {})
+            }
+          }),
+        listTasks: (tenantId, query) =>
+          collectPage(
+            query,
+            (before, size) =>
+              Effect.sync(() => {
+                const entries = listed.get(tenantId) ?? []
+                // the position of the first entry not before the cursor: the page reads down from just below it
+                let end = entries.length
+                if (before !== undefined) {
+                  let low = 0
+                  while (low < end) {
+                    const mid = (low + end) >> 1
+                    if (entries[mid]! < before) low = mid + 1
+                    else end = mid
+                  }
                 }
-              }
-              return entries.slice(Math.max(0, end - size), end).reverse()
-            }),
-          (entries) => Effect.sync(() => entries.map((e) => tasks.get(`${tenantId}/${taskOfEntry(e)}`)?.task))
-        ),
-      recentMessages: (tenantId, sessionId, budget) =>
-        Effect.sync(() => trimHistory(sessions.get(sessionKey(tenantId, sessionId))?.messages ?? [], budget)),
-      summary: (tenantId, sessionId) =>
-        Effect.sync(() =>
-          Option.map(Option.fromNullable(sessions.get(sessionKey(tenantId, sessionId))), (s) => ({
-            task_ids: [...s.task_ids],
-            message_count: s.messages.length,
-            updated_at: s.updated_at
-          }))
-        ),
-      resetMessages: (tenantId, sessionId, at) =>
-        Effect.sync(() => {
-          const session = sessions.get(sessionKey(tenantId, sessionId))
-          if (session) {
-            session.messages = []
-            session.updated_at = at
-          }
-        }),
-      onReconnect: () => Effect.void
+                return entries.slice(Math.max(0, end - size), end).reverse()
+              }),
+            (entries) => Effect.sync(() => entries.map((e) => tasks.get(`${tenantId}/${taskOfEntry(e)}`)?.task))
+          ),
+        recentMessages: (tenantId, sessionId, budget) =>
+          Effect.sync(() => trimHistory(sessions.get(sessionKey(tenantId, sessionId))?.messages ?? [], budget)),
+        summary: (tenantId, sessionId) =>
+          Effect.sync(() =>
+            Option.map(Option.fromNullable(sessions.get(sessionKey(tenantId, sessionId))), (s) => ({
+              task_ids: [...s.task_ids],
+              message_count: s.messages.length,
+              updated_at: s.updated_at
+            }))
+          ),
+        resetMessages: (tenantId, sessionId, at) =>
+          Effect.sync(() => {
+            const session = sessions.get(sessionKey(tenantId, sessionId))
+            if (session) {
+              session.messages = []
+              session.updated_at = at
+            }
+          }),
+        onReconnect: () => Effect.void
+      })
     })
-  })
+  )
 
 /** Options of `layerRedis`. */
 export interface RedisOptions {
@@ -379,6 +398,8 @@ export interface RedisOptions {
   readonly prefix?: string
   /** A task, or a session, neither written nor read for this long is dropped by Redis. Default 7 days. */
   readonly ttl?: Duration.DurationInput
+  /** The retention of the event logs `put` appends to: as `EventLog.layerRedis`'s `maxLen` and `ttl` (its defaults). */
+  readonly events?: { readonly maxLen?: number; readonly ttl?: Duration.DurationInput }
 }
 
 const recordJson = Schema.parseJson(TaskRecord)
@@ -398,10 +419,12 @@ const page = 64
  * - `<prefix>:t:<tenant>:tr:{tenant/session}:<task>`: the task's record (`TaskRecord` JSON), rewritten per transition;
  * - `<prefix>:t:<tenant>:st:{tenant/session}`: the session's task ids, a list appended to;
  * - `<prefix>:t:<tenant>:sm:{tenant/session}`: its conversation, a list of message JSON appended to;
- * - `<prefix>:t:<tenant>:sh:{tenant/session}`: its summary fields (`updated_at`), a hash.
+ * - `<prefix>:t:<tenant>:sh:{tenant/session}`: its summary fields (`updated_at`), a hash;
+ * - `<prefix>:t:<tenant>:ev:{tenant/session}:<task>`: the task's event log, `EventLog.layerRedis`'s stream, which `put`
+ *   appends to.
  *
- * A write is one `MULTI` touching a task's record and the session's keys (its summary, and the lists it appends to), each with `PX ttl`, so its cost does
- * not grow with the session's history; a task read is one `GETEX`, which refreshes the record's TTL. Redis failures
+ * A write is one `MULTI` touching a task's record and the session's keys (its summary, the lists it appends to, the
+ * task's event log), each with `PX ttl`, so its cost does not grow with the session's history; a task read is one `GETEX`, which refreshes the record's TTL. Redis failures
  * are `RedisError`s: the caller decides to wait or to answer 503. A record that does not decode is a defect (treating
  * it as absent would let the next write drop what it holds; waiting would not mend it).
  */
@@ -414,6 +437,8 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
       const prefix = yield* checkPrefix(options?.prefix ?? "altan")
       const px = ttlMillis(options?.ttl ?? Duration.days(7))
       const waitPx = Math.max(px, maxWaitMs)
+      const eventsMaxLen = Math.max(1, Math.round(options?.events?.maxLen ?? redisRetention.maxLen))
+      const eventsPx = ttlMillis(options?.events?.ttl ?? redisRetention.ttl)
       const keyOf = (kind: string, tenantId: TenantId, sessionId: string) =>
         `${prefix}:t:${tenantId}:${kind}:${sessionTag(tenantId, sessionId)}`
       const recordKey = (tenantId: TenantId, sessionId: string, taskId: string) =>
@@ -423,14 +448,27 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
       const listKey = (tenantId: TenantId) => `${prefix}:t:${tenantId}:tasks`
       const waitsKey = (tenantId: TenantId, subject: string) => `${prefix}:t:${tenantId}:waits:${subject}`
 
-      const exec = (operation: string, build: (multi: ReturnType<typeof client.multi>) => void) =>
+      type Build = (multi: ReturnType<typeof client.multi>) => void
+      const check = (results: Awaited<ReturnType<ReturnType<typeof client.multi>["exec"]>>) => {
+        if (results === null) throw new Error("transaction aborted")
+        for (const [error] of results) if (error) throw error
+        return results.map(([, value]) => value)
+      }
+      const exec = (operation: string, build: Build) =>
         attempt(operation, async () => {
           const multi = client.multi()
           build(multi)
-          const results = await multi.exec()
-          if (results === null) throw new Error("transaction aborted")
-          for (const [error] of results) if (error) throw error
-          return results.map(([, value]) => value)
+          return check(await multi.exec())
+        })
+      /** Transactions sent at once, in order, on the one connection: one round trip, applied in that order. */
+      const execAll = (operation: string, builds: ReadonlyArray<Build>) =>
+        attempt(operation, async () => {
+          const sent = builds.map((build) => {
+            const multi = client.multi()
+            build(multi)
+            return multi.exec()
+          })
+          for (const results of await Promise.all(sent)) check(results)
         })
       // a stored value that does not decode is no outage to wait out (nor an absent task): a defect, logged and
       // answered as an internal error
@@ -465,7 +503,10 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
             const messages = yield* Effect.forEach(options?.messages ?? [], (m) => encodeMessage(m)).pipe(
               Effect.catchAll((e) => Effect.dieMessage(`cannot encode a message: ${e.message}`))
             )
-            yield* exec("write task", (multi) => {
+            const events = yield* Effect.forEach(options?.events ?? [], (event) => encodeBody(event)).pipe(
+              Effect.catchAll((e) => Effect.dieMessage(`cannot encode an event of task ${taskId}: ${e.message}`))
+            )
+            const writes: Array<(multi: ReturnType<typeof client.multi>) => void> = [(multi) => {
               // a waiting task may wait longer than the TTL (a month's budget, a 30-day connection timeout): its
               // record is kept at least as long as the longest wait, so its wake finds it
               multi.set(
@@ -483,25 +524,29 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
                 multi.rpush(list, ...messages).pexpire(list, px)
               }
               touchSession(multi, tenantId, sessionId, at)
-            })
-            // the tenant's indexes are in another slot than the session's keys: writes of their own, after the
-            // record's (the record is what counts; an index only points at it)
+              if (events.length > 0) {
+                const log = eventLogKey(prefix, tenantId, sessionId, taskId)
+                for (const json of events) multi.xadd(log, "MAXLEN", "~", eventsMaxLen, "*", "e", json)
+                multi.pexpire(log, eventsPx)
+              }
+            }]
+            // the tenant's indexes are in another slot than the session's keys: transactions of their own, sent after
+            // the record's on the same connection, so Redis applies them after it (the record is what counts; an index
+            // only points at it)
             if (options?.created) {
               const list = listKey(tenantId)
-              yield* exec(
-                "index task",
-                (multi) =>
-                  multi.zadd(list, 0, listEntry(record.task)).zremrangebyrank(list, 0, -(maxListed + 1)).pexpire(
-                    list,
-                    px
-                  )
+              writes.push((multi) =>
+                multi.zadd(list, 0, listEntry(record.task)).zremrangebyrank(list, 0, -(maxListed + 1)).pexpire(
+                  list,
+                  px
+                )
               )
             }
             const { settled, waiting } = approvalEntries(record)
             if (waiting.length > 0 || settled.length > 0) {
               const index = approvalsKey(tenantId)
               const data = `${index}:data`
-              yield* exec("index approvals", (multi) => {
+              writes.push((multi) => {
                 if (settled.length > 0) multi.zrem(index, ...settled).hdel(data, ...settled)
                 for (const [key, entry] of waiting) multi.zadd(index, 0, key).hset(data, key, JSON.stringify(entry))
                 multi.pexpire(index, px).pexpire(data, px)
@@ -509,7 +554,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
             }
             const waitsOf = waitEntries(record)
             if (waitsOf.waiting.length > 0 || waitsOf.settled.length > 0) {
-              yield* exec("index waits", (multi) => {
+              writes.push((multi) => {
                 for (const [subject, key] of waitsOf.settled) multi.hdel(waitsKey(tenantId, subject), key)
                 for (const [subject, key, entry] of waitsOf.waiting) {
                   multi.hset(waitsKey(tenantId, subject), key, JSON.stringify(entry))
@@ -517,6 +562,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
                 }
               })
             }
+            yield* execAll("write task", writes)
           }),
 
         waitsOn: (tenantId, subject) =>

@@ -4,12 +4,15 @@ import { emptyUsage, type Task } from "@altan/domain/Task"
 import { Redis } from "@altan/redis/Redis"
 import { expect, layer } from "@effect/vitest"
 import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import * as EventLog from "../src/EventLog.js"
 import * as TaskStore from "../src/TaskStore.js"
 import { cleanup, redisLayer, uniquePrefix, withClient } from "./redis.js"
 
@@ -21,6 +24,10 @@ const globex = "globex" as TenantId
 
 /** A store and the connection it uses; every `Effect.provide` opens a new connection. */
 const redisStore = TaskStore.layerRedis({ prefix, ttl }).pipe(Layer.provideMerge(redisLayer("altan-taskstore-test")))
+/** The memory store, with the in-process event log it appends to. */
+const memoryStore = TaskStore.layerMemory().pipe(Layer.provideMerge(EventLog.layerMemory()))
+/** The Redis store beside the Redis event log of the same prefix, which reads what the store's writes appended. */
+const redisStoreAndLog = EventLog.layerRedis({ prefix }).pipe(Layer.provideMerge(redisStore), Layer.orDie)
 const recordKey = (tenant: string, session: string, task: string) =>
   `${prefix}:t:${tenant}:tr:{${tenant}/${session}}:${task}`
 
@@ -240,30 +247,77 @@ const boundedScan = Effect.gen(function*() {
   expect(second!.next).toBeUndefined()
 })
 
+/** A write carries the task's events: they are in its log once the write is done, in order, and in no other task's. */
+const carriedEvents = Effect.gen(function*() {
+  const s = yield* store
+  const log = yield* EventLog.EventLog
+  const session = `e${Math.random().toString(36).slice(2, 8)}` as SessionId
+  const t = task(session, "a")
+  const at = t.updated_at
+  yield* s.put(acme, record(t), {
+    created: true,
+    events: [{ type: "task.queued", task_id: t.task_id, at }, { type: "task.started", task_id: t.task_id, at }]
+  })
+  const done = { ...t, status: "succeeded" as const, output: "ok", updated_at: "2024-05-01T10:00:01.000Z" }
+  yield* s.put(acme, record(done), {
+    events: [{ type: "task.succeeded", task_id: t.task_id, at: done.updated_at, data: { output: "ok" } }]
+  })
+  const events = yield* log.read(acme, t.task_id)
+  expect(events.map((e) => e.type)).toEqual(["task.queued", "task.started", "task.succeeded"])
+  expect(events[2]).toMatchObject({ task_id: t.task_id, at: done.updated_at, data: { output: "ok" } })
+  // ids increase, and resuming after one gives what followed it
+  expect(new Set(events.map((e) => e.id)).size).toBe(3)
+  expect((yield* log.read(acme, t.task_id, events[0]!.id)).map((e) => e.type)).toEqual([
+    "task.started",
+    "task.succeeded"
+  ])
+  // a write without events appends none; another tenant's log of the same task id is empty
+  yield* s.put(acme, record({ ...done, updated_at: "2024-05-01T10:00:02.000Z" }))
+  expect(yield* log.read(acme, t.task_id)).toHaveLength(3)
+  expect(yield* log.read(globex, t.task_id)).toEqual([])
+  // a follower (the SSE stream) sees the carried events and ends at the terminal one
+  const followed = yield* Stream.runCollect(log.follow(acme, t.task_id))
+  expect(Chunk.toReadonlyArray(followed).map((e) => e.type)).toEqual(["task.queued", "task.started", "task.succeeded"])
+})
+
 layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
-  it.effect("memory: the index of calls waiting for approval", () =>
-    approvalIndex.pipe(Effect.provide(TaskStore.layerMemory())))
+  it.effect("memory: a write carries its task's events into the task's log", () =>
+    carriedEvents.pipe(Effect.provide(memoryStore)))
+
+  it.effect("redis: a write carries its task's events into the task's log, in the same transaction", () =>
+    Effect.gen(function*() {
+      yield* carriedEvents.pipe(Effect.provide(redisStoreAndLog), Effect.scoped)
+      // the log keeps its own retention (24 hours by default), whatever the record's
+      const keys = yield* withClient((client) => client.keys(`${prefix}:t:acme:ev:*`))
+      expect(keys.length).toBeGreaterThan(0)
+      for (const key of keys) {
+        const ttl = yield* withClient((client) => client.pttl(key))
+        expect(ttl).toBeGreaterThan(23 * 3_600_000)
+        expect(ttl).toBeLessThanOrEqual(24 * 3_600_000)
+      }
+    }))
+
+  it.effect("memory: the index of calls waiting for approval", () => approvalIndex.pipe(Effect.provide(memoryStore)))
 
   it.effect("redis: the index of calls waiting for approval", () => approvalIndex.pipe(Effect.provide(redisStore)))
 
   it.effect("memory: the index of calls waiting for a connection", () =>
-    connectionIndex.pipe(Effect.provide(TaskStore.layerMemory())))
+    connectionIndex.pipe(Effect.provide(memoryStore)))
 
   it.effect("redis: the index of calls waiting for a connection", () =>
     connectionIndex.pipe(Effect.provide(redisStore)))
 
-  it.effect("memory: the tenant's task list", () => taskList.pipe(Effect.provide(TaskStore.layerMemory())))
+  it.effect("memory: the tenant's task list", () => taskList.pipe(Effect.provide(memoryStore)))
 
   it.effect("redis: the tenant's task list", () => taskList.pipe(Effect.provide(redisStore)))
 
   it.effect("memory: a task list page reads a bounded part of the index", () =>
-    boundedScan.pipe(Effect.provide(TaskStore.layerMemory())))
+    boundedScan.pipe(Effect.provide(memoryStore)))
 
   it.effect("redis: a task list page reads a bounded part of the index", () =>
     boundedScan.pipe(Effect.provide(redisStore)))
 
-  it.effect("memory: records, session lists and conversations", () =>
-    contract.pipe(Effect.provide(TaskStore.layerMemory())))
+  it.effect("memory: records, session lists and conversations", () => contract.pipe(Effect.provide(memoryStore)))
 
   it.effect("redis: records, session lists and conversations", () => contract.pipe(Effect.provide(redisStore)))
 
