@@ -67,27 +67,28 @@ export interface SessionTasks {
   /**
    * Changes a task's record durably; a task reaching a terminal status gets its event, audit record and waiters.
    * `f` answering the record it was given changes (and writes) nothing.
-   * `messages` join the session's conversation, and `event` (given the changed task; none when it answers undefined)
-   * the task's event log, in the same write: one round trip, and the event is logged exactly when its change is.
+   * `messages` join the session's conversation, and `event` (or events; or a function of the changed task, none when
+   * it answers undefined) the task's event log, in the same write: one round trip, and an event is logged exactly when
+   * its change is.
    */
   readonly update: (
     taskId: TaskId,
     f: (record: TaskRecord) => TaskRecord,
     options?: {
       readonly messages?: ReadonlyArray<ChatMessage>
-      readonly event?: Progress | ((task: Task) => Progress | undefined)
+      readonly event?: Progress | ReadonlyArray<Progress> | ((task: Task) => Progress | undefined)
     }
   ) => Effect.Effect<Task>
   readonly updateTask: (
     taskId: TaskId,
     f: (task: Task) => Task,
-    event?: Progress | ((task: Task) => Progress | undefined)
+    event?: Progress | ReadonlyArray<Progress> | ((task: Task) => Progress | undefined)
   ) => Effect.Effect<Task>
   readonly updateStep: (
     taskId: TaskId,
     stepId: string,
     f: (step: Step) => Step,
-    event?: Progress | ((task: Task) => Progress | undefined)
+    event?: Progress | ReadonlyArray<Progress> | ((task: Task) => Progress | undefined)
   ) => Effect.Effect<Task>
   /** Appends a progress event to the task's log (durably: SSE clients wait for the terminal one). */
   readonly emit: (
@@ -211,7 +212,9 @@ export const make = (
           const event = typeof options?.event === "function" ? options.event(next.task) : options?.event
           const ended = isTerminal(next.task.status) && !isTerminal(previous.task.status)
           const logged: Array<EventBody> = []
-          if (event) logged.push(body(taskId, at, event))
+          if (Array.isArray(event)) {
+            for (const e of event as ReadonlyArray<Progress>) logged.push(body(taskId, at, e))
+          } else if (event) logged.push(body(taskId, at, event as Progress))
           if (ended) logged.push(body(taskId, at, terminalProgress(next.task)))
           yield* durably(
             `writing task ${taskId}`,

@@ -12,7 +12,7 @@ import { isClusterError } from "@altan/domain/EntityCall"
 import { Unavailable } from "@altan/domain/Errors"
 import type { TaskId, TenantId } from "@altan/domain/Ids"
 import { defaultConnectionTimeoutSeconds } from "@altan/domain/Settings"
-import { isTerminal, type StepConnection, type TaskError } from "@altan/domain/Task"
+import { isTerminal, type Step, type StepConnection, type TaskError } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import { policyOf, ToolFailed, ToolInputInvalid, ToolNotFound, type ToolResult } from "@altan/domain/ToolWorker"
 import * as Cause from "effect/Cause"
@@ -23,7 +23,7 @@ import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import * as Approvals from "./Approvals.js"
-import type { SessionTasks } from "./SessionTasks.js"
+import type { Progress, SessionTasks } from "./SessionTasks.js"
 
 /** A step did not succeed; what happened is on its record. */
 export class StepFailed {
@@ -345,6 +345,45 @@ export const runStep = (
       })
     // a cancel (or any end of the task) stops the step before it calls anything
     const ended = () => isTerminal(ctx.tasks.current(taskId).task.status)
+
+    // a pure built-in runs here and now and does nothing outside: its step is written once, when the call ended, with
+    // its started and ended events (a runner dying mid-call leaves the step pending, and the resumed task calls again)
+    if (pure && !resumed) {
+      if (ended()) return yield* Effect.fail(new StepFailed(stepId))
+      const attempt = found.attempts + 1
+      const startedMs = yield* Clock.currentTimeMillis
+      const exit = yield* Effect.exit(pure(input, taskId, stepId))
+      const endMs = yield* Clock.currentTimeMillis
+      const timing = { finished_at: new Date(endMs).toISOString(), duration_ms: endMs - startedMs }
+      const started: Progress = { type: "tool.started", step_id: stepId, data: { tool: spec.tool_id } }
+      const write = (f: (step: Omit<Step, "error">) => Step, end: Progress) =>
+        ctx.tasks.update(taskId, (r) => ({
+          ...r,
+          task: {
+            ...r.task,
+            usage: { ...r.task.usage, tool_calls: r.task.usage.tool_calls + 1 },
+            steps: r.task.steps.map((s) => {
+              if (s.id !== stepId) return s
+              const { error: _, ...rest } = s
+              return f({ ...rest, ...timing, input, attempts: attempt, started_at: new Date(startedMs).toISOString() })
+            })
+          }
+        }), { event: [started, end] })
+      if (Exit.isSuccess(exit)) {
+        const result = exit.value
+        yield* write(
+          (s) => ({ ...s, status: "succeeded", output: result.output, cached: result.cached }),
+          { type: "tool.completed", step_id: stepId, data: { tool: spec.tool_id, ...timing } }
+        )
+        return result.output
+      }
+      const error = stepError(Cause.squash(exit.cause))
+      yield* write(
+        (s) => ({ ...s, status: "failed", error }),
+        { type: "tool.failed", step_id: stepId, data: { tool: spec.tool_id, error } }
+      )
+      return yield* Effect.fail(new StepFailed(stepId))
+    }
 
     let attempt = resumed ? found.attempts : found.attempts + 1
     if (!resumed && ended()) return yield* Effect.fail(new StepFailed(stepId))

@@ -66,6 +66,30 @@ describe("pure built-in tools", () => {
     // the task counts the calls it made; each ran once, here
     expect(res.body.usage.tool_calls).toBe(3)
     expect(res.body.steps.map((s: { attempts: number }) => s.attempts)).toEqual([1, 1, 1])
+    for (const step of res.body.steps) {
+      expect(step).toMatchObject({
+        status: "succeeded",
+        started_at: expect.any(String),
+        finished_at: expect.any(String)
+      })
+      expect(step.duration_ms).toBeGreaterThanOrEqual(0)
+    }
+    // each step is written once, when its call ended, with both its events: the log tells the same story as before
+    const events = (await edge.call("GET", `/v1/tasks/${taskId}/events`, admin)).text.split("\n\n")
+      .filter((block) => block.includes("data:"))
+      .map((block) => JSON.parse(block.split("\n").find((l) => l.startsWith("data: "))!.slice(6)))
+    expect(events.map((e: { type: string; step_id?: string }) => [e.type, e.step_id])).toEqual([
+      ["task.queued", undefined],
+      ["task.started", undefined],
+      ["tool.started", "mail"],
+      ["tool.completed", "mail"],
+      ["tool.started", "pick"],
+      ["tool.completed", "pick"],
+      ["tool.started", "say"],
+      ["tool.completed", "say"],
+      ["task.succeeded", undefined]
+    ])
+    expect(events[3].data).toMatchObject({ tool: "email.parse", duration_ms: expect.any(Number) })
     expect(spansOf("PureCalls.run", taskId)).toBe(3)
     expect(spansOf("Connection.invoke", taskId)).toBe(0)
     expect(spansOf("ToolWorker.execute", taskId)).toBe(0)
@@ -120,5 +144,11 @@ describe("pure built-in tools", () => {
     const toolMessages = fake.received[1]!.body.messages.filter((m: { role: string }) => m.role === "tool")
     expect(toolMessages.map((m: { content: string }) => m.content).join("\n")).toContain("must be a string (got 1)")
     expect(spansOf("Connection.invoke", res.body.task_id)).toBe(0)
+    // a failed pure step is logged started, then failed, with its error
+    const events = (await edge.call("GET", `/v1/tasks/${res.body.task_id}/events`, admin)).text
+    const failedEvents = events.split("\n\n").filter((block) => block.includes("event: tool.failed"))
+    expect(failedEvents).toHaveLength(2)
+    expect(events.match(/event: tool\.started/g)).toHaveLength(2)
+    expect(failedEvents.join("\n")).toContain("invalid_tool_input")
   })
 })
