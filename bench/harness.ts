@@ -17,15 +17,21 @@ import { TextTemplate } from "@altan/tool/builtin/Text"
 import type { Tool } from "@altan/tool/Tool"
 import * as ToolService from "@altan/tool/ToolService"
 import type * as MessageStorage from "@effect/cluster/MessageStorage"
-import type * as Runners from "@effect/cluster/Runners"
-import type * as Sharding from "@effect/cluster/Sharding"
+import * as RunnerHealth from "@effect/cluster/RunnerHealth"
+import * as Runners from "@effect/cluster/Runners"
+import * as RunnerStorage from "@effect/cluster/RunnerStorage"
+import * as Sharding from "@effect/cluster/Sharding"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpServer from "@effect/platform/HttpServer"
+import * as PgClient from "@effect/sql-pg/PgClient"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRefs from "effect/FiberRefs"
 import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import * as Tracer from "effect/Tracer"
@@ -33,6 +39,7 @@ import { fork } from "node:child_process"
 import { createServer } from "node:http"
 import { fileURLToPath } from "node:url"
 import { clusterRoundTrip, ShardingMemory } from "../packages/cluster/src/Runtime.js"
+import { shardGroups, shardsPerGroup } from "../packages/cluster/src/RuntimeConfig.js"
 
 // one guard (and one set of connection pools) for the LLM gateway and the tools, as in production
 const egress = ToolService.egressTest(["127.0.0.1"])
@@ -45,6 +52,26 @@ export const benchTemplate: Tool = {
   ...TextTemplate,
   spec: { ...TextTemplate.spec, tool_id: "bench.template" as ToolSpec["tool_id"], name: "Template (through a worker)" }
 }
+
+/**
+ * One runner whose persisted messages are stored in PostgreSQL at `url` (as a deployment's, `DATABASE_URL`), its shard
+ * assignments in memory; local messages handed over as they are, or through the wire's encoding and decoding when
+ * `simulateRemoteSerialization`.
+ */
+export const sqlSharding = (url: string, simulateRemoteSerialization = false) =>
+  Sharding.layer.pipe(
+    Layer.provideMerge(Runners.layerNoop),
+    Layer.provideMerge(SqlMessageStorage.layer),
+    Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
+    Layer.provide(ShardingConfig.layer({
+      availableShardGroups: shardGroups,
+      assignedShardGroups: shardGroups,
+      shardsPerGroup,
+      simulateRemoteSerialization
+    })),
+    Layer.provide(PgClient.layer({ url: Redacted.make(url) })),
+    Layer.orDie
+  )
 
 /**
  * The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port; `sharding`
@@ -374,13 +401,25 @@ export const forkServer = async (
 /**
  * The embedded runtime in a process of its own (`bench/internal/serve.ts`, with this process's loader and conditions
  * and `npm start`'s 32 MB semi-space), with `llm` (an OpenAI-compatible URL) as its tenant's default LLM; with `redis`
- * (a URL) its tasks, conversations and events are kept there (under a prefix of its own, deleted when it exits), as a
- * deployment keeps them, instead of in process memory.
+ * (a URL) its tasks, conversations and events are kept there (under a prefix of its own, deleted when asked), as a
+ * deployment keeps them, instead of in process memory; with `database`, the cluster's messages in PostgreSQL.
  */
-export const serveRuntime = (options: { readonly llm?: string; readonly redis?: string } = {}) =>
+export const serveRuntime = (
+  options: {
+    readonly llm?: string
+    readonly redis?: string
+    /** Store the cluster's messages in this PostgreSQL database (see `sqlSharding`). */
+    readonly database?: string
+    readonly simulateRemoteSerialization?: boolean
+  } = {}
+) =>
   forkServer(
     fileURLToPath(new URL("./internal/serve.ts", import.meta.url)),
     options.llm ? [options.llm] : [],
     [...process.execArgv, "--max-semi-space-size=32"],
-    options.redis ? { BENCH_REDIS_URL: options.redis } : undefined
+    {
+      ...(options.redis ? { BENCH_REDIS_URL: options.redis } : {}),
+      ...(options.database ? { BENCH_DATABASE_URL: options.database } : {}),
+      ...(options.simulateRemoteSerialization ? { BENCH_SIMULATE_WIRE: "1" } : {})
+    }
   )

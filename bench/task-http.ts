@@ -5,14 +5,26 @@
  * through the tenant's `Connection` to a tool worker (`bench.template`, `text.template` under another id). The runtime
  * runs in a process of its own (as `npm start` runs it), the load generator in this one; "server CPU ms/op" is the
  * server process's, over the measured turns. A second server keeps its tasks and events in Redis (`REDIS_URL`, default
- * the local one), as a deployment does, and runs the one-step task beside a Redis `PING` from this process.
+ * the local one), as a deployment does, and runs the one-step task beside a Redis `PING` from this process; a third
+ * also stores the cluster's messages in PostgreSQL (a database of its own on `DATABASE_URL`'s server, default the local
+ * one, dropped at the end), as a deployment does.
  */
 import { Redis as IORedis } from "ioredis"
+import { randomBytes } from "node:crypto"
+import pg from "pg"
 import { measureRounds, print, type Result, serveRuntime } from "./harness.js"
 
 const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
+const adminUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres"
+const pgAdmin = new pg.Client({ connectionString: adminUrl })
+await pgAdmin.connect()
+const database = `altan_bench_${randomBytes(6).toString("hex")}`
+await pgAdmin.query(`CREATE DATABASE ${database}`)
+const databaseUrl = new URL(adminUrl)
+databaseUrl.pathname = `/${database}`
 const server = await serveRuntime()
 const onRedis = await serveRuntime({ redis: redisUrl })
+const deployed = await serveRuntime({ redis: redisUrl, database: databaseUrl.toString() })
 const redis = new IORedis(redisUrl)
 const headers = { authorization: `Bearer ${server.token}`, "content-type": "application/json" }
 const oneStep = JSON.stringify({
@@ -60,7 +72,12 @@ for (const concurrency of [1, 32]) {
       { name: "task: 1 step via Connection+ToolWorker", op: task(oneStepThroughWorker), meter: server.cpu },
       { name: "task: 2 dependent steps, sync", op: task(twoSteps), meter: server.cpu },
       { name: "redis: PING from the bench (baseline)", op: ping },
-      { name: "task: 1 tool step, sync, Redis stores", op: task(oneStep, onRedis), meter: onRedis.cpu }
+      { name: "task: 1 tool step, sync, Redis stores", op: task(oneStep, onRedis), meter: onRedis.cpu },
+      {
+        name: "task: 1 tool step, sync, PostgreSQL messages + Redis stores",
+        op: task(oneStep, deployed),
+        meter: deployed.cpu
+      }
     ],
     concurrency
   )
@@ -82,5 +99,8 @@ for (const r of results) {
   if (cpu !== undefined) console.log(`${r.name} at ${r.concurrency} in flight: server CPU ${cpu.toFixed(3)} ms/op`)
 }
 await onRedis.ask("clean")
+await deployed.ask("clean")
 redis.disconnect()
+await pgAdmin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)
+await pgAdmin.end()
 process.exit(0)

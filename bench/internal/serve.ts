@@ -1,6 +1,7 @@
 /**
  * Our embedded runtime in a process of its own (as `npm start` runs it, on memory storage; with `BENCH_REDIS_URL`
- * its tasks, conversations and events in that Redis, under a prefix of its own that it deletes when asked `"clean"`),
+ * its tasks, conversations and events in that Redis, under a prefix of its own that it deletes when asked `"clean"`;
+ * with `BENCH_DATABASE_URL` the cluster's messages in that PostgreSQL database, see `sqlSharding`),
  * for benchmarks that compare it with a baseline or a peer server in another process: started by `serveRuntime` in
  * ../harness.ts. Given the base URL
  * of an OpenAI-compatible server (argv[2]), it configures it as the tenant's default LLM. It sends `{base, token}`
@@ -10,12 +11,16 @@
 import { ToolWorker } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
 import { Redis as IORedis } from "ioredis"
-import { measure, startRuntime } from "../harness.js"
+import { measure, sqlSharding, startRuntime } from "../harness.js"
 
 const llm = process.argv[2]
 const redisUrl = process.env["BENCH_REDIS_URL"]
 const prefix = `bench${process.pid}x${Date.now()}`
-const runtime = await startRuntime(redisUrl ? { redis: { url: redisUrl, prefix } } : {})
+const databaseUrl = process.env["BENCH_DATABASE_URL"]
+const runtime = await startRuntime({
+  ...(redisUrl ? { redis: { url: redisUrl, prefix } } : {}),
+  ...(databaseUrl ? { sharding: sqlSharding(databaseUrl, process.env["BENCH_SIMULATE_WIRE"] === "1") } : {})
+})
 /** Deletes what this run wrote to Redis. */
 const cleanUp = async () => {
   if (!redisUrl) return
