@@ -117,16 +117,22 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         return true
       })
 
-    /** Records an LLM turn: its usage and attempts, the assistant's message, and the steps of its tool calls. */
+    /**
+     * Records an LLM turn: its usage and attempts, the assistant's message, and the steps of its tool calls. A final
+     * answer (a message without tool calls) ends the task in the same write, as `finish` would.
+     */
     const recordTurn = (turn: number, completion: Omit<Turn, "finished_at">, message?: ChatMessage) =>
       Effect.gen(function*() {
         const at = yield* now
         const calls = message?.role === "assistant" ? message.tool_calls ?? [] : []
+        const answer = message?.role === "assistant" && calls.length === 0 ? message : undefined
         yield* tasks.update(taskId, (r) => ({
           ...r,
           ...(message ? { transcript: [...(r.transcript ?? []), message] } : {}),
           task: {
-            ...r.task,
+            ...(answer
+              ? { ...withoutWaiting(r.task), status: "succeeded" as const, output: answer.content ?? "" }
+              : r.task),
             usage: {
               ...r.task.usage,
               llm_calls: r.task.usage.llm_calls + completion.attempts.length,
@@ -149,7 +155,9 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
           event: {
             type: "llm.completed",
             data: { llm_id: completion.llm_id, tool_calls: completion.tool_calls, attempts: completion.attempts.length }
-          }
+          },
+          // the exchange joins the session's context with the answer (see `finish`)
+          ...(answer ? { messages: [...(tasks.current(taskId).transcript ?? []), answer] } : {})
         })
       })
 

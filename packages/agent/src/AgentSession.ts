@@ -134,7 +134,9 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             ...(submit.connection_timeout_ms !== undefined
               ? { connection_timeout_ms: submit.connection_timeout_ms }
               : {}),
-            ...(submit.oauth_redirect_uri !== undefined ? { oauth_redirect_uri: submit.oauth_redirect_uri } : {})
+            ...(submit.oauth_redirect_uri !== undefined ? { oauth_redirect_uri: submit.oauth_redirect_uri } : {}),
+            // a natural-language task's exchange starts with its input, in its first write
+            ...(typeof task.input === "string" ? { transcript: [{ role: "user" as const, content: task.input }] } : {})
           }, { started })
           return task
         })

@@ -18,10 +18,23 @@ import { runStep, type StepContext, StepFailed, StepWaiting } from "./StepRunner
  * (`unknown_outcome` when one's outcome is unknown, `approval_rejected` when a call was rejected), or `waiting` when
  * nothing failed and some calls wait for a decision or a connection (the task goes on when that comes).
  */
-export const runPlan = (ctx: StepContext, taskId: TaskId): Effect.Effect<Task> =>
+export const runPlan = (loop: StepContext, taskId: TaskId): Effect.Effect<Task> =>
   Effect.gen(function*() {
-    const record = ctx.tasks.current(taskId)
+    const record = loop.tasks.current(taskId)
     const plan = record.task.input as Plan
+    const lastStep = plan.steps.at(-1)?.id
+    // the write of the last step to succeed ends the task, succeeded with the last step's output (as below)
+    const ctx: StepContext = {
+      ...loop,
+      afterSuccess: (task) =>
+        task.steps.every((s) => s.status === "succeeded")
+          ? {
+            ...withoutWaiting(task),
+            status: "succeeded",
+            output: task.steps.find((s) => s.id === lastStep)?.output
+          }
+          : task
+    }
     const checked = PlanGraph.validate(plan)
     if (Either.isLeft(checked)) {
       const e = checked.left

@@ -12,7 +12,7 @@ import { isClusterError } from "@altan/domain/EntityCall"
 import { Unavailable } from "@altan/domain/Errors"
 import type { TaskId, TenantId } from "@altan/domain/Ids"
 import { defaultConnectionTimeoutSeconds } from "@altan/domain/Settings"
-import { isTerminal, type Step, type StepConnection, type TaskError } from "@altan/domain/Task"
+import { isTerminal, type Step, type StepConnection, type Task, type TaskError } from "@altan/domain/Task"
 import type { ToolSpec } from "@altan/domain/ToolDefinition"
 import { policyOf, ToolFailed, ToolInputInvalid, ToolNotFound, type ToolResult } from "@altan/domain/ToolWorker"
 import * as Cause from "effect/Cause"
@@ -20,6 +20,7 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import { identity } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import * as Approvals from "./Approvals.js"
@@ -215,6 +216,11 @@ export interface StepContext {
   readonly onConnectionWait?: (taskId: TaskId, stepId: string, since: string, atMs: number) => Effect.Effect<void>
   /** Told when a call (or the model's turn, `llm`) starts waiting for a spent budget, to look again at `atMs`. */
   readonly onBudgetWait?: (taskId: TaskId, stepId: string, since: string, atMs: number) => Effect.Effect<void>
+  /**
+   * The task as it is once one of its steps succeeded, written with that step: a plan ends there (succeeded) when it was
+   * the last step to succeed, rather than in a write of its own.
+   */
+  readonly afterSuccess?: (task: Task) => Task
 }
 
 /** How long a resumed step, already past its deadline, may still take to learn its attempt's outcome. */
@@ -356,10 +362,10 @@ export const runStep = (
       const endMs = yield* Clock.currentTimeMillis
       const timing = { finished_at: new Date(endMs).toISOString(), duration_ms: endMs - startedMs }
       const started: Progress = { type: "tool.started", step_id: stepId, data: { tool: spec.tool_id } }
-      const write = (f: (step: Omit<Step, "error">) => Step, end: Progress) =>
+      const write = (f: (step: Omit<Step, "error">) => Step, end: Progress, then: (task: Task) => Task = identity) =>
         ctx.tasks.update(taskId, (r) => ({
           ...r,
-          task: {
+          task: then({
             ...r.task,
             usage: { ...r.task.usage, tool_calls: r.task.usage.tool_calls + 1 },
             steps: r.task.steps.map((s) => {
@@ -367,13 +373,14 @@ export const runStep = (
               const { error: _, ...rest } = s
               return f({ ...rest, ...timing, input, attempts: attempt, started_at: new Date(startedMs).toISOString() })
             })
-          }
+          })
         }), { event: [started, end] })
       if (Exit.isSuccess(exit)) {
         const result = exit.value
         yield* write(
           (s) => ({ ...s, status: "succeeded", output: result.output, cached: result.cached }),
-          { type: "tool.completed", step_id: stepId, data: { tool: spec.tool_id, ...timing } }
+          { type: "tool.completed", step_id: stepId, data: { tool: spec.tool_id, ...timing } },
+          ctx.afterSuccess
         )
         return result.output
       }
@@ -407,19 +414,27 @@ export const runStep = (
       const timing = { finished_at: new Date(endMs).toISOString(), duration_ms: endMs - startedMs }
       if (Exit.isSuccess(exit)) {
         const result = exit.value
-        yield* ctx.tasks.updateStep(taskId, stepId, (s) => {
-          const { error: _, ...rest } = s
-          return {
-            ...rest,
-            ...timing,
-            status: "succeeded",
-            output: result.output,
-            cached: result.cached,
-            attempts: attempt - 1 + (result.attempts ?? 1),
-            ...(result.last_error ? { last_error: result.last_error } : {}),
-            ...(result.served_by ? { served_by: result.served_by } : {})
-          }
-        }, { type: "tool.completed", step_id: stepId, data: { tool: spec.tool_id, ...timing } })
+        const then = ctx.afterSuccess ?? identity
+        yield* ctx.tasks.update(taskId, (r) => ({
+          ...r,
+          task: then({
+            ...r.task,
+            steps: r.task.steps.map((s): Step => {
+              if (s.id !== stepId) return s
+              const { error: _, ...rest } = s
+              return {
+                ...rest,
+                ...timing,
+                status: "succeeded",
+                output: result.output,
+                cached: result.cached,
+                attempts: attempt - 1 + (result.attempts ?? 1),
+                ...(result.last_error ? { last_error: result.last_error } : {}),
+                ...(result.served_by ? { served_by: result.served_by } : {})
+              }
+            })
+          })
+        }), { event: { type: "tool.completed", step_id: stepId, data: { tool: spec.tool_id, ...timing } } })
         return result.output
       }
       // a defect or an interruption of the call itself (this fiber's own interruption stops it at the sleep below):

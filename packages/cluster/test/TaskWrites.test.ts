@@ -1,0 +1,150 @@
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { Redis } from "ioredis"
+import { randomBytes } from "node:crypto"
+import { startFakeOpenAi } from "./FakeOpenAi.js"
+import { makeProbes, startEdge } from "./fixtures.js"
+
+/**
+ * What a task writes to its Redis stores, watched with `MONITOR`: every change of a task is one transaction that
+ * carries its events (never an event appended on its own), and a task is written no more often than its changes need:
+ * a sync plan is recorded running at once, a pure step once when its call ended, the last step's write ends the plan,
+ * and the model's final answer ends a natural-language task.
+ */
+const url = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379"
+const prefix = `test-${randomBytes(5).toString("hex")}`
+let fake: Awaited<ReturnType<typeof startFakeOpenAi>>
+let edge: Awaited<ReturnType<typeof startEdge>>
+let admin = ""
+let monitor: Redis
+let cleaner: Redis
+/** Commands on this test's keys, in order, each as its arguments (the command name first, lower case). */
+const seen: Array<ReadonlyArray<string>> = []
+
+beforeAll(async () => {
+  fake = await startFakeOpenAi()
+  edge = await startEdge(makeProbes(), { redis: { url, prefix } })
+  admin = await edge.sign({ tenant_id: "writes", role: "admin" })
+  await edge.call("PUT", "/v1/secrets/k", admin, { value: "sk-writes" })
+  await edge.call("PUT", "/v1/llms/m", admin, { llm_id: "m", endpoint: fake.url, auth: { type: "api_key", key: "k" } })
+  await edge.call("PUT", "/v1/settings", admin, { default_llm: "m" })
+  cleaner = new Redis(url)
+  monitor = await new Redis(url).monitor()
+  monitor.on("monitor", (_time: string, args: Array<string>) => {
+    if (args.some((a) => a.startsWith(`${prefix}:`)) || args[0] === "multi" || args[0] === "exec") {
+      seen.push(args.map((a, i) => (i === 0 ? a.toLowerCase() : a)))
+    }
+  })
+})
+
+afterAll(async () => {
+  monitor.disconnect()
+  await edge.close()
+  await fake.close()
+  const keys = await cleaner.keys(`${prefix}:*`)
+  if (keys.length > 0) await cleaner.del(...keys)
+  cleaner.disconnect()
+})
+
+/**
+ * The transactions that touched the task's record or its event log, once MONITOR has caught up, each as the commands
+ * inside it; a command on them outside a transaction, as a transaction of its own.
+ */
+const writesOf = async (taskId: string) => {
+  // MONITOR lags the commands a little: wait until it shows the task's terminal event
+  for (let i = 0; i < 100; i++) {
+    if (
+      seen.some((c) =>
+        c[0] === "xadd" && c[1]!.endsWith(`:${taskId}`) && /"type":"task\.(succeeded|failed)"/.test(c.at(-1)!)
+      )
+    ) break
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  const ofTask = (c: ReadonlyArray<string>) => c[1]?.endsWith(`:${taskId}`) === true
+  const transactions: Array<Array<ReadonlyArray<string>>> = []
+  let open: Array<ReadonlyArray<string>> | undefined
+  for (const command of seen) {
+    if (command[0] === "multi") open = []
+    else if (command[0] === "exec") {
+      if (open?.some(ofTask)) transactions.push(open)
+      open = undefined
+    } else if (open) open.push(command)
+    else if (ofTask(command)) transactions.push([command])
+  }
+  return transactions
+}
+const eventTypes = (transaction: ReadonlyArray<ReadonlyArray<string>>) =>
+  transaction.filter((c) => c[0] === "xadd").map((c) => JSON.parse(c.at(-1)!).type as string)
+const isRecordWrite = (transaction: ReadonlyArray<ReadonlyArray<string>>) =>
+  transaction.some((c) => c[0] === "set" && c[1]!.includes(":tr:"))
+
+describe("a task's writes", () => {
+  it("a one-step plan of a pure tool: recorded running, then its step and its end in one write", async () => {
+    const res = await edge.call("POST", "/v1/tasks", admin, {
+      input: { steps: [{ id: "t", tool: "text.template", input: { template: "hi {{n}}", variables: { n: "x" } } }] }
+    })
+    expect(res.body.status, res.text).toBe("succeeded")
+    const writes = (await writesOf(res.body.task_id)).filter((t) => !t.some((c) => c[0] === "getex"))
+    // every event rides with a record write
+    expect(writes.every(isRecordWrite)).toBe(true)
+    expect(writes.map(eventTypes)).toEqual([
+      ["task.queued", "task.started"],
+      ["tool.started", "tool.completed", "task.succeeded"]
+    ])
+  })
+
+  it("a step through the tool worker: recorded running before the call, its end and the task's after", async () => {
+    const res = await edge.call("POST", "/v1/tasks", admin, {
+      input: {
+        steps: [
+          { id: "a", tool: "text.template", input: { template: "{{n}}", variables: { n: "x" } } },
+          { id: "b", tool: "probe.echo", input: { value: { $ref: "a.output.text" } } }
+        ]
+      }
+    })
+    expect(res.body.status, res.text).toBe("succeeded")
+    expect(res.body.output).toMatchObject({ value: "x" })
+    const writes = (await writesOf(res.body.task_id)).filter((t) => !t.some((c) => c[0] === "getex"))
+    expect(writes.every(isRecordWrite)).toBe(true)
+    expect(writes.map(eventTypes)).toEqual([
+      ["task.queued", "task.started"],
+      ["tool.started", "tool.completed"],
+      // a call with effects is recorded running before it is made, so a runner dying mid-call knows it was made
+      ["tool.started"],
+      ["tool.completed", "task.succeeded"]
+    ])
+  })
+
+  it("a natural-language task: its input in its first write, the final answer ends it", async () => {
+    fake.script(
+      { kind: "tools", calls: [{ name: "json-extract", arguments: `{"json":{"a":1},"path":"a"}` }] },
+      { kind: "answer", content: "one" }
+    )
+    const res = await edge.call("POST", "/v1/tasks", admin, { input: "what is a?", session_id: "nl" })
+    expect(res.body.status, res.text).toBe("succeeded")
+    expect(res.body.output).toBe("one")
+    const writes = (await writesOf(res.body.task_id)).filter((t) => !t.some((c) => c[0] === "getex"))
+    expect(writes.every(isRecordWrite)).toBe(true)
+    expect(writes.map(eventTypes)).toEqual([
+      ["task.queued", "task.started"],
+      ["llm.completed"],
+      ["tool.started", "tool.completed"],
+      // the tool results join the exchange
+      [],
+      ["llm.completed", "task.succeeded"]
+    ])
+    // the first write holds the input; the last one adds the exchange to the session's conversation
+    // (MONITOR shows the record as its JSON text, which ioredis may not unescape exactly: looked at as text)
+    const record = (t: ReadonlyArray<ReadonlyArray<string>>) => t.find((c) => c[0] === "set")![2]!
+    expect(record(writes[0]!)).toContain(`"transcript":[{"role":"user","content":"what is a?"}]`)
+    const last = writes.at(-1)!
+    expect(last.some((c) => c[0] === "rpush" && c[1]!.includes(":sm:"))).toBe(true)
+    expect(record(last)).toContain(`"status":"succeeded"`)
+    expect(record(last)).toContain(`"output":"one"`)
+    // and the next task of the session sees it
+    fake.script({ kind: "answer", content: "still one" })
+    const next = await edge.call("POST", "/v1/tasks", admin, { input: "again?", session_id: "nl" })
+    expect(next.body.status, next.text).toBe("succeeded")
+    const sent = fake.received.at(-1)!.body.messages.map((m: { content: string | null }) => m.content)
+    expect(sent).toEqual(expect.arrayContaining(["what is a?", "one", "again?"]))
+  })
+})
