@@ -216,29 +216,39 @@ export const make = (
             for (const e of event as ReadonlyArray<Progress>) logged.push(body(taskId, at, e))
           } else if (event) logged.push(body(taskId, at, event as Progress))
           if (ended) logged.push(body(taskId, at, terminalProgress(next.task)))
-          yield* durably(
-            `writing task ${taskId}`,
-            store.put(tenantId, next, {
-              ...(options?.messages ? { messages: options.messages } : {}),
-              ...(logged.length > 0 ? { events: logged } : {})
+          const write = store.put(tenantId, next, {
+            ...(options?.messages ? { messages: options.messages } : {}),
+            ...(logged.length > 0 ? { events: logged } : {})
+          })
+          // the write's first attempt and what follows it are not cut short by an interruption (a cancel, a runner
+          // stopping): a write sent is applied even if no one waits for it, and its events with it, so memory must hold
+          // what it wrote (a cancel then goes on from there) and a task's end gets its audit record; retries after a
+          // failure (an outage) stay interruptible
+          return yield* Effect.uninterruptibleMask((restore) =>
+            Effect.gen(function*() {
+              yield* Effect.catchAll(write, (e) =>
+                Effect.zipRight(
+                  Effect.logWarning(`writing task ${taskId} failed, retrying: ${e.message}`),
+                  restore(durably(`writing task ${taskId}`, write))
+                ))
+              entry.record = next
+              entry.writtenAt = yield* Clock.currentTimeMillis
+              // a waiting task has settled for now: whoever waits for it (a sync request) gets it as it is
+              if (next.task.status === "waiting" && previous.task.status !== "waiting" && entry.finished) {
+                yield* Deferred.succeed(entry.finished, void 0)
+                delete entry.finished
+              }
+              if (ended) {
+                if (entry.inFlight) taskMetrics.inFlight(-1)
+                entry.inFlight = false
+                yield* taskMetrics.finished(next.task.status, entry.writtenAt - Date.parse(next.task.created_at))
+                yield* auditTask(next.task, terminalProgress(next.task).type)
+                if (entry.finished) yield* Deferred.succeed(entry.finished, void 0)
+                noteFinished(taskId)
+              }
+              return next.task
             })
           )
-          entry.record = next
-          entry.writtenAt = yield* Clock.currentTimeMillis
-          // a waiting task has settled for now: whoever waits for it (a sync request) gets it as it is
-          if (next.task.status === "waiting" && previous.task.status !== "waiting" && entry.finished) {
-            yield* Deferred.succeed(entry.finished, void 0)
-            delete entry.finished
-          }
-          if (ended) {
-            if (entry.inFlight) taskMetrics.inFlight(-1)
-            entry.inFlight = false
-            yield* taskMetrics.finished(next.task.status, entry.writtenAt - Date.parse(next.task.created_at))
-            yield* auditTask(next.task, terminalProgress(next.task).type)
-            if (entry.finished) yield* Deferred.succeed(entry.finished, void 0)
-            noteFinished(taskId)
-          }
-          return next.task
         }))
       })
 

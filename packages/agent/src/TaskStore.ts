@@ -13,6 +13,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import { messageSize, trimHistory } from "./Conversation.js"
@@ -460,15 +461,21 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
           build(multi)
           return check(await multi.exec())
         })
-      /** Transactions sent at once, in order, on the one connection: one round trip, applied in that order. */
-      const execAll = (operation: string, builds: ReadonlyArray<Build>) =>
+      /**
+       * Transactions sent at once, in order, on the one connection: one round trip, applied in that order. Fails when
+       * the first fails; the ones after it that failed are answered, to be sent again on their own (sending the first
+       * again would append what it appended twice).
+       */
+      const execAll = (operation: string, [first, ...rest]: readonly [Build, ...Array<Build>]) =>
         attempt(operation, async () => {
-          const sent = builds.map((build) => {
+          const send = (build: Build) => {
             const multi = client.multi()
             build(multi)
-            return multi.exec()
-          })
-          for (const results of await Promise.all(sent)) check(results)
+            return multi.exec().then(check)
+          }
+          const sent = [send(first), ...rest.map((build) => send(build).then(() => undefined, () => build))]
+          const [, ...failed] = await Promise.all(sent)
+          return failed.filter((build): build is Build => build !== undefined)
         })
       // a stored value that does not decode is no outage to wait out (nor an absent task): a defect, logged and
       // answered as an internal error
@@ -506,7 +513,7 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
             const events = yield* Effect.forEach(options?.events ?? [], (event) => encodeBody(event)).pipe(
               Effect.catchAll((e) => Effect.dieMessage(`cannot encode an event of task ${taskId}: ${e.message}`))
             )
-            const writes: Array<(multi: ReturnType<typeof client.multi>) => void> = [(multi) => {
+            const writes: Array<Build> = [(multi) => {
               // a waiting task may wait longer than the TTL (a month's budget, a 30-day connection timeout): its
               // record is kept at least as long as the longest wait, so its wake finds it
               multi.set(
@@ -562,7 +569,12 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
                 }
               })
             }
-            yield* execAll("write task", writes)
+            const failed = yield* execAll("write task", writes as [Build, ...Array<Build>])
+            // an index that could not be written: again, on its own, a few times; then the write fails (and is
+            // retried whole by its caller)
+            yield* Effect.forEach(failed, (build) => exec("write task index", build), { discard: true }).pipe(
+              Effect.retry({ times: 3, schedule: Schedule.exponential("50 millis") })
+            )
           }),
 
         waitsOn: (tenantId, subject) =>

@@ -9,6 +9,7 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
@@ -320,6 +321,40 @@ layer(cleanup(prefix), { excludeTestServices: true })("TaskStore", (it) => {
   it.effect("memory: records, session lists and conversations", () => contract.pipe(Effect.provide(memoryStore)))
 
   it.effect("redis: records, session lists and conversations", () => contract.pipe(Effect.provide(redisStore)))
+
+  it.effect("redis: an index write that fails is sent again on its own, not with the record's events", () =>
+    Effect.gen(function*() {
+      const s = yield* store
+      const log = yield* EventLog.EventLog
+      const tenant = `bad${Math.random().toString(36).slice(2, 8)}` as TenantId
+      // the tenant's approval index is, for a moment, a key of another type: its ZADD fails (WRONGTYPE)
+      const index = `${prefix}:t:${tenant}:approvals`
+      yield* withClient((client) => client.set(index, "not a sorted set"))
+      const t = task("ix", "w")
+      const waiting: Task = {
+        ...t,
+        status: "waiting",
+        steps: [{
+          ...t.steps[0]!,
+          status: "waiting_approval",
+          approval: { input_hash: "cd".repeat(32), requested_at: t.updated_at, expires_at: "2024-05-02T10:00:00.000Z" }
+        }]
+      }
+      const mended = yield* Effect.fork(
+        Effect.zipRight(Effect.sleep("60 millis"), withClient((client) => client.del(index)))
+      )
+      yield* s.put(tenant, record(waiting), {
+        created: true,
+        events: [{ type: "approval.requested", task_id: waiting.task_id, at: waiting.updated_at, step_id: "a" }]
+      })
+      yield* Fiber.join(mended)
+      // the record and its event once; the index written by the retry
+      expect((yield* log.read(tenant, waiting.task_id)).map((e) => e.type)).toEqual(["approval.requested"])
+      expect((yield* s.pendingApprovals(tenant, undefined, 10)).entries.map((e) => e.task_id)).toEqual([
+        waiting.task_id
+      ])
+      expect(Option.getOrThrow(yield* s.get(tenant, waiting.task_id)).task.status).toBe("waiting")
+    }).pipe(Effect.provide(redisStoreAndLog), Effect.scoped))
 
   it.effect("redis: what one connection wrote, a new one reads; keys carry the TTL and reads refresh it", () =>
     Effect.gen(function*() {

@@ -1,7 +1,9 @@
+import * as ExecutionLedger from "@altan/tool/ExecutionLedger"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Redis } from "ioredis"
 import { randomBytes } from "node:crypto"
 import { startFakeOpenAi } from "./FakeOpenAi.js"
+import { startRedis } from "./fault/harness.js"
 import { makeProbes, startEdge } from "./fixtures.js"
 
 /**
@@ -147,4 +149,43 @@ describe("a task's writes", () => {
     const sent = fake.received.at(-1)!.body.messages.map((m: { content: string | null }) => m.content)
     expect(sent).toEqual(expect.arrayContaining(["what is a?", "one", "again?"]))
   })
+})
+
+describe("a write in flight", () => {
+  // its own redis-server: the test holds its writes back with CLIENT PAUSE
+  it("a cancel while the write that ends the task is in flight: the log and the record tell the same end", async () => {
+    const redis = await startRedis()
+    const probes = makeProbes()
+    // the tool service's ledger in memory: the call's end touches nothing the pause holds back, only the task's write
+    const edge = await startEdge(probes, {
+      redis: { url: redis.url, prefix: "race" },
+      ledger: ExecutionLedger.layerMemory()
+    })
+    const pauser = new Redis(redis.url)
+    try {
+      const token = await edge.sign({ tenant_id: "race", role: "admin" })
+      const res = await edge.call("POST", "/v1/tasks", token, {
+        mode: "async",
+        input: { steps: [{ id: "a", tool: "probe.effect", input: { label: "race", ms: 300 } }] }
+      })
+      expect(res.status, res.text).toBe(202)
+      const taskId: string = res.body.task_id
+      await probes.called("probe.effect")
+      // the call answers in 300 ms; the write that records it and ends the task waits in Redis until the pause ends
+      await pauser.call("CLIENT", "PAUSE", "1500", "WRITE")
+      await new Promise((resolve) => setTimeout(resolve, 700))
+      const cancel = await edge.call("POST", `/v1/tasks/${taskId}/cancel`, token)
+      // the write in flight was not given up: the task had ended, and the cancel answers it so (or that it ended)
+      expect([200, 409], cancel.text).toContain(cancel.status)
+      const task = await edge.until(taskId, token, (t) => t.status !== "running" && t.status !== "queued")
+      const events = (await edge.call("GET", `/v1/tasks/${taskId}/events`, token)).text
+      const ends = [...events.matchAll(/^event: (task\.(?:succeeded|failed|cancelled))$/gm)].map((m) => m[1])
+      expect(ends).toEqual([`task.${task.status}`])
+      expect(task.status).toBe("succeeded")
+    } finally {
+      pauser.disconnect()
+      await edge.close()
+      await redis.close()
+    }
+  }, 30_000)
 })
