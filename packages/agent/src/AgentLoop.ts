@@ -217,11 +217,11 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         const refused = yield* budgetRefusal(ctx, llmProviderId, llmBudgets)
         if (Option.isSome(refused)) {
           if (refused.value.resets_at !== waited.resets_at) {
-            yield* waitForBudget(ctx, taskId, "llm", refused.value, yield* Clock.currentTimeMillis, (wait) =>
+            yield* waitForBudget(ctx, taskId, "llm", refused.value, yield* Clock.currentTimeMillis, (wait, event) =>
               tasks.updateTask(taskId, (t) => ({
                 ...t,
                 budget_wait: { ...wait, turn: waited.turn, llm_id: waited.llm_id }
-              })), { step_id: `llm.${waited.turn}`, tool: `llm:${waited.llm_id}` })
+              }), event), { step_id: `llm.${waited.turn}`, tool: `llm:${waited.llm_id}` })
           }
           return yield* tasks.updateTask(taskId, (t) => ({ ...t, status: "waiting", waiting_for: waitingFor(t) }))
         }
@@ -249,11 +249,11 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
         const e = result.left
         if (BudgetExhausted.is(e)) {
           // the model is not asked: the task waits for the budget to reset, or to be raised
-          yield* waitForBudget(ctx, taskId, "llm", e, yield* Clock.currentTimeMillis, (wait) =>
+          yield* waitForBudget(ctx, taskId, "llm", e, yield* Clock.currentTimeMillis, (wait, event) =>
             tasks.updateTask(taskId, (t) => ({
               ...t,
               budget_wait: { ...wait, turn: turn + 1, llm_id: llms[0]! }
-            })), { step_id: `llm.${turn + 1}`, tool: `llm:${llms[0]!}` })
+            }), event), { step_id: `llm.${turn + 1}`, tool: `llm:${llms[0]!}` })
           // raised between the call and the wait's record (its notice found no wait to wake): once, asked again
           if (!rechecked && Option.isNone(yield* budgetRefusal(ctx, llmProviderId, llmBudgets))) {
             rechecked = true

@@ -371,24 +371,30 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
           }
           // decided again under the task's lock, on the record as it is now
           const applied: { result: ReturnType<typeof Approvals.decide> } = { result: checked }
+          // recorded with its event, in one write
           yield* tasks.update(task_id, (r) => {
             applied.result = Approvals.decide(r.task, step_id, principal, decision, at)
             return Either.isRight(applied.result) ? { ...r, task: applied.result.right } : r
+          }, {
+            event: (task) => {
+              const decided = task.steps.find((s) => s.id === step_id)!
+              return {
+                type: "approval.decided",
+                step_id,
+                data: {
+                  step_id,
+                  tool: decided.tool,
+                  decision: verb,
+                  decided_by: principal.userId,
+                  input_hash: decided.approval!.input_hash,
+                  ...(decided.approval!.edited ? { edited: true, input: decided.input } : {}),
+                  ...(decided.approval!.reason ? { reason: decided.approval!.reason } : {})
+                }
+              }
+            }
           })
           if (Either.isLeft(applied.result)) return yield* applied.result.left
           const decided = applied.result.right.steps.find((s) => s.id === step_id)!
-          yield* tasks.emit(task_id, "approval.decided", {
-            step_id,
-            data: {
-              step_id,
-              tool: decided.tool,
-              decision: verb,
-              decided_by: principal.userId,
-              input_hash: decided.approval!.input_hash,
-              ...(decided.approval!.edited ? { edited: true, input: decided.input } : {}),
-              ...(decided.approval!.reason ? { reason: decided.approval!.reason } : {})
-            }
-          })
           yield* auditDecision(principal, task_id, step_id, "ok", {
             decision: verb,
             tool: decided.tool,
@@ -411,13 +417,15 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
             const step = found.value.task.steps.find((s) => s.id === step_id)
             if (isTerminal(found.value.task.status) || step?.status !== "waiting_approval") return
             // a run in flight stops before its next call (the task is terminal), and makes none of the waiting ones
-            const task = yield* tasks.updateTask(task_id, (t) => Approvals.expire(t, step_id))
-            if (task.status === "failed") {
-              yield* tasks.emit(task_id, "approval.decided", {
-                step_id,
-                data: { step_id, tool: step.tool, decision: "expired" }
-              })
-            }
+            // the expiry's event goes with the write, before the task's end it may bring (a follower stops there)
+            yield* tasks.updateTask(
+              task_id,
+              (t) => Approvals.expire(t, step_id),
+              (task) =>
+                task.status === "failed"
+                  ? { type: "approval.decided", step_id, data: { step_id, tool: step.tool, decision: "expired" } }
+                  : undefined
+            )
           }
         ),
 

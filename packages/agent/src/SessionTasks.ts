@@ -90,12 +90,6 @@ export interface SessionTasks {
     f: (step: Step) => Step,
     event?: Progress | ReadonlyArray<Progress> | ((task: Task) => Progress | undefined)
   ) => Effect.Effect<Task>
-  /** Appends a progress event to the task's log (durably: SSE clients wait for the terminal one). */
-  readonly emit: (
-    taskId: TaskId,
-    type: TaskEventType,
-    extra?: { readonly step_id?: string; readonly data?: unknown }
-  ) => Effect.Effect<void>
   /** Makes sure a finished task's log has its terminal event (its writer may have died in between). */
   readonly ensureTerminalEvent: (task: Task) => Effect.Effect<void>
   /** Waits up to `ms` for the task to reach a terminal status, or to wait for something (`waiting`). */
@@ -183,13 +177,6 @@ export const make = (
       type: `task.${task.status}` as TaskEventType,
       data: task.status === "succeeded" ? { output: task.output } : { error: task.error }
     })
-
-    const emit: SessionTasks["emit"] = (taskId, type, extra = {}) =>
-      Effect.gen(function*() {
-        yield* append(taskId, type, extra)
-        const entry = entries.get(taskId)
-        if (entry) yield* auditTask(entry.record.task, type)
-      })
 
     const terminalEvent = (task: Task) => {
       const progress = terminalProgress(task)
@@ -323,7 +310,6 @@ export const make = (
           }),
           event ? { event } : undefined
         ),
-      emit,
       ensureTerminalEvent: (task) =>
         Effect.gen(function*() {
           if (!isTerminal(task.status)) return

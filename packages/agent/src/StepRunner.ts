@@ -163,7 +163,7 @@ export const waitForBudget = (
   stepId: string,
   exhausted: BudgetExhausted,
   nowMs: number,
-  record: (wait: BudgetWait) => Effect.Effect<unknown>,
+  record: (wait: BudgetWait, event: Progress) => Effect.Effect<unknown>,
   data: Record<string, unknown>
 ) =>
   Effect.gen(function*() {
@@ -176,8 +176,9 @@ export const waitForBudget = (
       resets_at: exhausted.resets_at,
       requested_at: since
     }
-    yield* record(wait)
-    yield* ctx.tasks.emit(taskId, "budget.exhausted", {
+    // recorded with its event, in one write
+    yield* record(wait, {
+      type: "budget.exhausted",
       ...(stepId === "llm" ? {} : { step_id: stepId }),
       data: {
         ...data,
@@ -282,7 +283,7 @@ export const runStep = (
             stepId,
             refused.value,
             yield* Clock.currentTimeMillis,
-            (wait) => ctx.tasks.updateStep(taskId, stepId, (s) => ({ ...s, budget: wait })),
+            (wait, event) => ctx.tasks.updateStep(taskId, stepId, (s) => ({ ...s, budget: wait }), event),
             { step_id: stepId, tool: spec.tool_id }
           )
         }
@@ -467,11 +468,11 @@ export const runStep = (
       }
       // a spent budget: the step waits for it to reset, or for an admin to raise it
       if (BudgetExhausted.is(failure) && !ended()) {
-        yield* waitForBudget(ctx, taskId, stepId, failure, endMs, (wait) =>
+        yield* waitForBudget(ctx, taskId, stepId, failure, endMs, (wait, event) =>
           ctx.tasks.updateStep(taskId, stepId, (s) => {
             const { error: _, ...rest } = s
             return { ...rest, status: "waiting_budget", budget: wait }
-          }), { step_id: stepId, tool: spec.tool_id })
+          }, event), { step_id: stepId, tool: spec.tool_id })
         // raised between the call and the wait's record (its notice found no wait to wake): once, called again
         if (!rechecked && Option.isNone(yield* budgetRefusal(ctx, spec.provider, [failure.budget]))) {
           rechecked = true

@@ -226,6 +226,17 @@ describe("AgentSession (entity test client)", () => {
       expect(expired.status).toBe("failed")
       expect(expired.error).toMatchObject({ code: "approval_expired", message: expect.stringContaining("\"w\"") })
       expect(expired.steps.map((s) => s.status)).toEqual(["expired", "cancelled"])
+      // the expiry is logged with the end it brings, before it: a follower (which stops at the end) sees it
+      const events = Chunk.toReadonlyArray(yield* Stream.runCollect(session.Events({ task_id: submit.task_id })))
+      expect(events.map((e) => e.type)).toEqual([
+        "task.queued",
+        "task.started",
+        "approval.requested",
+        "task.waiting",
+        "approval.decided",
+        "task.failed"
+      ])
+      expect(events[4]!.data).toMatchObject({ step_id: "w", decision: "expired" })
       // too late to decide
       const late = yield* Effect.flip(session.Decide({
         task_id: submit.task_id,
