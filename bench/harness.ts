@@ -54,24 +54,25 @@ export const benchTemplate: Tool = {
 }
 
 /**
- * One runner whose persisted messages are stored in PostgreSQL at `url` (as a deployment's, `DATABASE_URL`), its shard
- * assignments in memory; local messages handed over as they are, or through the wire's encoding and decoding when
- * `simulateRemoteSerialization`.
+ * One in-process runner holding every shard group over `storage` (shard assignments in memory, no other runner, local
+ * messages handed over as they are), as `ShardingMemory` is over ours.
  */
-export const sqlSharding = (url: string, simulateRemoteSerialization = false) =>
+export const oneRunner = <A extends MessageStorage.MessageStorage, E, R>(storage: Layer.Layer<A, E, R>) =>
   Sharding.layer.pipe(
     Layer.provideMerge(Runners.layerNoop),
-    Layer.provideMerge(SqlMessageStorage.layer),
+    Layer.provideMerge(storage),
     Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
     Layer.provide(ShardingConfig.layer({
       availableShardGroups: shardGroups,
       assignedShardGroups: shardGroups,
       shardsPerGroup,
-      simulateRemoteSerialization
-    })),
-    Layer.provide(PgClient.layer({ url: Redacted.make(url) })),
-    Layer.orDie
+      simulateRemoteSerialization: false
+    }))
   )
+
+/** One runner whose persisted messages are stored in PostgreSQL at `url`, as a deployment's (`DATABASE_URL`). */
+export const sqlSharding = (url: string) =>
+  oneRunner(SqlMessageStorage.layer).pipe(Layer.provide(PgClient.layer({ url: Redacted.make(url) })), Layer.orDie)
 
 /**
  * The embedded runtime (all three services, one in-memory runner) with the API on a free loopback port; `sharding`
@@ -410,7 +411,6 @@ export const serveRuntime = (
     readonly redis?: string
     /** Store the cluster's messages in this PostgreSQL database (see `sqlSharding`). */
     readonly database?: string
-    readonly simulateRemoteSerialization?: boolean
   } = {}
 ) =>
   forkServer(
@@ -419,7 +419,6 @@ export const serveRuntime = (
     [...process.execArgv, "--max-semi-space-size=32"],
     {
       ...(options.redis ? { BENCH_REDIS_URL: options.redis } : {}),
-      ...(options.database ? { BENCH_DATABASE_URL: options.database } : {}),
-      ...(options.simulateRemoteSerialization ? { BENCH_SIMULATE_WIRE: "1" } : {})
+      ...(options.database ? { BENCH_DATABASE_URL: options.database } : {})
     }
   )

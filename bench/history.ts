@@ -13,19 +13,12 @@
  */
 import { MemoryMessageStorage } from "@altan/storage/MemoryMessageStorage"
 import * as MessageStorage from "@effect/cluster/MessageStorage"
-import * as RunnerHealth from "@effect/cluster/RunnerHealth"
-import * as Runners from "@effect/cluster/Runners"
-import * as RunnerStorage from "@effect/cluster/RunnerStorage"
-import * as Sharding from "@effect/cluster/Sharding"
-import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import { Redis as IORedis } from "ioredis"
 import { spawn } from "node:child_process"
 import { createServer } from "node:net"
 import { loadavg } from "node:os"
-import { shardGroups, shardsPerGroup } from "../packages/cluster/src/RuntimeConfig.js"
-import { startRuntime } from "./harness.js"
+import { oneRunner, startRuntime } from "./harness.js"
 
 const setting = (name: string, fallback: number) => {
   const value = Number(process.env[name] ?? fallback)
@@ -51,17 +44,7 @@ const oneStep = (n: number) =>
   })
 
 /** The same single runner as `ShardingMemory`, on the library's memory storage: the baseline. */
-const librarySharding = Sharding.layer.pipe(
-  Layer.provideMerge(Runners.layerNoop),
-  Layer.provideMerge(MessageStorage.layerMemory),
-  Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
-  Layer.provide(ShardingConfig.layer({
-    availableShardGroups: shardGroups,
-    assignedShardGroups: shardGroups,
-    shardsPerGroup,
-    simulateRemoteSerialization: false
-  }))
-)
+const librarySharding = oneRunner(MessageStorage.layerMemory)
 
 interface Row {
   readonly storage: string

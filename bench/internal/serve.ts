@@ -19,7 +19,7 @@ const prefix = `bench${process.pid}x${Date.now()}`
 const databaseUrl = process.env["BENCH_DATABASE_URL"]
 const runtime = await startRuntime({
   ...(redisUrl ? { redis: { url: redisUrl, prefix } } : {}),
-  ...(databaseUrl ? { sharding: sqlSharding(databaseUrl, process.env["BENCH_SIMULATE_WIRE"] === "1") } : {})
+  ...(databaseUrl ? { sharding: sqlSharding(databaseUrl) } : {})
 })
 /** Deletes what this run wrote to Redis. */
 const cleanUp = async () => {

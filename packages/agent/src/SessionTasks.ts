@@ -39,6 +39,9 @@ export interface Progress {
   readonly data?: unknown
 }
 
+/** The events a change carries: one, several, or one worked out from the changed task (none when undefined). */
+export type Carried = Progress | ReadonlyArray<Progress> | ((task: Task) => Progress | undefined)
+
 /** `task.waiting`, for a change that leaves the task waiting (none if it does not: it ended meanwhile, say). */
 export const waitingEvent = (task: Task): Progress | undefined =>
   task.status === "waiting" ? { type: "task.waiting", data: { waiting_for: task.waiting_for ?? [] } } : undefined
@@ -76,19 +79,19 @@ export interface SessionTasks {
     f: (record: TaskRecord) => TaskRecord,
     options?: {
       readonly messages?: ReadonlyArray<ChatMessage>
-      readonly event?: Progress | ReadonlyArray<Progress> | ((task: Task) => Progress | undefined)
+      readonly event?: Carried
     }
   ) => Effect.Effect<Task>
   readonly updateTask: (
     taskId: TaskId,
     f: (task: Task) => Task,
-    event?: Progress | ReadonlyArray<Progress> | ((task: Task) => Progress | undefined)
+    event?: Carried
   ) => Effect.Effect<Task>
   readonly updateStep: (
     taskId: TaskId,
     stepId: string,
     f: (step: Step) => Step,
-    event?: Progress | ReadonlyArray<Progress> | ((task: Task) => Progress | undefined)
+    event?: Carried
   ) => Effect.Effect<Task>
   /** Makes sure a finished task's log has its terminal event (its writer may have died in between). */
   readonly ensureTerminalEvent: (task: Task) => Effect.Effect<void>
@@ -162,25 +165,22 @@ export const make = (
       ...(progress.data !== undefined ? { data: progress.data } : {})
     })
 
-    const append = (
-      taskId: TaskId,
-      type: TaskEventType,
-      extra: { readonly step_id?: string; readonly data?: unknown }
-    ) =>
-      Effect.flatMap(
-        now,
-        (at) =>
-          durably(`event ${type} of ${taskId}`, events.append(tenantId, taskId, body(taskId, at, { type, ...extra })))
-      )
-
     const terminalProgress = (task: Task): Progress => ({
       type: `task.${task.status}` as TaskEventType,
       data: task.status === "succeeded" ? { output: task.output } : { error: task.error }
     })
 
+    /** The terminal event of a finished task whose log lacks it, and its audit record. */
     const terminalEvent = (task: Task) => {
       const progress = terminalProgress(task)
-      return Effect.zipRight(append(task.task_id, progress.type, progress), auditTask(task, progress.type))
+      return Effect.flatMap(now, (at) =>
+        Effect.zipRight(
+          durably(
+            `event ${progress.type} of ${task.task_id}`,
+            events.append(tenantId, task.task_id, body(task.task_id, at, progress))
+          ),
+          auditTask(task, progress.type)
+        ))
     }
 
     const update: SessionTasks["update"] = (taskId, f, options) =>

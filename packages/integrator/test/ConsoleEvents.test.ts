@@ -35,30 +35,25 @@ const sse = (res: ServerResponse) => res.writeHead(200, { "content-type": "text/
 const frame = (id: number, type: string) => `id: ${id}\nevent: ${type}\ndata: ${JSON.stringify({ type, n: id })}\n\n`
 
 describe("the console's event stream", () => {
-  it("stops at an error frame another connection cannot help (not_found), passing nothing on", async () => {
+  /** Follows a stream whose every connection answers an error frame of `code`: how many it made, what it passed on. */
+  const followErrors = async (code: string) => {
     let connections = 0
     const base = await serve((n, _, res) => {
       connections = n
       sse(res)
-      res.end(`event: error\ndata: {"error":{"code":"not_found","message":"task x not found"}}\n\n`)
+      res.end(`event: error\ndata: {"error":{"code":"${code}","message":"no"}}\n\n`)
     })
     const events: Array<unknown> = []
     await followerFor(base)("t.x", new AbortController().signal, (e) => events.push(e))
-    expect(connections).toBe(1)
-    expect(events).toEqual([])
+    return { connections, events }
+  }
+
+  it("stops at an error frame another connection cannot help (not_found), passing nothing on", async () => {
+    expect(await followErrors("not_found")).toEqual({ connections: 1, events: [] })
   })
 
   it("gives up after 8 connections in a row that brought no event (an error frame each), not forever", async () => {
-    let connections = 0
-    const base = await serve((n, _, res) => {
-      connections = n
-      sse(res)
-      res.end(`event: error\ndata: {"error":{"code":"unavailable","message":"busy"}}\n\n`)
-    })
-    const events: Array<unknown> = []
-    await followerFor(base)("t.x", new AbortController().signal, (e) => events.push(e))
-    expect(connections).toBe(8)
-    expect(events).toEqual([])
+    expect(await followErrors("unavailable")).toEqual({ connections: 8, events: [] })
   })
 
   it("resumes a dropped stream with Last-Event-ID, each event once, and ends at the terminal event", async () => {
