@@ -422,3 +422,15 @@ export const serveRuntime = (
       ...(options.database ? { BENCH_DATABASE_URL: options.database } : {})
     }
   )
+
+/**
+ * The engine's floor under a one-step task (`internal/floor.ts`) in a process of its own, run as `serveRuntime`'s;
+ * `http`: the endpoint alone, without the persisted message.
+ */
+export const serveFloor = (mode: "http" | "persisted" = "persisted") =>
+  forkServer(
+    fileURLToPath(new URL("./internal/floor.ts", import.meta.url)),
+    [],
+    [...process.execArgv, "--max-semi-space-size=32"],
+    { FLOOR_MODE: mode }
+  )

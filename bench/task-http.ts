@@ -1,8 +1,11 @@
 /**
  * A structured task over HTTP (JWT check, AgentSession and its pure tool, back) against baselines measured in the same
  * run: the HTTP floor of the same server (`GET /healthz`), a raw entity round trip on the same cluster
- * (`ToolWorker.Describe`, measured inside the server's process), and the same one-step task of a tool that goes
- * through the tenant's `Connection` to a tool worker (`bench.template`, `text.template` under another id). The runtime
+ * (`ToolWorker.Describe`, measured inside the server's process), the engine's floor under the task in servers of
+ * their own (`internal/floor.ts`: the same `HttpApi` endpoint and schemas doing no work, then with the task's one
+ * persisted message to a new entity: a task's server CPU beyond the latter is our own), and the same one-step task of
+ * a tool that goes through the tenant's `Connection` to a tool worker (`bench.template`, `text.template` under another
+ * id). The runtime
  * runs in a process of its own (as `npm start` runs it), the load generator in this one; "server CPU ms/op" is the
  * server process's, over the measured turns. A second server keeps its tasks and events in Redis (`REDIS_URL`, default
  * the local one), as a deployment does, and runs the one-step task beside a Redis `PING` from this process; a third
@@ -12,7 +15,7 @@
 import { Redis as IORedis } from "ioredis"
 import { randomBytes } from "node:crypto"
 import pg from "pg"
-import { measureRounds, print, type Result, serveRuntime } from "./harness.js"
+import { measureRounds, print, type Result, serveFloor, serveRuntime } from "./harness.js"
 
 const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
 const adminUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres"
@@ -23,6 +26,8 @@ await pgAdmin.query(`CREATE DATABASE ${database}`)
 const databaseUrl = new URL(adminUrl)
 databaseUrl.pathname = `/${database}`
 const server = await serveRuntime()
+const httpFloor = await serveFloor("http")
+const floor = await serveFloor()
 const onRedis = await serveRuntime({ redis: redisUrl })
 const deployed = await serveRuntime({ redis: redisUrl, database: databaseUrl.toString() })
 const redis = new IORedis(redisUrl)
@@ -68,6 +73,12 @@ for (const concurrency of [1, 32]) {
   const measured = await measureRounds(
     [
       { name: "http: GET /healthz (baseline)", op: healthz, meter: server.cpu },
+      { name: "floor: HttpApi POST, no work (baseline)", op: task(oneStep, httpFloor), meter: httpFloor.cpu },
+      {
+        name: "floor: + one persisted message, new entity (baseline)",
+        op: task(oneStep, floor),
+        meter: floor.cpu
+      },
       { name: "task: 1 tool step, sync", op: task(oneStep), meter: server.cpu },
       { name: "task: 1 step via Connection+ToolWorker", op: task(oneStepThroughWorker), meter: server.cpu },
       { name: "task: 2 dependent steps, sync", op: task(twoSteps), meter: server.cpu },

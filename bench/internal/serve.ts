@@ -63,3 +63,5 @@ process.on("message", (message: unknown) => {
   }
 })
 process.on("disconnect", () => process.exit(0))
+// exits, not killed, so a profile (`--cpu-prof`) is written
+process.on("SIGTERM", () => process.exit(0))

@@ -111,7 +111,8 @@ export const runPlan = (loop: StepContext, taskId: TaskId): Effect.Effect<Task> 
         ),
         Effect.exit,
         Effect.flatMap((exit) => Deferred.done(done.get(step.id)!, exit))
-      ), { concurrency: "unbounded", discard: true })
+        // a one-step plan runs its step in this fiber
+      ), { concurrency: plan.steps.length > 1 ? "unbounded" : 1, discard: true })
 
     const steps = ctx.tasks.current(taskId).task.steps
     const notDone = steps.filter((s) => s.status !== "succeeded")

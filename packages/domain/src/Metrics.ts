@@ -78,11 +78,26 @@ export const rateLimitWaitSecondsKey = MetricKey.histogram(
 /** `altan_rate_limit_wait_seconds{tenant,provider}`: time a call waited for the tenant's rate budget. */
 export const rateLimitWaitSeconds = Metric.fromMetricKey(rateLimitWaitSecondsKey)
 
+/** Call metrics by tenant and provider: a session builds them on every activation (a fresh session per task). */
+const callMetricsMade = new Map<string, ReturnType<typeof makeCallMetrics>>()
+const maxCallMetricsMade = 10_000
+
 /**
  * The call metrics of one tenant and provider (e.g. `callMetrics("acme", "slack")` in a `Connection`):
  * `call(outcome)` counts one call, `rateLimitWait(duration)` records a wait for budget.
  */
 export const callMetrics = (tenant: string, provider: string) => {
+  const key = `${tenant}\u0000${provider}`
+  let made = callMetricsMade.get(key)
+  if (made === undefined) {
+    if (callMetricsMade.size >= maxCallMetricsMade) callMetricsMade.clear()
+    made = makeCallMetrics(tenant, provider)
+    callMetricsMade.set(key, made)
+  }
+  return made
+}
+
+const makeCallMetrics = (tenant: string, provider: string) => {
   const byOutcome = {
     ok: withTags(callsKey, { tenant, provider, outcome: "ok" }),
     failed: withTags(callsKey, { tenant, provider, outcome: "failed" }),

@@ -28,13 +28,24 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
-import { createHash, randomBytes } from "node:crypto"
+import { createHash, randomFillSync } from "node:crypto"
 import { Admission } from "./Admission.js"
 import { clusterUnavailable, orUnavailable } from "./internal/clusterCall.js"
 import { oauthRedirectUri } from "./internal/redirectUri.js"
 import { TenantConfig } from "./TenantConfig.js"
 
-const random = () => randomBytes(12).toString("base64url")
+// random ids drawn from a pool filled 256 at a time: one `randomBytes` call per id cost more than the rest of the id
+const idBytes = 12
+const pool = Buffer.alloc(idBytes * 256)
+let pooled = pool.length
+const random = () => {
+  if (pooled === pool.length) {
+    randomFillSync(pool)
+    pooled = 0
+  }
+  pooled += idBytes
+  return pool.toString("base64url", pooled - idBytes, pooled)
+}
 const digest = (...parts: ReadonlyArray<string>) =>
   createHash("sha256").update(parts.join("\u0000")).digest("base64url").slice(0, 24)
 
@@ -218,8 +229,9 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
           }
         }
         const tools = [...new Set(plan.steps.map((s) => s.tool as string))]
+        // one tool (most plans) is described without forking a fiber for it
         const described = yield* Effect.forEach(tools, (tool) => describe(principal.tenantId, tool), {
-          concurrency: "unbounded"
+          concurrency: tools.length > 1 ? "unbounded" : 1
         })
         const specs = new Map<string, ToolSpec>()
         tools.forEach((tool, i) => Option.map(described[i]!, (spec) => specs.set(tool, spec)))
@@ -235,17 +247,21 @@ export class Tasks extends Effect.Service<Tasks>()("@altan/integrator/Tasks", {
         yield* PlanGraph.checkRefPaths(graph, specs)
         // inputs known now (no $ref) are checked against their tool's schema before anything is accepted; one the
         // tool accepted lately, under the same spec, is not sent again
-        yield* Effect.forEach(
-          plan.steps.flatMap((step, i) => (PlanGraph.hasRefs(step.input) ? [] : [[step, i] as const])),
-          ([step, i]) => {
-            const spec = specs.get(step.tool)!
-            const key = canonicalJson(step.input)
-            if (acceptedInputs.get(spec)?.has(key)) return Effect.void
-            return checkInput(principal.tenantId, step.tool, step.input, `input.steps.${i}.input`, `step "${step.id}"`)
-              .pipe(Effect.tap(() => Effect.sync(() => rememberAccepted(spec, key))))
-          },
-          { concurrency: "unbounded", discard: true }
-        )
+        const unchecked = plan.steps.flatMap((step, i) => {
+          if (PlanGraph.hasRefs(step.input)) return []
+          const spec = specs.get(step.tool)!
+          const key = canonicalJson(step.input)
+          return acceptedInputs.get(spec)?.has(key) ? [] : [{ step, i, spec, key }]
+        })
+        if (unchecked.length > 0) {
+          yield* Effect.forEach(
+            unchecked,
+            ({ i, key, spec, step }) =>
+              checkInput(principal.tenantId, step.tool, step.input, `input.steps.${i}.input`, `step "${step.id}"`)
+                .pipe(Effect.tap(() => Effect.sync(() => rememberAccepted(spec, key)))),
+            { concurrency: unchecked.length > 1 ? "unbounded" : 1, discard: true }
+          )
+        }
         return [...specs.values()]
       })
 
