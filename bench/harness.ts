@@ -1,3 +1,4 @@
+import type { AgentConfig } from "@altan/agent/AgentConfig"
 import * as AgentService from "@altan/agent/AgentService"
 import * as StdoutSink from "@altan/audit/StdoutSink"
 import type { TenantId } from "@altan/domain/Ids"
@@ -86,6 +87,8 @@ export const startRuntime = async (
     readonly redis?: { readonly url: string; readonly prefix: string }
     /** Traces with this tracer instead of the default (e.g. one that counts spans). */
     readonly tracer?: Tracer.Tracer
+    /** The Agent Service's tuning, over its defaults (e.g. sessions held longer than `SESSION_MAX_IDLE_TIME`'s). */
+    readonly agent?: Partial<AgentConfig["Type"]>
   } = {}
 ) => {
   const layer = HttpEdgeLive.pipe(
@@ -111,6 +114,7 @@ export const startRuntime = async (
     Layer.provideMerge(Layer.mergeAll(
       options.extra ?? Layer.empty,
       AgentService.layerTest({
+        config: options.agent,
         redis: options.redis
           ? { layer: Layer.orDie(Redis.layer({ url: options.redis.url })), prefix: options.redis.prefix }
           : undefined

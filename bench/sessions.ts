@@ -2,20 +2,25 @@
  * Memory of idle sessions, beside the raw engine in the same run: heap per idle no-op entity (the floor any entity
  * of the cluster costs), per idle `AgentSession` (activated by a read, as a session is between tasks after its
  * passivation and re-activation), and per session that ran one task (a sync one-step plan over HTTP; its record stays
- * in the session's memory). Then 100,000 idle sessions in one runner: heap and resident set.
+ * in the session's memory). Then 100,000 idle sessions in one runner: heap and resident set. Last, on the runtime as
+ * `npm start` runs it (a process of its own, the default `SESSION_MAX_IDLE_TIME`), one-off tasks (no `session_id`: a
+ * new session each) at 32 in flight for `ONE_OFF_SECONDS` (120), then 95 s without any: its heap as it goes, beside
+ * what it would hold if it kept every session it made.
  */
 import { AgentSession } from "@altan/domain/AgentSession"
 import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import { startRuntime } from "./harness.js"
+import { serveRuntime, startRuntime } from "./harness.js"
 
 // in the agent shard group, like AgentSession (an unannotated entity lands in "default", which no runner hosts)
 const Noop = Entity.make("Noop", [Rpc.make("Ping")]).annotate(ClusterSchema.ShardGroup, () => "agent")
 const NoopLive = Noop.toLayer(Effect.succeed(Noop.of({ Ping: () => Effect.void })), { maxIdleTime: "1 hour" })
 
-const runtime = await startRuntime({ extra: NoopLive })
+// sessions held as long as the no-op entities, whatever `SESSION_MAX_IDLE_TIME` says
+const runtime = await startRuntime({ extra: NoopLive, agent: { sessionMaxIdleTime: Duration.hours(1) } })
 if (!globalThis.gc) throw new Error("run with --expose-gc (npm run bench does)")
 const heap = () => {
   globalThis.gc!()
@@ -74,5 +79,62 @@ console.log(
   `${many.toLocaleString("en")} more idle sessions: heap +${mb(heap() - heapBefore)}, resident set ${mb(rss)} ` +
     `(+${mb(rss - rssBefore)}); the process holds ${(20_000 + 20_000 + ran + many).toLocaleString("en")} entities`
 )
+
+// last, one-off tasks on the runtime as `npm start` runs it (its own process, the default idle time, which lets its
+// sessions go), its heap read over IPC
+const defaults = await serveRuntime()
+const serverHeap = () => defaults.ask("heap").then((answer) => (answer as { heap: number }).heap)
+const oneOff = JSON.stringify({
+  input: { steps: [{ id: "t", tool: "text.template", input: { template: "hi {{n}}", variables: { n: "x" } } }] }
+})
+const oneOffTask = async () => {
+  const res = await fetch(`${defaults.base}/v1/tasks`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${defaults.token}`, "content-type": "application/json" },
+    body: oneOff
+  })
+  const json = await res.json() as { status: string }
+  if (json.status !== "succeeded") throw new Error(`task ${json.status}: ${JSON.stringify(json)}`)
+}
+const seconds = Number(process.env["ONE_OFF_SECONDS"] ?? 120)
+const heapBeforeOneOff = await serverHeap()
+const started = performance.now()
+const deadline = started + seconds * 1000
+let done = 0
+const samples: Array<{ readonly at: number; readonly tasks: number; readonly grown: number }> = []
+const sample = async () => {
+  const at = (performance.now() - started) / 1000
+  const tasks = done
+  samples.push({ at, tasks, grown: (await serverHeap()) - heapBeforeOneOff })
+}
+await Promise.all([
+  ...Array.from({ length: 32 }, async () => {
+    while (performance.now() < deadline) {
+      await oneOffTask()
+      done++
+    }
+  }),
+  (async () => {
+    while (performance.now() + 15_000 < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 15_000))
+      await sample()
+    }
+  })()
+])
+await sample()
+// then until its last sessions have left (the idle time, and the check every 30 s)
+await new Promise((resolve) => setTimeout(resolve, 95_000))
+await sample()
+
+console.log(
+  `one-off tasks (a new session each) at 32 in flight for ${seconds} s, \`SESSION_MAX_IDLE_TIME\` at its default, then ` +
+    `95 s idle: heap as it went, beside the sessions made times the heap of a session after one task (above)`
+)
+for (const { at, grown, tasks } of samples) {
+  console.log(
+    `  ${at.toFixed(0).padStart(4)} s: ${tasks.toLocaleString("en")} tasks, heap +${mb(grown)}; ` +
+      `every session held: +${mb(tasks * perRan)}`
+  )
+}
 // no graceful stop: shutting down 145k live entities is its own (slow) story
 process.exit(0)

@@ -8,6 +8,7 @@ import { AgentSession } from "@altan/domain/AgentSession"
 import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { startRuntime } from "./harness.js"
 
@@ -24,7 +25,8 @@ const run = async (
   name: string,
   activate: (runtime: Awaited<ReturnType<typeof startRuntime>>, i: number) => Promise<unknown>
 ) => {
-  const runtime = await startRuntime({ extra: NoopLive })
+  // sessions held as long as the no-op entities, whatever `SESSION_MAX_IDLE_TIME` says
+  const runtime = await startRuntime({ extra: NoopLive, agent: { sessionMaxIdleTime: Duration.hours(1) } })
   const before = heapMb()
   const started = performance.now()
   // a bounded number in flight, so activation itself does not hold the heap

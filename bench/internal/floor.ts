@@ -1,13 +1,16 @@
 /**
  * The engine's floor under a one-step task, in a process of its own (started by `serveFloor` in ../harness.ts): what
- * the stack costs with none of our work in it. `POST /v1/tasks` is an `HttpApi` endpoint with the API's own request
- * and answer schemas (`TaskRequest`, `Task`) on the same `NodeHttpServer`; its handler sends one persisted message
- * with `AgentSession.Submit`'s own schemas (`SubmitPayload`, `Task`) to a new entity (a new session id, as a task
- * without one gets) on the embedded runtime's sharding (`ShardingMemory`, our memory message storage), whose handler
- * answers the task a one-step plan answers, built from the payload. With `FLOOR_MODE=http` the endpoint answers that
- * task itself, without the message. No token check, session, task records, events, audit, metrics or tool: a task's
- * CPU beyond this server's is our own. It sends `{base}` over IPC when ready and its CPU time (ms) when asked `"cpu"`.
+ * the stack costs with none of our work in it. `POST /v1/tasks` is an `HttpApi` endpoint with the API's request and
+ * answer schemas (`TaskRequest`, `Task` for 200 and 202) on a `NodeHttpServer`; its handler sends one persisted
+ * message with `AgentSession.Submit`'s schemas and a payload of the same fields the edge sends (`SubmitPayload`,
+ * `Task`) to a new entity (a new session id, as a task without one gets), with `AgentSession`'s shard group and entity
+ * options, on the embedded runtime's sharding (`ShardingMemory`, our memory message storage); the entity answers the
+ * task a one-step plan answers, built from the payload. With `FLOOR_MODE=http` the endpoint answers that task itself,
+ * without the message. No token check (nor the API's other middleware), session, task records, events, audit, metrics
+ * or tool: a task's CPU beyond this server's is ours (or the API's middleware's). It sends `{base}` over IPC when ready
+ * and its CPU time (ms) when asked `"cpu"`.
  */
+import * as AgentConfig from "@altan/agent/AgentConfig"
 import { SubmitError, SubmitPayload } from "@altan/domain/AgentSession"
 import type { SessionId, TaskId, TenantId, UserId } from "@altan/domain/Ids"
 import { Principal } from "@altan/domain/Principal"
@@ -36,7 +39,7 @@ const Floor = Entity.make("BenchFloor", [
     error: SubmitError,
     primaryKey: (p) => p.task_id
   }).annotate(ClusterSchema.Persisted, true).annotate(ClusterSchema.Uninterruptible, "client")
-])
+]).annotate(ClusterSchema.ShardGroup, () => "agent")
 
 /** The answer of a one-step plan, as the runtime gives it, built from the submit. */
 const answer = (payload: SubmitPayload): Task => {
@@ -55,11 +58,12 @@ const answer = (payload: SubmitPayload): Task => {
       input: step.input,
       output: { text: "hi x" },
       attempts: 1,
+      cached: false,
       started_at: now,
       finished_at: now,
       duration_ms: 0.1
     })),
-    usage: emptyUsage,
+    usage: { ...emptyUsage, tool_calls: 1 },
     mode: payload.request.mode,
     timeout_ms: payload.request.timeout_ms,
     user_id: payload.principal.userId,
@@ -68,12 +72,15 @@ const answer = (payload: SubmitPayload): Task => {
   }
 }
 
-const FloorLive = Floor.toLayer(Effect.succeed({
-  Submit: ({ payload }) => Effect.sync(() => answer(payload))
-}))
+const FloorLive = Floor.toLayer(
+  Effect.succeed({ Submit: ({ payload }) => Effect.sync(() => answer(payload)) }),
+  { concurrency: "unbounded", maxIdleTime: AgentConfig.defaults.sessionMaxIdleTime, disableFatalDefects: true }
+)
 
 class FloorGroup extends HttpApiGroup.make("floor").add(
-  HttpApiEndpoint.post("create", "/v1/tasks").setPayload(TaskRequest).addSuccess(Task)
+  HttpApiEndpoint.post("create", "/v1/tasks").setPayload(TaskRequest).addSuccess(Task).addSuccess(Task, {
+    status: 202
+  })
 ) {}
 class FloorApi extends HttpApi.make("floor").add(FloorGroup) {}
 
@@ -92,7 +99,11 @@ const FloorHttp = HttpApiBuilder.group(FloorApi, "floor", (handlers) =>
         principal,
         llms: [],
         specs: [TextTemplate.spec],
-        accepted_at: new Date().toISOString()
+        on_unknown_outcome: "fail" as const,
+        accepted_at: new Date().toISOString(),
+        approval_required: [],
+        approval_timeout_ms: 86_400_000,
+        connection_timeout_ms: 86_400_000
       }
       if (!withMessage) return Effect.sync(() => answer(submit))
       return client(`bench/${session}`).Submit(submit).pipe(Effect.orDie)

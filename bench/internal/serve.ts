@@ -1,12 +1,12 @@
 /**
  * Our embedded runtime in a process of its own (as `npm start` runs it, on memory storage; with `BENCH_REDIS_URL`
  * its tasks, conversations and events in that Redis, under a prefix of its own that it deletes when asked `"clean"`;
- * with `BENCH_DATABASE_URL` the cluster's messages in that PostgreSQL database, see `sqlSharding`),
- * for benchmarks that compare it with a baseline or a peer server in another process: started by `serveRuntime` in
- * ../harness.ts. Given the base URL
- * of an OpenAI-compatible server (argv[2]), it configures it as the tenant's default LLM. It sends `{base, token}`
- * over IPC when ready, its CPU time (ms) when asked `"cpu"`, and when asked `{engine: n}` measures the raw entity
- * round trip (`ToolWorker.Describe`) at n in flight inside itself and sends the `Result`.
+ * with `BENCH_DATABASE_URL` the cluster's messages in that PostgreSQL database, see `sqlSharding`), for benchmarks
+ * that compare it with a baseline or a peer server in another process: started by `serveRuntime` in ../harness.ts.
+ * Given the base URL of an OpenAI-compatible server (argv[2]), it configures it as the tenant's default LLM. It sends
+ * `{base, token}` over IPC when ready, its CPU time (ms) when asked `"cpu"`, its heap after a full collection when
+ * asked `"heap"`, and when asked `{engine: n}` measures the raw entity round trip (`ToolWorker.Describe`) at n in
+ * flight inside itself and sends the `Result`.
  */
 import { ToolWorker } from "@altan/domain/ToolWorker"
 import * as Effect from "effect/Effect"
@@ -53,6 +53,11 @@ const engine = () => runtime.run(describe.Describe()).then(() => undefined)
 process.on("message", (message: unknown) => {
   if (message === "clean") {
     void cleanUp().then(() => process.send!({ cleaned: true }))
+  } else if (message === "heap") {
+    // after a full collection (the bench runs its processes with --expose-gc)
+    globalThis.gc?.()
+    globalThis.gc?.()
+    process.send!({ heap: process.memoryUsage().heapUsed })
   } else if (message === "cpu") {
     const { system, user } = process.cpuUsage()
     process.send!({ cpu: (user + system) / 1000 })

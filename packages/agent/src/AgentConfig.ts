@@ -9,7 +9,11 @@ import * as Layer from "effect/Layer"
 export class AgentConfig extends Context.Tag("@altan/agent/AgentConfig")<AgentConfig, {
   /** Tool calls of one task that may run at once (independent plan steps, one LLM turn's calls). */
   readonly maxParallelToolCalls: number
-  /** An idle session is passivated after this long; its state is already in the store. */
+  /**
+   * An idle session is passivated after this long; its state is already in the store. A session that ran a task
+   * holds ~50 KB until then, and a task without a `session_id` gets a new session: a runner holds about its rate of
+   * such tasks times this (plus up to 30 s) of them.
+   */
   readonly sessionMaxIdleTime: Duration.Duration
   /** LLM turns a natural-language task may take unless it says otherwise. */
   readonly maxSteps: number
@@ -28,7 +32,9 @@ export class AgentConfig extends Context.Tag("@altan/agent/AgentConfig")<AgentCo
 
 export const defaults: AgentConfig["Type"] = {
   maxParallelToolCalls: 8,
-  sessionMaxIdleTime: Duration.minutes(15),
+  // short: at 15 minutes, 50 one-off tasks a second held ~45,000 sessions (~2.3 GB) in a runner; one back after it
+  // is activated again from the store (a few milliseconds)
+  sessionMaxIdleTime: Duration.minutes(1),
   maxSteps: 10,
   taskTokenBudget: 200_000,
   historyBudgetChars: 100_000,
@@ -39,7 +45,7 @@ export const defaults: AgentConfig["Type"] = {
 export const layer = (options?: Partial<AgentConfig["Type"]>): Layer.Layer<AgentConfig> =>
   Layer.succeed(AgentConfig, { ...defaults, ...options })
 
-/** `AGENT_MAX_PARALLEL_TOOL_CALLS`, `SESSION_MAX_IDLE_TIME` (e.g. `15 minutes`). */
+/** `AGENT_MAX_PARALLEL_TOOL_CALLS`, `SESSION_MAX_IDLE_TIME` (e.g. `1 minute`). */
 export const config: Config.Config<AgentConfig["Type"]> = Config.all({
   maxParallelToolCalls: Config.integer("AGENT_MAX_PARALLEL_TOOL_CALLS").pipe(
     Config.withDefault(defaults.maxParallelToolCalls),

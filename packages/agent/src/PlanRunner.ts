@@ -56,6 +56,7 @@ export const runPlan = (loop: StepContext, taskId: TaskId): Effect.Effect<Task> 
         Effect.fail(new StepFailed(stepId))
       )
 
+    // every step in a fiber of its own, but a one-step plan's, which runs in this one
     yield* Effect.forEach(plan.steps, (step) =>
       Effect.gen(function*() {
         const deps = graph.deps.get(step.id) ?? []
@@ -111,7 +112,6 @@ export const runPlan = (loop: StepContext, taskId: TaskId): Effect.Effect<Task> 
         ),
         Effect.exit,
         Effect.flatMap((exit) => Deferred.done(done.get(step.id)!, exit))
-        // a one-step plan runs its step in this fiber
       ), { concurrency: plan.steps.length > 1 ? "unbounded" : 1, discard: true })
 
     const steps = ctx.tasks.current(taskId).task.steps

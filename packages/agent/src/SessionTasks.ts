@@ -187,7 +187,8 @@ export const make = (
       Effect.suspend(() => {
         const entry = entries.get(taskId)
         if (!entry) return Effect.dieMessage(`task ${taskId} is not held by its session`)
-        // ended already (a plan's last step ended it, say): nothing to wait for the lock for
+        // ended already (a plan's last step ended it, say): nothing to wait for the lock for. The end's own update may
+        // still be recording its audit and metrics under the lock, as an unlocked read (`GetTask`) may find it too
         if (isTerminal(entry.record.task.status)) return Effect.succeed(entry.record.task)
         return entry.lock.withPermits(1)(Effect.gen(function*() {
           const previous = entry.record
