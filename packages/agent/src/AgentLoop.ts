@@ -79,6 +79,7 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
     /** Runs the tool calls of the transcript's last turn (those not done yet) and records their results. */
     const callTools = (turn: number, calls: NonNullable<Extract<ChatMessage, { role: "assistant" }>["tool_calls"]>) =>
       Effect.gen(function*() {
+        // in parallel, each in a fiber of its own; a turn's one call in this fiber
         const results = yield* Effect.forEach(calls, (call, i) => {
           const id = `${turn}.${i + 1}`
           const spec = byId.get(call.name)
@@ -97,7 +98,7 @@ export const runConversation = (ctx: LoopContext, taskId: TaskId): Effect.Effect
               StepWaiting: () => Effect.succeed(waiting)
             })
           )
-        }, { concurrency: "unbounded" })
+        }, { concurrency: calls.length > 1 ? "unbounded" : 1 })
         // some calls of the turn wait for a decision (the others ran, and keep their results): the model is asked
         // again only once every call of the turn has its result
         if (results.includes(waiting)) {
