@@ -359,7 +359,7 @@ export interface ServerProcess {
   readonly base: string
   readonly token: string
   readonly cpu: () => Promise<number>
-  /** Sends `message` and resolves with the child's next message. */
+  /** Sends `message` and resolves with the child's next message: one question at a time. */
   readonly ask: (message: unknown) => Promise<unknown>
 }
 

@@ -4,7 +4,7 @@
  * bench/task-http.ts's) or `TASK=nl` (an NL task with one tool turn, as bench/agent-loop.ts's), `N` tasks (300)
  * after a warm-up, one at a time, over HTTP to the embedded runtime in this process; `GET /healthz` first, as the
  * floor. Each of the fiber runtime's operation handlers is wrapped to count (Effect's internals, patched in this
- * process only), as are the fibers run (started, or resumed by a message) and the timers set.
+ * process only), as are the fibers started and the timers set (by anything in the process, the load generator's too).
  *
  *   TASK=nl node --conditions=@altan/source --import tsx bench/internal/op-count.ts
  */
@@ -22,7 +22,7 @@ const spanOf = (fiber: { currentSpan?: { name: string } }) =>
   fiber.currentSpan ? fiber.currentSpan.name.replace(/\(.+\)/, "(…)") : "(no span)"
 const bump = (map: Map<string, number>, key: string) => map.set(key, (map.get(key) ?? 0) + 1)
 // the operation handlers are the methods named for their opcodes (`Sync`, `OnSuccess`, `Left`...); `start`,
-// `startFork` and `resume` run a fiber (a forked one's first run, or a suspended one's next)
+// `startFork` and `resume` start a fiber (each once per fiber)
 const runs = new Set(["start", "startFork", "resume"])
 for (const key of Reflect.ownKeys(FiberRuntime.prototype)) {
   if (typeof key !== "string" || (!/^[A-Z]/.test(key) && !runs.has(key))) continue
@@ -88,8 +88,8 @@ for (const [name, op] of [["GET /healthz", healthz], [kind === "nl" ? "NL task" 
   const per = (n: number) => (n / count).toFixed(1)
   const total = [...ops.values()].reduce((a, b) => a + b, 0)
   console.log(
-    `${name}: ${per(total)} Effect operations, ${per([...fibers.values()].reduce((a, b) => a + b, 0))} fiber ` +
-      `runs started, ${per(timers)} timers per request; operations by innermost span:`
+    `${name}: ${per(total)} Effect operations, ${per([...fibers.values()].reduce((a, b) => a + b, 0))} fibers ` +
+      `started, ${per(timers)} timers per request; operations by innermost span:`
   )
   for (const [span, n] of [...ops].sort((a, b) => b[1] - a[1])) console.log(`  ${per(n).padStart(7)}  ${span}`)
 }

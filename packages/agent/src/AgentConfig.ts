@@ -33,7 +33,7 @@ export class AgentConfig extends Context.Tag("@altan/agent/AgentConfig")<AgentCo
 export const defaults: AgentConfig["Type"] = {
   maxParallelToolCalls: 8,
   // short: at 15 minutes, 50 one-off tasks a second held ~45,000 sessions (~2.3 GB) in a runner; one back after it
-  // is activated again from the store (a few milliseconds)
+  // is activated again from the store (a session holding writes to rewrite after a Redis outage stays: SessionTasks)
   sessionMaxIdleTime: Duration.minutes(1),
   maxSteps: 10,
   taskTokenBudget: 200_000,

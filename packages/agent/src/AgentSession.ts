@@ -19,6 +19,7 @@ import { ToolWorker } from "@altan/domain/ToolWorker"
 import { AlreadyProcessingMessage } from "@effect/cluster/ClusterError"
 import * as Entity from "@effect/cluster/Entity"
 import type { EntityAddress } from "@effect/cluster/EntityAddress"
+import type * as Sharding from "@effect/cluster/Sharding"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
@@ -79,12 +80,17 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
   const pureTools = yield* PureTools
   yield* taskMetrics.initialize
   /** A session's task machinery and its handlers, built when it first gets a message about tasks. */
-  const working = (address: EntityAddress, tenantId: TenantId, sessionId: SessionId) =>
+  const working = (
+    address: EntityAddress,
+    tenantId: TenantId,
+    sessionId: SessionId,
+    keepAlive: (enabled: boolean) => Effect.Effect<void>
+  ) =>
     Effect.gen(function*() {
       const store = yield* TaskStore
       const events = yield* EventLog
       const audit = yield* AuditLog
-      const tasks = yield* SessionTasks.make(tenantId, sessionId)
+      const tasks = yield* SessionTasks.make(tenantId, sessionId, { keepAlive })
       const pureCall = pureCalls(pureTools, audit, tenantId)
       const self = sessions(address.entityId)
       const attributes = { "altan.tenant_id": tenantId, "altan.session_id": sessionId }
@@ -512,13 +518,15 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const sessionId = key as SessionId
       const store = yield* TaskStore
       const context = yield* Effect.context<TaskStore | EventLog | AuditLog | Scope.Scope>()
+      const entity = yield* Effect.context<Sharding.Sharding | Entity.CurrentAddress>()
+      const keepAlive = (enabled: boolean) => Effect.provide(Entity.keepAlive(enabled), entity)
       // an idle session (activated by a read, or waiting for its next task after a passivation) holds only this;
       // its task machinery is built by its first message about a task, once, in the session's scope
       let built: Deferred.Deferred<Effect.Effect.Success<ReturnType<typeof working>>> | undefined
       const full = Effect.suspend(() => {
         if (built) return Deferred.await(built)
         const deferred = (built = Deferred.unsafeMake<Effect.Effect.Success<ReturnType<typeof working>>>(FiberId.none))
-        return working(address, tenantId, sessionId).pipe(
+        return working(address, tenantId, sessionId, keepAlive).pipe(
           Effect.tap((handlers) => Deferred.succeed(deferred, handlers)),
           Effect.provide(context),
           Effect.uninterruptible

@@ -101,7 +101,14 @@ export interface SessionTasks {
 
 export const make = (
   tenantId: TenantId,
-  sessionId: SessionId
+  sessionId: SessionId,
+  options: {
+    /**
+     * Keeps the session in memory (`Entity.keepAlive`) while records it wrote just before the store's connection was
+     * lost wait to be written again: a session passivated meanwhile would forget them.
+     */
+    readonly keepAlive?: (enabled: boolean) => Effect.Effect<void>
+  } = {}
 ): Effect.Effect<SessionTasks, never, TaskStore | EventLog | AuditLog | Scope.Scope> =>
   Effect.gen(function*() {
     const store = yield* TaskStore
@@ -255,6 +262,21 @@ export const make = (
         }
       })
     )
+    // a session holding such records stays in memory until they are written again (its idle time may be shorter than
+    // the outage); one at a time, so a release never overtakes the hold it ends
+    let keptAlive = false
+    const keeping = yield* Effect.makeSemaphore(1)
+    const keepAlive = options.keepAlive && ((enabled: boolean) => keeping.withPermits(1)(options.keepAlive!(enabled)))
+    if (keepAlive) {
+      yield* store.onDisconnect((lostAt) =>
+        Effect.suspend(() => {
+          const since = lostAt - rewriteWindowMs
+          if (keptAlive || ![...entries.values()].some((entry) => entry.writtenAt >= since)) return Effect.void
+          keptAlive = true
+          return keepAlive(true)
+        })
+      )
+    }
     yield* store.onReconnect((lostAt) =>
       Effect.forkIn(
         Effect.gen(function*() {
@@ -269,6 +291,10 @@ export const make = (
               ),
             { discard: true }
           )
+          if (keptAlive && keepAlive) {
+            keptAlive = false
+            yield* keepAlive(false)
+          }
         }),
         scope
       )

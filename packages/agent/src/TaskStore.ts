@@ -106,6 +106,8 @@ export class TaskStore extends Context.Tag("@altan/agent/TaskStore")<TaskStore, 
    * it wrote then.
    */
   readonly onReconnect: (f: (lostAt: number) => Effect.Effect<void>) => Effect.Effect<void, never, Scope.Scope>
+  /** Runs `f` (with when) whenever the store's connection is lost, for the life of the scope (see `onReconnect`). */
+  readonly onDisconnect: (f: (lostAt: number) => Effect.Effect<void>) => Effect.Effect<void, never, Scope.Scope>
 }>() {}
 
 const sessionKey = (tenantId: TenantId, sessionId: string) => `${tenantId}/${sessionId}`
@@ -388,7 +390,8 @@ export const layerMemory = (options?: MemoryOptions): Layer.Layer<TaskStore, nev
               session.updated_at = at
             }
           }),
-        onReconnect: () => Effect.void
+        onReconnect: () => Effect.void,
+        onDisconnect: () => Effect.void
       })
     })
   )
@@ -412,6 +415,19 @@ const decodeMessage = Schema.decodeUnknown(messageJson)
 
 /** Messages read at a time, newest first, when collecting a conversation's recent part. */
 const page = 64
+
+/** Registers `f` with one of the connection's listeners (`Redis.onReconnect`, `onDisconnect`) for the scope's life. */
+const listen = (
+  register: (f: (at: number) => void) => () => void,
+  f: (at: number) => Effect.Effect<void>
+): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const runtime = yield* Effect.runtime<never>()
+    yield* Effect.acquireRelease(
+      Effect.sync(() => register((at) => void Runtime.runFork(runtime)(f(at)))),
+      (unregister) => Effect.sync(unregister)
+    )
+  })
 
 /**
  * Tasks and conversations in Redis. Keys (`{tenant/session}` is the session's hash tag, so a session's keys share a
@@ -681,14 +697,8 @@ export const layerRedis = (options?: RedisOptions): Layer.Layer<TaskStore, never
             touchSession(multi, tenantId, sessionId, at)
           }).pipe(Effect.asVoid),
 
-        onReconnect: (f) =>
-          Effect.gen(function*() {
-            const runtime = yield* Effect.runtime<never>()
-            yield* Effect.acquireRelease(
-              Effect.sync(() => redis.onReconnect((lostAt) => void Runtime.runFork(runtime)(f(lostAt)))),
-              (unregister) => Effect.sync(unregister)
-            )
-          })
+        onReconnect: (f) => listen(redis.onReconnect, f),
+        onDisconnect: (f) => listen(redis.onDisconnect, f)
       })
     })
   )

@@ -37,6 +37,11 @@ export class Redis extends Context.Tag("@altan/redis/Redis")<Redis, {
    * holders of state rewrite what they know. Returns the function that unregisters `f`.
    */
   readonly onReconnect: (f: (lostAt: number) => void) => () => void
+  /**
+   * Calls `f` (with when) each time the shared connection is lost, once per outage: holders of state that `onReconnect`
+   * would rewrite keep it until then. Returns the function that unregisters `f`.
+   */
+  readonly onDisconnect: (f: (lostAt: number) => void) => () => void
   /** `PING` on the shared connection: the readiness check. */
   readonly ping: Effect.Effect<void, RedisError>
 }>() {}
@@ -126,8 +131,13 @@ export const make = (options: Options): Effect.Effect<Redis["Type"], RedisError,
     })
     yield* connect(client, where, quit)
     const listeners = new Set<(lostAt: number) => void>()
+    const lostListeners = new Set<(lostAt: number) => void>()
     let lostAt: number | undefined
-    client.on("close", () => void (lostAt ??= Date.now()))
+    client.on("close", () => {
+      if (lostAt !== undefined) return
+      const at = lostAt = Date.now()
+      for (const f of lostListeners) f(at)
+    })
     client.on("ready", () => {
       if (lostAt === undefined) return
       const at = lostAt
@@ -140,6 +150,10 @@ export const make = (options: Options): Effect.Effect<Redis["Type"], RedisError,
       onReconnect: (f) => {
         listeners.add(f)
         return () => void listeners.delete(f)
+      },
+      onDisconnect: (f) => {
+        lostListeners.add(f)
+        return () => void lostListeners.delete(f)
       },
       ping: Effect.asVoid(attempt("PING", () => client.ping()))
     }
