@@ -520,6 +520,9 @@ export const AgentSessionLive = Layer.unwrapEffect(Effect.gen(function*() {
       const context = yield* Effect.context<TaskStore | EventLog | AuditLog | Scope.Scope>()
       const entity = yield* Effect.context<Sharding.Sharding | Entity.CurrentAddress>()
       const keepAlive = (enabled: boolean) => Effect.provide(Entity.keepAlive(enabled), entity)
+      // a hold through a Redis outage (see `SessionTasks.make`) is a persisted message: one a runner sent before it
+      // died comes back to the session's next activation, where nothing would end it, and ends at once
+      yield* keepAlive(false)
       // an idle session (activated by a read, or waiting for its next task after a passivation) holds only this;
       // its task machinery is built by its first message about a task, once, in the session's scope
       let built: Deferred.Deferred<Effect.Effect.Success<ReturnType<typeof working>>> | undefined

@@ -1,8 +1,18 @@
+import { AgentSession } from "@altan/domain/AgentSession"
 import * as ClusterMetrics from "@effect/cluster/ClusterMetrics"
+import * as Entity from "@effect/cluster/Entity"
+import * as EntityAddress from "@effect/cluster/EntityAddress"
+import * as EntityId from "@effect/cluster/EntityId"
+import * as Envelope from "@effect/cluster/Envelope"
+import * as Message from "@effect/cluster/Message"
+import * as Sharding from "@effect/cluster/Sharding"
+import * as Headers from "@effect/platform/Headers"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { type RedisServer, startRedis } from "./fault/harness.js"
@@ -71,4 +81,43 @@ describe("a Redis outage longer than a session's idle time", () => {
     while (Date.now() < until && liveSessions() > 0) await new Promise((resolve) => setTimeout(resolve, 250))
     expect(liveSessions()).toBe(0)
   }, 90_000)
+
+  it("a hold redelivered to a new activation (its runner died holding it) does not keep the session", async () => {
+    // what `Entity.keepAlive(true)` sends, as if the session's last runner had sent it and died
+    await edge.run(Effect.gen(function*() {
+      const sharding = yield* Sharding.Sharding
+      const entityId = EntityId.make("outage/orphan")
+      const address = EntityAddress.make({
+        entityType: AgentSession.type,
+        entityId,
+        shardId: sharding.getShardId(entityId, "agent")
+      })
+      yield* Effect.orDie(sharding.sendOutgoing(
+        new Message.OutgoingRequest({
+          rpc: Entity.KeepAliveRpc,
+          context: Context.empty() as never,
+          envelope: Envelope.makeRequest({
+            requestId: yield* sharding.getSnowflake,
+            address,
+            tag: Entity.KeepAliveRpc._tag,
+            payload: void 0,
+            headers: Headers.empty,
+            traceId: "0",
+            spanId: "0",
+            sampled: false
+          }),
+          lastReceivedReply: Option.none(),
+          respond: () => Effect.void
+        }),
+        true
+      ))
+    }))
+    const activated = Date.now() + 5_000
+    while (Date.now() < activated && liveSessions() === 0) await new Promise((resolve) => setTimeout(resolve, 100))
+    expect(liveSessions()).toBe(1)
+    // idle a second, and the reaper looks every 5 s by now
+    const until = Date.now() + 15_000
+    while (Date.now() < until && liveSessions() > 0) await new Promise((resolve) => setTimeout(resolve, 250))
+    expect(liveSessions()).toBe(0)
+  }, 30_000)
 })
