@@ -41,6 +41,7 @@ import { createServer } from "node:http"
 import { fileURLToPath } from "node:url"
 import { clusterRoundTrip, ShardingMemory } from "../packages/cluster/src/Runtime.js"
 import { shardGroups, shardsPerGroup } from "../packages/cluster/src/RuntimeConfig.js"
+import { startFakeOpenAi } from "../packages/cluster/test/FakeOpenAi.js"
 
 // one guard (and one set of connection pools) for the LLM gateway and the tools, as in production
 const egress = ToolService.egressTest(["127.0.0.1"])
@@ -438,3 +439,43 @@ export const serveFloor = (mode: "http" | "persisted" = "persisted") =>
     [...process.execArgv, "--max-semi-space-size=32"],
     { FLOOR_MODE: mode }
   )
+
+/**
+ * One task of a profiling scenario over HTTP against `runtime`, which must answer it `succeeded`: `plan`, a sync
+ * one-step plan (as `task-http`'s); `nl`, an NL task with one tool turn against a zero-latency fake LLM it configures
+ * (as `agent-loop`'s), in a session of its own each.
+ */
+export const scenarioTask = async (
+  runtime: { readonly base: string; readonly token: string },
+  kind: "plan" | "nl"
+): Promise<() => Promise<void>> => {
+  const headers = { authorization: `Bearer ${runtime.token}`, "content-type": "application/json" }
+  let body: () => string
+  if (kind === "nl") {
+    const fake = await startFakeOpenAi()
+    fake.script((request) =>
+      request.body.messages.at(-1).role === "tool"
+        ? { kind: "answer", content: "done" }
+        : { kind: "tools", calls: [{ name: "json-extract", arguments: `{"json":{"a":{"b":1}},"path":"a.b"}` }] }
+    )
+    const put = async (path: string, value: unknown) => {
+      const res = await fetch(`${runtime.base}${path}`, { method: "PUT", headers, body: JSON.stringify(value) })
+      if (res.status >= 300) throw new Error(`${path}: ${res.status}`)
+    }
+    await put("/v1/secrets/key", { value: "sk-bench" })
+    await put("/v1/llms/fake", { llm_id: "fake", endpoint: fake.url, auth: { type: "api_key", key: "key" } })
+    await put("/v1/settings", { default_llm: "fake" })
+    let n = 0
+    body = () => JSON.stringify({ input: "extract a.b", session_id: `s${n++}`, tools: ["json.extract"] })
+  } else {
+    const plan = JSON.stringify({
+      input: { steps: [{ id: "t", tool: "text.template", input: { template: "hi {{n}}", variables: { n: "x" } } }] }
+    })
+    body = () => plan
+  }
+  return async () => {
+    const res = await fetch(`${runtime.base}/v1/tasks`, { method: "POST", headers, body: body() })
+    const json = await res.json() as { status: string }
+    if (json.status !== "succeeded") throw new Error(`task ${json.status}: ${JSON.stringify(json)}`)
+  }
+}

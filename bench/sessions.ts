@@ -13,7 +13,7 @@ import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import { serveRuntime, startRuntime } from "./harness.js"
+import { scenarioTask, serveRuntime, startRuntime } from "./harness.js"
 
 // in the agent shard group, like AgentSession (an unannotated entity lands in "default", which no runner hosts)
 const Noop = Entity.make("Noop", [Rpc.make("Ping")]).annotate(ClusterSchema.ShardGroup, () => "agent")
@@ -84,18 +84,8 @@ console.log(
 // sessions go), its heap read over IPC
 const defaults = await serveRuntime()
 const serverHeap = () => defaults.ask("heap").then((answer) => (answer as { heap: number }).heap)
-const oneOff = JSON.stringify({
-  input: { steps: [{ id: "t", tool: "text.template", input: { template: "hi {{n}}", variables: { n: "x" } } }] }
-})
-const oneOffTask = async () => {
-  const res = await fetch(`${defaults.base}/v1/tasks`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${defaults.token}`, "content-type": "application/json" },
-    body: oneOff
-  })
-  const json = await res.json() as { status: string }
-  if (json.status !== "succeeded") throw new Error(`task ${json.status}: ${JSON.stringify(json)}`)
-}
+// a sync one-step plan without `session_id`: a new session each
+const oneOffTask = await scenarioTask(defaults, "plan")
 const seconds = Number(process.env["ONE_OFF_SECONDS"] ?? 120)
 const heapBeforeOneOff = await serverHeap()
 const started = performance.now()

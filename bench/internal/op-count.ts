@@ -39,40 +39,11 @@ globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
   return setTimer(...args)
 }) as typeof setTimeout
 
-const { startRuntime } = await import("../harness.js")
-const { startFakeOpenAi } = await import("../../packages/cluster/test/FakeOpenAi.js")
-const kind = process.env["TASK"] ?? "plan"
+const { scenarioTask, startRuntime } = await import("../harness.js")
+const kind = process.env["TASK"] === "nl" ? "nl" : "plan"
 const count = Number(process.env["N"] ?? 300)
 const runtime = await startRuntime()
-const headers = { authorization: `Bearer ${runtime.token}`, "content-type": "application/json" }
-let body: () => string
-if (kind === "nl") {
-  const fake = await startFakeOpenAi()
-  fake.script((request) =>
-    request.body.messages.at(-1).role === "tool"
-      ? { kind: "answer", content: "done" }
-      : { kind: "tools", calls: [{ name: "json-extract", arguments: `{"json":{"a":{"b":1}},"path":"a.b"}` }] }
-  )
-  const put = async (path: string, value: unknown) => {
-    const res = await fetch(`${runtime.base}${path}`, { method: "PUT", headers, body: JSON.stringify(value) })
-    if (res.status >= 300) throw new Error(`${path}: ${res.status}`)
-  }
-  await put("/v1/secrets/key", { value: "sk-bench" })
-  await put("/v1/llms/fake", { llm_id: "fake", endpoint: fake.url, auth: { type: "api_key", key: "key" } })
-  await put("/v1/settings", { default_llm: "fake" })
-  let n = 0
-  body = () => JSON.stringify({ input: "extract a.b", session_id: `s${n++}`, tools: ["json.extract"] })
-} else {
-  const plan = JSON.stringify({
-    input: { steps: [{ id: "t", tool: "text.template", input: { template: "hi {{n}}", variables: { n: "x" } } }] }
-  })
-  body = () => plan
-}
-const task = async () => {
-  const res = await fetch(`${runtime.base}/v1/tasks`, { method: "POST", headers, body: body() })
-  const json = await res.json() as { status: string }
-  if (json.status !== "succeeded") throw new Error(`task ${json.status}: ${JSON.stringify(json)}`)
-}
+const task = await scenarioTask(runtime, kind)
 const healthz = async () => {
   const res = await fetch(`${runtime.base}/healthz`)
   await res.arrayBuffer()
